@@ -1,0 +1,197 @@
+package policy
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+)
+
+type apRule = securityv1beta1.Rule
+
+const dryRunAnnotation = "istio.io/dry-run"
+
+func isAllow(ap *AuthorizationPolicy) bool {
+	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_ALLOW
+}
+
+func isDeny(ap *AuthorizationPolicy) bool {
+	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_DENY
+}
+
+func isDryRun(ap *AuthorizationPolicy) bool {
+	return ap.Annotations[dryRunAnnotation] == "true"
+}
+
+// isJWTKey tells whether a `when` key reads the validated token.
+func isJWTKey(key string) bool { return strings.HasPrefix(key, "request.auth.") }
+
+// match is a place where a rule matches an attribute, and the values it matches.
+type match struct {
+	field  string
+	values []string
+}
+
+// matcher finds where a rule matches one family of attributes: the source fields that
+// source returns (positive, negative, name of the positive field) and the `when` keys
+// that when accepts.
+type matcher struct {
+	source func(s *securityv1beta1.Source) (positive, negative []string, name string)
+	when   func(key string) bool
+}
+
+// jwtMatcher picks the token attributes: requestPrincipals and request.auth.* conditions.
+var jwtMatcher = matcher{
+	source: func(s *securityv1beta1.Source) ([]string, []string, string) {
+		return s.RequestPrincipals, s.NotRequestPrincipals, "requestPrincipals"
+	},
+	when: isJWTKey,
+}
+
+// positive and negative return where rule r (at spec.rules[i]) matches m's attributes.
+func (m matcher) positive(r *apRule, at string) []match { return m.find(r, at, true) }
+func (m matcher) negative(r *apRule, at string) []match { return m.find(r, at, false) }
+
+func (m matcher) find(r *apRule, at string, positive bool) []match {
+	var out []match
+	for j, from := range r.From {
+		if from.Source == nil {
+			continue
+		}
+		pos, neg, name := m.source(from.Source)
+		vals := pos
+		if !positive {
+			vals, name = neg, "not"+strings.ToUpper(name[:1])+name[1:]
+		}
+		if len(vals) > 0 {
+			out = append(out, match{fmt.Sprintf("%s.from[%d].source.%s", at, j, name), vals})
+		}
+	}
+	for k, w := range r.When {
+		if !m.when(w.Key) {
+			continue
+		}
+		vals, name := w.Values, "values"
+		if !positive {
+			vals, name = w.NotValues, "notValues"
+		}
+		if len(vals) > 0 {
+			out = append(out, match{fmt.Sprintf("%s.when[%d].%s", at, k, name), vals})
+		}
+	}
+	return out
+}
+
+// eachRule calls fn for every rule of an AuthorizationPolicy with its path.
+func eachRule(ap *AuthorizationPolicy, fn func(r *apRule, at string)) {
+	for i, r := range ap.Spec.Rules {
+		fn(r, fmt.Sprintf("spec.rules[%d]", i))
+	}
+}
+
+// requiresToken tells whether an ALLOW rule can only match a request with a validated token:
+// every source names request principals, or a condition needs a token attribute.
+func requiresToken(r *apRule) bool {
+	for _, w := range r.When {
+		if isJWTKey(w.Key) && len(w.Values) > 0 {
+			return true
+		}
+	}
+	if len(r.From) == 0 {
+		return false
+	}
+	for _, from := range r.From {
+		if from.Source == nil || len(from.Source.RequestPrincipals) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// enforcesToken tells whether an AuthorizationPolicy turns away requests without a valid
+// token: an ALLOW rule that requires one, or a DENY rule matching its absence
+// (notRequestPrincipals: ["*"]).
+func enforcesToken(ap *AuthorizationPolicy) bool {
+	if isDryRun(ap) {
+		return false
+	}
+	for _, r := range ap.Spec.Rules {
+		if isAllow(ap) && requiresToken(r) || isDeny(ap) && len(jwtMatcher.negative(r, "")) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// deniesOnClaims tells whether a DENY policy matches token attributes positively: it fires
+// only while a RequestAuthentication validates tokens.
+func deniesOnClaims(ap *AuthorizationPolicy) bool {
+	if !isDeny(ap) || isDryRun(ap) {
+		return false
+	}
+	for _, r := range ap.Spec.Rules {
+		if len(jwtMatcher.positive(r, "")) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// usesToken tells whether an ALLOW or DENY policy matches token attributes at all.
+func usesToken(ap *AuthorizationPolicy) bool {
+	if !isAllow(ap) && !isDeny(ap) {
+		return false
+	}
+	for _, r := range ap.Spec.Rules {
+		if len(jwtMatcher.positive(r, ""))+len(jwtMatcher.negative(r, "")) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+var schemeOnly = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9+.-]*:/?$`)
+
+// splitPrincipal splits a request principal as Istio does since 1.21: at the last "/",
+// into the token's iss and sub.
+func splitPrincipal(v string) (iss, sub string, ok bool) {
+	i := strings.LastIndex(v, "/")
+	if i < 0 {
+		return "", "", false
+	}
+	return v[:i], v[i+1:], true
+}
+
+// principalProblem says why a requestPrincipals value can never match a token, or "".
+func principalProblem(v string) string {
+	if v == "*" {
+		return ""
+	}
+	iss, sub, ok := splitPrincipal(v)
+	if !ok {
+		if strings.HasPrefix(v, "*") || strings.HasSuffix(v, "*") {
+			if strings.Contains(strings.Trim(v, "*"), "*") {
+				return "a '*' in the middle is a literal character, not a wildcard"
+			}
+			return ""
+		}
+		return "has no '/': a request principal is <iss>/<sub>"
+	}
+	switch {
+	case iss == "":
+		return "the issuer part (before the last '/') is empty"
+	case schemeOnly.MatchString(iss):
+		return fmt.Sprintf("Istio splits at the last '/', so the issuer part is %q: a wildcard cannot span issuer and subject", iss)
+	case strings.Contains(strings.TrimPrefix(iss, "*"), "*"):
+		return fmt.Sprintf("the issuer part %q may start with '*' but holds another '*', which is literal", iss)
+	case sub == "":
+		return "the subject part (after the last '/') is empty; tokens always carry a sub"
+	case strings.Contains(strings.TrimSuffix(sub, "*"), "*"):
+		return fmt.Sprintf("the subject part %q may end with '*' but holds another '*', which is literal", sub)
+	}
+	if e, ok := parseEntra(iss); ok && e.isV1Issuer() && !strings.HasSuffix(iss, "/") {
+		return fmt.Sprintf("Istio splits at the last '/', so the issuer part is %q, but v1 Entra tokens carry %q: write %q", iss, iss+"/", iss+"//"+sub)
+	}
+	return ""
+}

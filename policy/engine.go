@@ -1,0 +1,117 @@
+package policy
+
+import (
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Review is a change to judge. Offline, Operation is Audit and Object an object of the
+// bundle; at admission, Object is the new object (the old one on DELETE) and OldObject the
+// old one on UPDATE and DELETE. State is the world before the change.
+type Review struct {
+	Operation Operation
+	Object    metav1.Object
+	OldObject metav1.Object
+	State     State
+}
+
+// Context is what a rule's check sees.
+type Context struct {
+	Operation Operation
+	// Object is under review: the new object, or the one being deleted.
+	Object metav1.Object
+	// OldObject is the object as it is now, on UPDATE and DELETE.
+	OldObject metav1.Object
+	// State is the world after the change; Before, the world before it (nil offline, where
+	// there is no "before").
+	State  State
+	Before State
+	// Root is Istio's root namespace; Settings, the guardrails governing Object's namespace.
+	Root     string
+	Settings Settings
+}
+
+// Engine judges reviews against its catalog of rules.
+type Engine struct {
+	rules []Rule
+}
+
+// NewEngine returns an engine with the full catalog.
+func NewEngine() *Engine {
+	return &Engine{rules: Catalog()}
+}
+
+// Rules returns the catalog, in ID order.
+func (e *Engine) Rules() []Rule { return e.rules }
+
+// Rule returns the rule with the given ID.
+func (e *Engine) Rule(id string) (Rule, bool) {
+	i := slices.IndexFunc(e.rules, func(r Rule) bool { return r.ID == id })
+	if i < 0 {
+		return Rule{}, false
+	}
+	return e.rules[i], true
+}
+
+// Review judges one change and returns its findings, deny before warn, in catalog order.
+func (e *Engine) Review(r Review) []Finding {
+	c := e.context(r)
+	kind := kindOf(r.Object)
+	var out []Finding
+	for _, rule := range e.rules {
+		if !slices.Contains(rule.Kinds, judgedAs(r.Object)) || (r.Operation == Delete && !rule.OnDelete) {
+			continue
+		}
+		override, overridden := c.Settings.Actions[rule.ID]
+		if overridden && override == Off {
+			continue
+		}
+		for _, f := range rule.Check(c) {
+			f.Rule, f.Name = rule.ID, rule.Name
+			switch {
+			case overridden:
+				f.Action = override
+			case f.Action == "":
+				f.Action = rule.Default
+			}
+			if f.Action == Off {
+				continue
+			}
+			f.Kind, f.Namespace, f.ObjectName, f.Object = kind, r.Object.GetNamespace(), r.Object.GetName(), r.Object
+			out = append(out, f)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Finding) int { return actionRank(a.Action) - actionRank(b.Action) })
+	return out
+}
+
+// judgedAs is the kind whose rules judge o: every workload, Pod or pod template, is judged
+// by the Pod rules.
+func judgedAs(o metav1.Object) string {
+	if _, ok := o.(*Workload); ok {
+		return KindPod
+	}
+	return kindOf(o)
+}
+
+func actionRank(a Action) int {
+	if a == Deny {
+		return 0
+	}
+	return 1
+}
+
+// context builds what rules see: the state after the change, and the guardrails.
+func (e *Engine) context(r Review) *Context {
+	c := &Context{Operation: r.Operation, Object: r.Object, OldObject: r.OldObject, State: r.State}
+	switch r.Operation {
+	case Create, Update:
+		c.Before, c.State = r.State, withChange(r.State, r.OldObject, r.Object)
+	case Delete:
+		c.Before, c.State = r.State, withChange(r.State, r.Object, nil)
+	}
+	c.Root = RootNamespace(c.State.Guardrails())
+	c.Settings = SettingsFor(c.State, r.Object.GetNamespace())
+	return c
+}

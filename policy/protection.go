@@ -1,0 +1,132 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+)
+
+// protection is what guards one workload's JWT security, in one state.
+type protection struct {
+	ras []*RequestAuthentication
+	aps []*AuthorizationPolicy
+}
+
+func protectionOf(st State, root string, w *Workload) protection {
+	return protection{
+		ras: forWorkload(w, root, st.RequestAuthentications),
+		aps: forWorkload(w, root, st.AuthorizationPolicies),
+	}
+}
+
+// verifies tells whether some RequestAuthentication validates tokens for the workload.
+func (p protection) verifies() bool { return len(p.ras) > 0 }
+
+// enforces tells whether some AuthorizationPolicy turns away requests without a token.
+func (p protection) enforces() bool {
+	for _, ap := range p.aps {
+		if enforcesToken(ap) {
+			return true
+		}
+	}
+	return false
+}
+
+// requiresToken tells whether token-less requests are turned away: tokens are validated
+// and an AuthorizationPolicy demands one.
+func (p protection) requiresToken() bool { return p.verifies() && p.enforces() }
+
+// deniesOnClaims tells whether a DENY on token attributes applies to the workload.
+func (p protection) deniesOnClaims() bool {
+	for _, ap := range p.aps {
+		if deniesOnClaims(ap) {
+			return true
+		}
+	}
+	return false
+}
+
+// issuers lists the issuers the workload's RequestAuthentications configure, once each.
+func (p protection) issuers() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, ra := range p.ras {
+		for _, r := range ra.Spec.JwtRules {
+			if !seen[r.Issuer] {
+				seen[r.Issuer] = true
+				out = append(out, r.Issuer)
+			}
+		}
+	}
+	return out
+}
+
+type mtls = securityv1beta1.PeerAuthentication_MutualTLS_Mode
+
+// mtlsMode is the PeerAuthentication mode in force for a workload: the workload's own policy,
+// else its namespace's, else the mesh's, else PERMISSIVE. Among equals the oldest wins, and
+// UNSET defers to the next level.
+func mtlsMode(st State, root string, w *Workload) mtls {
+	type level struct {
+		namespace string
+		workload  bool // selector policies, or namespace-wide ones
+	}
+	levels := []level{{root, false}}
+	if w.Namespace != root {
+		levels = []level{{w.Namespace, true}, {w.Namespace, false}, {root, false}}
+	}
+	for _, l := range levels {
+		for _, pa := range st.PeerAuthentications(l.namespace) {
+			sel := selectorLabels(pa.Spec.Selector)
+			if l.workload != (len(sel) > 0) || !selects(sel, w.Labels) {
+				continue
+			}
+			if pa.Spec.Mtls != nil && pa.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+				return pa.Spec.Mtls.Mode
+			}
+			break
+		}
+	}
+	return securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE
+}
+
+// describe names workloads for messages: a few by name, or what a virtual one stands for.
+func describe(ws []*Workload) string {
+	if len(ws) == 1 && ws[0].Virtual {
+		w := ws[0]
+		if len(w.Labels) == 0 {
+			return "every workload of namespace " + w.Namespace
+		}
+		return fmt.Sprintf("workloads labelled %s", labelString(w.Labels))
+	}
+	const shown = 3
+	var names []string
+	for i, w := range ws {
+		if i == shown {
+			names = append(names, fmt.Sprintf("%d more", len(ws)-shown))
+			break
+		}
+		names = append(names, fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name))
+	}
+	return strings.Join(names, ", ")
+}
+
+func labelString(l map[string]string) string {
+	var parts []string
+	for _, k := range sortedKeys(l) {
+		parts = append(parts, k+"="+l[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// lacking returns the workloads of a policy for which bad holds.
+func lacking(ws []*Workload, bad func(w *Workload) bool) []*Workload {
+	var out []*Workload
+	for _, w := range ws {
+		if bad(w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}

@@ -1,0 +1,412 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// policyWorkloads returns the workloads a policy applies to in the state after the change.
+func policyWorkloads(c *Context, o metav1.Object) []*Workload {
+	return scopeOf(o).workloads(c.State, c.Root)
+}
+
+func crossResourceRules() []Rule {
+	ra := []string{KindRequestAuthentication}
+	ap := []string{KindAuthorizationPolicy}
+	return []Rule{{
+		ID: "MG301", Name: "ra-without-enforcement", Default: Warn, Kinds: ra,
+		Summary: "Workloads selected by a RequestAuthentication where no AuthorizationPolicy requires a request principal.",
+		Why:     "A RequestAuthentication only rejects bad tokens: requests with no token pass, with no identity.",
+		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
+			open := lacking(policyWorkloads(c, ra), func(w *Workload) bool { return !protectionOf(c.State, c.Root, w).enforces() })
+			if len(open) == 0 {
+				return nil
+			}
+			return []Finding{finding("spec.selector",
+				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: requests with no token pass unauthenticated", describe(open)),
+				fmt.Sprintf("add an ALLOW policy for the same workloads with requestPrincipals: [%q], or a DENY with notRequestPrincipals: [\"*\"]", firstIssuer(ra)+"/*"))}
+		}),
+	}, {
+		ID: "MG302", Name: "ap-jwt-without-ra", Default: Warn, Kinds: ap,
+		Summary: "An AuthorizationPolicy using `requestPrincipals` or `request.auth.*` on workloads no RequestAuthentication covers. Warn for ALLOW, deny for a DENY that would never fire.",
+		Why:     "Without a RequestAuthentication no token is validated: an ALLOW on token attributes denies everyone, a DENY on them never fires.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			if !usesToken(p) {
+				return nil
+			}
+			bare := lacking(policyWorkloads(c, p), func(w *Workload) bool { return !protectionOf(c.State, c.Root, w).verifies() })
+			if len(bare) == 0 {
+				return nil
+			}
+			fix := "add a RequestAuthentication for the same workloads with the issuer, jwksUri and audiences of the tokens"
+			if isDeny(p) && deniesOnClaims(p) {
+				return []Finding{finding("spec.rules",
+					fmt.Sprintf("no RequestAuthentication validates tokens for %s, so this DENY on token attributes never fires", describe(bare)), fix).as(Deny)}
+			}
+			return []Finding{finding("spec.rules",
+				fmt.Sprintf("no RequestAuthentication validates tokens for %s, so every request there is denied (403)", describe(bare)), fix)}
+		}),
+	}, {
+		ID: "MG303", Name: "removes-jwt-enforcement", Default: Deny, Kinds: append(ra, ap...), OnDelete: true,
+		Summary: "A DELETE or UPDATE of a RequestAuthentication or AuthorizationPolicy that leaves workloads, protected now, accepting token-less or unverified requests.",
+		Why:     "A regression against the live state: what required a token now lets requests through without one.",
+		Check: func(c *Context) []Finding {
+			if c.Before == nil || c.OldObject == nil {
+				return nil
+			}
+			affected := scopeOf(c.OldObject).workloads(c.Before, c.Root)
+			if c.Operation == Update {
+				affected = append(affected, scopeOf(c.Object).selected(c.State, c.Root)...)
+			}
+			var opened, undenied []*Workload
+			seen := map[*Workload]bool{}
+			for _, w := range affected {
+				if seen[w] {
+					continue
+				}
+				seen[w] = true
+				before, after := protectionOf(c.Before, c.Root, w), protectionOf(c.State, c.Root, w)
+				switch {
+				case before.requiresToken() && after.verifies() && !after.enforces():
+					opened = append(opened, w)
+				case before.verifies() && before.deniesOnClaims() && !after.verifies() && after.deniesOnClaims():
+					undenied = append(undenied, w)
+				}
+			}
+			verb := strings.ToLower(string(c.Operation))
+			var out []Finding
+			if len(opened) > 0 {
+				out = append(out, finding("spec",
+					fmt.Sprintf("this %s leaves %s accepting requests with no token; today they require one", verb, describe(opened)),
+					"first apply another AuthorizationPolicy that requires a token for these workloads, or keep this one"))
+			}
+			if len(undenied) > 0 {
+				out = append(out, finding("spec",
+					fmt.Sprintf("this %s stops token validation for %s, so their DENY policies on token attributes stop firing", verb, describe(undenied)),
+					"keep a RequestAuthentication for these workloads, or remove the DENY policies that depend on it first"))
+			}
+			return out
+		},
+	}, {
+		ID: "MG304", Name: "ra-issuer-merge", Default: Deny, Kinds: ra,
+		Summary: "The same issuer in two RequestAuthentications that apply to one workload, configured differently.",
+		Why:     "Istio merges them and Envoy accepts a token that passes either: the weakest configuration wins, an audience pin is void.",
+		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
+			var out []Finding
+			reported := map[string]bool{}
+			for _, w := range policyWorkloads(c, ra) {
+				for _, other := range protectionOf(c.State, c.Root, w).ras {
+					if sameObject(other, ra) {
+						continue
+					}
+					for i, r := range ra.Spec.JwtRules {
+						for _, o := range other.Spec.JwtRules {
+							key := fmt.Sprintf("%d/%s/%s", i, other.Namespace, other.Name)
+							if r.Issuer == "" || o.Issuer != r.Issuer || proto.Equal(r, o) || reported[key] {
+								continue
+							}
+							reported[key] = true
+							out = append(out, finding(fmt.Sprintf("spec.jwtRules[%d].issuer", i),
+								fmt.Sprintf("%s also configures issuer %q for %s, differently: a token that passes the weaker of the two is accepted", ref(other), r.Issuer, describe([]*Workload{w})),
+								"configure each issuer once per workload, in one RequestAuthentication, with its audiences"))
+						}
+					}
+				}
+			}
+			return out
+		}),
+	}, {
+		ID: "MG305", Name: "ap-unknown-issuer", Default: Warn, Kinds: ap,
+		Summary: "A `requestPrincipals` issuer that no RequestAuthentication on those workloads configures. Warn for ALLOW, deny for DENY.",
+		Why:     "No token from that issuer is ever validated: an ALLOW on it locks callers out, a DENY on it never fires.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			if !isAllow(p) && !isDeny(p) {
+				return nil
+			}
+			var out []Finding
+			ws := policyWorkloads(c, p)
+			eachRule(p, func(r *apRule, at string) {
+				for _, m := range jwtMatcher.positive(r, at) {
+					if !strings.HasSuffix(m.field, "requestPrincipals") {
+						continue
+					}
+					for _, v := range m.values {
+						iss, _, ok := splitPrincipal(v)
+						if !ok || iss == "*" || principalProblem(v) != "" {
+							continue
+						}
+						unknown := lacking(ws, func(w *Workload) bool {
+							is := protectionOf(c.State, c.Root, w).issuers()
+							return len(is) > 0 && !slices.ContainsFunc(is, func(i string) bool { return issuerMatches(iss, i) })
+						})
+						if len(unknown) == 0 {
+							continue
+						}
+						effect, action := "no token of it is validated: callers are locked out", Warn
+						if isDeny(p) {
+							effect, action = "this DENY never fires", Deny
+						}
+						out = append(out, finding(m.field,
+							fmt.Sprintf("no RequestAuthentication for %s configures issuer %q, so %s", describe(unknown), iss, effect),
+							"add the issuer to the workloads' RequestAuthentication, or correct the principal to an issuer it configures").as(action))
+					}
+				}
+			})
+			return out
+		}),
+	}, {
+		ID: "MG306", Name: "ap-any-issuer", Default: Warn, Kinds: ap,
+		Summary: "`requestPrincipals: [\"*\"]` where the workloads' RequestAuthentications configure more than one issuer.",
+		Why:     "A valid token from any of the issuers is accepted, and any team that adds an issuer widens access.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			if !isAllow(p) {
+				return nil
+			}
+			var out []Finding
+			eachRule(p, func(r *apRule, at string) {
+				for _, m := range jwtMatcher.positive(r, at) {
+					if !strings.HasSuffix(m.field, "requestPrincipals") || !slices.Contains(m.values, "*") {
+						continue
+					}
+					for _, w := range policyWorkloads(c, p) {
+						if is := protectionOf(c.State, c.Root, w).issuers(); len(is) > 1 {
+							out = append(out, finding(m.field,
+								fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), describe([]*Workload{w}), quoteList(is)),
+								"name the issuer: requestPrincipals: [\"<issuer>/*\"]"))
+							return
+						}
+					}
+				}
+			})
+			return out
+		}),
+	}, {
+		ID: "MG307", Name: "mtls-fields-permissive", Default: Deny, Kinds: ap,
+		Summary: "An AuthorizationPolicy matching `principals`, `namespaces` or `serviceAccounts` where the PeerAuthentication in force is PERMISSIVE or DISABLE (no PeerAuthentication means PERMISSIVE). Deny for a positive DENY or a negative ALLOW, warn for a positive ALLOW.",
+		Why:     "A plaintext caller carries no identity: it escapes a positive DENY and satisfies a negative ALLOW; a positive ALLOW locks it out.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			if !isAllow(p) && !isDeny(p) {
+				return nil
+			}
+			var out []Finding
+			ws := policyWorkloads(c, p)
+			eachRule(p, func(r *apRule, at string) {
+				// A positive DENY and a negative ALLOW let plaintext callers in; a positive
+				// ALLOW locks them out.
+				opens, closes := mtlsMatcher.positive(r, at), []match(nil)
+				if isAllow(p) {
+					opens, closes = mtlsMatcher.negative(r, at), mtlsMatcher.positive(r, at)
+				}
+				if len(opens)+len(closes) == 0 {
+					return
+				}
+				plain := lacking(ws, func(w *Workload) bool {
+					return mtlsMode(c.State, c.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+				})
+				if len(plain) == 0 {
+					return
+				}
+				fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
+				for _, m := range opens {
+					out = append(out, finding(m.field,
+						fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", describe(plain), quoteList(m.values)), fix))
+				}
+				for _, m := range closes {
+					out = append(out, finding(m.field,
+						fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", describe(plain)), fix).as(Warn))
+				}
+			})
+			return out
+		}),
+	}, {
+		ID: "MG308", Name: "http-fields-on-tcp", Default: Warn, Kinds: ap,
+		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`).",
+		Why:     "On a TCP port Istio drops an ALLOW rule with HTTP fields (traffic denied) and widens such a DENY rule to match everything.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			if !isAllow(p) && !isDeny(p) {
+				return nil
+			}
+			var out []Finding
+			ws := policyWorkloads(c, p)
+			eachRule(p, func(r *apRule, at string) {
+				if !usesHTTPFields(r) || scopedByPort(r) {
+					return
+				}
+				var tcp []string
+				for _, w := range ws {
+					tcp = append(tcp, nonHTTPPorts(c.State.Services(w.Namespace), w)...)
+				}
+				if len(tcp) == 0 {
+					return
+				}
+				tcp = slices.Compact(slices.Sorted(slices.Values(tcp)))
+				effect := "Istio drops this ALLOW rule there, so that traffic is denied"
+				if isDeny(p) {
+					effect = "this DENY rule matches all traffic there, so every connection is denied"
+				}
+				out = append(out, finding(at,
+					fmt.Sprintf("the rule uses HTTP-only fields but %s not HTTP: %s", strings.Join(tcp, ", "), effect),
+					"scope the rule with to: [{operation: {ports: [<http ports>]}}], or name the Service ports http-*/grpc-*"))
+			})
+			return out
+		}),
+	}, {
+		ID: "MG309", Name: "claims-space-delimited", Default: Warn, Kinds: ap,
+		Summary: "`request.auth.claims[scp]` (or another space-separated claim) without `spaceDelimitedClaims` on the RequestAuthentication.",
+		Why:     "Since Istio 1.21 only `scope` and `permission` are split on spaces: a value matching one scope never matches.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			var out []Finding
+			ws := policyWorkloads(c, p)
+			eachRule(p, func(r *apRule, at string) {
+				for k, w := range r.When {
+					claim, ok := strings.CutPrefix(w.Key, "request.auth.claims[")
+					claim, _, _ = strings.Cut(claim, "]")
+					if !ok || !spaceDelimited[claim] {
+						continue
+					}
+					unsplit := lacking(ws, func(wl *Workload) bool {
+						ras := protectionOf(c.State, c.Root, wl).ras
+						return len(ras) > 0 && !slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
+							return slices.ContainsFunc(ra.Spec.JwtRules, func(j *jwtRule) bool { return slices.Contains(j.SpaceDelimitedClaims, claim) })
+						})
+					})
+					if len(unsplit) > 0 {
+						out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+							fmt.Sprintf("%s is one space-separated string and is not split for %s: a value naming one entry never matches", claim, describe(unsplit)),
+							fmt.Sprintf("add spaceDelimitedClaims: [%q] to the jwtRule (Istio 1.28+)", claim)))
+					}
+				}
+			})
+			return out
+		}),
+	}, {
+		ID: "MG310", Name: "presenter-entra-v1", Default: Warn, Kinds: ap,
+		Summary: "`request.auth.presenter` with an Entra v1 issuer.",
+		Why:     "The presenter is the `azp` claim; v1 tokens carry `appid` instead, so the condition never matches.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			var out []Finding
+			ws := policyWorkloads(c, p)
+			eachRule(p, func(r *apRule, at string) {
+				for k, w := range r.When {
+					if w.Key != "request.auth.presenter" {
+						continue
+					}
+					v1 := lacking(ws, func(wl *Workload) bool {
+						return slices.ContainsFunc(protectionOf(c.State, c.Root, wl).issuers(), func(i string) bool {
+							e, ok := parseEntra(i)
+							return ok && e.isV1Issuer()
+						})
+					})
+					if len(v1) > 0 {
+						out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+							fmt.Sprintf("%s accept Entra v1 tokens, which carry appid, not azp: request.auth.presenter never matches them", describe(v1)),
+							"match request.auth.claims[appid] for v1 tokens"))
+					}
+				}
+			})
+			return out
+		}),
+	}}
+}
+
+// spaceDelimited are claims issuers fill with one space-separated string.
+var spaceDelimited = map[string]bool{"scp": true}
+
+// mtlsMatcher picks the attributes only mTLS fills: peer principals, namespaces, service
+// accounts and trust domains.
+var mtlsMatcher = matcher{
+	source: func(s *securityv1beta1.Source) ([]string, []string, string) {
+		pos := slices.Concat(s.Principals, s.Namespaces, s.ServiceAccounts, s.TrustDomains)
+		neg := slices.Concat(s.NotPrincipals, s.NotNamespaces, s.NotServiceAccounts, s.NotTrustDomains)
+		return pos, neg, mtlsFieldName(s)
+	},
+	when: func(k string) bool {
+		return k == "source.principal" || k == "source.namespace" || k == "source.serviceAccount" || k == "source.trustDomain"
+	},
+}
+
+// mtlsFieldName names the mTLS field a source uses, for the finding's path.
+func mtlsFieldName(s *securityv1beta1.Source) string {
+	switch {
+	case len(s.Principals)+len(s.NotPrincipals) > 0:
+		return "principals"
+	case len(s.Namespaces)+len(s.NotNamespaces) > 0:
+		return "namespaces"
+	case len(s.ServiceAccounts)+len(s.NotServiceAccounts) > 0:
+		return "serviceAccounts"
+	}
+	return "trustDomains"
+}
+
+// issuerMatches tells whether a principal's issuer part (exact, or *suffix) names issuer.
+func issuerMatches(pattern, issuer string) bool {
+	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
+		return strings.HasSuffix(issuer, suffix)
+	}
+	return pattern == issuer
+}
+
+func firstIssuer(ra *RequestAuthentication) string {
+	for _, r := range ra.Spec.JwtRules {
+		if r.Issuer != "" {
+			return r.Issuer
+		}
+	}
+	return "<issuer>"
+}
+
+// usesHTTPFields tells whether a rule matches on attributes only HTTP carries.
+func usesHTTPFields(r *apRule) bool {
+	for _, f := range r.From {
+		if s := f.Source; s != nil && len(s.RequestPrincipals)+len(s.NotRequestPrincipals) > 0 {
+			return true
+		}
+	}
+	for _, t := range r.To {
+		if o := t.Operation; o != nil && len(o.Hosts)+len(o.NotHosts)+len(o.Methods)+len(o.NotMethods)+len(o.Paths)+len(o.NotPaths) > 0 {
+			return true
+		}
+	}
+	return slices.ContainsFunc(r.When, func(w *securityv1beta1.Condition) bool { return strings.HasPrefix(w.Key, "request.") })
+}
+
+func scopedByPort(r *apRule) bool {
+	return slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool {
+		return t.Operation != nil && len(t.Operation.Ports)+len(t.Operation.NotPorts) > 0
+	})
+}
+
+// nonHTTPPorts names the ports of the Services selecting w that Istio treats as opaque TCP.
+func nonHTTPPorts(svcs []*corev1.Service, w *Workload) []string {
+	var out []string
+	for _, s := range svcs {
+		if len(s.Spec.Selector) == 0 || !selects(s.Spec.Selector, w.Labels) {
+			continue
+		}
+		for _, p := range s.Spec.Ports {
+			if proto := portProtocol(p); tcpProtocols[proto] {
+				out = append(out, fmt.Sprintf("Service %s/%s port %d (%s)", s.Namespace, s.Name, p.Port, proto))
+			}
+		}
+	}
+	return out
+}
+
+// portProtocol is the protocol Istio selects for a Service port: appProtocol, else the port
+// name's prefix.
+func portProtocol(p corev1.ServicePort) string {
+	if p.AppProtocol != nil {
+		return strings.ToLower(*p.AppProtocol)
+	}
+	name, _, _ := strings.Cut(p.Name, "-")
+	return strings.ToLower(name)
+}
+
+// tcpProtocols are protocols Istio proxies as opaque TCP, where HTTP attributes are absent.
+var tcpProtocols = map[string]bool{"tcp": true, "tls": true, "https": true, "mongo": true, "mysql": true, "redis": true}

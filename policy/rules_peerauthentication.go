@@ -1,0 +1,63 @@
+package policy
+
+import (
+	"fmt"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+)
+
+// wideScope tells whether a PeerAuthentication is namespace-wide (mesh-wide in the root
+// namespace): no selector, or an empty one.
+func wideScope(pa *PeerAuthentication) bool { return len(selectorLabels(pa.Spec.Selector)) == 0 }
+
+func peerAuthenticationRules() []Rule {
+	pa := []string{KindPeerAuthentication}
+	return []Rule{{
+		ID: "MG601", Name: "pa-not-strict", Default: Warn, Kinds: pa,
+		Summary: "A mesh- or namespace-wide PeerAuthentication in PERMISSIVE or DISABLE mode.",
+		Why:     "Plaintext callers are accepted and carry no identity: policies on principals or namespaces cannot tell them apart.",
+		Check: judge(func(c *Context, p *PeerAuthentication) []Finding {
+			if !wideScope(p) {
+				return nil
+			}
+			mode := securityv1beta1.PeerAuthentication_MutualTLS_UNSET
+			if p.Spec.Mtls != nil {
+				mode = p.Spec.Mtls.Mode
+			}
+			meshWide := p.Namespace == c.Root
+			if mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT || (mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET && !meshWide) {
+				return nil
+			}
+			where := "namespace " + p.Namespace
+			if meshWide {
+				where = "the mesh"
+			}
+			if mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+				mode = securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE
+			}
+			return []Finding{finding("spec.mtls.mode",
+				fmt.Sprintf("%s mTLS for %s accepts plaintext callers, which carry no identity for authorization policies", mode, where),
+				"set mtls.mode: STRICT once every client has a sidecar")}
+		}),
+	}, {
+		ID: "MG602", Name: "pa-duplicate-scope", Default: Deny, Kinds: pa,
+		Summary: "A second mesh-wide PeerAuthentication, or a second namespace-wide one in a namespace.",
+		Why:     "Istio uses the oldest and silently ignores the others.",
+		Check: judge(func(c *Context, p *PeerAuthentication) []Finding {
+			if !wideScope(p) {
+				return nil
+			}
+			for _, other := range c.State.PeerAuthentications(p.Namespace) {
+				if sameObject(other, p) {
+					return nil // only newer ones follow
+				}
+				if wideScope(other) {
+					return []Finding{finding("spec.selector",
+						fmt.Sprintf("%s already sets the mode for the whole namespace: Istio keeps the oldest and ignores this one", ref(other)),
+						"edit "+ref(other)+" instead, or give this policy a selector")}
+				}
+			}
+			return nil
+		}),
+	}}
+}

@@ -1,0 +1,149 @@
+package policy
+
+import (
+	"fmt"
+	"maps"
+	"strings"
+)
+
+// Istio's sidecar controls on Pods.
+const (
+	sidecarInjectLabel       = "sidecar.istio.io/inject"
+	excludeInboundAnnotation = "traffic.sidecar.istio.io/excludeInboundPorts"
+)
+
+// optedOut tells whether a workload asks to be left out of coverage.
+func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == CoverageExempt }
+
+// CoverageLabels returns the coverage labels a new Pod (or, offline, a pod template) is
+// missing, and the guardrails that ask for them: MG501, the mutating side of meshguard.
+// Nothing is returned where coverage is off, the labels are there, or the workload opted
+// out where guardrails allow it.
+func (e *Engine) CoverageLabels(st State, w *Workload) (missing map[string]string, guardrails []string) {
+	s := SettingsFor(st, w.Namespace)
+	if s.Coverage == nil || s.Actions["MG501"] == Off || (optedOut(w) && s.Coverage.AllowOptOut) {
+		return nil, nil
+	}
+	for k, v := range s.Coverage.Labels {
+		if w.Labels[k] != v {
+			if missing == nil {
+				missing = map[string]string{}
+			}
+			missing[k] = v
+		}
+	}
+	if missing == nil {
+		return nil, nil
+	}
+	return missing, s.Coverage.Guardrails
+}
+
+// Cover labels a workload in place as admission would, returning whether it changed.
+func (e *Engine) Cover(st State, w *Workload) bool {
+	missing, rails := e.CoverageLabels(st, w)
+	if missing == nil {
+		return false
+	}
+	w.Labels = maps.Clone(w.Labels)
+	if w.Labels == nil {
+		w.Labels = map[string]string{}
+	}
+	maps.Copy(w.Labels, missing)
+	w.Annotations = maps.Clone(w.Annotations)
+	if w.Annotations == nil {
+		w.Annotations = map[string]string{}
+	}
+	w.Annotations[CoveredByAnnotation] = strings.Join(rails, ",")
+	return true
+}
+
+// notEnforceable says why Istio cannot enforce policy on a workload, or "".
+func notEnforceable(w *Workload) (field, why string) {
+	switch {
+	case w.Labels[sidecarInjectLabel] == "false":
+		return "metadata.labels[" + sidecarInjectLabel + "]", "sidecar injection is disabled"
+	case w.Annotations[sidecarInjectLabel] == "false":
+		return "metadata.annotations[" + sidecarInjectLabel + "]", "sidecar injection is disabled"
+	case w.HostNetwork:
+		return "spec.hostNetwork", "it runs on the host network, where no sidecar intercepts"
+	case w.Annotations[excludeInboundAnnotation] != "":
+		return "metadata.annotations[" + excludeInboundAnnotation + "]",
+			fmt.Sprintf("inbound ports %s bypass the sidecar", w.Annotations[excludeInboundAnnotation])
+	}
+	return "", ""
+}
+
+func podRules() []Rule {
+	pod := []string{KindPod}
+	return []Rule{{
+		ID: "MG501", Name: "pod-coverage-label", Default: Warn, Kinds: pod,
+		Summary: "Adds the coverage labels, and an annotation naming the guardrails, to Pods of covered namespaces (offline: to pod templates, before the other rules run). Any action but `off` labels.",
+		Why:     "The mission: JWT policies written against the coverage label cover every Pod.",
+		// Labelling is a mutation (CoverageLabels), not a finding.
+		Check: func(*Context) []Finding { return nil },
+	}, {
+		ID: "MG502", Name: "pod-coverage-label-removed", Default: Deny, Kinds: pod,
+		Summary: "A Pod UPDATE that removes or changes a coverage label.",
+		Why:     "The Pod silently leaves the policies that select it by that label: its requests are no longer checked.",
+		Check: judge(func(c *Context, w *Workload) []Finding {
+			old, ok := c.OldObject.(*Workload)
+			cov := c.Settings.Coverage
+			if c.Operation != Update || !ok || cov == nil {
+				return nil
+			}
+			var out []Finding
+			for _, k := range sortedKeys(cov.Labels) {
+				if v, had := old.Labels[k]; had && v == cov.Labels[k] && w.Labels[k] != v {
+					out = append(out, finding(fmt.Sprintf("metadata.labels[%s]", k),
+						fmt.Sprintf("removing coverage label %s=%s takes the Pod out of the JWT policies that select it: its requests go unchecked", k, v),
+						fmt.Sprintf("keep the label %s=%s (%s requires it)", k, v, guardrailNote(cov.Guardrails))))
+				}
+			}
+			return out
+		}),
+	}, {
+		ID: "MG503", Name: "pod-not-covered", Default: Warn, Kinds: pod,
+		Summary: "A Pod in a covered namespace that no RequestAuthentication with an enforcing AuthorizationPolicy selects.",
+		Why:     "Nothing checks its tokens: requests without one reach it.",
+		Check: judge(func(c *Context, w *Workload) []Finding {
+			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || protectionOf(c.State, c.Root, w).requiresToken() {
+				return nil
+			}
+			return []Finding{finding("metadata.labels",
+				fmt.Sprintf("%s requires coverage, but no RequestAuthentication with an AuthorizationPolicy requiring a token selects this Pod: requests without a token reach it", guardrailNote(c.Settings.Coverage.Guardrails)),
+				fmt.Sprintf("apply a RequestAuthentication and an ALLOW policy with requestPrincipals selecting %s", labelString(c.Settings.Coverage.Labels)))}
+		}),
+	}, {
+		ID: "MG504", Name: "pod-not-enforceable", Default: Warn, Kinds: pod,
+		Summary: "A covered or JWT-selected Pod with sidecar injection disabled, `hostNetwork`, or inbound ports excluded from interception.",
+		Why:     "Istio cannot enforce anything on it: its policies are dead letters.",
+		Check: judge(func(c *Context, w *Workload) []Finding {
+			if c.Operation == Update {
+				return nil
+			}
+			field, why := notEnforceable(w)
+			if why == "" || (c.Settings.Coverage == nil && len(protectionOf(c.State, c.Root, w).ras) == 0) {
+				return nil
+			}
+			return []Finding{finding(field,
+				fmt.Sprintf("%s: Istio enforces no JWT policy on this Pod, and requests reach it unchecked", why),
+				"let the sidecar intercept the Pod's inbound traffic: remove the opt-out, or exempt the Pod from coverage on purpose")}
+		}),
+	}, {
+		ID: "MG505", Name: "pod-opt-out-denied", Default: Deny, Kinds: pod,
+		Summary: "A Pod annotated `meshguard.io/coverage: exempt` where the guardrail does not allow opting out.",
+		Why:     "Organisation policy: every Pod of the namespace must be covered.",
+		Check: judge(func(c *Context, w *Workload) []Finding {
+			cov := c.Settings.Coverage
+			if !optedOut(w) || cov == nil || cov.AllowOptOut {
+				return nil
+			}
+			if old, ok := c.OldObject.(*Workload); ok && optedOut(old) {
+				return nil // judged when it was set
+			}
+			return []Finding{finding("metadata.annotations["+CoverageAnnotation+"]",
+				fmt.Sprintf("%s does not allow Pods to opt out of coverage here", guardrailNote(cov.Guardrails)),
+				"remove the meshguard.io/coverage annotation, or ask the cluster admins for allowOptOut")}
+		}),
+	}}
+}

@@ -1,0 +1,124 @@
+package policy
+
+import (
+	typev1beta1 "istio.io/api/type/v1beta1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// gatewayNameLabel is the label Istio puts on the Pods of a Gateway API gateway.
+const gatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
+
+// scope is where a policy applies, in Istio's terms: the workloads of its namespace (of every
+// namespace in the root namespace) whose labels include the selector's, or, with targetRefs,
+// the gateways named there and nothing else.
+type scope struct {
+	namespace  string
+	labels     map[string]string
+	targetRefs []*typev1beta1.PolicyTargetReference
+}
+
+func selectorLabels(sel *typev1beta1.WorkloadSelector) map[string]string {
+	if sel == nil {
+		return nil
+	}
+	return sel.MatchLabels
+}
+
+// allTargetRefs merges the legacy singular targetRef into targetRefs, as Istio does.
+func allTargetRefs(one *typev1beta1.PolicyTargetReference, many []*typev1beta1.PolicyTargetReference) []*typev1beta1.PolicyTargetReference {
+	if one == nil {
+		return many
+	}
+	return append([]*typev1beta1.PolicyTargetReference{one}, many...)
+}
+
+func scopeOf(o metav1.Object) scope {
+	switch o := o.(type) {
+	case *RequestAuthentication:
+		return scope{o.Namespace, selectorLabels(o.Spec.Selector), allTargetRefs(o.Spec.TargetRef, o.Spec.TargetRefs)}
+	case *AuthorizationPolicy:
+		return scope{o.Namespace, selectorLabels(o.Spec.Selector), allTargetRefs(o.Spec.TargetRef, o.Spec.TargetRefs)}
+	case *PeerAuthentication:
+		return scope{namespace: o.Namespace, labels: selectorLabels(o.Spec.Selector)}
+	}
+	return scope{namespace: o.GetNamespace()}
+}
+
+// gatewayRefs are the targetRefs that name a Gateway: the only ones that reach Pods.
+func (s scope) gatewayRefs() []*typev1beta1.PolicyTargetReference {
+	var out []*typev1beta1.PolicyTargetReference
+	for _, r := range s.targetRefs {
+		if r.Kind == "Gateway" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// applies tells whether the policy applies to workload w.
+func (s scope) applies(w *Workload, root string) bool {
+	if s.namespace != root && s.namespace != w.Namespace {
+		return false
+	}
+	if len(s.targetRefs) > 0 {
+		for _, r := range s.gatewayRefs() {
+			if w.Namespace == s.namespace && w.Labels[gatewayNameLabel] == r.Name {
+				return true
+			}
+		}
+		return false
+	}
+	return selects(s.labels, w.Labels)
+}
+
+// selected returns the real workloads the policy applies to.
+func (s scope) selected(st State, root string) []*Workload {
+	ns := s.namespace
+	if ns == root {
+		ns = ""
+	}
+	if len(s.targetRefs) > 0 {
+		var out []*Workload
+		for _, r := range s.gatewayRefs() {
+			out = append(out, st.Workloads(s.namespace, map[string]string{gatewayNameLabel: r.Name})...)
+		}
+		return out
+	}
+	return st.Workloads(ns, s.labels)
+}
+
+// virtual is the workload the policy was written for, standing in when none exists yet.
+func (s scope) virtual() *Workload {
+	l := s.labels
+	if refs := s.gatewayRefs(); len(refs) > 0 {
+		l = map[string]string{gatewayNameLabel: refs[0].Name}
+	}
+	return &Workload{ObjectMeta: metav1.ObjectMeta{Namespace: s.namespace, Labels: l}, Kind: KindPod, Virtual: true}
+}
+
+// workloads returns the workloads the policy applies to, or its virtual workload when none
+// is known: a cross-resource rule then judges the policies written for the same labels.
+func (s scope) workloads(st State, root string) []*Workload {
+	if ws := s.selected(st, root); len(ws) > 0 {
+		return ws
+	}
+	return []*Workload{s.virtual()}
+}
+
+// forWorkload returns the objects of list (from w's namespace and the root namespace) that
+// apply to w.
+func forWorkload[T metav1.Object](w *Workload, root string, list func(string) []T) []T {
+	var out []T
+	namespaces := []string{root}
+	if w.Namespace != root {
+		namespaces = append(namespaces, w.Namespace)
+	}
+	for _, ns := range namespaces {
+		for _, o := range list(ns) {
+			if scopeOf(o).applies(w, root) {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,193 @@
+package policy
+
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// State is the world a change is judged against: the live cluster behind the webhook's
+// caches, or a bundle of manifests. Lists are per namespace so that judging one object costs
+// the policies of its namespace and the root namespace, not the whole cluster. Policy lists
+// come oldest first, as Istio breaks ties by age.
+type State interface {
+	RequestAuthentications(namespace string) []*RequestAuthentication
+	AuthorizationPolicies(namespace string) []*AuthorizationPolicy
+	PeerAuthentications(namespace string) []*PeerAuthentication
+	// Workloads returns the workloads of a namespace ("" for every namespace) whose labels
+	// include matchLabels (nil for all of them).
+	Workloads(namespace string, matchLabels map[string]string) []*Workload
+	// KnowsWorkloads is false when the state cannot tell that a selector matches nothing: a
+	// bundle holding no Pods or pod templates at all.
+	KnowsWorkloads() bool
+	Services(namespace string) []*corev1.Service
+	// NamespaceLabels returns the labels of a namespace, at least kubernetes.io/metadata.name.
+	NamespaceLabels(namespace string) map[string]string
+	Guardrails() []*MeshGuardrail
+	// IstiodVersions are the versions of the running Istio control planes, where known.
+	IstiodVersions() []string
+}
+
+// Snapshot is an in-memory State: a bundle offline, or test input.
+type Snapshot struct {
+	RAs        map[string][]*RequestAuthentication
+	APs        map[string][]*AuthorizationPolicy
+	PAs        map[string][]*PeerAuthentication
+	Pods       map[string][]*Workload
+	Svcs       map[string][]*corev1.Service
+	Namespaces map[string]map[string]string
+	Rails      []*MeshGuardrail
+	Istiod     []string
+}
+
+// NewSnapshot returns an empty snapshot.
+func NewSnapshot() *Snapshot {
+	return &Snapshot{
+		RAs:        map[string][]*RequestAuthentication{},
+		APs:        map[string][]*AuthorizationPolicy{},
+		PAs:        map[string][]*PeerAuthentication{},
+		Pods:       map[string][]*Workload{},
+		Svcs:       map[string][]*corev1.Service{},
+		Namespaces: map[string]map[string]string{},
+	}
+}
+
+// Add puts an object into the snapshot, after those already there (so: newer).
+// It reports false for objects the engine does not use.
+func (s *Snapshot) Add(o metav1.Object) bool {
+	ns := o.GetNamespace()
+	switch o := o.(type) {
+	case *RequestAuthentication:
+		s.RAs[ns] = append(s.RAs[ns], o)
+	case *AuthorizationPolicy:
+		s.APs[ns] = append(s.APs[ns], o)
+	case *PeerAuthentication:
+		s.PAs[ns] = append(s.PAs[ns], o)
+	case *Workload:
+		s.Pods[ns] = append(s.Pods[ns], o)
+	case *corev1.Service:
+		s.Svcs[ns] = append(s.Svcs[ns], o)
+	case *corev1.Namespace:
+		s.Namespaces[o.Name] = o.Labels
+	case *MeshGuardrail:
+		s.Rails = append(s.Rails, o)
+	default:
+		return false
+	}
+	return true
+}
+
+func (s *Snapshot) RequestAuthentications(ns string) []*RequestAuthentication { return s.RAs[ns] }
+func (s *Snapshot) AuthorizationPolicies(ns string) []*AuthorizationPolicy    { return s.APs[ns] }
+func (s *Snapshot) PeerAuthentications(ns string) []*PeerAuthentication       { return s.PAs[ns] }
+func (s *Snapshot) Services(ns string) []*corev1.Service                      { return s.Svcs[ns] }
+func (s *Snapshot) Guardrails() []*MeshGuardrail                              { return s.Rails }
+func (s *Snapshot) IstiodVersions() []string                                  { return s.Istiod }
+func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
+
+func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
+	var out []*Workload
+	pick := func(ws []*Workload) {
+		for _, w := range ws {
+			if selects(matchLabels, w.Labels) {
+				out = append(out, w)
+			}
+		}
+	}
+	if ns != "" {
+		pick(s.Pods[ns])
+		return out
+	}
+	for _, n := range sortedKeys(s.Pods) {
+		pick(s.Pods[n])
+	}
+	return out
+}
+
+func (s *Snapshot) NamespaceLabels(ns string) map[string]string {
+	return withNameLabel(ns, s.Namespaces[ns])
+}
+
+// withNameLabel adds the label the API server puts on every namespace.
+func withNameLabel(ns string, l map[string]string) map[string]string {
+	if l[corev1.LabelMetadataName] == ns {
+		return l
+	}
+	out := make(map[string]string, len(l)+1)
+	for k, v := range l {
+		out[k] = v
+	}
+	out[corev1.LabelMetadataName] = ns
+	return out
+}
+
+// selects is Istio's workload selection: every label of the selector is on the workload.
+// An empty selector selects everything.
+func selects(selector, workloadLabels map[string]string) bool {
+	return labels.SelectorFromSet(selector).Matches(labels.Set(workloadLabels))
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// changed is a State with one object removed, added or replaced: the state an admission
+// request would leave behind.
+type changed struct {
+	State
+	removed metav1.Object // may be nil
+	added   metav1.Object // may be nil
+}
+
+// withChange returns the state after replacing removed by added (either may be nil).
+func withChange(st State, removed, added metav1.Object) State {
+	return &changed{State: st, removed: removed, added: added}
+}
+
+// applyChange returns list with the change applied. keep tells which objects of the change
+// belong in this list (its namespace, its selector).
+func applyChange[T metav1.Object](c *changed, list []T, keep func(T) bool) []T {
+	rm, rmOK := c.removed.(T)
+	add, addOK := c.added.(T)
+	rmOK = rmOK && keep(rm)
+	addOK = addOK && keep(add)
+	if !rmOK && !addOK {
+		return list
+	}
+	out := slices.DeleteFunc(slices.Clone(list), func(o T) bool {
+		return (rmOK && sameObject(o, rm)) || (addOK && sameObject(o, add))
+	})
+	if addOK {
+		out = append(out, add)
+	}
+	return out
+}
+
+func inNamespace[T metav1.Object](ns string) func(T) bool {
+	return func(o T) bool { return o.GetNamespace() == ns }
+}
+
+func (c *changed) RequestAuthentications(ns string) []*RequestAuthentication {
+	return applyChange(c, c.State.RequestAuthentications(ns), inNamespace[*RequestAuthentication](ns))
+}
+
+func (c *changed) AuthorizationPolicies(ns string) []*AuthorizationPolicy {
+	return applyChange(c, c.State.AuthorizationPolicies(ns), inNamespace[*AuthorizationPolicy](ns))
+}
+
+func (c *changed) PeerAuthentications(ns string) []*PeerAuthentication {
+	return applyChange(c, c.State.PeerAuthentications(ns), inNamespace[*PeerAuthentication](ns))
+}
+
+func (c *changed) Workloads(ns string, matchLabels map[string]string) []*Workload {
+	return applyChange(c, c.State.Workloads(ns, matchLabels), func(w *Workload) bool {
+		return (ns == "" || w.Namespace == ns) && selects(matchLabels, w.Labels)
+	})
+}

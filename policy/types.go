@@ -1,0 +1,158 @@
+// Package policy is meshguard's engine: it judges Istio security configuration against the
+// state around it and returns findings. It is pure: no I/O, no Kubernetes client, no globals.
+// The webhook feeds it the live cluster, `meshguard check` a bundle of manifests.
+package policy
+
+import (
+	"strings"
+
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/api/v1alpha1"
+)
+
+// The Istio security kinds meshguard judges. Both security.istio.io/v1 and v1beta1 share one
+// spec, so the engine works on the v1 types.
+type (
+	RequestAuthentication = securityv1.RequestAuthentication
+	AuthorizationPolicy   = securityv1.AuthorizationPolicy
+	PeerAuthentication    = securityv1.PeerAuthentication
+	MeshGuardrail         = v1alpha1.MeshGuardrail
+)
+
+// Kind names, as they appear in findings and manifests.
+const (
+	KindRequestAuthentication = "RequestAuthentication"
+	KindAuthorizationPolicy   = "AuthorizationPolicy"
+	KindPeerAuthentication    = "PeerAuthentication"
+	KindPod                   = "Pod"
+)
+
+// Action is what a finding does to the change under review.
+type Action = v1alpha1.RuleAction
+
+const (
+	Deny = v1alpha1.ActionDeny
+	Warn = v1alpha1.ActionWarn
+	Off  = v1alpha1.ActionOff
+)
+
+// Operation is the admission operation under review. Audit judges an object as it stands,
+// as `meshguard check` does for every object of a bundle.
+type Operation string
+
+const (
+	Audit  Operation = "AUDIT"
+	Create Operation = "CREATE"
+	Update Operation = "UPDATE"
+	Delete Operation = "DELETE"
+)
+
+// Workload is what policies select: a Pod, or the pod template of a workload controller
+// offline. Only metadata and the few spec facts rules need are kept, so that a cache of
+// every Pod in a cluster stays small.
+type Workload struct {
+	metav1.ObjectMeta
+	// Kind is Pod, or the controller kind (Deployment, CronJob, ...) owning a pod template.
+	Kind string
+	// HostNetwork Pods bypass the sidecar: no policy is enforced on them.
+	HostNetwork bool
+	// Virtual marks a stand-in for the workloads a selector was written for, used when no
+	// real workload matches it (a bundle of policies only, or policies applied first).
+	Virtual bool
+}
+
+// Finding is one thing a rule found.
+type Finding struct {
+	Rule   string // stable ID, e.g. MG101
+	Name   string // stable name, e.g. ra-missing-audiences
+	Action Action // deny or warn; "off" findings are never returned
+
+	Kind       string
+	Namespace  string
+	ObjectName string
+	// Object is the object the finding is about, for callers that map it back to a source.
+	Object metav1.Object `json:"-"`
+
+	Field   string // JSON path of the offending field, e.g. spec.jwtRules[0].audiences
+	Message string // what goes wrong at runtime: who gets in, or who is locked out
+	Fix     string // how to fix it
+}
+
+// Rule is one entry of the catalog.
+type Rule struct {
+	ID      string
+	Name    string
+	Default Action
+	// Kinds are the kinds of object the rule judges.
+	Kinds []string
+	// Summary says what the rule finds; Why, what happens at runtime if it is left.
+	Summary string
+	Why     string
+	// Check returns the rule's findings for the object under review. A finding may carry
+	// its own Action where the rule's default depends on what it found (MG104, MG302, ...).
+	Check func(c *Context) []Finding
+	// OnDelete rules also judge deletions; the others judge only what is created or kept.
+	OnDelete bool
+}
+
+// judge adapts a check of one kind of object to Rule.Check.
+func judge[T metav1.Object](check func(c *Context, o T) []Finding) func(*Context) []Finding {
+	return func(c *Context) []Finding {
+		if o, ok := c.Object.(T); ok {
+			return check(c, o)
+		}
+		return nil
+	}
+}
+
+// finding is a finding at field, with the rule's default action.
+func finding(field, message, fix string) Finding {
+	return Finding{Field: field, Message: message, Fix: fix}
+}
+
+// as sets the finding's action where the rule's default depends on what it found.
+func (f Finding) as(a Action) Finding {
+	f.Action = a
+	return f
+}
+
+// kindOf names the kind of an object the engine knows.
+func kindOf(o metav1.Object) string {
+	switch o.(type) {
+	case *RequestAuthentication:
+		return KindRequestAuthentication
+	case *AuthorizationPolicy:
+		return KindAuthorizationPolicy
+	case *PeerAuthentication:
+		return KindPeerAuthentication
+	case *Workload:
+		return o.(*Workload).Kind
+	case *MeshGuardrail:
+		return v1alpha1.Kind
+	}
+	return ""
+}
+
+// sameObject tells whether two objects are the same resource.
+func sameObject(a, b metav1.Object) bool {
+	return a.GetName() == b.GetName() && a.GetNamespace() == b.GetNamespace() && kindOf(a) == kindOf(b)
+}
+
+// ref names an object for messages: Kind ns/name.
+func ref(o metav1.Object) string {
+	if o.GetNamespace() == "" {
+		return kindOf(o) + " " + o.GetName()
+	}
+	return kindOf(o) + " " + o.GetNamespace() + "/" + o.GetName()
+}
+
+// quoteList renders values for messages.
+func quoteList(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = `"` + v + `"`
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
