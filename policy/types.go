@@ -65,19 +65,19 @@ type Workload struct {
 
 // Finding is one thing a rule found.
 type Finding struct {
-	Rule   string // stable ID, e.g. MG101
-	Name   string // stable name, e.g. ra-missing-audiences
-	Action Action // deny or warn; "off" findings are never returned
+	Rule   string `json:"rule"`   // stable ID, e.g. MG101
+	Name   string `json:"name"`   // stable name, e.g. ra-missing-audiences
+	Action Action `json:"action"` // deny or warn; "off" findings are never returned
 
-	Kind       string
-	Namespace  string
-	ObjectName string
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	ObjectName string `json:"objectName"`
 	// Object is the object the finding is about, for callers that map it back to a source.
 	Object metav1.Object `json:"-"`
 
-	Field   string // JSON path of the offending field, e.g. spec.jwtRules[0].audiences
-	Message string // what goes wrong at runtime: who gets in, or who is locked out
-	Fix     string // how to fix it
+	Field   string `json:"field"`   // JSON path of the offending field, e.g. spec.jwtRules[0].audiences
+	Message string `json:"message"` // what goes wrong at runtime: who gets in, or who is locked out
+	Fix     string `json:"fix"`     // how to fix it
 }
 
 // Rule is one entry of the catalog.
