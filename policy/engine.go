@@ -57,7 +57,7 @@ func (e *Engine) Rule(id string) (Rule, bool) {
 // Review judges one change and returns its findings, deny before warn, in catalog order.
 func (e *Engine) Review(r Review) []Finding {
 	c := e.context(r)
-	kind := kindOf(r.Object)
+	kind := KindOf(r.Object)
 	var out []Finding
 	for _, rule := range e.rules {
 		if !slices.Contains(rule.Kinds, judgedAs(r.Object)) || (r.Operation == Delete && !rule.OnDelete) {
@@ -92,7 +92,7 @@ func judgedAs(o metav1.Object) string {
 	if _, ok := o.(*Workload); ok {
 		return KindPod
 	}
-	return kindOf(o)
+	return KindOf(o)
 }
 
 func actionRank(a Action) int {

@@ -8,6 +8,12 @@ import (
 // gatewayNameLabel is the label Istio puts on the Pods of a Gateway API gateway.
 const gatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
 
+// targetLabel marks the virtual workload of a policy attached by targetRefs to a Service or
+// ServiceEntry (through its waypoint): policies naming the same target apply to it.
+const targetLabel = "meshguard.io/target-ref"
+
+func targetName(r *typev1beta1.PolicyTargetReference) string { return r.Kind + "." + r.Name }
+
 // scope is where a policy applies, in Istio's terms: the workloads of its namespace (of every
 // namespace in the root namespace) whose labels include the selector's, or, with targetRefs,
 // the gateways named there and nothing else.
@@ -61,8 +67,9 @@ func (s scope) applies(w *Workload, root string) bool {
 		return false
 	}
 	if len(s.targetRefs) > 0 {
-		for _, r := range s.gatewayRefs() {
-			if w.Namespace == s.namespace && w.Labels[gatewayNameLabel] == r.Name {
+		for _, r := range s.targetRefs {
+			if w.Namespace == s.namespace && (r.Kind == "Gateway" && w.Labels[gatewayNameLabel] == r.Name ||
+				w.Virtual && w.Labels[targetLabel] == targetName(r)) {
 				return true
 			}
 		}
@@ -90,8 +97,11 @@ func (s scope) selected(st State, root string) []*Workload {
 // virtual is the workload the policy was written for, standing in when none exists yet.
 func (s scope) virtual() *Workload {
 	l := s.labels
-	if refs := s.gatewayRefs(); len(refs) > 0 {
-		l = map[string]string{gatewayNameLabel: refs[0].Name}
+	if len(s.targetRefs) > 0 {
+		l = map[string]string{targetLabel: targetName(s.targetRefs[0])}
+		if r := s.targetRefs[0]; r.Kind == "Gateway" {
+			l = map[string]string{gatewayNameLabel: r.Name}
+		}
 	}
 	return &Workload{ObjectMeta: metav1.ObjectMeta{Namespace: s.namespace, Labels: l}, Kind: KindPod, Virtual: true}
 }

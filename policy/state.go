@@ -161,10 +161,21 @@ func applyChange[T metav1.Object](c *changed, list []T, keep func(T) bool) []T {
 	if !rmOK && !addOK {
 		return list
 	}
-	out := slices.DeleteFunc(slices.Clone(list), func(o T) bool {
-		return (rmOK && sameObject(o, rm)) || (addOK && sameObject(o, add))
-	})
-	if addOK {
+	// An updated object keeps its place: Istio ranks equals by age, and an update ages nothing.
+	out := make([]T, 0, len(list)+1)
+	placed := false
+	for _, o := range list {
+		switch {
+		case addOK && sameObject(o, add):
+			if !placed {
+				out, placed = append(out, add), true
+			}
+		case rmOK && sameObject(o, rm):
+		default:
+			out = append(out, o)
+		}
+	}
+	if addOK && !placed {
 		out = append(out, add)
 	}
 	return out

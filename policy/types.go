@@ -118,8 +118,9 @@ func (f Finding) as(a Action) Finding {
 	return f
 }
 
-// kindOf names the kind of an object the engine knows.
-func kindOf(o metav1.Object) string {
+// KindOf names the kind of an object the engine knows: the Istio kind, the workload kind
+// (Pod, Deployment, ...), or MeshGuardrail.
+func KindOf(o metav1.Object) string {
 	switch o.(type) {
 	case *RequestAuthentication:
 		return KindRequestAuthentication
@@ -137,15 +138,15 @@ func kindOf(o metav1.Object) string {
 
 // sameObject tells whether two objects are the same resource.
 func sameObject(a, b metav1.Object) bool {
-	return a.GetName() == b.GetName() && a.GetNamespace() == b.GetNamespace() && kindOf(a) == kindOf(b)
+	return a.GetName() == b.GetName() && a.GetNamespace() == b.GetNamespace() && KindOf(a) == KindOf(b)
 }
 
 // ref names an object for messages: Kind ns/name.
 func ref(o metav1.Object) string {
 	if o.GetNamespace() == "" {
-		return kindOf(o) + " " + o.GetName()
+		return KindOf(o) + " " + o.GetName()
 	}
-	return kindOf(o) + " " + o.GetNamespace() + "/" + o.GetName()
+	return KindOf(o) + " " + o.GetNamespace() + "/" + o.GetName()
 }
 
 // quoteList renders values for messages.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/check"
 	"github.com/meshguard/meshguard/policy"
@@ -94,20 +93,13 @@ func (o *checkOptions) addGuardrails(loader *check.Loader, bundle *check.Bundle)
 		return &exitError{code: exitUsage, err: fmt.Errorf("--config: %w", inputErrors(err))}
 	}
 	for _, obj := range cfg.Objects {
-		return usageError("--config %s: %s holds %s %q; it may hold only MeshGuardrail objects", o.config, cfg.Sources[obj], kindName(obj), obj.GetName())
+		return usageError("--config %s: %s holds %s %q; it may hold only MeshGuardrail objects", o.config, cfg.Sources[obj], policy.KindOf(obj), obj.GetName())
 	}
 	if len(cfg.State.Rails) == 0 {
 		return usageError("--config %s: holds no MeshGuardrail", o.config)
 	}
 	bundle.State.Rails = append(bundle.State.Rails, cfg.State.Rails...)
 	return nil
-}
-
-func kindName(o metav1.Object) string {
-	if w, ok := o.(*policy.Workload); ok {
-		return w.Kind
-	}
-	return strings.TrimPrefix(fmt.Sprintf("%T", o), "*v1.")
 }
 
 // inputErrors puts one input error on each line.

@@ -1,0 +1,366 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/meshguard/meshguard/api/v1alpha1"
+)
+
+const iss = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
+
+func meta(ns, name string, age int) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.NewTime(time.Unix(int64(age), 0))}
+}
+
+func spec(t *testing.T, js string, into proto.Message) {
+	t.Helper()
+	if err := protojson.Unmarshal([]byte(js), into); err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+}
+
+func newRA(t *testing.T, ns, name, js string) *RequestAuthentication {
+	o := &RequestAuthentication{ObjectMeta: meta(ns, name, 0)}
+	spec(t, js, &o.Spec)
+	return o
+}
+
+func newAP(t *testing.T, ns, name, js string) *AuthorizationPolicy {
+	o := &AuthorizationPolicy{ObjectMeta: meta(ns, name, 0)}
+	spec(t, js, &o.Spec)
+	return o
+}
+
+func newPA(t *testing.T, ns, name, js string) *PeerAuthentication {
+	o := &PeerAuthentication{ObjectMeta: meta(ns, name, 0)}
+	spec(t, js, &o.Spec)
+	return o
+}
+
+func pod(ns, name string, labels map[string]string) *Workload {
+	return &Workload{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Kind: KindPod}
+}
+
+func snapshot(objs ...metav1.Object) *Snapshot {
+	s := NewSnapshot()
+	for _, o := range objs {
+		s.Add(o)
+	}
+	return s
+}
+
+// rules lists "ID action" for findings, to compare in tests.
+func rules(fs []Finding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Rule+" "+string(f.Action))
+	}
+	return out
+}
+
+func has(fs []Finding, rule string) bool {
+	return slices.ContainsFunc(fs, func(f Finding) bool { return f.Rule == rule })
+}
+
+const (
+	goodRA  = `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"` + iss + `","jwksUri":"https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys","audiences":["api://web"]}]}`
+	allowRP = `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["` + iss + `/*"]}}]}]}`
+)
+
+func TestPrincipalProblem(t *testing.T) {
+	cases := map[string]bool{ // value -> can match
+		"*":                             true,
+		iss + "/*":                      true,
+		iss + "/user-1":                 true,
+		"https://sts.windows.net/tid/*": false, // iss would lack its trailing slash
+		"https://idp.example.com/*":     true,
+		"*@example.com":                 true,
+		"https://idp*":                  false, // splits into "https:/" and "idp*"
+		"https://idp.example.com/us*er": false,
+		"https://idp.example.com/":      false, // empty subject
+		"/sub":                          false,
+		"*.example.com/sub":             true,
+		"https://a*b.example.com/sub":   false,
+		"issuer-foo/*":                  true,
+		"justaname":                     false,
+		"https://login.microsoftonline.com/t/v2.0/*": true,
+	}
+	for v, ok := range cases {
+		if got := principalProblem(v) == ""; got != ok {
+			t.Errorf("principalProblem(%q) = %q; want match possible = %v", v, principalProblem(v), ok)
+		}
+	}
+}
+
+func TestInspectJWKS(t *testing.T) {
+	pub := `{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","alg":"ES256"}`
+	priv := `{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"}`
+	cases := map[string][]string{ // jwks -> rules it violates
+		`{"keys":[` + pub + `]}`:  nil,
+		pub:                       nil, // a single key is a key set of one
+		`{"keys":[` + priv + `]}`: {"MG106"},
+		`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`: {"MG107"},
+		`{"keys":[]}`:              {"MG108"},
+		`not json`:                 {"MG108"},
+		`{"keys":[{"kty":"XYZ"}]}`: {"MG108"},
+		`{"keys":[` + strings.Replace(pub, "ES256", "none", 1) + `]}`: {"MG108"},
+		`{"keys":[{"kty":"RSA","e":"AQAB","n":"AQAB"}]}`:              {"MG108"}, // 17-bit modulus
+		`{"keys":[1]}`: {"MG108"},
+	}
+	for jwks, want := range cases {
+		var got []string
+		for _, p := range inspectJWKS(jwks) {
+			got = append(got, p.rule)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("inspectJWKS(%.60s) = %v; want %v", jwks, got, want)
+		}
+	}
+}
+
+func FuzzInspectJWKS(f *testing.F) {
+	f.Add(`{"keys":[{"kty":"RSA","e":"AQAB","n":"AQAB","d":"AQ"}]}`)
+	f.Add(`{"kty":"oct","k":"c2VjcmV0","alg":"HS256"}`)
+	f.Add(`{"keys":[{"kty":"EC","crv":"P-256","x":"","y":""}]}`)
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, p := range inspectJWKS(s) {
+			if p.rule == "" || p.msg == "" {
+				t.Fatalf("empty problem %+v", p)
+			}
+		}
+	})
+}
+
+func FuzzPrincipalProblem(f *testing.F) {
+	for _, s := range []string{"*", iss + "/*", "https://idp*", "a/b/c*", "*x/y*"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { principalProblem(s) })
+}
+
+func TestInternalHost(t *testing.T) {
+	for host, internal := range map[string]bool{
+		"169.254.169.254": true, "127.0.0.1": true, "10.0.0.1": true, "::1": true, "localhost": true,
+		"keycloak": true, "keycloak.auth.svc": true, "keycloak.auth.svc.cluster.local": true,
+		"metadata.google.internal": true, "login.microsoftonline.com": false, "8.8.8.8": false, "": false,
+	} {
+		if got := internalHost(host) != ""; got != internal {
+			t.Errorf("internalHost(%q) = %q", host, internalHost(host))
+		}
+	}
+}
+
+func TestLeaksFallbackKey(t *testing.T) {
+	for v, leaks := range map[string]bool{
+		"1.20.8": false, "1.21.0": true, "1.24.2-distroless": true, "v1.27.7": true, "1.27.8": false,
+		"1.28.4": true, "1.28.5": false, "1.29.0": true, "1.29.1": false, "1.30.0": false, "latest": false,
+	} {
+		if got := leaksFallbackKey(v); got != leaks {
+			t.Errorf("leaksFallbackKey(%q) = %v", v, got)
+		}
+	}
+}
+
+func TestMTLSMode(t *testing.T) {
+	w := pod("shop", "web-1", map[string]string{"app": "web"})
+	mesh := newPA(t, "istio-system", "mesh", `{"mtls":{"mode":"STRICT"}}`)
+	nsUnset := newPA(t, "shop", "unset", `{}`)
+	nsPerm := newPA(t, "shop", "perm", `{"mtls":{"mode":"PERMISSIVE"}}`)
+	wlDisable := newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"DISABLE"}}`)
+	cases := []struct {
+		name string
+		pas  []metav1.Object
+		want string
+	}{
+		{"nothing means PERMISSIVE", nil, "PERMISSIVE"},
+		{"mesh", []metav1.Object{mesh}, "STRICT"},
+		{"namespace UNSET defers to mesh", []metav1.Object{mesh, nsUnset}, "STRICT"},
+		{"namespace beats mesh", []metav1.Object{mesh, nsPerm}, "PERMISSIVE"},
+		{"oldest namespace-wide wins", []metav1.Object{mesh, nsUnset, nsPerm}, "STRICT"},
+		{"workload beats namespace", []metav1.Object{mesh, nsPerm, wlDisable}, "DISABLE"},
+	}
+	for _, c := range cases {
+		if got := mtlsMode(snapshot(c.pas...), DefaultRootNamespace, w).String(); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func guardrail(name string, s v1alpha1.MeshGuardrailSpec) *MeshGuardrail {
+	return &MeshGuardrail{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: s}
+}
+
+func TestSettingsStricterWins(t *testing.T) {
+	prod := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"env": "prod"}}}
+	st := snapshot(prod,
+		guardrail("a-all", v1alpha1.MeshGuardrailSpec{Rules: map[string]Action{"MG301": Warn, "MG401": Off},
+			JWT: &v1alpha1.JWTGuardrail{TrustedIssuers: []v1alpha1.TrustedIssuer{{Issuer: iss}}}}),
+		guardrail("b-prod", v1alpha1.MeshGuardrailSpec{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}},
+			Rules:             map[string]Action{"MG301": Deny, "MG401": Warn},
+			RequireSelectors:  true,
+			Coverage:          &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}, AllowOptOut: true},
+			JWT:               &v1alpha1.JWTGuardrail{TrustedIssuers: []v1alpha1.TrustedIssuer{{Issuer: "https://other"}}}}),
+	)
+	s := SettingsFor(st, "shop")
+	if s.Actions["MG301"] != Deny || s.Actions["MG401"] != Warn || !s.RequireSelectors || len(s.TrustedIssuers) != 2 {
+		t.Errorf("prod namespace: %+v", s)
+	}
+	if s.Coverage == nil || s.Coverage.Labels["enablesecurity"] != "shop" || !s.Coverage.AllowOptOut {
+		t.Errorf("coverage: %+v", s.Coverage)
+	}
+	other := SettingsFor(st, "dev")
+	if other.Actions["MG301"] != Warn || other.Actions["MG401"] != Off || other.RequireSelectors || other.Coverage != nil {
+		t.Errorf("dev namespace: %+v", other)
+	}
+}
+
+func TestGuardrailOverrides(t *testing.T) {
+	e := NewEngine()
+	ra := newRA(t, "shop", "web-jwt", `{"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	review := func(rails ...metav1.Object) []string {
+		return rules(e.Review(Review{Operation: Audit, Object: ra, State: snapshot(append(rails, ra)...)}))
+	}
+	if got := review(); !slices.Equal(got, []string{"MG301 warn", "MG401 warn"}) {
+		t.Errorf("defaults: %v", got)
+	}
+	if got := review(guardrail("g", v1alpha1.MeshGuardrailSpec{Rules: map[string]Action{"MG301": Deny, "MG401": Off}})); !slices.Equal(got, []string{"MG301 deny"}) {
+		t.Errorf("overrides: %v", got)
+	}
+	if got := review(guardrail("g", v1alpha1.MeshGuardrailSpec{RequireSelectors: true})); !slices.Equal(got, []string{"MG401 deny", "MG301 warn"}) {
+		t.Errorf("requireSelectors: %v", got)
+	}
+}
+
+func TestReviewRegressions(t *testing.T) {
+	e := NewEngine()
+	ra := newRA(t, "shop", "web-jwt", goodRA)
+	allow := newAP(t, "shop", "web-require-jwt", allowRP)
+	denyNoToken := newAP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`)
+	denyClaims := newAP(t, "shop", "deny-guests", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[{"key":"request.auth.claims[roles]","values":["guest"]}]}]}`)
+	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	weakened := newAP(t, "shop", "web-require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/"]}}]}]}`)
+	cases := []struct {
+		name      string
+		op        Operation
+		obj, old  metav1.Object
+		live      []metav1.Object
+		wantMG303 bool
+	}{
+		{"delete the only enforcing AP", Delete, allow, allow, []metav1.Object{ra, allow, web}, true},
+		{"delete one of two enforcing APs", Delete, allow, allow, []metav1.Object{ra, allow, denyNoToken, web}, false},
+		{"update drops the token requirement", Update, weakened, allow, []metav1.Object{ra, allow, web}, true},
+		{"delete the RA under a DENY on claims", Delete, ra, ra, []metav1.Object{ra, denyClaims, web}, true},
+		{"delete an RA nothing depends on", Delete, ra, ra, []metav1.Object{ra, web}, false},
+		{"same without pods: the selector's workloads", Delete, allow, allow, []metav1.Object{ra, allow}, true},
+	}
+	for _, c := range cases {
+		fs := e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)})
+		if has(fs, "MG303") != c.wantMG303 {
+			t.Errorf("%s: findings %v", c.name, rules(fs))
+		}
+		if c.op == Delete && slices.ContainsFunc(fs, func(f Finding) bool { return f.Rule != "MG303" }) {
+			t.Errorf("%s: a DELETE is judged only for regressions, got %v", c.name, rules(fs))
+		}
+	}
+}
+
+func TestPeerAuthenticationAge(t *testing.T) {
+	e := NewEngine()
+	older := newPA(t, "shop", "default", `{"mtls":{"mode":"STRICT"}}`)
+	newer := newPA(t, "shop", "migration", `{"mtls":{"mode":"STRICT"}}`)
+	live := snapshot(older)
+	if fs := e.Review(Review{Operation: Create, Object: newer, State: live}); !has(fs, "MG602") {
+		t.Errorf("creating a second namespace-wide PA: %v", rules(fs))
+	}
+	live.Add(newer)
+	if fs := e.Review(Review{Operation: Update, Object: older, OldObject: older, State: live}); has(fs, "MG602") {
+		t.Errorf("updating the oldest PA: %v", rules(fs))
+	}
+}
+
+func TestCoverageAndPods(t *testing.T) {
+	e := NewEngine()
+	rail := func(optOut bool, rules map[string]Action) *MeshGuardrail {
+		return guardrail("cov", v1alpha1.MeshGuardrailSpec{Rules: rules,
+			Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}, AllowOptOut: optOut}})
+	}
+	exempt := pod("shop", "batch", nil)
+	exempt.Annotations = map[string]string{CoverageAnnotation: CoverageExempt}
+	plain := pod("shop", "web-1", map[string]string{"app": "web"})
+
+	if missing, why := e.CoverageLabels(snapshot(rail(false, nil)), plain); missing["enablesecurity"] != "shop" || !slices.Equal(why, []string{"cov"}) {
+		t.Errorf("labels for a plain Pod: %v %v", missing, why)
+	}
+	if missing, _ := e.CoverageLabels(snapshot(rail(true, nil)), exempt); missing != nil {
+		t.Errorf("an allowed opt-out got labels %v", missing)
+	}
+	if missing, _ := e.CoverageLabels(snapshot(rail(false, map[string]Action{"MG501": Off})), plain); missing != nil {
+		t.Errorf("MG501 off still labels: %v", missing)
+	}
+	if fs := e.Review(Review{Operation: Create, Object: exempt, State: snapshot(rail(false, nil))}); !has(fs, "MG505") {
+		t.Errorf("forbidden opt-out: %v", rules(fs))
+	}
+	covered := pod("shop", "web-1", map[string]string{"app": "web", "enablesecurity": "shop"})
+	relabelled := pod("shop", "web-1", map[string]string{"app": "web", "enablesecurity": "other"})
+	fs := e.Review(Review{Operation: Update, Object: relabelled, OldObject: covered, State: snapshot(rail(false, nil), covered)})
+	if !slices.Equal(rules(fs), []string{"MG502 deny"}) {
+		t.Errorf("changing the coverage label: %v", rules(fs))
+	}
+	if e.Cover(snapshot(rail(false, nil)), plain); plain.Labels["enablesecurity"] != "shop" || plain.Annotations[CoveredByAnnotation] != "cov" {
+		t.Errorf("Cover: %v %v", plain.Labels, plain.Annotations)
+	}
+}
+
+func TestValidateGuardrail(t *testing.T) {
+	e := NewEngine()
+	bad := guardrail("bad", v1alpha1.MeshGuardrailSpec{
+		NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "env", Operator: "Maybe"}}},
+		RootNamespace:     "Istio_System",
+		Rules:             map[string]Action{"MG999": Deny, "mg101": Warn, "MG101": "block"},
+		JWT:               &v1alpha1.JWTGuardrail{TrustedIssuers: []v1alpha1.TrustedIssuer{{}}},
+		Coverage:          &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"bad key!": "{namespace}", "ok": "no spaces allowed"}},
+	})
+	errs := e.ValidateGuardrail(bad)
+	for _, path := range []string{
+		"spec.namespaceSelector.matchExpressions[0].operator", "spec.rootNamespace", "spec.rules[MG999]", "spec.rules[mg101]",
+		"spec.rules[MG101]", "spec.jwt.trustedIssuers[0].issuer", "spec.coverage.podLabels[bad key!]", "spec.coverage.podLabels[ok]",
+	} {
+		if !slices.ContainsFunc(errs, func(e *field.Error) bool { return e.Field == path }) {
+			t.Errorf("no error at %s in %v", path, errs)
+		}
+	}
+	good := guardrail("good", v1alpha1.MeshGuardrailSpec{Rules: map[string]Action{"MG301": Deny, "MG206": Off},
+		Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}}})
+	if errs := e.ValidateGuardrail(good); len(errs) > 0 {
+		t.Errorf("valid guardrail: %v", errs)
+	}
+}
+
+func TestCatalog(t *testing.T) {
+	seen := map[string]bool{}
+	for _, r := range Catalog() {
+		if !ruleIDPattern.MatchString(r.ID) || r.Name == "" || r.Summary == "" || r.Why == "" || r.Check == nil || len(r.Kinds) == 0 {
+			t.Errorf("incomplete rule %+v", r)
+		}
+		if r.Default != Deny && r.Default != Warn {
+			t.Errorf("%s: default %q", r.ID, r.Default)
+		}
+		if seen[r.ID] || seen[r.Name] {
+			t.Errorf("duplicate %s %s", r.ID, r.Name)
+		}
+		seen[r.ID], seen[r.Name] = true, true
+	}
+	if len(seen) != 2*49 { // MG101-117, MG201-207, MG301-310, MG401-407, MG501-505, MG601-602, MG701
+		t.Errorf("%d rules, the catalog has 49", len(seen)/2)
+	}
+}
