@@ -218,7 +218,7 @@ func TestReports(t *testing.T) {
 				Level     string `json:"level"`
 				Locations []struct {
 					PhysicalLocation struct {
-						ArtifactLocation struct{ URI string } `json:"artifactLocation"`
+						ArtifactLocation struct{ URI string }    `json:"artifactLocation"`
 						Region           struct{ StartLine int } `json:"region"`
 					} `json:"physicalLocation"`
 				} `json:"locations"`
@@ -232,7 +232,7 @@ func TestReports(t *testing.T) {
 		t.Fatalf("SARIF header: version %q, %d runs", s.Version, len(s.Runs))
 	}
 	first := s.Runs[0].Results[0]
-	if first.RuleID != "MG101" || first.Level != "error" || first.Locations[0].PhysicalLocation.Region.StartLine != 1 ||
+	if first.RuleID != "MG101" || first.Level != "error" || first.Locations[0].PhysicalLocation.Region.StartLine != 3 ||
 		!strings.HasSuffix(first.Locations[0].PhysicalLocation.ArtifactLocation.URI, "unsafe.yaml") {
 		t.Errorf("first SARIF result: %+v", first)
 	}

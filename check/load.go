@@ -26,7 +26,7 @@ import (
 )
 
 // Source is where an object was read: file ("-" for standard input), the 1-based index of
-// the YAML document in it, and the line the document starts on.
+// the YAML document in it, and the line its content starts on.
 type Source struct {
 	File     string `json:"file,omitempty"`
 	Document int    `json:"document,omitempty"`
@@ -170,10 +170,10 @@ type document struct {
 var separator = regexp.MustCompile(`^---(\s|#|$)`)
 
 // splitDocuments splits a YAML stream at its "---" lines, keeping each document's index and
-// first line for messages. JSON has no separators and comes back whole.
+// the line of its first content (comments skipped) for messages. JSON comes back whole.
 func splitDocuments(data []byte) []document {
 	var docs []document
-	cur := document{index: 1, line: 1}
+	cur := document{index: 1}
 	var buf bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), len(data)+1)
@@ -184,8 +184,11 @@ func splitDocuments(data []byte) []document {
 			cur.data = slices.Clone(buf.Bytes())
 			docs = append(docs, cur)
 			buf.Reset()
-			cur = document{index: cur.index + 1, line: line + 1}
+			cur = document{index: cur.index + 1}
 			continue
+		}
+		if t := bytes.TrimSpace(sc.Bytes()); cur.line == 0 && len(t) > 0 && t[0] != '#' {
+			cur.line = line
 		}
 		buf.Write(sc.Bytes())
 		buf.WriteByte('\n')
@@ -194,20 +197,9 @@ func splitDocuments(data []byte) []document {
 	return append(docs, cur)
 }
 
-// blank tells whether a YAML document holds nothing but space and comments.
-func blank(data []byte) bool {
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		t := bytes.TrimSpace(line)
-		if len(t) > 0 && t[0] != '#' {
-			return false
-		}
-	}
-	return true
-}
-
 func (l *Loader) loadData(file string, data []byte) {
 	for _, doc := range splitDocuments(data) {
-		if blank(doc.data) {
+		if doc.line == 0 { // nothing but space and comments
 			continue
 		}
 		l.bundle.Documents++
