@@ -5,7 +5,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 )
 
 // State is the world a change is judged against: the live cluster behind the webhook's
@@ -125,8 +124,14 @@ func withNameLabel(ns string, l map[string]string) map[string]string {
 
 // selects is Istio's workload selection: every label of the selector is on the workload.
 // An empty selector selects everything.
+// It runs for every policy and workload pair, so it allocates nothing.
 func selects(selector, workloadLabels map[string]string) bool {
-	return labels.SelectorFromSet(selector).Matches(labels.Set(workloadLabels))
+	for k, v := range selector {
+		if got, ok := workloadLabels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedKeys[V any](m map[string]V) []string {
