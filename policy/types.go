@@ -121,7 +121,7 @@ func (f Finding) as(a Action) Finding {
 // KindOf names the kind of an object the engine knows: the Istio kind, the workload kind
 // (Pod, Deployment, ...), or MeshGuardrail.
 func KindOf(o metav1.Object) string {
-	switch o.(type) {
+	switch o := o.(type) {
 	case *RequestAuthentication:
 		return KindRequestAuthentication
 	case *AuthorizationPolicy:
@@ -129,7 +129,7 @@ func KindOf(o metav1.Object) string {
 	case *PeerAuthentication:
 		return KindPeerAuthentication
 	case *Workload:
-		return o.(*Workload).Kind
+		return o.Kind
 	case *MeshGuardrail:
 		return v1alpha1.Kind
 	}
