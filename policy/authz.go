@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -83,11 +84,45 @@ func (m matcher) find(r *apRule, at string, positive bool) []match {
 	return out
 }
 
-// eachRule calls fn for every rule of an AuthorizationPolicy with its path.
-func eachRule(ap *AuthorizationPolicy, fn func(r *apRule, at string)) {
-	for i, r := range ap.Spec.Rules {
-		fn(r, fmt.Sprintf("spec.rules[%d]", i))
+type apAction = securityv1beta1.AuthorizationPolicy_Action
+
+// Actions an AuthorizationPolicy rule check may be limited to.
+var (
+	allowOnly   = []apAction{securityv1beta1.AuthorizationPolicy_ALLOW}
+	denyOnly    = []apAction{securityv1beta1.AuthorizationPolicy_DENY}
+	allowOrDeny = []apAction{securityv1beta1.AuthorizationPolicy_ALLOW, securityv1beta1.AuthorizationPolicy_DENY}
+	anyAction   []apAction // nil: every action
+)
+
+// eachAPRule adapts a check of one rule of an AuthorizationPolicy to Rule.Check, for
+// policies whose action is among actions (nil: any action).
+func eachAPRule(actions []apAction, check func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding) func(*Context) []Finding {
+	return judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+		if actions != nil && !slices.Contains(actions, p.Spec.Action) {
+			return nil
+		}
+		var out []Finding
+		for i, r := range p.Spec.Rules {
+			out = append(out, check(c, p, r, fmt.Sprintf("spec.rules[%d]", i))...)
+		}
+		return out
+	})
+}
+
+// perMatch returns one finding for each match.
+func perMatch(ms []match, f func(m match) Finding) []Finding {
+	out := make([]Finding, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, f(m))
 	}
+	return out
+}
+
+// requestPrincipals returns where a rule lists request principals positively.
+func requestPrincipals(r *apRule, at string) []match {
+	return slices.DeleteFunc(jwtMatcher.positive(r, at), func(m match) bool {
+		return !strings.HasSuffix(m.field, ".requestPrincipals")
+	})
 }
 
 // requiresToken tells whether an ALLOW rule can only match a request with a validated token:

@@ -12,91 +12,66 @@ func authorizationPolicyRules() []Rule {
 		ID: "MG201", Name: "ap-deny-positive-jwt", Default: Deny, Kinds: ap,
 		Summary: "A DENY policy matching positive `requestPrincipals` or `request.auth.*` values.",
 		Why:     "A request without a token has no principal and no claims, so the DENY never matches it: the attacker simply sends no token.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isDeny(p) {
-				return nil
-			}
-			var out []Finding
-			eachRule(p, func(r *apRule, at string) {
-				for _, m := range jwtMatcher.positive(r, at) {
-					out = append(out, finding(m.field,
-						fmt.Sprintf("DENY matches token attributes %s, so a caller that sends no token is not denied", quoteList(m.values)),
-						"deny on the negative form (notRequestPrincipals / notValues listing what is allowed), or turn the policy into an ALLOW with these values"))
-				}
+		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			return perMatch(jwtMatcher.positive(r, at), func(m match) Finding {
+				return finding(m.field,
+					fmt.Sprintf("DENY matches token attributes %s, so a caller that sends no token is not denied", quoteList(m.values)),
+					"deny on the negative form (notRequestPrincipals / notValues listing what is allowed), or turn the policy into an ALLOW with these values")
 			})
-			return out
 		}),
 	}, {
 		ID: "MG202", Name: "ap-allow-negative-jwt", Default: Deny, Kinds: ap,
 		Summary: "An ALLOW policy using `notRequestPrincipals`, or `notValues` on `request.auth.*`.",
 		Why:     "A request without a token satisfies every negative match: token-less callers are allowed.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) {
-				return nil
-			}
-			var out []Finding
-			eachRule(p, func(r *apRule, at string) {
-				for _, m := range jwtMatcher.negative(r, at) {
-					out = append(out, finding(m.field,
-						fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", quoteList(m.values)),
-						"allow on positive values (requestPrincipals / values), or deny on this negative match instead"))
-				}
+		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			return perMatch(jwtMatcher.negative(r, at), func(m match) Finding {
+				return finding(m.field,
+					fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", quoteList(m.values)),
+					"allow on positive values (requestPrincipals / values), or deny on this negative match instead")
 			})
-			return out
 		}),
 	}, {
 		ID: "MG203", Name: "ap-allow-all", Default: Warn, Kinds: ap,
 		Summary: "An ALLOW policy with an empty rule `{}`.",
 		Why:     "An empty rule matches every request: everything in scope is allowed and every other ALLOW policy there is moot.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) {
+		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			if len(r.From)+len(r.To)+len(r.When) > 0 {
 				return nil
 			}
-			var out []Finding
-			eachRule(p, func(r *apRule, at string) {
-				if len(r.From)+len(r.To)+len(r.When) == 0 {
-					out = append(out, finding(at,
-						"an empty ALLOW rule matches every request, with or without a token: every other ALLOW policy in scope is moot",
-						"give the rule a from, to or when, e.g. from: [{source: {requestPrincipals: [\"<issuer>/*\"]}}]"))
-				}
-			})
-			return out
+			return []Finding{finding(at,
+				"an empty ALLOW rule matches every request, with or without a token: every other ALLOW policy in scope is moot",
+				"give the rule a from, to or when, e.g. from: [{source: {requestPrincipals: [\"<issuer>/*\"]}}]")}
 		}),
 	}, {
 		ID: "MG204", Name: "ap-request-principal-pattern", Default: Deny, Kinds: ap,
 		Summary: "`requestPrincipals` that cannot match since Istio 1.21 (split at the last `/`), e.g. `https://sts.windows.net/<tid>/*`, or a wildcard in the middle.",
 		Why:     "The pattern matches no token: an ALLOW locks everyone out, a DENY never fires.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
-			eachRule(p, func(r *apRule, at string) {
-				principals := matcher{source: jwtMatcher.source, when: func(k string) bool { return k == "request.auth.principal" }}
-				for _, m := range append(principals.positive(r, at), principals.negative(r, at)...) {
-					for _, v := range m.values {
-						if why := principalProblem(v); why != "" {
-							out = append(out, finding(m.field,
-								fmt.Sprintf("%q never matches a token (%s): an ALLOW locks callers out, a DENY never fires", v, why),
-								"write <iss>/<sub> with the token's exact iss, e.g. \"https://sts.windows.net/<tid>//*\" for v1 Entra tokens"))
-						}
+			for _, m := range append(principalMatcher.positive(r, at), principalMatcher.negative(r, at)...) {
+				for _, v := range m.values {
+					if why := principalProblem(v); why != "" {
+						out = append(out, finding(m.field,
+							fmt.Sprintf("%q never matches a token (%s): an ALLOW locks callers out, a DENY never fires", v, why),
+							"write <iss>/<sub> with the token's exact iss, e.g. \"https://sts.windows.net/<tid>//*\" for v1 Entra tokens"))
 					}
 				}
-			})
+			}
 			return out
 		}),
 	}, {
 		ID: "MG205", Name: "ap-unknown-when-key", Default: Deny, Kinds: ap,
 		Summary: "A `when` key Istio does not know, or a claim key with bad syntax.",
 		Why:     "Istio skips the whole rule, DENY rules included: what it was meant to deny gets through.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
-			eachRule(p, func(r *apRule, at string) {
-				for k, w := range r.When {
-					if !knownWhenKey(w.Key) {
-						out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
-							fmt.Sprintf("Istio does not know the key %q and skips this whole rule: a DENY rule stops denying", w.Key),
-							"use a key from Istio's condition reference, e.g. request.auth.claims[groups], source.namespace, request.headers[x-name]"))
-					}
+			for k, w := range r.When {
+				if !knownWhenKey(w.Key) {
+					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+						fmt.Sprintf("Istio does not know the key %q and skips this whole rule: a DENY rule stops denying", w.Key),
+						"use a key from Istio's condition reference, e.g. request.auth.claims[groups], source.namespace, request.headers[x-name]"))
 				}
-			})
+			}
 			return out
 		}),
 	}, {
@@ -115,31 +90,31 @@ func authorizationPolicyRules() []Rule {
 		ID: "MG207", Name: "ap-deny-positive-http", Default: Warn, Kinds: ap,
 		Summary: "A DENY policy on positive `paths`, `hosts` or `methods`.",
 		Why:     "Path normalisation, case and `host:port` variants slip past a positive DENY.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isDeny(p) {
-				return nil
-			}
+		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
-			eachRule(p, func(r *apRule, at string) {
-				for j, to := range r.To {
-					if o := to.Operation; o != nil {
-						for _, f := range []struct {
-							name string
-							vals []string
-						}{{"paths", o.Paths}, {"hosts", o.Hosts}, {"methods", o.Methods}} {
-							if len(f.vals) > 0 {
-								out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.name),
-									fmt.Sprintf("DENY on %s %s is bypassed by variants (case, encoding, host:port) of the same request", f.name, quoteList(f.vals)),
-									"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))
-							}
-						}
+			for j, to := range r.To {
+				o := to.Operation
+				if o == nil {
+					continue
+				}
+				for _, f := range []struct {
+					name string
+					vals []string
+				}{{"paths", o.Paths}, {"hosts", o.Hosts}, {"methods", o.Methods}} {
+					if len(f.vals) > 0 {
+						out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.name),
+							fmt.Sprintf("DENY on %s %s is bypassed by variants (case, encoding, host:port) of the same request", f.name, quoteList(f.vals)),
+							"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))
 					}
 				}
-			})
+			}
 			return out
 		}),
 	}}
 }
+
+// principalMatcher picks request principals: the source field and request.auth.principal.
+var principalMatcher = matcher{source: jwtMatcher.source, when: func(k string) bool { return k == "request.auth.principal" }}
 
 // whenKeys are the `when` keys Istio knows (pkg/config/security ValidateAttribute).
 var whenKeys = map[string]bool{

@@ -125,191 +125,150 @@ func crossResourceRules() []Rule {
 		ID: "MG305", Name: "ap-unknown-issuer", Default: Warn, Kinds: ap,
 		Summary: "A `requestPrincipals` issuer that no RequestAuthentication on those workloads configures. Warn for ALLOW, deny for DENY.",
 		Why:     "No token from that issuer is ever validated: an ALLOW on it locks callers out, a DENY on it never fires.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) && !isDeny(p) {
-				return nil
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			effect, action := "no token of it is validated: callers are locked out", Warn
+			if isDeny(p) {
+				effect, action = "this DENY never fires", Deny
 			}
 			var out []Finding
-			ws := policyWorkloads(c, p)
-			eachRule(p, func(r *apRule, at string) {
-				for _, m := range jwtMatcher.positive(r, at) {
-					if !strings.HasSuffix(m.field, "requestPrincipals") {
+			for _, m := range requestPrincipals(r, at) {
+				for _, v := range m.values {
+					iss, _, ok := splitPrincipal(v)
+					if !ok || iss == "*" || principalProblem(v) != "" {
 						continue
 					}
-					for _, v := range m.values {
-						iss, _, ok := splitPrincipal(v)
-						if !ok || iss == "*" || principalProblem(v) != "" {
-							continue
-						}
-						unknown := lacking(ws, func(w *Workload) bool {
-							is := protectionOf(c.State, c.Root, w).issuers()
-							return len(is) > 0 && !slices.ContainsFunc(is, func(i string) bool { return issuerMatches(iss, i) })
-						})
-						if len(unknown) == 0 {
-							continue
-						}
-						effect, action := "no token of it is validated: callers are locked out", Warn
-						if isDeny(p) {
-							effect, action = "this DENY never fires", Deny
-						}
+					unknown := lacking(policyWorkloads(c, p), func(w *Workload) bool {
+						is := protectionOf(c.State, c.Root, w).issuers()
+						return len(is) > 0 && !slices.ContainsFunc(is, func(i string) bool { return issuerMatches(iss, i) })
+					})
+					if len(unknown) > 0 {
 						out = append(out, finding(m.field,
 							fmt.Sprintf("no RequestAuthentication for %s configures issuer %q, so %s", describe(unknown), iss, effect),
 							"add the issuer to the workloads' RequestAuthentication, or correct the principal to an issuer it configures").as(action))
 					}
 				}
-			})
+			}
 			return out
 		}),
 	}, {
 		ID: "MG306", Name: "ap-any-issuer", Default: Warn, Kinds: ap,
 		Summary: "`requestPrincipals: [\"*\"]` where the workloads' RequestAuthentications configure more than one issuer.",
 		Why:     "A valid token from any of the issuers is accepted, and any team that adds an issuer widens access.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) {
-				return nil
-			}
-			var out []Finding
-			eachRule(p, func(r *apRule, at string) {
-				for _, m := range jwtMatcher.positive(r, at) {
-					if !strings.HasSuffix(m.field, "requestPrincipals") || !slices.Contains(m.values, "*") {
-						continue
-					}
-					for _, w := range policyWorkloads(c, p) {
-						if is := protectionOf(c.State, c.Root, w).issuers(); len(is) > 1 {
-							out = append(out, finding(m.field,
-								fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), describe([]*Workload{w}), quoteList(is)),
-								"name the issuer: requestPrincipals: [\"<issuer>/*\"]"))
-							return
-						}
+		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			for _, m := range requestPrincipals(r, at) {
+				if !slices.Contains(m.values, "*") {
+					continue
+				}
+				for _, w := range policyWorkloads(c, p) {
+					if is := protectionOf(c.State, c.Root, w).issuers(); len(is) > 1 {
+						return []Finding{finding(m.field,
+							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), describe([]*Workload{w}), quoteList(is)),
+							"name the issuer: requestPrincipals: [\"<issuer>/*\"]")}
 					}
 				}
-			})
-			return out
+			}
+			return nil
 		}),
 	}, {
 		ID: "MG307", Name: "mtls-fields-permissive", Default: Deny, Kinds: ap,
 		Summary: "An AuthorizationPolicy matching `principals`, `namespaces` or `serviceAccounts` where the PeerAuthentication in force is PERMISSIVE or DISABLE (no PeerAuthentication means PERMISSIVE). Deny for a positive DENY or a negative ALLOW, warn for a positive ALLOW.",
 		Why:     "A plaintext caller carries no identity: it escapes a positive DENY and satisfies a negative ALLOW; a positive ALLOW locks it out.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) && !isDeny(p) {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			// A positive DENY and a negative ALLOW let plaintext callers in; a positive
+			// ALLOW locks them out.
+			opens, closes := mtlsMatcher.positive(r, at), []match(nil)
+			if isAllow(p) {
+				opens, closes = mtlsMatcher.negative(r, at), mtlsMatcher.positive(r, at)
+			}
+			if len(opens)+len(closes) == 0 {
 				return nil
 			}
-			var out []Finding
-			ws := policyWorkloads(c, p)
-			eachRule(p, func(r *apRule, at string) {
-				// A positive DENY and a negative ALLOW let plaintext callers in; a positive
-				// ALLOW locks them out.
-				opens, closes := mtlsMatcher.positive(r, at), []match(nil)
-				if isAllow(p) {
-					opens, closes = mtlsMatcher.negative(r, at), mtlsMatcher.positive(r, at)
-				}
-				if len(opens)+len(closes) == 0 {
-					return
-				}
-				plain := lacking(ws, func(w *Workload) bool {
-					return mtlsMode(c.State, c.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
-				})
-				if len(plain) == 0 {
-					return
-				}
-				fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
-				for _, m := range opens {
-					out = append(out, finding(m.field,
-						fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", describe(plain), quoteList(m.values)), fix))
-				}
-				for _, m := range closes {
-					out = append(out, finding(m.field,
-						fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", describe(plain)), fix).as(Warn))
-				}
+			plain := lacking(policyWorkloads(c, p), func(w *Workload) bool {
+				return mtlsMode(c.State, c.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
 			})
-			return out
+			if len(plain) == 0 {
+				return nil
+			}
+			fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
+			return append(perMatch(opens, func(m match) Finding {
+				return finding(m.field,
+					fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", describe(plain), quoteList(m.values)), fix)
+			}), perMatch(closes, func(m match) Finding {
+				return finding(m.field,
+					fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", describe(plain)), fix).as(Warn)
+			})...)
 		}),
 	}, {
 		ID: "MG308", Name: "http-fields-on-tcp", Default: Warn, Kinds: ap,
 		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`).",
 		Why:     "On a TCP port Istio drops an ALLOW rule with HTTP fields (traffic denied) and widens such a DENY rule to match everything.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) && !isDeny(p) {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			if !usesHTTPFields(r) || scopedByPort(r) {
 				return nil
 			}
-			var out []Finding
-			ws := policyWorkloads(c, p)
-			eachRule(p, func(r *apRule, at string) {
-				if !usesHTTPFields(r) || scopedByPort(r) {
-					return
-				}
-				var tcp []string
-				for _, w := range ws {
-					tcp = append(tcp, nonHTTPPorts(c.State.Services(w.Namespace), w)...)
-				}
-				if len(tcp) == 0 {
-					return
-				}
-				tcp = slices.Compact(slices.Sorted(slices.Values(tcp)))
-				effect := "Istio drops this ALLOW rule there, so that traffic is denied"
-				if isDeny(p) {
-					effect = "this DENY rule matches all traffic there, so every connection is denied"
-				}
-				out = append(out, finding(at,
-					fmt.Sprintf("the rule uses HTTP-only fields but %s not HTTP: %s", strings.Join(tcp, ", "), effect),
-					"scope the rule with to: [{operation: {ports: [<http ports>]}}], or name the Service ports http-*/grpc-*"))
-			})
-			return out
+			var tcp []string
+			for _, w := range policyWorkloads(c, p) {
+				tcp = append(tcp, nonHTTPPorts(c.State.Services(w.Namespace), w)...)
+			}
+			if len(tcp) == 0 {
+				return nil
+			}
+			effect := "Istio drops this ALLOW rule there, so that traffic is denied"
+			if isDeny(p) {
+				effect = "this DENY rule matches all traffic there, so every connection is denied"
+			}
+			return []Finding{finding(at,
+				fmt.Sprintf("the rule uses HTTP-only fields but %s not HTTP: %s", strings.Join(slices.Compact(slices.Sorted(slices.Values(tcp))), ", "), effect),
+				"scope the rule with to: [{operation: {ports: [<http ports>]}}], or name the Service ports http-*/grpc-*")}
 		}),
 	}, {
 		ID: "MG309", Name: "claims-space-delimited", Default: Warn, Kinds: ap,
 		Summary: "`request.auth.claims[scp]` (or another space-separated claim) without `spaceDelimitedClaims` on the RequestAuthentication.",
 		Why:     "Since Istio 1.21 only `scope` and `permission` are split on spaces: a value matching one scope never matches.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
-			ws := policyWorkloads(c, p)
-			eachRule(p, func(r *apRule, at string) {
-				for k, w := range r.When {
-					claim, ok := strings.CutPrefix(w.Key, "request.auth.claims[")
-					claim, _, _ = strings.Cut(claim, "]")
-					if !ok || !spaceDelimited[claim] {
-						continue
-					}
-					unsplit := lacking(ws, func(wl *Workload) bool {
-						ras := protectionOf(c.State, c.Root, wl).ras
-						return len(ras) > 0 && !slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
-							return slices.ContainsFunc(ra.Spec.JwtRules, func(j *jwtRule) bool { return slices.Contains(j.SpaceDelimitedClaims, claim) })
-						})
-					})
-					if len(unsplit) > 0 {
-						out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
-							fmt.Sprintf("%s is one space-separated string and is not split for %s: a value naming one entry never matches", claim, describe(unsplit)),
-							fmt.Sprintf("add spaceDelimitedClaims: [%q] to the jwtRule (Istio 1.28+)", claim)))
-					}
+			for k, w := range r.When {
+				claim, ok := strings.CutPrefix(w.Key, "request.auth.claims[")
+				claim, _, _ = strings.Cut(claim, "]")
+				if !ok || !spaceDelimited[claim] {
+					continue
 				}
-			})
+				unsplit := lacking(policyWorkloads(c, p), func(wl *Workload) bool {
+					ras := protectionOf(c.State, c.Root, wl).ras
+					return len(ras) > 0 && !slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
+						return slices.ContainsFunc(ra.Spec.JwtRules, func(j *jwtRule) bool { return slices.Contains(j.SpaceDelimitedClaims, claim) })
+					})
+				})
+				if len(unsplit) > 0 {
+					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+						fmt.Sprintf("%s is one space-separated string and is not split for %s: a value naming one entry never matches", claim, describe(unsplit)),
+						fmt.Sprintf("add spaceDelimitedClaims: [%q] to the jwtRule (Istio 1.28+)", claim)))
+				}
+			}
 			return out
 		}),
 	}, {
 		ID: "MG310", Name: "presenter-entra-v1", Default: Warn, Kinds: ap,
 		Summary: "`request.auth.presenter` with an Entra v1 issuer.",
 		Why:     "The presenter is the `azp` claim; v1 tokens carry `appid` instead, so the condition never matches.",
-		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
-			ws := policyWorkloads(c, p)
-			eachRule(p, func(r *apRule, at string) {
-				for k, w := range r.When {
-					if w.Key != "request.auth.presenter" {
-						continue
-					}
-					v1 := lacking(ws, func(wl *Workload) bool {
-						return slices.ContainsFunc(protectionOf(c.State, c.Root, wl).issuers(), func(i string) bool {
-							e, ok := parseEntra(i)
-							return ok && e.isV1Issuer()
-						})
-					})
-					if len(v1) > 0 {
-						out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
-							fmt.Sprintf("%s accept Entra v1 tokens, which carry appid, not azp: request.auth.presenter never matches them", describe(v1)),
-							"match request.auth.claims[appid] for v1 tokens"))
-					}
+			for k, w := range r.When {
+				if w.Key != "request.auth.presenter" {
+					continue
 				}
-			})
+				v1 := lacking(policyWorkloads(c, p), func(wl *Workload) bool {
+					return slices.ContainsFunc(protectionOf(c.State, c.Root, wl).issuers(), func(i string) bool {
+						e, ok := parseEntra(i)
+						return ok && e.isV1Issuer()
+					})
+				})
+				if len(v1) > 0 {
+					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+						fmt.Sprintf("%s accept Entra v1 tokens, which carry appid, not azp: request.auth.presenter never matches them", describe(v1)),
+						"match request.auth.claims[appid] for v1 tokens"))
+				}
+			}
 			return out
 		}),
 	}}
