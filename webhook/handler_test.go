@@ -1,0 +1,268 @@
+package webhook
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/go-logr/logr"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/policy"
+)
+
+const iss = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
+
+var (
+	raGood = `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: "` + iss + `", jwksUri: "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys", audiences: ["api://web"]}]`
+	raNoAudiences = `apiVersion: security.istio.io/v1beta1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: "` + iss + `", jwksUri: "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys"}]`
+	apRequire = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-require-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {requestPrincipals: ["` + iss + `/*"]}}]}]`
+	coverage = `apiVersion: meshguard.io/v1alpha1
+kind: MeshGuardrail
+metadata: {name: jwt-coverage}
+spec:
+  namespaceSelector: {matchLabels: {jwt: required}}
+  coverage: {required: true, podLabels: {enablesecurity: "{namespace}"}}`
+	shop = `apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {jwt: required, kubernetes.io/metadata.name: shop}}`
+)
+
+func scheme(t *testing.T) *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// object reads a YAML manifest into a typed object of the test scheme.
+func object(t *testing.T, s *runtime.Scheme, manifest string) client.Object {
+	t.Helper()
+	js, err := yaml.YAMLToJSON([]byte(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tm metav1.TypeMeta
+	if err := json.Unmarshal(js, &tm); err != nil {
+		t.Fatal(err)
+	}
+	gvk := tm.GroupVersionKind()
+	gvk.Version = s.PrioritizedVersionsForGroup(gvk.Group)[0].Version
+	o, err := s.New(gvk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(js, o); err != nil {
+		t.Fatal(err)
+	}
+	return o.(client.Object)
+}
+
+func newServer(t *testing.T, synced bool, live ...string) *Server {
+	s := scheme(t)
+	var objs []client.Object
+	for _, m := range live {
+		objs = append(objs, object(t, s, m))
+	}
+	var ok atomic.Bool
+	ok.Store(synced)
+	return &Server{Engine: policy.NewEngine(), Reader: fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).Build(), Synced: &ok, Log: logr.Discard()}
+}
+
+// review posts an AdmissionReview to a handler over HTTP, as the API server does.
+func review(t *testing.T, h admission.Handler, op admissionv1.Operation, obj, old string, dry bool) *admissionv1.AdmissionResponse {
+	t.Helper()
+	req := admissionv1.AdmissionRequest{UID: types.UID("uid-1"), Operation: op, DryRun: &dry}
+	raw := func(m string) runtime.RawExtension {
+		if m == "" {
+			return runtime.RawExtension{}
+		}
+		js, err := yaml.YAMLToJSON([]byte(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tm metav1.TypeMeta
+		_ = json.Unmarshal(js, &tm)
+		gvk := tm.GroupVersionKind()
+		req.Kind = metav1.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind}
+		return runtime.RawExtension{Raw: js}
+	}
+	req.Object, req.OldObject = raw(obj), raw(old)
+	body, _ := json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  &req,
+	})
+	return post(t, h, body)
+}
+
+func post(t *testing.T, h admission.Handler, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodPost, "/validate", bytes.NewReader(body))
+	r.Header.Set("Content-Type", "application/json")
+	(&admission.Webhook{Handler: h}).ServeHTTP(rec, r)
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("response is not an AdmissionReview (HTTP %d): %s", rec.Code, rec.Body.String())
+	}
+	if out.Response == nil {
+		t.Fatalf("no response: %s", rec.Body.String())
+	}
+	return out.Response
+}
+
+func TestValidate(t *testing.T) {
+	srv := newServer(t, true, raGood, apRequire)
+	v := srv.Validating()
+
+	t.Run("deny with rule, field and fix", func(t *testing.T) {
+		r := review(t, v, admissionv1.Create, raNoAudiences, "", false)
+		if r.Allowed || r.Result.Code != http.StatusForbidden || r.Result.Reason != metav1.StatusReasonForbidden {
+			t.Fatalf("allowed=%v result=%+v", r.Allowed, r.Result)
+		}
+		for _, want := range []string{"MG101 ra-missing-audiences", "spec.jwtRules[0].audiences", "Fix:"} {
+			if !strings.Contains(r.Result.Message, want) {
+				t.Errorf("message lacks %q: %s", want, r.Result.Message)
+			}
+		}
+		if !strings.Contains(r.AuditAnnotations["findings"], "MG101=deny") {
+			t.Errorf("audit annotations %v", r.AuditAnnotations)
+		}
+	})
+	t.Run("dry run is judged the same", func(t *testing.T) {
+		r := review(t, v, admissionv1.Create, raNoAudiences, "", true)
+		if r.Allowed || !strings.Contains(r.Result.Message, "dry run") {
+			t.Errorf("dry run: allowed=%v %s", r.Allowed, r.Result.Message)
+		}
+	})
+	t.Run("warnings under 120 characters", func(t *testing.T) {
+		r := review(t, newServer(t, true).Validating(), admissionv1.Create, raGood, "", false)
+		if !r.Allowed || len(r.Warnings) == 0 || !strings.HasPrefix(r.Warnings[0], "MG301 ra-without-enforcement") {
+			t.Fatalf("allowed=%v warnings=%v", r.Allowed, r.Warnings)
+		}
+		for _, w := range r.Warnings {
+			if len(w) > maxWarningLength {
+				t.Errorf("warning of %d characters: %s", len(w), w)
+			}
+		}
+	})
+	t.Run("DELETE of the only enforcing policy", func(t *testing.T) {
+		r := review(t, v, admissionv1.Delete, "", apRequire, false)
+		if r.Allowed || !strings.Contains(r.Result.Message, "MG303 removes-jwt-enforcement") {
+			t.Errorf("allowed=%v %s", r.Allowed, r.Result.Message)
+		}
+	})
+	t.Run("DELETE of an unsafe policy is fine", func(t *testing.T) {
+		r := review(t, newServer(t, true, raNoAudiences).Validating(), admissionv1.Delete, "", raNoAudiences, false)
+		if !r.Allowed {
+			t.Errorf("denied: %s", r.Result.Message)
+		}
+	})
+	t.Run("not synced: security kinds fail closed", func(t *testing.T) {
+		r := review(t, newServer(t, false).Validating(), admissionv1.Create, raGood, "", false)
+		if r.Allowed || !strings.Contains(r.Result.Message, "meshguard is starting") {
+			t.Errorf("allowed=%v %s", r.Allowed, r.Result.Message)
+		}
+	})
+	t.Run("invalid MeshGuardrail", func(t *testing.T) {
+		r := review(t, v, admissionv1.Create, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: g}\nspec: {rules: {MG999: deny}}", "", false)
+		if r.Allowed || !strings.Contains(r.Result.Message, "spec.rules[MG999]") {
+			t.Errorf("allowed=%v %s", r.Allowed, r.Result.Message)
+		}
+	})
+}
+
+func TestPods(t *testing.T) {
+	srv := newServer(t, true, shop, coverage)
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web}}\nspec: {containers: [{name: web, image: web}]}"
+	labelled := "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web, enablesecurity: shop}, annotations: {meshguard.io/covered-by: jwt-coverage}}\nspec: {containers: [{name: web, image: web}]}"
+
+	r := review(t, srv.Mutating(), admissionv1.Create, pod, "", false)
+	if !r.Allowed || r.PatchType == nil {
+		t.Fatalf("no patch: %+v", r)
+	}
+	var ops []map[string]any
+	if err := json.Unmarshal(r.Patch, &ops); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := json.Marshal(ops)
+	for _, want := range []string{`"path":"/metadata/labels/enablesecurity","value":"shop"`, `"path":"/metadata/annotations/meshguard.io~1covered-by","value":"jwt-coverage"`} {
+		if !strings.Contains(string(got), want) {
+			t.Errorf("patch %s lacks %s", got, want)
+		}
+	}
+	if r := review(t, srv.Mutating(), admissionv1.Create, labelled, "", false); len(r.Patch) != 0 {
+		t.Errorf("labelling again is not idempotent: %s", r.Patch)
+	}
+	r = review(t, srv.Validating(), admissionv1.Update, pod, labelled, false)
+	if r.Allowed || !strings.Contains(r.Result.Message, "MG502") {
+		t.Errorf("label removal: allowed=%v %s", r.Allowed, r.Result.Message)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	srv := newServer(t, true)
+	v := srv.Validating()
+	for name, body := range map[string]string{
+		"not JSON":   "{{",
+		"no request": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`,
+	} {
+		rec := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "/validate", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		(&admission.Webhook{Handler: v}).ServeHTTP(rec, r)
+		var out admissionv1.AdmissionReview
+		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil || out.Response.Allowed || out.Response.Result.Code != http.StatusBadRequest {
+			t.Errorf("%s: HTTP %d %s", name, rec.Code, rec.Body.String())
+		}
+	}
+	unknown := review(t, v, admissionv1.Create, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}", "", false)
+	if unknown.Allowed || unknown.Result.Code != http.StatusBadRequest || !strings.Contains(unknown.Result.Message, "does not judge ConfigMap") {
+		t.Errorf("unknown kind: %+v", unknown.Result)
+	}
+	wrongType := review(t, v, admissionv1.Create, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: r, namespace: a}\nspec: {jwtRules: 3}", "", false)
+	if wrongType.Allowed || wrongType.Result.Code != http.StatusBadRequest {
+		t.Errorf("undecodable object: %+v", wrongType.Result)
+	}
+	// A panic is the last line of defence: it becomes an error response, and serving goes on.
+	broken := &Server{Synced: srv.Synced, Reader: srv.Reader, Log: logr.Discard()}
+	if r := review(t, broken.Validating(), admissionv1.Create, raGood, "", false); r.Allowed || r.Result.Code != http.StatusInternalServerError {
+		t.Errorf("panic: %+v", r.Result)
+	}
+	if r := review(t, v, admissionv1.Create, raGood, "", false); !r.Allowed {
+		t.Errorf("after a panic: %+v", r.Result)
+	}
+}
+

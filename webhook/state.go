@@ -1,0 +1,152 @@
+// Package webhook is meshguard's admission webhook: it decodes admission requests, judges
+// them with the policy engine against the live state in its informer caches, and encodes
+// the verdict. It holds no rules of its own.
+package webhook
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/policy"
+)
+
+// podMetadata is how Pods are cached: metadata only, never whole specs.
+func podMetadata() *metav1.PartialObjectMetadataList {
+	l := &metav1.PartialObjectMetadataList{}
+	l.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
+	return l
+}
+
+// CachedObjects are the objects meshguard watches: what its rules read, and no more.
+func CachedObjects() []client.Object {
+	pod := &metav1.PartialObjectMetadata{}
+	pod.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
+	return []client.Object{
+		&securityv1.RequestAuthentication{}, &securityv1.AuthorizationPolicy{}, &securityv1.PeerAuthentication{},
+		&v1alpha1.MeshGuardrail{}, &corev1.Namespace{}, &corev1.Service{}, pod,
+	}
+}
+
+// liveState is the policy.State of one admission request, read from the informer cache.
+// The State interface cannot fail, so the first read error is kept: the handler then fails
+// closed instead of judging a partial view.
+type liveState struct {
+	ctx    context.Context
+	reader client.Reader
+	istiod []string
+
+	mu  sync.Mutex
+	err error
+}
+
+func (s *liveState) list(l client.ObjectList, opts ...client.ListOption) bool {
+	// The cache hands out its own objects; the engine only reads them.
+	opts = append(opts, client.UnsafeDisableDeepCopy)
+	if err := s.reader.List(s.ctx, l, opts...); err != nil {
+		s.mu.Lock()
+		if s.err == nil {
+			s.err = err
+		}
+		s.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// Err returns the first error met reading the cache.
+func (s *liveState) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// oldestFirst orders objects as Istio breaks ties: by age, then by name.
+func oldestFirst[T metav1.Object](items []T) []T {
+	slices.SortStableFunc(items, func(a, b T) int {
+		if c := a.GetCreationTimestamp().Compare(b.GetCreationTimestamp().Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.GetName(), b.GetName())
+	})
+	return items
+}
+
+func (s *liveState) RequestAuthentications(ns string) []*policy.RequestAuthentication {
+	var l securityv1.RequestAuthenticationList
+	s.list(&l, client.InNamespace(ns))
+	return oldestFirst(l.Items)
+}
+
+func (s *liveState) AuthorizationPolicies(ns string) []*policy.AuthorizationPolicy {
+	var l securityv1.AuthorizationPolicyList
+	s.list(&l, client.InNamespace(ns))
+	return oldestFirst(l.Items)
+}
+
+func (s *liveState) PeerAuthentications(ns string) []*policy.PeerAuthentication {
+	var l securityv1.PeerAuthenticationList
+	s.list(&l, client.InNamespace(ns))
+	return oldestFirst(l.Items)
+}
+
+func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*policy.Workload {
+	l := podMetadata()
+	opts := []client.ListOption{client.MatchingLabels(matchLabels)}
+	if ns != "" {
+		opts = append(opts, client.InNamespace(ns))
+	}
+	if !s.list(l, opts...) {
+		return nil
+	}
+	out := make([]*policy.Workload, len(l.Items))
+	for i := range l.Items {
+		out[i] = &policy.Workload{ObjectMeta: l.Items[i].ObjectMeta, Kind: policy.KindPod}
+	}
+	return out
+}
+
+// KnowsWorkloads is true: the cache holds every Pod of the cluster.
+func (s *liveState) KnowsWorkloads() bool { return true }
+
+func (s *liveState) Services(ns string) []*corev1.Service {
+	var l corev1.ServiceList
+	s.list(&l, client.InNamespace(ns))
+	out := make([]*corev1.Service, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out
+}
+
+func (s *liveState) NamespaceLabels(ns string) map[string]string {
+	var n corev1.Namespace
+	labels := map[string]string{corev1.LabelMetadataName: ns}
+	if ns == "" {
+		return labels
+	}
+	if err := s.reader.Get(s.ctx, client.ObjectKey{Name: ns}, &n); err == nil {
+		return n.Labels
+	}
+	// A namespace being created is not in the cache yet: judge it by its name alone.
+	return labels
+}
+
+func (s *liveState) Guardrails() []*policy.MeshGuardrail {
+	var l v1alpha1.MeshGuardrailList
+	s.list(&l)
+	out := make([]*policy.MeshGuardrail, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out
+}
+
+func (s *liveState) IstiodVersions() []string { return s.istiod }
