@@ -265,4 +265,3 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("after a panic: %+v", r.Result)
 	}
 }
-
