@@ -62,7 +62,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCheckCommand(), newRulesCommand(), newVersionCommand())
+	root.AddCommand(newCheckCommand(), newServeCommand(), newRulesCommand(), newVersionCommand())
 	return root
 }
 
