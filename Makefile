@@ -7,17 +7,24 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build test unit lint fuzz bench docs generate image clean
+.PHONY: all build test unit e2e control-plane lint fuzz bench docs generate image clean
 
 all: build
 
 build: ## Build bin/meshguard
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/meshguard
 
-test: lint unit ## Everything CI runs: lint, unit tests and the fuzz seed corpora
+test: lint control-plane ## Everything CI runs: lint, unit and end-to-end tests, fuzz seed corpora
+	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -timeout 20m ./...
 
-unit: ## Unit tests, golden fixtures, seed verdicts and fuzz seed corpora
-	$(GO) test -count=1 ./...
+unit: ## Unit tests, golden fixtures, seed verdicts and fuzz seed corpora (no control plane)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+
+e2e: control-plane ## The end-to-end suite: real kube-apiserver, etcd, Istio CRDs and kubectl
+	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -v ./test/e2e
+
+control-plane: ## Build (once, cached by version) kube-apiserver and etcd from the Go module proxy
+	@hack/control-plane-bins.sh >/dev/null
 
 lint: ## gofmt, go vet and staticcheck
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func seed(t *testing.T, name, variant string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(), "examples", "seeds", name, variant+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func namespace(t *testing.T, name string, labels string) {
+	t.Helper()
+	if _, stderr, err := kubectl(t, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+name+"\n  labels: {"+labels+"}\n", "apply", "-f", "-"); err != nil {
+		t.Fatalf("namespace %s: %v\n%s", name, err, stderr)
+	}
+}
+
+// TestSeedsThroughKubectl applies the seed articles' configurations with kubectl: as
+// written they are denied with the rule that catches them; fixed, they are admitted.
+func TestSeedsThroughKubectl(t *testing.T) {
+	for _, ns := range []string{"aks-istio-ingress", "istio-system", "foo", "orthweb", "shop", "api"} {
+		namespace(t, ns, "")
+	}
+	for name, rule := range map[string]string{
+		"01-aks-ingress-entra":  "MG101 ra-missing-audiences",
+		"02-entra-common-keys":  "MG101 ra-missing-audiences",
+		"03-inline-jwk":         "MG101 ra-missing-audiences",
+		"05-authn-authz-basics": "MG101 ra-missing-audiences",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, stderr, err := kubectl(t, seed(t, name, "unsafe"), "apply", "-f", "-")
+			if err == nil || !strings.Contains(stderr, "admission webhook \"security.meshguard.io\" denied the request") || !strings.Contains(stderr, rule) {
+				t.Errorf("unsafe apply: err=%v\n%s", err, stderr)
+			}
+			if _, stderr, err := kubectl(t, seed(t, name, "fixed"), "apply", "-f", "-"); err != nil {
+				t.Errorf("fixed apply: %v\n%s", err, stderr)
+			}
+		})
+	}
+}
+
+// TestDryRunWritesNothing: a server-side dry run gets the verdict of a real apply, and
+// nothing is stored.
+func TestDryRunWritesNothing(t *testing.T) {
+	namespace(t, "dry", "")
+	ra := "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: no-aud, namespace: dry}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys}]\n"
+	for _, mode := range [][]string{{"apply", "--dry-run=server"}, {"apply", "--server-side", "--dry-run=server"}} {
+		_, stderr, err := kubectl(t, ra, append(mode, "-f", "-")...)
+		if err == nil || !strings.Contains(stderr, "MG101") || !strings.Contains(stderr, "dry run") {
+			t.Errorf("%v: err=%v\n%s", mode, err, stderr)
+		}
+	}
+	good := strings.Replace(ra, "jwksUri: https://idp.example.com/keys}", "jwksUri: https://idp.example.com/keys, audiences: [web]}", 1)
+	_, stderr, err := kubectl(t, good, "apply", "--dry-run=server", "-f", "-")
+	if err != nil || !strings.Contains(stderr, "Warning: MG301 ra-without-enforcement") {
+		t.Errorf("warnings on dry run: err=%v\n%s", err, stderr)
+	}
+	if _, stderr, err := kubectl(t, "", "get", "requestauthentication", "-n", "dry", "no-aud"); err == nil || !strings.Contains(stderr, "NotFound") {
+		t.Errorf("dry run wrote the object: %v %s", err, stderr)
+	}
+}
+
+// TestRegressingDelete: deleting the only policy that requires a token is MG303.
+func TestRegressingDelete(t *testing.T) {
+	namespace(t, "regress", "")
+	bundle := `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: regress}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-require-jwt, namespace: regress}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
+`
+	if _, stderr, err := kubectl(t, bundle, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	waitFor(t, func() bool {
+		_, stderr, err := kubectl(t, "", "delete", "authorizationpolicy", "-n", "regress", "web-require-jwt", "--dry-run=server")
+		return err != nil && strings.Contains(stderr, "MG303 removes-jwt-enforcement")
+	})
+	if _, stderr, err := kubectl(t, "", "get", "authorizationpolicy", "-n", "regress", "web-require-jwt"); err != nil {
+		t.Errorf("the policy is gone: %s", stderr)
+	}
+	// Removing the RequestAuthentication first locks callers out rather than letting them in,
+	// so it is no MG303; after it, the policy protects nothing and may go too.
+	for _, kind := range []string{"requestauthentication/web-jwt", "authorizationpolicy/web-require-jwt"} {
+		if _, stderr, err := kubectl(t, "", "delete", "-n", "regress", kind); err != nil {
+			t.Errorf("delete %s: %v\n%s", kind, err, stderr)
+		}
+	}
+}
+
+// TestCoverage: new Pods in a covered namespace get the coverage label; removing it is MG502;
+// a bad guardrail is rejected.
+func TestCoverage(t *testing.T) {
+	// The CRD schema rejects an unknown action; the webhook, a rule ID that does not exist.
+	_, stderr, err := kubectl(t, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: broken}\nspec: {rules: {MG101: block}}\n", "apply", "-f", "-")
+	if err == nil || !strings.Contains(stderr, `Unsupported value: "block"`) {
+		t.Errorf("unknown action: err=%v\n%s", err, stderr)
+	}
+	_, stderr, err = kubectl(t, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: broken}\nspec: {rules: {MG999: deny}}\n", "apply", "-f", "-")
+	if err == nil || !strings.Contains(stderr, `"guardrails.meshguard.io" denied the request`) || !strings.Contains(stderr, "spec.rules[MG999]") {
+		t.Errorf("unknown rule ID: err=%v\n%s", err, stderr)
+	}
+	guardrail := "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: covered}\nspec:\n  namespaceSelector: {matchLabels: {jwt: required}}\n  coverage: {required: true, podLabels: {enablesecurity: \"{namespace}\"}}\n"
+	if _, stderr, err := kubectl(t, guardrail, "apply", "-f", "-"); err != nil {
+		t.Fatalf("guardrail: %v\n%s", err, stderr)
+	}
+	namespace(t, "covered", "jwt: required")
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: web-%d, namespace: covered, labels: {app: web}}\nspec: {containers: [{name: web, image: registry.example/web:1}]}\n"
+	// The guardrail reaches meshguard through its watch: poll until new Pods are labelled.
+	var name string
+	waitFor(t, func() bool {
+		name = "web-" + time.Now().Format("150405.000")
+		name = strings.ReplaceAll(name, ".", "-")
+		manifest := strings.Replace(pod, "web-%d", name, 1)
+		if _, stderr, err := kubectl(t, manifest, "apply", "-f", "-"); err != nil {
+			t.Fatalf("pod: %v\n%s", err, stderr)
+		}
+		p, err := env.kube.CoreV1().Pods("covered").Get(context.Background(), name, metav1.GetOptions{})
+		return err == nil && p.Labels["enablesecurity"] == "covered" && p.Annotations["meshguard.io/covered-by"] == "covered"
+	})
+	_, stderr, err = kubectl(t, "", "label", "pod", "-n", "covered", name, "enablesecurity-")
+	if err == nil || !strings.Contains(stderr, "MG502 pod-coverage-label-removed") {
+		t.Errorf("label removal: err=%v\n%s", err, stderr)
+	}
+	if _, stderr, err := kubectl(t, "", "label", "pod", "-n", "covered", name, "version=v2"); err != nil {
+		t.Errorf("an unrelated label change was refused: %s", stderr)
+	}
+}
+
+// TestGuardrailHotReload: a guardrail applied while meshguard runs takes effect without a
+// restart.
+func TestGuardrailHotReload(t *testing.T) {
+	namespace(t, "strict", "tier: strict")
+	ra := "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: alone, namespace: strict}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]\n"
+	if _, stderr, err := kubectl(t, ra, "apply", "--dry-run=server", "-f", "-"); err != nil {
+		t.Fatalf("before the guardrail: %v\n%s", err, stderr)
+	}
+	if _, stderr, err := kubectl(t, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: strict}\nspec:\n  namespaceSelector: {matchLabels: {tier: strict}}\n  rules: {MG301: deny}\n", "apply", "-f", "-"); err != nil {
+		t.Fatalf("guardrail: %v\n%s", err, stderr)
+	}
+	waitFor(t, func() bool {
+		_, stderr, err := kubectl(t, ra, "apply", "--dry-run=server", "-f", "-")
+		return err != nil && strings.Contains(stderr, "MG301 ra-without-enforcement")
+	})
+}
+
+// waitFor polls until cond holds: watches reach meshguard's cache asynchronously.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20s")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
