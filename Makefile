@@ -1,4 +1,5 @@
 # meshguard — the two commands of the README are `make run` and `make test`.
+# Both build what they need themselves, kube-apiserver and etcd included (cached).
 
 GO              ?= go
 STATICCHECK     := honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -7,7 +8,7 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build test unit e2e control-plane lint fuzz bench docs generate image clean
+.PHONY: all build run test unit e2e control-plane lint fuzz bench docs generate image clean
 
 all: build
 
@@ -22,6 +23,9 @@ unit: ## Unit tests, golden fixtures, seed verdicts and fuzz seed corpora (no co
 
 e2e: control-plane ## The end-to-end suite: real kube-apiserver, etcd, Istio CRDs and kubectl
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -v ./test/e2e
+
+run: control-plane ## A local control plane with meshguard enforcing; Ctrl-C stops it all
+	@$(GO) build -o bin/meshguard-local ./test/cluster/run && exec bin/meshguard-local
 
 control-plane: ## Build (once, cached by version) kube-apiserver and etcd from the Go module proxy
 	@hack/control-plane-bins.sh >/dev/null

@@ -135,7 +135,7 @@ func TestCoverage(t *testing.T) {
 		if _, stderr, err := kubectl(t, manifest, "apply", "-f", "-"); err != nil {
 			t.Fatalf("pod: %v\n%s", err, stderr)
 		}
-		p, err := env.kube.CoreV1().Pods("covered").Get(context.Background(), name, metav1.GetOptions{})
+		p, err := local.Kube.CoreV1().Pods("covered").Get(context.Background(), name, metav1.GetOptions{})
 		return err == nil && p.Labels["enablesecurity"] == "covered" && p.Annotations["meshguard.io/covered-by"] == "covered"
 	})
 	_, stderr, err = kubectl(t, "", "label", "pod", "-n", "covered", name, "enablesecurity-")

@@ -1,0 +1,314 @@
+// Package cluster runs a local control plane with meshguard enforcing: a real kube-apiserver
+// and etcd (built from the Go module proxy and cached), the Istio CRDs of the istio.io/api
+// module, meshguard's CRD, `meshguard serve` with a self-signed certificate, and both webhook
+// configurations. `make run` and the end-to-end suite use it.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	admregv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/meshguard/meshguard/certs"
+)
+
+// Options say where the cluster keeps its files.
+type Options struct {
+	// Root is the meshguard repository.
+	Root string
+	// Dir holds the kubeconfig, certificates and the meshguard binary.
+	Dir string
+	// Log receives meshguard's log; nil keeps it in memory (see Log).
+	Log *os.File
+}
+
+// Cluster is a running local control plane with meshguard registered.
+type Cluster struct {
+	Kubeconfig string
+	Kube       *kubernetes.Clientset
+
+	env   *envtest.Environment
+	serve *exec.Cmd
+	probe string
+	log   *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer meshguard's process can write while tests read it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Log returns what meshguard has logged, when Options.Log was nil.
+func (c *Cluster) Log() string {
+	if c.log == nil {
+		return ""
+	}
+	return c.log.String()
+}
+
+// Start brings the cluster up. On error, whatever was started is stopped again. ctx
+// cancelled mid-start stops it too.
+func Start(ctx context.Context, o Options) (c *Cluster, err error) {
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		return nil, errors.New("kubectl is not on PATH: install it to drive the local cluster")
+	}
+	c = &Cluster{}
+	defer func() {
+		if err != nil {
+			c.Stop()
+			c = nil
+		}
+	}()
+	bins, err := controlPlaneBins(o.Root)
+	if err != nil {
+		return nil, err
+	}
+	crds, err := istioCRDs()
+	if err != nil {
+		return nil, err
+	}
+	c.env = &envtest.Environment{
+		BinaryAssetsDirectory: bins,
+		CRDInstallOptions: envtest.CRDInstallOptions{
+			Paths:              []string{crds, filepath.Join(o.Root, "manifests", "crd")},
+			ErrorIfPathMissing: true,
+		},
+	}
+	cfg, err := c.env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	admin, err := c.env.AddUser(envtest.User{Name: "meshguard-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	c.Kubeconfig = filepath.Join(o.Dir, "kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, kc, 0o600); err != nil {
+		return nil, err
+	}
+	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	port, ca, err := c.startMeshguard(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := register(ctx, c.Kube, fmt.Sprintf("https://127.0.0.1:%d", port), ca); err != nil {
+		return nil, fmt.Errorf("registering the webhooks: %w", err)
+	}
+	return c, nil
+}
+
+// startMeshguard builds meshguard, gives it a self-signed certificate for 127.0.0.1, runs
+// `meshguard serve` and waits until it is ready.
+func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca []byte, err error) {
+	bin := filepath.Join(o.Dir, "meshguard")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/meshguard")
+	build.Dir = o.Root
+	if out, err := build.CombinedOutput(); err != nil {
+		return 0, nil, fmt.Errorf("building meshguard: %v\n%s", err, out)
+	}
+	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
+	if err != nil {
+		return 0, nil, err
+	}
+	certDir := filepath.Join(o.Dir, "certs")
+	if err := bundle.Write(certDir); err != nil {
+		return 0, nil, err
+	}
+	if port, err = freePort(); err != nil {
+		return 0, nil, err
+	}
+	probePort, err := freePort()
+	if err != nil {
+		return 0, nil, err
+	}
+	c.probe = fmt.Sprintf("http://127.0.0.1:%d", probePort)
+	c.serve = exec.Command(bin, "serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
+		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
+		"--istiod-version", "1.28.5")
+	if o.Log != nil {
+		c.serve.Stdout, c.serve.Stderr = o.Log, o.Log
+	} else {
+		c.log = &syncBuffer{}
+		c.serve.Stdout, c.serve.Stderr = c.log, c.log
+	}
+	if err := c.serve.Start(); err != nil {
+		return 0, nil, err
+	}
+	if err := c.waitReady(ctx, 60*time.Second); err != nil {
+		return 0, nil, fmt.Errorf("%w\nmeshguard's log:\n%s", err, c.Log())
+	}
+	return port, bundle.CA, nil
+}
+
+// Stop stops meshguard, kube-apiserver and etcd.
+func (c *Cluster) Stop() {
+	if c.serve != nil && c.serve.Process != nil {
+		_ = c.serve.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _, _ = c.serve.Process.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = c.serve.Process.Kill()
+		}
+	}
+	if c.env != nil {
+		_ = c.env.Stop()
+	}
+}
+
+// controlPlaneBins returns the folder of kube-apiserver and etcd, built and cached by
+// hack/control-plane-bins.sh unless KUBEBUILDER_ASSETS names one.
+func controlPlaneBins(root string) (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	cmd := exec.Command(filepath.Join(root, "hack", "control-plane-bins.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("building the control plane: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// istioCRDs is the CRD file shipped in the istio.io/api module meshguard builds against.
+func istioCRDs() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/api").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the istio.io/api module: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"), nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitReady polls meshguard's readiness: the certificate served and every cache synced.
+func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(c.probe + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("meshguard was not ready within %v", limit)
+}
+
+// register installs both webhook configurations, pointing at the local meshguard.
+func register(ctx context.Context, kube *kubernetes.Clientset, url string, ca []byte) error {
+	fail, ignore := admregv1.Fail, admregv1.Ignore
+	none := admregv1.SideEffectClassNone
+	timeout := int32(5)
+	ifNeeded := admregv1.IfNeededReinvocationPolicy
+	validate, mutate := url+"/validate", url+"/mutate"
+	notSystem := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "kube-node-lease", "meshguard-system"},
+	}}}
+	ops := []admregv1.OperationType{admregv1.Create, admregv1.Update, admregv1.Delete}
+	rule := func(group string, ops []admregv1.OperationType, resources ...string) admregv1.RuleWithOperations {
+		return admregv1.RuleWithOperations{Operations: ops, Rule: admregv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: resources}}
+	}
+	vwc := &admregv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshguard"},
+		Webhooks: []admregv1.ValidatingWebhook{{
+			Name:                    "security.meshguard.io",
+			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
+			Rules:                   []admregv1.RuleWithOperations{rule("security.istio.io", ops, "requestauthentications", "authorizationpolicies", "peerauthentications")},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+			NamespaceSelector:       notSystem,
+		}, {
+			Name:                    "guardrails.meshguard.io",
+			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
+			Rules:                   []admregv1.RuleWithOperations{rule("meshguard.io", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "meshguardrails")},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+		}, {
+			Name:                    "pods.meshguard.io",
+			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
+			Rules:                   []admregv1.RuleWithOperations{rule("", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "pods")},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+			NamespaceSelector:       notSystem,
+		}},
+	}
+	mwc := &admregv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "meshguard"},
+		Webhooks: []admregv1.MutatingWebhook{{
+			Name:                    "coverage.meshguard.io",
+			ClientConfig:            admregv1.WebhookClientConfig{URL: &mutate, CABundle: ca},
+			Rules:                   []admregv1.RuleWithOperations{rule("", []admregv1.OperationType{admregv1.Create}, "pods")},
+			FailurePolicy:           &ignore,
+			SideEffects:             &none,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+			NamespaceSelector:       notSystem,
+			ReinvocationPolicy:      &ifNeeded,
+		}},
+	}
+	if _, err := kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, vwc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{})
+	return err
+}
