@@ -248,7 +248,9 @@ func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
 	return fmt.Errorf("meshguard was not ready within %v", limit)
 }
 
-// register installs both webhook configurations, pointing at the local meshguard.
+// register installs both webhook configurations, pointing at the local meshguard. The
+// Pod mutating webhook fails open: while meshguard is down Pods start unlabelled rather
+// than not at all, and the validating side still guards the labels they have.
 func register(ctx context.Context, kube *kubernetes.Clientset, url string, ca []byte) error {
 	fail, ignore := admregv1.Fail, admregv1.Ignore
 	none := admregv1.SideEffectClassNone
@@ -262,35 +264,26 @@ func register(ctx context.Context, kube *kubernetes.Clientset, url string, ca []
 	rule := func(group string, ops []admregv1.OperationType, resources ...string) admregv1.RuleWithOperations {
 		return admregv1.RuleWithOperations{Operations: ops, Rule: admregv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: resources}}
 	}
+	// Security kinds and guardrails fail closed; so does the Pod guard of coverage labels.
+	validating := func(name string, r admregv1.RuleWithOperations, namespaces *metav1.LabelSelector) admregv1.ValidatingWebhook {
+		return admregv1.ValidatingWebhook{
+			Name:                    name,
+			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
+			Rules:                   []admregv1.RuleWithOperations{r},
+			FailurePolicy:           &fail,
+			SideEffects:             &none,
+			TimeoutSeconds:          &timeout,
+			AdmissionReviewVersions: []string{"v1"},
+			NamespaceSelector:       namespaces,
+		}
+	}
 	vwc := &admregv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: "meshguard"},
-		Webhooks: []admregv1.ValidatingWebhook{{
-			Name:                    "security.meshguard.io",
-			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
-			Rules:                   []admregv1.RuleWithOperations{rule("security.istio.io", ops, "requestauthentications", "authorizationpolicies", "peerauthentications")},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
-			NamespaceSelector:       notSystem,
-		}, {
-			Name:                    "guardrails.meshguard.io",
-			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
-			Rules:                   []admregv1.RuleWithOperations{rule("meshguard.io", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "meshguardrails")},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
-		}, {
-			Name:                    "pods.meshguard.io",
-			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
-			Rules:                   []admregv1.RuleWithOperations{rule("", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "pods")},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
-			NamespaceSelector:       notSystem,
-		}},
+		Webhooks: []admregv1.ValidatingWebhook{
+			validating("security.meshguard.io", rule("security.istio.io", ops, "requestauthentications", "authorizationpolicies", "peerauthentications"), notSystem),
+			validating("guardrails.meshguard.io", rule("meshguard.io", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "meshguardrails"), nil),
+			validating("pods.meshguard.io", rule("", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "pods"), notSystem),
+		},
 	}
 	mwc := &admregv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: "meshguard"},
