@@ -10,18 +10,15 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
-	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -58,11 +55,9 @@ metadata: {name: shop, labels: {jwt: required, kubernetes.io/metadata.name: shop
 )
 
 func scheme(t *testing.T) *runtime.Scheme {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, v1alpha1.AddToScheme} {
-		if err := add(s); err != nil {
-			t.Fatal(err)
-		}
+	s, err := NewScheme()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -247,6 +242,11 @@ func TestBadInput(t *testing.T) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil || out.Response.Allowed || out.Response.Result.Code != http.StatusBadRequest {
 			t.Errorf("%s: HTTP %d %s", name, rec.Code, rec.Body.String())
 		}
+	}
+	// Bodies are capped (controller-runtime: 7 MiB): an oversized review is refused whole.
+	huge := append([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":{"pad":"`), bytes.Repeat([]byte("x"), 8<<20)...)
+	if r := post(t, v, append(huge, `"}}}`...)); r.Allowed || !strings.Contains(r.Result.Message, "too large") {
+		t.Errorf("oversized body: %+v", r.Result)
 	}
 	unknown := review(t, v, admissionv1.Create, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}", "", false)
 	if unknown.Allowed || unknown.Result.Code != http.StatusBadRequest || !strings.Contains(unknown.Result.Message, "does not judge ConfigMap") {

@@ -9,9 +9,6 @@ import (
 	"sync/atomic"
 
 	"github.com/spf13/cobra"
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -21,7 +18,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy"
 	"github.com/meshguard/meshguard/webhook"
 )
@@ -61,17 +57,6 @@ it fetches no jwksUri.`,
 	return cmd
 }
 
-// newScheme returns a scheme with every type meshguard reads.
-func newScheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, v1alpha1.AddToScheme} {
-		if err := add(s); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
-}
-
 func (o *serveOptions) run(ctx context.Context) error {
 	log := zap.New(zap.UseDevMode(o.development))
 	ctrl.SetLogger(log)
@@ -81,7 +66,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 	if err != nil {
 		return usageError("no cluster to watch: %v", err)
 	}
-	scheme, err := newScheme()
+	scheme, err := webhook.NewScheme()
 	if err != nil {
 		return err
 	}

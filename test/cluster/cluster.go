@@ -21,6 +21,7 @@ import (
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/meshguard/meshguard/certs"
@@ -39,6 +40,7 @@ type Options struct {
 // Cluster is a running local control plane with meshguard registered.
 type Cluster struct {
 	Kubeconfig string
+	Config     *rest.Config
 	Kube       *kubernetes.Clientset
 
 	env   *envtest.Environment
@@ -123,6 +125,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := os.WriteFile(c.Kubeconfig, kc, 0o600); err != nil {
 		return nil, err
 	}
+	c.Config = cfg
 	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}

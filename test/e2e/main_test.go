@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/meshguard/meshguard/test/cluster"
 )
 
@@ -19,6 +22,8 @@ import (
 var local *cluster.Cluster
 
 func TestMain(m *testing.M) {
+	// meshguard's warnings reach the test's own clients; they are asserted, not logged.
+	ctrllog.SetLogger(logr.Discard())
 	os.Exit(run(m))
 }
 
