@@ -77,15 +77,16 @@ func (c *Cluster) Log() string {
 
 // Start brings the cluster up. On error, whatever was started is stopped again. ctx
 // cancelled mid-start stops it too.
-func Start(ctx context.Context, o Options) (c *Cluster, err error) {
+func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		return nil, errors.New("kubectl is not on PATH: install it to drive the local cluster")
 	}
-	c = &Cluster{}
+	// c, not the named result, is what gets stopped: `return nil, err` clears the result
+	// before deferred functions run.
+	c := &Cluster{}
 	defer func() {
 		if err != nil {
 			c.Stop()
-			c = nil
 		}
 	}()
 	bins, err := controlPlaneBins(o.Root)

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,7 +19,7 @@ import (
 )
 
 // runDir holds the kubeconfig, certificates, logs and the pid of a running `make run`.
-const runDir = ".run"
+var runDir = flag.String("dir", ".run", "folder for the kubeconfig, certificates, log and pid")
 
 // probe is a request meshguard must deny: the proof that requests go through it.
 const probe = `apiVersion: security.istio.io/v1
@@ -30,6 +31,7 @@ spec:
 `
 
 func main() {
+	flag.Parse()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "make run:", err)
 		os.Exit(1)
@@ -41,7 +43,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(root, runDir)
+	dir, err := filepath.Abs(*runDir)
+	if err != nil {
+		return err
+	}
 	if err := claim(dir); err != nil {
 		return err
 	}
@@ -80,7 +85,7 @@ func claim(dir string) error {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid != os.Getpid() && alive(pid) {
 			return fmt.Errorf("another `make run` is running (pid %d); stop it first", pid)
 		}
-		fmt.Fprintln(os.Stderr, "make run: removing .run/ left by a run that was killed")
+		fmt.Fprintf(os.Stderr, "make run: removing %s, left by a run that was killed\n", dir)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return err
