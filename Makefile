@@ -40,6 +40,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each
 	$(GO) test ./check -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzInspectJWKS$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzPrincipalProblem$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmissionReview$$' -fuzztime $(FUZZTIME)
 
 bench: ## Benchmarks (figures and method in docs/performance.md)
 	$(GO) test ./check -run '^$$' -bench . -benchmem -count 5

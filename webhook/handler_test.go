@@ -54,7 +54,7 @@ kind: Namespace
 metadata: {name: shop, labels: {jwt: required, kubernetes.io/metadata.name: shop}}`
 )
 
-func scheme(t *testing.T) *runtime.Scheme {
+func scheme(t testing.TB) *runtime.Scheme {
 	s, err := NewScheme()
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func scheme(t *testing.T) *runtime.Scheme {
 }
 
 // object reads a YAML manifest into a typed object of the test scheme.
-func object(t *testing.T, s *runtime.Scheme, manifest string) client.Object {
+func object(t testing.TB, s *runtime.Scheme, manifest string) client.Object {
 	t.Helper()
 	js, err := yaml.YAMLToJSON([]byte(manifest))
 	if err != nil {
@@ -85,7 +85,7 @@ func object(t *testing.T, s *runtime.Scheme, manifest string) client.Object {
 	return o.(client.Object)
 }
 
-func newServer(t *testing.T, synced bool, live ...string) *Server {
+func newServer(t testing.TB, synced bool, live ...string) *Server {
 	s := scheme(t)
 	var objs []client.Object
 	for _, m := range live {
@@ -264,4 +264,42 @@ func TestBadInput(t *testing.T) {
 	if r := review(t, v, admissionv1.Create, raGood, "", false); !r.Allowed {
 		t.Errorf("after a panic: %+v", r.Result)
 	}
+}
+
+// FuzzAdmissionReview posts arbitrary bodies to both webhooks: every answer must be a
+// well-formed AdmissionReview, never a panic or a hang.
+func FuzzAdmissionReview(f *testing.F) {
+	srv := newServer(f, true, raGood, apRequire, shop, coverage)
+	for _, m := range []string{raGood, raNoAudiences, apRequire, coverage,
+		"apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop, labels: {app: web}}\nspec: {hostNetwork: true}"} {
+		js, err := yaml.YAMLToJSON([]byte(m))
+		if err != nil {
+			f.Fatal(err)
+		}
+		var tm metav1.TypeMeta
+		_ = json.Unmarshal(js, &tm)
+		gvk := tm.GroupVersionKind()
+		for _, op := range []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete} {
+			body, _ := json.Marshal(admissionv1.AdmissionReview{
+				TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+				Request: &admissionv1.AdmissionRequest{UID: "u", Operation: op,
+					Kind:   metav1.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind},
+					Object: runtime.RawExtension{Raw: js}, OldObject: runtime.RawExtension{Raw: js}},
+			})
+			f.Add(body)
+		}
+	}
+	handlers := []admission.Handler{srv.Validating(), srv.Mutating()}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, h := range handlers {
+			rec := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodPost, "/validate", bytes.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			(&admission.Webhook{Handler: h}).ServeHTTP(rec, r)
+			var out admissionv1.AdmissionReview
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
+				t.Fatalf("HTTP %d, not an AdmissionReview: %s", rec.Code, rec.Body.String())
+			}
+		}
+	})
 }
