@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/certs"
 )
@@ -134,7 +135,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := register(ctx, c.Kube, fmt.Sprintf("https://127.0.0.1:%d", port), ca); err != nil {
+	if err := register(ctx, c.Kube, o.Root, fmt.Sprintf("https://127.0.0.1:%d", port), ca); err != nil {
 		return nil, fmt.Errorf("registering the webhooks: %w", err)
 	}
 	return c, nil
@@ -252,60 +253,38 @@ func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
 	return fmt.Errorf("meshguard was not ready within %v", limit)
 }
 
-// register installs both webhook configurations, pointing at the local meshguard. The
-// Pod mutating webhook fails open: while meshguard is down Pods start unlabelled rather
-// than not at all, and the validating side still guards the labels they have.
-func register(ctx context.Context, kube *kubernetes.Clientset, url string, ca []byte) error {
-	fail, ignore := admregv1.Fail, admregv1.Ignore
-	none := admregv1.SideEffectClassNone
-	timeout := int32(5)
-	ifNeeded := admregv1.IfNeededReinvocationPolicy
-	validate, mutate := url+"/validate", url+"/mutate"
-	notSystem := &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "kube-node-lease", "meshguard-system"},
-	}}}
-	ops := []admregv1.OperationType{admregv1.Create, admregv1.Update, admregv1.Delete}
-	rule := func(group string, ops []admregv1.OperationType, resources ...string) admregv1.RuleWithOperations {
-		return admregv1.RuleWithOperations{Operations: ops, Rule: admregv1.Rule{APIGroups: []string{group}, APIVersions: []string{"*"}, Resources: resources}}
-	}
-	// Security kinds and guardrails fail closed; so does the Pod guard of coverage labels.
-	validating := func(name string, r admregv1.RuleWithOperations, namespaces *metav1.LabelSelector) admregv1.ValidatingWebhook {
-		return admregv1.ValidatingWebhook{
-			Name:                    name,
-			ClientConfig:            admregv1.WebhookClientConfig{URL: &validate, CABundle: ca},
-			Rules:                   []admregv1.RuleWithOperations{r},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
-			NamespaceSelector:       namespaces,
-		}
-	}
-	vwc := &admregv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "meshguard"},
-		Webhooks: []admregv1.ValidatingWebhook{
-			validating("security.meshguard.io", rule("security.istio.io", ops, "requestauthentications", "authorizationpolicies", "peerauthentications"), notSystem),
-			validating("guardrails.meshguard.io", rule("meshguard.io", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "meshguardrails"), nil),
-			validating("pods.meshguard.io", rule("", []admregv1.OperationType{admregv1.Create, admregv1.Update}, "pods"), notSystem),
-		},
-	}
-	mwc := &admregv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "meshguard"},
-		Webhooks: []admregv1.MutatingWebhook{{
-			Name:                    "coverage.meshguard.io",
-			ClientConfig:            admregv1.WebhookClientConfig{URL: &mutate, CABundle: ca},
-			Rules:                   []admregv1.RuleWithOperations{rule("", []admregv1.OperationType{admregv1.Create}, "pods")},
-			FailurePolicy:           &ignore,
-			SideEffects:             &none,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
-			NamespaceSelector:       notSystem,
-			ReinvocationPolicy:      &ifNeeded,
-		}},
-	}
-	if _, err := kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, vwc, metav1.CreateOptions{}); err != nil {
+// register installs the webhook configurations of manifests/base, pointed at the local
+// meshguard instead of its in-cluster Service: the suite runs what ships.
+func register(ctx context.Context, kube *kubernetes.Clientset, root, url string, ca []byte) error {
+	data, err := os.ReadFile(filepath.Join(root, "manifests", "base", "webhooks.yaml"))
+	if err != nil {
 		return err
 	}
-	_, err := kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, mwc, metav1.CreateOptions{})
+	docs := strings.Split(string(data), "\n---\n")
+	if len(docs) != 2 {
+		return fmt.Errorf("manifests/base/webhooks.yaml: want the validating and the mutating configuration, found %d documents", len(docs))
+	}
+	local := func(cc *admregv1.WebhookClientConfig) {
+		u := url + *cc.Service.Path
+		*cc = admregv1.WebhookClientConfig{URL: &u, CABundle: ca}
+	}
+	var vwc admregv1.ValidatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict([]byte(docs[0]), &vwc); err != nil {
+		return fmt.Errorf("validating configuration: %w", err)
+	}
+	for i := range vwc.Webhooks {
+		local(&vwc.Webhooks[i].ClientConfig)
+	}
+	var mwc admregv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict([]byte(docs[1]), &mwc); err != nil {
+		return fmt.Errorf("mutating configuration: %w", err)
+	}
+	for i := range mwc.Webhooks {
+		local(&mwc.Webhooks[i].ClientConfig)
+	}
+	if _, err := kube.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &vwc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	_, err = kube.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &mwc, metav1.CreateOptions{})
 	return err
 }
