@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	goruntime "runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,10 +101,13 @@ func BenchmarkAdmission(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	before := heapInUse()
 	go func() { _ = informers.Start(ctx) }()
 	if !informers.WaitForCacheSync(ctx) {
 		b.Fatal("cache did not sync")
 	}
+	// An upper bound: the policies and namespaces share the cache with the Pods.
+	cachedPerPod := float64(heapInUse()-before) / float64(benchNamespaces*podsPerNS)
 	var synced atomic.Bool
 	synced.Store(true)
 	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: informers, Synced: &synced, Log: logr.Discard()}
@@ -160,6 +164,15 @@ func BenchmarkAdmission(b *testing.B) {
 					b.Fatalf("allowed=%v patches=%d: %+v", r.Allowed, len(r.Patches), r.Result)
 				}
 			}
+			b.ReportMetric(cachedPerPod, "heap-B/cached-pod")
 		})
 	}
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	goruntime.GC()
+	var m goruntime.MemStats
+	goruntime.ReadMemStats(&m)
+	return m.HeapInuse
 }
