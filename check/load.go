@@ -253,10 +253,13 @@ func (l *Loader) loadObject(src Source, js []byte) {
 	}
 }
 
-// add puts a decoded object into the bundle.
+// add puts a decoded object into the bundle. Namespaced objects that name no namespace get
+// the loader's, as with kubectl.
 func (l *Loader) add(src Source, o metav1.Object) {
-	if _, namespaced := o.(*corev1.Namespace); !namespaced && o.GetNamespace() == "" {
-		if _, guardrail := o.(*policy.MeshGuardrail); !guardrail {
+	switch o.(type) {
+	case *corev1.Namespace, *policy.MeshGuardrail: // cluster-scoped
+	default:
+		if o.GetNamespace() == "" {
 			o.SetNamespace(l.Namespace)
 		}
 	}
