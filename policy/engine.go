@@ -111,7 +111,7 @@ func (e *Engine) context(r Review) *Context {
 	case Delete:
 		c.Before, c.State = r.State, withChange(r.State, r.Object, nil)
 	}
-	c.Root = RootNamespace(c.State.Guardrails())
 	c.Settings = SettingsFor(c.State, r.Object.GetNamespace())
+	c.Root = c.Settings.Root
 	return c
 }

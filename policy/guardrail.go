@@ -29,6 +29,8 @@ const (
 
 // Settings are the guardrails in force in one namespace, merged so that the stricter wins.
 type Settings struct {
+	// Root is Istio's root namespace, as the guardrails state it.
+	Root string
 	// Actions are rule actions set by guardrails; where several set one rule, the strictest.
 	Actions map[string]Action
 	// RequireSelectors makes MG401 deny.
@@ -89,9 +91,9 @@ func strictness(a Action) int {
 // SettingsFor merges the guardrails governing a namespace. Cluster-scoped objects (empty
 // namespace) are governed by every guardrail.
 func SettingsFor(st State, namespace string) Settings {
-	var s Settings
-	nsLabels := st.NamespaceLabels(namespace)
 	rails := slices.Clone(st.Guardrails())
+	s := Settings{Root: RootNamespace(rails)}
+	nsLabels := st.NamespaceLabels(namespace)
 	slices.SortFunc(rails, func(a, b *MeshGuardrail) int { return strings.Compare(a.Name, b.Name) })
 	for _, g := range rails {
 		if namespace != "" && !governs(g, nsLabels) {
