@@ -30,6 +30,43 @@ type Context struct {
 	// Root is Istio's root namespace; Settings, the guardrails governing Object's namespace.
 	Root     string
 	Settings Settings
+
+	// Several rules ask the same questions of one review: answer each once.
+	workloadMemo   map[metav1.Object][]*Workload
+	protectionMemo map[protectionKey]protection
+}
+
+type protectionKey struct {
+	state State
+	w     *Workload
+}
+
+// workloadsOf returns the workloads a policy applies to after the change (its virtual
+// workload when none is known).
+func (c *Context) workloadsOf(o metav1.Object) []*Workload {
+	if ws, ok := c.workloadMemo[o]; ok {
+		return ws
+	}
+	if c.workloadMemo == nil {
+		c.workloadMemo = map[metav1.Object][]*Workload{}
+	}
+	ws := scopeOf(o).workloads(c.State, c.Root)
+	c.workloadMemo[o] = ws
+	return ws
+}
+
+// protection returns what guards workload w in state st.
+func (c *Context) protection(st State, w *Workload) protection {
+	k := protectionKey{st, w}
+	if p, ok := c.protectionMemo[k]; ok {
+		return p
+	}
+	if c.protectionMemo == nil {
+		c.protectionMemo = map[protectionKey]protection{}
+	}
+	p := protectionOf(st, c.Root, w)
+	c.protectionMemo[k] = p
+	return p
 }
 
 // Engine judges reviews against its catalog of rules.

@@ -8,13 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
-
-// policyWorkloads returns the workloads a policy applies to in the state after the change.
-func policyWorkloads(c *Context, o metav1.Object) []*Workload {
-	return scopeOf(o).workloads(c.State, c.Root)
-}
 
 func crossResourceRules() []Rule {
 	ra := []string{KindRequestAuthentication}
@@ -24,7 +18,7 @@ func crossResourceRules() []Rule {
 		Summary: "Workloads selected by a RequestAuthentication where no AuthorizationPolicy requires a request principal.",
 		Why:     "A RequestAuthentication only rejects bad tokens: requests with no token pass, with no identity.",
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
-			open := lacking(policyWorkloads(c, ra), func(w *Workload) bool { return !protectionOf(c.State, c.Root, w).enforces() })
+			open := lacking(c.workloadsOf(ra), func(w *Workload) bool { return !c.protection(c.State, w).enforces() })
 			if len(open) == 0 {
 				return nil
 			}
@@ -40,7 +34,7 @@ func crossResourceRules() []Rule {
 			if !usesToken(p) {
 				return nil
 			}
-			bare := lacking(policyWorkloads(c, p), func(w *Workload) bool { return !protectionOf(c.State, c.Root, w).verifies() })
+			bare := lacking(c.workloadsOf(p), func(w *Workload) bool { return !c.protection(c.State, w).verifies() })
 			if len(bare) == 0 {
 				return nil
 			}
@@ -71,7 +65,7 @@ func crossResourceRules() []Rule {
 					continue
 				}
 				seen[w] = true
-				before, after := protectionOf(c.Before, c.Root, w), protectionOf(c.State, c.Root, w)
+				before, after := c.protection(c.Before, w), c.protection(c.State, w)
 				switch {
 				case before.requiresToken() && after.verifies() && !after.enforces():
 					opened = append(opened, w)
@@ -100,8 +94,8 @@ func crossResourceRules() []Rule {
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
 			var out []Finding
 			reported := map[string]bool{}
-			for _, w := range policyWorkloads(c, ra) {
-				for _, other := range protectionOf(c.State, c.Root, w).ras {
+			for _, w := range c.workloadsOf(ra) {
+				for _, other := range c.protection(c.State, w).ras {
 					if sameObject(other, ra) {
 						continue
 					}
@@ -137,8 +131,8 @@ func crossResourceRules() []Rule {
 					if !ok || iss == "*" || principalProblem(v) != "" {
 						continue
 					}
-					unknown := lacking(policyWorkloads(c, p), func(w *Workload) bool {
-						is := protectionOf(c.State, c.Root, w).issuers()
+					unknown := lacking(c.workloadsOf(p), func(w *Workload) bool {
+						is := c.protection(c.State, w).issuers()
 						return len(is) > 0 && !slices.ContainsFunc(is, func(i string) bool { return issuerMatches(iss, i) })
 					})
 					if len(unknown) > 0 {
@@ -159,8 +153,8 @@ func crossResourceRules() []Rule {
 				if !slices.Contains(m.values, "*") {
 					continue
 				}
-				for _, w := range policyWorkloads(c, p) {
-					if is := protectionOf(c.State, c.Root, w).issuers(); len(is) > 1 {
+				for _, w := range c.workloadsOf(p) {
+					if is := c.protection(c.State, w).issuers(); len(is) > 1 {
 						return []Finding{finding(m.field,
 							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), describe([]*Workload{w}), quoteList(is)),
 							"name the issuer: requestPrincipals: [\"<issuer>/*\"]")}
@@ -183,7 +177,7 @@ func crossResourceRules() []Rule {
 			if len(opens)+len(closes) == 0 {
 				return nil
 			}
-			plain := lacking(policyWorkloads(c, p), func(w *Workload) bool {
+			plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
 				return mtlsMode(c.State, c.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
 			})
 			if len(plain) == 0 {
@@ -207,7 +201,7 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			var tcp []string
-			for _, w := range policyWorkloads(c, p) {
+			for _, w := range c.workloadsOf(p) {
 				tcp = append(tcp, nonHTTPPorts(c.State.Services(w.Namespace), w)...)
 			}
 			if len(tcp) == 0 {
@@ -233,8 +227,8 @@ func crossResourceRules() []Rule {
 				if !ok || !spaceDelimited[claim] {
 					continue
 				}
-				unsplit := lacking(policyWorkloads(c, p), func(wl *Workload) bool {
-					ras := protectionOf(c.State, c.Root, wl).ras
+				unsplit := lacking(c.workloadsOf(p), func(wl *Workload) bool {
+					ras := c.protection(c.State, wl).ras
 					return len(ras) > 0 && !slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
 						return slices.ContainsFunc(ra.Spec.JwtRules, func(j *jwtRule) bool { return slices.Contains(j.SpaceDelimitedClaims, claim) })
 					})
@@ -257,8 +251,8 @@ func crossResourceRules() []Rule {
 				if w.Key != "request.auth.presenter" {
 					continue
 				}
-				v1 := lacking(policyWorkloads(c, p), func(wl *Workload) bool {
-					return slices.ContainsFunc(protectionOf(c.State, c.Root, wl).issuers(), func(i string) bool {
+				v1 := lacking(c.workloadsOf(p), func(wl *Workload) bool {
+					return slices.ContainsFunc(c.protection(c.State, wl).issuers(), func(i string) bool {
 						e, ok := parseEntra(i)
 						return ok && e.isV1Issuer()
 					})

@@ -106,7 +106,7 @@ func podRules() []Rule {
 		Summary: "A Pod in a covered namespace that no RequestAuthentication with an enforcing AuthorizationPolicy selects.",
 		Why:     "Nothing checks its tokens: requests without one reach it.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
-			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || protectionOf(c.State, c.Root, w).requiresToken() {
+			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || c.protection(c.State, w).requiresToken() {
 				return nil
 			}
 			return []Finding{finding("metadata.labels",
@@ -122,7 +122,7 @@ func podRules() []Rule {
 				return nil
 			}
 			field, why := notEnforceable(w)
-			if why == "" || (c.Settings.Coverage == nil && len(protectionOf(c.State, c.Root, w).ras) == 0) {
+			if why == "" || (c.Settings.Coverage == nil && len(c.protection(c.State, w).ras) == 0) {
 				return nil
 			}
 			return []Finding{finding(field,
