@@ -99,6 +99,12 @@ func newServer(t testing.TB, synced bool, live ...string) *Server {
 // review posts an AdmissionReview to a handler over HTTP, as the API server does.
 func review(t *testing.T, h admission.Handler, op admissionv1.Operation, obj, old string, dry bool) *admissionv1.AdmissionResponse {
 	t.Helper()
+	return post(t, h, reviewBody(t, op, obj, old, dry))
+}
+
+// reviewBody encodes an AdmissionReview of YAML manifests; "" leaves an object out.
+func reviewBody(t testing.TB, op admissionv1.Operation, obj, old string, dry bool) []byte {
+	t.Helper()
 	req := admissionv1.AdmissionRequest{UID: types.UID("uid-1"), Operation: op, DryRun: &dry}
 	raw := func(m string) runtime.RawExtension {
 		if m == "" {
@@ -115,11 +121,14 @@ func review(t *testing.T, h admission.Handler, op admissionv1.Operation, obj, ol
 		return runtime.RawExtension{Raw: js}
 	}
 	req.Object, req.OldObject = raw(obj), raw(old)
-	body, _ := json.Marshal(admissionv1.AdmissionReview{
+	body, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Request:  &req,
 	})
-	return post(t, h, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return body
 }
 
 func post(t *testing.T, h admission.Handler, body []byte) *admissionv1.AdmissionResponse {
@@ -272,21 +281,8 @@ func FuzzAdmissionReview(f *testing.F) {
 	srv := newServer(f, true, raGood, apRequire, shop, coverage)
 	for _, m := range []string{raGood, raNoAudiences, apRequire, coverage,
 		"apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop, labels: {app: web}}\nspec: {hostNetwork: true}"} {
-		js, err := yaml.YAMLToJSON([]byte(m))
-		if err != nil {
-			f.Fatal(err)
-		}
-		var tm metav1.TypeMeta
-		_ = json.Unmarshal(js, &tm)
-		gvk := tm.GroupVersionKind()
 		for _, op := range []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete} {
-			body, _ := json.Marshal(admissionv1.AdmissionReview{
-				TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
-				Request: &admissionv1.AdmissionRequest{UID: "u", Operation: op,
-					Kind:   metav1.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind},
-					Object: runtime.RawExtension{Raw: js}, OldObject: runtime.RawExtension{Raw: js}},
-			})
-			f.Add(body)
+			f.Add(reviewBody(f, op, m, m, false))
 		}
 	}
 	handlers := []admission.Handler{srv.Validating(), srv.Mutating()}
