@@ -6,7 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
@@ -18,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/meshguard/meshguard/certs"
 	"github.com/meshguard/meshguard/policy"
 	"github.com/meshguard/meshguard/webhook"
 )
@@ -31,6 +38,14 @@ type serveOptions struct {
 	probeAddr      string
 	istiodVersions []string
 	development    bool
+
+	selfSigned        bool
+	namespace         string
+	secret            string
+	certHosts         []string
+	webhookConfig     string
+	leafValidity      time.Duration
+	certCheckInterval time.Duration
 }
 
 func newServeCommand() *cobra.Command {
@@ -54,6 +69,13 @@ it fetches no jwksUri.`,
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringSliceVar(&o.istiodVersions, "istiod-version", nil, "version of the running istiod, for MG701; repeatable")
 	f.BoolVar(&o.development, "development", false, "human-readable logs instead of JSON")
+	f.BoolVar(&o.selfSigned, "self-signed", false, "make and rotate a self-signed serving certificate (for clusters without cert-manager)")
+	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "meshguard-system"), "meshguard's namespace, where --self-signed keeps its Secret")
+	f.StringVar(&o.secret, "self-signed-secret", "meshguard-serving-cert", "Secret holding the self-signed CA and serving certificate")
+	f.StringSliceVar(&o.certHosts, "self-signed-hosts", nil, "names the serving certificate covers (default: the meshguard Service's DNS names)")
+	f.StringVar(&o.webhookConfig, "webhook-configuration", "meshguard", "name of the validating and mutating configurations whose caBundle --self-signed sets")
+	f.DurationVar(&o.leafValidity, "self-signed-validity", 90*24*time.Hour, "lifetime of a serving certificate; it is re-issued with a third left")
+	f.DurationVar(&o.certCheckInterval, "self-signed-check-interval", time.Hour, "how often --self-signed checks the certificate")
 	return cmd
 }
 
@@ -65,6 +87,11 @@ func (o *serveOptions) run(ctx context.Context) error {
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
 	if err != nil {
 		return usageError("no cluster to watch: %v", err)
+	}
+	if o.selfSigned {
+		if err := o.bootstrap(ctx, cfg, log); err != nil {
+			return err
+		}
 	}
 	scheme, err := webhook.NewScheme()
 	if err != nil {
@@ -128,4 +155,35 @@ func (o *serveOptions) run(ctx context.Context) error {
 	}()
 	log.Info("meshguard serving", "version", version, "port", o.port, "certDir", o.certDir)
 	return mgr.Start(ctx)
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// bootstrap makes sure a self-signed serving certificate is in --cert-dir before the
+// server starts, and keeps it current while meshguard runs.
+func (o *serveOptions) bootstrap(ctx context.Context, cfg *rest.Config, log logr.Logger) error {
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	hosts := o.certHosts
+	if len(hosts) == 0 {
+		hosts = []string{"meshguard." + o.namespace + ".svc", "meshguard." + o.namespace + ".svc.cluster.local"}
+	}
+	b := &certs.Bootstrap{
+		Client: kube, Namespace: o.namespace, Secret: o.secret, Hosts: hosts,
+		WebhookConfiguration: o.webhookConfig, CertDir: o.certDir,
+		CAValidity: 10 * 365 * 24 * time.Hour, LeafValidity: o.leafValidity,
+		Log: log.WithName("self-signed"),
+	}
+	if err := b.Ensure(ctx); err != nil {
+		return fmt.Errorf("self-signed certificate: %w", err)
+	}
+	go b.Run(ctx, o.certCheckInterval)
+	return nil
 }

@@ -41,8 +41,10 @@ type Options struct {
 // Cluster is a running local control plane with meshguard registered.
 type Cluster struct {
 	Kubeconfig string
-	Config     *rest.Config
-	Kube       *kubernetes.Clientset
+	// Binary is the meshguard binary the cluster runs.
+	Binary string
+	Config *rest.Config
+	Kube   *kubernetes.Clientset
 
 	env   *envtest.Environment
 	serve *exec.Cmd
@@ -145,6 +147,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 // `meshguard serve` and waits until it is ready.
 func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca []byte, err error) {
 	bin := filepath.Join(o.Dir, "meshguard")
+	c.Binary = bin
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/meshguard")
 	build.Dir = o.Root
 	if out, err := build.CombinedOutput(); err != nil {

@@ -1,0 +1,160 @@
+package certs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// caKeyField holds the CA's private key in the bootstrap's Secret, beside the serving pair.
+const caKeyField = "ca.key"
+
+// Bootstrap gives meshguard a serving certificate without cert-manager. The CA and the
+// serving pair live in one Secret that every replica shares: the first creates it, the
+// others adopt it. The serving certificate is re-issued under the same CA before it
+// expires, so the caBundle in the webhook configurations never changes and no request
+// fails during a rotation.
+type Bootstrap struct {
+	Client    kubernetes.Interface
+	Namespace string
+	Secret    string
+	// Hosts the serving certificate covers: the Service's DNS names.
+	Hosts []string
+	// WebhookConfiguration names both the validating and the mutating configuration.
+	WebhookConfiguration string
+	CertDir              string
+	CAValidity           time.Duration
+	LeafValidity         time.Duration
+	Log                  logr.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (b *Bootstrap) now() time.Time {
+	if b.Now == nil {
+		return time.Now()
+	}
+	return b.Now()
+}
+
+// Ensure makes one round: the Secret exists and holds a current serving certificate, the
+// files in CertDir match it, and both webhook configurations trust its CA.
+func (b *Bootstrap) Ensure(ctx context.Context) error {
+	bundle, err := b.ensureSecret(ctx)
+	if err != nil {
+		return fmt.Errorf("secret %s/%s: %w", b.Namespace, b.Secret, err)
+	}
+	if err := bundle.Write(b.CertDir); err != nil {
+		return err
+	}
+	return b.injectCA(ctx, bundle.CA)
+}
+
+// Run repeats Ensure every interval until ctx ends, logging failures.
+func (b *Bootstrap) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := b.Ensure(ctx); err != nil {
+				b.Log.Error(err, "self-signed certificate round failed; retrying")
+			}
+		}
+	}
+}
+
+func (b *Bootstrap) ensureSecret(ctx context.Context) (*Bundle, error) {
+	secrets := b.Client.CoreV1().Secrets(b.Namespace)
+	s, err := secrets.Get(ctx, b.Secret, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		created, createErr := b.createSecret(ctx)
+		if createErr == nil {
+			return created, nil
+		}
+		if !apierrors.IsAlreadyExists(createErr) {
+			return nil, createErr
+		}
+		// Another replica was first: use its certificate.
+		s, err = secrets.Get(ctx, b.Secret, metav1.GetOptions{})
+	}
+	if err != nil {
+		return nil, err
+	}
+	bundle := &Bundle{CA: s.Data[CAFile], CAKey: s.Data[caKeyField], Cert: s.Data[corev1.TLSCertKey], Key: s.Data[corev1.TLSPrivateKeyKey]}
+	why := bundle.NeedsReissue(b.Hosts, b.now())
+	if why == "" {
+		return bundle, nil
+	}
+	if err := bundle.Reissue(b.Hosts, b.LeafValidity, b.now()); err != nil {
+		return nil, err
+	}
+	s.Data = bundleData(bundle)
+	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		// A conflict means another replica re-issued first; the next round adopts it.
+		return nil, err
+	}
+	b.Log.Info("re-issued the serving certificate", "reason", why)
+	return bundle, nil
+}
+
+// createSecret makes a CA and a serving certificate and stores them in a new Secret.
+func (b *Bootstrap) createSecret(ctx context.Context) (*Bundle, error) {
+	bundle, err := selfSigned(b.Hosts, b.CAValidity, b.LeafValidity, b.now())
+	if err != nil {
+		return nil, err
+	}
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: b.Secret, Namespace: b.Namespace}, Type: corev1.SecretTypeTLS, Data: bundleData(bundle)}
+	if _, err := b.Client.CoreV1().Secrets(b.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil {
+		return nil, err
+	}
+	b.Log.Info("created a self-signed CA and serving certificate")
+	return bundle, nil
+}
+
+func bundleData(b *Bundle) map[string][]byte {
+	return map[string][]byte{CAFile: b.CA, caKeyField: b.CAKey, corev1.TLSCertKey: b.Cert, corev1.TLSPrivateKeyKey: b.Key}
+}
+
+// injectCA sets the caBundle of every webhook of both configurations, where it differs.
+func (b *Bootstrap) injectCA(ctx context.Context, ca []byte) error {
+	adm := b.Client.AdmissionregistrationV1()
+	v, err := adm.ValidatingWebhookConfigurations().Get(ctx, b.WebhookConfiguration, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	changed := false
+	for i := range v.Webhooks {
+		if !bytes.Equal(v.Webhooks[i].ClientConfig.CABundle, ca) {
+			v.Webhooks[i].ClientConfig.CABundle, changed = ca, true
+		}
+	}
+	if changed {
+		if _, err := adm.ValidatingWebhookConfigurations().Update(ctx, v, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	}
+	m, err := adm.MutatingWebhookConfigurations().Get(ctx, b.WebhookConfiguration, metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	changed = false
+	for i := range m.Webhooks {
+		if !bytes.Equal(m.Webhooks[i].ClientConfig.CABundle, ca) {
+			m.Webhooks[i].ClientConfig.CABundle, changed = ca, true
+		}
+	}
+	if changed {
+		_, err = adm.MutatingWebhookConfigurations().Update(ctx, m, metav1.UpdateOptions{})
+	}
+	return err
+}
