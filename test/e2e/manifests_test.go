@@ -118,3 +118,35 @@ func TestCertManagerOverlay(t *testing.T) {
 		t.Errorf("serving certificate: secret %q, issuer %q", serving.Spec.SecretName, serving.Spec.IssuerRef.Name)
 	}
 }
+
+// TestSelfSignedOverlay applies the self-signed overlay and checks that its extra rights
+// reach exactly its own Secret and its own webhook configurations.
+func TestSelfSignedOverlay(t *testing.T) {
+	objects, _ := render(t, "overlays/self-signed")
+	if !strings.Contains(objects, "- --self-signed") || !strings.Contains(objects, "emptyDir:") {
+		t.Fatalf("the overlay does not run the bootstrap:\n%s", objects)
+	}
+	if _, stderr, err := kubectl(t, objects, "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
+		t.Fatalf("apply: %v\n%s", err, stderr)
+	}
+	sa := "--as=system:serviceaccount:meshguard-system:meshguard"
+	for _, c := range []struct {
+		args    []string
+		allowed bool
+	}{
+		{[]string{"get", "secrets/meshguard-serving-cert", "-n", "meshguard-system"}, true},
+		{[]string{"update", "secrets/meshguard-serving-cert", "-n", "meshguard-system"}, true},
+		{[]string{"get", "secrets/some-other-secret", "-n", "meshguard-system"}, false},
+		{[]string{"list", "secrets", "-n", "meshguard-system"}, false},
+		{[]string{"get", "secrets/meshguard-serving-cert", "-n", "default"}, false},
+		{[]string{"update", "validatingwebhookconfigurations.admissionregistration.k8s.io/meshguard"}, true},
+		{[]string{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io/meshguard"}, true},
+		{[]string{"update", "validatingwebhookconfigurations.admissionregistration.k8s.io/istio-validator"}, false},
+		{[]string{"delete", "validatingwebhookconfigurations.admissionregistration.k8s.io/meshguard"}, false},
+	} {
+		stdout, _, _ := kubectl(t, "", append([]string{"auth", "can-i", sa}, c.args...)...)
+		if got := strings.TrimSpace(stdout) == "yes"; got != c.allowed {
+			t.Errorf("can %v: %q, want allowed=%v", c.args, strings.TrimSpace(stdout), c.allowed)
+		}
+	}
+}
