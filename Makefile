@@ -48,8 +48,9 @@ bench: ## Benchmarks (figures and method in docs/performance.md)
 docs: ## Regenerate docs/rules.md from the catalog and its fixtures
 	$(GO) test ./policy -run '^TestRuleDocs$$' -update
 
-generate: ## Regenerate deepcopy code and the MeshGuardrail CRD from api/
+generate: ## Regenerate deepcopy code and the MeshGuardrail CRD (manifests and chart) from api/
 	$(GO) run $(CONTROLLER_GEN) object paths=./api/... crd paths=./api/... output:crd:dir=manifests/crd
+	cp manifests/crd/meshguard.io_meshguardrails.yaml manifests/helm/meshguard/crds/
 
 image: ## Build the container image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t meshguard:$(VERSION) .

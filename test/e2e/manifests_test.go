@@ -12,16 +12,22 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// render builds a kustomization of manifests/ and splits out the webhook configurations:
-// the suite already runs those, pointed at its local meshguard, under the same names.
+// render builds a kustomization of manifests/ and splits out the webhook configurations.
 func render(t *testing.T, dir string) (objects string, webhooks []string) {
 	t.Helper()
 	out, err := exec.Command("kubectl", "kustomize", filepath.Join(repoRoot(), "manifests", dir)).Output()
 	if err != nil {
 		t.Fatalf("kustomize %s: %v", dir, err)
 	}
+	return splitWebhooks(t, string(out))
+}
+
+// splitWebhooks separates the webhook configurations from the rest: the suite already runs
+// those, pointed at its local meshguard, under the same names.
+func splitWebhooks(t *testing.T, rendered string) (objects string, webhooks []string) {
+	t.Helper()
 	var kept []string
-	for _, doc := range strings.Split(string(out), "\n---\n") {
+	for _, doc := range strings.Split(rendered, "\n---\n") {
 		if strings.Contains(doc, "kind: ValidatingWebhookConfiguration") || strings.Contains(doc, "kind: MutatingWebhookConfiguration") {
 			webhooks = append(webhooks, doc)
 		} else {
@@ -29,7 +35,7 @@ func render(t *testing.T, dir string) (objects string, webhooks []string) {
 		}
 	}
 	if len(webhooks) != 2 {
-		t.Fatalf("%s: %d webhook configurations, want 2", dir, len(webhooks))
+		t.Fatalf("%d webhook configurations, want 2", len(webhooks))
 	}
 	return strings.Join(kept, "\n---\n"), webhooks
 }
@@ -67,10 +73,10 @@ func TestBaseManifests(t *testing.T) {
 	}
 }
 
-// TestCertManagerOverlay installs cert-manager's CRDs from its Go module and dry-runs the
-// whole cert-manager overlay on the server; the serving Certificate must cover the names
-// the API server calls meshguard by.
-func TestCertManagerOverlay(t *testing.T) {
+// installCertManagerCRDs installs cert-manager's CRDs from its Go module, and meshguard's
+// namespace, for the manifests that speak of both.
+func installCertManagerCRDs(t *testing.T) {
+	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/cert-manager/cert-manager").Output()
 	if err != nil {
 		t.Fatalf("finding the cert-manager module: %v", err)
@@ -82,11 +88,18 @@ func TestCertManagerOverlay(t *testing.T) {
 	if _, stderr, err := kubectl(t, "apiVersion: v1\nkind: Namespace\nmetadata: {name: meshguard-system}\n", "apply", "-f", "-"); err != nil {
 		t.Fatal(stderr)
 	}
-	objects, webhooks := render(t, "overlays/cert-manager")
-	waitFor(t, func() bool { // the new CRDs take a moment to be served
+	waitFor(t, func() bool { // new CRDs take a moment to be served
 		_, _, err := kubectl(t, "", "get", "certificates.cert-manager.io", "-A")
 		return err == nil
 	})
+}
+
+// TestCertManagerOverlay installs cert-manager's CRDs from its Go module and dry-runs the
+// whole cert-manager overlay on the server; the serving Certificate must cover the names
+// the API server calls meshguard by.
+func TestCertManagerOverlay(t *testing.T) {
+	installCertManagerCRDs(t)
+	objects, webhooks := render(t, "overlays/cert-manager")
 	if _, stderr, err := kubectl(t, objects, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-"); err != nil {
 		t.Fatalf("server-side dry run of the overlay: %v\n%s", err, stderr)
 	}

@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	admregv1 "k8s.io/api/admissionregistration/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// helmVersion is the Helm the chart is linted and rendered with, built from the module proxy.
+const helmVersion = "v3.22.0"
+
+func helm(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	install := exec.Command("go", "install", "helm.sh/helm/v3/cmd/helm@"+helmVersion)
+	install.Env = append(os.Environ(), "GOBIN="+bin, "GOFLAGS=")
+	if out, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("building helm: %v\n%s", err, out)
+	}
+	return filepath.Join(bin, "helm")
+}
+
+// TestHelmChart lints the chart, renders it in both certificate modes and dry-runs the
+// result on the server; the chart's CRD must be the generated one.
+func TestHelmChart(t *testing.T) {
+	chart := filepath.Join(repoRoot(), "manifests", "helm", "meshguard")
+	generated, err := os.ReadFile(filepath.Join(repoRoot(), "manifests", "crd", "meshguard.io_meshguardrails.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inChart, err := os.ReadFile(filepath.Join(chart, "crds", "meshguard.io_meshguardrails.yaml")); err != nil || !bytes.Equal(inChart, generated) {
+		t.Errorf("the chart's CRD differs from manifests/crd; run `make generate` (err %v)", err)
+	}
+	installCertManagerCRDs(t)
+	h := helm(t)
+	if out, err := exec.Command(h, "lint", "--strict", chart).CombinedOutput(); err != nil {
+		t.Fatalf("helm lint: %v\n%s", err, out)
+	}
+	for _, mode := range []string{"cert-manager", "self-signed"} {
+		t.Run(mode, func(t *testing.T) {
+			out, err := exec.Command(h, "template", "meshguard", chart, "-n", "meshguard-system", "--set", "certMode="+mode, "--set", "istiodVersion=1.28.5").CombinedOutput()
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, out)
+			}
+			objects, webhooks := splitWebhooks(t, string(out))
+			if _, stderr, err := kubectl(t, objects, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-"); err != nil {
+				t.Fatalf("server-side dry run: %v\n%s", err, stderr)
+			}
+			var vwc admregv1.ValidatingWebhookConfiguration
+			var mwc admregv1.MutatingWebhookConfiguration
+			for _, doc := range webhooks {
+				into := any(&vwc)
+				if strings.Contains(doc, "kind: MutatingWebhookConfiguration") {
+					into = &mwc
+				}
+				if err := yaml.UnmarshalStrict([]byte(strings.TrimPrefix(strings.TrimSpace(doc), "---")), into); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, w := range vwc.Webhooks {
+				if *w.FailurePolicy != admregv1.Fail || *w.SideEffects != admregv1.SideEffectClassNone || w.ClientConfig.Service.Namespace != "meshguard-system" {
+					t.Errorf("validating webhook %s: failurePolicy %s, sideEffects %s", w.Name, *w.FailurePolicy, *w.SideEffects)
+				}
+			}
+			if len(mwc.Webhooks) != 1 || *mwc.Webhooks[0].FailurePolicy != admregv1.Ignore {
+				t.Errorf("mutating webhook: %+v", mwc.Webhooks)
+			}
+			excluded := mwc.Webhooks[0].NamespaceSelector.MatchExpressions[0].Values
+			if strings.Join(excluded, ",") != "kube-system,kube-node-lease,meshguard-system" {
+				t.Errorf("excluded namespaces: %v", excluded)
+			}
+			injected := vwc.Annotations["cert-manager.io/inject-ca-from"] == "meshguard-system/meshguard-serving-cert"
+			selfSigned := strings.Contains(objects, "- --self-signed")
+			if injected != (mode == "cert-manager") || selfSigned != (mode == "self-signed") || !strings.Contains(objects, "--istiod-version=1.28.5") {
+				t.Errorf("%s: CA injection %v, --self-signed %v", mode, injected, selfSigned)
+			}
+		})
+	}
+}
