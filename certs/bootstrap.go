@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	admregv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -132,13 +133,11 @@ func (b *Bootstrap) injectCA(ctx context.Context, ca []byte) error {
 	if err != nil {
 		return err
 	}
-	changed := false
+	var vc []*admregv1.WebhookClientConfig
 	for i := range v.Webhooks {
-		if !bytes.Equal(v.Webhooks[i].ClientConfig.CABundle, ca) {
-			v.Webhooks[i].ClientConfig.CABundle, changed = ca, true
-		}
+		vc = append(vc, &v.Webhooks[i].ClientConfig)
 	}
-	if changed {
+	if setCABundle(vc, ca) {
 		if _, err := adm.ValidatingWebhookConfigurations().Update(ctx, v, metav1.UpdateOptions{}); err != nil {
 			return err
 		}
@@ -147,14 +146,23 @@ func (b *Bootstrap) injectCA(ctx context.Context, ca []byte) error {
 	if err != nil {
 		return err
 	}
-	changed = false
+	var mc []*admregv1.WebhookClientConfig
 	for i := range m.Webhooks {
-		if !bytes.Equal(m.Webhooks[i].ClientConfig.CABundle, ca) {
-			m.Webhooks[i].ClientConfig.CABundle, changed = ca, true
-		}
+		mc = append(mc, &m.Webhooks[i].ClientConfig)
 	}
-	if changed {
+	if setCABundle(mc, ca) {
 		_, err = adm.MutatingWebhookConfigurations().Update(ctx, m, metav1.UpdateOptions{})
 	}
 	return err
+}
+
+// setCABundle sets ca on every client config, and tells whether any changed.
+func setCABundle(configs []*admregv1.WebhookClientConfig, ca []byte) bool {
+	changed := false
+	for _, c := range configs {
+		if !bytes.Equal(c.CABundle, ca) {
+			c.CABundle, changed = ca, true
+		}
+	}
+	return changed
 }

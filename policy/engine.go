@@ -27,8 +27,7 @@ type Context struct {
 	// there is no "before").
 	State  State
 	Before State
-	// Root is Istio's root namespace; Settings, the guardrails governing Object's namespace.
-	Root     string
+	// Settings are the guardrails governing Object's namespace, and Istio's root namespace.
 	Settings Settings
 
 	// Several rules ask the same questions of one review: answer each once.
@@ -50,7 +49,7 @@ func (c *Context) workloadsOf(o metav1.Object) []*Workload {
 	if c.workloadMemo == nil {
 		c.workloadMemo = map[metav1.Object][]*Workload{}
 	}
-	ws := scopeOf(o).workloads(c.State, c.Root)
+	ws := scopeOf(o).workloads(c.State, c.Settings.Root)
 	c.workloadMemo[o] = ws
 	return ws
 }
@@ -64,7 +63,7 @@ func (c *Context) protection(st State, w *Workload) protection {
 	if c.protectionMemo == nil {
 		c.protectionMemo = map[protectionKey]protection{}
 	}
-	p := protectionOf(st, c.Root, w)
+	p := protectionOf(st, c.Settings.Root, w)
 	c.protectionMemo[k] = p
 	return p
 }
@@ -94,10 +93,10 @@ func (e *Engine) Rule(id string) (Rule, bool) {
 // Review judges one change and returns its findings, deny before warn, in catalog order.
 func (e *Engine) Review(r Review) []Finding {
 	c := e.context(r)
-	kind := KindOf(r.Object)
+	kind, judged := KindOf(r.Object), judgedAs(r.Object)
 	var out []Finding
 	for _, rule := range e.rules {
-		if !slices.Contains(rule.Kinds, judgedAs(r.Object)) || (r.Operation == Delete && !rule.OnDelete) {
+		if !slices.Contains(rule.Kinds, judged) || (r.Operation == Delete && !rule.OnDelete) {
 			continue
 		}
 		override, overridden := c.Settings.Actions[rule.ID]
@@ -149,6 +148,5 @@ func (e *Engine) context(r Review) *Context {
 		c.Before, c.State = r.State, withChange(r.State, r.Object, nil)
 	}
 	c.Settings = SettingsFor(c.State, r.Object.GetNamespace())
-	c.Root = c.Settings.Root
 	return c
 }

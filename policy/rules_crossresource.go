@@ -54,9 +54,9 @@ func crossResourceRules() []Rule {
 			if c.Before == nil || c.OldObject == nil {
 				return nil
 			}
-			affected := scopeOf(c.OldObject).workloads(c.Before, c.Root)
+			affected := scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root)
 			if c.Operation == Update {
-				affected = append(affected, scopeOf(c.Object).selected(c.State, c.Root)...)
+				affected = append(affected, scopeOf(c.Object).selected(c.State, c.Settings.Root)...)
 			}
 			var opened, undenied []*Workload
 			seen := map[*Workload]bool{}
@@ -178,7 +178,7 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
-				return mtlsMode(c.State, c.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+				return mtlsMode(c.State, c.Settings.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
 			})
 			if len(plain) == 0 {
 				return nil

@@ -24,7 +24,7 @@ func peerAuthenticationRules() []Rule {
 			if p.Spec.Mtls != nil {
 				mode = p.Spec.Mtls.Mode
 			}
-			meshWide := p.Namespace == c.Root
+			meshWide := p.Namespace == c.Settings.Root
 			if mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT || (mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET && !meshWide) {
 				return nil
 			}

@@ -52,7 +52,7 @@ func scopeRules() []Rule {
 		Why:     "It applies to every workload of the namespace, present and future, gateways included.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
-			if s.namespace == c.Root || hasSelector(s) || emptySelector(c.Object) {
+			if s.namespace == c.Settings.Root || hasSelector(s) || emptySelector(c.Object) {
 				return nil
 			}
 			f := finding("spec.selector",
@@ -72,7 +72,7 @@ func scopeRules() []Rule {
 				return nil
 			}
 			where := "every workload of namespace " + c.Object.GetNamespace()
-			if c.Object.GetNamespace() == c.Root {
+			if c.Object.GetNamespace() == c.Settings.Root {
 				where = "every workload of the mesh"
 			}
 			return []Finding{finding("spec.selector.matchLabels",
@@ -85,7 +85,7 @@ func scopeRules() []Rule {
 		Why:     "The policy protects nothing: the workloads it was written for run without it.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
-			if !hasSelector(s) || !c.State.KnowsWorkloads() || len(s.selected(c.State, c.Root)) > 0 {
+			if !hasSelector(s) || !c.State.KnowsWorkloads() || len(s.selected(c.State, c.Settings.Root)) > 0 {
 				return nil
 			}
 			return []Finding{finding(selectorField(s),
@@ -98,7 +98,7 @@ func scopeRules() []Rule {
 		Why:     "meshguard labels every Pod with the coverage label: a policy selecting by other labels misses Pods that lose or never had them.",
 		Check: func(c *Context) []Finding {
 			cov := c.Settings.Coverage
-			if cov == nil || c.Object.GetNamespace() == c.Root || !isJWTPolicy(c.Object) {
+			if cov == nil || c.Object.GetNamespace() == c.Settings.Root || !isJWTPolicy(c.Object) {
 				return nil
 			}
 			s := scopeOf(c.Object)
@@ -120,7 +120,7 @@ func scopeRules() []Rule {
 		Why:     "In the root namespace a selector matches in every namespace: any team can opt its workloads in or out by labelling them.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
-			if s.namespace != c.Root || len(s.labels) == 0 {
+			if s.namespace != c.Settings.Root || len(s.labels) == 0 {
 				return nil
 			}
 			return []Finding{finding("spec.selector",
@@ -133,7 +133,7 @@ func scopeRules() []Rule {
 		Why:     "Istio ignores it: the mTLS mode it sets is not in force anywhere.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
-			if s.namespace != c.Root || len(s.labels) == 0 {
+			if s.namespace != c.Settings.Root || len(s.labels) == 0 {
 				return nil
 			}
 			return []Finding{finding("spec.selector",

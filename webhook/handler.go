@@ -79,24 +79,20 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	if errResp != nil {
 		return *errResp
 	}
-	if g, ok := obj.(*policy.MeshGuardrail); ok && req.Operation != admissionv1.Delete {
-		if errs := s.Engine.ValidateGuardrail(g); len(errs) > 0 {
-			return admission.Denied(fmt.Sprintf("meshguard: MeshGuardrail %q is invalid: %v", g.Name, errs.ToAggregate()))
+	if g, ok := obj.(*policy.MeshGuardrail); ok {
+		if req.Operation != admissionv1.Delete {
+			if errs := s.Engine.ValidateGuardrail(g); len(errs) > 0 {
+				return admission.Denied(fmt.Sprintf("meshguard: MeshGuardrail %q is invalid: %v", g.Name, errs.ToAggregate()))
+			}
 		}
-		return admission.Allowed("")
-	}
-	if _, ok := obj.(*policy.MeshGuardrail); ok {
 		return admission.Allowed("")
 	}
 	if !s.Synced.Load() {
 		return admission.Denied("meshguard is starting: its caches have not synced yet; retry in a few seconds")
 	}
 	st := s.state(ctx)
-	review := policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st}
-	if req.Operation == admissionv1.Delete {
-		review.Object = old
-	}
-	findings := s.Engine.Review(review)
+	// On DELETE, decodeRequest gives the old object as obj.
+	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st})
 	s.Metrics.findings(findings, dryRun(req))
 	if err := st.Err(); err != nil {
 		s.Log.Error(err, "reading the cache", "uid", req.UID)

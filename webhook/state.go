@@ -7,7 +7,6 @@ import (
 	"context"
 	"slices"
 	"strings"
-	"sync"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -37,38 +36,30 @@ func CachedObjects() []client.Object {
 	}
 }
 
-// liveState is the policy.State of one admission request, read from the informer cache.
-// The State interface cannot fail, so the first read error is kept: the handler then fails
-// closed instead of judging a partial view.
+// liveState is the policy.State of one admission request, read from the informer cache by
+// the request's goroutine. The State interface cannot fail, so the first read error is
+// kept: the handler then fails closed instead of judging a partial view.
 type liveState struct {
 	ctx    context.Context
 	reader client.Reader
 	istiod []string
-
-	mu  sync.Mutex
-	err error
+	err    error
 }
 
 func (s *liveState) list(l client.ObjectList, opts ...client.ListOption) bool {
 	// The cache hands out its own objects; the engine only reads them.
 	opts = append(opts, client.UnsafeDisableDeepCopy)
 	if err := s.reader.List(s.ctx, l, opts...); err != nil {
-		s.mu.Lock()
 		if s.err == nil {
 			s.err = err
 		}
-		s.mu.Unlock()
 		return false
 	}
 	return true
 }
 
 // Err returns the first error met reading the cache.
-func (s *liveState) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
+func (s *liveState) Err() error { return s.err }
 
 // oldestFirst orders objects as Istio breaks ties: by age, then by name.
 func oldestFirst[T metav1.Object](items []T) []T {

@@ -92,7 +92,8 @@ func (o *checkOptions) addGuardrails(loader *check.Loader, bundle *check.Bundle)
 	if err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("--config: %w", inputErrors(err))}
 	}
-	for _, obj := range cfg.Objects {
+	if len(cfg.Objects) > 0 {
+		obj := cfg.Objects[0]
 		return usageError("--config %s: %s holds %s %q; it may hold only MeshGuardrail objects", o.config, cfg.Sources[obj], policy.KindOf(obj), obj.GetName())
 	}
 	if len(cfg.State.Rails) == 0 {

@@ -155,11 +155,7 @@ func BenchmarkAdmission(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				resp := srv.Validating()
-				if tc.patch {
-					resp = srv.Mutating()
-				}
-				r := resp.Handle(ctx, req)
+				r := tc.handler.Handle(ctx, req)
 				if r.Allowed != tc.allowed || (len(r.Patches) > 0) != tc.patch {
 					b.Fatalf("allowed=%v patches=%d: %+v", r.Allowed, len(r.Patches), r.Result)
 				}
