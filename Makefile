@@ -8,21 +8,21 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build run test unit e2e control-plane lint fuzz bench docs generate image clean
+.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench docs generate image clean
 
 all: build
 
 build: ## Build bin/meshguard
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/meshguard
 
-test: lint control-plane ## Everything CI runs: lint, unit and end-to-end tests, fuzz seed corpora
+test: lint control-plane cert-manager ## Everything CI runs: lint, unit and end-to-end tests, fuzz seed corpora
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -timeout 20m ./...
 
 unit: ## Unit tests, golden fixtures, seed verdicts and fuzz seed corpora (no control plane)
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/certmanager)
 
-e2e: control-plane ## The end-to-end suite: real kube-apiserver, etcd, Istio CRDs and kubectl
-	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -v ./test/e2e
+e2e: control-plane cert-manager ## The end-to-end suites: real kube-apiserver, etcd, Istio CRDs, cert-manager and kubectl
+	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -v ./test/e2e ./test/certmanager
 
 run: control-plane ## A local control plane with meshguard enforcing; Ctrl-C stops it all
 	@$(GO) build -o bin/meshguard-local ./test/cluster/run && exec bin/meshguard-local
@@ -30,11 +30,15 @@ run: control-plane ## A local control plane with meshguard enforcing; Ctrl-C sto
 control-plane: ## Build (once, cached by version) kube-apiserver and etcd from the Go module proxy
 	@hack/control-plane-bins.sh >/dev/null
 
+cert-manager: ## Build (once, cached) cert-manager's controller and cainjector for the install test
+	@hack/cert-manager-bins.sh >/dev/null
+
 lint: ## gofmt, go vet and staticcheck
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd hack/cert-manager && $(GO) vet ./...
 
 fuzz: ## Run every fuzz target for FUZZTIME each
 	$(GO) test ./check -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME)

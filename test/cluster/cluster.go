@@ -36,6 +36,10 @@ type Options struct {
 	Dir string
 	// Log receives meshguard's log; nil keeps it in memory (see Log).
 	Log *os.File
+	// CRDs are installed beside the Istio CRDs and meshguard's.
+	CRDs []string
+	// APIServerArgs are set on kube-apiserver's command line.
+	APIServerArgs map[string]string
 }
 
 // Cluster is a running local control plane with meshguard registered.
@@ -78,9 +82,34 @@ func (c *Cluster) Log() string {
 	return c.log.String()
 }
 
-// Start brings the cluster up. On error, whatever was started is stopped again. ctx
-// cancelled mid-start stops it too.
+// Start brings the cluster up with meshguard serving and registered. On error, whatever was
+// started is stopped again. ctx cancelled mid-start stops it too.
 func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
+	c, err := StartControlPlane(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+	if err := c.Build(ctx, o); err != nil {
+		return nil, err
+	}
+	port, ca, err := c.startMeshguard(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := register(ctx, c.Kube, o.Root, fmt.Sprintf("https://127.0.0.1:%d", port), ca); err != nil {
+		return nil, fmt.Errorf("registering the webhooks: %w", err)
+	}
+	return c, nil
+}
+
+// StartControlPlane starts kube-apiserver and etcd with the CRDs and an admin kubeconfig,
+// without meshguard.
+func StartControlPlane(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		return nil, errors.New("kubectl is not on PATH: install it to drive the local cluster")
 	}
@@ -103,9 +132,13 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: bins,
 		CRDInstallOptions: envtest.CRDInstallOptions{
-			Paths:              []string{crds, filepath.Join(o.Root, "manifests", "crd")},
+			Paths:              append([]string{crds, filepath.Join(o.Root, "manifests", "crd")}, o.CRDs...),
 			ErrorIfPathMissing: true,
 		},
+	}
+	args := c.env.ControlPlane.GetAPIServer().Configure()
+	for name, value := range o.APIServerArgs {
+		args.Set(name, value)
 	}
 	cfg, err := c.env.Start()
 	if err != nil {
@@ -133,26 +166,23 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if c.Kube, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	port, ca, err := c.startMeshguard(ctx, o)
-	if err != nil {
-		return nil, err
-	}
-	if err := register(ctx, c.Kube, o.Root, fmt.Sprintf("https://127.0.0.1:%d", port), ca); err != nil {
-		return nil, fmt.Errorf("registering the webhooks: %w", err)
-	}
 	return c, nil
 }
 
-// startMeshguard builds meshguard, gives it a self-signed certificate for 127.0.0.1, runs
-// `meshguard serve` and waits until it is ready.
-func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca []byte, err error) {
-	bin := filepath.Join(o.Dir, "meshguard")
-	c.Binary = bin
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/meshguard")
+// Build builds the meshguard binary into the cluster's folder.
+func (c *Cluster) Build(ctx context.Context, o Options) error {
+	c.Binary = filepath.Join(o.Dir, "meshguard")
+	build := exec.CommandContext(ctx, "go", "build", "-o", c.Binary, "./cmd/meshguard")
 	build.Dir = o.Root
 	if out, err := build.CombinedOutput(); err != nil {
-		return 0, nil, fmt.Errorf("building meshguard: %v\n%s", err, out)
+		return fmt.Errorf("building meshguard: %v\n%s", err, out)
 	}
+	return nil
+}
+
+// startMeshguard gives meshguard a self-signed certificate for 127.0.0.1, runs
+// `meshguard serve` and waits until it is ready.
+func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca []byte, err error) {
 	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
 	if err != nil {
 		return 0, nil, err
@@ -169,7 +199,7 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 		return 0, nil, err
 	}
 	c.probe = fmt.Sprintf("http://127.0.0.1:%d", probePort)
-	c.serve = exec.Command(bin, "serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
+	c.serve = exec.Command(c.Binary, "serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--istiod-version", "1.28.5")
 	if o.Log != nil {
