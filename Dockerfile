@@ -1,5 +1,5 @@
 # Static binary on distroless, as a non-root user with no shell.
-FROM golang:1.26 AS build
+FROM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
