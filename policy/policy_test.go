@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -362,5 +363,43 @@ func TestCatalog(t *testing.T) {
 	}
 	if len(seen) != 2*49 { // MG101-117, MG201-207, MG301-310, MG401-407, MG501-505, MG601-602, MG701
 		t.Errorf("%d rules, the catalog has 49", len(seen)/2)
+	}
+}
+
+// TestWorkloadMetadata: what a Pod cache keeps judges a workload as its whole metadata
+// does, and drops the rest.
+func TestWorkloadMetadata(t *testing.T) {
+	for _, annotations := range []map[string]string{
+		{sidecarInjectLabel: "false"},
+		{excludeInboundAnnotation: "8080"},
+		{CoverageAnnotation: CoverageExempt},
+		nil,
+	} {
+		full := metav1.ObjectMeta{
+			Name: "web-1", Namespace: "shop", UID: "u1", Labels: map[string]string{"app": "web"},
+			Annotations:     maps.Clone(annotations),
+			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-1"}},
+			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+		}
+		if full.Annotations == nil {
+			full.Annotations = map[string]string{}
+		}
+		full.Annotations["sidecar.istio.io/status"] = `{"initContainers":["istio-proxy"]}`
+		kept := WorkloadMetadata(full)
+		a, b := &Workload{ObjectMeta: full, Kind: KindPod}, &Workload{ObjectMeta: kept, Kind: KindPod}
+		if fa, wa := notEnforceable(a); fa != "" || wa != "" {
+			if fb, wb := notEnforceable(b); fb != fa || wb != wa {
+				t.Errorf("%v: judged %q/%q in full, %q/%q kept", annotations, fa, wa, fb, wb)
+			}
+		}
+		if optedOut(a) != optedOut(b) {
+			t.Errorf("%v: opt-out differs", annotations)
+		}
+		if !maps.Equal(kept.Labels, full.Labels) || kept.Name != full.Name || kept.Namespace != full.Namespace || kept.UID != full.UID {
+			t.Errorf("identity or labels lost: %+v", kept)
+		}
+		if len(kept.Annotations) != len(annotations) || kept.OwnerReferences != nil || kept.ManagedFields != nil {
+			t.Errorf("kept more than the rules read: %+v", kept)
+		}
 	}
 }

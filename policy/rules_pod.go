@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Istio's sidecar controls on Pods.
@@ -11,6 +13,28 @@ const (
 	sidecarInjectLabel       = "sidecar.istio.io/inject"
 	excludeInboundAnnotation = "traffic.sidecar.istio.io/excludeInboundPorts"
 )
+
+// workloadAnnotations are the only annotations the rules read of a workload.
+var workloadAnnotations = []string{CoverageAnnotation, CoveredByAnnotation, sidecarInjectLabel, excludeInboundAnnotation}
+
+// WorkloadMetadata keeps of a workload's metadata what the rules read: identity, age,
+// labels and the annotations above. A cache of Pods stores no more; a rule that reads a new
+// annotation adds it above.
+func WorkloadMetadata(m metav1.ObjectMeta) metav1.ObjectMeta {
+	kept := metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, Labels: m.Labels,
+	}
+	for _, k := range workloadAnnotations {
+		if v, ok := m.Annotations[k]; ok {
+			if kept.Annotations == nil {
+				kept.Annotations = map[string]string{}
+			}
+			kept.Annotations[k] = v
+		}
+	}
+	return kept
+}
 
 // optedOut tells whether a workload asks to be left out of coverage.
 func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == CoverageExempt }

@@ -26,13 +26,18 @@ func podMetadata() *metav1.PartialObjectMetadataList {
 	return l
 }
 
-// CachedObjects are the objects meshguard watches: what its rules read, and no more.
-func CachedObjects() []client.Object {
+// cachedPod is the type Pods are cached as.
+func cachedPod() *metav1.PartialObjectMetadata {
 	pod := &metav1.PartialObjectMetadata{}
 	pod.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
+	return pod
+}
+
+// CachedObjects are the objects meshguard watches: what its rules read, and no more.
+func CachedObjects() []client.Object {
 	return []client.Object{
 		&securityv1.RequestAuthentication{}, &securityv1.AuthorizationPolicy{}, &securityv1.PeerAuthentication{},
-		&v1alpha1.MeshGuardrail{}, &corev1.Namespace{}, &corev1.Service{}, pod,
+		&v1alpha1.MeshGuardrail{}, &corev1.Namespace{}, &corev1.Service{}, cachedPod(),
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,7 +21,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/meshguard/meshguard/certs"
 	"github.com/meshguard/meshguard/policy"
@@ -101,16 +99,8 @@ func (o *serveOptions) run(ctx context.Context) error {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
-		WebhookServer: ctrlwebhook.NewServer(ctrlwebhook.Options{
-			Host:    o.host,
-			Port:    o.port,
-			CertDir: o.certDir,
-			TLSOpts: []func(*tls.Config){func(c *tls.Config) {
-				c.MinVersion = tls.VersionTLS12
-				// HTTP/2 stays off: its Rapid Reset attacks (CVE-2023-44487, CVE-2023-39325).
-				c.NextProtos = []string{"http/1.1"}
-			}},
-		}),
+		Cache:                  webhook.CacheOptions(),
+		WebhookServer:          webhook.NewHTTPSServer(o.host, o.port, o.certDir),
 	})
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)
@@ -130,8 +120,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		Metrics:        webhook.NewMetrics(metrics.Registry),
 	}
 	ws := mgr.GetWebhookServer()
-	ws.Register(webhook.ValidatePath, &ctrlwebhook.Admission{Handler: srv.Validating()})
-	ws.Register(webhook.MutatePath, &ctrlwebhook.Admission{Handler: srv.Mutating()})
+	srv.Register(ws)
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}

@@ -1,0 +1,47 @@
+package webhook
+
+import (
+	"crypto/tls"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/meshguard/meshguard/policy"
+)
+
+// NewHTTPSServer is the server meshguard's webhooks run on: TLS 1.2 or later, HTTP/1.1 only,
+// the certificate and key (tls.crt, tls.key in certDir) reloaded when they change.
+func NewHTTPSServer(host string, port int, certDir string) ctrlwebhook.Server {
+	return ctrlwebhook.NewServer(ctrlwebhook.Options{
+		Host:    host,
+		Port:    port,
+		CertDir: certDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
+			c.MinVersion = tls.VersionTLS12
+			// HTTP/2 stays off: its Rapid Reset attacks (CVE-2023-44487, CVE-2023-39325).
+			c.NextProtos = []string{"http/1.1"}
+		}},
+	})
+}
+
+// Register serves the validating and mutating handlers on ws.
+func (s *Server) Register(ws ctrlwebhook.Server) {
+	ws.Register(ValidatePath, &ctrlwebhook.Admission{Handler: s.Validating()})
+	ws.Register(MutatePath, &ctrlwebhook.Admission{Handler: s.Mutating()})
+}
+
+// CacheOptions say what the informer cache keeps: of Pods, only the metadata the rules read
+// (policy.WorkloadMetadata); of every object, no managed fields.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{cachedPod(): {Transform: func(obj any) (any, error) {
+			if p, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				p.ObjectMeta = policy.WorkloadMetadata(p.ObjectMeta)
+			}
+			return obj, nil
+		}}},
+	}
+}
