@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/meshguard/meshguard/certs"
+	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/webhook"
+)
+
+// nullPath serves the floor: a handler on the same server stack that decodes the review
+// and allows it, doing nothing else.
+const nullPath = "/null"
+
+//go:embed reviews/*.json
+var recorded embed.FS
+
+// review is a recorded AdmissionReview, the path the API server posts it to, and the
+// verdict meshguard must give it against the synthetic cluster.
+type review struct {
+	name    string
+	Path    string          `json:"path"`
+	Allowed bool            `json:"allowed"`
+	Patch   bool            `json:"patch"`
+	Review  json.RawMessage `json:"review"`
+}
+
+func loadReviews() ([]review, error) {
+	entries, err := recorded.ReadDir("reviews")
+	if err != nil {
+		return nil, err
+	}
+	var out []review
+	for _, e := range entries {
+		data, err := recorded.ReadFile(path.Join("reviews", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var r review
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("reviews/%s: %w", e.Name(), err)
+		}
+		r.name = strings.TrimSuffix(e.Name(), ".json")
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// verdict checks an AdmissionReview response against what the review expects. It looks for
+// the fields rather than decoding the body, to keep the load generator's own CPU small on a
+// machine it shares with the server.
+func (r review) verdict(body []byte) error {
+	allowed := bytes.Contains(body, []byte(`"allowed":true`))
+	patched := bytes.Contains(body, []byte(`"patch":"`))
+	if !bytes.Contains(body, []byte(`"kind":"AdmissionReview"`)) || allowed != r.Allowed || patched != r.Patch {
+		return fmt.Errorf("allowed=%v patch=%v, want allowed=%v patch=%v: %s", allowed, patched, r.Allowed, r.Patch, body)
+	}
+	return nil
+}
+
+// endpoint is meshguard's HTTPS server (webhook.NewHTTPSServer) with meshguard's handlers and
+// the null handler, and a keep-alive client that trusts it.
+type endpoint struct {
+	base   string
+	client *http.Client
+}
+
+func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error) {
+	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "meshguard-load-")
+	if err != nil {
+		return nil, err
+	}
+	go func() { <-ctx.Done(); os.RemoveAll(dir) }()
+	if err := bundle.Write(dir); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+
+	var synced atomic.Bool
+	synced.Store(true)
+	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: reader, Synced: &synced, Log: logr.Discard(),
+		Metrics: webhook.NewMetrics(prometheus.NewRegistry())}
+	ws := webhook.NewHTTPSServer("127.0.0.1", port, dir)
+	srv.Register(ws)
+	ws.Register(nullPath, &ctrlwebhook.Admission{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		return admission.Allowed("")
+	})})
+	go func() { _ = ws.Start(ctx) }()
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(bundle.CA)
+	e := &endpoint{
+		base: "https://127.0.0.1:" + strconv.Itoa(port),
+		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
+		}},
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if err := ws.StartedChecker()(nil); err == nil {
+			return e, nil
+		} else if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the webhook server did not start: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// post sends one review and returns the response body.
+func (e *endpoint) post(p string, body []byte) ([]byte, error) {
+	resp, err := e.client.Post(e.base+p, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, out)
+	}
+	return out, err
+}
+
+// result is the latencies of one or more load phases.
+type result struct {
+	latencies []time.Duration
+	elapsed   time.Duration
+}
+
+func (r *result) add(o result) {
+	r.latencies = append(r.latencies, o.latencies...)
+	r.elapsed += o.elapsed
+}
+
+func (r result) rate() float64 { return float64(len(r.latencies)) / r.elapsed.Seconds() }
+
+// quantile of the latencies, once sorted.
+func (r result) quantile(q float64) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	return r.latencies[min(len(r.latencies)-1, int(q*float64(len(r.latencies))))]
+}
+
+// load keeps conns connections busy for d, each posting the reviews in turn to the path
+// route gives, and checks every answer with check. It stops at the first error.
+func (e *endpoint) load(reviews []review, conns int, d time.Duration, route func(review) string, check func(review, []byte) error) (result, error) {
+	var (
+		mu     sync.Mutex
+		all    []time.Duration
+		first  error
+		wg     sync.WaitGroup
+		failed atomic.Bool
+	)
+	start := time.Now()
+	stop := start.Add(d)
+	for c := range conns {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 4096)
+			for i := c; time.Now().Before(stop) && !failed.Load(); i++ {
+				r := reviews[i%len(reviews)]
+				t0 := time.Now()
+				body, err := e.post(route(r), r.Review)
+				lat = append(lat, time.Since(t0))
+				if err == nil {
+					err = check(r, body)
+				}
+				if err != nil {
+					mu.Lock()
+					if first == nil {
+						first = fmt.Errorf("%s: %w", r.name, err)
+					}
+					mu.Unlock()
+					failed.Store(true)
+					return
+				}
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.Sort(all)
+	return result{latencies: all, elapsed: time.Since(start)}, first
+}
+
+// heapInUse is the live heap after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse
+}
+
+// rssBytes is the process's resident set, from /proc.
+func rssBytes() uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

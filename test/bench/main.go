@@ -1,0 +1,195 @@
+// Command bench is meshguard's load generator. For each cluster size it fills the informer
+// cache of `meshguard serve` with a synthetic cluster, serves meshguard's webhooks and a null
+// handler on the same HTTPS server stack, and posts recorded AdmissionReviews (reviews/) over
+// keep-alive connections, alternating meshguard and null phases. It prints latency
+// quantiles, throughput, their ratios to the null handler, and the cache's memory.
+//
+//	go run ./test/bench -pods 1000,10000,100000 -conns 64
+//
+// With -apiserver it measures instead RequestAuthentication creates through a real
+// kube-apiserver, with and without meshguard registered (see apiserver.go).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+type options struct {
+	pods                 []int
+	podsPerNamespace     int
+	policiesPerNamespace int
+	conns                int
+	phase, warmup        time.Duration
+	rounds               int
+	cpuProfile           string
+	memProfile           string
+	apiserver            int
+}
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, out io.Writer) error {
+	var o options
+	var pods string
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&pods, "pods", "1000,10000,100000", "cluster sizes in Pods, comma-separated")
+	fs.IntVar(&o.podsPerNamespace, "pods-per-namespace", 20, "Pods in each namespace")
+	fs.IntVar(&o.policiesPerNamespace, "policies-per-namespace", 4, "RequestAuthentications and AuthorizationPolicies in each namespace, half each")
+	fs.IntVar(&o.conns, "conns", 64, "concurrent keep-alive connections")
+	fs.DurationVar(&o.phase, "phase", 5*time.Second, "length of one meshguard or null phase")
+	fs.IntVar(&o.rounds, "rounds", 3, "meshguard and null phases alternated this many times per size")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before measuring, per size and handler")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a meshguard phase at the largest size to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken with the largest cache, to this file")
+	fs.IntVar(&o.apiserver, "apiserver", 0, "instead: this many RequestAuthentication creates through a real kube-apiserver, with and without meshguard")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.apiserver > 0 {
+		return apiServerFigure(context.Background(), o, out)
+	}
+	for _, p := range strings.Split(pods, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 {
+			return fmt.Errorf("-pods: %q is not a positive number", p)
+		}
+		o.pods = append(o.pods, n)
+	}
+	if o.podsPerNamespace <= 0 || o.policiesPerNamespace < 2 || o.policiesPerNamespace%2 != 0 || o.conns <= 0 || o.rounds <= 0 {
+		return errors.New("-pods-per-namespace and -conns must be positive, -policies-per-namespace even and at least 2, -rounds positive")
+	}
+	reviews, err := loadReviews()
+	if err != nil {
+		return err
+	}
+	var prof *os.File
+	if o.cpuProfile != "" {
+		if prof, err = os.Create(o.cpuProfile); err != nil {
+			return err
+		}
+		defer prof.Close()
+	}
+
+	fmt.Fprintf(out, "%d connections, %d × %v phases per handler after %v warm-up; reviews: %s\n\n",
+		o.conns, o.rounds, o.phase, o.warmup, names(reviews))
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "pods\tnamespaces\tpolicies\thandler\tp50\tp99\tp99.9\treq/s\tp99 ratio\treq/s ratio\theap/pod\theap/policy\tRSS\t")
+	var firstP99 time.Duration
+	for i, pods := range o.pods {
+		s := shape{pods: pods, podsPerNamespace: o.podsPerNamespace, policiesPerNamespace: o.policiesPerNamespace}
+		last := i == len(o.pods)-1
+		var profile *os.File
+		if last {
+			profile = prof
+		}
+		m, mg, null, err := measure(s, reviews, o, profile, last)
+		if err != nil {
+			return fmt.Errorf("%d Pods: %w", pods, err)
+		}
+		if i == 0 {
+			firstP99 = mg.quantile(0.99)
+		}
+		for _, h := range []struct {
+			name string
+			r    result
+		}{{"meshguard", mg}, {"null", null}} {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\t%v\t%v\t%.0f\t", pods, s.namespaces(), s.policies(), h.name,
+				h.r.quantile(0.5).Round(time.Microsecond), h.r.quantile(0.99).Round(time.Microsecond), h.r.quantile(0.999).Round(time.Microsecond), h.r.rate())
+			if h.name == "meshguard" {
+				fmt.Fprintf(tw, "%.2f\t%.2f\t%.0f B\t%.0f B\t%d MiB\t\n", float64(mg.quantile(0.99))/float64(null.quantile(0.99)), mg.rate()/null.rate(),
+					m.perPod, m.perPolicy, rssBytes()>>20)
+			} else {
+				fmt.Fprint(tw, "\t\t\t\t\t\n")
+			}
+		}
+		tw.Flush()
+		if i > 0 {
+			fmt.Fprintf(out, "  meshguard p99 at %d Pods / at %d Pods: %.2f\n", pods, o.pods[0], float64(mg.quantile(0.99))/float64(firstP99))
+		}
+	}
+	return nil
+}
+
+func names(reviews []review) string {
+	var n []string
+	for _, r := range reviews {
+		n = append(n, r.name)
+	}
+	return strings.Join(n, ", ")
+}
+
+// measure builds one cluster size and alternates meshguard and null phases over it.
+func measure(s shape, reviews []review, o options, prof *os.File, last bool) (memory, result, result, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, m, err := startCache(ctx, s)
+	if err != nil {
+		return m, result{}, result{}, err
+	}
+	if last && o.memProfile != "" {
+		f, err := os.Create(o.memProfile)
+		if err != nil {
+			return m, result{}, result{}, err
+		}
+		err = pprof.WriteHeapProfile(f)
+		f.Close()
+		if err != nil {
+			return m, result{}, result{}, err
+		}
+	}
+	e, err := serve(ctx, c, o.conns)
+	if err != nil {
+		return m, result{}, result{}, err
+	}
+	meshguard := func(r review) string { return r.Path }
+	null := func(review) string { return nullPath }
+	checkVerdict := func(r review, body []byte) error { return r.verdict(body) }
+	allowed := func(r review, body []byte) error { return review{name: r.name, Allowed: true}.verdict(body) }
+	// Warm both: connections, caches, the Go scheduler.
+	if _, err := e.load(reviews, o.conns, o.warmup, meshguard, checkVerdict); err != nil {
+		return m, result{}, result{}, err
+	}
+	if _, err := e.load(reviews, o.conns, o.warmup, null, allowed); err != nil {
+		return m, result{}, result{}, err
+	}
+	var mg, nl result
+	for range o.rounds {
+		if prof != nil {
+			if err := pprof.StartCPUProfile(prof); err != nil {
+				return m, mg, nl, err
+			}
+		}
+		r, err := e.load(reviews, o.conns, o.phase, meshguard, checkVerdict)
+		if prof != nil {
+			pprof.StopCPUProfile()
+			prof = nil // one profile: the first meshguard phase of the largest size
+		}
+		if err != nil {
+			return m, mg, nl, err
+		}
+		mg.add(r)
+		if r, err = e.load(reviews, o.conns, o.phase, null, allowed); err != nil {
+			return m, mg, nl, err
+		}
+		nl.add(r)
+	}
+	slices.Sort(mg.latencies)
+	slices.Sort(nl.latencies)
+	return m, mg, nl, nil
+}
