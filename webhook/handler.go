@@ -34,6 +34,9 @@ type Server struct {
 	Engine *policy.Engine
 	// Reader is the informer cache the live state is read from.
 	Reader client.Reader
+	// Views keep per-namespace state between requests (see Views.Watch); nil builds it for
+	// every request from Reader.
+	Views *Views
 	// Synced is set once every informer cache has synced: until then security resources are
 	// denied ("meshguard is starting") rather than judged on a partial view.
 	Synced *atomic.Bool
@@ -44,7 +47,11 @@ type Server struct {
 }
 
 func (s *Server) state(ctx context.Context) *liveState {
-	return &liveState{ctx: ctx, reader: s.Reader, istiod: s.IstiodVersions}
+	views := s.Views
+	if views == nil {
+		views = NewViews(s.Reader)
+	}
+	return &liveState{ctx: ctx, reader: s.Reader, views: views, istiod: s.IstiodVersions}
 }
 
 // Validating returns the validating admission handler.

@@ -41,26 +41,32 @@ func CachedObjects() []client.Object {
 	}
 }
 
-// liveState is the policy.State of one admission request, read from the informer cache by
-// the request's goroutine. The State interface cannot fail, so the first read error is
-// kept: the handler then fails closed instead of judging a partial view.
+// liveState is the policy.State of one admission request, read from the namespace views
+// and the informer cache by the request's goroutine. The State interface cannot fail, so
+// the first read error is kept: the handler then fails closed instead of judging a partial
+// view.
 type liveState struct {
 	ctx    context.Context
 	reader client.Reader
+	views  *Views
 	istiod []string
 	err    error
 }
 
-func (s *liveState) list(l client.ObjectList, opts ...client.ListOption) bool {
-	// The cache hands out its own objects; the engine only reads them.
-	opts = append(opts, client.UnsafeDisableDeepCopy)
-	if err := s.reader.List(s.ctx, l, opts...); err != nil {
-		if s.err == nil {
-			s.err = err
-		}
-		return false
+func (s *liveState) fail(err error) {
+	if s.err == nil {
+		s.err = err
 	}
-	return true
+}
+
+// namespace is the view of ns; on error, an empty one.
+func (s *liveState) namespace(ns string) *policy.Snapshot {
+	v, err := s.views.namespace(s.ctx, ns)
+	if err != nil {
+		s.fail(err)
+		return policy.NewSnapshot()
+	}
+	return v
 }
 
 // Err returns the first error met reading the cache.
@@ -78,30 +84,27 @@ func oldestFirst[T metav1.Object](items []T) []T {
 }
 
 func (s *liveState) RequestAuthentications(ns string) []*policy.RequestAuthentication {
-	var l securityv1.RequestAuthenticationList
-	s.list(&l, client.InNamespace(ns))
-	return oldestFirst(l.Items)
+	return s.namespace(ns).RequestAuthentications(ns)
 }
 
 func (s *liveState) AuthorizationPolicies(ns string) []*policy.AuthorizationPolicy {
-	var l securityv1.AuthorizationPolicyList
-	s.list(&l, client.InNamespace(ns))
-	return oldestFirst(l.Items)
+	return s.namespace(ns).AuthorizationPolicies(ns)
 }
 
 func (s *liveState) PeerAuthentications(ns string) []*policy.PeerAuthentication {
-	var l securityv1.PeerAuthenticationList
-	s.list(&l, client.InNamespace(ns))
-	return oldestFirst(l.Items)
+	return s.namespace(ns).PeerAuthentications(ns)
 }
 
+func (s *liveState) Services(ns string) []*corev1.Service { return s.namespace(ns).Services(ns) }
+
 func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*policy.Workload {
-	l := podMetadata()
-	opts := []client.ListOption{client.MatchingLabels(matchLabels)}
 	if ns != "" {
-		opts = append(opts, client.InNamespace(ns))
+		return s.namespace(ns).Workloads(ns, matchLabels)
 	}
-	if !s.list(l, opts...) {
+	// Mesh-wide policies select across namespaces: the cache filters every Pod by label.
+	l := podMetadata()
+	if err := s.reader.List(s.ctx, l, client.MatchingLabels(matchLabels), client.UnsafeDisableDeepCopy); err != nil {
+		s.fail(err)
 		return nil
 	}
 	out := make([]*policy.Workload, len(l.Items))
@@ -113,16 +116,6 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 
 // KnowsWorkloads is true: the cache holds every Pod of the cluster.
 func (s *liveState) KnowsWorkloads() bool { return true }
-
-func (s *liveState) Services(ns string) []*corev1.Service {
-	var l corev1.ServiceList
-	s.list(&l, client.InNamespace(ns))
-	out := make([]*corev1.Service, len(l.Items))
-	for i := range l.Items {
-		out[i] = &l.Items[i]
-	}
-	return out
-}
 
 func (s *liveState) NamespaceLabels(ns string) map[string]string {
 	var n corev1.Namespace
@@ -139,7 +132,9 @@ func (s *liveState) NamespaceLabels(ns string) map[string]string {
 
 func (s *liveState) Guardrails() []*policy.MeshGuardrail {
 	var l v1alpha1.MeshGuardrailList
-	s.list(&l)
+	if err := s.reader.List(s.ctx, &l, client.UnsafeDisableDeepCopy); err != nil {
+		s.fail(err)
+	}
 	out := make([]*policy.MeshGuardrail, len(l.Items))
 	for i := range l.Items {
 		out[i] = &l.Items[i]

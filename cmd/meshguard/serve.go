@@ -110,10 +110,15 @@ func (o *serveOptions) run(ctx context.Context) error {
 			return fmt.Errorf("watching %T: %w", obj, err)
 		}
 	}
+	views := webhook.NewViews(mgr.GetCache())
+	if err := views.Watch(ctx, mgr.GetCache()); err != nil {
+		return err
+	}
 	var synced atomic.Bool
 	srv := &webhook.Server{
 		Engine:         policy.NewEngine(),
 		Reader:         mgr.GetCache(),
+		Views:          views,
 		Synced:         &synced,
 		IstiodVersions: o.istiodVersions,
 		Log:            log.WithName("webhook"),

@@ -109,9 +109,13 @@ func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 
+	views := webhook.NewViews(reader)
+	if err := views.Watch(ctx, reader); err != nil {
+		return nil, err
+	}
 	var synced atomic.Bool
 	synced.Store(true)
-	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: reader, Synced: &synced, Log: logr.Discard(),
+	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: reader, Views: views, Synced: &synced, Log: logr.Discard(),
 		Metrics: webhook.NewMetrics(prometheus.NewRegistry())}
 	ws := webhook.NewHTTPSServer("127.0.0.1", port, dir)
 	srv.Register(ws)

@@ -1,0 +1,127 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshguard/meshguard/policy"
+)
+
+// Views hold, per namespace, the policies, Services and workloads the engine reads, sorted
+// as Istio orders them. A namespace's view is built from the cache on first use and kept
+// until the cache reports a change in that namespace, so a review costs the same whatever
+// the size of the cluster and does not re-list and re-sort on every request.
+//
+// Until Watch is called nothing is kept: every read builds afresh.
+type Views struct {
+	reader  client.Reader
+	watched atomic.Bool
+	// versions counts the changes seen per namespace (*atomic.Uint64); views holds the
+	// last view built per namespace (*view), valid while its version is current.
+	versions sync.Map
+	views    sync.Map
+}
+
+// view is one namespace's state at one version.
+type view struct {
+	version  uint64
+	snapshot *policy.Snapshot
+}
+
+// NewViews returns views over an informer cache (or any reader, uncached).
+func NewViews(reader client.Reader) *Views { return &Views{reader: reader} }
+
+// viewedObjects are the kinds a namespace's view is made of.
+func viewedObjects() []client.Object {
+	return []client.Object{&securityv1.RequestAuthentication{}, &securityv1.AuthorizationPolicy{}, &securityv1.PeerAuthentication{}, &corev1.Service{}, cachedPod()}
+}
+
+// Watch keeps views from now on, invalidated by the informers' change notifications. The
+// informers update their store before they notify, so a view built after a notification
+// sees the change; one built while a change arrives carries the older version and is
+// rebuilt on next use.
+func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
+	handler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    v.changed,
+		UpdateFunc: func(old, updated any) { v.changed(old); v.changed(updated) },
+		DeleteFunc: v.changed,
+	}
+	for _, o := range viewedObjects() {
+		inf, err := informers.GetInformer(ctx, o, cache.BlockUntilSynced(false))
+		if err != nil {
+			return fmt.Errorf("watching %T: %w", o, err)
+		}
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return err
+		}
+	}
+	v.watched.Store(true)
+	return nil
+}
+
+func (v *Views) changed(obj any) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if o, ok := obj.(metav1.Object); ok {
+		v.version(o.GetNamespace()).Add(1)
+		// Dropped rather than kept stale: a deleted namespace's view holds no memory.
+		v.views.Delete(o.GetNamespace())
+	}
+}
+
+func (v *Views) version(ns string) *atomic.Uint64 {
+	if c, ok := v.versions.Load(ns); ok {
+		return c.(*atomic.Uint64)
+	}
+	c, _ := v.versions.LoadOrStore(ns, new(atomic.Uint64))
+	return c.(*atomic.Uint64)
+}
+
+// namespace returns the view of ns, building it if it is missing or stale.
+func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, error) {
+	current := v.version(ns).Load()
+	if cached, ok := v.views.Load(ns); ok && cached.(*view).version == current {
+		return cached.(*view).snapshot, nil
+	}
+	s := policy.NewSnapshot()
+	var ras securityv1.RequestAuthenticationList
+	var aps securityv1.AuthorizationPolicyList
+	var pas securityv1.PeerAuthenticationList
+	var svcs corev1.ServiceList
+	pods := podMetadata()
+	for _, l := range []client.ObjectList{&ras, &aps, &pas, &svcs, pods} {
+		// The cache hands out its own objects; the engine only reads them.
+		if err := v.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
+		}
+	}
+	for _, o := range oldestFirst(ras.Items) {
+		s.Add(o)
+	}
+	for _, o := range oldestFirst(aps.Items) {
+		s.Add(o)
+	}
+	for _, o := range oldestFirst(pas.Items) {
+		s.Add(o)
+	}
+	for i := range svcs.Items {
+		s.Add(&svcs.Items[i])
+	}
+	for i := range pods.Items {
+		s.Add(&policy.Workload{ObjectMeta: pods.Items[i].ObjectMeta, Kind: policy.KindPod})
+	}
+	if v.watched.Load() {
+		v.views.Store(ns, &view{version: current, snapshot: s})
+	}
+	return s, nil
+}

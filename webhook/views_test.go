@@ -1,0 +1,53 @@
+package webhook
+
+import (
+	"context"
+	"testing"
+
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+// TestViewsInvalidation: a watched view is reused until a change in its namespace is
+// reported, and only that namespace's view is rebuilt.
+func TestViewsInvalidation(t *testing.T) {
+	ctx := context.Background()
+	s := scheme(t)
+	first := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a, namespace: shop}\nspec: {}\n")
+	other := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: x, namespace: other}\nspec: {}\n")
+	reader := fake.NewClientBuilder().WithScheme(s).WithObjects(first, other).Build()
+	v := NewViews(reader)
+	v.watched.Store(true) // as Watch does, without informers: changes are reported by hand
+	count := func(ns string) int {
+		t.Helper()
+		view, err := v.namespace(ctx, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(view.RequestAuthentications(ns))
+	}
+	if count("shop") != 1 || count("other") != 1 {
+		t.Fatal("views do not hold the cache's objects")
+	}
+	otherView, _ := v.namespace(ctx, "other")
+	second := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: b, namespace: shop}\nspec: {}\n")
+	if err := reader.Create(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if got := count("shop"); got != 1 {
+		t.Errorf("a view was rebuilt with no change reported: %d objects", got)
+	}
+	v.changed(second)
+	if got := count("shop"); got != 2 {
+		t.Errorf("after a reported change: %d objects, want 2", got)
+	}
+	if again, _ := v.namespace(ctx, "other"); again != otherView {
+		t.Error("a change in one namespace rebuilt another's view")
+	}
+	// Unwatched views are never kept.
+	u := NewViews(reader)
+	a, _ := u.namespace(ctx, "shop")
+	b, _ := u.namespace(ctx, "shop")
+	if a == b {
+		t.Error("an unwatched view was kept")
+	}
+}
