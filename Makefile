@@ -8,7 +8,7 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench docs generate image clean
+.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-apiserver docs generate image clean
 
 all: build
 
@@ -46,8 +46,14 @@ fuzz: ## Run every fuzz target for FUZZTIME each
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzPrincipalProblem$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmissionReview$$' -fuzztime $(FUZZTIME)
 
-bench: ## Benchmarks (figures and method in docs/performance.md)
-	$(GO) test ./check -run '^$$' -bench . -benchmem -count 5
+bench: ## Go benchmarks of the hot paths (figures and method in docs/performance.md)
+	$(GO) test ./check ./test/bench -run '^$$' -bench . -benchmem -count 5
+
+load: ## The load generator: meshguard vs a null handler over HTTPS at 1k, 10k and 100k Pods
+	$(GO) run ./test/bench -pods 1000,10000,100000 -conns 64 -phase 5s -rounds 5
+
+load-apiserver: control-plane ## RequestAuthentication creates through kube-apiserver, with and without meshguard
+	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) run ./test/bench -apiserver 500 -rounds 3
 
 docs: ## Regenerate docs/rules.md from the catalog and its fixtures
 	$(GO) test ./policy -run '^TestRuleDocs$$' -update

@@ -202,16 +202,19 @@ func (listOnly) IsWatchListSemanticsUnSupported() bool { return true }
 // memory is the heap the cache holds, by what it holds.
 type memory struct {
 	perPod, perPolicy float64
-	total             uint64
+	total, rss        uint64
 }
 
 // startCache fills controller-runtime's informer cache, configured as `meshguard serve`
 // configures it (webhook.CacheOptions), from the synthetic cluster instead of an API server:
 // the same informers, indexes, transforms and reader, without the network.
-func startCache(ctx context.Context, s shape) (cache.Cache, memory, error) {
+//
+// The cache runs until ctx is cancelled; wait returns once it has stopped, so that what it
+// held can be collected before the next size is measured.
+func startCache(ctx context.Context, s shape) (_ cache.Cache, _ memory, wait func(), _ error) {
 	scheme, err := webhook.NewScheme()
 	if err != nil {
-		return nil, memory{}, err
+		return nil, memory{}, nil, err
 	}
 	opts := webhook.CacheOptions()
 	opts.Scheme = scheme
@@ -227,9 +230,11 @@ func startCache(ctx context.Context, s shape) (cache.Cache, memory, error) {
 	// Never dialled: the informers list and watch the synthetic cluster.
 	c, err := cache.New(&rest.Config{Host: "https://127.0.0.1:1"}, opts)
 	if err != nil {
-		return nil, memory{}, err
+		return nil, memory{}, nil, err
 	}
-	go func() { _ = c.Start(ctx) }()
+	stopped := make(chan struct{})
+	wait = func() { <-stopped }
+	go func() { _ = c.Start(ctx); close(stopped) }()
 	// Informers added to a started cache start at once; each call waits for its sync.
 	sync := func(objs []client.Object) error {
 		for _, o := range objs {
@@ -254,19 +259,20 @@ func startCache(ctx context.Context, s shape) (cache.Cache, memory, error) {
 	var m memory
 	base := heapInUse()
 	if err := sync(rest); err != nil {
-		return nil, m, err
+		return nil, m, wait, err
 	}
 	before := heapInUse()
 	if err := sync(pods); err != nil {
-		return nil, m, err
+		return nil, m, wait, err
 	}
 	afterPods := heapInUse()
 	if err := sync(policies); err != nil {
-		return nil, m, err
+		return nil, m, wait, err
 	}
 	after := heapInUse()
 	m.perPod = float64(int64(afterPods)-int64(before)) / float64(s.pods)
 	m.perPolicy = float64(int64(after)-int64(afterPods)) / float64(s.policies())
 	m.total = after - base
-	return c, m, nil
+	m.rss = rssBytes()
+	return c, m, wait, nil
 }

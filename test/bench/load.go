@@ -221,23 +221,27 @@ func (e *endpoint) load(reviews []review, conns int, d time.Duration, route func
 	return result{latencies: all, elapsed: time.Since(start)}, first
 }
 
-// heapInUse is the live heap after a collection.
+// heapInUse is the live heap: what is allocated right after a collection.
 func heapInUse() uint64 {
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse
+	return m.HeapAlloc
 }
 
-// rssBytes is the process's resident set, from /proc.
-func rssBytes() uint64 {
+// rssBytes is the process's resident set, and peakRSS its high-water mark, from /proc
+// (0 where /proc is missing).
+func rssBytes() uint64 { return procStatus("VmRSS:") }
+func peakRSS() uint64  { return procStatus("VmHWM:") }
+
+func procStatus(field string) uint64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			return kb << 10
 		}
 	}

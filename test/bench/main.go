@@ -23,6 +23,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 type options struct {
@@ -38,6 +41,7 @@ type options struct {
 }
 
 func main() {
+	ctrllog.SetLogger(logr.Discard())
 	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -90,6 +94,7 @@ func run(args []string, out io.Writer) error {
 		o.conns, o.rounds, o.phase, o.warmup, names(reviews))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "pods\tnamespaces\tpolicies\thandler\tp50\tp99\tp99.9\treq/s\tp99 ratio\treq/s ratio\theap/pod\theap/policy\tRSS\t")
+	var growth []string
 	var firstP99 time.Duration
 	for i, pods := range o.pods {
 		s := shape{pods: pods, podsPerNamespace: o.podsPerNamespace, policiesPerNamespace: o.policiesPerNamespace}
@@ -102,27 +107,22 @@ func run(args []string, out io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}
+		q := func(r result, f float64) time.Duration { return r.quantile(f).Round(time.Microsecond) }
+		fmt.Fprintf(tw, "%d\t%d\t%d\tmeshguard\t%v\t%v\t%v\t%.0f\t%.2f\t%.2f\t%.0f B\t%.0f B\t%d MiB\t\n",
+			pods, s.namespaces(), s.policies(), q(mg, 0.5), q(mg, 0.99), q(mg, 0.999), mg.rate(),
+			float64(mg.quantile(0.99))/float64(null.quantile(0.99)), mg.rate()/null.rate(), m.perPod, m.perPolicy, m.rss>>20)
+		fmt.Fprintf(tw, "\t\t\tnull\t%v\t%v\t%v\t%.0f\t\t\t\t\t\t\n", q(null, 0.5), q(null, 0.99), q(null, 0.999), null.rate())
 		if i == 0 {
 			firstP99 = mg.quantile(0.99)
-		}
-		for _, h := range []struct {
-			name string
-			r    result
-		}{{"meshguard", mg}, {"null", null}} {
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%v\t%v\t%v\t%.0f\t", pods, s.namespaces(), s.policies(), h.name,
-				h.r.quantile(0.5).Round(time.Microsecond), h.r.quantile(0.99).Round(time.Microsecond), h.r.quantile(0.999).Round(time.Microsecond), h.r.rate())
-			if h.name == "meshguard" {
-				fmt.Fprintf(tw, "%.2f\t%.2f\t%.0f B\t%.0f B\t%d MiB\t\n", float64(mg.quantile(0.99))/float64(null.quantile(0.99)), mg.rate()/null.rate(),
-					m.perPod, m.perPolicy, rssBytes()>>20)
-			} else {
-				fmt.Fprint(tw, "\t\t\t\t\t\n")
-			}
-		}
-		tw.Flush()
-		if i > 0 {
-			fmt.Fprintf(out, "  meshguard p99 at %d Pods / at %d Pods: %.2f\n", pods, o.pods[0], float64(mg.quantile(0.99))/float64(firstP99))
+		} else {
+			growth = append(growth, fmt.Sprintf("meshguard p99 at %d Pods / at %d Pods: %.2f", pods, o.pods[0], float64(mg.quantile(0.99))/float64(firstP99)))
 		}
 	}
+	tw.Flush()
+	for _, g := range growth {
+		fmt.Fprintln(out, g)
+	}
+	fmt.Fprintf(out, "RSS is the process's (server, cache and load generator) once the cache has synced; peak RSS %d MiB\n", peakRSS()>>20)
 	return nil
 }
 
@@ -137,11 +137,13 @@ func names(reviews []review) string {
 // measure builds one cluster size and alternates meshguard and null phases over it.
 func measure(s shape, reviews []review, o options, prof *os.File, last bool) (memory, result, result, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	c, m, err := startCache(ctx, s)
+	c, m, wait, err := startCache(ctx, s)
 	if err != nil {
+		cancel()
 		return m, result{}, result{}, err
 	}
+	defer wait()
+	defer cancel()
 	if last && o.memProfile != "" {
 		f, err := os.Create(o.memProfile)
 		if err != nil {
