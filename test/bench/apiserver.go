@@ -22,8 +22,9 @@ import (
 )
 
 // apiServerFigure creates RequestAuthentications one after another through a real
-// kube-apiserver (the local control plane of `make run`), alternating rounds with meshguard's
-// webhook configurations registered and removed, and prints the latency of each.
+// kube-apiserver (the local control plane of `make run`), in rounds alternating meshguard's
+// webhook configurations, a null webhook on the same server stack, and no webhook, and
+// prints the latency of each.
 func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 	root, err := moduleRoot()
 	if err != nil {
@@ -58,8 +59,22 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 	if err := kube.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
 		return err
 	}
-	register := func(on bool) error {
-		for _, cfg := range []client.Object{&vwc, &mwc} {
+	// The floor: a webhook on the same server stack that allows everything, registered for
+	// the same requests as meshguard's security webhook.
+	nullBase, ca, err := startServer(ctx, registerNull)
+	if err != nil {
+		return err
+	}
+	null := vwc.DeepCopy()
+	null.Name = "meshguard-null"
+	null.Annotations = nil
+	null.Webhooks = null.Webhooks[:1]
+	nullURL := nullBase + nullPath
+	null.Webhooks[0].ClientConfig = admregv1.WebhookClientConfig{URL: &nullURL, CABundle: ca}
+	modes := []string{"meshguard", "null webhook", "no webhook"}
+	configs := map[string][]client.Object{"meshguard": {&vwc, &mwc}, "null webhook": {null}}
+	install := func(mode string, on bool) error {
+		for _, cfg := range configs[mode] {
 			var err error
 			if on {
 				cfg.SetResourceVersion("")
@@ -71,18 +86,22 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 				return err
 			}
 		}
-		// The API server picks up webhook configurations through its own informer.
-		time.Sleep(2 * time.Second)
 		return nil
 	}
-	results := map[bool][]time.Duration{}
-	created := 0
-	for round := range 2 * o.rounds {
-		with := round%2 == 0
-		if round > 0 {
-			if err := register(with); err != nil {
+	results := map[string][]time.Duration{}
+	created, current := 0, "meshguard"
+	for round := range o.rounds * len(modes) {
+		mode := modes[round%len(modes)]
+		if mode != current {
+			if err := install(current, false); err != nil {
 				return err
 			}
+			if err := install(mode, true); err != nil {
+				return err
+			}
+			current = mode
+			// The API server picks up webhook configurations through its own informer.
+			time.Sleep(2 * time.Second)
 		}
 		for range o.apiserver {
 			ra := &securityv1.RequestAuthentication{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("jwt-%d", created), Namespace: "bench"}}
@@ -93,18 +112,21 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 			if err := kube.Create(ctx, ra); err != nil {
 				return err
 			}
-			results[with] = append(results[with], time.Since(t0))
+			results[mode] = append(results[mode], time.Since(t0))
+			// Deleted again, untimed, so every create meets the same namespace.
+			if err := kube.Delete(ctx, ra); err != nil {
+				return err
+			}
 		}
 	}
-	fmt.Fprintf(out, "RequestAuthentication creates through kube-apiserver, one at a time, %d rounds of %d each way:\n", o.rounds, o.apiserver)
-	for _, with := range []bool{true, false} {
-		l := results[with]
+	fmt.Fprintf(out, "RequestAuthentication creates through kube-apiserver, one at a time (each deleted again, untimed), %d rounds of %d per mode:\n", o.rounds, o.apiserver)
+	for _, mode := range modes {
+		l := results[mode]
 		slices.Sort(l)
 		q := func(f float64) time.Duration {
 			return l[min(len(l)-1, int(f*float64(len(l))))].Round(10 * time.Microsecond)
 		}
-		name := map[bool]string{true: "with meshguard", false: "without meshguard"}[with]
-		fmt.Fprintf(out, "  %-18s p50 %v  p99 %v  (%d creates)\n", name, q(0.5), q(0.99), len(l))
+		fmt.Fprintf(out, "  %-13s p50 %v  p99 %v  (%d creates)\n", mode, q(0.5), q(0.99), len(l))
 	}
 	return nil
 }

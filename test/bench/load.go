@@ -90,25 +90,6 @@ type endpoint struct {
 }
 
 func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error) {
-	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "meshguard-load-")
-	if err != nil {
-		return nil, err
-	}
-	go func() { <-ctx.Done(); os.RemoveAll(dir) }()
-	if err := bundle.Write(dir); err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-
 	views := webhook.NewViews(reader)
 	if err := views.Watch(ctx, reader); err != nil {
 		return nil, err
@@ -117,27 +98,60 @@ func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error
 	synced.Store(true)
 	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: reader, Views: views, Synced: &synced, Log: logr.Discard(),
 		Metrics: webhook.NewMetrics(prometheus.NewRegistry())}
-	ws := webhook.NewHTTPSServer("127.0.0.1", port, dir)
-	srv.Register(ws)
-	ws.Register(nullPath, &ctrlwebhook.Admission{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
-		return admission.Allowed("")
-	})})
-	go func() { _ = ws.Start(ctx) }()
-
+	base, ca, err := startServer(ctx, func(ws ctrlwebhook.Server) {
+		srv.Register(ws)
+		registerNull(ws)
+	})
+	if err != nil {
+		return nil, err
+	}
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(bundle.CA)
-	e := &endpoint{
-		base: "https://127.0.0.1:" + strconv.Itoa(port),
+	roots.AppendCertsFromPEM(ca)
+	return &endpoint{
+		base: base,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 			MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
 		}},
+	}, nil
+}
+
+func registerNull(ws ctrlwebhook.Server) {
+	ws.Register(nullPath, &ctrlwebhook.Admission{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		return admission.Allowed("")
+	})})
+}
+
+// startServer runs meshguard's HTTPS server (webhook.NewHTTPSServer) on a free loopback
+// port with a self-signed certificate, serving what register adds, until ctx ends. It
+// returns the server's base URL and CA.
+func startServer(ctx context.Context, register func(ctrlwebhook.Server)) (base string, ca []byte, _ error) {
+	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
+	if err != nil {
+		return "", nil, err
 	}
+	dir, err := os.MkdirTemp("", "meshguard-load-")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() { <-ctx.Done(); os.RemoveAll(dir) }()
+	if err := bundle.Write(dir); err != nil {
+		return "", nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ws := webhook.NewHTTPSServer("127.0.0.1", port, dir)
+	register(ws)
+	go func() { _ = ws.Start(ctx) }()
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		if err := ws.StartedChecker()(nil); err == nil {
-			return e, nil
+			return "https://127.0.0.1:" + strconv.Itoa(port), bundle.CA, nil
 		} else if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the webhook server did not start: %w", err)
+			return "", nil, fmt.Errorf("the webhook server did not start: %w", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
