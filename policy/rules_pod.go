@@ -39,6 +39,13 @@ func WorkloadMetadata(m metav1.ObjectMeta) metav1.ObjectMeta {
 // optedOut tells whether a workload asks to be left out of coverage.
 func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == CoverageExempt }
 
+// LabelsPods tells whether new Pods of a namespace may be given coverage labels (MG501),
+// before any Pod is read.
+func (e *Engine) LabelsPods(st State, namespace string) bool {
+	s := SettingsFor(st, namespace)
+	return s.Coverage != nil && s.Actions["MG501"] != Off
+}
+
 // CoverageLabels returns the coverage labels a new Pod (or, offline, a pod template) is
 // missing, and the guardrails that ask for them: MG501, the mutating side of meshguard.
 // Nothing is returned where coverage is off, the labels are there, or the workload opted

@@ -109,12 +109,7 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 }
 
 func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Response {
-	obj, _, errResp := decodeRequest(req)
-	if errResp != nil {
-		return *errResp
-	}
-	w, ok := obj.(*policy.Workload)
-	if !ok || req.Operation != admissionv1.Create {
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Operation != admissionv1.Create {
 		return admission.Allowed("")
 	}
 	if !s.Synced.Load() {
@@ -122,6 +117,18 @@ func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Re
 		return admission.Allowed("").WithWarnings("meshguard is starting: coverage labels were not added to this Pod")
 	}
 	st := s.state(ctx)
+	// Most namespaces ask for no labels: their Pods are answered without being decoded.
+	if !s.Engine.LabelsPods(st, req.Namespace) {
+		if err := st.Err(); err != nil {
+			return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))
+		}
+		return admission.Allowed("")
+	}
+	obj, _, errResp := decodeRequest(req)
+	if errResp != nil {
+		return *errResp
+	}
+	w := obj.(*policy.Workload) // the Pod decoder makes workloads
 	missing, guardrails := s.Engine.CoverageLabels(st, w)
 	if err := st.Err(); err != nil {
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))

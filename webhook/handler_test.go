@@ -114,10 +114,12 @@ func reviewBody(t testing.TB, op admissionv1.Operation, obj, old string, dry boo
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tm metav1.TypeMeta
-		_ = json.Unmarshal(js, &tm)
-		gvk := tm.GroupVersionKind()
+		// The kind, namespace and name of the request, as the API server sets them.
+		var o metav1.PartialObjectMetadata
+		_ = json.Unmarshal(js, &o)
+		gvk := o.GroupVersionKind()
 		req.Kind = metav1.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind}
+		req.Namespace, req.Name = o.Namespace, o.Name
 		return runtime.RawExtension{Raw: js}
 	}
 	req.Object, req.OldObject = raw(obj), raw(old)
