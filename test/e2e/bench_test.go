@@ -92,8 +92,14 @@ func BenchmarkAdmission(b *testing.B) {
 	populate.Do(func() { populateCluster(b, c) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	informers, err := cache.New(local.Config, cache.Options{Scheme: scheme})
+	opts := webhook.CacheOptions()
+	opts.Scheme = scheme
+	informers, err := cache.New(local.Config, opts)
 	if err != nil {
+		b.Fatal(err)
+	}
+	views := webhook.NewViews(informers)
+	if err := views.Watch(ctx, informers); err != nil {
 		b.Fatal(err)
 	}
 	for _, o := range webhook.CachedObjects() {
@@ -110,7 +116,7 @@ func BenchmarkAdmission(b *testing.B) {
 	cachedPerPod := float64(heapInUse()-before) / float64(benchNamespaces*podsPerNS)
 	var synced atomic.Bool
 	synced.Store(true)
-	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: informers, Synced: &synced, Log: logr.Discard()}
+	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: informers, Views: views, Synced: &synced, Log: logr.Discard()}
 
 	guardrail := []byte(`{"apiVersion":"meshguard.io/v1alpha1","kind":"MeshGuardrail","metadata":{"name":"bench-coverage"},
 		"spec":{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"bench-7"}},"coverage":{"required":true,"podLabels":{"enablesecurity":"{namespace}"}}}}`)
@@ -150,7 +156,7 @@ func BenchmarkAdmission(b *testing.B) {
 	}
 	for _, tc := range cases {
 		req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
-			UID: "bench", Kind: tc.kind, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: []byte(tc.object)},
+			UID: "bench", Kind: tc.kind, Namespace: "bench-7", Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: []byte(tc.object)},
 		}}
 		b.Run(tc.name, func(b *testing.B) {
 			b.ReportAllocs()
