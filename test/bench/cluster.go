@@ -154,9 +154,9 @@ func (s shape) pod(i int) metav1.PartialObjectMetadata {
 	p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: app + "-" + hash[:8],
 		UID: types.UID(fmt.Sprintf("11111111-0000-4000-8000-%012d", i/servicesPerNS))}}
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
-		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:generateName":{},"f:labels":{".":{},"f:app":{},` +
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:generateName":{},"f:labels":{".":{},"f:app":{},` +
 			`"f:pod-template-hash":{},"f:version":{}},"f:ownerReferences":{".":{}}},"f:spec":{"f:containers":{"k:{\"name\":\"app\"}":{".":{},` +
-			`"f:image":{},"f:name":{},"f:ports":{},"f:resources":{}}},"f:serviceAccountName":{}}}`)}}}
+			`"f:image":{},"f:name":{},"f:ports":{},"f:resources":{}}},"f:serviceAccountName":{}}}`)}}
 	return p
 }
 
