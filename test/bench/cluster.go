@@ -86,23 +86,21 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 		return l, nil
 	case *securityv1.RequestAuthentication:
 		l := &securityv1.RequestAuthenticationList{}
-		for i := range n * s.policiesPerNamespace / 2 {
-			k, ns := i%(s.policiesPerNamespace/2), nsName(i*2/s.policiesPerNamespace)
+		s.eachPolicy(func(i, k int, ns string, sel *typeapi.WorkloadSelector) {
 			ra := &securityv1.RequestAuthentication{ObjectMeta: objectMeta(fmt.Sprintf("jwt-%d", k), ns, i)}
-			ra.Spec.Selector = selector(ns, k, i*2/s.policiesPerNamespace)
+			ra.Spec.Selector = sel
 			ra.Spec.JwtRules = []*securityapi.JWTRule{{Issuer: "https://idp.example.com", JwksUri: "https://idp.example.com/keys", Audiences: []string{ns}}}
 			l.Items = append(l.Items, ra)
-		}
+		})
 		return l, nil
 	case *securityv1.AuthorizationPolicy:
 		l := &securityv1.AuthorizationPolicyList{}
-		for i := range n * s.policiesPerNamespace / 2 {
-			k, ns := i%(s.policiesPerNamespace/2), nsName(i*2/s.policiesPerNamespace)
+		s.eachPolicy(func(i, k int, ns string, sel *typeapi.WorkloadSelector) {
 			ap := &securityv1.AuthorizationPolicy{ObjectMeta: objectMeta(fmt.Sprintf("require-jwt-%d", k), ns, i)}
-			ap.Spec.Selector = selector(ns, k, i*2/s.policiesPerNamespace)
+			ap.Spec.Selector = sel
 			ap.Spec.Rules = []*securityapi.Rule{{From: []*securityapi.Rule_From{{Source: &securityapi.Source{RequestPrincipals: []string{"https://idp.example.com/*"}}}}}}
 			l.Items = append(l.Items, ap)
-		}
+		})
 		return l, nil
 	case *securityv1.PeerAuthentication:
 		pa := &securityv1.PeerAuthentication{ObjectMeta: objectMeta("default", rootNamespace, 0)}
@@ -117,14 +115,20 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 	return nil, fmt.Errorf("the synthetic cluster has no %T", example)
 }
 
-// selector picks one app's Pods, by the coverage label too where the namespace is covered
-// (MG404).
-func selector(ns string, k, nsIndex int) *typeapi.WorkloadSelector {
-	labels := map[string]string{"app": fmt.Sprintf("app-%d", k%servicesPerNS)}
-	if covered(nsIndex) {
-		labels["enablesecurity"] = ns
+// eachPolicy calls add for the k-th policy of one kind (half of policiesPerNamespace) of
+// every namespace, i counting them all; the k-th selects app-k, and by the coverage label
+// too where the namespace is covered (MG404).
+func (s shape) eachPolicy(add func(i, k int, ns string, sel *typeapi.WorkloadSelector)) {
+	perNS := s.policiesPerNamespace / 2
+	for i := range s.namespaces() * perNS {
+		k, nsIndex := i%perNS, i/perNS
+		ns := nsName(nsIndex)
+		labels := map[string]string{"app": fmt.Sprintf("app-%d", k%servicesPerNS)}
+		if covered(nsIndex) {
+			labels["enablesecurity"] = ns
+		}
+		add(i, k, ns, &typeapi.WorkloadSelector{MatchLabels: labels})
 	}
-	return &typeapi.WorkloadSelector{MatchLabels: labels}
 }
 
 // pod is the metadata of an injected Pod of a Deployment, as the API server stores it:

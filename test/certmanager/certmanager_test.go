@@ -18,7 +18,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,28 +41,10 @@ const (
 	serviceDNS  = "meshguard.meshguard-system.svc"
 )
 
-// logBuffer is written by a child process while the test reads it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start runs a process until the test ends; its log is printed if the test fails.
 func start(t *testing.T, name string, args ...string) {
 	t.Helper()
-	log := &logBuffer{}
+	log := &cluster.LogBuffer{}
 	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
@@ -217,7 +198,7 @@ func TestCertManagerInstall(t *testing.T) {
 	// meshguard serves with the Secret's files, as the Deployment mounts them, behind the
 	// Service: an EndpointSlice stands in for the endpoints controller and the Pod.
 	ip := hostIP(t)
-	port, probe := freePort(t), freePort(t)
+	port, probe := cluster.TestPort(t), cluster.TestPort(t)
 	certDir := t.TempDir()
 	writeServing(t, certDir, &secret)
 	start(t, c.Binary, "serve", "--kubeconfig", c.Kubeconfig, "--host", ip, "--port", fmt.Sprint(port), "--cert-dir", certDir,
@@ -365,14 +346,4 @@ func waitForCABundle(t *testing.T, ctx context.Context, kube client.Client, ca [
 		}
 		return nil
 	})
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
@@ -53,22 +54,22 @@ type Cluster struct {
 	env   *envtest.Environment
 	serve *exec.Cmd
 	probe string
-	log   *syncBuffer
+	log   *LogBuffer
 }
 
-// syncBuffer is a bytes.Buffer meshguard's process can write while tests read it.
-type syncBuffer struct {
+// LogBuffer is a bytes.Buffer a child process can write while tests read it.
+type LogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *LogBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *LogBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -191,10 +192,10 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 	if err := bundle.Write(certDir); err != nil {
 		return 0, nil, err
 	}
-	if port, err = freePort(); err != nil {
+	if port, err = FreePort(); err != nil {
 		return 0, nil, err
 	}
-	probePort, err := freePort()
+	probePort, err := FreePort()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -205,7 +206,7 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 	if o.Log != nil {
 		c.serve.Stdout, c.serve.Stderr = o.Log, o.Log
 	} else {
-		c.log = &syncBuffer{}
+		c.log = &LogBuffer{}
 		c.serve.Stdout, c.serve.Stderr = c.log, c.log
 	}
 	if err := c.serve.Start(); err != nil {
@@ -258,8 +259,19 @@ func istioCRDs() (string, error) {
 	return filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"), nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// TestPort is FreePort for a test, which fails if there is none.
+func TestPort(t testing.TB) int {
+	t.Helper()
+	port, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// FreePort is a TCP port free on every address of this machine, for a server to listen on.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", ":0")
 	if err != nil {
 		return 0, err
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -14,17 +13,9 @@ import (
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-)
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+	"github.com/meshguard/meshguard/test/cluster"
+)
 
 // TestSelfSignedRotation runs a second meshguard with --self-signed and a 24-second
 // certificate, registered for one namespace only, and sends requests through the API server
@@ -33,7 +24,7 @@ func TestSelfSignedRotation(t *testing.T) {
 	ctx := context.Background()
 	const ns, name = "rotate", "meshguard-rotation"
 	namespace(t, ns, "")
-	port, probePort := freePort(t), freePort(t)
+	port, probePort := cluster.TestPort(t), cluster.TestPort(t)
 	url := fmt.Sprintf("https://127.0.0.1:%d", port)
 	validate, mutate := url+"/validate", url+"/mutate"
 	fail, ignore, none, timeout := admregv1.Fail, admregv1.Ignore, admregv1.SideEffectClassNone, int32(5)
