@@ -1,18 +1,25 @@
 package webhook
 
 import (
-	"encoding/json"
 	"fmt"
 
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy"
 )
+
+// Objects are read in one pass with the JSON v2 decoder: it validates as it goes, where
+// encoding/json scans a document once to validate it and again to decode it, and it skips
+// what is not asked for (a Pod's spec, managed fields) without building it. The API server
+// sends objects as it encodes them: valid UTF-8, no duplicate names, names in their case.
 
 // decoders turn the raw object of a request, by group/kind, into what the engine judges.
 // security.istio.io v1 and v1beta1 share one schema, so both decode into the v1 types.
@@ -34,34 +41,59 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 		return o, json.Unmarshal(b, o)
 	},
 	"/Pod": func(b []byte) (metav1.Object, error) {
-		// Of a Pod's spec the engine reads hostNetwork only; the rest is skipped, not built.
+		// Of a Pod's spec the engine reads hostNetwork only.
 		var pod struct {
-			Metadata metav1.ObjectMeta `json:"metadata"`
+			Metadata objectMeta `json:"metadata"`
 			Spec     struct {
 				HostNetwork bool `json:"hostNetwork"`
 			} `json:"spec"`
 		}
 		err := json.Unmarshal(b, &pod)
-		return &policy.Workload{ObjectMeta: pod.Metadata, Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork}, err
+		return &policy.Workload{ObjectMeta: pod.Metadata.objectMeta(), Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork}, err
 	},
+}
+
+// objectMeta is the metadata the engine and the webhook read of an object under review.
+// Managed fields, owner references and finalizers are skipped. Labels and annotations are
+// read whole: a patch must know whether a Pod has any.
+type objectMeta struct {
+	Name              string            `json:"name"`
+	GenerateName      string            `json:"generateName"`
+	Namespace         string            `json:"namespace"`
+	UID               types.UID         `json:"uid"`
+	ResourceVersion   string            `json:"resourceVersion"`
+	Generation        int64             `json:"generation"`
+	CreationTimestamp metav1.Time       `json:"creationTimestamp"`
+	DeletionTimestamp *metav1.Time      `json:"deletionTimestamp"`
+	Labels            map[string]string `json:"labels"`
+	Annotations       map[string]string `json:"annotations"`
+}
+
+func (m objectMeta) objectMeta() metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: m.Name, GenerateName: m.GenerateName, Namespace: m.Namespace, UID: m.UID,
+		ResourceVersion: m.ResourceVersion, Generation: m.Generation,
+		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
+		Labels: m.Labels, Annotations: m.Annotations,
+	}
 }
 
 // istioSpecJSON reads the spec of an Istio object as Istio does. Unknown fields are left
 // alone: the API server has already pruned the object to its CRD's schema.
 var istioSpecJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
 
-// decodeIstio decodes the metadata with encoding/json and the spec with protojson, which
-// is several times faster than the jsonpb behind the Istio types' own UnmarshalJSON.
+// decodeIstio decodes the metadata with the JSON decoder and the spec with protojson,
+// which is several times faster than the jsonpb behind the Istio types' own UnmarshalJSON.
 func decodeIstio(b []byte, meta *metav1.ObjectMeta, spec proto.Message) error {
 	var parts struct {
-		Metadata *metav1.ObjectMeta `json:"metadata"`
-		Spec     json.RawMessage    `json:"spec"`
+		Metadata objectMeta     `json:"metadata"`
+		Spec     jsontext.Value `json:"spec"`
 	}
-	parts.Metadata = meta
 	if err := json.Unmarshal(b, &parts); err != nil {
 		return err
 	}
-	if len(parts.Spec) == 0 || string(parts.Spec) == "null" {
+	*meta = parts.Metadata.objectMeta()
+	if len(parts.Spec) == 0 || parts.Spec.Kind() == 'n' {
 		return nil
 	}
 	return istioSpecJSON.Unmarshal(parts.Spec, spec)
