@@ -147,6 +147,6 @@ func (e *Engine) context(r Review) *Context {
 	case Delete:
 		c.Before, c.State = r.State, withChange(r.State, r.Object, nil)
 	}
-	c.Settings = SettingsFor(c.State, r.Object.GetNamespace())
+	c.Settings = c.State.Settings(r.Object.GetNamespace())
 	return c
 }

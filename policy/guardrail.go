@@ -88,12 +88,11 @@ func strictness(a Action) int {
 	return map[Action]int{Off: 0, Warn: 1, Deny: 2}[a]
 }
 
-// SettingsFor merges the guardrails governing a namespace. Cluster-scoped objects (empty
-// namespace) are governed by every guardrail.
-func SettingsFor(st State, namespace string) Settings {
-	rails := slices.Clone(st.Guardrails())
+// MergeGuardrails merges the guardrails governing a namespace, given its labels.
+// Cluster-scoped objects (empty namespace) are governed by every guardrail.
+func MergeGuardrails(guardrails []*MeshGuardrail, namespace string, nsLabels map[string]string) Settings {
+	rails := slices.Clone(guardrails)
 	s := Settings{Root: RootNamespace(rails)}
-	nsLabels := st.NamespaceLabels(namespace)
 	slices.SortFunc(rails, func(a, b *MeshGuardrail) int { return strings.Compare(a.Name, b.Name) })
 	for _, g := range rails {
 		if namespace != "" && !governs(g, nsLabels) {

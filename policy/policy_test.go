@@ -212,14 +212,14 @@ func TestSettingsStricterWins(t *testing.T) {
 			Coverage:          &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}, AllowOptOut: true},
 			JWT:               &v1alpha1.JWTGuardrail{TrustedIssuers: []v1alpha1.TrustedIssuer{{Issuer: "https://other"}}}}),
 	)
-	s := SettingsFor(st, "shop")
+	s := st.Settings("shop")
 	if s.Actions["MG301"] != Deny || s.Actions["MG401"] != Warn || !s.RequireSelectors || len(s.TrustedIssuers) != 2 {
 		t.Errorf("prod namespace: %+v", s)
 	}
 	if s.Coverage == nil || s.Coverage.Labels["enablesecurity"] != "shop" || !s.Coverage.AllowOptOut {
 		t.Errorf("coverage: %+v", s.Coverage)
 	}
-	other := SettingsFor(st, "dev")
+	other := st.Settings("dev")
 	if other.Actions["MG301"] != Warn || other.Actions["MG401"] != Off || other.RequireSelectors || other.Coverage != nil {
 		t.Errorf("dev namespace: %+v", other)
 	}

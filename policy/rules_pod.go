@@ -42,7 +42,7 @@ func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == Co
 // LabelsPods tells whether new Pods of a namespace may be given coverage labels (MG501),
 // before any Pod is read.
 func (e *Engine) LabelsPods(st State, namespace string) bool {
-	s := SettingsFor(st, namespace)
+	s := st.Settings(namespace)
 	return s.Coverage != nil && s.Actions["MG501"] != Off
 }
 
@@ -51,7 +51,7 @@ func (e *Engine) LabelsPods(st State, namespace string) bool {
 // Nothing is returned where coverage is off, the labels are there, or the workload opted
 // out where guardrails allow it.
 func (e *Engine) CoverageLabels(st State, w *Workload) (missing map[string]string, guardrails []string) {
-	s := SettingsFor(st, w.Namespace)
+	s := st.Settings(w.Namespace)
 	if s.Coverage == nil || s.Actions["MG501"] == Off || (optedOut(w) && s.Coverage.AllowOptOut) {
 		return nil, nil
 	}

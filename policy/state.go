@@ -22,9 +22,9 @@ type State interface {
 	// bundle holding no Pods or pod templates at all.
 	KnowsWorkloads() bool
 	Services(namespace string) []*corev1.Service
-	// NamespaceLabels returns the labels of a namespace, at least kubernetes.io/metadata.name.
-	NamespaceLabels(namespace string) map[string]string
-	Guardrails() []*MeshGuardrail
+	// Settings are the guardrails in force in a namespace, merged (MergeGuardrails). Every
+	// review asks for them, so a live state keeps them between reviews.
+	Settings(namespace string) Settings
 	// IstiodVersions are the versions of the running Istio control planes, where known.
 	IstiodVersions() []string
 }
@@ -82,7 +82,6 @@ func (s *Snapshot) RequestAuthentications(ns string) []*RequestAuthentication { 
 func (s *Snapshot) AuthorizationPolicies(ns string) []*AuthorizationPolicy    { return s.APs[ns] }
 func (s *Snapshot) PeerAuthentications(ns string) []*PeerAuthentication       { return s.PAs[ns] }
 func (s *Snapshot) Services(ns string) []*corev1.Service                      { return s.Svcs[ns] }
-func (s *Snapshot) Guardrails() []*MeshGuardrail                              { return s.Rails }
 func (s *Snapshot) IstiodVersions() []string                                  { return s.Istiod }
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
 
@@ -105,12 +104,12 @@ func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Worklo
 	return out
 }
 
-func (s *Snapshot) NamespaceLabels(ns string) map[string]string {
-	return withNameLabel(ns, s.Namespaces[ns])
+func (s *Snapshot) Settings(ns string) Settings {
+	return MergeGuardrails(s.Rails, ns, WithNameLabel(ns, s.Namespaces[ns]))
 }
 
-// withNameLabel adds the label the API server puts on every namespace.
-func withNameLabel(ns string, l map[string]string) map[string]string {
+// WithNameLabel adds the label the API server puts on every namespace.
+func WithNameLabel(ns string, l map[string]string) map[string]string {
 	if l[corev1.LabelMetadataName] == ns {
 		return l
 	}

@@ -219,6 +219,6 @@ func warning(f policy.Finding) string {
 }
 
 // escapePointer escapes a JSON pointer token (RFC 6901): label keys hold "/".
-func escapePointer(s string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
-}
+func escapePointer(s string) string { return pointerEscaper.Replace(s) }
+
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")

@@ -117,29 +117,12 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 // KnowsWorkloads is true: the cache holds every Pod of the cluster.
 func (s *liveState) KnowsWorkloads() bool { return true }
 
-func (s *liveState) NamespaceLabels(ns string) map[string]string {
-	var n corev1.Namespace
-	labels := map[string]string{corev1.LabelMetadataName: ns}
-	if ns == "" {
-		return labels
-	}
-	if err := s.reader.Get(s.ctx, client.ObjectKey{Name: ns}, &n); err == nil {
-		return n.Labels
-	}
-	// A namespace being created is not in the cache yet: judge it by its name alone.
-	return labels
-}
-
-func (s *liveState) Guardrails() []*policy.MeshGuardrail {
-	var l v1alpha1.MeshGuardrailList
-	if err := s.reader.List(s.ctx, &l, client.UnsafeDisableDeepCopy); err != nil {
+func (s *liveState) Settings(ns string) policy.Settings {
+	settings, err := s.views.settingsOf(s.ctx, ns)
+	if err != nil {
 		s.fail(err)
 	}
-	out := make([]*policy.MeshGuardrail, len(l.Items))
-	for i := range l.Items {
-		out[i] = &l.Items[i]
-	}
-	return out
+	return settings
 }
 
 func (s *liveState) IstiodVersions() []string { return s.istiod }

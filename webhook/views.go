@@ -8,11 +8,13 @@ import (
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -20,6 +22,9 @@ import (
 // as Istio orders them. A namespace's view is built from the cache on first use and kept
 // until the cache reports a change in that namespace, so a review costs the same whatever
 // the size of the cluster and does not re-list and re-sort on every request.
+//
+// The guardrails in force are kept the same way, per namespace, merged: any change to a
+// MeshGuardrail or a Namespace drops them all (both are few and rarely change).
 //
 // Until Watch is called nothing is kept: every read builds afresh.
 type Views struct {
@@ -29,12 +34,22 @@ type Views struct {
 	// last view built per namespace (*view), valid while its version is current.
 	versions sync.Map
 	views    sync.Map
+	// settingsVersion counts guardrail and namespace changes; settings holds the merged
+	// settings per namespace (*settingsAt), valid while their version is current.
+	settingsVersion atomic.Uint64
+	settings        sync.Map
 }
 
 // view is one namespace's state at one version.
 type view struct {
 	version  uint64
 	snapshot *policy.Snapshot
+}
+
+// settingsAt are one namespace's merged settings at one version.
+type settingsAt struct {
+	version  uint64
+	settings policy.Settings
 }
 
 // NewViews returns views over an informer cache (or any reader, uncached).
@@ -55,17 +70,61 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 		UpdateFunc: func(old, updated any) { v.changed(old); v.changed(updated) },
 		DeleteFunc: v.changed,
 	}
+	settingsHandler := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    v.settingsChanged,
+		UpdateFunc: func(_, updated any) { v.settingsChanged(updated) },
+		DeleteFunc: v.settingsChanged,
+	}
+	handlers := map[client.Object]toolscache.ResourceEventHandler{&v1alpha1.MeshGuardrail{}: settingsHandler, &corev1.Namespace{}: settingsHandler}
 	for _, o := range viewedObjects() {
+		handlers[o] = handler
+	}
+	for o, h := range handlers {
 		inf, err := informers.GetInformer(ctx, o, cache.BlockUntilSynced(false))
 		if err != nil {
 			return fmt.Errorf("watching %T: %w", o, err)
 		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
+		if _, err := inf.AddEventHandler(h); err != nil {
 			return err
 		}
 	}
 	v.watched.Store(true)
 	return nil
+}
+
+// settingsChanged is told of every MeshGuardrail and Namespace change.
+func (v *Views) settingsChanged(any) {
+	v.settingsVersion.Add(1)
+	v.settings.Clear()
+}
+
+// settingsOf returns the guardrails in force in ns, merging them if they are missing or
+// stale.
+func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, error) {
+	current := v.settingsVersion.Load()
+	if cached, ok := v.settings.Load(ns); ok && cached.(*settingsAt).version == current {
+		return cached.(*settingsAt).settings, nil
+	}
+	var rails v1alpha1.MeshGuardrailList
+	if err := v.reader.List(ctx, &rails, client.UnsafeDisableDeepCopy); err != nil {
+		return policy.Settings{}, err
+	}
+	guardrails := make([]*policy.MeshGuardrail, len(rails.Items))
+	for i := range rails.Items {
+		guardrails[i] = &rails.Items[i]
+	}
+	var namespace corev1.Namespace
+	if ns != "" {
+		// A namespace being created is not in the cache yet: it is judged by its name.
+		if err := v.reader.Get(ctx, client.ObjectKey{Name: ns}, &namespace); err != nil && !apierrors.IsNotFound(err) {
+			return policy.Settings{}, err
+		}
+	}
+	s := policy.MergeGuardrails(guardrails, ns, policy.WithNameLabel(ns, namespace.Labels))
+	if v.watched.Load() {
+		v.settings.Store(ns, &settingsAt{version: current, settings: s})
+	}
+	return s, nil
 }
 
 func (v *Views) changed(obj any) {

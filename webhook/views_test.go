@@ -4,7 +4,10 @@ import (
 	"context"
 	"testing"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/meshguard/meshguard/policy"
 )
 
 // TestViewsInvalidation: a watched view is reused until a change in its namespace is
@@ -49,5 +52,50 @@ func TestViewsInvalidation(t *testing.T) {
 	b, _ := u.namespace(ctx, "shop")
 	if a == b {
 		t.Error("an unwatched view was kept")
+	}
+}
+
+// TestSettingsInvalidation: merged guardrails are reused until a MeshGuardrail or Namespace
+// change is reported, and a namespace not yet in the cache is judged by its name.
+func TestSettingsInvalidation(t *testing.T) {
+	ctx := context.Background()
+	s := scheme(t)
+	reader := fake.NewClientBuilder().WithScheme(s).Build()
+	v := NewViews(reader)
+	v.watched.Store(true)
+	coverage := func() *policy.Coverage {
+		t.Helper()
+		settings, err := v.settingsOf(ctx, "shop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return settings.Coverage
+	}
+	if coverage() != nil {
+		t.Fatal("coverage with no guardrail")
+	}
+	rail := object(t, s, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: cover}\n"+
+		"spec: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}, coverage: {required: true, podLabels: {enablesecurity: '{namespace}'}}}\n")
+	if err := reader.Create(ctx, rail); err != nil {
+		t.Fatal(err)
+	}
+	if coverage() != nil {
+		t.Error("settings were merged again with no change reported")
+	}
+	v.settingsChanged(rail)
+	if c := coverage(); c == nil || c.Labels["enablesecurity"] != "shop" {
+		t.Errorf("after a reported change: coverage %+v", c)
+	}
+	prod := object(t, s, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: prod}\n"+
+		"spec: {namespaceSelector: {matchLabels: {env: prod}}, coverage: {required: true, podLabels: {tier: prod}}}\n")
+	ns := object(t, s, "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {env: prod}}\n")
+	for _, o := range []client.Object{prod, ns} {
+		if err := reader.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.settingsChanged(ns)
+	if c := coverage(); c == nil || c.Labels["tier"] != "prod" || c.Labels["enablesecurity"] != "shop" {
+		t.Errorf("the namespace's labels are not read: coverage %+v", c)
 	}
 }
