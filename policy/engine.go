@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"hash/maphash"
+	"maps"
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,13 +33,32 @@ type Context struct {
 	Settings Settings
 
 	// Several rules ask the same questions of one review: answer each once.
-	workloadMemo   map[metav1.Object][]*Workload
-	protectionMemo map[protectionKey]protection
+	workloadMemo map[metav1.Object][]*Workload
+	// What protects a workload depends only on its namespace and labels, and the Pods of one
+	// Deployment share those: they are judged once.
+	protectionMemo map[protectionKey][]labelledProtection
+	seed           maphash.Seed
 }
 
 type protectionKey struct {
-	state State
-	w     *Workload
+	state     State
+	namespace string
+	virtual   bool
+	labels    uint64 // labelsHash; equal hashes are told apart by the labels themselves
+}
+
+type labelledProtection struct {
+	labels map[string]string
+	protection
+}
+
+// labelsHash is the same for equal label sets, in whatever order a map gives them.
+func labelsHash(seed maphash.Seed, labels map[string]string) uint64 {
+	var h uint64
+	for k, v := range labels {
+		h += maphash.String(seed, k) ^ maphash.String(seed, v)*0x9e3779b97f4a7c15
+	}
+	return h
 }
 
 // workloadsOf returns the workloads a policy applies to after the change (its virtual
@@ -56,15 +77,17 @@ func (c *Context) workloadsOf(o metav1.Object) []*Workload {
 
 // protection returns what guards workload w in state st.
 func (c *Context) protection(st State, w *Workload) protection {
-	k := protectionKey{st, w}
-	if p, ok := c.protectionMemo[k]; ok {
-		return p
-	}
 	if c.protectionMemo == nil {
-		c.protectionMemo = map[protectionKey]protection{}
+		c.protectionMemo, c.seed = map[protectionKey][]labelledProtection{}, maphash.MakeSeed()
+	}
+	k := protectionKey{st, w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
+	for _, known := range c.protectionMemo[k] {
+		if maps.Equal(known.labels, w.Labels) {
+			return known.protection
+		}
 	}
 	p := protectionOf(st, c.Settings.Root, w)
-	c.protectionMemo[k] = p
+	c.protectionMemo[k] = append(c.protectionMemo[k], labelledProtection{w.Labels, p})
 	return p
 }
 

@@ -275,6 +275,34 @@ func TestReviewRegressions(t *testing.T) {
 	}
 }
 
+// TestProtectionByLabels: what protects a workload is worked out once per label set and
+// namespace, and workloads that differ in either are told apart.
+func TestProtectionByLabels(t *testing.T) {
+	ra := newRA(t, "shop", "web-jwt", goodRA)
+	allow := newAP(t, "shop", "web-require-jwt", allowRP)
+	web1 := pod("shop", "web-1", map[string]string{"app": "web", "tier": "front"})
+	web2 := pod("shop", "web-2", map[string]string{"tier": "front", "app": "web"})
+	api := pod("shop", "api-1", map[string]string{"app": "api", "tier": "front"})
+	elsewhere := pod("dev", "web-1", map[string]string{"app": "web", "tier": "front"})
+	live := snapshot(ra, allow, web1, web2, api, elsewhere)
+	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
+	if !c.protection(live, web1).requiresToken() || !c.protection(live, web2).requiresToken() {
+		t.Error("the web Pods are protected")
+	}
+	if c.protection(live, api).enforces() || c.protection(live, elsewhere).verifies() {
+		t.Error("a Pod with other labels, or in another namespace, took the web Pods' protection")
+	}
+	if len(c.protectionMemo) != 3 {
+		t.Errorf("want one entry per label set and namespace (3), have %d", len(c.protectionMemo))
+	}
+	// Labels whose hashes collide are still told apart.
+	k := protectionKey{live, "shop", false, labelsHash(c.seed, api.Labels)}
+	c.protectionMemo[k] = append([]labelledProtection{{web1.Labels, c.protection(live, web1)}}, c.protectionMemo[k]...)
+	if c.protection(live, api).enforces() {
+		t.Error("an entry of other labels under the same hash was taken")
+	}
+}
+
 func TestPeerAuthenticationAge(t *testing.T) {
 	e := NewEngine()
 	older := newPA(t, "shop", "default", `{"mtls":{"mode":"STRICT"}}`)

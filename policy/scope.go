@@ -117,18 +117,19 @@ func (s scope) workloads(st State, root string) []*Workload {
 
 // forWorkload returns the objects of list (from w's namespace and the root namespace) that
 // apply to w.
+// It runs for every workload of a review, so it allocates only what it returns.
 func forWorkload[T metav1.Object](w *Workload, root string, list func(string) []T) []T {
 	var out []T
-	namespaces := []string{root}
-	if w.Namespace != root {
-		namespaces = append(namespaces, w.Namespace)
-	}
-	for _, ns := range namespaces {
+	pick := func(ns string) {
 		for _, o := range list(ns) {
 			if scopeOf(o).applies(w, root) {
 				out = append(out, o)
 			}
 		}
+	}
+	pick(root)
+	if w.Namespace != root {
+		pick(w.Namespace)
 	}
 	return out
 }
