@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -63,19 +64,27 @@ type objectMeta struct {
 	UID               types.UID         `json:"uid"`
 	ResourceVersion   string            `json:"resourceVersion"`
 	Generation        int64             `json:"generation"`
-	CreationTimestamp metav1.Time       `json:"creationTimestamp"`
-	DeletionTimestamp *metav1.Time      `json:"deletionTimestamp"`
+	CreationTimestamp time.Time         `json:"creationTimestamp"` // RFC 3339, as metav1.Time
+	DeletionTimestamp *time.Time        `json:"deletionTimestamp"`
 	Labels            map[string]string `json:"labels"`
 	Annotations       map[string]string `json:"annotations"`
 }
 
 func (m objectMeta) objectMeta() metav1.ObjectMeta {
-	return metav1.ObjectMeta{
+	meta := metav1.ObjectMeta{
 		Name: m.Name, GenerateName: m.GenerateName, Namespace: m.Namespace, UID: m.UID,
 		ResourceVersion: m.ResourceVersion, Generation: m.Generation,
-		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp,
 		Labels: m.Labels, Annotations: m.Annotations,
 	}
+	// In local time, as metav1.Time decodes them.
+	if !m.CreationTimestamp.IsZero() {
+		meta.CreationTimestamp = metav1.NewTime(m.CreationTimestamp.Local())
+	}
+	if m.DeletionTimestamp != nil {
+		t := metav1.NewTime(m.DeletionTimestamp.Local())
+		meta.DeletionTimestamp = &t
+	}
+	return meta
 }
 
 // istioSpecJSON reads the spec of an Istio object as Istio does. Unknown fields are left
@@ -113,4 +122,29 @@ func decode(group, kind string, raw runtime.RawExtension) (metav1.Object, error)
 		return nil, fmt.Errorf("decoding %s: %w", kind, err)
 	}
 	return o, nil
+}
+
+// storedObject returns the cached object of a group/kind by namespace and name, or nil.
+type storedObject func(groupKind, namespace, name string) metav1.Object
+
+// decodeOld reads the old object of an UPDATE or DELETE. That is nearly always the object
+// the cache holds, at the same resourceVersion: then the cached one is taken, already
+// decoded, and only the old object's metadata is read.
+func decodeOld(group, kind string, raw runtime.RawExtension, stored storedObject) (metav1.Object, error) {
+	if len(raw.Raw) > 0 && stored != nil {
+		var head struct {
+			Metadata struct {
+				Name            string `json:"name"`
+				Namespace       string `json:"namespace"`
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
+		}
+		if json.Unmarshal(raw.Raw, &head) == nil && head.Metadata.ResourceVersion != "" {
+			m := head.Metadata
+			if o := stored(group+"/"+kind, m.Namespace, m.Name); o != nil && o.GetResourceVersion() == m.ResourceVersion {
+				return o, nil
+			}
+		}
+	}
+	return decode(group, kind, raw)
 }

@@ -82,7 +82,8 @@ func (s *Server) guard(req admission.Request, webhook string, handle func() admi
 }
 
 func (s *Server) validate(ctx context.Context, req admission.Request) admission.Response {
-	obj, old, errResp := decodeRequest(req)
+	st := s.state(ctx)
+	obj, old, errResp := decodeRequest(req, st.stored)
 	if errResp != nil {
 		return *errResp
 	}
@@ -97,7 +98,6 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	if !s.Synced.Load() {
 		return admission.Denied("meshguard is starting: its caches have not synced yet; retry in a few seconds")
 	}
-	st := s.state(ctx)
 	// On DELETE, decodeRequest gives the old object as obj.
 	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st})
 	s.Metrics.findings(findings, dryRun(req))
@@ -124,7 +124,7 @@ func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Re
 		}
 		return admission.Allowed("")
 	}
-	obj, _, errResp := decodeRequest(req)
+	obj, _, errResp := decodeRequest(req, nil)
 	if errResp != nil {
 		return *errResp
 	}
@@ -153,8 +153,9 @@ func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Re
 	return resp
 }
 
-// decodeRequest decodes the object and the old object of a request.
-func decodeRequest(req admission.Request) (obj, old metav1.Object, errResp *admission.Response) {
+// decodeRequest decodes the object and the old object of a request; stored, when given,
+// finds the old object in the cache (see decodeOld).
+func decodeRequest(req admission.Request, stored storedObject) (obj, old metav1.Object, errResp *admission.Response) {
 	fail := func(err error) (metav1.Object, metav1.Object, *admission.Response) {
 		r := admission.Errored(http.StatusBadRequest, err)
 		return nil, nil, &r
@@ -163,7 +164,7 @@ func decodeRequest(req admission.Request) (obj, old metav1.Object, errResp *admi
 	if obj, err = decode(req.Kind.Group, req.Kind.Kind, req.Object); err != nil {
 		return fail(err)
 	}
-	if old, err = decode(req.Kind.Group, req.Kind.Kind, req.OldObject); err != nil {
+	if old, err = decodeOld(req.Kind.Group, req.Kind.Kind, req.OldObject, stored); err != nil {
 		return fail(err)
 	}
 	if obj == nil && old == nil {

@@ -69,6 +69,30 @@ func (s *liveState) namespace(ns string) *policy.Snapshot {
 	return v
 }
 
+// stored finds a security policy in the namespace's view (see decodeOld). Pods are not
+// taken from there: the cache keeps only part of their metadata.
+func (s *liveState) stored(groupKind, ns, name string) metav1.Object {
+	view := s.namespace(ns)
+	switch groupKind {
+	case "security.istio.io/RequestAuthentication":
+		return named(view.RequestAuthentications(ns), name)
+	case "security.istio.io/AuthorizationPolicy":
+		return named(view.AuthorizationPolicies(ns), name)
+	case "security.istio.io/PeerAuthentication":
+		return named(view.PeerAuthentications(ns), name)
+	}
+	return nil
+}
+
+func named[T metav1.Object](objects []T, name string) metav1.Object {
+	for _, o := range objects {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
 // Err returns the first error met reading the cache.
 func (s *liveState) Err() error { return s.err }
 
