@@ -20,7 +20,11 @@ import (
 // Objects are read in one pass with the JSON v2 decoder: it validates as it goes, where
 // encoding/json scans a document once to validate it and again to decode it, and it skips
 // what is not asked for (a Pod's spec, managed fields) without building it. The API server
-// sends objects as it encodes them: valid UTF-8, no duplicate names, names in their case.
+// sends objects as it encodes them: valid UTF-8, names in their case, and no duplicate
+// names, so they are not tracked (were there any, the last would win, as in encoding/json).
+var jsonOptions = jsontext.AllowDuplicateNames(true)
+
+func unmarshal(b []byte, into any) error { return json.Unmarshal(b, into, jsonOptions) }
 
 // decoders turn the raw object of a request, by group/kind, into what the engine judges.
 // security.istio.io v1 and v1beta1 share one schema, so both decode into the v1 types.
@@ -39,7 +43,7 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 	},
 	"meshguard.io/" + v1alpha1.Kind: func(b []byte) (metav1.Object, error) {
 		o := &v1alpha1.MeshGuardrail{}
-		return o, json.Unmarshal(b, o)
+		return o, unmarshal(b, o)
 	},
 	"/Pod": func(b []byte) (metav1.Object, error) {
 		// Of a Pod's spec the engine reads hostNetwork only.
@@ -49,7 +53,7 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 				HostNetwork bool `json:"hostNetwork"`
 			} `json:"spec"`
 		}
-		err := json.Unmarshal(b, &pod)
+		err := unmarshal(b, &pod)
 		return &policy.Workload{ObjectMeta: pod.Metadata.objectMeta(), Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork}, err
 	},
 }
@@ -98,7 +102,7 @@ func decodeIstio(b []byte, meta *metav1.ObjectMeta, spec proto.Message) error {
 		Metadata objectMeta     `json:"metadata"`
 		Spec     jsontext.Value `json:"spec"`
 	}
-	if err := json.Unmarshal(b, &parts); err != nil {
+	if err := unmarshal(b, &parts); err != nil {
 		return err
 	}
 	*meta = parts.Metadata.objectMeta()
@@ -139,7 +143,7 @@ func decodeOld(group, kind string, raw runtime.RawExtension, stored storedObject
 				ResourceVersion string `json:"resourceVersion"`
 			} `json:"metadata"`
 		}
-		if json.Unmarshal(raw.Raw, &head) == nil && head.Metadata.ResourceVersion != "" {
+		if unmarshal(raw.Raw, &head) == nil && head.Metadata.ResourceVersion != "" {
 			m := head.Metadata
 			if o := stored(group+"/"+kind, m.Namespace, m.Name); o != nil && o.GetResourceVersion() == m.ResourceVersion {
 				return o, nil
