@@ -26,6 +26,9 @@ type entraURL struct {
 
 // parseEntra returns the Entra reading of an issuer or jwksUri, or false if it is not one.
 func parseEntra(raw string) (entraURL, bool) {
+	if !mayNameEntra(raw) {
+		return entraURL{}, false
+	}
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" {
 		return entraURL{}, false
@@ -41,6 +44,14 @@ func parseEntra(raw string) (entraURL, bool) {
 		v2:     strings.Contains(u.Path, "/v2.0"),
 		raw:    raw,
 	}, true
+}
+
+// mayNameEntra is a cheap first look: a URL whose host is Entra's spells the host out (in
+// any case; url.Parse refuses escaped ASCII in a host). Rules ask it of every issuer and
+// jwksUri, most of which are not Entra's.
+func mayNameEntra(raw string) bool {
+	l := strings.ToLower(raw)
+	return strings.Contains(l, entraV1IssuerHost) || strings.Contains(l, entraLoginHost) || strings.Contains(l, entraLegacyHost)
 }
 
 // isV1Issuer tells whether an Entra issuer is of the v1 form https://sts.windows.net/{tid}/.

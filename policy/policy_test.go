@@ -148,6 +148,31 @@ func FuzzPrincipalProblem(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) { principalProblem(s) })
 }
 
+func TestParseEntra(t *testing.T) {
+	for raw, want := range map[string]string{
+		"https://login.microsoftonline.com/common/discovery/v2.0/keys": "login.microsoftonline.com common v2",
+		"https://LOGIN.MicrosoftOnline.com:443/TID/v2.0":               "login.microsoftonline.com tid v2",
+		"https://sts.windows.net/72f988bf/":                            "sts.windows.net 72f988bf v1",
+		"https://user@login.windows.net/tid/discovery/keys":            "login.windows.net tid v1",
+		"https://example.com/login.microsoftonline.com/tid/v2.0":       "",
+		"https://login%2Emicrosoftonline.com/tid/v2.0":                 "",
+		"https://login.microsoftonline.com.evil.example/tid/v2.0":      "",
+		"login.microsoftonline.com/tid/v2.0":                           "",
+	} {
+		got := ""
+		if e, ok := parseEntra(raw); ok {
+			version := "v1"
+			if e.v2 {
+				version = "v2"
+			}
+			got = e.host + " " + e.tenant + " " + version
+		}
+		if got != want {
+			t.Errorf("parseEntra(%q) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
 func TestInternalHost(t *testing.T) {
 	for host, internal := range map[string]bool{
 		"169.254.169.254": true, "127.0.0.1": true, "10.0.0.1": true, "::1": true, "localhost": true,

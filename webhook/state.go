@@ -51,6 +51,9 @@ type liveState struct {
 	views  *Views
 	istiod []string
 	err    error
+	// read holds the views this request has read: one review sees one version of each
+	// namespace, however many times its rules ask.
+	read map[string]*policy.Snapshot
 }
 
 func (s *liveState) fail(err error) {
@@ -61,11 +64,18 @@ func (s *liveState) fail(err error) {
 
 // namespace is the view of ns; on error, an empty one.
 func (s *liveState) namespace(ns string) *policy.Snapshot {
+	if v, ok := s.read[ns]; ok {
+		return v
+	}
 	v, err := s.views.namespace(s.ctx, ns)
 	if err != nil {
 		s.fail(err)
-		return policy.NewSnapshot()
+		v = policy.NewSnapshot()
 	}
+	if s.read == nil {
+		s.read = map[string]*policy.Snapshot{}
+	}
+	s.read[ns] = v
 	return v
 }
 
