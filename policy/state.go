@@ -39,7 +39,12 @@ type Snapshot struct {
 	Namespaces map[string]map[string]string
 	Rails      []*MeshGuardrail
 	Istiod     []string
+	// podsByLabel indexes each namespace's workloads by label: a selector's candidates are
+	// the workloads carrying one of its labels, not the whole namespace.
+	podsByLabel map[string]map[labelPair][]*Workload
 }
+
+type labelPair struct{ key, value string }
 
 // NewSnapshot returns an empty snapshot.
 func NewSnapshot() *Snapshot {
@@ -50,6 +55,8 @@ func NewSnapshot() *Snapshot {
 		Pods:       map[string][]*Workload{},
 		Svcs:       map[string][]*corev1.Service{},
 		Namespaces: map[string]map[string]string{},
+
+		podsByLabel: map[string]map[labelPair][]*Workload{},
 	}
 }
 
@@ -66,6 +73,14 @@ func (s *Snapshot) Add(o metav1.Object) bool {
 		s.PAs[ns] = append(s.PAs[ns], o)
 	case *Workload:
 		s.Pods[ns] = append(s.Pods[ns], o)
+		index := s.podsByLabel[ns]
+		if index == nil {
+			index = map[labelPair][]*Workload{}
+			s.podsByLabel[ns] = index
+		}
+		for k, v := range o.Labels {
+			index[labelPair{k, v}] = append(index[labelPair{k, v}], o)
+		}
 	case *corev1.Service:
 		s.Svcs[ns] = append(s.Svcs[ns], o)
 	case *corev1.Namespace:
@@ -86,20 +101,28 @@ func (s *Snapshot) IstiodVersions() []string                                  { 
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
 
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
+	if ns != "" {
+		return s.selectIn(ns, matchLabels, nil)
+	}
 	var out []*Workload
-	pick := func(ws []*Workload) {
-		for _, w := range ws {
-			if selects(matchLabels, w.Labels) {
-				out = append(out, w)
-			}
+	for _, n := range sortedKeys(s.Pods) {
+		out = s.selectIn(n, matchLabels, out)
+	}
+	return out
+}
+
+// selectIn appends the workloads of ns that matchLabels selects, in the order they were added.
+func (s *Snapshot) selectIn(ns string, matchLabels map[string]string, out []*Workload) []*Workload {
+	candidates := s.Pods[ns]
+	for k, v := range matchLabels {
+		if carrying := s.podsByLabel[ns][labelPair{k, v}]; len(carrying) < len(candidates) {
+			candidates = carrying
 		}
 	}
-	if ns != "" {
-		pick(s.Pods[ns])
-		return out
-	}
-	for _, n := range sortedKeys(s.Pods) {
-		pick(s.Pods[n])
+	for _, w := range candidates {
+		if selects(matchLabels, w.Labels) {
+			out = append(out, w)
+		}
 	}
 	return out
 }
