@@ -50,7 +50,7 @@ bench: ## Go benchmarks of the hot paths (figures and method in docs/performance
 	$(GO) test ./check ./test/bench -run '^$$' -bench . -benchmem -count 5
 
 load: ## The load generator: meshguard vs a null handler over HTTPS at 1k, 10k and 100k Pods
-	$(GO) run ./test/bench -pods 1000,10000,100000 -conns 64 -phase 5s -rounds 5
+	$(GO) run ./test/bench -pods 1000,10000,100000 -conns 64
 
 load-apiserver: control-plane ## RequestAuthentication creates through kube-apiserver, with and without meshguard
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) run ./test/bench -apiserver 500 -rounds 3

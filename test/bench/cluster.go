@@ -205,8 +205,8 @@ func (listOnly) IsWatchListSemanticsUnSupported() bool { return true }
 
 // memory is the heap the cache holds, by what it holds.
 type memory struct {
-	perPod, perPolicy float64
-	total, rss        uint64
+	perPod, perPolicy, viewsPerPod float64
+	total, rss                     uint64
 }
 
 // startCache fills controller-runtime's informer cache, configured as `meshguard serve`
