@@ -47,7 +47,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each
 	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmissionReview$$' -fuzztime $(FUZZTIME)
 
 bench: ## Go benchmarks of the hot paths (figures and method in docs/performance.md)
-	$(GO) test ./check ./test/bench -run '^$$' -bench . -benchmem -count 5
+	$(GO) test ./check ./webhook ./test/bench -run '^$$' -bench . -benchmem -count 5
 
 load: ## The load generator: meshguard vs a null handler over HTTPS at 1k, 10k and 100k Pods
 	$(GO) run ./test/bench -pods 1000,10000,100000 -conns 64
