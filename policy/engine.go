@@ -34,17 +34,24 @@ type Context struct {
 
 	// Several rules ask the same questions of one review: answer each once.
 	workloadMemo map[metav1.Object][]*Workload
-	// What protects a workload depends only on its namespace and labels, and the Pods of one
-	// Deployment share those: they are judged once.
-	protectionMemo map[protectionKey][]labelledProtection
-	seed           maphash.Seed
+	// protectionMemos, one per state asked about (after the change, and before it).
+	protectionMemos []*protectionMemo
+	seed            maphash.Seed
 }
 
-type protectionKey struct {
-	state     State
+// protectionMemo remembers what protects workloads in one state. What protects a workload
+// depends only on its namespace and labels, and the Pods of one Deployment share those:
+// they are worked out once.
+type protectionMemo struct {
+	state    State
+	byPod    map[*Workload]protection
+	byLabels map[labelsKey][]labelledProtection
+}
+
+type labelsKey struct {
 	namespace string
 	virtual   bool
-	labels    uint64 // labelsHash; equal hashes are told apart by the labels themselves
+	hash      uint64 // labelsHash; equal hashes are told apart by the labels themselves
 }
 
 type labelledProtection struct {
@@ -77,18 +84,35 @@ func (c *Context) workloadsOf(o metav1.Object) []*Workload {
 
 // protection returns what guards workload w in state st.
 func (c *Context) protection(st State, w *Workload) protection {
-	if c.protectionMemo == nil {
-		c.protectionMemo, c.seed = map[protectionKey][]labelledProtection{}, maphash.MakeSeed()
+	m := c.protectionMemoOf(st)
+	if p, ok := m.byPod[w]; ok {
+		return p
 	}
-	k := protectionKey{st, w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
-	for _, known := range c.protectionMemo[k] {
+	k := labelsKey{w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
+	for _, known := range m.byLabels[k] {
 		if maps.Equal(known.labels, w.Labels) {
+			m.byPod[w] = known.protection
 			return known.protection
 		}
 	}
 	p := protectionOf(st, c.Settings.Root, w)
-	c.protectionMemo[k] = append(c.protectionMemo[k], labelledProtection{w.Labels, p})
+	m.byLabels[k] = append(m.byLabels[k], labelledProtection{w.Labels, p})
+	m.byPod[w] = p
 	return p
+}
+
+func (c *Context) protectionMemoOf(st State) *protectionMemo {
+	for _, m := range c.protectionMemos {
+		if m.state == st {
+			return m
+		}
+	}
+	if c.protectionMemos == nil {
+		c.seed = maphash.MakeSeed()
+	}
+	m := &protectionMemo{state: st, byPod: map[*Workload]protection{}, byLabels: map[labelsKey][]labelledProtection{}}
+	c.protectionMemos = append(c.protectionMemos, m)
+	return m
 }
 
 // Engine judges reviews against its catalog of rules.

@@ -318,13 +318,15 @@ func TestProtectionByLabels(t *testing.T) {
 	if c.protection(live, api).enforces() || c.protection(live, elsewhere).verifies() {
 		t.Error("a Pod with other labels, or in another namespace, took the web Pods' protection")
 	}
-	if len(c.protectionMemo) != 3 {
-		t.Errorf("want one entry per label set and namespace (3), have %d", len(c.protectionMemo))
+	m := c.protectionMemoOf(live)
+	if len(m.byLabels) != 3 {
+		t.Errorf("want one entry per label set and namespace (3), have %d", len(m.byLabels))
 	}
 	// Labels whose hashes collide are still told apart.
-	k := protectionKey{live, "shop", false, labelsHash(c.seed, api.Labels)}
-	c.protectionMemo[k] = append([]labelledProtection{{web1.Labels, c.protection(live, web1)}}, c.protectionMemo[k]...)
-	if c.protection(live, api).enforces() {
+	k := labelsKey{"shop", false, labelsHash(c.seed, api.Labels)}
+	m.byLabels[k] = append([]labelledProtection{{web1.Labels, c.protection(live, web1)}}, m.byLabels[k]...)
+	other := pod("shop", "api-2", map[string]string{"tier": "front", "app": "api"})
+	if c.protection(live, other).enforces() {
 		t.Error("an entry of other labels under the same hash was taken")
 	}
 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -11,13 +12,23 @@ import (
 type protection struct {
 	ras []*RequestAuthentication
 	aps []*AuthorizationPolicy
+	// issuerList holds the issuers the RequestAuthentications configure, once each, in order.
+	issuerList []string
 }
 
 func protectionOf(st State, root string, w *Workload) protection {
-	return protection{
+	p := protection{
 		ras: forWorkload(w, root, st.RequestAuthentications),
 		aps: forWorkload(w, root, st.AuthorizationPolicies),
 	}
+	for _, ra := range p.ras {
+		for _, r := range ra.Spec.JwtRules {
+			if !slices.Contains(p.issuerList, r.Issuer) {
+				p.issuerList = append(p.issuerList, r.Issuer)
+			}
+		}
+	}
+	return p
 }
 
 // verifies tells whether some RequestAuthentication validates tokens for the workload.
@@ -48,19 +59,8 @@ func (p protection) deniesOnClaims() bool {
 }
 
 // issuers lists the issuers the workload's RequestAuthentications configure, once each.
-func (p protection) issuers() []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, ra := range p.ras {
-		for _, r := range ra.Spec.JwtRules {
-			if !seen[r.Issuer] {
-				seen[r.Issuer] = true
-				out = append(out, r.Issuer)
-			}
-		}
-	}
-	return out
-}
+// Callers must not modify it: it is shared by every rule of the review.
+func (p protection) issuers() []string { return p.issuerList }
 
 type mtls = securityv1beta1.PeerAuthentication_MutualTLS_Mode
 
