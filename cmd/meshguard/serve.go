@@ -34,6 +34,7 @@ type serveOptions struct {
 	certDir        string
 	metricsAddr    string
 	probeAddr      string
+	pprofAddr      string
 	istiodVersions []string
 	development    bool
 
@@ -65,6 +66,7 @@ it fetches no jwksUri.`,
 	f.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "folder holding tls.crt and tls.key")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint ("0" turns it off)`)
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&o.pprofAddr, "pprof-bind-address", "0", `address of Go's /debug/pprof profiles, for diagnosing performance ("0", the default, turns it off)`)
 	f.StringSliceVar(&o.istiodVersions, "istiod-version", nil, "version of the running istiod, for MG701; repeatable")
 	f.BoolVar(&o.development, "development", false, "human-readable logs instead of JSON")
 	f.BoolVar(&o.selfSigned, "self-signed", false, "make and rotate a self-signed serving certificate (for clusters without cert-manager)")
@@ -99,6 +101,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
+		PprofBindAddress:       o.pprofAddr,
 		Cache:                  webhook.CacheOptions(),
 		WebhookServer:          webhook.NewHTTPSServer(o.host, o.port, o.certDir),
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,7 +36,17 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	c, err := cluster.Start(ctx, cluster.Options{Root: root, Dir: dir})
+	opts := cluster.Options{Root: root, Dir: dir}
+	var pprofAddress string
+	if o.cpuProfile != "" {
+		port, err := cluster.FreePort()
+		if err != nil {
+			return err
+		}
+		pprofAddress = fmt.Sprintf("127.0.0.1:%d", port)
+		opts.ServeArgs = []string{"--pprof-bind-address", pprofAddress}
+	}
+	c, err := cluster.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -90,6 +101,13 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 	}
 	results := map[string][]time.Duration{}
 	created, current := 0, "meshguard"
+	profiled := make(chan error, 1)
+	if pprofAddress != "" {
+		// meshguard's own process, during the first round: the creates and the deletes.
+		go func() { profiled <- fetchProfile(pprofAddress, o.cpuProfile, 4*time.Second) }()
+	} else {
+		profiled <- nil
+	}
 	for round := range o.rounds * len(modes) {
 		mode := modes[round%len(modes)]
 		if mode != current {
@@ -119,6 +137,9 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 			}
 		}
 	}
+	if err := <-profiled; err != nil {
+		return fmt.Errorf("profiling meshguard: %w", err)
+	}
 	fmt.Fprintf(out, "RequestAuthentication creates through kube-apiserver, one at a time (each deleted again, untimed), %d rounds of %d per mode:\n", o.rounds, o.apiserver)
 	for _, mode := range modes {
 		l := results[mode]
@@ -129,6 +150,28 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 		fmt.Fprintf(out, "  %-13s p50 %v  p99 %v  (%d creates)\n", mode, q(0.5), q(0.99), len(l))
 	}
 	return nil
+}
+
+// fetchProfile writes a CPU profile of the meshguard process serving Go's profiles at
+// address, taken over the given time.
+func fetchProfile(address, file string, over time.Duration) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", address, int(over.Seconds())))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("HTTP %d", resp.StatusCode)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // moduleRoot is the folder of meshguard's go.mod, searched upwards from here.

@@ -61,7 +61,7 @@ func run(args []string, out io.Writer) error {
 	fs.DurationVar(&o.phase, "phase", time.Second, "length of one meshguard or null phase")
 	fs.IntVar(&o.rounds, "rounds", 25, "meshguard and null phases alternated this many times per size")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before measuring, per size and handler")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a meshguard phase at the largest size to this file")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a meshguard phase at the largest size (with -apiserver: of the meshguard process, during its first round) to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken with the largest cache, to this file")
 	fs.IntVar(&o.apiserver, "apiserver", 0, "instead: this many RequestAuthentication creates through a real kube-apiserver, with and without meshguard")
 	if err := fs.Parse(args); err != nil {

@@ -41,6 +41,8 @@ type Options struct {
 	CRDs []string
 	// APIServerArgs are set on kube-apiserver's command line.
 	APIServerArgs map[string]string
+	// ServeArgs are added to meshguard serve's command line.
+	ServeArgs []string
 }
 
 // Cluster is a running local control plane with meshguard registered.
@@ -203,6 +205,7 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 	c.serve = exec.Command(c.Binary, "serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--istiod-version", "1.28.5")
+	c.serve.Args = append(c.serve.Args, o.ServeArgs...)
 	if o.Log != nil {
 		c.serve.Stdout, c.serve.Stderr = o.Log, o.Log
 	} else {

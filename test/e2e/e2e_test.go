@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,5 +176,19 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 20s")
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// TestProfiles: with --pprof-bind-address, meshguard serves Go's profiles there, for
+// diagnosing performance in place.
+func TestProfiles(t *testing.T) {
+	resp, err := http.Get("http://" + pprofAddress + "/debug/pprof/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("serve")) {
+		t.Errorf("HTTP %d: %q", resp.StatusCode, body)
 	}
 }

@@ -18,8 +18,12 @@ import (
 	"github.com/meshguard/meshguard/test/cluster"
 )
 
-// local is the control plane every test of the suite shares.
-var local *cluster.Cluster
+// local is the control plane every test of the suite shares; meshguard there serves its
+// profiles at pprofAddress.
+var (
+	local        *cluster.Cluster
+	pprofAddress string
+)
 
 func TestMain(m *testing.M) {
 	// meshguard's warnings reach the test's own clients; they are asserted, not logged.
@@ -34,7 +38,14 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	local, err = cluster.Start(context.Background(), cluster.Options{Root: repoRoot(), Dir: dir})
+	port, err := cluster.FreePort()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	pprofAddress = fmt.Sprintf("127.0.0.1:%d", port)
+	local, err = cluster.Start(context.Background(), cluster.Options{Root: repoRoot(), Dir: dir,
+		ServeArgs: []string{"--pprof-bind-address", pprofAddress}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
