@@ -83,7 +83,11 @@ func (s *Server) guard(req admission.Request, webhook string, handle func() admi
 
 func (s *Server) validate(ctx context.Context, req admission.Request) admission.Response {
 	st := s.state(ctx)
-	obj, old, errResp := decodeRequest(req, st.stored)
+	var stored storedObject
+	if s.Synced.Load() {
+		stored = st.stored
+	}
+	obj, old, errResp := decodeRequest(req, stored)
 	if errResp != nil {
 		return *errResp
 	}

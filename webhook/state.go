@@ -79,17 +79,17 @@ func (s *liveState) namespace(ns string) *policy.Snapshot {
 	return v
 }
 
-// stored finds a security policy in the namespace's view (see decodeOld). Pods are not
-// taken from there: the cache keeps only part of their metadata.
+// stored finds a security policy in its namespace's view (see decodeOld). Other kinds are
+// not looked for: the cache keeps only part of a Pod's metadata, and guardrails have no
+// namespace view.
 func (s *liveState) stored(groupKind, ns, name string) metav1.Object {
-	view := s.namespace(ns)
 	switch groupKind {
 	case "security.istio.io/RequestAuthentication":
-		return named(view.RequestAuthentications(ns), name)
+		return named(s.namespace(ns).RequestAuthentications(ns), name)
 	case "security.istio.io/AuthorizationPolicy":
-		return named(view.AuthorizationPolicies(ns), name)
+		return named(s.namespace(ns).AuthorizationPolicies(ns), name)
 	case "security.istio.io/PeerAuthentication":
-		return named(view.PeerAuthentications(ns), name)
+		return named(s.namespace(ns).PeerAuthentications(ns), name)
 	}
 	return nil
 }

@@ -99,3 +99,21 @@ func TestSettingsInvalidation(t *testing.T) {
 		t.Errorf("the namespace's labels are not read: coverage %+v", c)
 	}
 }
+
+// TestStoredOnlySecurityPolicies: an old object is looked for in the views only for the
+// Istio security kinds; a guardrail or Pod reads no view.
+func TestStoredOnlySecurityPolicies(t *testing.T) {
+	ctx := context.Background()
+	s := scheme(t)
+	ra := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a, namespace: shop}\nspec: {}\n")
+	reader := fake.NewClientBuilder().WithScheme(s).WithObjects(ra).Build()
+	st := &liveState{ctx: ctx, reader: reader, views: NewViews(reader)}
+	for _, groupKind := range []string{"meshguard.io/MeshGuardrail", "/Pod"} {
+		if o := st.stored(groupKind, "shop", "a"); o != nil || len(st.read) > 0 {
+			t.Errorf("%s: found %v, read views %v", groupKind, o, st.read)
+		}
+	}
+	if o := st.stored("security.istio.io/RequestAuthentication", "shop", "a"); o == nil || o.GetName() != "a" {
+		t.Errorf("the cached RequestAuthentication was not found: %v", o)
+	}
+}
