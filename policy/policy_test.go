@@ -313,7 +313,7 @@ func TestProtectionByLabels(t *testing.T) {
 	live := snapshot(ra, allow, web1, web2, api, elsewhere)
 	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
 	if !c.protection(live, web1).requiresToken() || !c.protection(live, web2).requiresToken() {
-		t.Error("the web Pods are protected")
+		t.Error("the web Pods are not protected")
 	}
 	if c.protection(live, api).enforces() || c.protection(live, elsewhere).verifies() {
 		t.Error("a Pod with other labels, or in another namespace, took the web Pods' protection")
