@@ -8,7 +8,7 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-apiserver docs generate image clean
+.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-growth load-apiserver docs generate image clean
 
 all: build
 
@@ -51,6 +51,9 @@ bench: ## Go benchmarks of the hot paths (figures and method in docs/performance
 
 load: ## The load generator: meshguard vs a null handler over HTTPS at 1k, 10k and 100k Pods
 	$(GO) run ./test/bench -pods 1000,10000,100000 -conns 64
+
+load-growth: ## How the p99 grows from 1k to 100k Pods: one server process per size, load alternated
+	$(GO) run ./test/bench -growth -pods 1000,10000,100000 -conns 64
 
 load-apiserver: control-plane ## RequestAuthentication creates through kube-apiserver, with and without meshguard
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) run ./test/bench -apiserver 500 -rounds 3

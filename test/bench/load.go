@@ -90,21 +90,32 @@ type endpoint struct {
 }
 
 func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error) {
+	base, ca, err := serveHandlers(ctx, reader)
+	if err != nil {
+		return nil, err
+	}
+	return newEndpoint(base, ca, conns), nil
+}
+
+// serveHandlers serves meshguard's webhooks over reader, and the null handler, until ctx
+// ends; it returns the server's base URL and CA.
+func serveHandlers(ctx context.Context, reader cache.Cache) (base string, ca []byte, _ error) {
 	views := webhook.NewViews(reader)
 	if err := views.Watch(ctx, reader); err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	var synced atomic.Bool
 	synced.Store(true)
 	srv := &webhook.Server{Engine: policy.NewEngine(), Reader: reader, Views: views, Synced: &synced, Log: logr.Discard(),
 		Metrics: webhook.NewMetrics(prometheus.NewRegistry())}
-	base, ca, err := startServer(ctx, func(ws ctrlwebhook.Server) {
+	return startServer(ctx, func(ws ctrlwebhook.Server) {
 		srv.Register(ws)
 		registerNull(ws)
 	})
-	if err != nil {
-		return nil, err
-	}
+}
+
+// newEndpoint is a keep-alive client of the server at base, trusting ca.
+func newEndpoint(base string, ca []byte, conns int) *endpoint {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca)
 	return &endpoint{
@@ -113,39 +124,38 @@ func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error
 			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 			MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
 		}},
-	}, nil
+	}
 }
 
 // warmViews has meshguard judge a Pod CREATE in every namespace, as a cluster's Pod churn
 // does over time, so that every namespace's view is built: the steady state of a
-// long-running webhook. It returns the heap the views hold, per Pod.
-func (e *endpoint) warmViews(s shape, reviews []review) (float64, error) {
+// long-running webhook.
+func (e *endpoint) warmViews(s shape, reviews []review) error {
 	i := slices.IndexFunc(reviews, func(r review) bool { return r.name == "pod-create-covered" })
 	if i < 0 {
-		return 0, fmt.Errorf("no pod-create-covered review to warm the views with")
+		return fmt.Errorf("no pod-create-covered review to warm the views with")
 	}
 	var pod map[string]any
 	if err := json.Unmarshal(reviews[i].Review, &pod); err != nil {
-		return 0, err
+		return err
 	}
 	request := pod["request"].(map[string]any)
 	meta := request["object"].(map[string]any)["metadata"].(map[string]any)
-	before := heapInUse()
 	for n := range s.namespaces() {
 		request["namespace"], meta["namespace"] = nsName(n), nsName(n)
 		body, err := json.Marshal(pod)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		out, err := e.post(webhook.ValidatePath, body)
 		if err != nil {
-			return 0, fmt.Errorf("warming %s: %w", nsName(n), err)
+			return fmt.Errorf("warming %s: %w", nsName(n), err)
 		}
 		if !bytes.Contains(out, []byte(`"kind":"AdmissionReview"`)) {
-			return 0, fmt.Errorf("warming %s: %s", nsName(n), out)
+			return fmt.Errorf("warming %s: %s", nsName(n), out)
 		}
 	}
-	return float64(int64(heapInUse())-int64(before)) / float64(s.pods), nil
+	return nil
 }
 
 func registerNull(ws ctrlwebhook.Server) {

@@ -7,7 +7,8 @@
 //	go run ./test/bench -pods 1000,10000,100000 -conns 64
 //
 // With -apiserver it measures instead RequestAuthentication creates through a real
-// kube-apiserver, with and without meshguard registered (see apiserver.go).
+// kube-apiserver, with and without meshguard registered (see apiserver.go); with -growth,
+// how the p99 grows with the cluster, each size served by its own process (growth.go).
 package main
 
 import (
@@ -38,6 +39,7 @@ type options struct {
 	cpuProfile           string
 	memProfile           string
 	apiserver            int
+	growth               bool
 }
 
 func main() {
@@ -64,11 +66,18 @@ func run(args []string, out io.Writer) error {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a meshguard phase at the largest size (with -apiserver: of the meshguard process, during its first round) to this file")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken with the largest cache, to this file")
 	fs.IntVar(&o.apiserver, "apiserver", 0, "instead: this many RequestAuthentication creates through a real kube-apiserver, with and without meshguard")
+	fs.BoolVar(&o.growth, "growth", false, "instead: serve each size from its own process, all at once, and alternate the load between them")
+	// Internal: the server processes of -growth.
+	serveSize := fs.Int("serve-size", 0, "")
+	readyFile := fs.String("ready-file", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.apiserver > 0 {
 		return apiServerFigure(context.Background(), o, out)
+	}
+	if *serveSize > 0 {
+		return serveOneSize(o, *serveSize, *readyFile)
 	}
 	for _, p := range strings.Split(pods, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(p))
@@ -76,6 +85,9 @@ func run(args []string, out io.Writer) error {
 			return fmt.Errorf("-pods: %q is not a positive number", p)
 		}
 		o.pods = append(o.pods, n)
+	}
+	if o.growth {
+		return growthFigure(o, out)
 	}
 	if o.podsPerNamespace <= 0 || o.policiesPerNamespace < 2 || o.policiesPerNamespace%2 != 0 || o.conns <= 0 || o.rounds <= 0 {
 		return errors.New("-pods-per-namespace and -conns must be positive, -policies-per-namespace even and at least 2, -rounds positive")
@@ -165,9 +177,11 @@ func measure(s shape, reviews []review, o options, prof *os.File, last bool) (me
 	if err != nil {
 		return m, result{}, result{}, err
 	}
-	if m.viewsPerPod, err = e.warmViews(s, reviews); err != nil {
+	before := heapInUse()
+	if err := e.warmViews(s, reviews); err != nil {
 		return m, result{}, result{}, err
 	}
+	m.viewsPerPod = float64(int64(heapInUse())-int64(before)) / float64(s.pods)
 	meshguard := func(r review) string { return r.Path }
 	null := func(review) string { return nullPath }
 	checkVerdict := func(r review, body []byte) error { return r.verdict(body) }
