@@ -62,34 +62,34 @@ func growthFigure(o options, out io.Writer) error {
 		}
 		servers = append(servers, &server{s: s, e: e})
 	}
-	meshguard := func(r review) string { return r.Path }
-	null := func(review) string { return nullPath }
-	checkVerdict := func(r review, body []byte) error { return r.verdict(body) }
-	allowed := func(r review, body []byte) error { return review{name: r.name, Allowed: true}.verdict(body) }
-	phase := func(sv *server, d time.Duration, into *result, route func(review) string, check func(review, []byte) error) error {
-		r, err := sv.e.load(reviews, o.conns, d, route, check)
+	phase := func(sv *server, d time.Duration, into *result, t target) error {
+		r, err := sv.e.load(reviews, o.conns, d, t)
 		if into != nil {
 			into.add(r)
 		}
 		return err
 	}
 	for _, sv := range servers {
-		if err := phase(sv, o.warmup, nil, meshguard, checkVerdict); err != nil {
+		if err := phase(sv, o.warmup, nil, meshguardTarget); err != nil {
 			return err
 		}
-		if err := phase(sv, o.warmup, nil, null, allowed); err != nil {
+		if err := phase(sv, o.warmup, nil, nullTarget); err != nil {
 			return err
 		}
 	}
 	for range o.rounds {
 		for _, sv := range servers {
-			if err := phase(sv, o.phase, &sv.mg, meshguard, checkVerdict); err != nil {
+			if err := phase(sv, o.phase, &sv.mg, meshguardTarget); err != nil {
 				return err
 			}
-			if err := phase(sv, o.phase, &sv.nl, null, allowed); err != nil {
+			if err := phase(sv, o.phase, &sv.nl, nullTarget); err != nil {
 				return err
 			}
 		}
+	}
+	for _, sv := range servers {
+		slices.Sort(sv.mg.latencies)
+		slices.Sort(sv.nl.latencies)
 	}
 	fmt.Fprintf(out, "one server process per size, all at once; %d connections, %d × %v phases per size and handler, alternated\n\n", o.conns, o.rounds, o.phase)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -100,8 +100,6 @@ func growthFigure(o options, out io.Writer) error {
 			name     string
 			r, first result
 		}{{"meshguard", sv.mg, first.mg}, {"null", sv.nl, first.nl}} {
-			slices.Sort(h.r.latencies)
-			slices.Sort(h.first.latencies)
 			q := func(f float64) time.Duration { return h.r.quantile(f).Round(time.Microsecond) }
 			fmt.Fprintf(tw, "%d\t%s\t%v\t%v\t%v\t%.0f\t%.2f\t\n", sv.s.pods, h.name, q(0.5), q(0.99), q(0.999), h.r.rate(),
 				float64(h.r.quantile(0.99))/float64(h.first.quantile(0.99)))

@@ -213,6 +213,21 @@ func (e *endpoint) post(p string, body []byte) ([]byte, error) {
 	return out, err
 }
 
+// target is where a phase's load goes, and how its answers are checked.
+type target struct {
+	route func(review) string
+	check func(review, []byte) error
+}
+
+var (
+	// meshguardTarget sends each review to meshguard's webhook for it and expects its verdict.
+	meshguardTarget = target{route: func(r review) string { return r.Path }, check: review.verdict}
+	// nullTarget sends every review to the null handler, which allows it.
+	nullTarget = target{route: func(review) string { return nullPath }, check: func(r review, body []byte) error {
+		return review{name: r.name, Allowed: true}.verdict(body)
+	}}
+)
+
 // result is the latencies of one or more load phases.
 type result struct {
 	latencies []time.Duration
@@ -234,9 +249,9 @@ func (r result) quantile(q float64) time.Duration {
 	return r.latencies[min(len(r.latencies)-1, int(q*float64(len(r.latencies))))]
 }
 
-// load keeps conns connections busy for d, each posting the reviews in turn to the path
-// route gives, and checks every answer with check. It stops at the first error.
-func (e *endpoint) load(reviews []review, conns int, d time.Duration, route func(review) string, check func(review, []byte) error) (result, error) {
+// load keeps conns connections busy for d, each posting the reviews in turn to t, and
+// checks every answer. It stops at the first error.
+func (e *endpoint) load(reviews []review, conns int, d time.Duration, t target) (result, error) {
 	var (
 		mu     sync.Mutex
 		all    []time.Duration
@@ -252,10 +267,10 @@ func (e *endpoint) load(reviews []review, conns int, d time.Duration, route func
 			for i := c; time.Now().Before(stop) && !failed.Load(); i++ {
 				r := reviews[i%len(reviews)]
 				t0 := time.Now()
-				body, err := e.post(route(r), r.Review)
+				body, err := e.post(t.route(r), r.Review)
 				lat = append(lat, time.Since(t0))
 				if err == nil {
-					err = check(r, body)
+					err = t.check(r, body)
 				}
 				if err != nil {
 					mu.Lock()

@@ -86,11 +86,11 @@ func run(args []string, out io.Writer) error {
 		}
 		o.pods = append(o.pods, n)
 	}
-	if o.growth {
-		return growthFigure(o, out)
-	}
 	if o.podsPerNamespace <= 0 || o.policiesPerNamespace < 2 || o.policiesPerNamespace%2 != 0 || o.conns <= 0 || o.rounds <= 0 {
 		return errors.New("-pods-per-namespace and -conns must be positive, -policies-per-namespace even and at least 2, -rounds positive")
+	}
+	if o.growth {
+		return growthFigure(o, out)
 	}
 	reviews, err := loadReviews()
 	if err != nil {
@@ -182,15 +182,11 @@ func measure(s shape, reviews []review, o options, prof *os.File, last bool) (me
 		return m, result{}, result{}, err
 	}
 	m.viewsPerPod = float64(int64(heapInUse())-int64(before)) / float64(s.pods)
-	meshguard := func(r review) string { return r.Path }
-	null := func(review) string { return nullPath }
-	checkVerdict := func(r review, body []byte) error { return r.verdict(body) }
-	allowed := func(r review, body []byte) error { return review{name: r.name, Allowed: true}.verdict(body) }
 	// Warm both: connections, caches, the Go scheduler.
-	if _, err := e.load(reviews, o.conns, o.warmup, meshguard, checkVerdict); err != nil {
+	if _, err := e.load(reviews, o.conns, o.warmup, meshguardTarget); err != nil {
 		return m, result{}, result{}, err
 	}
-	if _, err := e.load(reviews, o.conns, o.warmup, null, allowed); err != nil {
+	if _, err := e.load(reviews, o.conns, o.warmup, nullTarget); err != nil {
 		return m, result{}, result{}, err
 	}
 	var mg, nl result
@@ -200,7 +196,7 @@ func measure(s shape, reviews []review, o options, prof *os.File, last bool) (me
 				return m, mg, nl, err
 			}
 		}
-		r, err := e.load(reviews, o.conns, o.phase, meshguard, checkVerdict)
+		r, err := e.load(reviews, o.conns, o.phase, meshguardTarget)
 		if prof != nil {
 			pprof.StopCPUProfile()
 			prof = nil // one profile: the first meshguard phase of the largest size
@@ -209,7 +205,7 @@ func measure(s shape, reviews []review, o options, prof *os.File, last bool) (me
 			return m, mg, nl, err
 		}
 		mg.add(r)
-		if r, err = e.load(reviews, o.conns, o.phase, null, allowed); err != nil {
+		if r, err = e.load(reviews, o.conns, o.phase, nullTarget); err != nil {
 			return m, mg, nl, err
 		}
 		nl.add(r)
