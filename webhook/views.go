@@ -31,25 +31,38 @@ type Views struct {
 	reader  client.Reader
 	watched atomic.Bool
 	// versions counts the changes seen per namespace (*atomic.Uint64); views holds the
-	// last view built per namespace (*view), valid while its version is current.
+	// last view built per namespace (*atVersion[*policy.Snapshot]), valid while its version
+	// is current.
 	versions sync.Map
 	views    sync.Map
 	// settingsVersion counts guardrail and namespace changes; settings holds the merged
-	// settings per namespace (*settingsAt), valid while their version is current.
+	// settings per namespace (*atVersion[policy.Settings]), valid while their version is
+	// current.
 	settingsVersion atomic.Uint64
 	settings        sync.Map
 }
 
-// view is one namespace's state at one version.
-type view struct {
-	version  uint64
-	snapshot *policy.Snapshot
+// atVersion is what was built from the cache at one version of its sources.
+type atVersion[T any] struct {
+	version uint64
+	value   T
 }
 
-// settingsAt are one namespace's merged settings at one version.
-type settingsAt struct {
-	version  uint64
-	settings policy.Settings
+// kept returns the value kept under key, if it was built at version current.
+func kept[T any](m *sync.Map, key string, current uint64) (T, bool) {
+	if cached, ok := m.Load(key); ok && cached.(*atVersion[T]).version == current {
+		return cached.(*atVersion[T]).value, true
+	}
+	var zero T
+	return zero, false
+}
+
+// keep stores value under key, built at version, once the views are watched: unwatched,
+// nothing would ever tell that it is stale.
+func keep[T any](v *Views, m *sync.Map, key string, version uint64, value T) {
+	if v.watched.Load() {
+		m.Store(key, &atVersion[T]{version, value})
+	}
 }
 
 // NewViews returns views over an informer cache (or any reader, uncached).
@@ -102,8 +115,8 @@ func (v *Views) settingsChanged(any) {
 // stale.
 func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, error) {
 	current := v.settingsVersion.Load()
-	if cached, ok := v.settings.Load(ns); ok && cached.(*settingsAt).version == current {
-		return cached.(*settingsAt).settings, nil
+	if s, ok := kept[policy.Settings](&v.settings, ns, current); ok {
+		return s, nil
 	}
 	var rails v1alpha1.MeshGuardrailList
 	if err := v.reader.List(ctx, &rails, client.UnsafeDisableDeepCopy); err != nil {
@@ -121,9 +134,7 @@ func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, err
 		}
 	}
 	s := policy.MergeGuardrails(guardrails, ns, policy.WithNameLabel(ns, namespace.Labels))
-	if v.watched.Load() {
-		v.settings.Store(ns, &settingsAt{version: current, settings: s})
-	}
+	keep(v, &v.settings, ns, current, s)
 	return s, nil
 }
 
@@ -149,8 +160,8 @@ func (v *Views) version(ns string) *atomic.Uint64 {
 // namespace returns the view of ns, building it if it is missing or stale.
 func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, error) {
 	current := v.version(ns).Load()
-	if cached, ok := v.views.Load(ns); ok && cached.(*view).version == current {
-		return cached.(*view).snapshot, nil
+	if s, ok := kept[*policy.Snapshot](&v.views, ns, current); ok {
+		return s, nil
 	}
 	s := policy.NewSnapshot()
 	var ras securityv1.RequestAuthenticationList
@@ -179,8 +190,6 @@ func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, err
 	for i := range pods.Items {
 		s.Add(&policy.Workload{ObjectMeta: pods.Items[i].ObjectMeta, Kind: policy.KindPod})
 	}
-	if v.watched.Load() {
-		v.views.Store(ns, &view{version: current, snapshot: s})
-	}
+	keep(v, &v.views, ns, current, s)
 	return s, nil
 }
