@@ -37,6 +37,7 @@ type options struct {
 	phase, warmup        time.Duration
 	rounds               int
 	cpuProfile           string
+	nullCPUProfile       string
 	memProfile           string
 	apiserver            int
 	growth               bool
@@ -64,6 +65,7 @@ func run(args []string, out io.Writer) error {
 	fs.IntVar(&o.rounds, "rounds", 25, "meshguard and null phases alternated this many times per size")
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before measuring, per size and handler")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a meshguard phase at the largest size (with -apiserver: of the meshguard process, during its first round) to this file")
+	fs.StringVar(&o.nullCPUProfile, "null-cpuprofile", "", "write a CPU profile of the null phase beside the profiled meshguard phase to this file, for the floor")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken with the largest cache, to this file")
 	fs.IntVar(&o.apiserver, "apiserver", 0, "instead: this many RequestAuthentication creates through a real kube-apiserver, with and without meshguard")
 	fs.BoolVar(&o.growth, "growth", false, "instead: serve each size from its own process, all at once, and alternate the load between them")
@@ -96,12 +98,20 @@ func run(args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var prof *os.File
-	if o.cpuProfile != "" {
-		if prof, err = os.Create(o.cpuProfile); err != nil {
+	var profs phaseProfiles
+	for _, p := range []struct {
+		path string
+		into **os.File
+	}{{o.cpuProfile, &profs.meshguard}, {o.nullCPUProfile, &profs.null}} {
+		if p.path == "" {
+			continue
+		}
+		f, err := os.Create(p.path)
+		if err != nil {
 			return err
 		}
-		defer prof.Close()
+		defer f.Close()
+		*p.into = f
 	}
 
 	fmt.Fprintf(out, "%d connections, %d × %v phases per handler after %v warm-up; reviews: %s\n\n",
@@ -113,11 +123,11 @@ func run(args []string, out io.Writer) error {
 	for i, pods := range o.pods {
 		s := shape{pods: pods, podsPerNamespace: o.podsPerNamespace, policiesPerNamespace: o.policiesPerNamespace}
 		last := i == len(o.pods)-1
-		var profile *os.File
+		var profiles phaseProfiles
 		if last {
-			profile = prof
+			profiles = profs
 		}
-		m, mg, null, err := measure(s, reviews, o, profile, last)
+		m, mg, null, err := measure(s, reviews, o, profiles, last)
 		if err != nil {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}
@@ -152,8 +162,26 @@ func names(reviews []review) string {
 	return strings.Join(n, ", ")
 }
 
+// phaseProfiles are the files CPU profiles of the first meshguard and null phases go to, if any.
+type phaseProfiles struct{ meshguard, null *os.File }
+
+// profiled runs one phase, under a CPU profile written to *into if that is set; the
+// profile is taken once.
+func profiled(into **os.File, phase func() (result, error)) (result, error) {
+	if *into == nil {
+		return phase()
+	}
+	if err := pprof.StartCPUProfile(*into); err != nil {
+		return result{}, err
+	}
+	r, err := phase()
+	pprof.StopCPUProfile()
+	*into = nil
+	return r, err
+}
+
 // measure builds one cluster size and alternates meshguard and null phases over it.
-func measure(s shape, reviews []review, o options, prof *os.File, last bool) (memory, result, result, error) {
+func measure(s shape, reviews []review, o options, profs phaseProfiles, last bool) (memory, result, result, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c, m, wait, err := startCache(ctx, s)
 	if err != nil {
@@ -191,21 +219,12 @@ func measure(s shape, reviews []review, o options, prof *os.File, last bool) (me
 	}
 	var mg, nl result
 	for range o.rounds {
-		if prof != nil {
-			if err := pprof.StartCPUProfile(prof); err != nil {
-				return m, mg, nl, err
-			}
-		}
-		r, err := e.load(reviews, o.conns, o.phase, meshguardTarget)
-		if prof != nil {
-			pprof.StopCPUProfile()
-			prof = nil // one profile: the first meshguard phase of the largest size
-		}
+		r, err := profiled(&profs.meshguard, func() (result, error) { return e.load(reviews, o.conns, o.phase, meshguardTarget) })
 		if err != nil {
 			return m, mg, nl, err
 		}
 		mg.add(r)
-		if r, err = e.load(reviews, o.conns, o.phase, nullTarget); err != nil {
+		if r, err = profiled(&profs.null, func() (result, error) { return e.load(reviews, o.conns, o.phase, nullTarget) }); err != nil {
 			return m, mg, nl, err
 		}
 		nl.add(r)
