@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -28,11 +29,30 @@ func isDryRun(ap *AuthorizationPolicy) bool {
 // isJWTKey tells whether a `when` key reads the validated token.
 func isJWTKey(key string) bool { return strings.HasPrefix(key, "request.auth.") }
 
-// match is a place where a rule matches an attribute, and the values it matches.
+// match is a place where a rule matches an attribute, and the values it matches. Its path
+// is rendered only when a finding names it: most matches are looked at and dropped.
 type match struct {
-	field  string
-	values []string
+	rule     string // the rule's path, spec.rules[i]
+	fromList bool   // from[index].source.<name>, else when[index].<name>
+	index    int
+	name     string // the positive form: requestPrincipals, values
+	negative bool   // the match is on the negative form: notRequestPrincipals, notValues
+	values   []string
 }
+
+func (m match) field() string {
+	name := m.name
+	if m.negative {
+		name = "not" + strings.ToUpper(name[:1]) + name[1:]
+	}
+	if m.fromList {
+		return fmt.Sprintf("%s.from[%d].source.%s", m.rule, m.index, name)
+	}
+	return fmt.Sprintf("%s.when[%d].%s", m.rule, m.index, name)
+}
+
+// element is the path of the i-th element of a list.
+func element(list string, i int) string { return list + "[" + strconv.Itoa(i) + "]" }
 
 // matcher finds where a rule matches one family of attributes: the source fields that
 // source returns (positive, negative, name of the positive field) and the `when` keys
@@ -63,22 +83,22 @@ func (m matcher) find(r *apRule, at string, positive bool) []match {
 		pos, neg, name := m.source(from.Source)
 		vals := pos
 		if !positive {
-			vals, name = neg, "not"+strings.ToUpper(name[:1])+name[1:]
+			vals = neg
 		}
 		if len(vals) > 0 {
-			out = append(out, match{fmt.Sprintf("%s.from[%d].source.%s", at, j, name), vals})
+			out = append(out, match{rule: at, fromList: true, index: j, name: name, negative: !positive, values: vals})
 		}
 	}
 	for k, w := range r.When {
 		if !m.when(w.Key) {
 			continue
 		}
-		vals, name := w.Values, "values"
+		vals := w.Values
 		if !positive {
-			vals, name = w.NotValues, "notValues"
+			vals = w.NotValues
 		}
 		if len(vals) > 0 {
-			out = append(out, match{fmt.Sprintf("%s.when[%d].%s", at, k, name), vals})
+			out = append(out, match{rule: at, index: k, name: "values", negative: !positive, values: vals})
 		}
 	}
 	return out
@@ -103,7 +123,7 @@ func eachAPRule(actions []apAction, check func(c *Context, p *AuthorizationPolic
 		}
 		var out []Finding
 		for i, r := range p.Spec.Rules {
-			out = append(out, check(c, p, r, fmt.Sprintf("spec.rules[%d]", i))...)
+			out = append(out, check(c, p, r, element("spec.rules", i))...)
 		}
 		return out
 	})
@@ -121,7 +141,7 @@ func perMatch(ms []match, f func(m match) Finding) []Finding {
 // requestPrincipals returns where a rule lists request principals positively.
 func requestPrincipals(r *apRule, at string) []match {
 	return slices.DeleteFunc(jwtMatcher.positive(r, at), func(m match) bool {
-		return !strings.HasSuffix(m.field, ".requestPrincipals")
+		return !m.fromList
 	})
 }
 

@@ -41,11 +41,12 @@ type Context struct {
 
 // protectionMemo remembers what protects workloads in one state. What protects a workload
 // depends only on its namespace and labels, and the Pods of one Deployment share those:
-// they are worked out once.
+// they are worked out once. A review asks of a handful of workloads, so the maps hold
+// pointers: small slots, small maps.
 type protectionMemo struct {
 	state    State
-	byPod    map[*Workload]protection
-	byLabels map[labelsKey][]labelledProtection
+	byPod    map[*Workload]*protection
+	byLabels map[labelsKey]*labelledProtection
 }
 
 type labelsKey struct {
@@ -54,9 +55,12 @@ type labelsKey struct {
 	hash      uint64 // labelsHash; equal hashes are told apart by the labels themselves
 }
 
+// labelledProtection is the protection of one label set; next is another label set
+// whose labelsKey is the same.
 type labelledProtection struct {
 	labels map[string]string
 	protection
+	next *labelledProtection
 }
 
 // labelsHash is the same for equal label sets, in whatever order a map gives them.
@@ -86,19 +90,19 @@ func (c *Context) workloadsOf(o metav1.Object) []*Workload {
 func (c *Context) protection(st State, w *Workload) protection {
 	m := c.protectionMemoOf(st)
 	if p, ok := m.byPod[w]; ok {
-		return p
+		return *p
 	}
 	k := labelsKey{w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
-	for _, known := range m.byLabels[k] {
+	for known := m.byLabels[k]; known != nil; known = known.next {
 		if maps.Equal(known.labels, w.Labels) {
-			m.byPod[w] = known.protection
+			m.byPod[w] = &known.protection
 			return known.protection
 		}
 	}
-	p := protectionOf(st, c.Settings.Root, w)
-	m.byLabels[k] = append(m.byLabels[k], labelledProtection{w.Labels, p})
-	m.byPod[w] = p
-	return p
+	e := &labelledProtection{labels: w.Labels, protection: protectionOf(st, c.Settings.Root, w), next: m.byLabels[k]}
+	m.byLabels[k] = e
+	m.byPod[w] = &e.protection
+	return e.protection
 }
 
 func (c *Context) protectionMemoOf(st State) *protectionMemo {
@@ -110,7 +114,7 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := &protectionMemo{state: st, byPod: map[*Workload]protection{}, byLabels: map[labelsKey][]labelledProtection{}}
+	m := &protectionMemo{state: st, byPod: map[*Workload]*protection{}, byLabels: map[labelsKey]*labelledProtection{}}
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m
 }

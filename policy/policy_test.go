@@ -324,7 +324,7 @@ func TestProtectionByLabels(t *testing.T) {
 	}
 	// Labels whose hashes collide are still told apart.
 	k := labelsKey{"shop", false, labelsHash(c.seed, api.Labels)}
-	m.byLabels[k] = append([]labelledProtection{{web1.Labels, c.protection(live, web1)}}, m.byLabels[k]...)
+	m.byLabels[k] = &labelledProtection{labels: web1.Labels, protection: c.protection(live, web1), next: m.byLabels[k]}
 	other := pod("shop", "api-2", map[string]string{"tier": "front", "app": "api"})
 	if c.protection(live, other).enforces() {
 		t.Error("an entry of other labels under the same hash was taken")

@@ -14,7 +14,7 @@ func authorizationPolicyRules() []Rule {
 		Why:     "A request without a token has no principal and no claims, so the DENY never matches it: the attacker simply sends no token.",
 		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			return perMatch(jwtMatcher.positive(r, at), func(m match) Finding {
-				return finding(m.field,
+				return finding(m.field(),
 					fmt.Sprintf("DENY matches token attributes %s, so a caller that sends no token is not denied", quoteList(m.values)),
 					"deny on the negative form (notRequestPrincipals / notValues listing what is allowed), or turn the policy into an ALLOW with these values")
 			})
@@ -25,7 +25,7 @@ func authorizationPolicyRules() []Rule {
 		Why:     "A request without a token satisfies every negative match: token-less callers are allowed.",
 		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			return perMatch(jwtMatcher.negative(r, at), func(m match) Finding {
-				return finding(m.field,
+				return finding(m.field(),
 					fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", quoteList(m.values)),
 					"allow on positive values (requestPrincipals / values), or deny on this negative match instead")
 			})
@@ -51,7 +51,7 @@ func authorizationPolicyRules() []Rule {
 			for _, m := range append(principalMatcher.positive(r, at), principalMatcher.negative(r, at)...) {
 				for _, v := range m.values {
 					if why := principalProblem(v); why != "" {
-						out = append(out, finding(m.field,
+						out = append(out, finding(m.field(),
 							fmt.Sprintf("%q never matches a token (%s): an ALLOW locks callers out, a DENY never fires", v, why),
 							"write <iss>/<sub> with the token's exact iss, e.g. \"https://sts.windows.net/<tid>//*\" for v1 Entra tokens"))
 					}

@@ -93,7 +93,12 @@ func crossResourceRules() []Rule {
 		Why:     "Istio merges them and Envoy accepts a token that passes either: the weakest configuration wins, an audience pin is void.",
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
 			var out []Finding
-			reported := map[string]bool{}
+			// Each jwtRule is reported once per other RequestAuthentication.
+			type pair struct {
+				rule  int
+				other *RequestAuthentication
+			}
+			reported := map[pair]bool{}
 			for _, w := range c.workloadsOf(ra) {
 				for _, other := range c.protection(c.State, w).ras {
 					if sameObject(other, ra) {
@@ -101,8 +106,8 @@ func crossResourceRules() []Rule {
 					}
 					for i, r := range ra.Spec.JwtRules {
 						for _, o := range other.Spec.JwtRules {
-							key := fmt.Sprintf("%d/%s/%s", i, other.Namespace, other.Name)
-							if r.Issuer == "" || o.Issuer != r.Issuer || proto.Equal(r, o) || reported[key] {
+							key := pair{i, other}
+							if r.Issuer == "" || o.Issuer != r.Issuer || reported[key] || proto.Equal(r, o) {
 								continue
 							}
 							reported[key] = true
@@ -136,7 +141,7 @@ func crossResourceRules() []Rule {
 						return len(is) > 0 && !slices.ContainsFunc(is, func(i string) bool { return issuerMatches(iss, i) })
 					})
 					if len(unknown) > 0 {
-						out = append(out, finding(m.field,
+						out = append(out, finding(m.field(),
 							fmt.Sprintf("no RequestAuthentication for %s configures issuer %q, so %s", describe(unknown), iss, effect),
 							"add the issuer to the workloads' RequestAuthentication, or correct the principal to an issuer it configures").as(action))
 					}
@@ -155,7 +160,7 @@ func crossResourceRules() []Rule {
 				}
 				for _, w := range c.workloadsOf(p) {
 					if is := c.protection(c.State, w).issuers(); len(is) > 1 {
-						return []Finding{finding(m.field,
+						return []Finding{finding(m.field(),
 							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), describe([]*Workload{w}), quoteList(is)),
 							"name the issuer: requestPrincipals: [\"<issuer>/*\"]")}
 					}
@@ -185,10 +190,10 @@ func crossResourceRules() []Rule {
 			}
 			fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
 			return append(perMatch(opens, func(m match) Finding {
-				return finding(m.field,
+				return finding(m.field(),
 					fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", describe(plain), quoteList(m.values)), fix)
 			}), perMatch(closes, func(m match) Finding {
-				return finding(m.field,
+				return finding(m.field(),
 					fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", describe(plain)), fix).as(Warn)
 			})...)
 		}),

@@ -22,7 +22,7 @@ func eachJWTRule(check func(c *Context, r *jwtRule, at string) []Finding) func(*
 	return judge(func(c *Context, ra *RequestAuthentication) []Finding {
 		var out []Finding
 		for i, r := range ra.Spec.JwtRules {
-			out = append(out, check(c, r, fmt.Sprintf("spec.jwtRules[%d]", i))...)
+			out = append(out, check(c, r, element("spec.jwtRules", i))...)
 		}
 		return out
 	})
