@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -20,6 +22,13 @@ import (
 // handlers serves meshguard's webhooks and the null handler over a synthetic cluster of
 // the given size, without TLS: the hot path of one review.
 func handlers(tb testing.TB, pods int) http.Handler {
+	mux, _ := server(tb, pods)
+	return mux
+}
+
+// server returns meshguard's webhooks and the null handler, served, over a synthetic
+// cluster of the given size, and meshguard's own Server behind them.
+func server(tb testing.TB, pods int) (http.Handler, *webhook.Server) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c, _, wait, err := startCache(ctx, shape{pods: pods, podsPerNamespace: 20, policiesPerNamespace: 4})
 	if err != nil {
@@ -40,7 +49,7 @@ func handlers(tb testing.TB, pods int) http.Handler {
 	mux.Handle(nullPath, &ctrlwebhook.Admission{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
 		return admission.Allowed("")
 	})})
-	return mux
+	return mux, srv
 }
 
 func serveOne(h http.Handler, path string, body []byte) []byte {
@@ -99,6 +108,38 @@ func BenchmarkReview(b *testing.B) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// BenchmarkHandle measures meshguard's own work on one review, which the null handler
+// does not do: its admission handler given the request controller-runtime has decoded.
+// The review's HTTP, TLS and AdmissionReview decoding are the floor both handlers share.
+func BenchmarkHandle(b *testing.B) {
+	reviews, err := loadReviews()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, pods := range []int{1000, 10000, 100000} {
+		_, srv := server(b, pods)
+		for _, r := range reviews {
+			var ar admissionv1.AdmissionReview
+			if err := json.Unmarshal(r.Review, &ar); err != nil {
+				b.Fatal(err)
+			}
+			req := admission.Request{AdmissionRequest: *ar.Request}
+			h := srv.Validating()
+			if r.Path == webhook.MutatePath {
+				h = srv.Mutating()
+			}
+			b.Run(fmt.Sprintf("pods=%d/%s", pods, r.name), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if resp := h.Handle(context.Background(), req); resp.Allowed != r.Allowed || (len(resp.Patches) > 0) != r.Patch {
+						b.Fatalf("allowed %v with %d patches, want allowed %v, patch %v", resp.Allowed, len(resp.Patches), r.Allowed, r.Patch)
+					}
+				}
+			})
 		}
 	}
 }
