@@ -1,7 +1,10 @@
 package webhook
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"sync"
 	"time"
 
 	"github.com/go-json-experiment/json"
@@ -26,6 +29,48 @@ var jsonOptions = jsontext.AllowDuplicateNames(true)
 
 func unmarshal(b []byte, into any) error { return json.Unmarshal(b, into, jsonOptions) }
 
+// readMembers reads the JSON object in b member by member: read is called with each
+// top-level member's name and the decoder at its value, which it must read or skip, and
+// reports when it has all it needs. The rest is not read: an object under review was
+// parsed whole, and found valid, with the AdmissionReview around it, and a Pod's spec and
+// managed fields are most of its bytes. Names are matched as the API server writes them,
+// unescaped.
+func readMembers(b []byte, read func(name []byte, dec *jsontext.Decoder) (done bool, err error)) error {
+	dec := memberDecoders.Get().(*jsontext.Decoder)
+	defer memberDecoders.Put(dec)
+	dec.Reset(bytes.NewBuffer(b), jsonOptions)
+	defer dec.Reset(emptyJSON, jsonOptions) // the pool keeps no request's bytes
+	if tok, err := dec.ReadToken(); err != nil {
+		return err
+	} else if tok.Kind() != '{' {
+		return fmt.Errorf("want a JSON object, found %v", tok.Kind())
+	}
+	for dec.PeekKind() != '}' {
+		name, err := dec.ReadValue()
+		if err != nil {
+			return err
+		}
+		done, err := read(name, dec)
+		if err != nil || done {
+			return err
+		}
+	}
+	_, err := dec.ReadToken()
+	return err
+}
+
+var memberDecoders = sync.Pool{New: func() any { return jsontext.NewDecoder(emptyJSON) }}
+
+// emptyJSON is what a pooled decoder reads between uses: nothing, and it holds no state.
+var emptyJSON io.Reader = noBytes{}
+
+type noBytes struct{}
+
+func (noBytes) Read([]byte) (int, error) { return 0, io.EOF }
+
+// decodeMember decodes the value the decoder is at into v.
+func decodeMember(dec *jsontext.Decoder, v any) error { return json.UnmarshalDecode(dec, v) }
+
 // decoders turn the raw object of a request, by group/kind, into what the engine judges.
 // security.istio.io v1 and v1beta1 share one schema, so both decode into the v1 types.
 var decoders = map[string]func([]byte) (metav1.Object, error){
@@ -46,15 +91,27 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 		return o, unmarshal(b, o)
 	},
 	"/Pod": func(b []byte) (metav1.Object, error) {
-		// Of a Pod's spec the engine reads hostNetwork only.
-		var pod struct {
-			Metadata objectMeta `json:"metadata"`
-			Spec     struct {
-				HostNetwork bool `json:"hostNetwork"`
-			} `json:"spec"`
+		// Of a Pod's spec the engine reads hostNetwork only, and only Pods on the host's
+		// network carry it: the API server omits false.
+		var meta objectMeta
+		var spec struct {
+			HostNetwork bool `json:"hostNetwork"`
 		}
-		err := unmarshal(b, &pod)
-		return &policy.Workload{ObjectMeta: pod.Metadata.objectMeta(), Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork}, err
+		wantSpec := bytes.Contains(b, []byte(`"hostNetwork"`))
+		var haveMeta, haveSpec bool
+		err := readMembers(b, func(name []byte, dec *jsontext.Decoder) (bool, error) {
+			var err error
+			switch {
+			case string(name) == `"metadata"`:
+				err, haveMeta = decodeMember(dec, &meta), true
+			case string(name) == `"spec"` && wantSpec:
+				err, haveSpec = decodeMember(dec, &spec), true
+			default:
+				err = dec.SkipValue()
+			}
+			return haveMeta && haveSpec == wantSpec, err
+		})
+		return &policy.Workload{ObjectMeta: meta.objectMeta(), Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
 	},
 }
 
@@ -98,18 +155,27 @@ var istioSpecJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
 // decodeIstio decodes the metadata with the JSON decoder and the spec with protojson,
 // which is several times faster than the jsonpb behind the Istio types' own UnmarshalJSON.
 func decodeIstio(b []byte, meta *metav1.ObjectMeta, spec proto.Message) error {
-	var parts struct {
-		Metadata objectMeta     `json:"metadata"`
-		Spec     jsontext.Value `json:"spec"`
-	}
-	if err := unmarshal(b, &parts); err != nil {
-		return err
-	}
-	*meta = parts.Metadata.objectMeta()
-	if len(parts.Spec) == 0 || parts.Spec.Kind() == 'n' {
-		return nil
-	}
-	return istioSpecJSON.Unmarshal(parts.Spec, spec)
+	var m objectMeta
+	var haveMeta, haveSpec bool
+	err := readMembers(b, func(name []byte, dec *jsontext.Decoder) (bool, error) {
+		var err error
+		switch string(name) {
+		case `"metadata"`:
+			err, haveMeta = decodeMember(dec, &m), true
+		case `"spec"`:
+			haveSpec = true
+			var v jsontext.Value
+			// The value is read in place: protojson is done with it before the next read.
+			if v, err = dec.ReadValue(); err == nil && v.Kind() != 'n' {
+				err = istioSpecJSON.Unmarshal(v, spec)
+			}
+		default:
+			err = dec.SkipValue()
+		}
+		return haveMeta && haveSpec, err
+	})
+	*meta = m.objectMeta()
+	return err
 }
 
 // decode reads a request's object; Pods become workloads, as the engine sees them.
@@ -137,15 +203,18 @@ type storedObject func(groupKind, namespace, name string) metav1.Object
 func decodeOld(group, kind string, raw runtime.RawExtension, stored storedObject) (metav1.Object, error) {
 	if len(raw.Raw) > 0 && stored != nil {
 		var head struct {
-			Metadata struct {
-				Name            string `json:"name"`
-				Namespace       string `json:"namespace"`
-				ResourceVersion string `json:"resourceVersion"`
-			} `json:"metadata"`
+			Name            string `json:"name"`
+			Namespace       string `json:"namespace"`
+			ResourceVersion string `json:"resourceVersion"`
 		}
-		if unmarshal(raw.Raw, &head) == nil && head.Metadata.ResourceVersion != "" {
-			m := head.Metadata
-			if o := stored(group+"/"+kind, m.Namespace, m.Name); o != nil && o.GetResourceVersion() == m.ResourceVersion {
+		err := readMembers(raw.Raw, func(name []byte, dec *jsontext.Decoder) (bool, error) {
+			if string(name) != `"metadata"` {
+				return false, dec.SkipValue()
+			}
+			return true, decodeMember(dec, &head)
+		})
+		if err == nil && head.ResourceVersion != "" {
+			if o := stored(group+"/"+kind, head.Namespace, head.Name); o != nil && o.GetResourceVersion() == head.ResourceVersion {
 				return o, nil
 			}
 		}
