@@ -9,7 +9,6 @@ import (
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -148,12 +147,9 @@ func (m objectMeta) objectMeta() metav1.ObjectMeta {
 	return meta
 }
 
-// istioSpecJSON reads the spec of an Istio object as Istio does. Unknown fields are left
-// alone: the API server has already pruned the object to its CRD's schema.
-var istioSpecJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
-
-// decodeIstio decodes the metadata with the JSON decoder and the spec with protojson,
-// which is several times faster than the jsonpb behind the Istio types' own UnmarshalJSON.
+// decodeIstio decodes an Istio object: its metadata, and its spec as proto JSON
+// (istioSpecOptions). Unknown members of the spec are left alone: the API server has
+// already pruned the object to its CRD's schema.
 func decodeIstio(b []byte, meta *metav1.ObjectMeta, spec proto.Message) error {
 	var m objectMeta
 	var haveMeta, haveSpec bool
@@ -163,12 +159,7 @@ func decodeIstio(b []byte, meta *metav1.ObjectMeta, spec proto.Message) error {
 		case `"metadata"`:
 			err, haveMeta = decodeMember(dec, &m), true
 		case `"spec"`:
-			haveSpec = true
-			var v jsontext.Value
-			// The value is read in place: protojson is done with it before the next read.
-			if v, err = dec.ReadValue(); err == nil && v.Kind() != 'n' {
-				err = istioSpecJSON.Unmarshal(v, spec)
-			}
+			err, haveSpec = json.UnmarshalDecode(dec, spec, istioSpecOptions), true
 		default:
 			err = dec.SkipValue()
 		}
