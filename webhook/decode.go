@@ -91,24 +91,24 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 	},
 	"/Pod": func(b []byte) (metav1.Object, error) {
 		// Of a Pod's spec the engine reads hostNetwork only, and only Pods on the host's
-		// network carry it: the API server omits false.
+		// network carry it (the API server omits false): a spec without it is skipped.
 		var meta objectMeta
 		var spec struct {
 			HostNetwork bool `json:"hostNetwork"`
 		}
-		wantSpec := bytes.Contains(b, []byte(`"hostNetwork"`))
 		var haveMeta, haveSpec bool
 		err := readMembers(b, func(name []byte, dec *jsontext.Decoder) (bool, error) {
 			var err error
-			switch {
-			case string(name) == `"metadata"`:
+			switch string(name) {
+			case `"metadata"`:
 				err, haveMeta = decodeMember(dec, &meta), true
-			case string(name) == `"spec"` && wantSpec:
+			case `"spec"`:
 				err, haveSpec = decodeMember(dec, &spec), true
 			default:
 				err = dec.SkipValue()
 			}
-			return haveMeta && haveSpec == wantSpec, err
+			// Once the metadata is read, the rest matters only if it sets hostNetwork.
+			return haveMeta && (haveSpec || !bytes.Contains(b[dec.InputOffset():], []byte(`"hostNetwork"`))), err
 		})
 		return &policy.Workload{ObjectMeta: meta.objectMeta(), Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
 	},
