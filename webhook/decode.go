@@ -96,20 +96,9 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 		var spec struct {
 			HostNetwork bool `json:"hostNetwork"`
 		}
-		var haveMeta, haveSpec bool
-		err := readMembers(b, func(name []byte, dec *jsontext.Decoder) (bool, error) {
-			var err error
-			switch string(name) {
-			case `"metadata"`:
-				err, haveMeta = decodeMember(dec, &meta), true
-			case `"spec"`:
-				err, haveSpec = decodeMember(dec, &spec), true
-			default:
-				err = dec.SkipValue()
-			}
-			// Once the metadata is read, the rest matters only if it sets hostNetwork.
-			return haveMeta && (haveSpec || !bytes.Contains(b[dec.InputOffset():], []byte(`"hostNetwork"`))), err
-		})
+		err := readMetadataAndSpec(b, &meta,
+			func(dec *jsontext.Decoder) error { return decodeMember(dec, &spec) },
+			func(rest []byte) bool { return bytes.Contains(rest, []byte(`"hostNetwork"`)) })
 		return &policy.Workload{ObjectMeta: meta.objectMeta(), Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
 	},
 }
@@ -152,21 +141,30 @@ func (m objectMeta) objectMeta() metav1.ObjectMeta {
 // already pruned the object to its CRD's schema.
 func decodeIstio(b []byte, meta *metav1.ObjectMeta, spec proto.Message) error {
 	var m objectMeta
+	err := readMetadataAndSpec(b, &m,
+		func(dec *jsontext.Decoder) error { return json.UnmarshalDecode(dec, spec, istioSpecOptions) },
+		func([]byte) bool { return true })
+	*meta = m.objectMeta()
+	return err
+}
+
+// readMetadataAndSpec reads an object's metadata into meta and its spec with readSpec. It
+// stops once it has both, or once it has the metadata and specMatters, given what is left
+// of the object, says the spec does not matter.
+func readMetadataAndSpec(b []byte, meta *objectMeta, readSpec func(*jsontext.Decoder) error, specMatters func(rest []byte) bool) error {
 	var haveMeta, haveSpec bool
-	err := readMembers(b, func(name []byte, dec *jsontext.Decoder) (bool, error) {
+	return readMembers(b, func(name []byte, dec *jsontext.Decoder) (bool, error) {
 		var err error
 		switch string(name) {
 		case `"metadata"`:
-			err, haveMeta = decodeMember(dec, &m), true
+			err, haveMeta = decodeMember(dec, meta), true
 		case `"spec"`:
-			err, haveSpec = json.UnmarshalDecode(dec, spec, istioSpecOptions), true
+			err, haveSpec = readSpec(dec), true
 		default:
 			err = dec.SkipValue()
 		}
-		return haveMeta && haveSpec, err
+		return haveMeta && (haveSpec || !specMatters(b[dec.InputOffset():])), err
 	})
-	*meta = m.objectMeta()
-	return err
 }
 
 // decode reads a request's object; Pods become workloads, as the engine sees them.
