@@ -19,12 +19,13 @@ import (
 // meshguard's own work on a policy review; the Istio types' own UnmarshalJSON (jsonpb) is
 // slower still.
 //
-// Proto JSON differs from Go's JSON in four ways, each handled here:
+// Proto JSON differs from Go's JSON in these ways, each handled here:
 //   - member names are the lowerCamelCase JSON names, where the Go fields are tagged with
 //     the proto names (jwks_uri): names are matched case-insensitively, ignoring
 //     underscores, as the JSON v2 decoder does on request;
 //   - every message type has an UnmarshalJSON method (jsonpb), which the decoder would
-//     call: each is read instead as a twin type with its fields and no methods;
+//     call: each is read instead as a twin type with its fields and no methods (a type
+//     with no twin is still read right, by its own method, only slower);
 //   - enums are written by name: read through the enum's descriptor;
 //   - google.protobuf.Duration is a string ("1.5s"), read by protojson; the one oneof, an
 //     AuthorizationPolicy's provider, is read beside its message; and the one map with
