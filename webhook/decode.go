@@ -67,9 +67,6 @@ type noBytes struct{}
 
 func (noBytes) Read([]byte) (int, error) { return 0, io.EOF }
 
-// decodeMember decodes the value the decoder is at into v.
-func decodeMember(dec *jsontext.Decoder, v any) error { return json.UnmarshalDecode(dec, v) }
-
 // decoders turn the raw object of a request, by group/kind, into what the engine judges.
 // security.istio.io v1 and v1beta1 share one schema, so both decode into the v1 types.
 var decoders = map[string]func([]byte) (metav1.Object, error){
@@ -97,7 +94,7 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 			HostNetwork bool `json:"hostNetwork"`
 		}
 		err := readMetadataAndSpec(b, &meta,
-			func(dec *jsontext.Decoder) error { return decodeMember(dec, &spec) },
+			func(dec *jsontext.Decoder) error { return json.UnmarshalDecode(dec, &spec) },
 			func(rest []byte) bool { return bytes.Contains(rest, []byte(`"hostNetwork"`)) })
 		return &policy.Workload{ObjectMeta: meta.objectMeta(), Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
 	},
@@ -157,7 +154,7 @@ func readMetadataAndSpec(b []byte, meta *objectMeta, readSpec func(*jsontext.Dec
 		var err error
 		switch string(name) {
 		case `"metadata"`:
-			err, haveMeta = decodeMember(dec, meta), true
+			err, haveMeta = json.UnmarshalDecode(dec, meta), true
 		case `"spec"`:
 			err, haveSpec = readSpec(dec), true
 		default:
@@ -200,7 +197,7 @@ func decodeOld(group, kind string, raw runtime.RawExtension, stored storedObject
 			if string(name) != `"metadata"` {
 				return false, dec.SkipValue()
 			}
-			return true, decodeMember(dec, &head)
+			return true, json.UnmarshalDecode(dec, &head)
 		})
 		if err == nil && head.ResourceVersion != "" {
 			if o := stored(group+"/"+kind, head.Namespace, head.Name); o != nil && o.GetResourceVersion() == head.ResourceVersion {
