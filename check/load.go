@@ -433,9 +433,9 @@ func workload(kind string) decoder {
 		case kind != "Pod":
 			return fmt.Errorf("%q has no pod template", m.Metadata.Name)
 		}
-		w := &policy.Workload{Kind: kind, HostNetwork: tpl.Spec.HostNetwork}
-		w.Name, w.Namespace = m.Metadata.Name, m.Metadata.Namespace
-		w.Labels, w.Annotations = tpl.Metadata.Labels, tpl.Metadata.Annotations
+		w := &policy.Workload{Kind: kind, HostNetwork: tpl.Spec.HostNetwork, ObjectMeta: &metav1.ObjectMeta{
+			Name: m.Metadata.Name, Namespace: m.Metadata.Namespace, Labels: tpl.Metadata.Labels, Annotations: tpl.Metadata.Annotations,
+		}}
 		if v := istiodVersion(tpl.Spec); v != "" {
 			l.bundle.State.Istiod = append(l.bundle.State.Istiod, v)
 		}

@@ -49,7 +49,7 @@ func newPA(t *testing.T, ns, name, js string) *PeerAuthentication {
 }
 
 func pod(ns, name string, labels map[string]string) *Workload {
-	return &Workload{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Kind: KindPod}
+	return &Workload{ObjectMeta: &metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Kind: KindPod}
 }
 
 func snapshot(objs ...metav1.Object) *Snapshot {
@@ -474,7 +474,7 @@ func TestWorkloadMetadata(t *testing.T) {
 		}
 		full.Annotations["sidecar.istio.io/status"] = `{"initContainers":["istio-proxy"]}`
 		kept := WorkloadMetadata(full)
-		a, b := &Workload{ObjectMeta: full, Kind: KindPod}, &Workload{ObjectMeta: kept, Kind: KindPod}
+		a, b := &Workload{ObjectMeta: &full, Kind: KindPod}, &Workload{ObjectMeta: &kept, Kind: KindPod}
 		if fa, wa := notEnforceable(a); fa != "" || wa != "" {
 			if fb, wb := notEnforceable(b); fb != fa || wb != wa {
 				t.Errorf("%v: judged %q/%q in full, %q/%q kept", annotations, fa, wa, fb, wb)

@@ -75,6 +75,8 @@ func (e *Engine) Cover(st State, w *Workload) bool {
 	if missing == nil {
 		return false
 	}
+	meta := *w.ObjectMeta // the metadata may be a cache's
+	w.ObjectMeta = &meta
 	w.Labels = maps.Clone(w.Labels)
 	if w.Labels == nil {
 		w.Labels = map[string]string{}

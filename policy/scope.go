@@ -103,7 +103,7 @@ func (s scope) virtual() *Workload {
 			l = map[string]string{gatewayNameLabel: r.Name}
 		}
 	}
-	return &Workload{ObjectMeta: metav1.ObjectMeta{Namespace: s.namespace, Labels: l}, Kind: KindPod, Virtual: true}
+	return &Workload{ObjectMeta: &metav1.ObjectMeta{Namespace: s.namespace, Labels: l}, Kind: KindPod, Virtual: true}
 }
 
 // workloads returns the workloads the policy applies to, or its virtual workload when none

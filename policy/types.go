@@ -51,9 +51,11 @@ const (
 
 // Workload is what policies select: a Pod, or the pod template of a workload controller
 // offline. Only metadata and the few spec facts rules need are kept, so that a cache of
-// every Pod in a cluster stays small.
+// every Pod in a cluster stays small. The metadata is held by pointer: a webhook's views
+// point at the Pods its cache stores instead of copying them, so it is read, never written
+// (Cover copies it first).
 type Workload struct {
-	metav1.ObjectMeta
+	*metav1.ObjectMeta
 	// Kind is Pod, or the controller kind (Deployment, CronJob, ...) owning a pod template.
 	Kind string
 	// HostNetwork Pods bypass the sidecar: no policy is enforced on them.

@@ -96,7 +96,8 @@ var decoders = map[string]func([]byte) (metav1.Object, error){
 		err := readMetadataAndSpec(b, &meta,
 			func(dec *jsontext.Decoder) error { return json.UnmarshalDecode(dec, &spec) },
 			func(rest []byte) bool { return bytes.Contains(rest, []byte(`"hostNetwork"`)) })
-		return &policy.Workload{ObjectMeta: meta.objectMeta(), Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
+		kept := meta.objectMeta()
+		return &policy.Workload{ObjectMeta: &kept, Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
 	},
 }
 

@@ -94,7 +94,8 @@ func referenceDecode(t *testing.T, group, kind string, raw []byte) (metav1.Objec
 		if json.Unmarshal(raw, &pod) != nil {
 			return nil, false
 		}
-		return &policy.Workload{ObjectMeta: keptMeta(pod.ObjectMeta), Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork}, true
+		kept := keptMeta(pod.ObjectMeta)
+		return &policy.Workload{ObjectMeta: &kept, Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork}, true
 	default:
 		return nil, false
 	}

@@ -143,7 +143,7 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 	}
 	out := make([]*policy.Workload, len(l.Items))
 	for i := range l.Items {
-		out[i] = &policy.Workload{ObjectMeta: l.Items[i].ObjectMeta, Kind: policy.KindPod}
+		out[i] = &policy.Workload{ObjectMeta: &l.Items[i].ObjectMeta, Kind: policy.KindPod}
 	}
 	return out
 }

@@ -9,7 +9,9 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +32,9 @@ import (
 type Views struct {
 	reader  client.Reader
 	watched atomic.Bool
+	// stores are the informers' stores of viewedKinds, where Watch could reach them; views
+	// read the others from reader. Set before watched.
+	stores []toolscache.Indexer
 	// versions counts the changes seen per namespace (*atomic.Uint64); views holds the
 	// last view built per namespace (*atVersion[*policy.Snapshot]), valid while its version
 	// is current.
@@ -68,9 +73,19 @@ func keep[T any](v *Views, m *sync.Map, key string, version uint64, value T) {
 // NewViews returns views over an informer cache (or any reader, uncached).
 func NewViews(reader client.Reader) *Views { return &Views{reader: reader} }
 
-// viewedObjects are the kinds a namespace's view is made of.
-func viewedObjects() []client.Object {
-	return []client.Object{&securityv1.RequestAuthentication{}, &securityv1.AuthorizationPolicy{}, &securityv1.PeerAuthentication{}, &corev1.Service{}, cachedPod()}
+// viewedKind is one kind a namespace's view is made of: an object of it, to find its
+// informer, and a list, to read it from a reader.
+type viewedKind struct {
+	object func() client.Object
+	list   func() client.ObjectList
+}
+
+var viewedKinds = []viewedKind{
+	{func() client.Object { return &securityv1.RequestAuthentication{} }, func() client.ObjectList { return &securityv1.RequestAuthenticationList{} }},
+	{func() client.Object { return &securityv1.AuthorizationPolicy{} }, func() client.ObjectList { return &securityv1.AuthorizationPolicyList{} }},
+	{func() client.Object { return &securityv1.PeerAuthentication{} }, func() client.ObjectList { return &securityv1.PeerAuthenticationList{} }},
+	{func() client.Object { return &corev1.Service{} }, func() client.ObjectList { return &corev1.ServiceList{} }},
+	{func() client.Object { return cachedPod() }, func() client.ObjectList { return podMetadata() }},
 }
 
 // Watch keeps views from now on, invalidated by the informers' change notifications. The
@@ -88,21 +103,38 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 		UpdateFunc: func(_, updated any) { v.settingsChanged(updated) },
 		DeleteFunc: v.settingsChanged,
 	}
-	handlers := map[client.Object]toolscache.ResourceEventHandler{&v1alpha1.MeshGuardrail{}: settingsHandler, &corev1.Namespace{}: settingsHandler}
-	for _, o := range viewedObjects() {
-		handlers[o] = handler
-	}
-	for o, h := range handlers {
-		inf, err := informers.GetInformer(ctx, o, cache.BlockUntilSynced(false))
-		if err != nil {
-			return fmt.Errorf("watching %T: %w", o, err)
-		}
-		if _, err := inf.AddEventHandler(h); err != nil {
+	for _, o := range []client.Object{&v1alpha1.MeshGuardrail{}, &corev1.Namespace{}} {
+		if _, err := watch(ctx, informers, o, settingsHandler); err != nil {
 			return err
 		}
 	}
+	stores := make([]toolscache.Indexer, len(viewedKinds))
+	for i, k := range viewedKinds {
+		inf, err := watch(ctx, informers, k.object(), handler)
+		if err != nil {
+			return err
+		}
+		// Views point at the objects the informers store rather than at copies: a view
+		// then costs a pointer per object, not the object again.
+		if indexed, ok := inf.(interface{ GetIndexer() toolscache.Indexer }); ok {
+			stores[i] = indexed.GetIndexer()
+		}
+	}
+	v.stores = stores
 	v.watched.Store(true)
 	return nil
+}
+
+// watch adds handler to the informer of o's kind.
+func watch(ctx context.Context, informers cache.Informers, o client.Object, handler toolscache.ResourceEventHandler) (cache.Informer, error) {
+	inf, err := informers.GetInformer(ctx, o, cache.BlockUntilSynced(false))
+	if err == nil {
+		_, err = inf.AddEventHandler(handler)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("watching %T: %w", o, err)
+	}
+	return inf, nil
 }
 
 // settingsChanged is told of every MeshGuardrail and Namespace change.
@@ -163,33 +195,60 @@ func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, err
 	if s, ok := kept[*policy.Snapshot](&v.views, ns, current); ok {
 		return s, nil
 	}
+	var ras []*securityv1.RequestAuthentication
+	var aps []*securityv1.AuthorizationPolicy
+	var pas []*securityv1.PeerAuthentication
 	s := policy.NewSnapshot()
-	var ras securityv1.RequestAuthenticationList
-	var aps securityv1.AuthorizationPolicyList
-	var pas securityv1.PeerAuthenticationList
-	var svcs corev1.ServiceList
-	pods := podMetadata()
-	for _, l := range []client.ObjectList{&ras, &aps, &pas, &svcs, pods} {
-		// The cache hands out its own objects; the engine only reads them.
-		if err := v.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+	for i, k := range viewedKinds {
+		objects, err := v.list(ctx, i, k, ns)
+		if err != nil {
 			return nil, err
 		}
+		// The engine only reads what the cache hands out.
+		for _, o := range objects {
+			switch o := o.(type) {
+			case *securityv1.RequestAuthentication:
+				ras = append(ras, o)
+			case *securityv1.AuthorizationPolicy:
+				aps = append(aps, o)
+			case *securityv1.PeerAuthentication:
+				pas = append(pas, o)
+			case *corev1.Service:
+				s.Add(o)
+			case *metav1.PartialObjectMetadata:
+				s.Add(&policy.Workload{ObjectMeta: &o.ObjectMeta, Kind: policy.KindPod})
+			default:
+				return nil, fmt.Errorf("the cache holds a %T in namespace %q", o, ns)
+			}
+		}
 	}
-	for _, o := range oldestFirst(ras.Items) {
+	for _, o := range oldestFirst(ras) {
 		s.Add(o)
 	}
-	for _, o := range oldestFirst(aps.Items) {
+	for _, o := range oldestFirst(aps) {
 		s.Add(o)
 	}
-	for _, o := range oldestFirst(pas.Items) {
+	for _, o := range oldestFirst(pas) {
 		s.Add(o)
-	}
-	for i := range svcs.Items {
-		s.Add(&svcs.Items[i])
-	}
-	for i := range pods.Items {
-		s.Add(&policy.Workload{ObjectMeta: pods.Items[i].ObjectMeta, Kind: policy.KindPod})
 	}
 	keep(v, &v.views, ns, current, s)
 	return s, nil
+}
+
+// list returns the objects of the i-th viewed kind in ns: from its informer's store when
+// watched, else from the reader.
+func (v *Views) list(ctx context.Context, i int, k viewedKind, ns string) ([]any, error) {
+	if v.watched.Load() && i < len(v.stores) && v.stores[i] != nil {
+		return v.stores[i].ByIndex(toolscache.NamespaceIndex, ns)
+	}
+	l := k.list()
+	if err := v.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	var objects []any
+	err := meta.EachListItem(l, func(o runtime.Object) error {
+		objects = append(objects, o)
+		return nil
+	})
+	return objects, err
 }
