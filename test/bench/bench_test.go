@@ -7,17 +7,26 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"testing"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/meshguard/meshguard/policy"
 	"github.com/meshguard/meshguard/webhook"
 )
+
+// TestMain silences controller-runtime's logger, as main does: its admission handler
+// otherwise complains, with a stack trace, in the middle of benchmark output.
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard())
+	os.Exit(m.Run())
+}
 
 // handlers serves meshguard's webhooks and the null handler over a synthetic cluster of
 // the given size, without TLS: the hot path of one review.
