@@ -14,26 +14,33 @@ const (
 	excludeInboundAnnotation = "traffic.sidecar.istio.io/excludeInboundPorts"
 )
 
-// workloadAnnotations are the only annotations the rules read of a workload.
-var workloadAnnotations = []string{CoverageAnnotation, CoveredByAnnotation, sidecarInjectLabel, excludeInboundAnnotation}
+// readAnnotations are the only annotations the rules read, of any object. A cache keeps no
+// others: kubectl's copy of the last applied configuration alone is as large as the
+// object. A rule that reads a new annotation adds it here.
+var readAnnotations = []string{CoverageAnnotation, CoveredByAnnotation, sidecarInjectLabel, excludeInboundAnnotation, dryRunAnnotation}
 
-// WorkloadMetadata keeps of a workload's metadata what the rules read: identity, age,
-// labels and the annotations above. A cache of Pods stores no more; a rule that reads a new
-// annotation adds it above.
-func WorkloadMetadata(m metav1.ObjectMeta) metav1.ObjectMeta {
-	kept := metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, Labels: m.Labels,
-	}
-	for _, k := range workloadAnnotations {
-		if v, ok := m.Annotations[k]; ok {
-			if kept.Annotations == nil {
-				kept.Annotations = map[string]string{}
+// ReadAnnotations returns those of annotations the rules read, nil if none.
+func ReadAnnotations(annotations map[string]string) map[string]string {
+	var kept map[string]string
+	for _, k := range readAnnotations {
+		if v, ok := annotations[k]; ok {
+			if kept == nil {
+				kept = map[string]string{}
 			}
-			kept.Annotations[k] = v
+			kept[k] = v
 		}
 	}
 	return kept
+}
+
+// WorkloadMetadata keeps of a workload's metadata what the rules read: identity, age,
+// labels and the annotations above. A cache of Pods stores no more.
+func WorkloadMetadata(m metav1.ObjectMeta) metav1.ObjectMeta {
+	return metav1.ObjectMeta{
+		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, Labels: m.Labels,
+		Annotations: ReadAnnotations(m.Annotations),
+	}
 }
 
 // optedOut tells whether a workload asks to be left out of coverage.

@@ -3,6 +3,7 @@ package webhook
 import (
 	"crypto/tls"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,10 +34,17 @@ func (s *Server) Register(ws ctrlwebhook.Server) {
 }
 
 // CacheOptions say what the informer cache keeps: of Pods, only the metadata the rules read
-// (policy.WorkloadMetadata); of every object, no managed fields.
+// (policy.WorkloadMetadata); of every other object, no managed fields and only the
+// annotations the rules read (policy.ReadAnnotations).
 func CacheOptions() cache.Options {
 	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: func(obj any) (any, error) {
+			if m, err := meta.Accessor(obj); err == nil {
+				m.SetManagedFields(nil)
+				m.SetAnnotations(policy.ReadAnnotations(m.GetAnnotations()))
+			}
+			return obj, nil
+		},
 		ByObject: map[client.Object]cache.ByObject{cachedPod(): {Transform: func(obj any) (any, error) {
 			if p, ok := obj.(*metav1.PartialObjectMetadata); ok {
 				p.ObjectMeta = policy.WorkloadMetadata(p.ObjectMeta)

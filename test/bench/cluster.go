@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -81,27 +82,32 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 			svc := corev1.Service{ObjectMeta: objectMeta(fmt.Sprintf("app-%d", i%servicesPerNS), nsName(i/servicesPerNS), i)}
 			svc.Spec.Selector = map[string]string{"app": svc.Name}
 			svc.Spec.Ports = []corev1.ServicePort{{Name: "http", Port: 80}}
+			if err := applied(&svc); err != nil {
+				return nil, err
+			}
 			l.Items = append(l.Items, svc)
 		}
 		return l, nil
 	case *securityv1.RequestAuthentication:
 		l := &securityv1.RequestAuthenticationList{}
-		s.eachPolicy(func(i, k int, ns string, sel *typeapi.WorkloadSelector) {
+		err := s.eachPolicy(func(i, k int, ns string, sel *typeapi.WorkloadSelector) error {
 			ra := &securityv1.RequestAuthentication{ObjectMeta: objectMeta(fmt.Sprintf("jwt-%d", k), ns, i)}
 			ra.Spec.Selector = sel
 			ra.Spec.JwtRules = []*securityapi.JWTRule{{Issuer: "https://idp.example.com", JwksUri: "https://idp.example.com/keys", Audiences: []string{ns}}}
 			l.Items = append(l.Items, ra)
+			return applied(ra)
 		})
-		return l, nil
+		return l, err
 	case *securityv1.AuthorizationPolicy:
 		l := &securityv1.AuthorizationPolicyList{}
-		s.eachPolicy(func(i, k int, ns string, sel *typeapi.WorkloadSelector) {
+		err := s.eachPolicy(func(i, k int, ns string, sel *typeapi.WorkloadSelector) error {
 			ap := &securityv1.AuthorizationPolicy{ObjectMeta: objectMeta(fmt.Sprintf("require-jwt-%d", k), ns, i)}
 			ap.Spec.Selector = sel
 			ap.Spec.Rules = []*securityapi.Rule{{From: []*securityapi.Rule_From{{Source: &securityapi.Source{RequestPrincipals: []string{"https://idp.example.com/*"}}}}}}
 			l.Items = append(l.Items, ap)
+			return applied(ap)
 		})
-		return l, nil
+		return l, err
 	case *securityv1.PeerAuthentication:
 		pa := &securityv1.PeerAuthentication{ObjectMeta: objectMeta("default", rootNamespace, 0)}
 		pa.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_STRICT}
@@ -115,10 +121,21 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 	return nil, fmt.Errorf("the synthetic cluster has no %T", example)
 }
 
+// applied gives o the annotation `kubectl apply` leaves on what it applies: the object as
+// applied, in JSON.
+func applied(o client.Object) error {
+	b, err := json.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("%T %s: %w", o, o.GetName(), err)
+	}
+	o.SetAnnotations(map[string]string{corev1.LastAppliedConfigAnnotation: string(b) + "\n"})
+	return nil
+}
+
 // eachPolicy calls add for the k-th policy of one kind (half of policiesPerNamespace) of
 // every namespace, i counting them all; the k-th selects app-k, and by the coverage label
-// too where the namespace is covered (MG404).
-func (s shape) eachPolicy(add func(i, k int, ns string, sel *typeapi.WorkloadSelector)) {
+// too where the namespace is covered (MG404). It stops at add's first error.
+func (s shape) eachPolicy(add func(i, k int, ns string, sel *typeapi.WorkloadSelector) error) error {
 	perNS := s.policiesPerNamespace / 2
 	for i := range s.namespaces() * perNS {
 		k, nsIndex := i%perNS, i/perNS
@@ -127,8 +144,11 @@ func (s shape) eachPolicy(add func(i, k int, ns string, sel *typeapi.WorkloadSel
 		if covered(nsIndex) {
 			labels["enablesecurity"] = ns
 		}
-		add(i, k, ns, &typeapi.WorkloadSelector{MatchLabels: labels})
+		if err := add(i, k, ns, &typeapi.WorkloadSelector{MatchLabels: labels}); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // pod is the metadata of an injected Pod of a Deployment, as the API server stores it:
