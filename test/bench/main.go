@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -66,7 +67,7 @@ func run(args []string, out io.Writer) error {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "load before measuring, per size and handler")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of a meshguard phase at the largest size (with -apiserver: of the meshguard process, during its first round) to this file")
 	fs.StringVar(&o.nullCPUProfile, "null-cpuprofile", "", "write a CPU profile of the null phase beside the profiled meshguard phase to this file, for the floor")
-	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile, taken with the largest cache, to this file")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile of the largest size, taken after its load (cache, views and server), to this file")
 	fs.IntVar(&o.apiserver, "apiserver", 0, "instead: this many RequestAuthentication creates through a real kube-apiserver, with and without meshguard")
 	fs.BoolVar(&o.growth, "growth", false, "instead: serve each size from its own process, all at once, and alternate the load between them")
 	// Internal: the server processes of -growth.
@@ -190,17 +191,6 @@ func measure(s shape, reviews []review, o options, profs phaseProfiles, last boo
 	}
 	defer wait()
 	defer cancel()
-	if last && o.memProfile != "" {
-		f, err := os.Create(o.memProfile)
-		if err != nil {
-			return m, result{}, result{}, err
-		}
-		err = pprof.WriteHeapProfile(f)
-		f.Close()
-		if err != nil {
-			return m, result{}, result{}, err
-		}
-	}
 	e, err := serve(ctx, c, o.conns)
 	if err != nil {
 		return m, result{}, result{}, err
@@ -231,5 +221,22 @@ func measure(s shape, reviews []review, o options, profs phaseProfiles, last boo
 	}
 	slices.Sort(mg.latencies)
 	slices.Sort(nl.latencies)
+	if last && o.memProfile != "" {
+		return m, mg, nl, writeHeapProfile(o.memProfile)
+	}
 	return m, mg, nl, nil
+}
+
+// writeHeapProfile writes the heap as the last collection left it.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
