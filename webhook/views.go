@@ -199,8 +199,8 @@ func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, err
 	var aps []*securityv1.AuthorizationPolicy
 	var pas []*securityv1.PeerAuthentication
 	s := policy.NewSnapshot()
-	for i, k := range viewedKinds {
-		objects, err := v.list(ctx, i, k, ns)
+	for i := range viewedKinds {
+		objects, err := v.list(ctx, i, ns)
 		if err != nil {
 			return nil, err
 		}
@@ -237,11 +237,11 @@ func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, err
 
 // list returns the objects of the i-th viewed kind in ns: from its informer's store when
 // watched, else from the reader.
-func (v *Views) list(ctx context.Context, i int, k viewedKind, ns string) ([]any, error) {
+func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
 	if v.watched.Load() && i < len(v.stores) && v.stores[i] != nil {
 		return v.stores[i].ByIndex(toolscache.NamespaceIndex, ns)
 	}
-	l := k.list()
+	l := viewedKinds[i].list()
 	if err := v.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
