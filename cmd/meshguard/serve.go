@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -82,6 +83,7 @@ it fetches no jwksUri.`,
 func (o *serveOptions) run(ctx context.Context) error {
 	log := zap.New(zap.UseDevMode(o.development))
 	ctrl.SetLogger(log)
+	limitMemory(log, memlimit.FromCgroup)
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = o.kubeconfig
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
