@@ -8,6 +8,7 @@ import (
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,7 +96,7 @@ var viewedKinds = []viewedKind{
 func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 	handler := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    v.changed,
-		UpdateFunc: func(old, updated any) { v.changed(old); v.changed(updated) },
+		UpdateFunc: v.updated,
 		DeleteFunc: v.changed,
 	}
 	settingsHandler := toolscache.ResourceEventHandlerFuncs{
@@ -168,6 +169,27 @@ func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, err
 	s := policy.MergeGuardrails(guardrails, ns, policy.WithNameLabel(ns, namespace.Labels))
 	keep(v, &v.settings, ns, current, s)
 	return s, nil
+}
+
+// updated is told of every update of a viewed kind. A Pod's update that changes nothing
+// the cache keeps of it but its resourceVersion keeps the view: those are its status
+// changes, most of a cluster's events, and a namespace of many Pods would otherwise be
+// rebuilt for nearly every review. The view then points at the Pod's previous object,
+// equal in all it reads.
+func (v *Views) updated(old, updated any) {
+	if o, ok := old.(*metav1.PartialObjectMetadata); ok {
+		if u, ok := updated.(*metav1.PartialObjectMetadata); ok && sameButVersion(*o, *u) {
+			return
+		}
+	}
+	v.changed(old)
+	v.changed(updated)
+}
+
+// sameButVersion compares copies, whose resourceVersions may be blanked.
+func sameButVersion(old, updated metav1.PartialObjectMetadata) bool {
+	old.ResourceVersion, updated.ResourceVersion = "", ""
+	return equality.Semantic.DeepEqual(old, updated)
 }
 
 func (v *Views) changed(obj any) {

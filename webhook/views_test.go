@@ -2,8 +2,12 @@ package webhook
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -52,6 +56,107 @@ func TestViewsInvalidation(t *testing.T) {
 	b, _ := u.namespace(ctx, "shop")
 	if a == b {
 		t.Error("an unwatched view was kept")
+	}
+}
+
+// TestViewsKeptOverPodStatusChanges: a Pod update that changes nothing the cache keeps
+// but the resourceVersion (a status change) keeps its namespace's view; one that changes
+// what the cache keeps, or an update of another kind, drops it.
+func TestViewsKeptOverPodStatusChanges(t *testing.T) {
+	ctx := context.Background()
+	s := scheme(t)
+	ra := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a, namespace: shop, resourceVersion: '1'}\nspec: {}\n")
+	v := NewViews(fake.NewClientBuilder().WithScheme(s).WithObjects(ra).Build())
+	v.watched.Store(true)
+	view := func() *policy.Snapshot {
+		t.Helper()
+		s, err := v.namespace(ctx, "shop")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	pod := func(version string, labels map[string]string) *metav1.PartialObjectMetadata {
+		return &metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop", ResourceVersion: version, Labels: labels},
+		}
+	}
+	created, running, relabelled := pod("1", map[string]string{"app": "a"}), pod("2", map[string]string{"app": "a"}), pod("3", map[string]string{"app": "b"})
+	before := view()
+	v.updated(created, running)
+	if view() != before {
+		t.Error("a Pod's status change dropped its namespace's view")
+	}
+	if created.ResourceVersion != "1" || running.ResourceVersion != "2" {
+		t.Error("comparing the Pods changed the cached objects")
+	}
+	v.updated(running, relabelled)
+	after := view()
+	if after == before {
+		t.Error("a Pod's label change kept its namespace's view")
+	}
+	newer := ra.DeepCopyObject().(client.Object)
+	newer.SetResourceVersion("2")
+	v.updated(ra, newer)
+	if view() == after {
+		t.Error("an update of a RequestAuthentication kept its namespace's view")
+	}
+}
+
+// BenchmarkViewAfterPodUpdate: the view of a namespace read after one of its Pods was
+// updated, over informer stores, by the size of the namespace. A status change keeps the
+// view; a label change rebuilds it, at a cost that grows with the namespace.
+func BenchmarkViewAfterPodUpdate(b *testing.B) {
+	ctx := context.Background()
+	for _, pods := range []int{20, 1000, 5000} {
+		v := NewViews(nil)
+		v.stores = make([]toolscache.Indexer, len(viewedKinds))
+		var podStore toolscache.Indexer
+		for i, k := range viewedKinds {
+			v.stores[i] = toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc,
+				toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
+			if _, ok := k.object().(*metav1.PartialObjectMetadata); ok {
+				podStore = v.stores[i]
+			}
+		}
+		v.watched.Store(true)
+		for i := range pods {
+			p := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+				Name: "p" + strconv.Itoa(i), Namespace: "shop", ResourceVersion: "1",
+				Labels: map[string]string{"app": "app" + strconv.Itoa(i%50), "version": "v1"},
+			}}
+			if err := podStore.Add(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		relabel := []map[string]string{{"app": "app0", "version": "v2"}, {"app": "app0", "version": "v1"}}
+		for _, change := range []string{"status", "labels"} {
+			b.Run(fmt.Sprintf("%s/pods=%d", change, pods), func(b *testing.B) {
+				obj, _, _ := podStore.GetByKey("shop/p0")
+				old := obj.(*metav1.PartialObjectMetadata)
+				if _, err := v.namespace(ctx, "shop"); err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				for b.Loop() {
+					n++
+					updated := old.DeepCopy()
+					updated.ResourceVersion = strconv.Itoa(n + 1)
+					if change == "labels" {
+						updated.Labels = relabel[n%2]
+					}
+					if err := podStore.Update(updated); err != nil {
+						b.Fatal(err)
+					}
+					v.updated(old, updated)
+					if _, err := v.namespace(ctx, "shop"); err != nil {
+						b.Fatal(err)
+					}
+					old = updated
+				}
+			})
+		}
 	}
 }
 
