@@ -52,8 +52,8 @@ type liveState struct {
 	istiod []string
 	err    error
 	// read holds the views this request has read: one review sees one version of each
-	// namespace, however many times its rules ask.
-	read map[string]*policy.Snapshot
+	// view, however many times its rules ask.
+	read map[viewKey]*policy.Snapshot
 }
 
 func (s *liveState) fail(err error) {
@@ -62,20 +62,25 @@ func (s *liveState) fail(err error) {
 	}
 }
 
-// namespace is the view of ns; on error, an empty one.
-func (s *liveState) namespace(ns string) *policy.Snapshot {
-	if v, ok := s.read[ns]; ok {
+// policies is the view of the policies and Services of ns; on error, an empty one.
+func (s *liveState) policies(ns string) *policy.Snapshot { return s.view(viewKey{ns, policiesView}) }
+
+// workloads is the view of the workloads of ns; on error, an empty one.
+func (s *liveState) workloads(ns string) *policy.Snapshot { return s.view(viewKey{ns, workloadsView}) }
+
+func (s *liveState) view(key viewKey) *policy.Snapshot {
+	if v, ok := s.read[key]; ok {
 		return v
 	}
-	v, err := s.views.namespace(s.ctx, ns)
+	v, err := s.views.view(s.ctx, key)
 	if err != nil {
 		s.fail(err)
 		v = policy.NewSnapshot()
 	}
 	if s.read == nil {
-		s.read = map[string]*policy.Snapshot{}
+		s.read = map[viewKey]*policy.Snapshot{}
 	}
-	s.read[ns] = v
+	s.read[key] = v
 	return v
 }
 
@@ -85,11 +90,11 @@ func (s *liveState) namespace(ns string) *policy.Snapshot {
 func (s *liveState) stored(groupKind, ns, name string) metav1.Object {
 	switch groupKind {
 	case "security.istio.io/RequestAuthentication":
-		return named(s.namespace(ns).RequestAuthentications(ns), name)
+		return named(s.policies(ns).RequestAuthentications(ns), name)
 	case "security.istio.io/AuthorizationPolicy":
-		return named(s.namespace(ns).AuthorizationPolicies(ns), name)
+		return named(s.policies(ns).AuthorizationPolicies(ns), name)
 	case "security.istio.io/PeerAuthentication":
-		return named(s.namespace(ns).PeerAuthentications(ns), name)
+		return named(s.policies(ns).PeerAuthentications(ns), name)
 	}
 	return nil
 }
@@ -118,22 +123,22 @@ func oldestFirst[T metav1.Object](items []T) []T {
 }
 
 func (s *liveState) RequestAuthentications(ns string) []*policy.RequestAuthentication {
-	return s.namespace(ns).RequestAuthentications(ns)
+	return s.policies(ns).RequestAuthentications(ns)
 }
 
 func (s *liveState) AuthorizationPolicies(ns string) []*policy.AuthorizationPolicy {
-	return s.namespace(ns).AuthorizationPolicies(ns)
+	return s.policies(ns).AuthorizationPolicies(ns)
 }
 
 func (s *liveState) PeerAuthentications(ns string) []*policy.PeerAuthentication {
-	return s.namespace(ns).PeerAuthentications(ns)
+	return s.policies(ns).PeerAuthentications(ns)
 }
 
-func (s *liveState) Services(ns string) []*corev1.Service { return s.namespace(ns).Services(ns) }
+func (s *liveState) Services(ns string) []*corev1.Service { return s.policies(ns).Services(ns) }
 
 func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*policy.Workload {
 	if ns != "" {
-		return s.namespace(ns).Workloads(ns, matchLabels)
+		return s.workloads(ns).Workloads(ns, matchLabels)
 	}
 	// Mesh-wide policies select across namespaces: the cache filters every Pod by label.
 	l := podMetadata()

@@ -26,6 +26,11 @@ import (
 // until the cache reports a change in that namespace, so a review costs the same whatever
 // the size of the cluster and does not re-list and re-sort on every request.
 //
+// A namespace has two views, each dropped only by changes of its own kinds: its policies
+// and Services, which every review reads, and its workloads, which only reviews of policies
+// read (to find what a policy selects). Pods come and go far more often than policies
+// change; a Pod's review then never rebuilds its namespace's workloads, however many.
+//
 // The guardrails in force are kept the same way, per namespace, merged: any change to a
 // MeshGuardrail or a Namespace drops them all (both are few and rarely change).
 //
@@ -36,9 +41,9 @@ type Views struct {
 	// stores are the informers' stores of viewedKinds, where Watch could reach them; views
 	// read the others from reader. Set before watched.
 	stores []toolscache.Indexer
-	// versions counts the changes seen per namespace (*atomic.Uint64); views holds the
-	// last view built per namespace (*atVersion[*policy.Snapshot]), valid while its version
-	// is current.
+	// versions counts the changes seen per viewKey (*atomic.Uint64); views holds the last
+	// view built per viewKey (*atVersion[*policy.Snapshot]), valid while its version is
+	// current.
 	versions sync.Map
 	views    sync.Map
 	// settingsVersion counts guardrail and namespace changes; settings holds the merged
@@ -48,6 +53,20 @@ type Views struct {
 	settings        sync.Map
 }
 
+// viewPart is one of a namespace's two views.
+type viewPart int
+
+const (
+	policiesView viewPart = iota
+	workloadsView
+)
+
+// viewKey names one view: a part of a namespace.
+type viewKey struct {
+	namespace string
+	part      viewPart
+}
+
 // atVersion is what was built from the cache at one version of its sources.
 type atVersion[T any] struct {
 	version uint64
@@ -55,7 +74,7 @@ type atVersion[T any] struct {
 }
 
 // kept returns the value kept under key, if it was built at version current.
-func kept[T any](m *sync.Map, key string, current uint64) (T, bool) {
+func kept[T any, K comparable](m *sync.Map, key K, current uint64) (T, bool) {
 	if cached, ok := m.Load(key); ok && cached.(*atVersion[T]).version == current {
 		return cached.(*atVersion[T]).value, true
 	}
@@ -65,7 +84,7 @@ func kept[T any](m *sync.Map, key string, current uint64) (T, bool) {
 
 // keep stores value under key, built at version, once the views are watched: unwatched,
 // nothing would ever tell that it is stale.
-func keep[T any](v *Views, m *sync.Map, key string, version uint64, value T) {
+func keep[T any, K comparable](v *Views, m *sync.Map, key K, version uint64, value T) {
 	if v.watched.Load() {
 		m.Store(key, &atVersion[T]{version, value})
 	}
@@ -74,19 +93,20 @@ func keep[T any](v *Views, m *sync.Map, key string, version uint64, value T) {
 // NewViews returns views over an informer cache (or any reader, uncached).
 func NewViews(reader client.Reader) *Views { return &Views{reader: reader} }
 
-// viewedKind is one kind a namespace's view is made of: an object of it, to find its
-// informer, and a list, to read it from a reader.
+// viewedKind is one kind a namespace's views are made of: the view it is part of, an object
+// of it, to find its informer, and a list, to read it from a reader.
 type viewedKind struct {
+	part   viewPart
 	object func() client.Object
 	list   func() client.ObjectList
 }
 
 var viewedKinds = []viewedKind{
-	{func() client.Object { return &securityv1.RequestAuthentication{} }, func() client.ObjectList { return &securityv1.RequestAuthenticationList{} }},
-	{func() client.Object { return &securityv1.AuthorizationPolicy{} }, func() client.ObjectList { return &securityv1.AuthorizationPolicyList{} }},
-	{func() client.Object { return &securityv1.PeerAuthentication{} }, func() client.ObjectList { return &securityv1.PeerAuthenticationList{} }},
-	{func() client.Object { return &corev1.Service{} }, func() client.ObjectList { return &corev1.ServiceList{} }},
-	{func() client.Object { return cachedPod() }, func() client.ObjectList { return podMetadata() }},
+	{policiesView, func() client.Object { return &securityv1.RequestAuthentication{} }, func() client.ObjectList { return &securityv1.RequestAuthenticationList{} }},
+	{policiesView, func() client.Object { return &securityv1.AuthorizationPolicy{} }, func() client.ObjectList { return &securityv1.AuthorizationPolicyList{} }},
+	{policiesView, func() client.Object { return &securityv1.PeerAuthentication{} }, func() client.ObjectList { return &securityv1.PeerAuthenticationList{} }},
+	{policiesView, func() client.Object { return &corev1.Service{} }, func() client.ObjectList { return &corev1.ServiceList{} }},
+	{workloadsView, func() client.Object { return cachedPod() }, func() client.ObjectList { return podMetadata() }},
 }
 
 // Watch keeps views from now on, invalidated by the informers' change notifications. The
@@ -94,11 +114,6 @@ var viewedKinds = []viewedKind{
 // sees the change; one built while a change arrives carries the older version and is
 // rebuilt on next use.
 func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
-	handler := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    v.changed,
-		UpdateFunc: v.updated,
-		DeleteFunc: v.changed,
-	}
 	settingsHandler := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    v.settingsChanged,
 		UpdateFunc: func(_, updated any) { v.settingsChanged(updated) },
@@ -111,7 +126,7 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 	}
 	stores := make([]toolscache.Indexer, len(viewedKinds))
 	for i, k := range viewedKinds {
-		inf, err := watch(ctx, informers, k.object(), handler)
+		inf, err := watch(ctx, informers, k.object(), v.changes(k.part))
 		if err != nil {
 			return err
 		}
@@ -171,19 +186,29 @@ func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, err
 	return s, nil
 }
 
+// changes returns the handler of the changes of a kind part of views of part.
+func (v *Views) changes(part viewPart) toolscache.ResourceEventHandler {
+	changed := func(obj any) { v.changed(part, obj) }
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    changed,
+		UpdateFunc: func(old, updated any) { v.updated(part, old, updated) },
+		DeleteFunc: changed,
+	}
+}
+
 // updated is told of every update of a viewed kind. A Pod's update that changes nothing
 // the cache keeps of it but its resourceVersion keeps the view: those are its status
 // changes, most of a cluster's events, and a namespace of many Pods would otherwise be
-// rebuilt for nearly every review. The view then points at the Pod's previous object,
-// equal in all it reads.
-func (v *Views) updated(old, updated any) {
+// rebuilt for nearly every review of a policy. The view then points at the Pod's previous
+// object, equal in all it reads.
+func (v *Views) updated(part viewPart, old, updated any) {
 	if o, ok := old.(*metav1.PartialObjectMetadata); ok {
 		if u, ok := updated.(*metav1.PartialObjectMetadata); ok && sameButVersion(*o, *u) {
 			return
 		}
 	}
-	v.changed(old)
-	v.changed(updated)
+	v.changed(part, old)
+	v.changed(part, updated)
 }
 
 // sameButVersion compares copies, whose resourceVersions may be blanked.
@@ -192,36 +217,41 @@ func sameButVersion(old, updated metav1.PartialObjectMetadata) bool {
 	return equality.Semantic.DeepEqual(old, updated)
 }
 
-func (v *Views) changed(obj any) {
+func (v *Views) changed(part viewPart, obj any) {
 	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
 	if o, ok := obj.(metav1.Object); ok {
-		v.version(o.GetNamespace()).Add(1)
+		key := viewKey{o.GetNamespace(), part}
+		v.version(key).Add(1)
 		// Dropped rather than kept stale: a deleted namespace's view holds no memory.
-		v.views.Delete(o.GetNamespace())
+		v.views.Delete(key)
 	}
 }
 
-func (v *Views) version(ns string) *atomic.Uint64 {
-	if c, ok := v.versions.Load(ns); ok {
+func (v *Views) version(key viewKey) *atomic.Uint64 {
+	if c, ok := v.versions.Load(key); ok {
 		return c.(*atomic.Uint64)
 	}
-	c, _ := v.versions.LoadOrStore(ns, new(atomic.Uint64))
+	c, _ := v.versions.LoadOrStore(key, new(atomic.Uint64))
 	return c.(*atomic.Uint64)
 }
 
-// namespace returns the view of ns, building it if it is missing or stale.
-func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, error) {
-	current := v.version(ns).Load()
-	if s, ok := kept[*policy.Snapshot](&v.views, ns, current); ok {
+// view returns one view of a namespace, building it if it is missing or stale.
+func (v *Views) view(ctx context.Context, key viewKey) (*policy.Snapshot, error) {
+	current := v.version(key).Load()
+	if s, ok := kept[*policy.Snapshot](&v.views, key, current); ok {
 		return s, nil
 	}
+	ns := key.namespace
 	var ras []*securityv1.RequestAuthentication
 	var aps []*securityv1.AuthorizationPolicy
 	var pas []*securityv1.PeerAuthentication
 	s := policy.NewSnapshot()
-	for i := range viewedKinds {
+	for i, k := range viewedKinds {
+		if k.part != key.part {
+			continue
+		}
 		objects, err := v.list(ctx, i, ns)
 		if err != nil {
 			return nil, err
@@ -253,7 +283,7 @@ func (v *Views) namespace(ctx context.Context, ns string) (*policy.Snapshot, err
 	for _, o := range oldestFirst(pas) {
 		s.Add(o)
 	}
-	keep(v, &v.views, ns, current, s)
+	keep(v, &v.views, key, current, s)
 	return s, nil
 }
 

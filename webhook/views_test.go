@@ -26,7 +26,7 @@ func TestViewsInvalidation(t *testing.T) {
 	v.watched.Store(true) // as Watch does, without informers: changes are reported by hand
 	count := func(ns string) int {
 		t.Helper()
-		view, err := v.namespace(ctx, ns)
+		view, err := v.view(ctx, viewKey{ns, policiesView})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +35,7 @@ func TestViewsInvalidation(t *testing.T) {
 	if count("shop") != 1 || count("other") != 1 {
 		t.Fatal("views do not hold the cache's objects")
 	}
-	otherView, _ := v.namespace(ctx, "other")
+	otherView, _ := v.view(ctx, viewKey{"other", policiesView})
 	second := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: b, namespace: shop}\nspec: {}\n")
 	if err := reader.Create(ctx, second); err != nil {
 		t.Fatal(err)
@@ -43,34 +43,35 @@ func TestViewsInvalidation(t *testing.T) {
 	if got := count("shop"); got != 1 {
 		t.Errorf("a view was rebuilt with no change reported: %d objects", got)
 	}
-	v.changed(second)
+	v.changed(policiesView, second)
 	if got := count("shop"); got != 2 {
 		t.Errorf("after a reported change: %d objects, want 2", got)
 	}
-	if again, _ := v.namespace(ctx, "other"); again != otherView {
+	if again, _ := v.view(ctx, viewKey{"other", policiesView}); again != otherView {
 		t.Error("a change in one namespace rebuilt another's view")
 	}
 	// Unwatched views are never kept.
 	u := NewViews(reader)
-	a, _ := u.namespace(ctx, "shop")
-	b, _ := u.namespace(ctx, "shop")
+	a, _ := u.view(ctx, viewKey{"shop", policiesView})
+	b, _ := u.view(ctx, viewKey{"shop", policiesView})
 	if a == b {
 		t.Error("an unwatched view was kept")
 	}
 }
 
-// TestViewsKeptOverPodStatusChanges: a Pod update that changes nothing the cache keeps
-// but the resourceVersion (a status change) keeps its namespace's view; one that changes
-// what the cache keeps, or an update of another kind, drops it.
-func TestViewsKeptOverPodStatusChanges(t *testing.T) {
+// TestViewsKeptOverPodChanges: a Pod's changes never drop its namespace's policies view,
+// which a Pod's review reads. A Pod update that changes nothing the cache keeps but the
+// resourceVersion (a status change) keeps the workloads view too; one that changes what
+// the cache keeps drops it. Any update of a policy drops the policies view.
+func TestViewsKeptOverPodChanges(t *testing.T) {
 	ctx := context.Background()
 	s := scheme(t)
 	ra := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a, namespace: shop, resourceVersion: '1'}\nspec: {}\n")
 	v := NewViews(fake.NewClientBuilder().WithScheme(s).WithObjects(ra).Build())
 	v.watched.Store(true)
-	view := func() *policy.Snapshot {
+	view := func(part viewPart) *policy.Snapshot {
 		t.Helper()
-		s, err := v.namespace(ctx, "shop")
+		s, err := v.view(ctx, viewKey{"shop", part})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,31 +84,37 @@ func TestViewsKeptOverPodStatusChanges(t *testing.T) {
 		}
 	}
 	created, running, relabelled := pod("1", map[string]string{"app": "a"}), pod("2", map[string]string{"app": "a"}), pod("3", map[string]string{"app": "b"})
-	before := view()
-	v.updated(created, running)
-	if view() != before {
-		t.Error("a Pod's status change dropped its namespace's view")
+	policies, workloads := view(policiesView), view(workloadsView)
+	podChanges := v.changes(workloadsView)
+	podChanges.OnUpdate(created, running)
+	if view(workloadsView) != workloads {
+		t.Error("a Pod's status change dropped its namespace's workloads view")
 	}
 	if created.ResourceVersion != "1" || running.ResourceVersion != "2" {
 		t.Error("comparing the Pods changed the cached objects")
 	}
-	v.updated(running, relabelled)
-	after := view()
-	if after == before {
-		t.Error("a Pod's label change kept its namespace's view")
+	podChanges.OnUpdate(running, relabelled)
+	podChanges.OnAdd(pod("4", nil), false)
+	podChanges.OnDelete(relabelled)
+	if view(workloadsView) == workloads {
+		t.Error("a Pod's label change kept its namespace's workloads view")
+	}
+	if view(policiesView) != policies {
+		t.Error("a Pod's change dropped its namespace's policies view")
 	}
 	newer := ra.DeepCopyObject().(client.Object)
 	newer.SetResourceVersion("2")
-	v.updated(ra, newer)
-	if view() == after {
-		t.Error("an update of a RequestAuthentication kept its namespace's view")
+	v.changes(policiesView).OnUpdate(ra, newer)
+	if view(policiesView) == policies {
+		t.Error("an update of a RequestAuthentication kept its namespace's policies view")
 	}
 }
 
-// BenchmarkViewAfterPodUpdate: the view of a namespace read after one of its Pods was
-// updated, over informer stores, by the size of the namespace. A status change keeps the
-// view; a label change rebuilds it, at a cost that grows with the namespace.
-func BenchmarkViewAfterPodUpdate(b *testing.B) {
+// BenchmarkViewsAfterPodUpdate: the views of a namespace read after one of its Pods was
+// updated, over informer stores, by the size of the namespace. The policies view (what a
+// Pod's review reads) is kept; a status change keeps the workloads view (what a policy's
+// review reads) too; a label change rebuilds it, at a cost that grows with the namespace.
+func BenchmarkViewsAfterPodUpdate(b *testing.B) {
 	ctx := context.Background()
 	for _, pods := range []int{20, 1000, 5000} {
 		v := NewViews(nil)
@@ -116,7 +123,7 @@ func BenchmarkViewAfterPodUpdate(b *testing.B) {
 		for i, k := range viewedKinds {
 			v.stores[i] = toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc,
 				toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
-			if _, ok := k.object().(*metav1.PartialObjectMetadata); ok {
+			if k.part == workloadsView {
 				podStore = v.stores[i]
 			}
 		}
@@ -130,32 +137,37 @@ func BenchmarkViewAfterPodUpdate(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		podChanges := v.changes(workloadsView)
 		relabel := []map[string]string{{"app": "app0", "version": "v2"}, {"app": "app0", "version": "v1"}}
 		for _, change := range []string{"status", "labels"} {
-			b.Run(fmt.Sprintf("%s/pods=%d", change, pods), func(b *testing.B) {
-				obj, _, _ := podStore.GetByKey("shop/p0")
-				old := obj.(*metav1.PartialObjectMetadata)
-				if _, err := v.namespace(ctx, "shop"); err != nil {
-					b.Fatal(err)
-				}
-				n := 0
-				for b.Loop() {
-					n++
-					updated := old.DeepCopy()
-					updated.ResourceVersion = strconv.Itoa(n + 1)
-					if change == "labels" {
-						updated.Labels = relabel[n%2]
-					}
-					if err := podStore.Update(updated); err != nil {
+			for _, part := range []viewPart{policiesView, workloadsView} {
+				name := map[viewPart]string{policiesView: "policies", workloadsView: "workloads"}[part]
+				b.Run(fmt.Sprintf("%s/%s/pods=%d", change, name, pods), func(b *testing.B) {
+					obj, _, _ := podStore.GetByKey("shop/p0")
+					old := obj.(*metav1.PartialObjectMetadata)
+					key := viewKey{"shop", part}
+					if _, err := v.view(ctx, key); err != nil {
 						b.Fatal(err)
 					}
-					v.updated(old, updated)
-					if _, err := v.namespace(ctx, "shop"); err != nil {
-						b.Fatal(err)
+					n := 0
+					for b.Loop() {
+						n++
+						updated := old.DeepCopy()
+						updated.ResourceVersion = strconv.Itoa(n + 1)
+						if change == "labels" {
+							updated.Labels = relabel[n%2]
+						}
+						if err := podStore.Update(updated); err != nil {
+							b.Fatal(err)
+						}
+						podChanges.OnUpdate(old, updated)
+						if _, err := v.view(ctx, key); err != nil {
+							b.Fatal(err)
+						}
+						old = updated
 					}
-					old = updated
-				}
-			})
+				})
+			}
 		}
 	}
 }

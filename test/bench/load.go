@@ -127,32 +127,34 @@ func newEndpoint(base string, ca []byte, conns int) *endpoint {
 	}
 }
 
-// warmViews has meshguard judge a Pod CREATE in every namespace, as a cluster's Pod churn
-// does over time, so that every namespace's view is built: the steady state of a
-// long-running webhook.
+// warmViews has meshguard judge a Pod CREATE and a RequestAuthentication CREATE in every
+// namespace, as a cluster's Pod churn and policy changes do over time, so that both views
+// of every namespace are built: the steady state of a long-running webhook.
 func (e *endpoint) warmViews(s shape, reviews []review) error {
-	i := slices.IndexFunc(reviews, func(r review) bool { return r.name == "pod-create-covered" })
-	if i < 0 {
-		return fmt.Errorf("no pod-create-covered review to warm the views with")
-	}
-	var pod map[string]any
-	if err := json.Unmarshal(reviews[i].Review, &pod); err != nil {
-		return err
-	}
-	request := pod["request"].(map[string]any)
-	meta := request["object"].(map[string]any)["metadata"].(map[string]any)
-	for n := range s.namespaces() {
-		request["namespace"], meta["namespace"] = nsName(n), nsName(n)
-		body, err := json.Marshal(pod)
-		if err != nil {
+	for _, name := range []string{"pod-create-covered", "ra-create"} {
+		i := slices.IndexFunc(reviews, func(r review) bool { return r.name == name })
+		if i < 0 {
+			return fmt.Errorf("no %s review to warm the views with", name)
+		}
+		var object map[string]any
+		if err := json.Unmarshal(reviews[i].Review, &object); err != nil {
 			return err
 		}
-		out, err := e.post(webhook.ValidatePath, body)
-		if err != nil {
-			return fmt.Errorf("warming %s: %w", nsName(n), err)
-		}
-		if !bytes.Contains(out, []byte(`"kind":"AdmissionReview"`)) {
-			return fmt.Errorf("warming %s: %s", nsName(n), out)
+		request := object["request"].(map[string]any)
+		meta := request["object"].(map[string]any)["metadata"].(map[string]any)
+		for n := range s.namespaces() {
+			request["namespace"], meta["namespace"] = nsName(n), nsName(n)
+			body, err := json.Marshal(object)
+			if err != nil {
+				return err
+			}
+			out, err := e.post(webhook.ValidatePath, body)
+			if err != nil {
+				return fmt.Errorf("warming %s: %w", nsName(n), err)
+			}
+			if !bytes.Contains(out, []byte(`"kind":"AdmissionReview"`)) {
+				return fmt.Errorf("warming %s: %s", nsName(n), out)
+			}
 		}
 	}
 	return nil

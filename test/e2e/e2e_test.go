@@ -111,6 +111,36 @@ spec:
 	}
 }
 
+// TestPodChangesReachPolicyReviews: a review of a policy sees the Pods it selects as the
+// cache has them now, through their status changes (which keep the namespace's views) and
+// label changes (which drop them).
+func TestPodChangesReachPolicyReviews(t *testing.T) {
+	namespace(t, "churn", "")
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: api-0, namespace: churn, labels: {app: api}}\nspec: {containers: [{name: api, image: registry.example/api:1}]}\n"
+	if _, stderr, err := kubectl(t, pod, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	ra := "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: api-jwt, namespace: churn}\nspec:\n  selector: {matchLabels: {app: api}}\n  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [api]}]\n"
+	warned := func(about string) func() bool {
+		return func() bool {
+			_, stderr, err := kubectl(t, ra, "apply", "--dry-run=server", "-f", "-")
+			return err == nil && strings.Contains(stderr, "MG301") && strings.Contains(stderr, about)
+		}
+	}
+	waitFor(t, warned("Pod churn/api-0"))
+	status := `{"status":{"conditions":[{"type":"Ready","status":"False","reason":"Starting"}]}}`
+	if _, stderr, err := kubectl(t, "", "patch", "pod", "-n", "churn", "api-0", "--subresource=status", "--type=merge", "-p", status); err != nil {
+		t.Fatalf("status: %v\n%s", err, stderr)
+	}
+	if !warned("Pod churn/api-0")() {
+		t.Error("after the Pod's status change, the policy's review no longer sees it")
+	}
+	if _, stderr, err := kubectl(t, "", "label", "pod", "-n", "churn", "api-0", "app=web", "--overwrite"); err != nil {
+		t.Fatalf("label: %v\n%s", err, stderr)
+	}
+	waitFor(t, warned("workloads labelled app=api"))
+}
+
 // TestCoverage: new Pods in a covered namespace get the coverage label; removing it is MG502;
 // a bad guardrail is rejected.
 func TestCoverage(t *testing.T) {
