@@ -150,7 +150,7 @@ func run(args []string, out io.Writer) error {
 	for _, g := range growth {
 		fmt.Fprintln(out, g)
 	}
-	fmt.Fprintln(out, "views/pod is the heap the namespace views add, per Pod, once every namespace has had a review")
+	fmt.Fprintln(out, "views/pod is the heap the namespace views add, per Pod, once both views of every namespace are built")
 	fmt.Fprintf(out, "RSS is the process's (server, cache and load generator) once the cache has synced; peak RSS %d MiB\n", peakRSS()>>20)
 	return nil
 }
