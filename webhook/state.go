@@ -140,17 +140,12 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 	if ns != "" {
 		return s.workloads(ns).Workloads(ns, matchLabels)
 	}
-	// Mesh-wide policies select across namespaces: the cache filters every Pod by label.
-	l := podMetadata()
-	if err := s.reader.List(s.ctx, l, client.MatchingLabels(matchLabels), client.UnsafeDisableDeepCopy); err != nil {
+	// Mesh-wide policies select across namespaces: every Pod is filtered by label.
+	ws, err := s.views.workloadsEverywhere(s.ctx, matchLabels)
+	if err != nil {
 		s.fail(err)
-		return nil
 	}
-	out := make([]*policy.Workload, len(l.Items))
-	for i := range l.Items {
-		out[i] = &policy.Workload{ObjectMeta: &l.Items[i].ObjectMeta, Kind: policy.KindPod}
-	}
-	return out
+	return ws
 }
 
 // KnowsWorkloads is true: the cache holds every Pod of the cluster.

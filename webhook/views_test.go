@@ -3,6 +3,7 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -117,17 +118,7 @@ func TestViewsKeptOverPodChanges(t *testing.T) {
 func BenchmarkViewsAfterPodUpdate(b *testing.B) {
 	ctx := context.Background()
 	for _, pods := range []int{20, 1000, 5000} {
-		v := NewViews(nil)
-		v.stores = make([]toolscache.Indexer, len(viewedKinds))
-		var podStore toolscache.Indexer
-		for i, k := range viewedKinds {
-			v.stores[i] = toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc,
-				toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
-			if k.part == workloadsView {
-				podStore = v.stores[i]
-			}
-		}
-		v.watched.Store(true)
+		v, podStore := storedViews()
 		for i := range pods {
 			p := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
 				Name: "p" + strconv.Itoa(i), Namespace: "shop", ResourceVersion: "1",
@@ -167,6 +158,70 @@ func BenchmarkViewsAfterPodUpdate(b *testing.B) {
 						old = updated
 					}
 				})
+			}
+		}
+	}
+}
+
+// storedViews returns watched views over empty informer stores, as Watch sets them up, and
+// the store of Pods.
+func storedViews() (*Views, toolscache.Indexer) {
+	v := NewViews(nil)
+	v.stores = make([]toolscache.Indexer, len(viewedKinds))
+	for i := range viewedKinds {
+		v.stores[i] = toolscache.NewIndexer(toolscache.MetaNamespaceKeyFunc,
+			toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
+	}
+	v.watched.Store(true)
+	return v, v.stores[podKind]
+}
+
+// TestWorkloadsEverywhere: a mesh-wide policy selects the Pods of every namespace that carry
+// its labels, read from the Pod informer's store, and the same when read from a reader.
+func TestWorkloadsEverywhere(t *testing.T) {
+	ctx := context.Background()
+	pod := func(ns, name string, labels map[string]string) *metav1.PartialObjectMetadata {
+		return &metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
+		}
+	}
+	pods := []*metav1.PartialObjectMetadata{
+		pod("shop", "web-1", map[string]string{"app": "web", "version": "v1"}),
+		pod("shop", "db-1", map[string]string{"app": "db"}),
+		pod("blog", "web-2", map[string]string{"app": "web"}),
+		pod("blog", "bare", nil),
+	}
+	stored, podStore := storedViews()
+	builder := fake.NewClientBuilder().WithScheme(scheme(t))
+	for _, p := range pods {
+		if err := podStore.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		builder = builder.WithObjects(p.DeepCopy())
+	}
+	listed := NewViews(builder.Build())
+	for _, c := range []struct {
+		match map[string]string
+		want  []string
+	}{
+		{map[string]string{"app": "web"}, []string{"blog/web-2", "shop/web-1"}},
+		{map[string]string{"app": "web", "version": "v1"}, []string{"shop/web-1"}},
+		{map[string]string{"app": "cache"}, nil},
+		{nil, []string{"blog/bare", "blog/web-2", "shop/db-1", "shop/web-1"}},
+	} {
+		for name, v := range map[string]*Views{"store": stored, "reader": listed} {
+			ws, err := v.workloadsEverywhere(ctx, c.match)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, w := range ws {
+				got = append(got, w.Namespace+"/"+w.Name)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("%s, %v: selected %v, want %v", name, c.match, got, c.want)
 			}
 		}
 	}
