@@ -51,7 +51,7 @@ func (s *Server) state(ctx context.Context) *liveState {
 	if views == nil {
 		views = NewViews(s.Reader)
 	}
-	return &liveState{ctx: ctx, reader: s.Reader, views: views, istiod: s.IstiodVersions}
+	return &liveState{ctx: ctx, views: views, istiod: s.IstiodVersions}
 }
 
 // Validating returns the validating admission handler.

@@ -42,12 +42,11 @@ func CachedObjects() []client.Object {
 }
 
 // liveState is the policy.State of one admission request, read from the namespace views
-// and the informer cache by the request's goroutine. The State interface cannot fail, so
+// (over the informer cache) by the request's goroutine. The State interface cannot fail, so
 // the first read error is kept: the handler then fails closed instead of judging a partial
 // view.
 type liveState struct {
 	ctx    context.Context
-	reader client.Reader
 	views  *Views
 	istiod []string
 	err    error

@@ -188,7 +188,7 @@ func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, err
 	return s, nil
 }
 
-// changes returns the handler of the changes of a kind part of views of part.
+// changes returns the event handler of the kinds that make up views of part.
 func (v *Views) changes(part viewPart) toolscache.ResourceEventHandler {
 	changed := func(obj any) { v.changed(part, obj) }
 	return toolscache.ResourceEventHandlerFuncs{

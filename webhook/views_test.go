@@ -279,7 +279,7 @@ func TestStoredOnlySecurityPolicies(t *testing.T) {
 	s := scheme(t)
 	ra := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a, namespace: shop}\nspec: {}\n")
 	reader := fake.NewClientBuilder().WithScheme(s).WithObjects(ra).Build()
-	st := &liveState{ctx: ctx, reader: reader, views: NewViews(reader)}
+	st := &liveState{ctx: ctx, views: NewViews(reader)}
 	for _, groupKind := range []string{"meshguard.io/MeshGuardrail", "/Pod"} {
 		if o := st.stored(groupKind, "shop", "a"); o != nil || len(st.read) > 0 {
 			t.Errorf("%s: found %v, read views %v", groupKind, o, st.read)
