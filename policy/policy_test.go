@@ -347,7 +347,7 @@ func TestSnapshotSelection(t *testing.T) {
 		var out []*Workload
 		for _, n := range sortedKeys(s.Pods) {
 			for _, w := range s.Pods[n] {
-				if (ns == "" || n == ns) && selects(sel, w.Labels) {
+				if (ns == "" || n == ns) && Selects(sel, w.Labels) {
 					out = append(out, w)
 				}
 			}

@@ -79,7 +79,7 @@ func mtlsMode(st State, root string, w *Workload) mtls {
 	for _, l := range levels {
 		for _, pa := range st.PeerAuthentications(l.namespace) {
 			sel := selectorLabels(pa.Spec.Selector)
-			if l.workload != (len(sel) > 0) || !selects(sel, w.Labels) {
+			if l.workload != (len(sel) > 0) || !Selects(sel, w.Labels) {
 				continue
 			}
 			if pa.Spec.Mtls != nil && pa.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {

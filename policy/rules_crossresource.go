@@ -344,7 +344,7 @@ func scopedByPort(r *apRule) bool {
 func nonHTTPPorts(svcs []*corev1.Service, w *Workload) []string {
 	var out []string
 	for _, s := range svcs {
-		if len(s.Spec.Selector) == 0 || !selects(s.Spec.Selector, w.Labels) {
+		if len(s.Spec.Selector) == 0 || !Selects(s.Spec.Selector, w.Labels) {
 			continue
 		}
 		for _, p := range s.Spec.Ports {

@@ -75,7 +75,7 @@ func (s scope) applies(w *Workload, root string) bool {
 		}
 		return false
 	}
-	return selects(s.labels, w.Labels)
+	return Selects(s.labels, w.Labels)
 }
 
 // selected returns the real workloads the policy applies to.

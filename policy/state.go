@@ -120,7 +120,7 @@ func (s *Snapshot) selectIn(ns string, matchLabels map[string]string, out []*Wor
 		}
 	}
 	for _, w := range candidates {
-		if selects(matchLabels, w.Labels) {
+		if Selects(matchLabels, w.Labels) {
 			out = append(out, w)
 		}
 	}
@@ -144,10 +144,10 @@ func WithNameLabel(ns string, l map[string]string) map[string]string {
 	return out
 }
 
-// selects is Istio's workload selection: every label of the selector is on the workload.
+// Selects is Istio's workload selection: every label of the selector is on the workload.
 // An empty selector selects everything.
 // It runs for every policy and workload pair, so it allocates nothing.
-func selects(selector, workloadLabels map[string]string) bool {
+func Selects(selector, workloadLabels map[string]string) bool {
 	for k, v := range selector {
 		if got, ok := workloadLabels[k]; !ok || got != v {
 			return false
@@ -226,6 +226,6 @@ func (c *changed) PeerAuthentications(ns string) []*PeerAuthentication {
 
 func (c *changed) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	return applyChange(c, c.State.Workloads(ns, matchLabels), func(w *Workload) bool {
-		return (ns == "" || w.Namespace == ns) && selects(matchLabels, w.Labels)
+		return (ns == "" || w.Namespace == ns) && Selects(matchLabels, w.Labels)
 	})
 }

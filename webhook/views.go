@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -202,14 +201,14 @@ func (v *Views) changes(part viewPart) toolscache.ResourceEventHandler {
 // the cache keeps of it but its resourceVersion keeps the view: those are its status
 // changes, most of a cluster's events, and a namespace of many Pods would otherwise be
 // rebuilt for nearly every review of a policy. The view then points at the Pod's previous
-// object, equal in all it reads.
+// object, equal in all it reads. An object's namespace never changes: the updated object
+// names the view to drop.
 func (v *Views) updated(part viewPart, old, updated any) {
 	if o, ok := old.(*metav1.PartialObjectMetadata); ok {
 		if u, ok := updated.(*metav1.PartialObjectMetadata); ok && sameButVersion(*o, *u) {
 			return
 		}
 	}
-	v.changed(part, old)
 	v.changed(part, updated)
 }
 
@@ -298,10 +297,9 @@ func (v *Views) workloadsEverywhere(ctx context.Context, matchLabels map[string]
 	if err != nil {
 		return nil, err
 	}
-	selector := labels.SelectorFromSet(matchLabels)
 	var out []*policy.Workload
 	for _, o := range objects {
-		if pod, ok := o.(*metav1.PartialObjectMetadata); ok && selector.Matches(labels.Set(pod.Labels)) {
+		if pod, ok := o.(*metav1.PartialObjectMetadata); ok && policy.Selects(matchLabels, pod.Labels) {
 			out = append(out, podWorkload(pod))
 		}
 	}
