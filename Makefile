@@ -45,7 +45,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzInspectJWKS$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzPrincipalProblem$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzAdmissionReview$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./webhook -run '^$$' -fuzz '^FuzzIstioSpec$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./kinds -run '^$$' -fuzz '^FuzzIstioSpec$$' -fuzztime $(FUZZTIME)
 
 bench: ## Go benchmarks of the hot paths (figures and method in docs/performance.md)
 	$(GO) test ./check ./webhook ./test/bench -run '^$$' -bench . -benchmem -count 5

@@ -16,12 +16,11 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -239,34 +238,57 @@ func (l *Loader) loadObject(src Source, js []byte) {
 		}
 		return
 	}
-	group, _, _ := strings.Cut(tm.APIVersion, "/")
-	if !strings.Contains(tm.APIVersion, "/") {
-		group = ""
+	group, version, grouped := strings.Cut(tm.APIVersion, "/")
+	if !grouped {
+		group, version = "", tm.APIVersion
 	}
-	decode, known := decoders[group+"/"+tm.Kind]
-	if !known {
+	kind := kinds.Lookup(group, tm.Kind)
+	if kind == nil {
 		l.bundle.Ignored++
 		return
 	}
-	if err := decode(l, src, js); err != nil {
-		l.fail(src, "%s: %v", tm.Kind, err)
+	_, name, _, _ := kinds.Identity(js)
+	if !kind.Serves(version) {
+		l.fail(src, "%s %q: apiVersion %q is not served; use %s", tm.Kind, name, tm.APIVersion, servedVersions(kind))
+		return
 	}
+	o, err := kind.Decode(js, kinds.Manifest)
+	if err != nil {
+		l.fail(src, "%s %q: %v", tm.Kind, name, err)
+		return
+	}
+	if g, ok := o.(*policy.MeshGuardrail); ok {
+		if errs := l.Engine.ValidateGuardrail(g); len(errs) > 0 {
+			l.fail(src, "%s %q is invalid: %v", tm.Kind, name, errs.ToAggregate())
+			return
+		}
+	}
+	if kind.Role == kinds.Workload {
+		if v := kinds.IstiodVersion(js); v != "" {
+			l.bundle.State.Istiod = append(l.bundle.State.Istiod, v)
+		}
+	}
+	l.add(src, kind, o)
+}
+
+// servedVersions lists a kind's apiVersions for messages.
+func servedVersions(k *kinds.Kind) string {
+	versions := make([]string, len(k.Versions))
+	for i, v := range k.Versions {
+		versions[i] = schema.GroupVersion{Group: k.Group, Version: v}.String()
+	}
+	return strings.Join(versions, " or ")
 }
 
 // add puts a decoded object into the bundle. Namespaced objects that name no namespace get
-// the loader's, as with kubectl.
-func (l *Loader) add(src Source, o metav1.Object) {
-	switch o.(type) {
-	case *corev1.Namespace, *policy.MeshGuardrail: // cluster-scoped
-	default:
-		if o.GetNamespace() == "" {
-			o.SetNamespace(l.Namespace)
-		}
+// the loader's, as with kubectl. Policies and workloads are judged; the rest is state.
+func (l *Loader) add(src Source, kind *kinds.Kind, o metav1.Object) {
+	if !kind.ClusterScoped && o.GetNamespace() == "" {
+		o.SetNamespace(l.Namespace)
 	}
 	l.bundle.State.Add(o)
 	l.bundle.Sources[o] = src
-	switch o.(type) {
-	case *policy.RequestAuthentication, *policy.AuthorizationPolicy, *policy.PeerAuthentication, *policy.Workload:
+	if kind.Role == kinds.Policy || kind.Role == kinds.Workload {
 		l.bundle.Objects = append(l.bundle.Objects, o)
 	}
 }
@@ -292,166 +314,4 @@ func jsonType(goKind string) string {
 		return "a string"
 	}
 	return "a number"
-}
-
-// decoder reads one manifest into the bundle.
-type decoder func(l *Loader, src Source, js []byte) error
-
-// decoders, by group/kind, read the manifests the engine judges.
-var decoders = map[string]decoder{
-	"security.istio.io/RequestAuthentication": istio(func() (metav1.Object, *metav1.ObjectMeta, proto.Message) {
-		o := &policy.RequestAuthentication{}
-		return o, &o.ObjectMeta, &o.Spec
-	}),
-	"security.istio.io/AuthorizationPolicy": istio(func() (metav1.Object, *metav1.ObjectMeta, proto.Message) {
-		o := &policy.AuthorizationPolicy{}
-		return o, &o.ObjectMeta, &o.Spec
-	}),
-	"security.istio.io/PeerAuthentication": istio(func() (metav1.Object, *metav1.ObjectMeta, proto.Message) {
-		o := &policy.PeerAuthentication{}
-		return o, &o.ObjectMeta, &o.Spec
-	}),
-	"meshguard.io/MeshGuardrail": decodeGuardrail,
-	"/Pod":                       workload("Pod"),
-	"apps/Deployment":            workload("Deployment"),
-	"apps/StatefulSet":           workload("StatefulSet"),
-	"apps/DaemonSet":             workload("DaemonSet"),
-	"apps/ReplicaSet":            workload("ReplicaSet"),
-	"batch/Job":                  workload("Job"),
-	"batch/CronJob":              workload("CronJob"),
-	"/Service":                   kube[corev1.Service],
-	"/Namespace":                 kube[corev1.Namespace],
-}
-
-// strict decodes JSON, rejecting fields the type does not have, as kubectl's strict field
-// validation does: a misspelt `audience:` must not vanish silently.
-func strict(js []byte, into any) error {
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
-		return jsonError(err)
-	}
-	return nil
-}
-
-// istioObject is an Istio resource as stored: Kubernetes metadata around a protobuf spec.
-type istioObject struct {
-	APIVersion string            `json:"apiVersion"`
-	Kind       string            `json:"kind"`
-	Metadata   metav1.ObjectMeta `json:"metadata"`
-	Spec       json.RawMessage   `json:"spec"`
-	Status     json.RawMessage   `json:"status"`
-}
-
-// istio decodes an Istio resource: its spec strictly, with protojson, as the CRD schema would.
-func istio(newObject func() (metav1.Object, *metav1.ObjectMeta, proto.Message)) decoder {
-	return func(l *Loader, src Source, js []byte) error {
-		var raw istioObject
-		if err := strict(js, &raw); err != nil {
-			return err
-		}
-		o, meta, spec := newObject()
-		*meta = raw.Metadata
-		if len(raw.Spec) > 0 && !bytes.Equal(raw.Spec, []byte("null")) {
-			if err := protojson.Unmarshal(raw.Spec, spec); err != nil {
-				// protojson puts non-breaking spaces in its messages to keep callers from
-				// parsing them; users read them.
-				return fmt.Errorf("%q: spec: %s", raw.Metadata.Name, strings.ReplaceAll(err.Error(), "\u00a0", " "))
-			}
-		}
-		l.add(src, o)
-		return nil
-	}
-}
-
-func decodeGuardrail(l *Loader, src Source, js []byte) error {
-	g := &policy.MeshGuardrail{}
-	if err := strict(js, g); err != nil {
-		return err
-	}
-	if errs := l.Engine.ValidateGuardrail(g); len(errs) > 0 {
-		return fmt.Errorf("%q is invalid: %v", g.Name, errs.ToAggregate())
-	}
-	l.add(src, g)
-	return nil
-}
-
-func kube[T any, PT interface {
-	*T
-	metav1.Object
-}](l *Loader, src Source, js []byte) error {
-	var o PT = new(T)
-	if err := json.Unmarshal(js, o); err != nil {
-		return jsonError(err)
-	}
-	l.add(src, o)
-	return nil
-}
-
-// podSpec is what meshguard reads of a Pod's spec.
-type podSpec struct {
-	HostNetwork bool `json:"hostNetwork"`
-	Containers  []struct {
-		Name  string `json:"name"`
-		Image string `json:"image"`
-	} `json:"containers"`
-}
-
-type podTemplate struct {
-	Metadata metav1.ObjectMeta `json:"metadata"`
-	Spec     podSpec           `json:"spec"`
-}
-
-// workloadManifest covers a Pod and every controller with a pod template.
-type workloadManifest struct {
-	Metadata metav1.ObjectMeta `json:"metadata"`
-	Spec     struct {
-		podSpec                  // a Pod's own spec
-		Template    *podTemplate `json:"template"` // Deployment, StatefulSet, DaemonSet, ReplicaSet, Job
-		JobTemplate *struct {    // CronJob
-			Spec struct {
-				Template *podTemplate `json:"template"`
-			} `json:"spec"`
-		} `json:"jobTemplate"`
-	} `json:"spec"`
-}
-
-// workload reads a Pod, or a controller's pod template, as the workload policies select.
-// An istiod among them tells the control plane's version (MG701).
-func workload(kind string) decoder {
-	return func(l *Loader, src Source, js []byte) error {
-		var m workloadManifest
-		if err := json.Unmarshal(js, &m); err != nil {
-			return jsonError(err)
-		}
-		tpl := &podTemplate{Metadata: m.Metadata, Spec: m.Spec.podSpec}
-		switch {
-		case m.Spec.Template != nil:
-			tpl = m.Spec.Template
-		case m.Spec.JobTemplate != nil && m.Spec.JobTemplate.Spec.Template != nil:
-			tpl = m.Spec.JobTemplate.Spec.Template
-		case kind != "Pod":
-			return fmt.Errorf("%q has no pod template", m.Metadata.Name)
-		}
-		w := &policy.Workload{Kind: kind, HostNetwork: tpl.Spec.HostNetwork, ObjectMeta: &metav1.ObjectMeta{
-			Name: m.Metadata.Name, Namespace: m.Metadata.Namespace, Labels: tpl.Metadata.Labels, Annotations: tpl.Metadata.Annotations,
-		}}
-		if v := istiodVersion(tpl.Spec); v != "" {
-			l.bundle.State.Istiod = append(l.bundle.State.Istiod, v)
-		}
-		l.add(src, w)
-		return nil
-	}
-}
-
-// istiodVersion returns the image tag of istiod's discovery container (istio/pilot), or "".
-func istiodVersion(spec podSpec) string {
-	for _, c := range spec.Containers {
-		image, _, _ := strings.Cut(c.Image, "@")
-		repo, tag, tagged := strings.Cut(image[strings.LastIndex(image, "/")+1:], ":")
-		if tagged && (repo == "pilot" || c.Name == "discovery" && strings.Contains(repo, "pilot")) {
-			return tag
-		}
-	}
-	return ""
 }

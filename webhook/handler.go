@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -164,11 +165,18 @@ func decodeRequest(req admission.Request, stored storedObject) (obj, old metav1.
 		r := admission.Errored(http.StatusBadRequest, err)
 		return nil, nil, &r
 	}
+	kind := kinds.Lookup(req.Kind.Group, req.Kind.Kind)
+	if kind == nil {
+		return fail(fmt.Errorf("meshguard does not judge %s.%s", req.Kind.Kind, req.Kind.Group))
+	}
+	if !kind.Serves(req.Kind.Version) {
+		return fail(fmt.Errorf("meshguard does not read %s at version %q (it reads %s)", kind, req.Kind.Version, strings.Join(kind.Versions, ", ")))
+	}
 	var err error
-	if obj, err = decode(req.Kind.Group, req.Kind.Kind, req.Object); err != nil {
+	if obj, err = decode(kind, req.Object); err != nil {
 		return fail(err)
 	}
-	if old, err = decodeOld(req.Kind.Group, req.Kind.Kind, req.OldObject, stored); err != nil {
+	if old, err = decodeOld(kind, req.OldObject, stored); err != nil {
 		return fail(err)
 	}
 	if obj == nil && old == nil {

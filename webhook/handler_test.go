@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -55,7 +56,7 @@ metadata: {name: shop, labels: {jwt: required, kubernetes.io/metadata.name: shop
 )
 
 func scheme(t testing.TB) *runtime.Scheme {
-	s, err := NewScheme()
+	s, err := kinds.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -33,10 +34,24 @@ func (s *Server) Register(ws ctrlwebhook.Server) {
 	ws.Register(MutatePath, &ctrlwebhook.Admission{Handler: s.Mutating()})
 }
 
-// CacheOptions say what the informer cache keeps: of Pods, only the metadata the rules read
-// (policy.WorkloadMetadata); of every other object, no managed fields and only the
-// annotations the rules read (policy.ReadAnnotations).
+// CacheOptions say what the informer cache keeps (kinds.Cache): of kinds cached as
+// metadata (Pods), only the metadata the rules read (policy.WorkloadMetadata); of every
+// other object, no managed fields and only the annotations the rules read
+// (policy.ReadAnnotations).
 func CacheOptions() cache.Options {
+	byObject := map[client.Object]cache.ByObject{}
+	for _, k := range kinds.Cached() {
+		if k.Cache != kinds.MetadataOnly {
+			continue
+		}
+		o, _ := k.CacheObject()
+		byObject[o] = cache.ByObject{Transform: func(obj any) (any, error) {
+			if p, ok := obj.(*metav1.PartialObjectMetadata); ok {
+				p.ObjectMeta = policy.WorkloadMetadata(p.ObjectMeta)
+			}
+			return obj, nil
+		}}
+	}
 	return cache.Options{
 		DefaultTransform: func(obj any) (any, error) {
 			if m, err := meta.Accessor(obj); err == nil {
@@ -45,11 +60,6 @@ func CacheOptions() cache.Options {
 			}
 			return obj, nil
 		},
-		ByObject: map[client.Object]cache.ByObject{cachedPod(): {Transform: func(obj any) (any, error) {
-			if p, ok := obj.(*metav1.PartialObjectMetadata); ok {
-				p.ObjectMeta = policy.WorkloadMetadata(p.ObjectMeta)
-			}
-			return obj, nil
-		}}},
+		ByObject: byObject,
 	}
 }

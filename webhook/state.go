@@ -8,37 +8,23 @@ import (
 	"slices"
 	"strings"
 
-	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
-// podMetadata is how Pods are cached: metadata only, never whole specs.
-func podMetadata() *metav1.PartialObjectMetadataList {
-	l := &metav1.PartialObjectMetadataList{}
-	l.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PodList"))
-	return l
-}
-
-// cachedPod is the type Pods are cached as.
-func cachedPod() *metav1.PartialObjectMetadata {
-	pod := &metav1.PartialObjectMetadata{}
-	pod.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Pod"))
-	return pod
-}
-
-// CachedObjects are the objects meshguard watches: what its rules read, and no more.
+// CachedObjects are the objects meshguard watches: the cached kinds of the kinds table,
+// as its cache holds them.
 func CachedObjects() []client.Object {
-	return []client.Object{
-		&securityv1.RequestAuthentication{}, &securityv1.AuthorizationPolicy{}, &securityv1.PeerAuthentication{},
-		&v1alpha1.MeshGuardrail{}, &corev1.Namespace{}, &corev1.Service{}, cachedPod(),
+	var objects []client.Object
+	for _, k := range kinds.Cached() {
+		o, _ := k.CacheObject()
+		objects = append(objects, o)
 	}
+	return objects
 }
 
 // liveState is the policy.State of one admission request, read from the namespace views
@@ -86,14 +72,18 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 // stored finds a security policy in its namespace's view (see decodeOld). Other kinds are
 // not looked for: the cache keeps only part of a Pod's metadata, and guardrails have no
 // namespace view.
-func (s *liveState) stored(groupKind, ns, name string) metav1.Object {
-	switch groupKind {
-	case "security.istio.io/RequestAuthentication":
-		return named(s.policies(ns).RequestAuthentications(ns), name)
-	case "security.istio.io/AuthorizationPolicy":
-		return named(s.policies(ns).AuthorizationPolicies(ns), name)
-	case "security.istio.io/PeerAuthentication":
-		return named(s.policies(ns).PeerAuthentications(ns), name)
+func (s *liveState) stored(kind *kinds.Kind, ns, name string) metav1.Object {
+	if kind.Role != kinds.Policy {
+		return nil
+	}
+	view := s.policies(ns)
+	switch kind.Kind {
+	case policy.KindRequestAuthentication:
+		return named(view.RequestAuthentications(ns), name)
+	case policy.KindAuthorizationPolicy:
+		return named(view.AuthorizationPolicies(ns), name)
+	case policy.KindPeerAuthentication:
+		return named(view.PeerAuthentications(ns), name)
 	}
 	return nil
 }
@@ -159,14 +149,3 @@ func (s *liveState) Settings(ns string) policy.Settings {
 }
 
 func (s *liveState) IstiodVersions() []string { return s.istiod }
-
-// NewScheme returns a scheme with every type meshguard reads.
-func NewScheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, v1alpha1.AddToScheme} {
-		if err := add(s); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
-}

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -94,21 +95,26 @@ func keep[T any, K comparable](v *Views, m *sync.Map, key K, version uint64, val
 // NewViews returns views over an informer cache (or any reader, uncached).
 func NewViews(reader client.Reader) *Views { return &Views{reader: reader} }
 
-// viewedKind is one kind a namespace's views are made of: the view it is part of, an object
-// of it, to find its informer, and a list, to read it from a reader.
+// viewedKind is one kind a namespace's views are made of, and the view it is part of.
 type viewedKind struct {
-	part   viewPart
-	object func() client.Object
-	list   func() client.ObjectList
+	part viewPart
+	kind *kinds.Kind
 }
 
-var viewedKinds = []viewedKind{
-	{policiesView, func() client.Object { return &securityv1.RequestAuthentication{} }, func() client.ObjectList { return &securityv1.RequestAuthenticationList{} }},
-	{policiesView, func() client.Object { return &securityv1.AuthorizationPolicy{} }, func() client.ObjectList { return &securityv1.AuthorizationPolicyList{} }},
-	{policiesView, func() client.Object { return &securityv1.PeerAuthentication{} }, func() client.ObjectList { return &securityv1.PeerAuthenticationList{} }},
-	{policiesView, func() client.Object { return &corev1.Service{} }, func() client.ObjectList { return &corev1.ServiceList{} }},
-	{workloadsView, func() client.Object { return cachedPod() }, func() client.ObjectList { return podMetadata() }},
-}
+// viewedKinds are the cached kinds of the kinds table but the settings: policies and
+// Services make up the policies view, workloads the workloads view.
+var viewedKinds = func() []viewedKind {
+	var viewed []viewedKind
+	for _, k := range kinds.Cached() {
+		switch k.Role {
+		case kinds.Policy, kinds.Service:
+			viewed = append(viewed, viewedKind{policiesView, k})
+		case kinds.Workload:
+			viewed = append(viewed, viewedKind{workloadsView, k})
+		}
+	}
+	return viewed
+}()
 
 // Watch keeps views from now on, invalidated by the informers' change notifications. The
 // informers update their store before they notify, so a view built after a notification
@@ -120,14 +126,17 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 		UpdateFunc: func(_, updated any) { v.settingsChanged(updated) },
 		DeleteFunc: v.settingsChanged,
 	}
-	for _, o := range []client.Object{&v1alpha1.MeshGuardrail{}, &corev1.Namespace{}} {
-		if _, err := watch(ctx, informers, o, settingsHandler); err != nil {
+	for _, k := range kinds.Cached() {
+		if k.Role != kinds.Setting {
+			continue
+		}
+		if _, err := watch(ctx, informers, k, settingsHandler); err != nil {
 			return err
 		}
 	}
 	stores := make([]toolscache.Indexer, len(viewedKinds))
 	for i, k := range viewedKinds {
-		inf, err := watch(ctx, informers, k.object(), v.changes(k.part))
+		inf, err := watch(ctx, informers, k.kind, v.changes(k.part))
 		if err != nil {
 			return err
 		}
@@ -142,14 +151,15 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 	return nil
 }
 
-// watch adds handler to the informer of o's kind.
-func watch(ctx context.Context, informers cache.Informers, o client.Object, handler toolscache.ResourceEventHandler) (cache.Informer, error) {
+// watch adds handler to the informer of a kind.
+func watch(ctx context.Context, informers cache.Informers, kind *kinds.Kind, handler toolscache.ResourceEventHandler) (cache.Informer, error) {
+	o, _ := kind.CacheObject()
 	inf, err := informers.GetInformer(ctx, o, cache.BlockUntilSynced(false))
 	if err == nil {
 		_, err = inf.AddEventHandler(handler)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("watching %T: %w", o, err)
+		return nil, fmt.Errorf("watching %s: %w", kind, err)
 	}
 	return inf, nil
 }
@@ -323,7 +333,7 @@ func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
 		}
 		return v.stores[i].ByIndex(toolscache.NamespaceIndex, ns)
 	}
-	l := viewedKinds[i].list()
+	_, l := viewedKinds[i].kind.CacheObject()
 	if err := v.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}

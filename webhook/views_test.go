@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -280,12 +281,12 @@ func TestStoredOnlySecurityPolicies(t *testing.T) {
 	ra := object(t, s, "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: a, namespace: shop}\nspec: {}\n")
 	reader := fake.NewClientBuilder().WithScheme(s).WithObjects(ra).Build()
 	st := &liveState{ctx: ctx, views: NewViews(reader)}
-	for _, groupKind := range []string{"meshguard.io/MeshGuardrail", "/Pod"} {
-		if o := st.stored(groupKind, "shop", "a"); o != nil || len(st.read) > 0 {
-			t.Errorf("%s: found %v, read views %v", groupKind, o, st.read)
+	for _, kind := range []*kinds.Kind{kinds.Lookup("meshguard.io", "MeshGuardrail"), kinds.Lookup("", "Pod")} {
+		if o := st.stored(kind, "shop", "a"); o != nil || len(st.read) > 0 {
+			t.Errorf("%s: found %v, read views %v", kind, o, st.read)
 		}
 	}
-	if o := st.stored("security.istio.io/RequestAuthentication", "shop", "a"); o == nil || o.GetName() != "a" {
+	if o := st.stored(kinds.Lookup("security.istio.io", "RequestAuthentication"), "shop", "a"); o == nil || o.GetName() != "a" {
 		t.Errorf("the cached RequestAuthentication was not found: %v", o)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/meshguard/meshguard/certs"
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 	"github.com/meshguard/meshguard/webhook"
 )
@@ -95,7 +96,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 			return err
 		}
 	}
-	scheme, err := webhook.NewScheme()
+	scheme, err := kinds.NewScheme()
 	if err != nil {
 		return err
 	}

@@ -18,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/test/cluster"
-	"github.com/meshguard/meshguard/webhook"
 )
 
 // apiServerFigure creates RequestAuthentications one after another through a real
@@ -51,7 +51,7 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer c.Stop()
-	scheme, err := webhook.NewScheme()
+	scheme, err := kinds.NewScheme()
 	if err != nil {
 		return err
 	}

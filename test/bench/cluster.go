@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/webhook"
 )
 
@@ -236,7 +237,7 @@ type memory struct {
 // The cache runs until ctx is cancelled; wait returns once it has stopped, so that what it
 // held can be collected before the next size is measured.
 func startCache(ctx context.Context, s shape) (_ cache.Cache, _ memory, wait func(), _ error) {
-	scheme, err := webhook.NewScheme()
+	scheme, err := kinds.NewScheme()
 	if err != nil {
 		return nil, memory{}, nil, err
 	}

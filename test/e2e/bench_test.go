@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 	"github.com/meshguard/meshguard/webhook"
 )
@@ -81,7 +82,7 @@ func populateCluster(b *testing.B, c client.Client) {
 // Pods (as metadata) and 2,000 policies, fed by the real API server. Run it with
 // `go test ./test/e2e -run '^$' -bench Admission` (figures in docs/performance.md).
 func BenchmarkAdmission(b *testing.B) {
-	scheme, err := webhook.NewScheme()
+	scheme, err := kinds.NewScheme()
 	if err != nil {
 		b.Fatal(err)
 	}

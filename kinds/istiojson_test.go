@@ -1,4 +1,4 @@
-package webhook
+package kinds
 
 import (
 	"strings"

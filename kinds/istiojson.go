@@ -1,4 +1,4 @@
-package webhook
+package kinds
 
 import (
 	"fmt"
@@ -22,7 +22,8 @@ import (
 // Proto JSON differs from Go's JSON in these ways, each handled here:
 //   - member names are the lowerCamelCase JSON names, where the Go fields are tagged with
 //     the proto names (jwks_uri): names are matched case-insensitively, ignoring
-//     underscores, as the JSON v2 decoder does on request;
+//     underscores, as the JSON v2 decoder does on request, once checkSpecNames has found
+//     each to be a field's JSON name, spelt exactly;
 //   - every message type has an UnmarshalJSON method (jsonpb), which the decoder would
 //     call: each is read instead as a twin type with its fields and no methods (a type
 //     with no twin is still read right, by its own method, only slower);

@@ -1,0 +1,67 @@
+package kinds
+
+import (
+	"sync"
+
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshguard/meshguard/api/v1alpha1"
+)
+
+// NewScheme returns a scheme with the API type of every kind of the table.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, v1alpha1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Cached returns the rows the webhook's informer cache watches.
+func Cached() []*Kind {
+	var rows []*Kind
+	for _, k := range All() {
+		if k.Cache != NotCached {
+			rows = append(rows, k)
+		}
+	}
+	return rows
+}
+
+// apiTypes is the scheme the cache's objects are made from.
+var apiTypes = sync.OnceValue(func() *runtime.Scheme {
+	s, err := NewScheme()
+	if err != nil {
+		panic(err)
+	}
+	return s
+})
+
+// CacheObject returns an empty object of the kind, and an empty list, as the webhook's
+// cache holds them: of the kind's API type, or metadata only. The table is fixed and
+// TestTable makes one of every cached row: a type missing from the scheme is a panic.
+func (k *Kind) CacheObject() (client.Object, client.ObjectList) {
+	gvk := k.Preferred()
+	listGVK := gvk.GroupVersion().WithKind(gvk.Kind + "List")
+	if k.Cache == MetadataOnly {
+		o, l := &metav1.PartialObjectMetadata{}, &metav1.PartialObjectMetadataList{}
+		o.SetGroupVersionKind(gvk)
+		l.SetGroupVersionKind(listGVK)
+		return o, l
+	}
+	o, err := apiTypes().New(gvk)
+	if err != nil {
+		panic(err)
+	}
+	l, err := apiTypes().New(listGVK)
+	if err != nil {
+		panic(err)
+	}
+	return o.(client.Object), l.(client.ObjectList)
+}
