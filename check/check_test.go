@@ -103,6 +103,8 @@ func TestLoadBadInput(t *testing.T) {
 		"second document":       {ra + "---\nkind: [\n", []string{"-:5 (document 2)"}},
 		"bad guardrail":         {"apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: g}\nspec: {rules: {MG999: deny, MG101: block}}\n", []string{"MG999", "block", `"g" is invalid`}},
 		"controller sans pods":  {"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n", []string{`"d" has no pod template`}},
+		"proto-named field":     {ra + "spec: {jwtRules: [{issuer: x, from_headers: [{name: a}]}]}\n", []string{`unknown field "spec.jwtRules[0].from_headers"`, `spells it "fromHeaders"`}},
+		"version not served":    {"apiVersion: security.istio.io/v2\nkind: AuthorizationPolicy\nmetadata: {name: a}\n", []string{`"a": apiVersion "security.istio.io/v2" is not served; use security.istio.io/v1 or security.istio.io/v1beta1`}},
 		"labels of wrong shape": {"apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: [a]}\n", []string{"Pod", "metadata.labels: expected an object"}},
 	}
 	for name, c := range cases {

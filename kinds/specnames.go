@@ -11,6 +11,24 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
+// altNames are the names a field goes by in Istio's CRD schemas beside its JSON name
+// (`+kubebuilder:altName` in istio.io/api), which istiod reads as the field.
+// TestIstioCRDsAgree holds this list to the CRDs.
+var altNames = map[protoreflect.FullName]string{
+	"istio.security.v1beta1.JWTRule.jwks_uri": "jwks_uri",
+}
+
+// fieldNamed returns the field of md the CRD schema knows by name, or nil.
+func fieldNamed(md protoreflect.MessageDescriptor, name string) protoreflect.FieldDescriptor {
+	if fd := md.Fields().ByJSONName(name); fd != nil {
+		return fd
+	}
+	if fd := md.Fields().ByName(protoreflect.Name(name)); fd != nil && altNames[fd.FullName()] == name {
+		return fd
+	}
+	return nil
+}
+
 // checkSpecNames reports every member of an Istio spec, at any depth, that is not a field
 // of its message by the field's JSON name: what the CRD schema knows it by. Values are not
 // checked here; the decoder reads them after.
@@ -50,7 +68,7 @@ func (c *specChecker) message(md protoreflect.MessageDescriptor, path *field.Pat
 			return err
 		}
 		name := tok.String()
-		fd := md.Fields().ByJSONName(name)
+		fd := fieldNamed(md, name)
 		if fd == nil {
 			c.unknown = append(c.unknown, unknownField(md, path.Child(name), name))
 			if err := dec.SkipValue(); err != nil {

@@ -268,6 +268,11 @@ func TestBadInput(t *testing.T) {
 	if wrongType.Allowed || wrongType.Result.Code != http.StatusBadRequest {
 		t.Errorf("undecodable object: %+v", wrongType.Result)
 	}
+	// A field the schema does not know is a denial naming it, never a silent drop.
+	protoNamed := review(t, v, admissionv1.Create, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: require-jwt, namespace: shop}\nspec: {action: DENY, rules: [{from: [{source: {not_request_principals: ['*']}}]}]}", "", false)
+	if protoNamed.Allowed || !strings.Contains(protoNamed.Result.Message, `unknown field "spec.rules[0].from[0].source.not_request_principals"`) {
+		t.Errorf("proto-named field: %+v", protoNamed.Result)
+	}
 	// A panic is the last line of defence: it becomes an error response, and serving goes on.
 	broken := &Server{Synced: srv.Synced, Reader: srv.Reader, Log: logr.Discard()}
 	if r := review(t, broken.Validating(), admissionv1.Create, raGood, "", false); r.Allowed || r.Result.Code != http.StatusInternalServerError {

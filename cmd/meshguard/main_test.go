@@ -45,6 +45,39 @@ func TestCheckExitCodes(t *testing.T) {
 	}
 }
 
+// TestCheckProtoNamedField: a DENY policy whose only field is spelt by its proto name
+// (the CRD schema does not know it: the cluster would run a policy that denies nothing) is
+// bad input, named by file, document and field; not a clean bundle.
+func TestCheckProtoNamedField(t *testing.T) {
+	bundle := filepath.Join(t.TempDir(), "deny.yaml")
+	if err := os.WriteFile(bundle, []byte(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [web]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{from: [{source: {not_request_principals: ["*"]}}]}]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if got := run([]string{"check", "-f", bundle}, nil, io.Discard, &stderr); got != exitUsage {
+		t.Errorf("exit %d, want %d", got, exitUsage)
+	}
+	for _, want := range []string{bundle + ":8 (document 2)", `AuthorizationPolicy "require-jwt"`, `unknown field "spec.rules[0].from[0].source.not_request_principals"`, `"notRequestPrincipals"`} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr does not name %s:\n%s", want, stderr.String())
+		}
+	}
+}
+
 // TestCheckConfig applies a guardrail file: MG301 raised to deny turns a warning into a failure.
 func TestCheckConfig(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "guardrails.yaml")

@@ -9,7 +9,10 @@ import (
 	"testing"
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/kinds/kindstest"
 )
 
 // helmVersion is the Helm the chart is linted and rendered with, built from the module proxy.
@@ -63,6 +66,12 @@ func TestHelmChart(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if err := kindstest.CheckWebhooks(vwc, mwc); err != nil {
+				t.Error(err)
+			}
+			if err := kindstest.CheckClusterRole(clusterRole(t, objects, "meshguard")); err != nil {
+				t.Error(err)
+			}
 			for _, w := range vwc.Webhooks {
 				if *w.FailurePolicy != admregv1.Fail || *w.SideEffects != admregv1.SideEffectClassNone || w.ClientConfig.Service.Namespace != "meshguard-system" {
 					t.Errorf("validating webhook %s: failurePolicy %s, sideEffects %s", w.Name, *w.FailurePolicy, *w.SideEffects)
@@ -82,4 +91,20 @@ func TestHelmChart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clusterRole returns the ClusterRole of a name among rendered objects.
+func clusterRole(t *testing.T, rendered, name string) rbacv1.ClusterRole {
+	t.Helper()
+	for _, doc := range strings.Split(rendered, "\n---\n") {
+		var role rbacv1.ClusterRole
+		if err := yaml.Unmarshal([]byte(doc), &role); err != nil {
+			t.Fatal(err)
+		}
+		if role.Kind == "ClusterRole" && role.Name == name {
+			return role
+		}
+	}
+	t.Fatalf("no ClusterRole %s rendered", name)
+	return rbacv1.ClusterRole{}
 }
