@@ -59,7 +59,8 @@ load-growth: ## How the p99 grows from 1k to 100k Pods: one server process per s
 load-apiserver: control-plane ## RequestAuthentication creates through kube-apiserver, with and without meshguard
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) run ./test/bench -apiserver 500 -rounds 3
 
-docs: ## Regenerate docs/rules.md from the catalog and its fixtures
+docs: ## Rewrite the fixtures' `# expect:` lines from what the engine finds (review the diff), then docs/rules.md
+	$(GO) test ./policy -run '^TestGolden$$' -update
 	$(GO) test ./policy -run '^TestRuleDocs$$' -update
 
 generate: ## Regenerate deepcopy code and the MeshGuardrail CRD (manifests and chart) from api/

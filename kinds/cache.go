@@ -65,3 +65,28 @@ func (k *Kind) CacheObject() (client.Object, client.ObjectList) {
 	}
 	return o.(client.Object), l.(client.ObjectList)
 }
+
+// Keep trims an object as the cache keeps it: no managed fields, and only the
+// annotations the rules read of its kind; of a kind cached as metadata, only identity,
+// age, labels and those annotations.
+func (k *Kind) Keep(o metav1.Object) {
+	annotations := o.GetAnnotations()
+	if p, ok := o.(*metav1.PartialObjectMetadata); ok && k.Cache == MetadataOnly {
+		m := p.ObjectMeta
+		p.ObjectMeta = metav1.ObjectMeta{
+			Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+			CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, Labels: m.Labels,
+		}
+	}
+	o.SetManagedFields(nil)
+	var kept map[string]string
+	for _, a := range k.Annotations {
+		if v, ok := annotations[a]; ok {
+			if kept == nil {
+				kept = map[string]string{}
+			}
+			kept[a] = v
+		}
+	}
+	o.SetAnnotations(kept)
+}

@@ -12,7 +12,9 @@ import (
 
 type apRule = securityv1beta1.Rule
 
-const dryRunAnnotation = "istio.io/dry-run"
+// DryRunAnnotation switches an AuthorizationPolicy to dry run: Istio logs its verdicts and
+// enforces nothing.
+const DryRunAnnotation = "istio.io/dry-run"
 
 func isAllow(ap *AuthorizationPolicy) bool {
 	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_ALLOW
@@ -23,7 +25,7 @@ func isDeny(ap *AuthorizationPolicy) bool {
 }
 
 func isDryRun(ap *AuthorizationPolicy) bool {
-	return ap.Annotations[dryRunAnnotation] == "true"
+	return ap.Annotations[DryRunAnnotation] == "true"
 }
 
 // isJWTKey tells whether a `when` key reads the validated token.

@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"maps"
 	"slices"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -154,6 +155,9 @@ func (e *Engine) Review(r Review) []Finding {
 		if overridden && override == Off {
 			continue
 		}
+		if rule.Check == nil {
+			continue
+		}
 		for _, f := range rule.Check(c) {
 			f.Rule, f.Name = rule.ID, rule.Name
 			switch {
@@ -200,4 +204,65 @@ func (e *Engine) context(r Review) *Context {
 	}
 	c.Settings = c.State.Settings(r.Object.GetNamespace())
 	return c
+}
+
+// Labelling is what a labelling rule adds to a workload.
+type Labelling struct {
+	Rule string
+	// Labels are the labels the workload lacks; Guardrails, those that ask for them.
+	Labels     map[string]string
+	Guardrails []string
+}
+
+// labeller returns the labelling rule in force under s (any action but off), or nil.
+func (e *Engine) labeller(s Settings) *Rule {
+	for i, r := range e.rules {
+		if r.Label != nil && s.Actions[r.ID] != Off {
+			return &e.rules[i]
+		}
+	}
+	return nil
+}
+
+// LabelsPods tells whether new Pods of a namespace may be given labels, before any Pod
+// is read: most namespaces ask for none.
+func (e *Engine) LabelsPods(st State, namespace string) bool {
+	s := st.Settings(namespace)
+	return s.Coverage != nil && e.labeller(s) != nil
+}
+
+// CoverageLabels returns what a new Pod (or, offline, a pod template) is to be labelled
+// with, or nil: the mutating side of meshguard.
+func (e *Engine) CoverageLabels(st State, w *Workload) *Labelling {
+	s := st.Settings(w.Namespace)
+	r := e.labeller(s)
+	if r == nil {
+		return nil
+	}
+	missing, guardrails := r.Label(s, w)
+	if missing == nil {
+		return nil
+	}
+	return &Labelling{Rule: r.ID, Labels: missing, Guardrails: guardrails}
+}
+
+// Cover labels a workload in place as admission would, returning whether it changed.
+func (e *Engine) Cover(st State, w *Workload) bool {
+	l := e.CoverageLabels(st, w)
+	if l == nil {
+		return false
+	}
+	meta := *w.ObjectMeta // the metadata may be a cache's
+	w.ObjectMeta = &meta
+	w.Labels = maps.Clone(w.Labels)
+	if w.Labels == nil {
+		w.Labels = map[string]string{}
+	}
+	maps.Copy(w.Labels, l.Labels)
+	w.Annotations = maps.Clone(w.Annotations)
+	if w.Annotations == nil {
+		w.Annotations = map[string]string{}
+	}
+	w.Annotations[CoveredByAnnotation] = strings.Join(l.Guardrails, ",")
+	return true
 }

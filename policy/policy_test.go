@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -387,14 +386,14 @@ func TestCoverageAndPods(t *testing.T) {
 	exempt.Annotations = map[string]string{CoverageAnnotation: CoverageExempt}
 	plain := pod("shop", "web-1", map[string]string{"app": "web"})
 
-	if missing, why := e.CoverageLabels(snapshot(rail(false, nil)), plain); missing["enablesecurity"] != "shop" || !slices.Equal(why, []string{"cov"}) {
-		t.Errorf("labels for a plain Pod: %v %v", missing, why)
+	if l := e.CoverageLabels(snapshot(rail(false, nil)), plain); l == nil || l.Rule != "MG501" || l.Labels["enablesecurity"] != "shop" || !slices.Equal(l.Guardrails, []string{"cov"}) {
+		t.Errorf("labels for a plain Pod: %+v", l)
 	}
-	if missing, _ := e.CoverageLabels(snapshot(rail(true, nil)), exempt); missing != nil {
-		t.Errorf("an allowed opt-out got labels %v", missing)
+	if l := e.CoverageLabels(snapshot(rail(true, nil)), exempt); l != nil {
+		t.Errorf("an allowed opt-out got labels %+v", l)
 	}
-	if missing, _ := e.CoverageLabels(snapshot(rail(false, map[string]Action{"MG501": Off})), plain); missing != nil {
-		t.Errorf("MG501 off still labels: %v", missing)
+	if l := e.CoverageLabels(snapshot(rail(false, map[string]Action{"MG501": Off})), plain); l != nil {
+		t.Errorf("MG501 off still labels: %+v", l)
 	}
 	if fs := e.Review(Review{Operation: Create, Object: exempt, State: snapshot(rail(false, nil))}); !has(fs, "MG505") {
 		t.Errorf("forbidden opt-out: %v", rules(fs))
@@ -438,7 +437,7 @@ func TestValidateGuardrail(t *testing.T) {
 func TestCatalog(t *testing.T) {
 	seen := map[string]bool{}
 	for _, r := range Catalog() {
-		if !ruleIDPattern.MatchString(r.ID) || r.Name == "" || r.Summary == "" || r.Why == "" || r.Check == nil || len(r.Kinds) == 0 {
+		if !ruleIDPattern.MatchString(r.ID) || r.Name == "" || r.Summary == "" || r.Why == "" || (r.Check == nil) == (r.Label == nil) || len(r.Kinds) == 0 {
 			t.Errorf("incomplete rule %+v", r)
 		}
 		if r.Default != Deny && r.Default != Warn {
@@ -451,43 +450,5 @@ func TestCatalog(t *testing.T) {
 	}
 	if len(seen) != 2*49 { // MG101-117, MG201-207, MG301-310, MG401-407, MG501-505, MG601-602, MG701
 		t.Errorf("%d rules, the catalog has 49", len(seen)/2)
-	}
-}
-
-// TestWorkloadMetadata: what a Pod cache keeps judges a workload as its whole metadata
-// does, and drops the rest.
-func TestWorkloadMetadata(t *testing.T) {
-	for _, annotations := range []map[string]string{
-		{sidecarInjectLabel: "false"},
-		{excludeInboundAnnotation: "8080"},
-		{CoverageAnnotation: CoverageExempt},
-		nil,
-	} {
-		full := metav1.ObjectMeta{
-			Name: "web-1", Namespace: "shop", UID: "u1", Labels: map[string]string{"app": "web"},
-			Annotations:     maps.Clone(annotations),
-			OwnerReferences: []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "web-1"}},
-			ManagedFields:   []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
-		}
-		if full.Annotations == nil {
-			full.Annotations = map[string]string{}
-		}
-		full.Annotations["sidecar.istio.io/status"] = `{"initContainers":["istio-proxy"]}`
-		kept := WorkloadMetadata(full)
-		a, b := &Workload{ObjectMeta: &full, Kind: KindPod}, &Workload{ObjectMeta: &kept, Kind: KindPod}
-		if fa, wa := notEnforceable(a); fa != "" || wa != "" {
-			if fb, wb := notEnforceable(b); fb != fa || wb != wa {
-				t.Errorf("%v: judged %q/%q in full, %q/%q kept", annotations, fa, wa, fb, wb)
-			}
-		}
-		if optedOut(a) != optedOut(b) {
-			t.Errorf("%v: opt-out differs", annotations)
-		}
-		if !maps.Equal(kept.Labels, full.Labels) || kept.Name != full.Name || kept.Namespace != full.Namespace || kept.UID != full.UID {
-			t.Errorf("identity or labels lost: %+v", kept)
-		}
-		if len(kept.Annotations) != len(annotations) || kept.OwnerReferences != nil || kept.ManagedFields != nil {
-			t.Errorf("kept more than the rules read: %+v", kept)
-		}
 	}
 }

@@ -2,64 +2,21 @@ package policy
 
 import (
 	"fmt"
-	"maps"
-	"strings"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Istio's sidecar controls on Pods.
+// Istio's sidecar controls on Pods, read by the rules (kinds keeps them in its cache).
 const (
-	sidecarInjectLabel       = "sidecar.istio.io/inject"
-	excludeInboundAnnotation = "traffic.sidecar.istio.io/excludeInboundPorts"
+	SidecarInjectLabel       = "sidecar.istio.io/inject" // a label, and as an annotation
+	ExcludeInboundAnnotation = "traffic.sidecar.istio.io/excludeInboundPorts"
 )
-
-// readAnnotations are the only annotations the rules read, of any object. A cache keeps no
-// others: kubectl's copy of the last applied configuration alone is as large as the
-// object. A rule that reads a new annotation adds it here.
-var readAnnotations = []string{CoverageAnnotation, CoveredByAnnotation, sidecarInjectLabel, excludeInboundAnnotation, dryRunAnnotation}
-
-// ReadAnnotations returns those of annotations the rules read, nil if none.
-func ReadAnnotations(annotations map[string]string) map[string]string {
-	var kept map[string]string
-	for _, k := range readAnnotations {
-		if v, ok := annotations[k]; ok {
-			if kept == nil {
-				kept = map[string]string{}
-			}
-			kept[k] = v
-		}
-	}
-	return kept
-}
-
-// WorkloadMetadata keeps of a workload's metadata what the rules read: identity, age,
-// labels and the annotations above. A cache of Pods stores no more.
-func WorkloadMetadata(m metav1.ObjectMeta) metav1.ObjectMeta {
-	return metav1.ObjectMeta{
-		Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-		CreationTimestamp: m.CreationTimestamp, DeletionTimestamp: m.DeletionTimestamp, Labels: m.Labels,
-		Annotations: ReadAnnotations(m.Annotations),
-	}
-}
 
 // optedOut tells whether a workload asks to be left out of coverage.
 func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == CoverageExempt }
 
-// LabelsPods tells whether new Pods of a namespace may be given coverage labels (MG501),
-// before any Pod is read.
-func (e *Engine) LabelsPods(st State, namespace string) bool {
-	s := st.Settings(namespace)
-	return s.Coverage != nil && s.Actions["MG501"] != Off
-}
-
-// CoverageLabels returns the coverage labels a new Pod (or, offline, a pod template) is
-// missing, and the guardrails that ask for them: MG501, the mutating side of meshguard.
-// Nothing is returned where coverage is off, the labels are there, or the workload opted
-// out where guardrails allow it.
-func (e *Engine) CoverageLabels(st State, w *Workload) (missing map[string]string, guardrails []string) {
-	s := st.Settings(w.Namespace)
-	if s.Coverage == nil || s.Actions["MG501"] == Off || (optedOut(w) && s.Coverage.AllowOptOut) {
+// coverageLabels is MG501's Label: the coverage labels a workload lacks where guardrails
+// require coverage, unless it opted out where they allow it.
+func coverageLabels(s Settings, w *Workload) (missing map[string]string, guardrails []string) {
+	if s.Coverage == nil || (optedOut(w) && s.Coverage.AllowOptOut) {
 		return nil, nil
 	}
 	for k, v := range s.Coverage.Labels {
@@ -76,39 +33,18 @@ func (e *Engine) CoverageLabels(st State, w *Workload) (missing map[string]strin
 	return missing, s.Coverage.Guardrails
 }
 
-// Cover labels a workload in place as admission would, returning whether it changed.
-func (e *Engine) Cover(st State, w *Workload) bool {
-	missing, rails := e.CoverageLabels(st, w)
-	if missing == nil {
-		return false
-	}
-	meta := *w.ObjectMeta // the metadata may be a cache's
-	w.ObjectMeta = &meta
-	w.Labels = maps.Clone(w.Labels)
-	if w.Labels == nil {
-		w.Labels = map[string]string{}
-	}
-	maps.Copy(w.Labels, missing)
-	w.Annotations = maps.Clone(w.Annotations)
-	if w.Annotations == nil {
-		w.Annotations = map[string]string{}
-	}
-	w.Annotations[CoveredByAnnotation] = strings.Join(rails, ",")
-	return true
-}
-
 // notEnforceable says why Istio cannot enforce policy on a workload, or "".
 func notEnforceable(w *Workload) (field, why string) {
 	switch {
-	case w.Labels[sidecarInjectLabel] == "false":
-		return "metadata.labels[" + sidecarInjectLabel + "]", "sidecar injection is disabled"
-	case w.Annotations[sidecarInjectLabel] == "false":
-		return "metadata.annotations[" + sidecarInjectLabel + "]", "sidecar injection is disabled"
+	case w.Labels[SidecarInjectLabel] == "false":
+		return "metadata.labels[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
+	case w.Annotations[SidecarInjectLabel] == "false":
+		return "metadata.annotations[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
 	case w.HostNetwork:
 		return "spec.hostNetwork", "it runs on the host network, where no sidecar intercepts"
-	case w.Annotations[excludeInboundAnnotation] != "":
-		return "metadata.annotations[" + excludeInboundAnnotation + "]",
-			fmt.Sprintf("inbound ports %s bypass the sidecar", w.Annotations[excludeInboundAnnotation])
+	case w.Annotations[ExcludeInboundAnnotation] != "":
+		return "metadata.annotations[" + ExcludeInboundAnnotation + "]",
+			fmt.Sprintf("inbound ports %s bypass the sidecar", w.Annotations[ExcludeInboundAnnotation])
 	}
 	return "", ""
 }
@@ -119,8 +55,7 @@ func podRules() []Rule {
 		ID: "MG501", Name: "pod-coverage-label", Default: Warn, Kinds: pod,
 		Summary: "Adds the coverage labels, and an annotation naming the guardrails, to Pods of covered namespaces (offline: to pod templates, before the other rules run). Any action but `off` labels.",
 		Why:     "The mission: JWT policies written against the coverage label cover every Pod.",
-		// Labelling is a mutation (CoverageLabels), not a finding.
-		Check: func(*Context) []Finding { return nil },
+		Label:   coverageLabels,
 	}, {
 		ID: "MG502", Name: "pod-coverage-label-removed", Default: Deny, Kinds: pod,
 		Summary: "A Pod UPDATE that removes or changes a coverage label.",

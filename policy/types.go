@@ -95,6 +95,10 @@ type Rule struct {
 	// Check returns the rule's findings for the object under review. A finding may carry
 	// its own Action where the rule's default depends on what it found (MG104, MG302, ...).
 	Check func(c *Context) []Finding
+	// Label, on a rule that changes objects instead of judging them (MG501), returns the
+	// labels a new workload lacks under the settings in force, and the guardrails that ask
+	// for them (Engine.CoverageLabels).
+	Label func(s Settings, w *Workload) (missing map[string]string, guardrails []string)
 	// OnDelete rules also judge deletions; the others judge only what is created or kept.
 	OnDelete bool
 }

@@ -134,11 +134,11 @@ func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Re
 		return *errResp
 	}
 	w := obj.(*policy.Workload) // the Pod decoder makes workloads
-	missing, guardrails := s.Engine.CoverageLabels(st, w)
+	labelling := s.Engine.CoverageLabels(st, w)
 	if err := st.Err(); err != nil {
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))
 	}
-	if missing == nil {
+	if labelling == nil {
 		return admission.Allowed("")
 	}
 	// Idempotent: only what is missing is added, so reinvocation changes nothing.
@@ -146,15 +146,16 @@ func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Re
 	if w.Labels == nil {
 		patches = append(patches, jsonpatch.NewOperation("add", "/metadata/labels", map[string]string{}))
 	}
-	for _, k := range slices.Sorted(maps.Keys(missing)) {
-		patches = append(patches, jsonpatch.NewOperation("add", "/metadata/labels/"+escapePointer(k), missing[k]))
+	for _, k := range slices.Sorted(maps.Keys(labelling.Labels)) {
+		patches = append(patches, jsonpatch.NewOperation("add", "/metadata/labels/"+escapePointer(k), labelling.Labels[k]))
 	}
 	if w.Annotations == nil {
 		patches = append(patches, jsonpatch.NewOperation("add", "/metadata/annotations", map[string]string{}))
 	}
-	patches = append(patches, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(policy.CoveredByAnnotation), strings.Join(guardrails, ",")))
+	guardrails := strings.Join(labelling.Guardrails, ",")
+	patches = append(patches, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(policy.CoveredByAnnotation), guardrails))
 	resp := admission.Patched("", patches...)
-	resp.AuditAnnotations = map[string]string{"coverage": "MG501 " + strings.Join(guardrails, ",")}
+	resp.AuditAnnotations = map[string]string{"coverage": labelling.Rule + " " + guardrails}
 	return resp
 }
 

@@ -3,14 +3,12 @@ package webhook
 import (
 	"crypto/tls"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/meshguard/meshguard/kinds"
-	"github.com/meshguard/meshguard/policy"
 )
 
 // NewHTTPSServer is the server meshguard's webhooks run on: TLS 1.2 or later, HTTP/1.1 only,
@@ -34,32 +32,18 @@ func (s *Server) Register(ws ctrlwebhook.Server) {
 	ws.Register(MutatePath, &ctrlwebhook.Admission{Handler: s.Mutating()})
 }
 
-// CacheOptions say what the informer cache keeps (kinds.Cache): of kinds cached as
-// metadata (Pods), only the metadata the rules read (policy.WorkloadMetadata); of every
-// other object, no managed fields and only the annotations the rules read
-// (policy.ReadAnnotations).
+// CacheOptions say what the informer cache keeps of each kind (kinds.Kind.Keep): no
+// managed fields, only the annotations the rules read, and of Pods only their metadata.
 func CacheOptions() cache.Options {
 	byObject := map[client.Object]cache.ByObject{}
 	for _, k := range kinds.Cached() {
-		if k.Cache != kinds.MetadataOnly {
-			continue
-		}
 		o, _ := k.CacheObject()
 		byObject[o] = cache.ByObject{Transform: func(obj any) (any, error) {
-			if p, ok := obj.(*metav1.PartialObjectMetadata); ok {
-				p.ObjectMeta = policy.WorkloadMetadata(p.ObjectMeta)
+			if m, ok := obj.(metav1.Object); ok {
+				k.Keep(m)
 			}
 			return obj, nil
 		}}
 	}
-	return cache.Options{
-		DefaultTransform: func(obj any) (any, error) {
-			if m, err := meta.Accessor(obj); err == nil {
-				m.SetManagedFields(nil)
-				m.SetAnnotations(policy.ReadAnnotations(m.GetAnnotations()))
-			}
-			return obj, nil
-		},
-		ByObject: byObject,
-	}
+	return cache.Options{ByObject: byObject}
 }
