@@ -1,10 +1,6 @@
 package kinds
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +11,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -147,15 +142,7 @@ func istioCRDs(t *testing.T) map[string]crd {
 		t.Fatal(err)
 	}
 	crds := map[string]crd{}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return crds
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, doc := range yamlDocuments(t, data) {
 		var c crd
 		if err := yaml.Unmarshal(doc, &c); err != nil {
 			t.Fatal(err)
@@ -164,4 +151,5 @@ func istioCRDs(t *testing.T) map[string]crd {
 			crds[c.Spec.Names.Kind] = c
 		}
 	}
+	return crds
 }

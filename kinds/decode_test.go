@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -33,8 +34,16 @@ func TestDecodeAgreesWithAPITypes(t *testing.T) {
 	for _, pattern := range []string{"../policy/testdata/*.yaml", "../examples/seeds/*/*.yaml"} {
 		files, _ := filepath.Glob(pattern)
 		for _, file := range files {
-			for i, doc := range yamlDocuments(t, file) {
-				objects[file+"#"+string(rune('0'+i))] = doc
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, doc := range yamlDocuments(t, data) {
+				js, err := yaml.YAMLToJSON(doc)
+				if err != nil {
+					t.Fatalf("%s: %v", file, err)
+				}
+				objects[fmt.Sprintf("%s#%d", file, i)] = js
 			}
 		}
 	}
@@ -132,30 +141,22 @@ func sameObject(got, want metav1.Object) bool {
 	return reflect.DeepEqual(got, want)
 }
 
-func yamlDocuments(t *testing.T, file string) [][]byte {
-	f, err := os.Open(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+// yamlDocuments splits a YAML stream into its documents, leaving out empty ones.
+func yamlDocuments(t *testing.T, data []byte) [][]byte {
+	t.Helper()
 	var docs [][]byte
-	r := utilyaml.NewYAMLReader(bufio.NewReader(f))
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for {
 		doc, err := r.Read()
 		if errors.Is(err, io.EOF) {
 			return docs
 		}
 		if err != nil {
-			t.Fatalf("%s: %v", file, err)
+			t.Fatal(err)
 		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
+		if len(bytes.TrimSpace(doc)) > 0 {
+			docs = append(docs, doc)
 		}
-		j, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		docs = append(docs, j)
 	}
 }
 

@@ -91,34 +91,18 @@ var (
 
 // table is every kind meshguard reads, one row each.
 var table = []Kind{
-	{
-		GroupKind: schema.GroupKind{Group: securityIstioIO, Kind: policy.KindRequestAuthentication}, Versions: istioVersions,
-		Resource: "requestauthentications", Role: Policy, Cache: Whole, Validate: allOperations,
-		typed: istioManifest,
-		decode: istio(func() (metav1.Object, *metav1.ObjectMeta, any) {
-			o := &securityv1.RequestAuthentication{}
-			return o, &o.ObjectMeta, &o.Spec
-		}),
-	},
-	{
-		GroupKind: schema.GroupKind{Group: securityIstioIO, Kind: policy.KindAuthorizationPolicy}, Versions: istioVersions,
-		Resource: "authorizationpolicies", Role: Policy, Cache: Whole, Validate: allOperations,
-		Annotations: []string{policy.DryRunAnnotation},
-		typed:       istioManifest,
-		decode: istio(func() (metav1.Object, *metav1.ObjectMeta, any) {
-			o := &securityv1.AuthorizationPolicy{}
-			return o, &o.ObjectMeta, &o.Spec
-		}),
-	},
-	{
-		GroupKind: schema.GroupKind{Group: securityIstioIO, Kind: policy.KindPeerAuthentication}, Versions: istioVersions,
-		Resource: "peerauthentications", Role: Policy, Cache: Whole, Validate: allOperations,
-		typed: istioManifest,
-		decode: istio(func() (metav1.Object, *metav1.ObjectMeta, any) {
-			o := &securityv1.PeerAuthentication{}
-			return o, &o.ObjectMeta, &o.Spec
-		}),
-	},
+	securityPolicy(policy.KindRequestAuthentication, "requestauthentications", nil, func() (metav1.Object, *metav1.ObjectMeta, any) {
+		o := &securityv1.RequestAuthentication{}
+		return o, &o.ObjectMeta, &o.Spec
+	}),
+	securityPolicy(policy.KindAuthorizationPolicy, "authorizationpolicies", []string{policy.DryRunAnnotation}, func() (metav1.Object, *metav1.ObjectMeta, any) {
+		o := &securityv1.AuthorizationPolicy{}
+		return o, &o.ObjectMeta, &o.Spec
+	}),
+	securityPolicy(policy.KindPeerAuthentication, "peerauthentications", nil, func() (metav1.Object, *metav1.ObjectMeta, any) {
+		o := &securityv1.PeerAuthentication{}
+		return o, &o.ObjectMeta, &o.Spec
+	}),
 	{
 		GroupKind: v1alpha1.GroupVersion.WithKind(v1alpha1.Kind).GroupKind(), Versions: []string{v1alpha1.GroupVersion.Version},
 		Resource: "meshguardrails", ClusterScoped: true, Role: Setting, Cache: Whole, Validate: createAndUpdate,
@@ -146,6 +130,16 @@ var table = []Kind{
 	controller(appsv1.SchemeGroupVersion, "ReplicaSet", "replicasets", func() any { return &appsv1.ReplicaSet{} }),
 	controller(batchv1.SchemeGroupVersion, "Job", "jobs", func() any { return &batchv1.Job{} }),
 	controller(batchv1.SchemeGroupVersion, "CronJob", "cronjobs", func() any { return &batchv1.CronJob{} }),
+}
+
+// securityPolicy is the row of an Istio security policy, reviewed on every change, whose
+// versions share one schema and are all decoded into the v1 types.
+func securityPolicy(kind, resource string, annotations []string, newObject func() (metav1.Object, *metav1.ObjectMeta, any)) Kind {
+	return Kind{
+		GroupKind: schema.GroupKind{Group: securityIstioIO, Kind: kind}, Versions: istioVersions,
+		Resource: resource, Role: Policy, Cache: Whole, Validate: allOperations, Annotations: annotations,
+		typed: istioManifest, decode: istio(newObject),
+	}
 }
 
 // controller is the row of a workload controller, whose pod template is read offline as

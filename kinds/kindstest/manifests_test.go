@@ -1,10 +1,6 @@
 package kindstest
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -12,7 +8,6 @@ import (
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
 
@@ -26,7 +21,7 @@ func TestBaseManifestsAgreeWithTable(t *testing.T) {
 	for _, file := range []string{"../../manifests/base/rbac.yaml", "../../manifests/base/webhooks.yaml"} {
 		for _, doc := range documents(t, file) {
 			var tm metav1.TypeMeta
-			if err := yaml.Unmarshal(doc, &tm); err != nil {
+			if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
 				t.Fatal(err)
 			}
 			switch tm.Kind {
@@ -77,29 +72,18 @@ func TestBaseManifestsAgreeWithTable(t *testing.T) {
 	}
 }
 
-func documents(t *testing.T, file string) [][]byte {
+func documents(t *testing.T, file string) []string {
 	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var docs [][]byte
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return docs
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
-		docs = append(docs, doc)
-	}
+	return strings.Split(string(data), "\n---\n")
 }
 
-func unmarshal(t *testing.T, doc []byte, into any) {
+func unmarshal(t *testing.T, doc string, into any) {
 	t.Helper()
-	if err := yaml.UnmarshalStrict(doc, into); err != nil {
+	if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
 		t.Fatal(err)
 	}
 }
