@@ -192,9 +192,10 @@ const (
 
 // Decode reads an object of the kind. Every member must be one the kind's schema names,
 // spelt as Kubernetes JSON spells it: a manifest is checked whole against the kind's API
-// type; the spec of an Istio policy is checked from either origin, since what it holds
-// is what the engine judges. Built-in kinds under admission are not checked again: the
-// API server decoded them into the same types, and a Pod is read only as far as the rules
+// type; the spec of an Istio policy, and a guardrail, are checked from either origin,
+// since what they hold is what the engine judges and a custom resource is only as pruned
+// as its installed CRD. Built-in kinds under admission are not checked again: the API
+// server decoded them into the same types, and a Pod is read only as far as the rules
 // need, on the hottest path meshguard serves.
 func (k *Kind) Decode(data []byte, from Origin) (metav1.Object, error) {
 	if from == Manifest {
