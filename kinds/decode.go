@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy"
@@ -186,7 +185,7 @@ func istio(newObject func() (metav1.Object, *metav1.ObjectMeta, any)) func([]byt
 				if err != nil {
 					return err
 				}
-				if err := checkSpecNames(v, md, field.NewPath("spec")); err != nil {
+				if err := checkSpecNames(v, md, "spec"); err != nil {
 					return err
 				}
 				return specError(json.Unmarshal(v, spec, istioSpecOptions))

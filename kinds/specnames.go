@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // altNames are the names a field goes by in Istio's CRD schemas beside its JSON name
@@ -18,42 +19,54 @@ var altNames = map[protoreflect.FullName]string{
 	"istio.security.v1beta1.JWTRule.jwks_uri": "jwks_uri",
 }
 
-// fieldNamed returns the field of md the CRD schema knows by name, or nil.
-func fieldNamed(md protoreflect.MessageDescriptor, name string) protoreflect.FieldDescriptor {
-	if fd := md.Fields().ByJSONName(name); fd != nil {
-		return fd
+// schemaNames returns the fields of md by the names the CRD schema knows them by.
+func schemaNames(md protoreflect.MessageDescriptor) map[string]protoreflect.FieldDescriptor {
+	if names, ok := namesOf.Load(md.FullName()); ok {
+		return names.(map[string]protoreflect.FieldDescriptor)
 	}
-	if fd := md.Fields().ByName(protoreflect.Name(name)); fd != nil && altNames[fd.FullName()] == name {
-		return fd
+	names := map[string]protoreflect.FieldDescriptor{}
+	fields := md.Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		names[fd.JSONName()] = fd
+		if alt, ok := altNames[fd.FullName()]; ok {
+			names[alt] = fd
+		}
 	}
-	return nil
+	namesOf.Store(md.FullName(), names)
+	return names
 }
 
+// namesOf keeps schemaNames per message: a spec is checked on every review of a policy.
+var namesOf sync.Map
+
 // checkSpecNames reports every member of an Istio spec, at any depth, that is not a field
-// of its message by the field's JSON name: what the CRD schema knows it by. Values are not
-// checked here; the decoder reads them after.
-func checkSpecNames(spec jsontext.Value, md protoreflect.MessageDescriptor, path *field.Path) error {
-	c := specChecker{dec: jsontext.NewDecoder(bytes.NewReader(spec), jsonOptions)}
-	if err := c.message(md, path); err != nil {
+// of its message by a name the CRD schema knows it by (its JSON name, or altNames). Values
+// are not checked here; the decoder reads them after. root is the spec's own path.
+func checkSpecNames(spec jsontext.Value, md protoreflect.MessageDescriptor, root string) error {
+	dec := memberDecoders.Get().(*jsontext.Decoder)
+	defer memberDecoders.Put(dec)
+	dec.Reset(bytes.NewReader(spec), jsonOptions)
+	defer dec.Reset(emptyJSON, jsonOptions)
+	c := specChecker{dec: dec, root: root}
+	if err := c.message(md); err != nil {
 		return err
 	}
 	if len(c.unknown) == 0 {
 		return nil
 	}
-	msgs := make([]string, len(c.unknown))
-	for i, err := range c.unknown {
-		msgs[i] = err.Error()
-	}
-	return errors.New(strings.Join(msgs, "; "))
+	return errors.New(strings.Join(c.unknown, "; "))
 }
 
 // specChecker walks a spec with its message descriptors, gathering the unknown members.
+// The path of one is the decoder's position, rendered only then.
 type specChecker struct {
 	dec     *jsontext.Decoder
-	unknown []error
+	root    string
+	unknown []string
 }
 
-func (c *specChecker) message(md protoreflect.MessageDescriptor, path *field.Path) error {
+func (c *specChecker) message(md protoreflect.MessageDescriptor) error {
 	dec := c.dec
 	// Well-known types (google.protobuf.Duration, a string in JSON) have no members.
 	if dec.PeekKind() != '{' || md.ParentFile().Package() == "google.protobuf" {
@@ -62,21 +75,23 @@ func (c *specChecker) message(md protoreflect.MessageDescriptor, path *field.Pat
 	if _, err := dec.ReadToken(); err != nil {
 		return err
 	}
+	names := schemaNames(md)
 	for dec.PeekKind() != '}' {
-		tok, err := dec.ReadToken()
+		quoted, err := dec.ReadValue()
 		if err != nil {
 			return err
 		}
-		name := tok.String()
-		fd := fieldNamed(md, name)
-		if fd == nil {
-			c.unknown = append(c.unknown, unknownField(md, path.Child(name), name))
-			if err := dec.SkipValue(); err != nil {
-				return err
-			}
-			continue
+		fd, known := names[string(quoted[1:len(quoted)-1])]
+		if !known && bytes.IndexByte(quoted, '\\') >= 0 {
+			fd, known = names[unquote(quoted)]
 		}
-		if err := c.field(fd, path.Child(name)); err != nil {
+		if known {
+			err = c.field(fd)
+		} else {
+			c.unknown = append(c.unknown, c.unknownField(md, unquote(quoted)))
+			err = dec.SkipValue()
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -84,59 +99,69 @@ func (c *specChecker) message(md protoreflect.MessageDescriptor, path *field.Pat
 	return err
 }
 
-func (c *specChecker) field(fd protoreflect.FieldDescriptor, path *field.Path) error {
+func (c *specChecker) field(fd protoreflect.FieldDescriptor) error {
 	dec := c.dec
+	var element protoreflect.MessageDescriptor
 	switch {
 	case fd.IsMap():
-		if fd.MapValue().Message() == nil || dec.PeekKind() != '{' {
-			return dec.SkipValue()
-		}
-		if _, err := dec.ReadToken(); err != nil {
-			return err
-		}
-		for dec.PeekKind() != '}' {
-			key, err := dec.ReadToken()
-			if err != nil {
-				return err
-			}
-			if err := c.message(fd.MapValue().Message(), path.Key(key.String())); err != nil {
-				return err
-			}
-		}
-		_, err := dec.ReadToken()
-		return err
-	case fd.Message() == nil:
-		return dec.SkipValue()
+		element = fd.MapValue().Message()
 	case fd.IsList():
-		if dec.PeekKind() != '[' {
+		element = fd.Message()
+	default:
+		if fd.Message() == nil {
 			return dec.SkipValue()
 		}
-		if _, err := dec.ReadToken(); err != nil {
-			return err
-		}
-		for i := 0; dec.PeekKind() != ']'; i++ {
-			if err := c.message(fd.Message(), path.Index(i)); err != nil {
-				return err
-			}
-		}
-		_, err := dec.ReadToken()
+		return c.message(fd.Message())
+	}
+	open, close := jsontext.Kind('['), jsontext.Kind(']')
+	if fd.IsMap() {
+		open, close = '{', '}'
+	}
+	if element == nil || dec.PeekKind() != open {
+		return dec.SkipValue()
+	}
+	if _, err := dec.ReadToken(); err != nil {
 		return err
 	}
-	return c.message(fd.Message(), path)
+	for dec.PeekKind() != close {
+		if fd.IsMap() {
+			if _, err := dec.ReadValue(); err != nil { // the key
+				return err
+			}
+		}
+		if err := c.message(element); err != nil {
+			return err
+		}
+	}
+	_, err := dec.ReadToken()
+	return err
 }
 
-// unknownField names the unknown field and, where a field of md goes by that proto name
-// or differs only in case, the name to write instead.
-func unknownField(md protoreflect.MessageDescriptor, path *field.Path, name string) error {
-	err := fmt.Errorf("unknown field %q", path.String())
+// unknownField names the unknown member just read and, where a field of md goes by that
+// proto name or differs only in case, the name to write instead.
+func (c *specChecker) unknownField(md protoreflect.MessageDescriptor, name string) string {
+	msg := fmt.Sprintf("unknown field %q", fieldPath(jsontext.Pointer("/"+c.root)+c.dec.StackPointer()))
 	if fd := md.Fields().ByName(protoreflect.Name(name)); fd != nil {
-		return fmt.Errorf("%w: Istio's schema spells it %q", err, fd.JSONName())
+		return msg + fmt.Sprintf(": Istio's schema spells it %q", fd.JSONName())
 	}
 	fields := md.Fields()
 	for i := range fields.Len() {
 		if strings.EqualFold(fields.Get(i).JSONName(), name) {
-			return fmt.Errorf("%w: Istio's schema spells it %q", err, fields.Get(i).JSONName())
+			return msg + fmt.Sprintf(": Istio's schema spells it %q", fields.Get(i).JSONName())
 		}
 	}
-	return err
+	return msg
 }
+
+// unquote returns a member name unescaped.
+func unquote(quoted jsontext.Value) string {
+	if bytes.IndexByte(quoted, '\\') < 0 {
+		return string(quoted[1 : len(quoted)-1])
+	}
+	name, err := strconv.Unquote(string(quoted))
+	if err != nil {
+		return string(quoted)
+	}
+	return name
+}
+
