@@ -164,4 +164,3 @@ func unquote(quoted jsontext.Value) string {
 	}
 	return name
 }
-
