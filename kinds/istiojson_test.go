@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -141,7 +142,8 @@ func TestIstioSpecEnums(t *testing.T) {
 	}
 }
 
-// FuzzIstioSpec: whatever protojson reads as a spec, the spec decoder reads the same.
+// FuzzIstioSpec: whatever protojson reads as a spec, the spec decoder reads the same, and
+// the name check refuses a proto name protojson would have taken.
 func FuzzIstioSpec(f *testing.F) {
 	for _, kind := range specKinds() {
 		full := kind.ProtoReflect().New()
@@ -152,6 +154,7 @@ func FuzzIstioSpec(f *testing.F) {
 	f.Add([]byte(`{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{"to":[{"operation":{"paths":["/admin"]}}]}]}`))
 	f.Add([]byte(`{"jwtRules":[{"issuer":"https://idp","timeout":"1.500s","fromHeaders":[{"name":"x-jwt"}]}]}`))
 	f.Add([]byte(`{"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`))
+	f.Add([]byte(`{"jwt_rules":[{"issuer":"https://idp","jwks_uri":"https://idp/keys"}],"action":"DENY"}`))
 	f.Fuzz(func(t *testing.T, spec []byte) {
 		for _, kind := range specKinds() {
 			want := kind.ProtoReflect().New().Interface()
@@ -165,6 +168,29 @@ func FuzzIstioSpec(f *testing.F) {
 			if !proto.Equal(got, want) {
 				t.Fatalf("%T: from %s decoded\n%v\nprotojson reads\n%v", kind, spec, got, want)
 			}
+			// The name check takes no more than protojson does: what it admits, both read alike.
+			if err := checkSpecNames(spec, kind.ProtoReflect().Descriptor(), "spec"); err == nil {
+				for _, name := range protoNamesIn(spec, kind.ProtoReflect().Descriptor()) {
+					t.Fatalf("%T: the name check admits the proto name %q in %s", kind, name, spec)
+				}
+			}
 		}
 	})
+}
+
+// protoNamesIn returns the members of spec, at its top level, that are a field's proto
+// name and not its JSON name nor one of altNames.
+func protoNamesIn(spec []byte, md protoreflect.MessageDescriptor) []string {
+	var top map[string]jsontext.Value
+	if json.Unmarshal(spec, &top) != nil {
+		return nil
+	}
+	var names []string
+	for name := range top {
+		fd := md.Fields().ByName(protoreflect.Name(name))
+		if fd != nil && fd.JSONName() != name && altNames[fd.FullName()] != name {
+			names = append(names, name)
+		}
+	}
+	return names
 }
