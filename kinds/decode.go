@@ -48,15 +48,6 @@ func istioManifest() any {
 	}{}
 }
 
-// topLevel are the members every object may have.
-func topLevel(name string) bool {
-	switch name {
-	case "apiVersion", "kind", "metadata", "spec", "status":
-		return true
-	}
-	return false
-}
-
 // readMembers reads the JSON object in b member by member: read is called with each
 // top-level member's name and the decoder at its value, which it must read or skip, and
 // reports when it has all it needs. The rest is not read: an object under review was
@@ -107,7 +98,7 @@ func Identity(b []byte) (namespace, name, resourceVersion string, err error) {
 		if string(name) != `"metadata"` {
 			return false, dec.SkipValue()
 		}
-		return true, json.UnmarshalDecode(dec, &head, jsonOptions)
+		return true, json.UnmarshalDecode(dec, &head)
 	})
 	return head.Namespace, head.Name, head.ResourceVersion, err
 }
@@ -148,22 +139,21 @@ func (m objectMeta) objectMeta() metav1.ObjectMeta {
 // readMetadataAndSpec reads an object's metadata into meta and its spec with readSpec. It
 // stops once it has both, or once it has the metadata and specMatters, given what is left
 // of the object, says the spec does not matter. A top-level member no object has is an
-// error.
+// error (names are matched as the API server writes them, unescaped).
 func readMetadataAndSpec(b []byte, meta *objectMeta, readSpec func(*jsontext.Decoder) error, specMatters func(rest []byte) bool) error {
 	var haveMeta, haveSpec bool
 	return readMembers(b, func(name []byte, dec *jsontext.Decoder) (bool, error) {
 		var err error
 		switch string(name) {
 		case `"metadata"`:
-			err, haveMeta = json.UnmarshalDecode(dec, meta, jsonOptions), true
+			err, haveMeta = json.UnmarshalDecode(dec, meta), true
 			err = jsonError(err)
 		case `"spec"`:
 			err, haveSpec = readSpec(dec), true
-		default:
-			if unquoted, _ := strconv.Unquote(string(name)); !topLevel(unquoted) {
-				return false, fmt.Errorf("unknown field %s", name)
-			}
+		case `"apiVersion"`, `"kind"`, `"status"`:
 			err = dec.SkipValue()
+		default:
+			return false, fmt.Errorf("unknown field %s", name)
 		}
 		return haveMeta && (haveSpec || !specMatters(b[dec.InputOffset():])), err
 	})
@@ -211,7 +201,7 @@ func pod(b []byte) (metav1.Object, error) {
 		HostNetwork bool `json:"hostNetwork"`
 	}
 	err := readMetadataAndSpec(b, &meta,
-		func(dec *jsontext.Decoder) error { return jsonError(json.UnmarshalDecode(dec, &spec, jsonOptions)) },
+		func(dec *jsontext.Decoder) error { return jsonError(json.UnmarshalDecode(dec, &spec)) },
 		func(rest []byte) bool { return bytes.Contains(rest, []byte(`"hostNetwork"`)) })
 	kept := meta.objectMeta()
 	return &policy.Workload{ObjectMeta: &kept, Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
@@ -270,6 +260,9 @@ func podTemplate(kind string) func([]byte) (metav1.Object, error) {
 // jsonError names the field of a JSON v2 error by its Kubernetes path (spec.rules[0]),
 // in the words of kubectl's strict field validation for unknown fields.
 func jsonError(err error) error {
+	if err == nil {
+		return nil
+	}
 	var se *json.SemanticError
 	if !errors.As(err, &se) {
 		return err
@@ -288,6 +281,9 @@ func jsonError(err error) error {
 
 // specError is jsonError for an error met within a spec, whose path starts there.
 func specError(err error) error {
+	if err == nil {
+		return nil
+	}
 	var se *json.SemanticError
 	if errors.As(err, &se) {
 		se.JSONPointer = "/spec" + se.JSONPointer
