@@ -24,8 +24,11 @@ func isDeny(ap *AuthorizationPolicy) bool {
 	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_DENY
 }
 
+// isDryRun reads the annotation as Istio does, with strconv.ParseBool: "true", "True",
+// "1" and "t" all switch enforcement off.
 func isDryRun(ap *AuthorizationPolicy) bool {
-	return ap.Annotations[DryRunAnnotation] == "true"
+	on, err := strconv.ParseBool(ap.Annotations[DryRunAnnotation])
+	return err == nil && on
 }
 
 // isJWTKey tells whether a `when` key reads the validated token.
@@ -145,40 +148,6 @@ func requestPrincipals(r *apRule, at string) []match {
 	return slices.DeleteFunc(jwtMatcher.positive(r, at), func(m match) bool {
 		return !m.fromList
 	})
-}
-
-// requiresToken tells whether an ALLOW rule can only match a request with a validated token:
-// every source names request principals, or a condition needs a token attribute.
-func requiresToken(r *apRule) bool {
-	for _, w := range r.When {
-		if isJWTKey(w.Key) && len(w.Values) > 0 {
-			return true
-		}
-	}
-	if len(r.From) == 0 {
-		return false
-	}
-	for _, from := range r.From {
-		if from.Source == nil || len(from.Source.RequestPrincipals) == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// enforcesToken tells whether an AuthorizationPolicy turns away requests without a valid
-// token: an ALLOW rule that requires one, or a DENY rule matching its absence
-// (notRequestPrincipals: ["*"]).
-func enforcesToken(ap *AuthorizationPolicy) bool {
-	if isDryRun(ap) {
-		return false
-	}
-	for _, r := range ap.Spec.Rules {
-		if isAllow(ap) && requiresToken(r) || isDeny(ap) && len(jwtMatcher.negative(r, "")) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // deniesOnClaims tells whether a DENY policy matches token attributes positively: it fires

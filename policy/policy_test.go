@@ -275,6 +275,17 @@ func TestReviewRegressions(t *testing.T) {
 	denyClaims := newAP(t, "shop", "deny-guests", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[{"key":"request.auth.claims[roles]","values":["guest"]}]}]}`)
 	web := pod("shop", "web-1", map[string]string{"app": "web"})
 	weakened := newAP(t, "shop", "web-require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/"]}}]}]}`)
+	// The openings of real configurations: a rule admitting token-less requests on every
+	// path beside the one requiring a token; a second ALLOW policy; a DENY narrowed to one
+	// path; dry run switched on with a value ParseBool reads as true.
+	catchAll := newAP(t, "shop", "web-require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[
+		{"from":[{"source":{"requestPrincipals":["*"]}}]},{"to":[{"operation":{"paths":["/*"]}}]}]}`)
+	secondAllow := newAP(t, "shop", "web-read", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`)
+	denyOnePath := newAP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"paths":["/admin"]}}]}]}`)
+	dryRun := newAP(t, "shop", "web-require-jwt", allowRP)
+	dryRun.Annotations = map[string]string{DryRunAnnotation: "True"}
+	// Exemptions on purpose: token-less requests admitted on named paths only.
+	healthz := newAP(t, "shop", "web-healthz", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz","/public/*"]}}]}]}`)
 	cases := []struct {
 		name      string
 		op        Operation
@@ -284,7 +295,12 @@ func TestReviewRegressions(t *testing.T) {
 	}{
 		{"delete the only enforcing AP", Delete, allow, allow, []metav1.Object{ra, allow, web}, true},
 		{"delete one of two enforcing APs", Delete, allow, allow, []metav1.Object{ra, allow, denyNoToken, web}, false},
-		{"update drops the token requirement", Update, weakened, allow, []metav1.Object{ra, allow, web}, true},
+		{"update to one named path: an exemption, the rest denied", Update, weakened, allow, []metav1.Object{ra, allow, web}, false},
+		{"update adds a catch-all rule", Update, catchAll, allow, []metav1.Object{ra, allow, web}, true},
+		{"create a second ALLOW policy", Create, secondAllow, nil, []metav1.Object{ra, allow, web}, true},
+		{"create an ALLOW policy for named paths", Create, healthz, nil, []metav1.Object{ra, allow, web}, false},
+		{"update narrows the DENY to one path", Update, denyOnePath, denyNoToken, []metav1.Object{ra, denyNoToken, web}, true},
+		{"update switches dry run on", Update, dryRun, allow, []metav1.Object{ra, allow, web}, true},
 		{"delete the RA under a DENY on claims", Delete, ra, ra, []metav1.Object{ra, denyClaims, web}, true},
 		{"delete an RA nothing depends on", Delete, ra, ra, []metav1.Object{ra, web}, false},
 		{"same without pods: the selector's workloads", Delete, allow, allow, []metav1.Object{ra, allow}, true},

@@ -14,12 +14,25 @@ type protection struct {
 	aps []*AuthorizationPolicy
 	// issuerList holds the issuers the RequestAuthentications configure, once each, in order.
 	issuerList []string
+	// opening is worked out when first asked, and shared by the protection's copies.
+	opening *opening
+}
+
+// opening is a request with no token the workload admits on a path no policy names (nil
+// when there is none), once evaluated.
+type opening struct {
+	st        State
+	root      string
+	w         *Workload
+	evaluated bool
+	witness   request
 }
 
 func protectionOf(st State, root string, w *Workload) protection {
 	p := protection{
-		ras: forWorkload(w, root, st.RequestAuthentications),
-		aps: forWorkload(w, root, st.AuthorizationPolicies),
+		ras:     forWorkload(w, root, st.RequestAuthentications),
+		aps:     forWorkload(w, root, st.AuthorizationPolicies),
+		opening: &opening{st: st, root: root, w: w},
 	}
 	for _, ra := range p.ras {
 		for _, r := range ra.Spec.JwtRules {
@@ -34,15 +47,23 @@ func protectionOf(st State, root string, w *Workload) protection {
 // verifies tells whether some RequestAuthentication validates tokens for the workload.
 func (p protection) verifies() bool { return len(p.ras) > 0 }
 
-// enforces tells whether some AuthorizationPolicy turns away requests without a token.
-func (p protection) enforces() bool {
-	for _, ap := range p.aps {
-		if enforcesToken(ap) {
-			return true
-		}
+// tokenless returns a request with no token, on a path no policy names, that the
+// workload's AuthorizationPolicies admit, or nil when they turn every such request away
+// (or name too many values to tell: see maxRequestClasses).
+func (p protection) tokenless() request {
+	o := p.opening
+	if !o.evaluated {
+		e := enforcementOf(p.aps, !mtlsStrict(o.st, o.root, o.w))
+		o.witness, _ = e.tokenlessOpening()
+		o.evaluated = true
 	}
-	return false
+	return o.witness
 }
+
+// enforces tells whether the workload's AuthorizationPolicies turn away requests without
+// a token: requests on paths no policy names, that is, everywhere but where a policy
+// exempts named paths on purpose.
+func (p protection) enforces() bool { return p.tokenless() == nil }
 
 // requiresToken tells whether token-less requests are turned away: tokens are validated
 // and an AuthorizationPolicy demands one.

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -21,10 +22,12 @@ func authorizationPolicyRules() []Rule {
 		}),
 	}, {
 		ID: "MG202", Name: "ap-allow-negative-jwt", Default: Deny, Kinds: ap,
-		Summary: "An ALLOW policy using `notRequestPrincipals`, or `notValues` on `request.auth.*`.",
+		Summary: "An ALLOW policy using `notRequestPrincipals`, or `notValues` on `request.auth.*`, in a rule a request without a token can match (nothing ANDed with it demands a token).",
 		Why:     "A request without a token satisfies every negative match: token-less callers are allowed.",
 		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
-			return perMatch(jwtMatcher.negative(r, at), func(m match) Finding {
+			// Fields of one source, and every condition, are ANDed: requestPrincipals
+			// ["*"] beside notRequestPrincipals [partner] admits no token-less caller.
+			return perMatch(admittingOnly(r, jwtMatcher.negative(r, at), matchesTokenless), func(m match) Finding {
 				return finding(m.field(),
 					fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", quoteList(m.values)),
 					"allow on positive values (requestPrincipals / values), or deny on this negative match instead")
@@ -76,7 +79,7 @@ func authorizationPolicyRules() []Rule {
 		}),
 	}, {
 		ID: "MG206", Name: "ap-dry-run", Default: Warn, Kinds: ap,
-		Summary: "The annotation `istio.io/dry-run: \"true\"`.",
+		Summary: "The annotation `istio.io/dry-run` set to a true value as Go's `strconv.ParseBool` reads it (`\"true\"`, `\"True\"`, `\"1\"`, `\"t\"`), as Istio reads it.",
 		Why:     "The policy is only logged, never enforced.",
 		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
 			if !isDryRun(p) {
@@ -132,4 +135,21 @@ var (
 func knownWhenKey(k string) bool {
 	return whenKeys[k] || headerKey.MatchString(k) || claimKey.MatchString(k) ||
 		strings.HasPrefix(k, "experimental.envoy.filters.")
+}
+
+// admittingOnly keeps the matches of a rule through which some request that admits lets
+// in: for a match in a source, the rule with that source alone; for a condition, the rule
+// whole. A rule Istio skips (an unknown when key) admits nothing.
+func admittingOnly(r *apRule, ms []match, admits func(compiledRule) bool) []match {
+	cr, ok := compileRule(r)
+	if !ok {
+		return nil
+	}
+	return slices.DeleteFunc(ms, func(m match) bool {
+		rule := cr
+		if m.fromList {
+			rule.from = cr.from[m.index : m.index+1]
+		}
+		return !admits(rule)
+	})
 }

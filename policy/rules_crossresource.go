@@ -15,7 +15,7 @@ func crossResourceRules() []Rule {
 	ap := []string{KindAuthorizationPolicy}
 	return []Rule{{
 		ID: "MG301", Name: "ra-without-enforcement", Default: Warn, Kinds: ra,
-		Summary: "Workloads selected by a RequestAuthentication where no AuthorizationPolicy requires a request principal.",
+		Summary: "Workloads selected by a RequestAuthentication that admit a request with no token on a path no policy names, from a caller no policy names (without mTLS, or any workload of the mesh), as Envoy evaluates their AuthorizationPolicies: a rule of any ALLOW policy admits, a DENY covers what it matches. Token-less access on named paths or from named callers is an exemption on purpose.",
 		Why:     "A RequestAuthentication only rejects bad tokens: requests with no token pass, with no identity.",
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
 			open := lacking(c.workloadsOf(ra), func(w *Workload) bool { return !c.protection(c.State, w).enforces() })
@@ -23,7 +23,7 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			return []Finding{finding("spec.selector",
-				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: requests with no token pass unauthenticated", describe(open)),
+				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s gets in, on any path", describe(open), describeRequest(c.protection(c.State, open[0]).tokenless())),
 				fmt.Sprintf("add an ALLOW policy for the same workloads with requestPrincipals: [%q], or a DENY with notRequestPrincipals: [\"*\"]", firstIssuer(ra)+"/*"))}
 		}),
 	}, {
@@ -48,14 +48,17 @@ func crossResourceRules() []Rule {
 		}),
 	}, {
 		ID: "MG303", Name: "removes-jwt-enforcement", Default: Deny, Kinds: append(ra, ap...), OnDelete: true,
-		Summary: "A DELETE or UPDATE of a RequestAuthentication or AuthorizationPolicy that leaves workloads, protected now, accepting token-less or unverified requests.",
+		Summary: "A change (CREATE, UPDATE or DELETE) of a RequestAuthentication or AuthorizationPolicy that leaves workloads, protected now, accepting token-less or unverified requests: a policy deleted or weakened, a rule or a second ALLOW policy that admits token-less requests on every path, a DENY narrowed, a dry run switched on.",
 		Why:     "A regression against the live state: what required a token now lets requests through without one.",
 		Check: func(c *Context) []Finding {
-			if c.Before == nil || c.OldObject == nil {
+			if c.Before == nil {
 				return nil
 			}
-			affected := scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root)
-			if c.Operation == Update {
+			var affected []*Workload
+			if c.OldObject != nil {
+				affected = scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root)
+			}
+			if c.Operation != Delete {
 				affected = append(affected, scopeOf(c.Object).selected(c.State, c.Settings.Root)...)
 			}
 			var opened, undenied []*Workload
@@ -77,7 +80,7 @@ func crossResourceRules() []Rule {
 			var out []Finding
 			if len(opened) > 0 {
 				out = append(out, finding("spec",
-					fmt.Sprintf("this %s leaves %s accepting requests with no token; today they require one", verb, describe(opened)),
+					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on any path); today they require one", verb, describe(opened), describeRequest(c.protection(c.State, opened[0]).tokenless())),
 					"first apply another AuthorizationPolicy that requires a token for these workloads, or keep this one"))
 			}
 			if len(undenied) > 0 {
@@ -177,7 +180,9 @@ func crossResourceRules() []Rule {
 			// ALLOW locks them out.
 			opens, closes := mtlsMatcher.positive(r, at), []match(nil)
 			if isAllow(p) {
-				opens, closes = mtlsMatcher.negative(r, at), mtlsMatcher.positive(r, at)
+				// A negative match lets a plaintext caller in only if nothing ANDed with
+				// it demands an identity (principals beside notPrincipals does).
+				opens, closes = admittingOnly(r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
 			}
 			if len(opens)+len(closes) == 0 {
 				return nil

@@ -1,0 +1,458 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+)
+
+// The evaluator answers what Envoy's RBAC filters do with a class of request at one
+// workload, as istiod translates its AuthorizationPolicies: CUSTOM first (its verdict is an
+// external service's, unknown here, so it is left out), then DENY, then ALLOW. A request is
+// denied if a DENY rule matches it; otherwise it is admitted if no ALLOW policy applies, or
+// if a rule of any ALLOW policy matches it. A rule matches when its from, to and when all
+// match; the entries of from and to are ORed, the fields of one entry ANDed, a positive
+// field with its negative form alike; every when condition must hold. A policy in dry run
+// enforces nothing, and a rule with a `when` key Istio does not know is skipped.
+
+// Attributes of a request, by the names of Istio's `when` keys. The fields of a source and
+// an operation read the same attributes.
+const (
+	attrRequestPrincipal = "request.auth.principal"
+	attrPeerPrincipal    = "source.principal"
+	attrNamespace        = "source.namespace"
+	attrServiceAccount   = "source.serviceAccount"
+	attrTrustDomain      = "source.trustDomain"
+	attrSourceIP         = "source.ip"
+	attrRemoteIP         = "remote.ip"
+	attrHost             = "request.host"
+	attrPort             = "destination.port"
+	attrMethod           = "request.method"
+	attrPath             = "request.path"
+)
+
+// peerAttributes are filled by mTLS only: a plaintext caller has none of them.
+var peerAttributes = []string{attrPeerPrincipal, attrNamespace, attrServiceAccount, attrTrustDomain}
+
+// request is one class of request: a value per attribute, "" where the request has none.
+// Attributes no policy reads are left out.
+type request map[string]string
+
+// anyOther is a value no policy names: only wildcards match it.
+const anyOther = "\x00"
+
+// anyPath is a path no policy names: it matches "/*" and "*", nothing narrower.
+const anyPath = "/" + anyOther
+
+// condition is one field of a rule: the attribute it reads, and its positive and negative
+// values (either may be empty).
+type condition struct {
+	attr              string
+	values, notValues []string
+}
+
+// holds tells whether the condition holds for request r. An attribute the request lacks
+// matches no positive value and every negative one.
+func (c condition) holds(r request) bool {
+	v := r[c.attr]
+	if len(c.values) > 0 && !slices.ContainsFunc(c.values, func(p string) bool { return valueMatches(c.attr, v, p) }) {
+		return false
+	}
+	return !slices.ContainsFunc(c.notValues, func(p string) bool { return valueMatches(c.attr, v, p) })
+}
+
+// valueMatches is Istio's string match: exact, prefix "abc*", suffix "*abc", or "*" for any
+// value present. IP ranges are compared as written; 0.0.0.0/0 and ::/0 hold every address.
+func valueMatches(attr, v, pattern string) bool {
+	switch {
+	case v == "":
+		return false
+	case attr == attrSourceIP || attr == attrRemoteIP || attr == "destination.ip":
+		return v == pattern || pattern == "0.0.0.0/0" || pattern == "::/0"
+	case pattern == "*":
+		return true
+	case strings.HasPrefix(pattern, "*"):
+		return strings.HasSuffix(v, pattern[1:])
+	case strings.HasSuffix(pattern, "*"):
+		return strings.HasPrefix(v, strings.TrimSuffix(pattern, "*"))
+	}
+	return v == pattern
+}
+
+// compiledRule is an AuthorizationPolicy rule as conditions.
+type compiledRule struct {
+	from, to [][]condition // entries, ORed; conditions of one entry, ANDed
+	when     []condition
+}
+
+func (r compiledRule) matches(req request) bool {
+	return anyEntryHolds(r.from, req) && anyEntryHolds(r.to, req) && allHold(r.when, req)
+}
+
+func anyEntryHolds(entries [][]condition, req request) bool {
+	return len(entries) == 0 || slices.ContainsFunc(entries, func(cs []condition) bool { return allHold(cs, req) })
+}
+
+func allHold(cs []condition, req request) bool {
+	for _, c := range cs {
+		if !c.holds(req) {
+			return false
+		}
+	}
+	return true
+}
+
+// compileRule returns a rule's conditions; false for a rule Istio skips.
+func compileRule(r *apRule) (compiledRule, bool) {
+	var out compiledRule
+	for _, f := range r.From {
+		s := f.GetSource()
+		out.from = append(out.from, nonEmpty(
+			condition{attrPeerPrincipal, s.GetPrincipals(), s.GetNotPrincipals()},
+			condition{attrRequestPrincipal, s.GetRequestPrincipals(), s.GetNotRequestPrincipals()},
+			condition{attrNamespace, s.GetNamespaces(), s.GetNotNamespaces()},
+			condition{attrServiceAccount, s.GetServiceAccounts(), s.GetNotServiceAccounts()},
+			condition{attrTrustDomain, s.GetTrustDomains(), s.GetNotTrustDomains()},
+			condition{attrSourceIP, s.GetIpBlocks(), s.GetNotIpBlocks()},
+			condition{attrRemoteIP, s.GetRemoteIpBlocks(), s.GetNotRemoteIpBlocks()},
+		))
+	}
+	for _, t := range r.To {
+		o := t.GetOperation()
+		out.to = append(out.to, nonEmpty(
+			condition{attrHost, o.GetHosts(), o.GetNotHosts()},
+			condition{attrPort, o.GetPorts(), o.GetNotPorts()},
+			condition{attrMethod, o.GetMethods(), o.GetNotMethods()},
+			condition{attrPath, o.GetPaths(), o.GetNotPaths()},
+		))
+	}
+	for _, w := range r.When {
+		if !knownWhenKey(w.Key) {
+			return compiledRule{}, false
+		}
+		out.when = append(out.when, condition{w.Key, w.Values, w.NotValues})
+	}
+	return out, true
+}
+
+func nonEmpty(cs ...condition) []condition {
+	return slices.DeleteFunc(cs, func(c condition) bool { return len(c.values)+len(c.notValues) == 0 })
+}
+
+// enforcement is how the AuthorizationPolicies of one workload are enforced.
+type enforcement struct {
+	deny, allow []compiledRule
+	// allowPolicies tells whether an ALLOW policy applies: then only what one of its rules
+	// matches is admitted (an ALLOW policy without rules admits nothing).
+	allowPolicies bool
+	// plaintext tells whether callers without mTLS reach the workload (PeerAuthentication
+	// not STRICT).
+	plaintext bool
+}
+
+func enforcementOf(aps []*AuthorizationPolicy, plaintext bool) enforcement {
+	e := enforcement{plaintext: plaintext}
+	for _, ap := range aps {
+		if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) {
+			continue
+		}
+		if isAllow(ap) {
+			e.allowPolicies = true
+		}
+		for _, r := range ap.Spec.Rules {
+			c, ok := compileRule(r)
+			switch {
+			case !ok:
+			case isAllow(ap):
+				e.allow = append(e.allow, c)
+			default:
+				e.deny = append(e.deny, c)
+			}
+		}
+	}
+	return e
+}
+
+// admits tells whether a request gets past the workload's DENY and ALLOW policies.
+func (e enforcement) admits(req request) bool {
+	if slices.ContainsFunc(e.deny, func(r compiledRule) bool { return r.matches(req) }) {
+		return false
+	}
+	return !e.allowPolicies || slices.ContainsFunc(e.allow, func(r compiledRule) bool { return r.matches(req) })
+}
+
+// maxRequestClasses bounds the requests one question tries: the product of the values the
+// policies of one workload name. Beyond it the question is left undecided.
+const maxRequestClasses = 4096
+
+// tokenlessOpening returns a request with no token that the workload admits, on a path
+// no policy names and from a caller no policy names (without mTLS, or any workload of the
+// mesh), or nil when every such request is turned away. Token-less requests admitted only
+// on named paths or from named callers are exemptions made on purpose (a health check, the
+// workloads of one namespace over STRICT mTLS). decided is false when the policies name
+// too many values to try every class.
+func (e enforcement) tokenlessOpening() (witness request, decided bool) {
+	return e.find(request{attrPath: anyPath, attrHost: anyOther}, true, e.anonymousPeers(), e.admits)
+}
+
+// anonymousPeers are the callers no policy names: one without mTLS (where mTLS is not
+// STRICT), and any workload of the mesh.
+func (e enforcement) anonymousPeers() []request {
+	generic := request{}
+	for _, a := range peerAttributes {
+		generic[a] = anyOther
+	}
+	if e.plaintext {
+		return []request{{}, generic}
+	}
+	return []request{generic}
+}
+
+// matchesTokenless tells whether a rule matches some request with no token, on any path.
+func matchesTokenless(r compiledRule) bool {
+	return r.satisfiable(true, enforcement{allow: []compiledRule{r}, plaintext: true}.peers())
+}
+
+// matchesPlaintext tells whether a rule matches some request from a caller without mTLS.
+func matchesPlaintext(r compiledRule) bool { return r.satisfiable(false, []request{{}}) }
+
+// satisfiable tells whether some request from one of peers, with no token attribute if
+// tokenless, matches the rule. For one rule, attributes are independent once an entry of
+// from and of to is chosen: each needs one value that all its conditions accept.
+func (r compiledRule) satisfiable(tokenless bool, peers []request) bool {
+	froms, tos := r.from, r.to
+	if len(froms) == 0 {
+		froms = [][]condition{nil}
+	}
+	if len(tos) == 0 {
+		tos = [][]condition{nil}
+	}
+	for _, from := range froms {
+		for _, to := range tos {
+			byAttr := map[string][]condition{}
+			for _, c := range slices.Concat(from, to, r.when) {
+				byAttr[c.attr] = append(byAttr[c.attr], c)
+			}
+			for _, peer := range peers {
+				if attributesSatisfiable(byAttr, peer, tokenless) {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// attributesSatisfiable tells whether each attribute has a value its conditions all
+// accept: the peer's for peer attributes, none for token attributes if tokenless, else
+// one of the values worth trying.
+func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenless bool) bool {
+	for attr, cs := range byAttr {
+		var candidates []string
+		switch {
+		case slices.Contains(peerAttributes, attr):
+			candidates = []string{peer[attr]}
+		case tokenless && strings.HasPrefix(attr, "request.auth."):
+			candidates = []string{""}
+		default:
+			candidates = []string{anyOther}
+			if mayBeAbsent(attr) {
+				candidates = append(candidates, "")
+			}
+			for _, c := range cs {
+				for _, p := range slices.Concat(c.values, c.notValues) {
+					if v := representative(p); v != "" {
+						candidates = append(candidates, v)
+					}
+				}
+			}
+		}
+		if !slices.ContainsFunc(candidates, func(v string) bool {
+			req := request{attr: v}
+			return allHold(cs, req)
+		}) {
+			return false
+		}
+	}
+	return true
+}
+
+// find returns a request that ok accepts, or nil: one with fixed's values, from one of
+// peers, with no token attribute if tokenless, and for every other attribute the rules
+// read one of the values worth trying. decided is false when there are more classes than
+// maxRequestClasses.
+func (e enforcement) find(fixed request, tokenless bool, peers []request, ok func(request) bool) (found request, decided bool) {
+	dims := e.dimensions(func(attr string) bool {
+		_, isFixed := fixed[attr]
+		return isFixed || tokenless && strings.HasPrefix(attr, "request.auth.") || slices.Contains(peerAttributes, attr)
+	})
+	classes := len(peers)
+	for _, d := range dims {
+		classes *= len(d.values)
+		if classes > maxRequestClasses {
+			return nil, false
+		}
+	}
+	req := merged(fixed, nil)
+	var try func(i int) bool
+	try = func(i int) bool {
+		if i == len(dims) {
+			for _, peer := range peers {
+				if r := merged(req, peer); ok(r) {
+					found = r
+					return true
+				}
+			}
+			return false
+		}
+		for _, v := range dims[i].values {
+			req[dims[i].attr] = v
+			if try(i + 1) {
+				return true
+			}
+		}
+		return false
+	}
+	try(0)
+	return found, true
+}
+
+// merged returns req with the peer's attributes.
+func merged(req, peer request) request {
+	r := make(request, len(req)+len(peer))
+	for k, v := range req {
+		r[k] = v
+	}
+	for k, v := range peer {
+		r[k] = v
+	}
+	return r
+}
+
+// dimension is an attribute and the values worth trying for it.
+type dimension struct {
+	attr   string
+	values []string
+}
+
+// conditions returns every condition of the workload's rules.
+func (e enforcement) conditions() []condition {
+	var out []condition
+	for _, r := range slices.Concat(e.deny, e.allow) {
+		for _, entry := range slices.Concat(r.from, r.to) {
+			out = append(out, entry...)
+		}
+		out = append(out, r.when...)
+	}
+	return out
+}
+
+// dimensions returns, for each attribute the rules read but skip, the values to try: one
+// no policy names, each value named, one inside each prefix or suffix, and "" where a
+// request may lack the attribute (headers, claims).
+func (e enforcement) dimensions(skip func(attr string) bool) []dimension {
+	var dims []dimension
+	index := map[string]int{}
+	for _, c := range e.conditions() {
+		if skip(c.attr) {
+			continue
+		}
+		i, ok := index[c.attr]
+		if !ok {
+			i = len(dims)
+			index[c.attr] = i
+			values := []string{anyOther}
+			if mayBeAbsent(c.attr) {
+				values = append(values, "")
+			}
+			dims = append(dims, dimension{c.attr, values})
+		}
+		for _, p := range slices.Concat(c.values, c.notValues) {
+			if v := representative(p); v != "" && !slices.Contains(dims[i].values, v) {
+				dims[i].values = append(dims[i].values, v)
+			}
+		}
+	}
+	return dims
+}
+
+// mayBeAbsent tells whether a request can lack an attribute: every request has a method,
+// a port, addresses and a host.
+func mayBeAbsent(attr string) bool {
+	switch attr {
+	case attrMethod, attrPort, attrSourceIP, attrRemoteIP, "destination.ip", attrHost, attrPath:
+		return false
+	}
+	return true
+}
+
+// representative returns a value a pattern matches and no wider one need: the value
+// itself, or one inside a prefix or suffix; "" for "*".
+func representative(p string) string {
+	switch {
+	case p == "*":
+		return ""
+	case strings.HasPrefix(p, "*"):
+		return anyOther + p[1:]
+	case strings.HasSuffix(p, "*"):
+		return strings.TrimSuffix(p, "*") + anyOther
+	}
+	return p
+}
+
+// peers returns the callers worth trying: the anonymous ones, and each identity,
+// namespace, service account and trust domain a rule names.
+func (e enforcement) peers() []request {
+	out := e.anonymousPeers()
+	generic := out[len(out)-1]
+	seen := map[[2]string]bool{}
+	for _, c := range e.conditions() {
+		if !slices.Contains(peerAttributes, c.attr) {
+			continue
+		}
+		for _, p := range slices.Concat(c.values, c.notValues) {
+			v := representative(p)
+			if v == "" || seen[[2]string{c.attr, v}] {
+				continue
+			}
+			seen[[2]string{c.attr, v}] = true
+			peer := merged(generic, request{c.attr: v})
+			if c.attr == attrPeerPrincipal {
+				// An identity is <trust domain>/ns/<namespace>/sa/<service account>.
+				if parts := strings.Split(v, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
+					peer[attrTrustDomain], peer[attrNamespace], peer[attrServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
+				}
+			}
+			out = append(out, peer)
+		}
+	}
+	return out
+}
+
+// describeRequest says, for messages, who sends a request of this class.
+func describeRequest(r request) string {
+	parts := []string{"a request with no token"}
+	switch {
+	case r[attrPeerPrincipal] == "":
+		parts = append(parts, "from a caller without mTLS")
+	case r[attrPeerPrincipal] != anyOther:
+		parts = append(parts, "from "+r[attrPeerPrincipal])
+	case r[attrNamespace] != anyOther:
+		parts = append(parts, "from namespace "+r[attrNamespace])
+	default:
+		parts = append(parts, "from any workload of the mesh")
+	}
+	for _, a := range []string{attrMethod, attrPort} {
+		if v, ok := r[a]; ok && v != anyOther && !strings.Contains(v, anyOther) {
+			parts = append(parts, fmt.Sprintf("%s %s", strings.TrimPrefix(strings.TrimPrefix(a, "request."), "destination."), v))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// mtlsStrict tells whether mTLS is STRICT for a workload.
+func mtlsStrict(st State, root string, w *Workload) bool {
+	return mtlsMode(st, root, w) == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+}

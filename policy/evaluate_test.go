@@ -1,0 +1,113 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestEvaluator: policies × a request → admitted or not, as Envoy's RBAC filters decide,
+// with Istio's documented precedence (CUSTOM, then DENY, then ALLOW; no ALLOW policy
+// admits) and matching (rules ORed, fields of one rule ANDed, list entries ORed).
+func TestEvaluator(t *testing.T) {
+	const (
+		token   = "request.auth.principal=https://idp.example.com/alice"
+		partner = "request.auth.principal=https://partner.example.org/bob"
+	)
+	cases := []struct {
+		name     string
+		policies []string // specs; a leading "dry-run " switches the policy to dry run
+		request  string   // attr=value pairs, space-separated
+		admitted bool
+	}{
+		{"no policy admits", nil, "request.path=/x", true},
+		{"an ALLOW policy without rules admits nothing", []string{`{"action":"ALLOW"}`}, "request.path=/x", false},
+		{"an empty ALLOW rule admits everything", []string{`{"rules":[{}]}`}, "request.path=/x", true},
+		{"a DENY policy without rules denies nothing", []string{`{"action":"DENY"}`}, "request.path=/x", true},
+		{"DENY before ALLOW", []string{`{"rules":[{"to":[{"operation":{"paths":["/x"]}}]}]}`, `{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/x"]}}]}]}`}, "request.path=/x", false},
+		{"a DENY on GET lets POST through", []string{`{"action":"DENY","rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`}, "request.method=POST", true},
+		{"a DENY on GET", []string{`{"action":"DENY","rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`}, "request.method=GET", false},
+		{"ALLOW a token: none", []string{`{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`}, "", false},
+		{"ALLOW a token: one", []string{`{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`}, token, true},
+		{"DENY no token: none", []string{`{"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`}, "", false},
+		{"DENY no token: one", []string{`{"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`}, token, true},
+		{"a source's fields ANDed: no token", []string{`{"rules":[{"from":[{"source":{"requestPrincipals":["*"],"notRequestPrincipals":["https://partner.example.org/*"]}}]}]}`}, "", false},
+		{"a source's fields ANDed: the partner", []string{`{"rules":[{"from":[{"source":{"requestPrincipals":["*"],"notRequestPrincipals":["https://partner.example.org/*"]}}]}]}`}, partner, false},
+		{"a source's fields ANDed: another token", []string{`{"rules":[{"from":[{"source":{"requestPrincipals":["*"],"notRequestPrincipals":["https://partner.example.org/*"]}}]}]}`}, token, true},
+		{"any rule of any ALLOW policy", []string{`{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`, `{"rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`}, "request.method=GET", true},
+		{"from entries ORed", []string{`{"rules":[{"from":[{"source":{"namespaces":["a"]}},{"source":{"namespaces":["b"]}}]}]}`}, "source.namespace=b", true},
+		{"from entries ORed: neither", []string{`{"rules":[{"from":[{"source":{"namespaces":["a"]}},{"source":{"namespaces":["b"]}}]}]}`}, "source.namespace=c", false},
+		{"from, to and when ANDed", []string{`{"rules":[{"from":[{"source":{"namespaces":["a"]}}],"to":[{"operation":{"methods":["GET"]}}]}]}`}, "source.namespace=a request.method=POST", false},
+		{"notPaths", []string{`{"rules":[{"to":[{"operation":{"notPaths":["/admin"]}}]}]}`}, "request.path=/admin", false},
+		{"notPaths: another path", []string{`{"rules":[{"to":[{"operation":{"notPaths":["/admin"]}}]}]}`}, "request.path=/x", true},
+		{"prefix", []string{`{"rules":[{"to":[{"operation":{"paths":["/api/*"]}}]}]}`}, "request.path=/api/v1", true},
+		{"prefix: not inside", []string{`{"rules":[{"to":[{"operation":{"paths":["/api/*"]}}]}]}`}, "request.path=/apix", false},
+		{"suffix", []string{`{"rules":[{"to":[{"operation":{"hosts":["*.example.com"]}}]}]}`}, "request.host=shop.example.com", true},
+		{"a header present", []string{`{"rules":[{"when":[{"key":"request.headers[x-user]","values":["*"]}]}]}`}, "request.headers[x-user]=anything", true},
+		{"a header absent matches no value", []string{`{"rules":[{"when":[{"key":"request.headers[x-user]","values":["*"]}]}]}`}, "", false},
+		{"a header absent matches every notValue", []string{`{"rules":[{"when":[{"key":"request.headers[x-user]","notValues":["admin"]}]}]}`}, "", true},
+		{"a rule with an unknown when key is skipped", []string{`{"rules":[{"when":[{"key":"request.user","values":["*"]}]}]}`}, "", false},
+		{"a DENY rule with an unknown when key is skipped too", []string{`{"action":"DENY","rules":[{"when":[{"key":"request.user","values":["*"]}]}]}`}, "", true},
+		{"a dry-run ALLOW enforces nothing", []string{`dry-run {"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`}, "", true},
+		{"a dry-run DENY enforces nothing", []string{`dry-run {"action":"DENY","rules":[{}]}`}, "", true},
+		{"CUSTOM is left to its provider", []string{`{"action":"CUSTOM","provider":{"name":"ext-authz"},"rules":[{}]}`}, "", true},
+		{"AUDIT decides nothing", []string{`{"action":"AUDIT","rules":[{}]}`}, "", true},
+		{"IP ranges", []string{`{"rules":[{"from":[{"source":{"ipBlocks":["10.0.0.0/8"]}}]}]}`}, "source.ip=10.0.0.0/8", true},
+		{"IP ranges: everything", []string{`{"rules":[{"from":[{"source":{"ipBlocks":["0.0.0.0/0"]}}]}]}`}, "source.ip=192.0.2.1", true},
+	}
+	for _, c := range cases {
+		var aps []*AuthorizationPolicy
+		for _, spec := range c.policies {
+			spec, dry := strings.CutPrefix(spec, "dry-run ")
+			ap := newAP(t, "shop", "p", spec)
+			if dry {
+				ap.Annotations = map[string]string{DryRunAnnotation: "true"}
+			}
+			aps = append(aps, ap)
+		}
+		req := request{}
+		for _, kv := range strings.Fields(c.request) {
+			k, v, _ := strings.Cut(kv, "=")
+			req[k] = v
+		}
+		if got := enforcementOf(aps, true).admits(req); got != c.admitted {
+			t.Errorf("%s: admitted %v, want %v", c.name, got, c.admitted)
+		}
+	}
+}
+
+// TestTokenlessOpening: whether some request with no token gets in, on a path and from a
+// caller no policy names; and the request that does.
+func TestTokenlessOpening(t *testing.T) {
+	const requireToken = `{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`
+	cases := []struct {
+		name      string
+		policies  []string
+		plaintext bool
+		open      string // "" closed; else what describeRequest says of the request found
+	}{
+		{"no policy", nil, true, "a request with no token, from a caller without mTLS"},
+		{"a token required", []string{requireToken}, true, ""},
+		{"a catch-all rule beside it", []string{`{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]},{"to":[{"operation":{"paths":["/*"]}}]}]}`}, true, "a request with no token, from a caller without mTLS"},
+		{"a second ALLOW on GET", []string{requireToken, `{"rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`}, false, "a request with no token, from any workload of the mesh, method GET"},
+		{"named paths only", []string{requireToken, `{"rules":[{"to":[{"operation":{"paths":["/healthz","/public/*"]}}]}]}`}, true, ""},
+		{"one namespace over STRICT mTLS", []string{requireToken, `{"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`}, false, ""},
+		{"any mesh workload", []string{requireToken, `{"rules":[{"from":[{"source":{"namespaces":["*"]}}]}]}`}, false, "a request with no token, from any workload of the mesh"},
+		{"a DENY everywhere", []string{`{"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`}, true, ""},
+		{"a DENY on one path", []string{`{"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"paths":["/admin"]}}]}]}`}, true, "a request with no token, from a caller without mTLS"},
+		{"a DENY but on GET, an ALLOW on GET only", []string{`{"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"methods":["GET"]}}]}]}`, `{"rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`}, true, ""},
+	}
+	for _, c := range cases {
+		var aps []*AuthorizationPolicy
+		for _, spec := range c.policies {
+			aps = append(aps, newAP(t, "shop", "p", spec))
+		}
+		witness, decided := enforcementOf(aps, c.plaintext).tokenlessOpening()
+		got := ""
+		if witness != nil {
+			got = describeRequest(witness)
+		}
+		if !decided || got != c.open {
+			t.Errorf("%s: found %q (decided %v), want %q", c.name, got, decided, c.open)
+		}
+	}
+}
