@@ -48,6 +48,7 @@ type protectionMemo struct {
 	state    State
 	byPod    map[*Workload]*protection
 	byLabels map[labelsKey]*labelledProtection
+	openings map[openingKey]request
 }
 
 type labelsKey struct {
@@ -100,7 +101,7 @@ func (c *Context) protection(st State, w *Workload) protection {
 			return known.protection
 		}
 	}
-	e := &labelledProtection{labels: w.Labels, protection: protectionOf(st, c.Settings.Root, w), next: m.byLabels[k]}
+	e := &labelledProtection{labels: w.Labels, protection: protectionOf(st, c.Settings.Root, w, m.openings), next: m.byLabels[k]}
 	m.byLabels[k] = e
 	m.byPod[w] = &e.protection
 	return e.protection
@@ -115,7 +116,7 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := &protectionMemo{state: st, byPod: map[*Workload]*protection{}, byLabels: map[labelsKey]*labelledProtection{}}
+	m := &protectionMemo{state: st, byPod: map[*Workload]*protection{}, byLabels: map[labelsKey]*labelledProtection{}, openings: map[openingKey]request{}}
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m
 }

@@ -299,9 +299,13 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 	var try func(i int) bool
 	try = func(i int) bool {
 		if i == len(dims) {
+			// The peer's attributes are set in place, and a copy taken only of a find.
 			for _, peer := range peers {
-				if r := merged(req, peer); ok(r) {
-					found = r
+				for _, a := range peerAttributes {
+					req[a] = peer[a]
+				}
+				if ok(req) {
+					found = merged(req, nil)
 					return true
 				}
 			}

@@ -26,13 +26,24 @@ type opening struct {
 	w         *Workload
 	evaluated bool
 	witness   request
+	// byPolicies shares what was evaluated between the workloads of one review that the
+	// same policies, with mTLS alike, apply to: a mesh-wide policy's review asks of every
+	// label set of the cluster, most under the same few policies.
+	byPolicies map[openingKey]request
 }
 
-func protectionOf(st State, root string, w *Workload) protection {
+// openingKey names the policies that apply to a workload, and whether callers without
+// mTLS reach it.
+type openingKey struct {
+	policies  string
+	plaintext bool
+}
+
+func protectionOf(st State, root string, w *Workload, openings map[openingKey]request) protection {
 	p := protection{
 		ras:     forWorkload(w, root, st.RequestAuthentications),
 		aps:     forWorkload(w, root, st.AuthorizationPolicies),
-		opening: &opening{st: st, root: root, w: w},
+		opening: &opening{st: st, root: root, w: w, byPolicies: openings},
 	}
 	for _, ra := range p.ras {
 		for _, r := range ra.Spec.JwtRules {
@@ -52,12 +63,22 @@ func (p protection) verifies() bool { return len(p.ras) > 0 }
 // (or name too many values to tell: see maxRequestClasses).
 func (p protection) tokenless() request {
 	o := p.opening
-	if !o.evaluated {
-		e := enforcementOf(p.aps, !mtlsStrict(o.st, o.root, o.w))
-		o.witness, _ = e.tokenlessOpening()
-		o.evaluated = true
+	if o.evaluated {
+		return o.witness
 	}
-	return o.witness
+	key := openingKey{plaintext: !mtlsStrict(o.st, o.root, o.w)}
+	var names strings.Builder
+	for _, ap := range p.aps {
+		names.WriteString(ap.Namespace + "/" + ap.Name + "\n")
+	}
+	key.policies = names.String()
+	witness, known := o.byPolicies[key]
+	if !known {
+		witness, _ = enforcementOf(p.aps, key.plaintext).tokenlessOpening()
+		o.byPolicies[key] = witness
+	}
+	o.witness, o.evaluated = witness, true
+	return witness
 }
 
 // enforces tells whether the workload's AuthorizationPolicies turn away requests without

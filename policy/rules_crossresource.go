@@ -54,6 +54,9 @@ func crossResourceRules() []Rule {
 			if c.Before == nil {
 				return nil
 			}
+			if _, isAP := c.Object.(*AuthorizationPolicy); c.OldObject == nil && !isAP {
+				return nil // a new RequestAuthentication opens nothing
+			}
 			var affected []*Workload
 			if c.OldObject != nil {
 				affected = scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root)
