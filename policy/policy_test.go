@@ -176,7 +176,7 @@ func TestParseEntra(t *testing.T) {
 func TestInternalHost(t *testing.T) {
 	for host, internal := range map[string]bool{
 		"169.254.169.254": true, "127.0.0.1": true, "10.0.0.1": true, "::1": true, "localhost": true,
-		"keycloak": true, "keycloak.auth.svc": true, "keycloak.auth.svc.cluster.local": true,
+		"keycloak": true, "keycloak.auth": true, "myorg.github.io": false, "keycloak.auth.svc": true, "keycloak.auth.svc.cluster.local": true,
 		"metadata.google.internal": true, "login.microsoftonline.com": false, "8.8.8.8": false, "": false,
 	} {
 		if got := internalHost(host) != ""; got != internal {

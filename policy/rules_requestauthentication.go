@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/net/publicsuffix"
+
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
@@ -64,16 +66,17 @@ func requestAuthenticationRules() []Rule {
 		}),
 	}, {
 		ID: "MG103", Name: "ra-jwks-insecure-uri", Default: Deny, Kinds: ra,
-		Summary: "A `jwksUri` over `http://`.",
+		Summary: "A key set istiod fetches over `http://`: the `jwksUri`, or without one the issuer's discovery document (`<issuer>/.well-known/openid-configuration`).",
 		Why:     "The key set is fetched in clear: whoever can intercept the fetch injects keys and mints tokens.",
 		Check: eachJWTRule(func(c *Context, r *jwtRule, at string) []Finding {
-			u, err := url.Parse(r.JwksUri)
-			if err != nil || !strings.EqualFold(u.Scheme, "http") {
+			raw, field := fetched(r, at)
+			u, err := url.Parse(raw)
+			if raw == "" || err != nil || !strings.EqualFold(u.Scheme, "http") {
 				return nil
 			}
-			return []Finding{finding(at+".jwksUri",
-				fmt.Sprintf("jwksUri %q is fetched over plain HTTP: whoever can intercept the fetch can inject a key and mint tokens that are accepted", r.JwksUri),
-				"serve the key set over https:// and use that URL")}
+			return []Finding{finding(field,
+				fmt.Sprintf("istiod fetches %q over plain HTTP: whoever can intercept the fetch can inject a key and mint tokens that are accepted", raw),
+				"serve the issuer's discovery document and key set over https://, and set jwksUri to the https:// key set")}
 		}),
 	}, {
 		ID: "MG104", Name: "ra-jwks-multitenant", Default: Deny, Kinds: ra,
@@ -148,16 +151,17 @@ func requestAuthenticationRules() []Rule {
 		}),
 	}, {
 		ID: "MG110", Name: "ra-jwks-internal-address", Default: Deny, Kinds: ra,
-		Summary: "A `jwksUri` host that is loopback, link-local (169.254.169.254), a cluster-internal name or a private IP.",
+		Summary: "A host istiod fetches keys from (the `jwksUri`, or without one the issuer's discovery document) that is loopback, link-local (169.254.169.254), a cluster-internal name (`svc`, `svc.namespace`, `*.svc.cluster.local`) or a private IP.",
 		Why:     "istiod fetches it: server-side request forgery into the cluster or the cloud metadata service.",
 		Check: eachJWTRule(func(c *Context, r *jwtRule, at string) []Finding {
-			host := urlHost(r.JwksUri)
+			raw, field := fetched(r, at)
+			host := urlHost(raw)
 			why := internalHost(host)
 			if why == "" {
 				return nil
 			}
-			return []Finding{finding(at+".jwksUri",
-				fmt.Sprintf("jwksUri host %q is %s: istiod fetches it from inside the cluster (SSRF)", host, why),
+			return []Finding{finding(field,
+				fmt.Sprintf("istiod fetches %q, whose host %q is %s, from inside the cluster (SSRF)", raw, host, why),
 				"use the issuer's public key set URL, or inline its public keys in jwks")}
 		}),
 	}, {
@@ -392,5 +396,23 @@ func internalHost(host string) string {
 	case strings.HasSuffix(host, ".internal") || strings.HasSuffix(host, ".local"):
 		return "an internal name"
 	}
+	// A top-level domain no registry serves (keycloak.auth: service.namespace) resolves
+	// only through the cluster's DNS search path.
+	if suffix, icann := publicsuffix.PublicSuffix(host); !icann && !strings.Contains(suffix, ".") {
+		return "a name no public DNS serves (service.namespace), resolved inside the cluster"
+	}
 	return ""
+}
+
+// fetched is the URL istiod fetches for a jwtRule, and the field that makes it: the
+// jwksUri, or without one (and no inline jwks) the issuer's OpenID discovery document,
+// from which it then reads jwks_uri.
+func fetched(r *jwtRule, at string) (rawURL, field string) {
+	switch {
+	case r.JwksUri != "":
+		return r.JwksUri, at + ".jwksUri"
+	case r.Jwks != "" || !strings.Contains(r.Issuer, "://"):
+		return "", ""
+	}
+	return strings.TrimSuffix(r.Issuer, "/") + "/.well-known/openid-configuration", at + ".issuer"
 }
