@@ -113,10 +113,13 @@ type apAction = securityv1beta1.AuthorizationPolicy_Action
 
 // Actions an AuthorizationPolicy rule check may be limited to.
 var (
-	allowOnly   = []apAction{securityv1beta1.AuthorizationPolicy_ALLOW}
-	denyOnly    = []apAction{securityv1beta1.AuthorizationPolicy_DENY}
-	allowOrDeny = []apAction{securityv1beta1.AuthorizationPolicy_ALLOW, securityv1beta1.AuthorizationPolicy_DENY}
-	anyAction   []apAction // nil: every action
+	allowOnly = []apAction{securityv1beta1.AuthorizationPolicy_ALLOW}
+	denyOnly  = []apAction{securityv1beta1.AuthorizationPolicy_DENY}
+	// denyOrCustom are the actions that turn away what they match: a CUSTOM policy
+	// sends only what it matches to its external check.
+	denyOrCustom = []apAction{securityv1beta1.AuthorizationPolicy_DENY, securityv1beta1.AuthorizationPolicy_CUSTOM}
+	allowOrDeny  = []apAction{securityv1beta1.AuthorizationPolicy_ALLOW, securityv1beta1.AuthorizationPolicy_DENY}
+	anyAction    []apAction // nil: every action
 )
 
 // eachAPRule adapts a check of one rule of an AuthorizationPolicy to Rule.Check, for

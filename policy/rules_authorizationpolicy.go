@@ -91,9 +91,9 @@ func authorizationPolicyRules() []Rule {
 		}),
 	}, {
 		ID: "MG207", Name: "ap-deny-positive-http", Default: Warn, Kinds: ap,
-		Summary: "A DENY policy on positive `paths`, `hosts` or `methods`.",
-		Why:     "Path normalisation, case and `host:port` variants slip past a positive DENY.",
-		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Summary: "A DENY or CUSTOM (ext-authz) policy on positive `paths`, `hosts` or `methods`.",
+		Why:     "Path normalisation, case and `host:port` variants slip past a positive DENY, and past the external check a CUSTOM policy sends only the matching requests to.",
+		Check: eachAPRule(denyOrCustom, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
 			for j, to := range r.To {
 				o := to.Operation
@@ -106,7 +106,7 @@ func authorizationPolicyRules() []Rule {
 				}{{"paths", o.Paths}, {"hosts", o.Hosts}, {"methods", o.Methods}} {
 					if len(f.vals) > 0 {
 						out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.name),
-							fmt.Sprintf("DENY on %s %s is bypassed by variants (case, encoding, host:port) of the same request", f.name, quoteList(f.vals)),
+							fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.name, quoteList(f.vals)),
 							"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))
 					}
 				}

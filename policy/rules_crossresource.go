@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -210,12 +211,16 @@ func crossResourceRules() []Rule {
 		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`).",
 		Why:     "On a TCP port Istio drops an ALLOW rule with HTTP fields (traffic denied) and widens such a DENY rule to match everything.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
-			if !usesHTTPFields(r) || scopedByPort(r) {
+			if !usesHTTPFields(r) {
 				return nil
 			}
 			var tcp []string
 			for _, w := range c.workloadsOf(p) {
-				tcp = append(tcp, nonHTTPPorts(c.State.Services(w.Namespace), w)...)
+				for _, port := range nonHTTPPorts(c.State.Services(w.Namespace), w) {
+					if ruleOnPort(r, port.target) {
+						tcp = append(tcp, port.name)
+					}
+				}
 			}
 			if len(tcp) == 0 {
 				return nil
@@ -342,22 +347,36 @@ func usesHTTPFields(r *apRule) bool {
 	return slices.ContainsFunc(r.When, func(w *securityv1beta1.Condition) bool { return strings.HasPrefix(w.Key, "request.") })
 }
 
-func scopedByPort(r *apRule) bool {
+// ruleOnPort tells whether a rule applies on a workload port: some entry of its to names
+// no ports, names the port, or leaves it out of its notPorts.
+func ruleOnPort(r *apRule, port string) bool {
+	if len(r.To) == 0 {
+		return true
+	}
 	return slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool {
-		return t.Operation != nil && len(t.Operation.Ports)+len(t.Operation.NotPorts) > 0
+		o := t.GetOperation()
+		return (len(o.GetPorts()) == 0 || slices.Contains(o.GetPorts(), port)) && !slices.Contains(o.GetNotPorts(), port)
 	})
 }
 
-// nonHTTPPorts names the ports of the Services selecting w that Istio treats as opaque TCP.
-func nonHTTPPorts(svcs []*corev1.Service, w *Workload) []string {
-	var out []string
+// servicePort is a port of a Service: as messages name it, and the workload port it sends
+// to, which AuthorizationPolicy ports name.
+type servicePort struct{ name, target string }
+
+// nonHTTPPorts returns the ports of the Services selecting w that Istio treats as opaque TCP.
+func nonHTTPPorts(svcs []*corev1.Service, w *Workload) []servicePort {
+	var out []servicePort
 	for _, s := range svcs {
 		if len(s.Spec.Selector) == 0 || !Selects(s.Spec.Selector, w.Labels) {
 			continue
 		}
 		for _, p := range s.Spec.Ports {
 			if proto := portProtocol(p); tcpProtocols[proto] {
-				out = append(out, fmt.Sprintf("Service %s/%s port %d (%s)", s.Namespace, s.Name, p.Port, proto))
+				target := strconv.Itoa(int(p.Port))
+				if p.TargetPort.IntValue() != 0 {
+					target = strconv.Itoa(p.TargetPort.IntValue())
+				}
+				out = append(out, servicePort{fmt.Sprintf("Service %s/%s port %d (%s)", s.Namespace, s.Name, p.Port, proto), target})
 			}
 		}
 	}

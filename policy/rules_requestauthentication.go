@@ -98,7 +98,7 @@ func requestAuthenticationRules() []Rule {
 		}),
 	}, {
 		ID: "MG105", Name: "ra-issuer-jwks-mismatch", Default: Warn, Kinds: ra,
-		Summary: "The issuer's host or tenant differs from the `jwksUri` host or tenant (Entra v1/v2 pairs are known).",
+		Summary: "The issuer's host or tenant differs from the `jwksUri` host or tenant (the published pairs of Entra v1/v2 and of Google sign-in, IAP and Firebase are known).",
 		Why:     "Usually every request gets 401; a bypass when the key set belongs to someone who can mint tokens with that issuer.",
 		Check: eachJWTRule(func(c *Context, r *jwtRule, at string) []Finding {
 			if r.Issuer == "" || r.JwksUri == "" {
@@ -309,9 +309,13 @@ func requestAuthenticationRules() []Rule {
 	}}
 }
 
-// knownKeyHost pairs issuer hosts with the hosts that serve their keys.
+// knownKeyHost pairs issuer hosts with the hosts their publishers serve their keys from:
+// Google sign-in, Identity-Aware Proxy (https://cloud.google.com/iap) and Firebase
+// (https://securetoken.google.com/<project>).
 var knownKeyHost = map[string]string{
-	"accounts.google.com": "www.googleapis.com",
+	"accounts.google.com":    "www.googleapis.com",
+	"cloud.google.com":       "www.gstatic.com",
+	"securetoken.google.com": "www.googleapis.com",
 }
 
 // jwksCheck reports the problems inspectJWKS finds for one rule.
