@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 )
 
 // Istio's sidecar controls on Pods, read by the rules (kinds keeps them in its cache).
@@ -10,13 +11,24 @@ const (
 	ExcludeInboundAnnotation = "traffic.sidecar.istio.io/excludeInboundPorts"
 )
 
+// isProxy tells whether a workload is one of Istio's proxies rather than an application:
+// an ingress or egress gateway of the classic charts (istio: ingressgateway), a Gateway
+// API gateway or a waypoint (gateway.istio.io/managed, gateway.networking.k8s.io/
+// gateway-name). A proxy enforces the policies attached to it, runs no sidecar
+// (sidecar.istio.io/inject: "false" is normal there), and is no workload to cover.
+func isProxy(w *Workload) bool {
+	_, managed := w.Labels["gateway.istio.io/managed"]
+	_, gatewayAPI := w.Labels["gateway.networking.k8s.io/gateway-name"]
+	return managed || gatewayAPI || strings.HasSuffix(w.Labels["istio"], "gateway")
+}
+
 // optedOut tells whether a workload asks to be left out of coverage.
 func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == CoverageExempt }
 
 // coverageLabels is MG501's Label: the coverage labels a workload lacks where guardrails
 // require coverage, unless it opted out where they allow it.
 func coverageLabels(s Settings, w *Workload) (missing map[string]string, guardrails []string) {
-	if s.Coverage == nil || (optedOut(w) && s.Coverage.AllowOptOut) {
+	if s.Coverage == nil || isProxy(w) || (optedOut(w) && s.Coverage.AllowOptOut) {
 		return nil, nil
 	}
 	for k, v := range s.Coverage.Labels {
@@ -53,7 +65,7 @@ func podRules() []Rule {
 	pod := []string{KindPod}
 	return []Rule{{
 		ID: "MG501", Name: "pod-coverage-label", Default: Warn, Kinds: pod,
-		Summary: "Adds the coverage labels, and an annotation naming the guardrails, to Pods of covered namespaces (offline: to pod templates, before the other rules run). Any action but `off` labels.",
+		Summary: "Adds the coverage labels, and an annotation naming the guardrails, to Pods of covered namespaces (offline: to pod templates, before the other rules run), Istio's gateway and waypoint proxies excepted. Any action but `off` labels.",
 		Why:     "The mission: JWT policies written against the coverage label cover every Pod.",
 		Label:   coverageLabels,
 	}, {
@@ -81,7 +93,7 @@ func podRules() []Rule {
 		Summary: "A Pod in a covered namespace that no RequestAuthentication with an enforcing AuthorizationPolicy selects.",
 		Why:     "Nothing checks its tokens: requests without one reach it.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
-			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || c.protection(c.State, w).requiresToken() {
+			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || isProxy(w) || c.protection(c.State, w).requiresToken() {
 				return nil
 			}
 			return []Finding{finding("metadata.labels",
@@ -90,10 +102,10 @@ func podRules() []Rule {
 		}),
 	}, {
 		ID: "MG504", Name: "pod-not-enforceable", Default: Warn, Kinds: pod,
-		Summary: "A covered or JWT-selected Pod with sidecar injection disabled, `hostNetwork`, or inbound ports excluded from interception.",
+		Summary: "A covered or JWT-selected Pod with sidecar injection disabled, `hostNetwork`, or inbound ports excluded from interception. Istio's gateway and waypoint Pods are proxies, not workloads: they enforce the policies attached to them.",
 		Why:     "Istio cannot enforce anything on it: its policies are dead letters.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
-			if c.Operation == Update {
+			if c.Operation == Update || isProxy(w) {
 				return nil
 			}
 			field, why := notEnforceable(w)
