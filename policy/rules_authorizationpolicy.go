@@ -113,7 +113,46 @@ func authorizationPolicyRules() []Rule {
 			}
 			return out
 		}),
+	}, {
+		ID: "MG208", Name: "ap-header-presence-auth", Default: Warn, Kinds: ap,
+		Summary: "An ALLOW rule that admits on the mere presence of a credential or identity header (`request.headers[authorization]` with `values: [\"*\"]`), or on its absence or difference (`notValues`), with nothing in the rule demanding a verified token.",
+		Why:     "Any string in the header passes, and so does a request without it: nothing verifies a header. A RequestAuthentication verifies tokens; requestPrincipals demand one.",
+		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			var out []Finding
+			for k, w := range r.When {
+				header, ok := strings.CutPrefix(strings.ToLower(w.Key), "request.headers[")
+				header = strings.TrimSuffix(header, "]")
+				if !ok || !identityHeaders[header] {
+					continue
+				}
+				fix := "verify the token with a RequestAuthentication and match it with requestPrincipals or request.auth.claims, not the raw header"
+				if slices.Contains(w.Values, "*") {
+					out = append(out, finding(fmt.Sprintf("%s.when[%d].values", at, k),
+						fmt.Sprintf("ALLOW on any value of the %s header: any string in it passes, nothing verifies it", header), fix))
+				}
+				if len(w.NotValues) > 0 {
+					out = append(out, finding(fmt.Sprintf("%s.when[%d].notValues", at, k),
+						fmt.Sprintf("ALLOW on the %s header not being %s: a request without it, or with any other string, passes", header, quoteList(w.NotValues)), fix))
+				}
+			}
+			if len(out) == 0 {
+				return nil
+			}
+			if cr, ok := compileRule(r); !ok || !matchesTokenless(cr) {
+				return nil // the rule demands a verified token besides
+			}
+			return out
+		}),
 	}}
+}
+
+// identityHeaders carry credentials or identities that something upstream is trusted to
+// have checked: bearer tokens, and the user headers of authenticating proxies
+// (oauth2-proxy, Kubeflow, Google IAP).
+var identityHeaders = map[string]bool{
+	"authorization": true, "x-jwt-assertion": true, "cookie": true,
+	"x-forwarded-user": true, "x-forwarded-email": true, "x-auth-request-user": true, "x-auth-request-email": true,
+	"kubeflow-userid": true, "x-goog-authenticated-user-email": true, "x-user": true, "x-user-id": true, "x-userid": true,
 }
 
 // principalMatcher picks request principals: the source field and request.auth.principal.
