@@ -3,6 +3,8 @@ package policy
 import (
 	"strings"
 	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestEvaluator: policies × a request → admitted or not, as Envoy's RBAC filters decide,
@@ -108,6 +110,61 @@ func TestTokenlessOpening(t *testing.T) {
 		}
 		if !decided || got != c.open {
 			t.Errorf("%s: found %q (decided %v), want %q", c.name, got, decided, c.open)
+		}
+	}
+}
+
+// TestMG302SaysWhoIsDenied: without a RequestAuthentication, an ALLOW on token attributes
+// denies every request only when nothing else admits one.
+func TestMG302SaysWhoIsDenied(t *testing.T) {
+	e := NewEngine()
+	allow := newAP(t, "shop", "web-require-jwt", allowRP)
+	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	healthz := newAP(t, "shop", "web-healthz", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz"]}}]}]}`)
+	for _, c := range []struct {
+		live []string
+		want string
+	}{
+		{nil, "every request there is denied"},
+		{[]string{"healthz"}, "only what other rules admit gets in"},
+	} {
+		state := []metav1.Object{allow, web}
+		if len(c.live) > 0 {
+			state = append(state, healthz)
+		}
+		var msg string
+		for _, f := range e.Review(Review{Operation: Audit, Object: allow, State: snapshot(state...)}) {
+			if f.Rule == "MG302" {
+				msg = f.Message
+			}
+		}
+		if !strings.Contains(msg, c.want) {
+			t.Errorf("with %v: MG302 says %q, want %q", c.live, msg, c.want)
+		}
+	}
+}
+
+// TestMessagesNameTheScope: a root-namespace policy covers the mesh, and the labels
+// meshguard gives the workloads a policy is written for never show.
+func TestMessagesNameTheScope(t *testing.T) {
+	e := NewEngine()
+	meshWide := newRA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	byService := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","name":"web"}],"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	for _, c := range []struct {
+		ra          *RequestAuthentication
+		want, never string
+	}{
+		{meshWide, "every workload of the mesh (root namespace istio-system)", "namespace istio-system:"},
+		{byService, "the workloads behind Service shop/web, through its waypoint", "meshguard.io/"},
+	} {
+		var msg string
+		for _, f := range e.Review(Review{Operation: Audit, Object: c.ra, State: snapshot(c.ra)}) {
+			if f.Rule == "MG301" {
+				msg = f.Message
+			}
+		}
+		if !strings.Contains(msg, c.want) || strings.Contains(msg, c.never) {
+			t.Errorf("MG301 on %s says %q; want %q, never %q", c.ra.Name, msg, c.want, c.never)
 		}
 	}
 }

@@ -81,6 +81,16 @@ func (p protection) tokenless() request {
 	return witness
 }
 
+// admitsUnverified tells whether the workload admits some request without a verified
+// token, on any path, from any caller: with no RequestAuthentication, whether anything
+// gets in at all.
+func (p protection) admitsUnverified() bool {
+	o := p.opening
+	e := enforcementOf(p.aps, !mtlsStrict(o.st, o.root, o.w))
+	found, decided := e.find(request{}, true, e.peers(), e.admits)
+	return found != nil || !decided
+}
+
 // enforces tells whether the workload's AuthorizationPolicies turn away requests without
 // a token: requests on paths no policy names, that is, everywhere but where a policy
 // exempts named paths on purpose.
@@ -133,14 +143,26 @@ func mtlsMode(st State, root string, w *Workload) mtls {
 	return securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE
 }
 
-// describe names workloads for messages: a few by name, or what a virtual one stands for.
-func describe(ws []*Workload) string {
+// describe names workloads for messages: a few by name, or what a virtual one stands for,
+// in Istio's terms (a policy of the root namespace covers the mesh), never by the labels
+// meshguard gives virtual workloads.
+func (c *Context) describe(ws []*Workload) string {
 	if len(ws) == 1 && ws[0].Virtual {
 		w := ws[0]
-		if len(w.Labels) == 0 {
-			return "every workload of namespace " + w.Namespace
+		where := "namespace " + w.Namespace
+		if w.Namespace == c.Settings.Root {
+			where = "the mesh (root namespace " + w.Namespace + ")"
 		}
-		return fmt.Sprintf("workloads labelled %s", labelString(w.Labels))
+		switch {
+		case w.Labels[targetLabel] != "":
+			kind, name, _ := strings.Cut(w.Labels[targetLabel], ".")
+			return fmt.Sprintf("the workloads behind %s %s/%s, through its waypoint", kind, w.Namespace, name)
+		case w.Labels[gatewayNameLabel] != "":
+			return fmt.Sprintf("the Pods of Gateway %s/%s", w.Namespace, w.Labels[gatewayNameLabel])
+		case len(w.Labels) == 0:
+			return "every workload of " + where
+		}
+		return fmt.Sprintf("workloads labelled %s in %s", labelString(w.Labels), where)
 	}
 	const shown = 3
 	var names []string

@@ -24,7 +24,7 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			return []Finding{finding("spec.selector",
-				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s gets in, on any path", describe(open), describeRequest(c.protection(c.State, open[0]).tokenless())),
+				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s gets in, on any path", c.describe(open), describeRequest(c.protection(c.State, open[0]).tokenless())),
 				fmt.Sprintf("add an ALLOW policy for the same workloads with requestPrincipals: [%q], or a DENY with notRequestPrincipals: [\"*\"]", firstIssuer(ra)+"/*"))}
 		}),
 	}, {
@@ -42,10 +42,14 @@ func crossResourceRules() []Rule {
 			fix := "add a RequestAuthentication for the same workloads with the issuer, jwksUri and audiences of the tokens"
 			if isDeny(p) && deniesOnClaims(p) {
 				return []Finding{finding("spec.rules",
-					fmt.Sprintf("no RequestAuthentication validates tokens for %s, so this DENY on token attributes never fires", describe(bare)), fix).as(Deny)}
+					fmt.Sprintf("no RequestAuthentication validates tokens for %s, so this DENY on token attributes never fires", c.describe(bare)), fix).as(Deny)}
+			}
+			effect := "so every request there is denied (403)"
+			if c.protection(c.State, bare[0]).admitsUnverified() {
+				effect = "so the rules of this policy on token attributes never match: only what other rules admit gets in"
 			}
 			return []Finding{finding("spec.rules",
-				fmt.Sprintf("no RequestAuthentication validates tokens for %s, so every request there is denied (403)", describe(bare)), fix)}
+				fmt.Sprintf("no RequestAuthentication validates tokens for %s, %s", c.describe(bare), effect), fix)}
 		}),
 	}, {
 		ID: "MG303", Name: "removes-jwt-enforcement", Default: Deny, Kinds: append(ra, ap...), OnDelete: true,
@@ -84,12 +88,12 @@ func crossResourceRules() []Rule {
 			var out []Finding
 			if len(opened) > 0 {
 				out = append(out, finding("spec",
-					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on any path); today they require one", verb, describe(opened), describeRequest(c.protection(c.State, opened[0]).tokenless())),
+					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on any path); today they require one", verb, c.describe(opened), describeRequest(c.protection(c.State, opened[0]).tokenless())),
 					"first apply another AuthorizationPolicy that requires a token for these workloads, or keep this one"))
 			}
 			if len(undenied) > 0 {
 				out = append(out, finding("spec",
-					fmt.Sprintf("this %s stops token validation for %s, so their DENY policies on token attributes stop firing", verb, describe(undenied)),
+					fmt.Sprintf("this %s stops token validation for %s, so their DENY policies on token attributes stop firing", verb, c.describe(undenied)),
 					"keep a RequestAuthentication for these workloads, or remove the DENY policies that depend on it first"))
 			}
 			return out
@@ -119,7 +123,7 @@ func crossResourceRules() []Rule {
 							}
 							reported[key] = true
 							out = append(out, finding(fmt.Sprintf("spec.jwtRules[%d].issuer", i),
-								fmt.Sprintf("%s also configures issuer %q for %s, differently: a token that passes the weaker of the two is accepted", ref(other), r.Issuer, describe([]*Workload{w})),
+								fmt.Sprintf("%s also configures issuer %q for %s, differently: a token that passes the weaker of the two is accepted", ref(other), r.Issuer, c.describe([]*Workload{w})),
 								"configure each issuer once per workload, in one RequestAuthentication, with its audiences"))
 						}
 					}
@@ -149,7 +153,7 @@ func crossResourceRules() []Rule {
 					})
 					if len(unknown) > 0 {
 						out = append(out, finding(m.field(),
-							fmt.Sprintf("no RequestAuthentication for %s configures issuer %q, so %s", describe(unknown), iss, effect),
+							fmt.Sprintf("no RequestAuthentication for %s configures issuer %q, so %s", c.describe(unknown), iss, effect),
 							"add the issuer to the workloads' RequestAuthentication, or correct the principal to an issuer it configures").as(action))
 					}
 				}
@@ -168,7 +172,7 @@ func crossResourceRules() []Rule {
 				for _, w := range c.workloadsOf(p) {
 					if is := c.protection(c.State, w).issuers(); len(is) > 1 {
 						return []Finding{finding(m.field(),
-							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), describe([]*Workload{w}), quoteList(is)),
+							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), c.describe([]*Workload{w}), quoteList(is)),
 							"name the issuer: requestPrincipals: [\"<issuer>/*\"]")}
 					}
 				}
@@ -200,10 +204,10 @@ func crossResourceRules() []Rule {
 			fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
 			return append(perMatch(opens, func(m match) Finding {
 				return finding(m.field(),
-					fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", describe(plain), quoteList(m.values)), fix)
+					fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", c.describe(plain), quoteList(m.values)), fix)
 			}), perMatch(closes, func(m match) Finding {
 				return finding(m.field(),
-					fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", describe(plain)), fix).as(Warn)
+					fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", c.describe(plain)), fix).as(Warn)
 			})...)
 		}),
 	}, {
@@ -253,7 +257,7 @@ func crossResourceRules() []Rule {
 				})
 				if len(unsplit) > 0 {
 					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
-						fmt.Sprintf("%s is one space-separated string and is not split for %s: a value naming one entry never matches", claim, describe(unsplit)),
+						fmt.Sprintf("%s is one space-separated string and is not split for %s: a value naming one entry never matches", claim, c.describe(unsplit)),
 						fmt.Sprintf("add spaceDelimitedClaims: [%q] to the jwtRule (Istio 1.28+)", claim)))
 				}
 			}
@@ -277,7 +281,7 @@ func crossResourceRules() []Rule {
 				})
 				if len(v1) > 0 {
 					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
-						fmt.Sprintf("%s accept Entra v1 tokens, which carry appid, not azp: request.auth.presenter never matches them", describe(v1)),
+						fmt.Sprintf("%s accept Entra v1 tokens, which carry appid, not azp: request.auth.presenter never matches them", c.describe(v1)),
 						"match request.auth.claims[appid] for v1 tokens"))
 				}
 			}
