@@ -168,3 +168,28 @@ func TestMessagesNameTheScope(t *testing.T) {
 		}
 	}
 }
+
+// TestAffectedReleases: the release ranges of the version rules, at their edges.
+func TestAffectedReleases(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		releases affected
+		yes, no  []string
+	}{
+		{"MG702", headerMatchJoined, []string{"1.27.0", "1.27.7", "1.28.4", "1.29.0"}, []string{"1.26.9", "1.27.8", "1.28.5", "1.29.1", "1.30.0"}},
+		{"MG703", serviceAccountRegex, []string{"1.25.0", "1.26.3", "1.27.8", "1.28.5", "1.29.1"}, []string{"1.24.9", "1.27.9", "1.28.6", "1.29.2", "1.30.0"}},
+		{"MG704", principalRegex, []string{"1.20.0", "1.27.9", "1.28.6", "1.29.2"}, []string{"1.28.7", "1.29.3", "1.30.0", "2.0.0"}},
+		{"MG706", noGatewayClassRefs, []string{"1.24.0", "1.25.9"}, []string{"1.26.0", "1.30.1", "latest"}},
+	} {
+		for _, v := range c.yes {
+			if !c.releases.has(v) {
+				t.Errorf("%s: %s not affected", c.name, v)
+			}
+		}
+		for _, v := range c.no {
+			if c.releases.has(v) {
+				t.Errorf("%s: %s affected", c.name, v)
+			}
+		}
+	}
+}
