@@ -298,6 +298,7 @@ func TestReviewRegressions(t *testing.T) {
 		{"update to one named path: an exemption, the rest denied", Update, weakened, allow, []metav1.Object{ra, allow, web}, false},
 		{"update adds a catch-all rule", Update, catchAll, allow, []metav1.Object{ra, allow, web}, true},
 		{"create a second ALLOW policy", Create, secondAllow, nil, []metav1.Object{ra, allow, web}, true},
+		{"same without pods: the selector's workloads", Create, secondAllow, nil, []metav1.Object{ra, allow}, true},
 		{"create an ALLOW policy for named paths", Create, healthz, nil, []metav1.Object{ra, allow, web}, false},
 		{"update narrows the DENY to one path", Update, denyOnePath, denyNoToken, []metav1.Object{ra, denyNoToken, web}, true},
 		{"update switches dry run on", Update, dryRun, allow, []metav1.Object{ra, allow, web}, true},

@@ -62,12 +62,16 @@ func crossResourceRules() []Rule {
 			if _, isAP := c.Object.(*AuthorizationPolicy); c.OldObject == nil && !isAP {
 				return nil // a new RequestAuthentication opens nothing
 			}
+			// The workloads the policy applied to and applies to: those it was written for
+			// when none is known yet.
 			var affected []*Workload
-			if c.OldObject != nil {
+			switch {
+			case c.OldObject == nil:
+				affected = scopeOf(c.Object).workloads(c.Before, c.Settings.Root)
+			case c.Operation == Update:
+				affected = append(scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root), scopeOf(c.Object).selected(c.State, c.Settings.Root)...)
+			default:
 				affected = scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root)
-			}
-			if c.Operation != Delete {
-				affected = append(affected, scopeOf(c.Object).selected(c.State, c.Settings.Root)...)
 			}
 			var opened, undenied []*Workload
 			seen := map[*Workload]bool{}

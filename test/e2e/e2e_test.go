@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -108,6 +109,68 @@ spec:
 		if _, stderr, err := kubectl(t, "", "delete", "-n", "regress", kind); err != nil {
 			t.Errorf("delete %s: %v\n%s", kind, err, stderr)
 		}
+	}
+}
+
+// TestRegressingChanges: the changes that open a workload protected now are MG303 through
+// kubectl, as Envoy would evaluate the policies after them: a second ALLOW policy, a rule
+// admitting token-less requests on every path, a DENY narrowed to one path, a dry run
+// switched on with a value strconv.ParseBool reads as true. An exemption of named paths is
+// admitted.
+func TestRegressingChanges(t *testing.T) {
+	namespace(t, "opening", "")
+	const ra = `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: opening}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
+`
+	const requireJWT = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-require-jwt, namespace: opening%s}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules:
+  - {from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}
+%s`
+	const denyAnonymous = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: api-deny-anonymous, namespace: opening}
+spec:
+  selector: {matchLabels: {app: api}}
+  action: DENY
+  rules:
+  - from: [{source: {notRequestPrincipals: ["*"]}}]
+%s`
+	apiRA := strings.ReplaceAll(ra, "web", "api")
+	if _, stderr, err := kubectl(t, ra+"---\n"+fmt.Sprintf(requireJWT, "", "")+"---\n"+apiRA+"---\n"+fmt.Sprintf(denyAnonymous, ""), "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	opening := map[string]string{
+		"a second ALLOW policy": "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: web-read, namespace: opening}\nspec:\n  selector: {matchLabels: {app: web}}\n  rules: [{to: [{operation: {methods: [GET]}}]}]\n",
+		"a catch-all rule":      fmt.Sprintf(requireJWT, "", "  - {to: [{operation: {paths: [\"/*\"]}}]}\n"),
+		"dry run on":            fmt.Sprintf(requireJWT, ", annotations: {istio.io/dry-run: \"True\"}", ""),
+		"a DENY narrowed":       fmt.Sprintf(denyAnonymous, "    to: [{operation: {paths: [/admin]}}]\n"),
+	}
+	for name, change := range opening {
+		var last string
+		t.Run(name, func(t *testing.T) {
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("last answer:\n%s", last)
+				}
+			})
+			waitFor(t, func() bool {
+				_, stderr, err := kubectl(t, change, "apply", "--dry-run=server", "-f", "-")
+				last = stderr
+				return err != nil && strings.Contains(stderr, "MG303 removes-jwt-enforcement")
+			})
+		})
+	}
+	exemption := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: web-health, namespace: opening}\nspec:\n  selector: {matchLabels: {app: web}}\n  rules: [{to: [{operation: {paths: [/healthz]}}]}]\n"
+	if _, stderr, err := kubectl(t, exemption, "apply", "-f", "-"); err != nil {
+		t.Errorf("an exemption of a named path: %v\n%s", err, stderr)
 	}
 }
 
