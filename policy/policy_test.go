@@ -190,8 +190,8 @@ func TestLeaksFallbackKey(t *testing.T) {
 		"1.20.8": false, "1.21.0": true, "1.24.2-distroless": true, "v1.27.7": true, "1.27.8": false,
 		"1.28.4": true, "1.28.5": false, "1.29.0": true, "1.29.1": false, "1.30.0": false, "latest": false,
 	} {
-		if got := leaksFallbackKey(v); got != leaks {
-			t.Errorf("leaksFallbackKey(%q) = %v", v, got)
+		if got := fallbackKeyLeak.has(v); got != leaks {
+			t.Errorf("fallbackKeyLeak.has(%q) = %v", v, got)
 		}
 	}
 }

@@ -79,13 +79,12 @@ var (
 	noGatewayClassRefs = affected(func(minor, _ int) bool { return minor < 26 })
 )
 
-// leaksFallbackKey tells whether an istiod version falls back, on a failed JWKS fetch, to a
-// key set whose private key ships in Istio's source: 1.21.0–1.27.7, 1.28.0–1.28.4, 1.29.0.
-func leaksFallbackKey(v string) bool {
-	return affected(func(minor, patch int) bool {
-		return minor >= 21 && minor <= 26 || upTo(27, 7, 28, 4, 29, 0)(minor, patch)
-	}).has(v)
-}
+// fallbackKeyLeak are the istiod versions that fall back, on a failed JWKS fetch, to a key
+// set whose private key ships in Istio's source: 1.21.0–1.27.7, 1.28.0–1.28.4, 1.29.0
+// (CVE-2026-31837).
+var fallbackKeyLeak = affected(func(minor, patch int) bool {
+	return minor >= 21 && minor <= 26 || upTo(27, 7, 28, 4, 29, 0)(minor, patch)
+})
 
 // regexMeta are the characters a regular expression reads as more than themselves.
 const regexMeta = `.+?()[]{}|^$\`
@@ -97,14 +96,13 @@ func controlPlaneRules() []Rule {
 		Summary: "istiod 1.21.0–1.27.7, 1.28.0–1.28.4 or 1.29.0 while RequestAuthentications exist.",
 		Why:     "When a JWKS fetch fails, these versions fall back to a key set whose private key is public: anyone can mint accepted tokens.",
 		Check: func(c *Context) []Finding {
-			for _, v := range c.State.IstiodVersions() {
-				if leaksFallbackKey(v) {
-					return []Finding{finding("spec.jwtRules",
-						fmt.Sprintf("istiod %s falls back to a key set with a public private key when a JWKS fetch fails: anyone can then mint accepted tokens", v),
-						"upgrade istiod to 1.27.8, 1.28.5, 1.29.1, 1.30.0 or later")}
-				}
+			v := affectedIstiod(c, fallbackKeyLeak)
+			if v == "" {
+				return nil
 			}
-			return nil
+			return []Finding{finding("spec.jwtRules",
+				fmt.Sprintf("istiod %s falls back to a key set with a public private key when a JWKS fetch fails: anyone can then mint accepted tokens", v),
+				"upgrade istiod to 1.27.8, 1.28.5, 1.29.1, 1.30.0 or later")}
 		},
 	}, {
 		ID: "MG702", Name: "istio-version-header-match", Default: Warn, Kinds: ap,
