@@ -84,9 +84,9 @@ var (
 	istioVersions    = []string{"v1", "v1beta1"}
 	securityIstioIO  = securityv1.SchemeGroupVersion.Group
 	workloadVersions = []string{"v1"}
-	// workloadAnnotations are what the Pod rules read: coverage, and Istio's sidecar
-	// controls.
-	workloadAnnotations = []string{policy.CoverageAnnotation, policy.CoveredByAnnotation, policy.SidecarInjectLabel, policy.ExcludeInboundAnnotation}
+	// workloadAnnotations are what the Pod rules read: coverage, Istio's sidecar controls,
+	// and ambient enrolment.
+	workloadAnnotations = []string{policy.CoverageAnnotation, policy.CoveredByAnnotation, policy.SidecarInjectLabel, policy.ExcludeInboundAnnotation, policy.AmbientRedirectionAnnotation}
 )
 
 // table is every kind meshguard reads, one row each.

@@ -111,6 +111,11 @@ func (m matcher) find(r *apRule, at string, positive bool) []match {
 
 type apAction = securityv1beta1.AuthorizationPolicy_Action
 
+const (
+	apActionCustom = securityv1beta1.AuthorizationPolicy_CUSTOM
+	apActionAudit  = securityv1beta1.AuthorizationPolicy_AUDIT
+)
+
 // Actions an AuthorizationPolicy rule check may be limited to.
 var (
 	allowOnly = []apAction{securityv1beta1.AuthorizationPolicy_ALLOW}

@@ -15,6 +15,7 @@ func Catalog() []Rule {
 		podRules(),
 		peerAuthenticationRules(),
 		controlPlaneRules(),
+		ambientRules(),
 	)
 	slices.SortFunc(rules, func(a, b Rule) int { return strings.Compare(a.ID, b.ID) })
 	return rules

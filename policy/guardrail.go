@@ -39,6 +39,9 @@ type Settings struct {
 	TrustedIssuers []IssuerList
 	// Coverage is nil where no guardrail requires coverage.
 	Coverage *Coverage
+	// NamespaceLabels are the labels of the namespace: they tell Istio's data plane there
+	// (istio.io/dataplane-mode, istio-injection) as they tell the guardrails that govern it.
+	NamespaceLabels map[string]string
 }
 
 // IssuerList is the trustedIssuers of one guardrail.
@@ -92,7 +95,7 @@ func strictness(a Action) int {
 // Cluster-scoped objects (empty namespace) are governed by every guardrail.
 func MergeGuardrails(guardrails []*MeshGuardrail, namespace string, nsLabels map[string]string) Settings {
 	rails := slices.Clone(guardrails)
-	s := Settings{Root: RootNamespace(rails)}
+	s := Settings{Root: RootNamespace(rails), NamespaceLabels: nsLabels}
 	slices.SortFunc(rails, func(a, b *MeshGuardrail) int { return strings.Compare(a.Name, b.Name) })
 	for _, g := range rails {
 		if namespace != "" && !governs(g, nsLabels) {

@@ -174,6 +174,37 @@ spec:
 	}
 }
 
+// TestAmbientNamespace: the "require a token" pattern in an ambient namespace is denied
+// through kubectl: no proxy loads the RequestAuthentication (MG801) and ztunnel skips the
+// DENY (MG802, istio#61126). Attached to the Service's waypoint, the same policies are
+// admitted.
+func TestAmbientNamespace(t *testing.T) {
+	namespace(t, "ambient-shop", "istio.io/dataplane-mode: ambient")
+	const selector, waypoint = "selector: {matchLabels: {app: web}}", `targetRefs: [{kind: Service, group: "", name: web}]`
+	bundle := `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: ambient-shop}
+spec:
+  ATTACH
+  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [web]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-no-token, namespace: ambient-shop}
+spec:
+  ATTACH
+  action: DENY
+  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]
+`
+	waitFor(t, func() bool {
+		_, stderr, err := kubectl(t, strings.ReplaceAll(bundle, "ATTACH", selector), "apply", "--dry-run=server", "-f", "-")
+		return err != nil && strings.Contains(stderr, "MG801 ambient-ra-not-enforced") && strings.Contains(stderr, "MG802 ambient-ztunnel-deny-noop")
+	})
+	if _, stderr, err := kubectl(t, strings.ReplaceAll(bundle, "ATTACH", waypoint), "apply", "-f", "-"); err != nil {
+		t.Errorf("the waypoint form: %v\n%s", err, stderr)
+	}
+}
+
 // TestPodChangesReachPolicyReviews: a review of a policy sees the Pods it selects as the
 // cache has them now, through their status changes (which keep the namespace's views) and
 // label changes (which drop them).
