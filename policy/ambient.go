@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"slices"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -83,3 +84,55 @@ func ztunnelNoOpClause(r *apRule, at string) string {
 	}
 	return ""
 }
+
+// httpSource and httpOperation tell whether a source or operation names a field istiod
+// flags as HTTP-level for ztunnel.
+func httpSource(s *securityv1beta1.Source) bool {
+	return len(s.RequestPrincipals)+len(s.NotRequestPrincipals)+len(s.RemoteIpBlocks)+len(s.NotRemoteIpBlocks) > 0
+}
+
+func httpOperation(o *securityv1beta1.Operation) bool {
+	return len(o.Hosts)+len(o.NotHosts)+len(o.Methods)+len(o.NotMethods)+len(o.Paths)+len(o.NotPaths) > 0
+}
+
+// httpLevel tells whether a rule names any field or when key ztunnel cannot enforce.
+func httpLevel(r *apRule) bool {
+	return slices.ContainsFunc(r.From, func(f *securityv1beta1.Rule_From) bool { return f.Source != nil && httpSource(f.Source) }) ||
+		slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool { return t.Operation != nil && httpOperation(t.Operation) }) ||
+		slices.ContainsFunc(r.When, func(w *securityv1beta1.Condition) bool { return !l4WhenKeys[w.Key] })
+}
+
+// mixedEntry returns the path of a from or to entry of a rule that names both L4 and
+// HTTP-level fields, or "": ztunnel keeps the L4 part alone.
+func mixedEntry(r *apRule, at string) string {
+	for j, f := range r.From {
+		if s := f.Source; s != nil && l4Source(s) && httpSource(s) {
+			return fmt.Sprintf("%s.from[%d].source", at, j)
+		}
+	}
+	for j, t := range r.To {
+		if o := t.Operation; o != nil && l4Operation(o) && httpOperation(o) {
+			return fmt.Sprintf("%s.to[%d].operation", at, j)
+		}
+	}
+	return ""
+}
+
+// silentFields returns the paths of the fields of a rule ztunnel drops with no status:
+// trust domains, and the when keys it does not take although sidecars treat them at L4.
+func silentFields(r *apRule, at string) []string {
+	var out []string
+	for j, f := range r.From {
+		if s := f.Source; s != nil && len(s.TrustDomains)+len(s.NotTrustDomains) > 0 {
+			out = append(out, fmt.Sprintf("%s.from[%d].source", at, j))
+		}
+	}
+	for k, w := range r.When {
+		if silentWhenKeys[w.Key] {
+			out = append(out, fmt.Sprintf("%s.when[%d].key", at, k))
+		}
+	}
+	return out
+}
+
+var silentWhenKeys = map[string]bool{"source.serviceAccount": true, "source.trustDomain": true, "remote.ip": true, "connection.sni": true}

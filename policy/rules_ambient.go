@@ -1,6 +1,9 @@
 package policy
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // ambientRules judge policies by the proxy that enforces them in Istio's ambient data plane:
 // ztunnel takes what selector, namespace and root policies say, at L4 only; waypoints take
@@ -40,6 +43,54 @@ func ambientRules() []Rule {
 				"attach the policy to the workloads' waypoint with targetRefs (kind: Service), where HTTP fields are enforced; keep only L4 fields (principals, namespaces, ipBlocks, ports) in policies for ztunnel")}
 		}),
 	}, {
+		ID: "MG803", Name: "ambient-ztunnel-allow-l7-dropped", Default: Warn, Kinds: []string{KindAuthorizationPolicy},
+		Summary: "An ALLOW policy without `targetRefs`, on ambient Pods, with a rule holding any HTTP-level field. Deny in the root namespace.",
+		Why:     "istiod drops the whole rule for ztunnel; with no rule left the ALLOW admits nothing, and every connection is denied, from waypoints and gateways too.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			if !isAllow(p) || isDryRun(p) || len(scopeOf(p).targetRefs) > 0 {
+				return nil
+			}
+			ambient := ambientOf(c.State, c.workloadsOf(p))
+			if len(ambient) == 0 {
+				return nil
+			}
+			effect := "the other rules still admit what they match"
+			if !slices.ContainsFunc(p.Spec.Rules, func(r *apRule) bool { return !httpLevel(r) }) {
+				effect = "no rule is left, so every connection to them is denied"
+			}
+			var out []Finding
+			for i, r := range p.Spec.Rules {
+				if !httpLevel(r) {
+					continue
+				}
+				f := finding(element("spec.rules", i),
+					fmt.Sprintf("%s run in ambient mode: ztunnel enforces L4 only and drops this rule; %s", c.describe(ambient), effect),
+					"attach HTTP rules to the workloads' waypoint with targetRefs (kind: Service); keep only L4 fields in policies for ztunnel")
+				if p.Namespace == c.Settings.Root {
+					f = f.as(Deny)
+				}
+				out = append(out, f)
+			}
+			return out
+		}),
+	}, {
+		ID: "MG804", Name: "ambient-ztunnel-deny-widened", Default: Warn, Kinds: []string{KindAuthorizationPolicy},
+		Summary: "A DENY policy without `targetRefs`, on ambient Pods, whose entries mix L4 and HTTP-level fields (and that MG802 does not report).",
+		Why:     "ztunnel keeps the L4 part alone: the DENY turns away more than meant (all of a port, all of a namespace's callers).",
+		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			entry := mixedEntry(r, at)
+			if entry == "" || ztunnelNoOpClause(r, at) != "" || len(scopeOf(p).targetRefs) > 0 {
+				return nil
+			}
+			ambient := ambientOf(c.State, c.workloadsOf(p))
+			if len(ambient) == 0 {
+				return nil
+			}
+			return []Finding{finding(entry,
+				fmt.Sprintf("%s run in ambient mode: ztunnel drops the HTTP fields of this entry and denies on its L4 fields alone, more than meant", c.describe(ambient)),
+				"attach the policy to the workloads' waypoint with targetRefs (kind: Service), or split it: L4 fields for ztunnel, HTTP fields at the waypoint")}
+		}),
+	}, {
 		ID: "MG805", Name: "ambient-ztunnel-action-unsupported", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A CUSTOM (deny) or AUDIT (warn) policy without `targetRefs` on ambient Pods.",
 		Why:     "istiod does not send CUSTOM or AUDIT policies to ztunnel: the external authorization is never asked, the audit never logged.",
@@ -59,6 +110,31 @@ func ambientRules() []Rule {
 				f = f.as(Warn)
 			}
 			return []Finding{f}
+		}),
+	}, {
+		ID: "MG814", Name: "ambient-silent-field", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
+		Summary: "A policy without `targetRefs`, on ambient Pods, using `trustDomains`/`notTrustDomains` or the `when` keys `source.serviceAccount`, `source.trustDomain`, `remote.ip`, `connection.sni`. Deny for a DENY, warn for an ALLOW.",
+		Why:     "ztunnel drops them with no status: a DENY does not check what it names, an ALLOW does not either.",
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			fields := silentFields(r, at)
+			if len(fields) == 0 || len(scopeOf(p).targetRefs) > 0 {
+				return nil
+			}
+			ambient := ambientOf(c.State, c.workloadsOf(p))
+			if len(ambient) == 0 {
+				return nil
+			}
+			var out []Finding
+			for _, field := range fields {
+				f := finding(field,
+					fmt.Sprintf("%s run in ambient mode, and ztunnel drops this field with no status: it is not checked", c.describe(ambient)),
+					"match principals or namespaces instead, or attach the policy to the workloads' waypoint with targetRefs (kind: Service)")
+				if isAllow(p) {
+					f = f.as(Warn)
+				}
+				out = append(out, f)
+			}
+			return out
 		}),
 	}}
 }

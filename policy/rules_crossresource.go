@@ -185,7 +185,7 @@ func crossResourceRules() []Rule {
 		}),
 	}, {
 		ID: "MG307", Name: "mtls-fields-permissive", Default: Deny, Kinds: ap,
-		Summary: "An AuthorizationPolicy matching `principals`, `namespaces` or `serviceAccounts` where the PeerAuthentication in force is PERMISSIVE or DISABLE (no PeerAuthentication means PERMISSIVE). Deny for a positive DENY or a negative ALLOW, warn for a positive ALLOW.",
+		Summary: "An AuthorizationPolicy matching `principals`, `namespaces` or `serviceAccounts` where the PeerAuthentication in force is PERMISSIVE or DISABLE (no PeerAuthentication means PERMISSIVE). Deny for a positive DENY or a negative ALLOW, warn for a positive ALLOW. Not for policies attached to waypoints, which receive only mTLS.",
 		Why:     "A plaintext caller carries no identity: it escapes a positive DENY and satisfies a negative ALLOW; a positive ALLOW locks it out.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			// A positive DENY and a negative ALLOW let plaintext callers in; a positive
@@ -196,7 +196,8 @@ func crossResourceRules() []Rule {
 				// it demands an identity (principals beside notPrincipals does).
 				opens, closes = admittingOnly(r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
 			}
-			if len(opens)+len(closes) == 0 {
+			// A waypoint receives only mTLS, from ztunnel: its callers always carry an identity.
+			if len(opens)+len(closes) == 0 || scopeOf(p).waypointOnly() {
 				return nil
 			}
 			plain := lacking(c.workloadsOf(p), func(w *Workload) bool {

@@ -81,11 +81,13 @@ func scopeRules() []Rule {
 		},
 	}, {
 		ID: "MG403", Name: "policy-selector-matches-nothing", Default: Warn, Kinds: all,
-		Summary: "A selector that matches no Pod (offline: no pod template) in scope.",
+		Summary: "A selector that matches no Pod (offline: no pod template) in scope. Policies attached to waypoints (targetRefs to a Service, ServiceEntry or GatewayClass) select no Pod and are not judged here.",
 		Why:     "The policy protects nothing: the workloads it was written for run without it.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
-			if !hasSelector(s) || !c.State.KnowsWorkloads() || len(s.selected(c.State, c.Settings.Root)) > 0 {
+			// A policy attached to a waypoint selects no Pod: whether a waypoint takes it is
+			// the question of its binding, not of a selector.
+			if !hasSelector(s) || s.waypointOnly() || !c.State.KnowsWorkloads() || len(s.selected(c.State, c.Settings.Root)) > 0 {
 				return nil
 			}
 			return []Finding{finding(selectorField(s),

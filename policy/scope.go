@@ -61,6 +61,12 @@ func (s scope) gatewayRefs() []*typev1beta1.PolicyTargetReference {
 	return out
 }
 
+// waypointOnly tells whether the policy is attached to waypoints only: by targetRefs to a
+// Service, ServiceEntry or GatewayClass, none to a Gateway (which may be an ingress).
+func (s scope) waypointOnly() bool {
+	return len(s.targetRefs) > 0 && len(s.gatewayRefs()) == 0
+}
+
 // applies tells whether the policy applies to workload w.
 func (s scope) applies(w *Workload, root string) bool {
 	if s.namespace != root && s.namespace != w.Namespace {
