@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 )
@@ -10,18 +11,35 @@ import (
 // Istio's ambient data plane: ztunnel intercepts an enrolled Pod's traffic on its node and
 // enforces L4 policy only; waypoints enforce what is attached to them by targetRefs.
 const (
-	DataplaneModeLabel           = "istio.io/dataplane-mode"
-	AmbientRedirectionAnnotation = "ambient.istio.io/redirection"
-	revisionLabel                = "istio.io/rev"
-	injectionLabel               = "istio-injection"
+	DataplaneModeLabel             = "istio.io/dataplane-mode"
+	AmbientRedirectionAnnotation   = "ambient.istio.io/redirection"
+	BypassInboundCaptureAnnotation = "ambient.istio.io/bypass-inbound-capture"
+	revisionLabel                  = "istio.io/rev"
+	injectionLabel                 = "istio-injection"
+	managedLabel                   = "gateway.istio.io/managed"
+	// removedGatewayNameLabel was put on gateway Pods before Istio 1.24.
+	removedGatewayNameLabel = "istio.io/gateway-name"
 )
+
+// isWaypoint tells whether workload labels are a waypoint's: Pods Istio's mesh controller
+// (or agentgateway's waypoint controller) deploys.
+func isWaypoint(labels map[string]string) bool {
+	v := labels[managedLabel]
+	return v == "istio.io-mesh-controller" || strings.HasSuffix(v, "waypoint-controller")
+}
 
 // inAmbient tells whether ztunnel, not a sidecar, takes a workload's inbound traffic: the
 // Pod's redirection annotation once enrolled, else its istio.io/dataplane-mode label, else
 // its namespace's, a sidecar taking precedence. Proxies and Pods on the host's network are
 // never enrolled.
 func inAmbient(st State, w *Workload) bool {
-	if isProxy(w) || w.HostNetwork {
+	return !w.HostNetwork && meantForAmbient(st, w)
+}
+
+// meantForAmbient tells whether a workload's labels, or its namespace's, enrol it in
+// ambient mode, whether or not ztunnel can intercept it.
+func meantForAmbient(st State, w *Workload) bool {
+	if isProxy(w) {
 		return false
 	}
 	if w.Annotations[AmbientRedirectionAnnotation] == "enabled" {

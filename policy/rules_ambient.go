@@ -112,6 +112,54 @@ func ambientRules() []Rule {
 			return []Finding{f}
 		}),
 	}, {
+		ID: "MG811", Name: "selector-ignored-by-waypoint", Default: Deny, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy},
+		Summary: "A selector on waypoint Pods, or on the label `istio.io/gateway-name` (removed in Istio 1.24).",
+		Why:     "Waypoints take only policies attached by targetRefs, and gateways created since 1.24 lack the old label: the policy reaches none of them.",
+		Check: func(c *Context) []Finding {
+			s := scopeOf(c.Object)
+			if len(s.targetRefs) > 0 || len(s.labels) == 0 {
+				return nil
+			}
+			if _, old := s.labels[removedGatewayNameLabel]; old {
+				return []Finding{finding("spec.selector.matchLabels",
+					fmt.Sprintf("Istio 1.24 and later no longer label gateway Pods %s: gateways created since match no selector on it", removedGatewayNameLabel),
+					"attach the policy to the Gateway: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <gateway>}]")}
+			}
+			waypoints := lacking(s.selected(c.State, c.Settings.Root), func(w *Workload) bool { return isWaypoint(w.Labels) })
+			if len(waypoints) == 0 && !isWaypoint(s.labels) {
+				return nil
+			}
+			return []Finding{finding("spec.selector.matchLabels",
+				"the selector names waypoint Pods, and a waypoint takes only policies attached by targetRefs: this policy is enforced nowhere",
+				"attach the policy to the waypoint, or to the Services it serves: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <waypoint>}]")}
+		},
+	}, {
+		ID: "MG813", Name: "ambient-inbound-not-captured", Default: Warn, Kinds: []string{KindPod},
+		Summary: "A Pod meant for ambient mode, covered or selected by a JWT policy, that ztunnel does not intercept: `ambient.istio.io/bypass-inbound-capture: \"true\"`, `hostNetwork`, or a namespace istio-cni excludes (`kube-system`).",
+		Why:     "No inbound enforcement and no mTLS: only traffic that happens to pass a waypoint is checked.",
+		Check: judge(func(c *Context, w *Workload) []Finding {
+			if c.Operation == Update || !meantForAmbient(c.State, w) {
+				return nil
+			}
+			field, why := "", ""
+			switch {
+			case w.Annotations[BypassInboundCaptureAnnotation] == "true":
+				field, why = "metadata.annotations["+BypassInboundCaptureAnnotation+"]", "its inbound traffic bypasses ztunnel"
+			case w.HostNetwork:
+				field, why = "spec.hostNetwork", "it runs on the host's network, which ztunnel does not intercept"
+			case w.Namespace == "kube-system":
+				field, why = "metadata.namespace", "istio-cni excludes kube-system"
+			default:
+				return nil
+			}
+			if c.Settings.Coverage == nil && len(c.protection(c.State, w).ras) == 0 {
+				return nil
+			}
+			return []Finding{finding(field,
+				fmt.Sprintf("%s: nothing enforces inbound policy on this Pod, and requests reach it unchecked", why),
+				"let ztunnel intercept the Pod: remove the opt-out, or exempt the Pod from coverage on purpose")}
+		}),
+	}, {
 		ID: "MG814", Name: "ambient-silent-field", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A policy without `targetRefs`, on ambient Pods, using `trustDomains`/`notTrustDomains` or the `when` keys `source.serviceAccount`, `source.trustDomain`, `remote.ip`, `connection.sni`. Deny for a DENY, warn for an ALLOW.",
 		Why:     "ztunnel drops them with no status: a DENY does not check what it names, an ALLOW does not either.",
