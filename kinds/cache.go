@@ -1,6 +1,7 @@
 package kinds
 
 import (
+	"reflect"
 	"sync"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
@@ -8,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 )
@@ -15,7 +17,7 @@ import (
 // NewScheme returns a scheme with the API type of every kind of the table.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, v1alpha1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, gatewayv1.Install, v1alpha1.AddToScheme} {
 		if err := add(s); err != nil {
 			return nil, err
 		}
@@ -90,3 +92,28 @@ func (k *Kind) Keep(o metav1.Object) {
 	}
 	o.SetAnnotations(kept)
 }
+
+// OfCached returns the row of an object the cache holds: by its Go type, or for metadata,
+// by the kind it names. nil for objects of no cached kind.
+func OfCached(o any) *Kind {
+	if p, ok := o.(*metav1.PartialObjectMetadata); ok {
+		gvk := p.GroupVersionKind()
+		if k := Lookup(gvk.Group, gvk.Kind); k != nil && k.Cache == MetadataOnly {
+			return k
+		}
+		return nil
+	}
+	return cachedByType()[reflect.TypeOf(o)]
+}
+
+// cachedByType maps the Go type of each whole cached kind to its row.
+var cachedByType = sync.OnceValue(func() map[reflect.Type]*Kind {
+	m := map[reflect.Type]*Kind{}
+	for _, k := range Cached() {
+		if k.Cache == Whole {
+			o, _ := k.CacheObject()
+			m[reflect.TypeOf(o)] = k
+		}
+	}
+	return m
+})

@@ -2,9 +2,12 @@ package kinds
 
 import (
 	"maps"
+	"slices"
+	"strings"
 	"testing"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/policy"
@@ -60,5 +63,40 @@ func TestKeep(t *testing.T) {
 	svc := Lookup("", "Service")
 	if len(svc.Annotations) != 0 {
 		t.Errorf("no rule reads a Service's annotations; the table keeps %v", svc.Annotations)
+	}
+}
+
+// TestInstalled: a cluster without the Gateway API is served without Gateways; one
+// without Istio's CRDs is not served at all.
+func TestInstalled(t *testing.T) {
+	mapper := func(skip string) meta.RESTMapper {
+		m := meta.NewDefaultRESTMapper(nil)
+		for _, k := range Cached() {
+			if k.Kind != skip {
+				scope := meta.RESTScopeNamespace
+				if k.ClusterScoped {
+					scope = meta.RESTScopeRoot
+				}
+				m.Add(k.Preferred(), scope)
+			}
+		}
+		return m
+	}
+	all, err := Installed(mapper(""))
+	if err != nil || len(all) != len(Cached()) {
+		t.Errorf("every kind served: %d of %d (%v)", len(all), len(Cached()), err)
+	}
+	noGateways, err := Installed(mapper("Gateway"))
+	if err != nil || len(noGateways) != len(Cached())-1 || slices.Contains(noGateways, Lookup("gateway.networking.k8s.io", "Gateway")) {
+		t.Errorf("without the Gateway API: %v (%v)", noGateways, err)
+	}
+	if _, err := Installed(mapper(policy.KindAuthorizationPolicy)); err == nil || !strings.Contains(err.Error(), "AuthorizationPolicy.security.istio.io") {
+		t.Errorf("without Istio's AuthorizationPolicy: %v", err)
+	}
+	for _, k := range Cached() {
+		o, _ := k.CacheObject()
+		if OfCached(o) != k {
+			t.Errorf("%s: the cache's %T is not known as it", k, o)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy"
@@ -36,6 +37,9 @@ const (
 	// Setting kinds say which guardrails are in force where: guardrails, and the
 	// namespaces whose labels they select.
 	Setting
+	// Proxy kinds are the proxies policies attach to by targetRefs: Gateway API gateways,
+	// an ingress or a waypoint.
+	Proxy
 )
 
 // Cache is what the webhook's informer cache keeps of a kind.
@@ -60,8 +64,11 @@ type Kind struct {
 	// Resource is the kind's plural resource name, as RBAC and webhook rules name it.
 	Resource      string
 	ClusterScoped bool
-	Role          Role
-	Cache         Cache
+	// Optional kinds come from CRDs a cluster may not have (the Gateway API): there, it
+	// has none of them, and meshguard serves on.
+	Optional bool
+	Role     Role
+	Cache    Cache
 	// Validate and Mutate are the operations the validating and mutating webhooks review.
 	Validate, Mutate []admissionv1.Operation
 	// Annotations are the annotations the rules read of the kind's objects: the cache
@@ -123,6 +130,11 @@ var table = []Kind{
 		GroupKind: schema.GroupKind{Kind: "Namespace"}, Versions: workloadVersions,
 		Resource: "namespaces", ClusterScoped: true, Role: Setting, Cache: Whole,
 		typed: func() any { return &corev1.Namespace{} }, decode: kube[corev1.Namespace],
+	},
+	{
+		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "Gateway"}, Versions: []string{"v1", "v1beta1"},
+		Resource: "gateways", Optional: true, Role: Proxy, Cache: Whole,
+		typed: func() any { return &gatewayv1.Gateway{} }, decode: kube[gatewayv1.Gateway],
 	},
 	controller(appsv1.SchemeGroupVersion, "Deployment", "deployments", func() any { return &appsv1.Deployment{} }),
 	controller(appsv1.SchemeGroupVersion, "StatefulSet", "statefulsets", func() any { return &appsv1.StatefulSet{} }),

@@ -22,6 +22,9 @@ type State interface {
 	// bundle holding no Pods or pod templates at all.
 	KnowsWorkloads() bool
 	Services(namespace string) []*corev1.Service
+	// Gateways are the Gateway API gateways of a namespace: none where the Gateway API is
+	// not installed.
+	Gateways(namespace string) []*Gateway
 	// Settings are the guardrails in force in a namespace, merged (MergeGuardrails). Every
 	// review asks for them, so a live state keeps them between reviews.
 	Settings(namespace string) Settings
@@ -36,6 +39,7 @@ type Snapshot struct {
 	PAs        map[string][]*PeerAuthentication
 	Pods       map[string][]*Workload
 	Svcs       map[string][]*corev1.Service
+	GWs        map[string][]*Gateway
 	Namespaces map[string]map[string]string
 	Rails      []*MeshGuardrail
 	Istiod     []string
@@ -54,6 +58,7 @@ func NewSnapshot() *Snapshot {
 		PAs:        map[string][]*PeerAuthentication{},
 		Pods:       map[string][]*Workload{},
 		Svcs:       map[string][]*corev1.Service{},
+		GWs:        map[string][]*Gateway{},
 		Namespaces: map[string]map[string]string{},
 
 		podsByLabel: map[string]map[labelPair][]*Workload{},
@@ -83,6 +88,8 @@ func (s *Snapshot) Add(o metav1.Object) bool {
 		}
 	case *corev1.Service:
 		s.Svcs[ns] = append(s.Svcs[ns], o)
+	case *Gateway:
+		s.GWs[ns] = append(s.GWs[ns], o)
 	case *corev1.Namespace:
 		s.Namespaces[o.Name] = o.Labels
 	case *MeshGuardrail:
@@ -97,6 +104,7 @@ func (s *Snapshot) RequestAuthentications(ns string) []*RequestAuthentication { 
 func (s *Snapshot) AuthorizationPolicies(ns string) []*AuthorizationPolicy    { return s.APs[ns] }
 func (s *Snapshot) PeerAuthentications(ns string) []*PeerAuthentication       { return s.PAs[ns] }
 func (s *Snapshot) Services(ns string) []*corev1.Service                      { return s.Svcs[ns] }
+func (s *Snapshot) Gateways(ns string) []*Gateway                             { return s.GWs[ns] }
 func (s *Snapshot) IstiodVersions() []string                                  { return s.Istiod }
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
 

@@ -8,6 +8,7 @@ import (
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 )
@@ -19,6 +20,8 @@ type (
 	AuthorizationPolicy   = securityv1.AuthorizationPolicy
 	PeerAuthentication    = securityv1.PeerAuthentication
 	MeshGuardrail         = v1alpha1.MeshGuardrail
+	// Gateway is a Gateway API gateway: an ingress, or a waypoint (class istio-waypoint).
+	Gateway = gatewayv1.Gateway
 )
 
 // Kind names, as they appear in findings and manifests.

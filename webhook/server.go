@@ -5,7 +5,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/meshguard/meshguard/kinds"
@@ -34,16 +33,16 @@ func (s *Server) Register(ws ctrlwebhook.Server) {
 
 // CacheOptions say what the informer cache keeps of each kind (kinds.Kind.Keep): no
 // managed fields, only the annotations the rules read, and of Pods only their metadata.
+// One transform serves every kind, so that kinds the cluster does not serve need no entry.
 func CacheOptions() cache.Options {
-	byObject := map[client.Object]cache.ByObject{}
-	for _, k := range kinds.Cached() {
-		o, _ := k.CacheObject()
-		byObject[o] = cache.ByObject{Transform: func(obj any) (any, error) {
-			if m, ok := obj.(metav1.Object); ok {
+	return cache.Options{DefaultTransform: func(obj any) (any, error) {
+		if m, ok := obj.(metav1.Object); ok {
+			if k := kinds.OfCached(obj); k != nil {
 				k.Keep(m)
+			} else {
+				m.SetManagedFields(nil)
 			}
-			return obj, nil
-		}}
-	}
-	return cache.Options{ByObject: byObject}
+		}
+		return obj, nil
+	}}
 }

@@ -16,11 +16,11 @@ import (
 	"github.com/meshguard/meshguard/policy"
 )
 
-// CachedObjects are the objects meshguard watches: the cached kinds of the kinds table,
-// as its cache holds them.
-func CachedObjects() []client.Object {
+// CachedObjects are the objects meshguard watches: the cached kinds of the kinds table the
+// cluster serves (kinds.Installed), as its cache holds them.
+func CachedObjects(installed []*kinds.Kind) []client.Object {
 	var objects []client.Object
-	for _, k := range kinds.Cached() {
+	for _, k := range installed {
 		o, _ := k.CacheObject()
 		objects = append(objects, o)
 	}
@@ -124,6 +124,8 @@ func (s *liveState) PeerAuthentications(ns string) []*policy.PeerAuthentication 
 }
 
 func (s *liveState) Services(ns string) []*corev1.Service { return s.policies(ns).Services(ns) }
+
+func (s *liveState) Gateways(ns string) []*policy.Gateway { return s.policies(ns).Gateways(ns) }
 
 func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*policy.Workload {
 	if ns != "" {

@@ -43,6 +43,8 @@ type Views struct {
 	// stores are the informers' stores of viewedKinds, where Watch could reach them; views
 	// read the others from reader. Set before watched.
 	stores []toolscache.Indexer
+	// absent marks the viewedKinds the cluster does not serve: it has none of them.
+	absent []bool
 	// versions counts the changes seen per viewKey (*atomic.Uint64); views holds the last
 	// view built per viewKey (*atVersion[*policy.Snapshot]), valid while its version is
 	// current.
@@ -107,7 +109,7 @@ var viewedKinds = func() []viewedKind {
 	var viewed []viewedKind
 	for _, k := range kinds.Cached() {
 		switch k.Role {
-		case kinds.Policy, kinds.Service:
+		case kinds.Policy, kinds.Service, kinds.Proxy:
 			viewed = append(viewed, viewedKind{policiesView, k})
 		case kinds.Workload:
 			viewed = append(viewed, viewedKind{workloadsView, k})
@@ -120,13 +122,13 @@ var viewedKinds = func() []viewedKind {
 // informers update their store before they notify, so a view built after a notification
 // sees the change; one built while a change arrives carries the older version and is
 // rebuilt on next use.
-func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
+func (v *Views) Watch(ctx context.Context, informers cache.Informers, installed []*kinds.Kind) error {
 	settingsHandler := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    v.settingsChanged,
 		UpdateFunc: func(_, updated any) { v.settingsChanged(updated) },
 		DeleteFunc: v.settingsChanged,
 	}
-	for _, k := range kinds.Cached() {
+	for _, k := range installed {
 		if k.Role != kinds.Setting {
 			continue
 		}
@@ -135,7 +137,12 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 		}
 	}
 	stores := make([]toolscache.Indexer, len(viewedKinds))
+	absent := make([]bool, len(viewedKinds))
 	for i, k := range viewedKinds {
+		if !slices.Contains(installed, k.kind) {
+			absent[i] = true
+			continue
+		}
 		inf, err := watch(ctx, informers, k.kind, v.changes(k.part))
 		if err != nil {
 			return err
@@ -146,7 +153,7 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers) error {
 			stores[i] = indexed.GetIndexer()
 		}
 	}
-	v.stores = stores
+	v.stores, v.absent = stores, absent
 	v.watched.Store(true)
 	return nil
 }
@@ -276,8 +283,8 @@ func (v *Views) view(ctx context.Context, key viewKey) (*policy.Snapshot, error)
 				aps = append(aps, o)
 			case *securityv1.PeerAuthentication:
 				pas = append(pas, o)
-			case *corev1.Service:
-				s.Add(o)
+			case *corev1.Service, *policy.Gateway:
+				s.Add(o.(metav1.Object))
 			case *metav1.PartialObjectMetadata:
 				s.Add(podWorkload(o))
 			default:
@@ -327,6 +334,9 @@ var podKind = slices.IndexFunc(viewedKinds, func(k viewedKind) bool { return k.p
 // list returns the objects of the i-th viewed kind in ns (every namespace for
 // metav1.NamespaceAll): from its informer's store when watched, else from the reader.
 func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
+	if v.watched.Load() && i < len(v.absent) && v.absent[i] {
+		return nil, nil
+	}
 	if v.watched.Load() && i < len(v.stores) && v.stores[i] != nil {
 		if ns == metav1.NamespaceAll {
 			return v.stores[i].List(), nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -111,13 +112,24 @@ func (o *serveOptions) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)
 	}
-	for _, obj := range webhook.CachedObjects() {
+	// Kinds of CRDs the cluster lacks (the Gateway API) are not watched: it has none of
+	// them. Installing their CRDs later takes a restart.
+	installed, err := kinds.Installed(mgr.GetRESTMapper())
+	if err != nil {
+		return err
+	}
+	for _, k := range kinds.Cached() {
+		if !slices.Contains(installed, k) {
+			log.Info("the cluster does not serve this kind: it has none", "kind", k.String())
+		}
+	}
+	for _, obj := range webhook.CachedObjects(installed) {
 		if _, err := mgr.GetCache().GetInformer(ctx, obj, cache.BlockUntilSynced(false)); err != nil {
 			return fmt.Errorf("watching %T: %w", obj, err)
 		}
 	}
 	views := webhook.NewViews(mgr.GetCache())
-	if err := views.Watch(ctx, mgr.GetCache()); err != nil {
+	if err := views.Watch(ctx, mgr.GetCache(), installed); err != nil {
 		return err
 	}
 	var synced atomic.Bool

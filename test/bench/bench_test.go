@@ -46,7 +46,7 @@ func server(tb testing.TB, pods int) (http.Handler, *webhook.Server) {
 	}
 	tb.Cleanup(func() { cancel(); wait() })
 	views := webhook.NewViews(c)
-	if err := views.Watch(ctx, c); err != nil {
+	if err := views.Watch(ctx, c, installed()); err != nil {
 		tb.Fatal(err)
 	}
 	var synced atomic.Bool

@@ -186,6 +186,15 @@ func (s shape) pod(i int) metav1.PartialObjectMetadata {
 }
 
 // restMapper knows meshguard's kinds without asking an API server.
+// installed are the kinds the synthetic cluster serves: no Gateway API.
+func installed() []*kinds.Kind {
+	k, err := kinds.Installed(restMapper())
+	if err != nil {
+		panic(err)
+	}
+	return k
+}
+
 func restMapper() meta.RESTMapper {
 	m := meta.NewDefaultRESTMapper(nil)
 	for _, k := range []struct {
@@ -269,7 +278,7 @@ func startCache(ctx context.Context, s shape) (_ cache.Cache, _ memory, wait fun
 		}
 		return nil
 	}
-	objs := webhook.CachedObjects()
+	objs := webhook.CachedObjects(installed())
 	var pods, policies, rest []client.Object
 	for _, o := range objs {
 		switch o.(type) {

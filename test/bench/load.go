@@ -101,7 +101,7 @@ func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error
 // ends; it returns the server's base URL and CA.
 func serveHandlers(ctx context.Context, reader cache.Cache) (base string, ca []byte, _ error) {
 	views := webhook.NewViews(reader)
-	if err := views.Watch(ctx, reader); err != nil {
+	if err := views.Watch(ctx, reader, installed()); err != nil {
 		return "", nil, err
 	}
 	var synced atomic.Bool

@@ -132,10 +132,14 @@ func StartControlPlane(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	gatewayCRDs, err := moduleDir("sigs.k8s.io/gateway-api")
+	if err != nil {
+		return nil, err
+	}
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: bins,
 		CRDInstallOptions: envtest.CRDInstallOptions{
-			Paths:              append([]string{crds, filepath.Join(o.Root, "manifests", "crd")}, o.CRDs...),
+			Paths:              append([]string{crds, filepath.Join(gatewayCRDs, "config", "crd", "standard"), filepath.Join(o.Root, "manifests", "crd")}, o.CRDs...),
 			ErrorIfPathMissing: true,
 		},
 	}
@@ -255,11 +259,18 @@ func controlPlaneBins(root string) (string, error) {
 
 // istioCRDs is the CRD file shipped in the istio.io/api module meshguard builds against.
 func istioCRDs() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "istio.io/api").Output()
+	dir, err := moduleDir("istio.io/api")
+	return filepath.Join(dir, "kubernetes", "customresourcedefinitions.gen.yaml"), err
+}
+
+// moduleDir is where the go command keeps a module meshguard builds against: the Istio and
+// Gateway API CRDs are installed from the modules of the versions meshguard reads.
+func moduleDir(module string) (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", module).Output()
 	if err != nil {
-		return "", fmt.Errorf("finding the istio.io/api module: %w", err)
+		return "", fmt.Errorf("finding the %s module: %w", module, err)
 	}
-	return filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"), nil
+	return strings.TrimSpace(string(out)), nil
 }
 
 // TestPort is FreePort for a test, which fails if there is none.

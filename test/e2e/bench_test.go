@@ -14,8 +14,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/meshguard/meshguard/kinds"
@@ -99,11 +101,23 @@ func BenchmarkAdmission(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	views := webhook.NewViews(informers)
-	if err := views.Watch(ctx, informers); err != nil {
+	httpClient, err := rest.HTTPClientFor(local.Config)
+	if err != nil {
 		b.Fatal(err)
 	}
-	for _, o := range webhook.CachedObjects() {
+	mapper, err := apiutil.NewDynamicRESTMapper(local.Config, httpClient)
+	if err != nil {
+		b.Fatal(err)
+	}
+	installed, err := kinds.Installed(mapper)
+	if err != nil {
+		b.Fatal(err)
+	}
+	views := webhook.NewViews(informers)
+	if err := views.Watch(ctx, informers, installed); err != nil {
+		b.Fatal(err)
+	}
+	for _, o := range webhook.CachedObjects(installed) {
 		if _, err := informers.GetInformer(ctx, o, cache.BlockUntilSynced(false)); err != nil {
 			b.Fatal(err)
 		}
