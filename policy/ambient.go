@@ -17,6 +17,8 @@ const (
 	revisionLabel                  = "istio.io/rev"
 	injectionLabel                 = "istio-injection"
 	managedLabel                   = "gateway.istio.io/managed"
+	// waypointClass is the GatewayClass of Istio's waypoints.
+	waypointClass = "istio-waypoint"
 	// removedGatewayNameLabel was put on gateway Pods before Istio 1.24.
 	removedGatewayNameLabel = "istio.io/gateway-name"
 )

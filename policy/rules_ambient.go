@@ -112,6 +112,36 @@ func ambientRules() []Rule {
 			return []Finding{f}
 		}),
 	}, {
+		ID: "MG807", Name: "targetref-attaches-nowhere", Default: Deny, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy},
+		Summary: "A JWT policy's `targetRefs` to a Gateway that does not exist, to a GatewayClass other than `istio-waypoint` or outside the root namespace, or to a kind Istio does not attach to.",
+		Why:     "Istio ignores the reference: the policy is enforced nowhere, and the tokens it was meant to require are never asked for.",
+		Check: func(c *Context) []Finding {
+			if !isJWTPolicy(c.Object) {
+				return nil
+			}
+			s := scopeOf(c.Object)
+			var out []Finding
+			fix := "target an existing Gateway or waypoint, a Service bound to a waypoint, or GatewayClass istio-waypoint from the root namespace"
+			for i, r := range s.targetRefs {
+				field := fmt.Sprintf("spec.targetRefs[%d]", i)
+				switch {
+				case !slices.Contains([]string{"Gateway", "GatewayClass", "Service", "ServiceEntry"}, r.Kind):
+					out = append(out, finding(field+".kind",
+						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: this policy is enforced nowhere", r.Kind), fix))
+				case r.Kind == "Gateway" && c.State.KnowsGateways() && !slices.ContainsFunc(c.State.Gateways(s.namespace), func(g *Gateway) bool { return g.Name == r.Name }):
+					out = append(out, finding(field+".name",
+						fmt.Sprintf("no Gateway %q in namespace %s: this policy is enforced nowhere", r.Name, s.namespace), fix))
+				case r.Kind == "GatewayClass" && r.Name != waypointClass:
+					out = append(out, finding(field+".name",
+						fmt.Sprintf("Istio attaches policies to GatewayClass %s only, not %q: this policy is enforced nowhere", waypointClass, r.Name), fix))
+				case r.Kind == "GatewayClass" && s.namespace != c.Settings.Root:
+					out = append(out, finding(field,
+						fmt.Sprintf("a GatewayClass is attached to only from the root namespace %s, not %s: this policy is enforced nowhere", c.Settings.Root, s.namespace), fix))
+				}
+			}
+			return out
+		},
+	}, {
 		ID: "MG811", Name: "selector-ignored-by-waypoint", Default: Deny, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy},
 		Summary: "A selector on waypoint Pods, or on the label `istio.io/gateway-name` (removed in Istio 1.24).",
 		Why:     "Waypoints take only policies attached by targetRefs, and gateways created since 1.24 lack the old label: the policy reaches none of them.",

@@ -144,7 +144,7 @@ func scopeRules() []Rule {
 		},
 	}, {
 		ID: "MG407", Name: "targetref-not-applicable", Default: Warn, Kinds: raap,
-		Summary: "`targetRef(s)` to something that is not a Gateway, GatewayClass, Service or ServiceEntry, or to a Service that does not exist.",
+		Summary: "`targetRef(s)` to something that is not a Gateway, GatewayClass, Service or ServiceEntry (MG807 for JWT policies), or to a Service that does not exist.",
 		Why:     "Istio ignores the reference: the policy applies nowhere.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
@@ -153,7 +153,7 @@ func scopeRules() []Rule {
 			for i, r := range s.targetRefs {
 				field := fmt.Sprintf("spec.targetRefs[%d]", i)
 				switch {
-				case !slices.Contains([]string{"Gateway", "GatewayClass", "Service", "ServiceEntry"}, r.Kind):
+				case !slices.Contains([]string{"Gateway", "GatewayClass", "Service", "ServiceEntry"}, r.Kind) && !isJWTPolicy(c.Object): // JWT policies: MG807
 					out = append(out, finding(field+".kind",
 						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: the policy applies nowhere", r.Kind),
 						"target the Gateway or the Service (through its waypoint), or use a selector for sidecar workloads"))

@@ -25,6 +25,9 @@ type State interface {
 	// Gateways are the Gateway API gateways of a namespace: none where the Gateway API is
 	// not installed.
 	Gateways(namespace string) []*Gateway
+	// KnowsGateways is false when the state cannot tell that a Gateway does not exist: a
+	// bundle holding no Gateway at all.
+	KnowsGateways() bool
 	// Settings are the guardrails in force in a namespace, merged (MergeGuardrails). Every
 	// review asks for them, so a live state keeps them between reviews.
 	Settings(namespace string) Settings
@@ -107,6 +110,7 @@ func (s *Snapshot) Services(ns string) []*corev1.Service                      { 
 func (s *Snapshot) Gateways(ns string) []*Gateway                             { return s.GWs[ns] }
 func (s *Snapshot) IstiodVersions() []string                                  { return s.Istiod }
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
+func (s *Snapshot) KnowsGateways() bool                                       { return len(s.GWs) > 0 }
 
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	if ns != "" {

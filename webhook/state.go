@@ -139,6 +139,10 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 	return ws
 }
 
+// KnowsGateways is true: the cache holds every Gateway of the cluster, or the cluster
+// serves none.
+func (s *liveState) KnowsGateways() bool { return true }
+
 // KnowsWorkloads is true: the cache holds every Pod of the cluster.
 func (s *liveState) KnowsWorkloads() bool { return true }
 
