@@ -205,6 +205,30 @@ spec:
 	}
 }
 
+// TestGatewayTargetRefs: meshguard watches Gateway API Gateways: a JWT policy attached to a
+// Gateway that does not exist is MG807 until the Gateway is applied.
+func TestGatewayTargetRefs(t *testing.T) {
+	namespace(t, "gw", "")
+	ra := `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: waypoint-jwt, namespace: gw}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]
+  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [web]}]
+`
+	if _, stderr, err := kubectl(t, ra, "apply", "--dry-run=server", "-f", "-"); err == nil || !strings.Contains(stderr, "MG807 targetref-attaches-nowhere") {
+		t.Errorf("no Gateway yet: err=%v\n%s", err, stderr)
+	}
+	gateway := "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: waypoint, namespace: gw}\nspec:\n  gatewayClassName: istio-waypoint\n  listeners: [{name: mesh, port: 15008, protocol: HBONE}]\n"
+	if _, stderr, err := kubectl(t, gateway, "apply", "-f", "-"); err != nil {
+		t.Fatalf("the Gateway: %v\n%s", err, stderr)
+	}
+	waitFor(t, func() bool {
+		_, _, err := kubectl(t, ra, "apply", "-f", "-")
+		return err == nil
+	})
+}
+
 // TestPodChangesReachPolicyReviews: a review of a policy sees the Pods it selects as the
 // cache has them now, through their status changes (which keep the namespace's views) and
 // label changes (which drop them).

@@ -60,6 +60,8 @@ func TestBaseManifests(t *testing.T) {
 		{"list", "authorizationpolicies.security.istio.io", true},
 		{"watch", "peerauthentications.security.istio.io", true},
 		{"watch", "meshguardrails.meshguard.io", true},
+		{"watch", "gateways.gateway.networking.k8s.io", true},
+		{"update", "gateways.gateway.networking.k8s.io", false},
 		{"get", "secrets", false},
 		{"create", "requestauthentications.security.istio.io", false},
 		{"update", "pods", false},
