@@ -5,6 +5,9 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
 	securityv1beta1 "istio.io/api/security/v1beta1"
 )
 
@@ -18,7 +21,10 @@ const (
 	injectionLabel                 = "istio-injection"
 	managedLabel                   = "gateway.istio.io/managed"
 	// waypointClass is the GatewayClass of Istio's waypoints.
-	waypointClass = "istio-waypoint"
+	waypointClass      = "istio-waypoint"
+	useWaypointLabel   = "istio.io/use-waypoint"
+	useWaypointNSLabel = "istio.io/use-waypoint-namespace"
+	waypointForLabel   = "istio.io/waypoint-for"
 	// removedGatewayNameLabel was put on gateway Pods before Istio 1.24.
 	removedGatewayNameLabel = "istio.io/gateway-name"
 )
@@ -156,3 +162,50 @@ func silentFields(r *apRule, at string) []string {
 }
 
 var silentWhenKeys = map[string]bool{"source.serviceAccount": true, "source.trustDomain": true, "remote.ip": true, "connection.sni": true}
+
+// serviceWaypoint resolves the waypoint that takes a Service's traffic, as istiod binds it
+// (ambient.md §6.4): the Service's istio.io/use-waypoint label, else its namespace's
+// ("none" opts out); a Gateway of class istio-waypoint by that name, serving Services
+// (istio.io/waypoint-for service or all), whose listeners admit the Service's namespace.
+// It returns why there is none, "" when there is one, or when the state cannot tell.
+func serviceWaypoint(st State, svc *corev1.Service) string {
+	labels, bound := svc.Labels, "Service "+svc.Namespace+"/"+svc.Name
+	if labels[useWaypointLabel] == "" {
+		labels, bound = st.Settings(svc.Namespace).NamespaceLabels, "namespace "+svc.Namespace
+	}
+	name, ns := labels[useWaypointLabel], labels[useWaypointNSLabel]
+	if ns == "" {
+		ns = svc.Namespace
+	}
+	switch {
+	case svc.Spec.ClusterIP == corev1.ClusterIPNone:
+		return fmt.Sprintf("Service %s/%s is headless: its traffic goes to Pod addresses, which a Service's waypoint does not take", svc.Namespace, svc.Name)
+	case name == "":
+		return fmt.Sprintf("neither Service %s/%s nor its namespace names a waypoint (%s)", svc.Namespace, svc.Name, useWaypointLabel)
+	case name == "none":
+		return fmt.Sprintf("%s opts out of waypoints (%s: none)", bound, useWaypointLabel)
+	case !st.KnowsGateways():
+		return ""
+	}
+	i := slices.IndexFunc(st.Gateways(ns), func(g *Gateway) bool { return g.Name == name })
+	if i < 0 {
+		return fmt.Sprintf("%s names waypoint %s/%s, and there is no such Gateway", bound, ns, name)
+	}
+	gw := st.Gateways(ns)[i]
+	if string(gw.Spec.GatewayClassName) != waypointClass {
+		return fmt.Sprintf("Gateway %s/%s is of class %q, not a waypoint (%s)", ns, name, gw.Spec.GatewayClassName, waypointClass)
+	}
+	if f := gw.Labels[waypointForLabel]; f != "" && f != "service" && f != "all" {
+		return fmt.Sprintf("waypoint %s/%s serves %s traffic only (%s), not a Service's", ns, name, f, waypointForLabel)
+	}
+	if ns != svc.Namespace && !slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
+		from := gatewayv1.NamespacesFromSame
+		if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil {
+			from = *l.AllowedRoutes.Namespaces.From
+		}
+		return from != gatewayv1.NamespacesFromSame
+	}) {
+		return fmt.Sprintf("waypoint %s/%s admits only its own namespace (allowedRoutes), not %s", ns, name, svc.Namespace)
+	}
+	return ""
+}

@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"slices"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // ambientRules judge policies by the proxy that enforces them in Istio's ambient data plane:
@@ -111,6 +113,29 @@ func ambientRules() []Rule {
 			}
 			return []Finding{f}
 		}),
+	}, {
+		ID: "MG806", Name: "targetref-service-no-waypoint", Default: Deny, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy},
+		Summary: "`targetRefs` to a Service that resolves to no working waypoint: no `istio.io/use-waypoint` on it or its Namespace, `none`, the Gateway missing or not of class `istio-waypoint`, `istio.io/waypoint-for` not `service` or `all`, `allowedRoutes` refusing the Service's namespace, or a headless Service.",
+		Why:     "A policy attached to a Service is enforced by its waypoint only: with none, it is enforced nowhere.",
+		Check: func(c *Context) []Finding {
+			s := scopeOf(c.Object)
+			var out []Finding
+			for i, r := range s.targetRefs {
+				if r.Kind != "Service" {
+					continue
+				}
+				j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return svc.Name == r.Name })
+				if j < 0 {
+					continue // MG407: no such Service
+				}
+				if why := serviceWaypoint(c.State, c.State.Services(s.namespace)[j]); why != "" {
+					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+						why+": this policy is enforced nowhere",
+						"bind the Service to a waypoint: label it, or its namespace, istio.io/use-waypoint: <waypoint>, with a Gateway of class istio-waypoint serving Services"))
+				}
+			}
+			return out
+		},
 	}, {
 		ID: "MG807", Name: "targetref-attaches-nowhere", Default: Deny, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy},
 		Summary: "A JWT policy's `targetRefs` to a Gateway that does not exist, to a GatewayClass other than `istio-waypoint` or outside the root namespace, or to a kind Istio does not attach to.",
