@@ -167,8 +167,8 @@ var silentWhenKeys = map[string]bool{"source.serviceAccount": true, "source.trus
 // (ambient.md §6.4): the Service's istio.io/use-waypoint label, else its namespace's
 // ("none" opts out); a Gateway of class istio-waypoint by that name, serving Services
 // (istio.io/waypoint-for service or all), whose listeners admit the Service's namespace.
-// It returns why there is none, "" when there is one, or when the state cannot tell.
-func serviceWaypoint(st State, svc *corev1.Service) string {
+// It returns the waypoint, or why there is none; neither when the state cannot tell.
+func serviceWaypoint(st State, svc *corev1.Service) (*Gateway, string) {
 	labels, bound := svc.Labels, "Service "+svc.Namespace+"/"+svc.Name
 	if labels[useWaypointLabel] == "" {
 		labels, bound = st.Settings(svc.Namespace).NamespaceLabels, "namespace "+svc.Namespace
@@ -179,24 +179,24 @@ func serviceWaypoint(st State, svc *corev1.Service) string {
 	}
 	switch {
 	case svc.Spec.ClusterIP == corev1.ClusterIPNone:
-		return fmt.Sprintf("Service %s/%s is headless: its traffic goes to Pod addresses, which a Service's waypoint does not take", svc.Namespace, svc.Name)
+		return nil, fmt.Sprintf("Service %s/%s is headless: its traffic goes to Pod addresses, which a Service's waypoint does not take", svc.Namespace, svc.Name)
 	case name == "":
-		return fmt.Sprintf("neither Service %s/%s nor its namespace names a waypoint (%s)", svc.Namespace, svc.Name, useWaypointLabel)
+		return nil, fmt.Sprintf("neither Service %s/%s nor its namespace names a waypoint (%s)", svc.Namespace, svc.Name, useWaypointLabel)
 	case name == "none":
-		return fmt.Sprintf("%s opts out of waypoints (%s: none)", bound, useWaypointLabel)
+		return nil, fmt.Sprintf("%s opts out of waypoints (%s: none)", bound, useWaypointLabel)
 	case !st.KnowsGateways():
-		return ""
+		return nil, ""
 	}
 	i := slices.IndexFunc(st.Gateways(ns), func(g *Gateway) bool { return g.Name == name })
 	if i < 0 {
-		return fmt.Sprintf("%s names waypoint %s/%s, and there is no such Gateway", bound, ns, name)
+		return nil, fmt.Sprintf("%s names waypoint %s/%s, and there is no such Gateway", bound, ns, name)
 	}
 	gw := st.Gateways(ns)[i]
 	if string(gw.Spec.GatewayClassName) != waypointClass {
-		return fmt.Sprintf("Gateway %s/%s is of class %q, not a waypoint (%s)", ns, name, gw.Spec.GatewayClassName, waypointClass)
+		return nil, fmt.Sprintf("Gateway %s/%s is of class %q, not a waypoint (%s)", ns, name, gw.Spec.GatewayClassName, waypointClass)
 	}
 	if f := gw.Labels[waypointForLabel]; f != "" && f != "service" && f != "all" {
-		return fmt.Sprintf("waypoint %s/%s serves %s traffic only (%s), not a Service's", ns, name, f, waypointForLabel)
+		return nil, fmt.Sprintf("waypoint %s/%s serves %s traffic only (%s), not a Service's", ns, name, f, waypointForLabel)
 	}
 	if ns != svc.Namespace && !slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
 		from := gatewayv1.NamespacesFromSame
@@ -205,7 +205,27 @@ func serviceWaypoint(st State, svc *corev1.Service) string {
 		}
 		return from != gatewayv1.NamespacesFromSame
 	}) {
-		return fmt.Sprintf("waypoint %s/%s admits only its own namespace (allowedRoutes), not %s", ns, name, svc.Namespace)
+		return nil, fmt.Sprintf("waypoint %s/%s admits only its own namespace (allowedRoutes), not %s", ns, name, svc.Namespace)
 	}
-	return ""
+	return gw, ""
+}
+
+// waypointOf returns the waypoint a workload's traffic arrives through: that of a Service
+// selecting it, bound to a working waypoint; nil when none is known.
+func waypointOf(st State, w *Workload) *Gateway {
+	for _, svc := range st.Services(w.Namespace) {
+		if len(svc.Spec.Selector) == 0 || !Selects(svc.Spec.Selector, w.Labels) {
+			continue
+		}
+		if gw, _ := serviceWaypoint(st, svc); gw != nil {
+			return gw
+		}
+	}
+	return nil
+}
+
+// waypointIdentity is the principal a waypoint's Pods run as: the service account Istio
+// names after the Gateway, in the cluster's trust domain.
+func waypointIdentity(gw *Gateway) string {
+	return "cluster.local/ns/" + gw.Namespace + "/sa/" + gw.Name
 }

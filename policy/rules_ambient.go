@@ -128,7 +128,7 @@ func ambientRules() []Rule {
 				if j < 0 {
 					continue // MG407: no such Service
 				}
-				if why := serviceWaypoint(c.State, c.State.Services(s.namespace)[j]); why != "" {
+				if _, why := serviceWaypoint(c.State, c.State.Services(s.namespace)[j]); why != "" {
 					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
 						why+": this policy is enforced nowhere",
 						"bind the Service to a waypoint: label it, or its namespace, istio.io/use-waypoint: <waypoint>, with a Gateway of class istio-waypoint serving Services"))
@@ -166,6 +166,40 @@ func ambientRules() []Rule {
 			}
 			return out
 		},
+	}, {
+		ID: "MG810", Name: "ztunnel-sees-waypoint-identity", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
+		Summary: "A policy without `targetRefs` on `principals`, `namespaces` or `serviceAccounts` of clients, for ambient workloads whose traffic arrives through a waypoint. Deny for a DENY, warn for an ALLOW.",
+		Why:     "ztunnel sees the waypoint's identity, not the client's: a DENY on a client is evaded, an ALLOW of a client locks it out.",
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+			if len(scopeOf(p).targetRefs) > 0 {
+				return nil
+			}
+			var gw *Gateway
+			for _, w := range ambientOf(c.State, c.workloadsOf(p)) {
+				if gw = waypointOf(c.State, w); gw != nil {
+					break
+				}
+			}
+			if gw == nil {
+				return nil
+			}
+			effect, action := "this DENY never sees the clients it names, and they get through", Deny
+			if isAllow(p) {
+				effect, action = "this ALLOW never sees the clients it names, and locks them out", Warn
+			}
+			var out []Finding
+			for _, m := range mtlsMatcher.positive(r, at) {
+				if slices.ContainsFunc(m.values, func(v string) bool {
+					return valueMatches(attrPeerPrincipal, waypointIdentity(gw), v) || valueMatches(attrNamespace, gw.Namespace, v)
+				}) {
+					continue // names the waypoint itself
+				}
+				out = append(out, finding(m.field(),
+					fmt.Sprintf("traffic reaches these workloads through waypoint %s/%s, so ztunnel sees the waypoint's identity: %s", gw.Namespace, gw.Name, effect),
+					"attach the policy to the Service's waypoint with targetRefs (kind: Service), where the client's identity is seen").as(action))
+			}
+			return out
+		}),
 	}, {
 		ID: "MG811", Name: "selector-ignored-by-waypoint", Default: Deny, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy},
 		Summary: "A selector on waypoint Pods, or on the label `istio.io/gateway-name` (removed in Istio 1.24).",
