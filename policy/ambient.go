@@ -229,3 +229,35 @@ func waypointOf(st State, w *Workload) *Gateway {
 func waypointIdentity(gw *Gateway) string {
 	return "cluster.local/ns/" + gw.Namespace + "/sa/" + gw.Name
 }
+
+// ztunnelEnforcement is how ztunnel enforces the AuthorizationPolicies of an ambient
+// workload: those without targetRefs, an ALLOW rule naming any HTTP field dropped, a DENY
+// rule with a clause it cannot match skipped (ambient.md §3.1).
+func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement {
+	var forZtunnel []*AuthorizationPolicy
+	for _, ap := range aps {
+		if len(scopeOf(ap).targetRefs) == 0 {
+			forZtunnel = append(forZtunnel, ap)
+		}
+	}
+	return enforcementBy(forZtunnel, plaintext, func(ap *AuthorizationPolicy, r *apRule) bool {
+		return isAllow(ap) && !httpLevel(r) || isDeny(ap) && ztunnelNoOpClause(r, "") == ""
+	})
+}
+
+// bypassesWaypoint returns a caller other than the waypoint that ztunnel lets reach a
+// workload directly, described, or "" when ztunnel admits only the waypoint.
+func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*AuthorizationPolicy) string {
+	e := ztunnelEnforcement(aps, !mtlsStrict(st, root, w))
+	peers := slices.DeleteFunc(e.peers(), func(p request) bool { return p[attrPeerPrincipal] == waypointIdentity(gw) })
+	found, decided := e.find(request{}, false, peers, e.admits)
+	switch {
+	case !decided || found == nil:
+		return ""
+	case found[attrPeerPrincipal] == "":
+		return "a caller without mTLS"
+	case found[attrPeerPrincipal] != anyOther:
+		return found[attrPeerPrincipal]
+	}
+	return "any workload of the mesh, by the Pods' addresses"
+}

@@ -153,6 +153,11 @@ type enforcement struct {
 }
 
 func enforcementOf(aps []*AuthorizationPolicy, plaintext bool) enforcement {
+	return enforcementBy(aps, plaintext, func(*AuthorizationPolicy, *apRule) bool { return true })
+}
+
+// enforcementBy is enforcementOf by a proxy that keeps only the rules keep accepts.
+func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, keep func(*AuthorizationPolicy, *apRule) bool) enforcement {
 	e := enforcement{plaintext: plaintext}
 	for _, ap := range aps {
 		if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) {
@@ -164,7 +169,7 @@ func enforcementOf(aps []*AuthorizationPolicy, plaintext bool) enforcement {
 		for _, r := range ap.Spec.Rules {
 			c, ok := compileRule(r)
 			switch {
-			case !ok:
+			case !ok || !keep(ap, r):
 			case isAllow(ap):
 				e.allow = append(e.allow, c)
 			default:

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // ambientRules judge policies by the proxy that enforces them in Istio's ambient data plane:
@@ -166,6 +167,44 @@ func ambientRules() []Rule {
 			}
 			return out
 		},
+	}, {
+		ID: "MG808", Name: "waypoint-bypass", Default: Warn, Kinds: []string{KindRequestAuthentication},
+		Summary: "A RequestAuthentication enforced only at a Service's waypoint (serving Services) while ztunnel lets other callers reach the Pods directly: no policy without targetRefs admits only the waypoint's identity. Deny where coverage is required.",
+		Why:     "Callers by Pod address, sidecar callers and plaintext callers skip the waypoint, and with it the token check.",
+		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
+			s := scopeOf(ra)
+			var out []Finding
+			for i, r := range s.targetRefs {
+				j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return r.Kind == "Service" && svc.Name == r.Name })
+				if j < 0 {
+					continue
+				}
+				svc := c.State.Services(s.namespace)[j]
+				gw, _ := serviceWaypoint(c.State, svc)
+				if gw == nil || gw.Labels[waypointForLabel] == "all" {
+					continue
+				}
+				ws := c.State.Workloads(svc.Namespace, svc.Spec.Selector)
+				if len(ws) == 0 {
+					ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
+				}
+				for _, w := range ambientOf(c.State, ws) {
+					who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, c.protection(c.State, w).aps)
+					if who == "" {
+						continue
+					}
+					f := finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+						fmt.Sprintf("tokens are checked at waypoint %s/%s only, and ztunnel lets %s reach %s directly, with no token", gw.Namespace, gw.Name, who, c.describe([]*Workload{w})),
+						fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", waypointIdentity(gw)))
+					if c.Settings.Coverage != nil {
+						f = f.as(Deny)
+					}
+					out = append(out, f)
+					break
+				}
+			}
+			return out
+		}),
 	}, {
 		ID: "MG810", Name: "ztunnel-sees-waypoint-identity", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A policy without `targetRefs` on `principals`, `namespaces` or `serviceAccounts` of clients, for ambient workloads whose traffic arrives through a waypoint. Deny for a DENY, warn for an ALLOW.",
