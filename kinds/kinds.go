@@ -85,9 +85,13 @@ type Kind struct {
 }
 
 var (
-	allOperations    = []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete}
-	createAndUpdate  = []admissionv1.Operation{admissionv1.Create, admissionv1.Update}
-	createOnly       = []admissionv1.Operation{admissionv1.Create}
+	allOperations   = []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete}
+	createAndUpdate = []admissionv1.Operation{admissionv1.Create, admissionv1.Update}
+	createOnly      = []admissionv1.Operation{admissionv1.Create}
+	// Services and Namespaces are reviewed when they change a waypoint binding, Gateways
+	// when they go (MG812): the webhook configurations' matchConditions say when.
+	updateOnly       = []admissionv1.Operation{admissionv1.Update}
+	deleteOnly       = []admissionv1.Operation{admissionv1.Delete}
 	istioVersions    = []string{"v1", "v1beta1"}
 	securityIstioIO  = securityv1.SchemeGroupVersion.Group
 	workloadVersions = []string{"v1"}
@@ -123,17 +127,17 @@ var table = []Kind{
 	},
 	{
 		GroupKind: schema.GroupKind{Kind: "Service"}, Versions: workloadVersions,
-		Resource: "services", Role: Service, Cache: Whole,
+		Resource: "services", Role: Service, Cache: Whole, Validate: updateOnly,
 		typed: func() any { return &corev1.Service{} }, decode: kube[corev1.Service],
 	},
 	{
 		GroupKind: schema.GroupKind{Kind: "Namespace"}, Versions: workloadVersions,
-		Resource: "namespaces", ClusterScoped: true, Role: Setting, Cache: Whole,
+		Resource: "namespaces", ClusterScoped: true, Role: Setting, Cache: Whole, Validate: updateOnly,
 		typed: func() any { return &corev1.Namespace{} }, decode: kube[corev1.Namespace],
 	},
 	{
 		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "Gateway"}, Versions: []string{"v1", "v1beta1"},
-		Resource: "gateways", Optional: true, Role: Proxy, Cache: Whole,
+		Resource: "gateways", Optional: true, Role: Proxy, Cache: Whole, Validate: deleteOnly,
 		typed: func() any { return &gatewayv1.Gateway{} }, decode: kube[gatewayv1.Gateway],
 	},
 	controller(appsv1.SchemeGroupVersion, "Deployment", "deployments", func() any { return &appsv1.Deployment{} }),

@@ -168,12 +168,14 @@ func goldenFindings(t *testing.T, engine *policy.Engine, rule policy.Rule, data 
 	cut := bytes.LastIndex(data, []byte("\n---\n"))
 	live := load(t, loader, data[:cut])
 	change := load(t, loader, data[cut+len("\n---\n"):])
-	if len(change.Objects) != 1 {
-		t.Fatalf("the last document of a review fixture must be one object, got %d", len(change.Objects))
+	if len(change.Sources) != 1 {
+		t.Fatalf("the last document of a review fixture must be one object, got %d", len(change.Sources))
 	}
-	subject := change.Objects[0]
-	var old metav1.Object
-	for _, o := range live.Objects {
+	var subject, old metav1.Object
+	for o := range change.Sources {
+		subject = o
+	}
+	for o := range live.Sources {
 		if o.GetName() == subject.GetName() && o.GetNamespace() == subject.GetNamespace() && policy.KindOf(o) == policy.KindOf(subject) {
 			old = o
 		}

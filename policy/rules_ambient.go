@@ -3,7 +3,9 @@ package policy
 import (
 	"fmt"
 	"slices"
+	"strings"
 
+	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -262,6 +264,42 @@ func ambientRules() []Rule {
 				"attach the policy to the waypoint, or to the Services it serves: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <waypoint>}]")}
 		},
 	}, {
+		ID: "MG812", Name: "waypoint-binding-removed", Default: Deny, Kinds: []string{KindService, KindNamespace, KindGateway}, OnDelete: true,
+		Summary: "An UPDATE of a Service or Namespace, or the DELETE of a Gateway, that unbinds Services from the waypoint that enforces their JWT policies (`istio.io/use-waypoint` removed or `none`, `istio.io/waypoint-for` changed, the Gateway deleted).",
+		Why:     "A regression against the live state, as MG303: the policies attached to those Services are enforced nowhere from then on.",
+		Check: func(c *Context) []Finding {
+			if c.Before == nil || c.OldObject == nil {
+				return nil
+			}
+			ns := c.Object.GetNamespace()
+			if n, ok := c.Object.(*corev1.Namespace); ok {
+				ns = n.Name
+			}
+			var unbound []string
+			for _, svc := range c.Before.Services(ns) {
+				if before, _ := serviceWaypoint(c.Before, svc); before == nil || !hasJWTPolicyOn(c.Before, svc) {
+					continue
+				}
+				after := svc
+				if i := slices.IndexFunc(c.State.Services(ns), func(s *corev1.Service) bool { return s.Name == svc.Name }); i >= 0 {
+					after = c.State.Services(ns)[i]
+				}
+				if gw, _ := serviceWaypoint(c.State, after); gw == nil {
+					unbound = append(unbound, "Service "+ns+"/"+svc.Name)
+				}
+			}
+			if len(unbound) == 0 {
+				return nil
+			}
+			field := "metadata.labels[" + useWaypointLabel + "]"
+			if c.Operation == Delete {
+				field = "metadata.name"
+			}
+			return []Finding{finding(field,
+				fmt.Sprintf("this %s unbinds %s from the waypoint that enforces their JWT policies: from then on nothing enforces them", strings.ToLower(string(c.Operation)), strings.Join(unbound, ", ")),
+				"first move the JWT policies to the enforcement point the Services will have, or keep the binding")}
+		},
+	}, {
 		ID: "MG813", Name: "ambient-inbound-not-captured", Default: Warn, Kinds: []string{KindPod},
 		Summary: "A Pod meant for ambient mode, covered or selected by a JWT policy, that ztunnel does not intercept: `ambient.istio.io/bypass-inbound-capture: \"true\"`, `hostNetwork`, or a namespace istio-cni excludes (`kube-system`).",
 		Why:     "No inbound enforcement and no mTLS: only traffic that happens to pass a waypoint is checked.",
@@ -313,4 +351,24 @@ func ambientRules() []Rule {
 			return out
 		}),
 	}}
+}
+
+// hasJWTPolicyOn tells whether a JWT policy is attached to a Service by targetRefs.
+func hasJWTPolicyOn(st State, svc *corev1.Service) bool {
+	attached := func(o metav1.Object) bool {
+		return isJWTPolicy(o) && slices.ContainsFunc(scopeOf(o).targetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
+			return r.Kind == "Service" && r.Name == svc.Name
+		})
+	}
+	for _, ra := range st.RequestAuthentications(svc.Namespace) {
+		if attached(ra) {
+			return true
+		}
+	}
+	for _, ap := range st.AuthorizationPolicies(svc.Namespace) {
+		if attached(ap) {
+			return true
+		}
+	}
+	return false
 }

@@ -241,3 +241,21 @@ func (c *changed) Workloads(ns string, matchLabels map[string]string) []*Workloa
 		return (ns == "" || w.Namespace == ns) && Selects(matchLabels, w.Labels)
 	})
 }
+
+func (c *changed) Services(ns string) []*corev1.Service {
+	return applyChange(c, c.State.Services(ns), inNamespace[*corev1.Service](ns))
+}
+
+func (c *changed) Gateways(ns string) []*Gateway {
+	return applyChange(c, c.State.Gateways(ns), inNamespace[*Gateway](ns))
+}
+
+// Settings reads a namespace changed by the change with its new labels: its data plane
+// and waypoint (the guardrails governing it are those of before).
+func (c *changed) Settings(ns string) Settings {
+	s := c.State.Settings(ns)
+	if n, ok := c.added.(*corev1.Namespace); ok && n.Name == ns {
+		s.NamespaceLabels = WithNameLabel(ns, n.Labels)
+	}
+	return s
+}

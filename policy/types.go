@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -30,6 +31,9 @@ const (
 	KindAuthorizationPolicy   = "AuthorizationPolicy"
 	KindPeerAuthentication    = "PeerAuthentication"
 	KindPod                   = "Pod"
+	KindService               = "Service"
+	KindNamespace             = "Namespace"
+	KindGateway               = "Gateway"
 )
 
 // Action is what a finding does to the change under review.
@@ -141,6 +145,12 @@ func KindOf(o metav1.Object) string {
 		return o.Kind
 	case *MeshGuardrail:
 		return v1alpha1.Kind
+	case *corev1.Service:
+		return KindService
+	case *corev1.Namespace:
+		return KindNamespace
+	case *Gateway:
+		return KindGateway
 	}
 	return ""
 }

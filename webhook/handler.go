@@ -101,6 +101,11 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		return admission.Allowed("")
 	}
 	if !s.Synced.Load() {
+		// Services, Namespaces and Gateways are reviewed only for what they do to waypoint
+		// bindings: they are not held up while meshguard starts.
+		if k := kinds.Lookup(req.Kind.Group, req.Kind.Kind); k != nil && k.Role != kinds.Policy && k.Role != kinds.Workload {
+			return admission.Allowed("").WithWarnings("meshguard is starting: this change was not judged")
+		}
 		return admission.Denied("meshguard is starting: its caches have not synced yet; retry in a few seconds")
 	}
 	// On DELETE, decodeRequest gives the old object as obj.

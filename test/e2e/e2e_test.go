@@ -200,8 +200,48 @@ spec:
 		_, stderr, err := kubectl(t, strings.ReplaceAll(bundle, "ATTACH", selector), "apply", "--dry-run=server", "-f", "-")
 		return err != nil && strings.Contains(stderr, "MG801 ambient-ra-not-enforced") && strings.Contains(stderr, "MG802 ambient-ztunnel-deny-noop")
 	})
-	if _, stderr, err := kubectl(t, strings.ReplaceAll(bundle, "ATTACH", waypoint), "apply", "-f", "-"); err != nil {
-		t.Errorf("the waypoint form: %v\n%s", err, stderr)
+	// The waypoint form: the namespace bound to a waypoint, the policies attached to the
+	// Service, and ztunnel admitting only the waypoint (MG808).
+	namespace(t, "ambient-shop", "istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint")
+	waypointForm := `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: ambient-shop}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ambient-shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-only-from-waypoint, namespace: ambient-shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {principals: ["cluster.local/ns/ambient-shop/sa/waypoint"]}}]}]
+`
+	if _, stderr, err := kubectl(t, waypointForm, "apply", "-f", "-"); err != nil {
+		t.Fatalf("the waypoint: %v\n%s", err, stderr)
+	}
+	waitFor(t, func() bool {
+		_, stderr, err := kubectl(t, strings.ReplaceAll(bundle, "ATTACH", waypoint), "apply", "-f", "-")
+		if err != nil || strings.Contains(stderr, "Warning: MG8") {
+			t.Logf("the waypoint form: %v\n%s", err, stderr)
+			return false
+		}
+		return true
+	})
+	// Unbinding the namespace leaves the Service's JWT policies enforced nowhere: MG812.
+	waitFor(t, func() bool {
+		_, stderr, err := kubectl(t, "", "label", "namespace", "ambient-shop", "istio.io/use-waypoint-", "--dry-run=server")
+		return err != nil && strings.Contains(stderr, "MG812 waypoint-binding-removed")
+	})
+	if _, stderr, err := kubectl(t, "", "label", "namespace", "ambient-shop", "team=web"); err != nil {
+		t.Errorf("a label that binds nothing: %v\n%s", err, stderr)
 	}
 }
 
