@@ -16,10 +16,14 @@ func crossResourceRules() []Rule {
 	ap := []string{KindAuthorizationPolicy}
 	return []Rule{{
 		ID: "MG301", Name: "ra-without-enforcement", Default: Warn, Kinds: ra,
-		Summary: "Workloads selected by a RequestAuthentication that admit a request with no token on a path no policy names, from a caller no policy names (without mTLS, or any workload of the mesh), as Envoy evaluates their AuthorizationPolicies: a rule of any ALLOW policy admits, a DENY covers what it matches. Token-less access on named paths or from named callers is an exemption on purpose.",
+		Summary: "Workloads selected by a RequestAuthentication that admit a request with no token on a path no policy names, from a caller no policy names (without mTLS, or any workload of the mesh), as Envoy evaluates their AuthorizationPolicies: a rule of any ALLOW policy admits, a DENY covers what it matches. Token-less access on named paths or from named callers is an exemption on purpose. Ambient Pods under a selector RequestAuthentication are MG801's.",
 		Why:     "A RequestAuthentication only rejects bad tokens: requests with no token pass, with no identity.",
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
-			open := lacking(c.workloadsOf(ra), func(w *Workload) bool { return !c.protection(c.State, w).enforces() })
+			// Ambient Pods are MG801's: no proxy loads a selector RequestAuthentication there,
+			// and the fix is a waypoint's, not another selector policy.
+			open := lacking(c.workloadsOf(ra), func(w *Workload) bool {
+				return !c.protection(c.State, w).enforces() && (len(scopeOf(ra).targetRefs) > 0 || !inAmbient(c.State, w))
+			})
 			if len(open) == 0 {
 				return nil
 			}
