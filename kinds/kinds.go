@@ -140,6 +140,11 @@ var table = []Kind{
 		Resource: "gateways", Optional: true, Role: Proxy, Cache: Whole, Validate: deleteOnly,
 		typed: func() any { return &gatewayv1.Gateway{} }, decode: kube[gatewayv1.Gateway],
 	},
+	{
+		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "GatewayClass"}, Versions: []string{"v1", "v1beta1"},
+		Resource: "gatewayclasses", ClusterScoped: true, Optional: true, Role: Proxy, Cache: Whole,
+		typed: func() any { return &gatewayv1.GatewayClass{} }, decode: kube[gatewayv1.GatewayClass],
+	},
 	controller(appsv1.SchemeGroupVersion, "Deployment", "deployments", func() any { return &appsv1.Deployment{} }),
 	controller(appsv1.SchemeGroupVersion, "StatefulSet", "statefulsets", func() any { return &appsv1.StatefulSet{} }),
 	controller(appsv1.SchemeGroupVersion, "DaemonSet", "daemonsets", func() any { return &appsv1.DaemonSet{} }),

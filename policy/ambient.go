@@ -195,7 +195,7 @@ func serviceWaypoint(st State, svc *corev1.Service) (*Gateway, string) {
 	if string(gw.Spec.GatewayClassName) != waypointClass {
 		return nil, fmt.Sprintf("Gateway %s/%s is of class %q, not a waypoint (%s)", ns, name, gw.Spec.GatewayClassName, waypointClass)
 	}
-	if f := gw.Labels[waypointForLabel]; f != "" && f != "service" && f != "all" {
+	if f := waypointFor(st, gw); f != "service" && f != "all" {
 		return nil, fmt.Sprintf("waypoint %s/%s serves %s traffic only (%s), not a Service's", ns, name, f, waypointForLabel)
 	}
 	if ns != svc.Namespace && !slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
@@ -208,6 +208,18 @@ func serviceWaypoint(st State, svc *corev1.Service) (*Gateway, string) {
 		return nil, fmt.Sprintf("waypoint %s/%s admits only its own namespace (allowedRoutes), not %s", ns, name, svc.Namespace)
 	}
 	return gw, ""
+}
+
+// waypointFor is the traffic a waypoint serves: its istio.io/waypoint-for label, else its
+// GatewayClass's, else "service".
+func waypointFor(st State, gw *Gateway) string {
+	if f := gw.Labels[waypointForLabel]; f != "" {
+		return f
+	}
+	if class := st.GatewayClass(string(gw.Spec.GatewayClassName)); class != nil && class.Labels[waypointForLabel] != "" {
+		return class.Labels[waypointForLabel]
+	}
+	return "service"
 }
 
 // waypointOf returns the waypoint a workload's traffic arrives through: that of a Service

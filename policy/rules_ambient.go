@@ -183,7 +183,7 @@ func ambientRules() []Rule {
 				}
 				svc := c.State.Services(s.namespace)[j]
 				gw, _ := serviceWaypoint(c.State, svc)
-				if gw == nil || gw.Labels[waypointForLabel] == "all" {
+				if gw == nil || waypointFor(c.State, gw) == "all" {
 					continue
 				}
 				ws := c.State.Workloads(svc.Namespace, svc.Spec.Selector)

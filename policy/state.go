@@ -28,6 +28,8 @@ type State interface {
 	// KnowsGateways is false when the state cannot tell that a Gateway does not exist: a
 	// bundle holding no Gateway at all.
 	KnowsGateways() bool
+	// GatewayClass returns the Gateway API class of a name, or nil.
+	GatewayClass(name string) *GatewayClass
 	// Settings are the guardrails in force in a namespace, merged (MergeGuardrails). Every
 	// review asks for them, so a live state keeps them between reviews.
 	Settings(namespace string) Settings
@@ -43,6 +45,7 @@ type Snapshot struct {
 	Pods       map[string][]*Workload
 	Svcs       map[string][]*corev1.Service
 	GWs        map[string][]*Gateway
+	GWClasses  map[string]*GatewayClass
 	Namespaces map[string]map[string]string
 	Rails      []*MeshGuardrail
 	Istiod     []string
@@ -62,6 +65,7 @@ func NewSnapshot() *Snapshot {
 		Pods:       map[string][]*Workload{},
 		Svcs:       map[string][]*corev1.Service{},
 		GWs:        map[string][]*Gateway{},
+		GWClasses:  map[string]*GatewayClass{},
 		Namespaces: map[string]map[string]string{},
 
 		podsByLabel: map[string]map[labelPair][]*Workload{},
@@ -93,6 +97,8 @@ func (s *Snapshot) Add(o metav1.Object) bool {
 		s.Svcs[ns] = append(s.Svcs[ns], o)
 	case *Gateway:
 		s.GWs[ns] = append(s.GWs[ns], o)
+	case *GatewayClass:
+		s.GWClasses[o.Name] = o
 	case *corev1.Namespace:
 		s.Namespaces[o.Name] = o.Labels
 	case *MeshGuardrail:
@@ -111,6 +117,7 @@ func (s *Snapshot) Gateways(ns string) []*Gateway                             { 
 func (s *Snapshot) IstiodVersions() []string                                  { return s.Istiod }
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
 func (s *Snapshot) KnowsGateways() bool                                       { return len(s.GWs) > 0 }
+func (s *Snapshot) GatewayClass(name string) *GatewayClass                    { return s.GWClasses[name] }
 
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	if ns != "" {

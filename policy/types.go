@@ -23,6 +23,8 @@ type (
 	MeshGuardrail         = v1alpha1.MeshGuardrail
 	// Gateway is a Gateway API gateway: an ingress, or a waypoint (class istio-waypoint).
 	Gateway = gatewayv1.Gateway
+	// GatewayClass is a Gateway API class; istio-waypoint is the waypoints'.
+	GatewayClass = gatewayv1.GatewayClass
 )
 
 // Kind names, as they appear in findings and manifests.
@@ -151,6 +153,8 @@ func KindOf(o metav1.Object) string {
 		return KindNamespace
 	case *Gateway:
 		return KindGateway
+	case *GatewayClass:
+		return "GatewayClass"
 	}
 	return ""
 }

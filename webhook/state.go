@@ -139,6 +139,14 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 	return ws
 }
 
+func (s *liveState) GatewayClass(name string) *policy.GatewayClass {
+	class, err := s.views.gatewayClass(s.ctx, name)
+	if err != nil {
+		s.fail(err)
+	}
+	return class
+}
+
 // KnowsGateways is true: the cache holds every Gateway of the cluster, or the cluster
 // serves none.
 func (s *liveState) KnowsGateways() bool { return true }

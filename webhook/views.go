@@ -17,6 +17,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/kinds"
@@ -45,6 +46,8 @@ type Views struct {
 	stores []toolscache.Indexer
 	// absent marks the viewedKinds the cluster does not serve: it has none of them.
 	absent []bool
+	// installed are the kinds the cluster serves, once watched.
+	installed []*kinds.Kind
 	// versions counts the changes seen per viewKey (*atomic.Uint64); views holds the last
 	// view built per viewKey (*atVersion[*policy.Snapshot]), valid while its version is
 	// current.
@@ -110,7 +113,9 @@ var viewedKinds = func() []viewedKind {
 	for _, k := range kinds.Cached() {
 		switch k.Role {
 		case kinds.Policy, kinds.Service, kinds.Proxy:
-			viewed = append(viewed, viewedKind{policiesView, k})
+			if !k.ClusterScoped { // a GatewayClass is read by name (gatewayClass)
+				viewed = append(viewed, viewedKind{policiesView, k})
+			}
 		case kinds.Workload:
 			viewed = append(viewed, viewedKind{workloadsView, k})
 		}
@@ -153,7 +158,7 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers, installed 
 			stores[i] = indexed.GetIndexer()
 		}
 	}
-	v.stores, v.absent = stores, absent
+	v.stores, v.absent, v.installed = stores, absent, installed
 	v.watched.Store(true)
 	return nil
 }
@@ -353,4 +358,21 @@ func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
 		return nil
 	})
 	return objects, err
+}
+
+// gatewayClass returns the GatewayClass of a name from the cache, or nil: also where the
+// cluster does not serve the Gateway API.
+func (v *Views) gatewayClass(ctx context.Context, name string) (*policy.GatewayClass, error) {
+	if v.watched.Load() && !slices.Contains(v.installed, kinds.Lookup(gatewayv1.GroupName, "GatewayClass")) {
+		return nil, nil
+	}
+	var class gatewayv1.GatewayClass
+	err := v.reader.Get(ctx, client.ObjectKey{Name: name}, &class)
+	switch {
+	case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return &class, nil
 }

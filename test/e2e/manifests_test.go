@@ -61,6 +61,7 @@ func TestBaseManifests(t *testing.T) {
 		{"watch", "peerauthentications.security.istio.io", true},
 		{"watch", "meshguardrails.meshguard.io", true},
 		{"watch", "gateways.gateway.networking.k8s.io", true},
+		{"list", "gatewayclasses.gateway.networking.k8s.io", true},
 		{"update", "gateways.gateway.networking.k8s.io", false},
 		{"get", "secrets", false},
 		{"create", "requestauthentications.security.istio.io", false},
