@@ -9,6 +9,7 @@ package kinds
 import (
 	"slices"
 
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	admissionv1 "k8s.io/api/admission/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -114,6 +115,15 @@ var table = []Kind{
 		o := &securityv1.PeerAuthentication{}
 		return o, &o.ObjectMeta, &o.Spec
 	}),
+	{
+		GroupKind: networkingv1.SchemeGroupVersion.WithKind("ServiceEntry").GroupKind(), Versions: []string{"v1", "v1beta1", "v1alpha3"},
+		Resource: "serviceentries", Optional: true, Role: Service, Cache: Whole,
+		typed: istioManifest,
+		decode: istio(func() (metav1.Object, *metav1.ObjectMeta, any) {
+			o := &networkingv1.ServiceEntry{}
+			return o, &o.ObjectMeta, &o.Spec
+		}),
+	},
 	{
 		GroupKind: v1alpha1.GroupVersion.WithKind(v1alpha1.Kind).GroupKind(), Versions: []string{v1alpha1.GroupVersion.Version},
 		Resource: "meshguardrails", ClusterScoped: true, Role: Setting, Cache: Whole, Validate: createAndUpdate,

@@ -163,25 +163,42 @@ func silentFields(r *apRule, at string) []string {
 
 var silentWhenKeys = map[string]bool{"source.serviceAccount": true, "source.trustDomain": true, "remote.ip": true, "connection.sni": true}
 
-// serviceWaypoint resolves the waypoint that takes a Service's traffic, as istiod binds it
-// (ambient.md §6.4): the Service's istio.io/use-waypoint label, else its namespace's
-// ("none" opts out); a Gateway of class istio-waypoint by that name, serving Services
-// (istio.io/waypoint-for service or all), whose listeners admit the Service's namespace.
-// It returns the waypoint, or why there is none; neither when the state cannot tell.
-func serviceWaypoint(st State, svc *corev1.Service) (*Gateway, string) {
-	labels, bound := svc.Labels, "Service "+svc.Namespace+"/"+svc.Name
+// waypointTarget is what a waypoint serves: a Service, or a ServiceEntry (an egress
+// waypoint).
+type waypointTarget struct {
+	kind, namespace, name string
+	labels                map[string]string
+	headless              bool
+}
+
+func serviceTarget(svc *corev1.Service) waypointTarget {
+	return waypointTarget{"Service", svc.Namespace, svc.Name, svc.Labels, svc.Spec.ClusterIP == corev1.ClusterIPNone}
+}
+
+func entryTarget(se *ServiceEntry) waypointTarget {
+	return waypointTarget{"ServiceEntry", se.Namespace, se.Name, se.Labels, false}
+}
+
+// serviceWaypoint resolves the waypoint that takes a Service's (or ServiceEntry's)
+// traffic, as istiod binds it (ambient.md §6.4): its istio.io/use-waypoint label, else its
+// namespace's ("none" opts out); a Gateway of class istio-waypoint by that name, serving
+// Services (istio.io/waypoint-for service or all), whose listeners admit the target's
+// namespace. It returns the waypoint, or why there is none; neither when the state cannot
+// tell.
+func serviceWaypoint(st State, t waypointTarget) (*Gateway, string) {
+	labels, bound := t.labels, t.kind+" "+t.namespace+"/"+t.name
 	if labels[useWaypointLabel] == "" {
-		labels, bound = st.Settings(svc.Namespace).NamespaceLabels, "namespace "+svc.Namespace
+		labels, bound = st.Settings(t.namespace).NamespaceLabels, "namespace "+t.namespace
 	}
 	name, ns := labels[useWaypointLabel], labels[useWaypointNSLabel]
 	if ns == "" {
-		ns = svc.Namespace
+		ns = t.namespace
 	}
 	switch {
-	case svc.Spec.ClusterIP == corev1.ClusterIPNone:
-		return nil, fmt.Sprintf("Service %s/%s is headless: its traffic goes to Pod addresses, which a Service's waypoint does not take", svc.Namespace, svc.Name)
+	case t.headless:
+		return nil, fmt.Sprintf("%s %s/%s is headless: its traffic goes to Pod addresses, which a Service's waypoint does not take", t.kind, t.namespace, t.name)
 	case name == "":
-		return nil, fmt.Sprintf("neither Service %s/%s nor its namespace names a waypoint (%s)", svc.Namespace, svc.Name, useWaypointLabel)
+		return nil, fmt.Sprintf("neither %s %s/%s nor its namespace names a waypoint (%s)", t.kind, t.namespace, t.name, useWaypointLabel)
 	case name == "none":
 		return nil, fmt.Sprintf("%s opts out of waypoints (%s: none)", bound, useWaypointLabel)
 	case !st.KnowsGateways():
@@ -198,14 +215,14 @@ func serviceWaypoint(st State, svc *corev1.Service) (*Gateway, string) {
 	if f := waypointFor(st, gw); f != "service" && f != "all" {
 		return nil, fmt.Sprintf("waypoint %s/%s serves %s traffic only (%s), not a Service's", ns, name, f, waypointForLabel)
 	}
-	if ns != svc.Namespace && !slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
+	if ns != t.namespace && !slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
 		from := gatewayv1.NamespacesFromSame
 		if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil {
 			from = *l.AllowedRoutes.Namespaces.From
 		}
 		return from != gatewayv1.NamespacesFromSame
 	}) {
-		return nil, fmt.Sprintf("waypoint %s/%s admits only its own namespace (allowedRoutes), not %s", ns, name, svc.Namespace)
+		return nil, fmt.Sprintf("waypoint %s/%s admits only its own namespace (allowedRoutes), not %s", ns, name, t.namespace)
 	}
 	return gw, ""
 }
@@ -229,7 +246,7 @@ func waypointOf(st State, w *Workload) *Gateway {
 		if len(svc.Spec.Selector) == 0 || !Selects(svc.Spec.Selector, w.Labels) {
 			continue
 		}
-		if gw, _ := serviceWaypoint(st, svc); gw != nil {
+		if gw, _ := serviceWaypoint(st, serviceTarget(svc)); gw != nil {
 			return gw
 		}
 	}

@@ -118,20 +118,17 @@ func ambientRules() []Rule {
 		}),
 	}, {
 		ID: "MG806", Name: "targetref-service-no-waypoint", Default: Deny, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy},
-		Summary: "`targetRefs` to a Service that resolves to no working waypoint: no `istio.io/use-waypoint` on it or its Namespace, `none`, the Gateway missing or not of class `istio-waypoint`, `istio.io/waypoint-for` not `service` or `all`, `allowedRoutes` refusing the Service's namespace, or a headless Service.",
+		Summary: "`targetRefs` to a Service or ServiceEntry that resolves to no working waypoint: no `istio.io/use-waypoint` on it or its Namespace, `none`, the Gateway missing or not of class `istio-waypoint`, `istio.io/waypoint-for` not `service` or `all`, `allowedRoutes` refusing the Service's namespace, or a headless Service.",
 		Why:     "A policy attached to a Service is enforced by its waypoint only: with none, it is enforced nowhere.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
 			var out []Finding
 			for i, r := range s.targetRefs {
-				if r.Kind != "Service" {
-					continue
-				}
-				j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return svc.Name == r.Name })
-				if j < 0 {
+				t, known := targetOf(c.State, s.namespace, r.Kind, r.Name)
+				if !known {
 					continue // MG407: no such Service
 				}
-				if _, why := serviceWaypoint(c.State, c.State.Services(s.namespace)[j]); why != "" {
+				if _, why := serviceWaypoint(c.State, t); why != "" {
 					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
 						why+": this policy is enforced nowhere",
 						"bind the Service to a waypoint: label it, or its namespace, istio.io/use-waypoint: <waypoint>, with a Gateway of class istio-waypoint serving Services"))
@@ -182,7 +179,7 @@ func ambientRules() []Rule {
 					continue
 				}
 				svc := c.State.Services(s.namespace)[j]
-				gw, _ := serviceWaypoint(c.State, svc)
+				gw, _ := serviceWaypoint(c.State, serviceTarget(svc))
 				if gw == nil || waypointFor(c.State, gw) == "all" {
 					continue
 				}
@@ -277,14 +274,14 @@ func ambientRules() []Rule {
 			}
 			var unbound []string
 			for _, svc := range c.Before.Services(ns) {
-				if before, _ := serviceWaypoint(c.Before, svc); before == nil || !hasJWTPolicyOn(c.Before, svc) {
+				if before, _ := serviceWaypoint(c.Before, serviceTarget(svc)); before == nil || !hasJWTPolicyOn(c.Before, svc) {
 					continue
 				}
 				after := svc
 				if i := slices.IndexFunc(c.State.Services(ns), func(s *corev1.Service) bool { return s.Name == svc.Name }); i >= 0 {
 					after = c.State.Services(ns)[i]
 				}
-				if gw, _ := serviceWaypoint(c.State, after); gw == nil {
+				if gw, _ := serviceWaypoint(c.State, serviceTarget(after)); gw == nil {
 					unbound = append(unbound, "Service "+ns+"/"+svc.Name)
 				}
 			}
@@ -371,4 +368,20 @@ func hasJWTPolicyOn(st State, svc *corev1.Service) bool {
 		}
 	}
 	return false
+}
+
+// targetOf finds the Service or ServiceEntry a targetRef names; false when the state holds
+// no such object, or the reference names another kind.
+func targetOf(st State, ns, kind, name string) (waypointTarget, bool) {
+	switch kind {
+	case "Service":
+		if i := slices.IndexFunc(st.Services(ns), func(s *corev1.Service) bool { return s.Name == name }); i >= 0 {
+			return serviceTarget(st.Services(ns)[i]), true
+		}
+	case "ServiceEntry":
+		if i := slices.IndexFunc(st.ServiceEntries(ns), func(s *ServiceEntry) bool { return s.Name == name }); i >= 0 {
+			return entryTarget(st.ServiceEntries(ns)[i]), true
+		}
+	}
+	return waypointTarget{}, false
 }

@@ -30,6 +30,8 @@ type State interface {
 	KnowsGateways() bool
 	// GatewayClass returns the Gateway API class of a name, or nil.
 	GatewayClass(name string) *GatewayClass
+	// ServiceEntries are the ServiceEntries of a namespace.
+	ServiceEntries(namespace string) []*ServiceEntry
 	// Settings are the guardrails in force in a namespace, merged (MergeGuardrails). Every
 	// review asks for them, so a live state keeps them between reviews.
 	Settings(namespace string) Settings
@@ -46,6 +48,7 @@ type Snapshot struct {
 	Svcs       map[string][]*corev1.Service
 	GWs        map[string][]*Gateway
 	GWClasses  map[string]*GatewayClass
+	SEs        map[string][]*ServiceEntry
 	Namespaces map[string]map[string]string
 	Rails      []*MeshGuardrail
 	Istiod     []string
@@ -66,6 +69,7 @@ func NewSnapshot() *Snapshot {
 		Svcs:       map[string][]*corev1.Service{},
 		GWs:        map[string][]*Gateway{},
 		GWClasses:  map[string]*GatewayClass{},
+		SEs:        map[string][]*ServiceEntry{},
 		Namespaces: map[string]map[string]string{},
 
 		podsByLabel: map[string]map[labelPair][]*Workload{},
@@ -99,6 +103,8 @@ func (s *Snapshot) Add(o metav1.Object) bool {
 		s.GWs[ns] = append(s.GWs[ns], o)
 	case *GatewayClass:
 		s.GWClasses[o.Name] = o
+	case *ServiceEntry:
+		s.SEs[ns] = append(s.SEs[ns], o)
 	case *corev1.Namespace:
 		s.Namespaces[o.Name] = o.Labels
 	case *MeshGuardrail:
@@ -118,6 +124,7 @@ func (s *Snapshot) IstiodVersions() []string                                  { 
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
 func (s *Snapshot) KnowsGateways() bool                                       { return len(s.GWs) > 0 }
 func (s *Snapshot) GatewayClass(name string) *GatewayClass                    { return s.GWClasses[name] }
+func (s *Snapshot) ServiceEntries(ns string) []*ServiceEntry                  { return s.SEs[ns] }
 
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	if ns != "" {

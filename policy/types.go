@@ -6,6 +6,7 @@ package policy
 import (
 	"strings"
 
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,8 @@ type (
 	Gateway = gatewayv1.Gateway
 	// GatewayClass is a Gateway API class; istio-waypoint is the waypoints'.
 	GatewayClass = gatewayv1.GatewayClass
+	// ServiceEntry adds a service to Istio's registry; an egress waypoint may serve it.
+	ServiceEntry = networkingv1.ServiceEntry
 )
 
 // Kind names, as they appear in findings and manifests.
@@ -155,6 +158,8 @@ func KindOf(o metav1.Object) string {
 		return KindGateway
 	case *GatewayClass:
 		return "GatewayClass"
+	case *ServiceEntry:
+		return "ServiceEntry"
 	}
 	return ""
 }

@@ -127,6 +127,10 @@ func (s *liveState) Services(ns string) []*corev1.Service { return s.policies(ns
 
 func (s *liveState) Gateways(ns string) []*policy.Gateway { return s.policies(ns).Gateways(ns) }
 
+func (s *liveState) ServiceEntries(ns string) []*policy.ServiceEntry {
+	return s.policies(ns).ServiceEntries(ns)
+}
+
 func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*policy.Workload {
 	if ns != "" {
 		return s.workloads(ns).Workloads(ns, matchLabels)
