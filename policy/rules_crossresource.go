@@ -27,7 +27,11 @@ func crossResourceRules() []Rule {
 			if len(open) == 0 {
 				return nil
 			}
-			return []Finding{finding("spec.selector",
+			field := "spec.selector"
+			if len(scopeOf(ra).targetRefs) > 0 {
+				field = "spec.targetRefs"
+			}
+			return []Finding{finding(field,
 				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s gets in, on any path", c.describe(open), describeRequest(c.protection(c.State, open[0]).tokenless())),
 				fmt.Sprintf("add an ALLOW policy for the same workloads with requestPrincipals: [%q], or a DENY with notRequestPrincipals: [\"*\"]", firstIssuer(ra)+"/*"))}
 		}),

@@ -96,9 +96,13 @@ func podRules() []Rule {
 			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || isProxy(w) || c.protection(c.State, w).requiresToken() {
 				return nil
 			}
+			fix := fmt.Sprintf("apply a RequestAuthentication and an ALLOW policy with requestPrincipals selecting %s", labelString(c.Settings.Coverage.Labels))
+			if inAmbient(c.State, w) {
+				fix = "the Pod runs in ambient mode: bind its Service to a waypoint and attach a RequestAuthentication and an ALLOW policy with requestPrincipals to the Service (targetRefs)"
+			}
 			return []Finding{finding("metadata.labels",
 				fmt.Sprintf("%s requires coverage, but no RequestAuthentication with an AuthorizationPolicy requiring a token selects this Pod: requests without a token reach it", guardrailNote(c.Settings.Coverage.Guardrails)),
-				fmt.Sprintf("apply a RequestAuthentication and an ALLOW policy with requestPrincipals selecting %s", labelString(c.Settings.Coverage.Labels)))}
+				fix)}
 		}),
 	}, {
 		ID: "MG504", Name: "pod-not-enforceable", Default: Warn, Kinds: pod,
