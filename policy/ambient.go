@@ -261,7 +261,8 @@ func waypointIdentity(gw *Gateway) string {
 
 // ztunnelEnforcement is how ztunnel enforces the AuthorizationPolicies of an ambient
 // workload: those without targetRefs, an ALLOW rule naming any HTTP field dropped, a DENY
-// rule with a clause it cannot match skipped (ambient.md §3.1).
+// rule with a clause it cannot match skipped, and the other DENY rules cut to their L4
+// part (ambient.md §3.1).
 func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement {
 	var forZtunnel []*AuthorizationPolicy
 	for _, ap := range aps {
@@ -269,9 +270,35 @@ func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement 
 			forZtunnel = append(forZtunnel, ap)
 		}
 	}
-	return enforcementBy(forZtunnel, plaintext, func(ap *AuthorizationPolicy, r *apRule) bool {
-		return isAllow(ap) && !httpLevel(r) || isDeny(ap) && ztunnelNoOpClause(r, "") == ""
+	return enforcementBy(forZtunnel, plaintext, func(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, bool) {
+		switch {
+		case isAllow(ap):
+			return c, !httpLevel(r)
+		case ztunnelNoOpClause(r, "") != "":
+			return compiledRule{}, false
+		}
+		return c.l4Only(), true
 	})
+}
+
+// l4Only is a DENY rule as istiod translates it for ztunnel: its HTTP fields stripped, an
+// entry left with none skipped (an empty match), so that the rule fires on its L4 part
+// alone (MG804). Rules with a clause made only of HTTP fields are not sent at all.
+func (r compiledRule) l4Only() compiledRule {
+	l4 := func(entries [][]condition, attrs ...string) [][]condition {
+		var out [][]condition
+		for _, e := range entries {
+			if kept := slices.DeleteFunc(slices.Clone(e), func(c condition) bool { return !slices.Contains(attrs, c.attr) }); len(kept) > 0 {
+				out = append(out, kept)
+			}
+		}
+		return out
+	}
+	return compiledRule{
+		from: l4(r.from, attrPeerPrincipal, attrNamespace, attrServiceAccount, attrSourceIP),
+		to:   l4(r.to, attrPort),
+		when: slices.DeleteFunc(slices.Clone(r.when), func(c condition) bool { return !l4WhenKeys[c.attr] }),
+	}
 }
 
 // bypassesWaypoint returns a caller other than the waypoint that ztunnel lets reach a

@@ -153,11 +153,12 @@ type enforcement struct {
 }
 
 func enforcementOf(aps []*AuthorizationPolicy, plaintext bool) enforcement {
-	return enforcementBy(aps, plaintext, func(*AuthorizationPolicy, *apRule) bool { return true })
+	return enforcementBy(aps, plaintext, func(_ *AuthorizationPolicy, _ *apRule, c compiledRule) (compiledRule, bool) { return c, true })
 }
 
-// enforcementBy is enforcementOf by a proxy that keeps only the rules keep accepts.
-func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, keep func(*AuthorizationPolicy, *apRule) bool) enforcement {
+// enforcementBy is enforcementOf by a proxy that receives each rule as translate makes it,
+// or not at all.
+func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, translate func(*AuthorizationPolicy, *apRule, compiledRule) (compiledRule, bool)) enforcement {
 	e := enforcement{plaintext: plaintext}
 	for _, ap := range aps {
 		if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) {
@@ -168,8 +169,11 @@ func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, keep func(*Author
 		}
 		for _, r := range ap.Spec.Rules {
 			c, ok := compileRule(r)
+			if ok {
+				c, ok = translate(ap, r, c)
+			}
 			switch {
-			case !ok || !keep(ap, r):
+			case !ok:
 			case isAllow(ap):
 				e.allow = append(e.allow, c)
 			default:

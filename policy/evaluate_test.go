@@ -193,3 +193,50 @@ func TestAffectedReleases(t *testing.T) {
 		}
 	}
 }
+
+// TestEnforcementPoints: the same policies and request, at a sidecar (as Envoy evaluates
+// them) and at ztunnel (as istiod translates them for it, ambient.md §3.1).
+func TestEnforcementPoints(t *testing.T) {
+	cases := []struct {
+		name             string
+		policies         []string
+		request          string
+		sidecar, ztunnel bool
+	}{
+		{"an L4 ALLOW", []string{`{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`},
+			"source.namespace=shop", true, true},
+		{"an L4 ALLOW, another namespace", []string{`{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`},
+			"source.namespace=other", false, false},
+		{"an ALLOW rule with a path: dropped at ztunnel, which then admits nothing", []string{`{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/api/*"]}}]}]}`},
+			"request.path=/api/v1", true, false},
+		{"the recommended DENY of token-less requests: a no-op at ztunnel", []string{`{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`},
+			"", false, true},
+		{"a DENY on a port and a path: the whole port at ztunnel", []string{`{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"to":[{"operation":{"ports":["8080"],"paths":["/admin"]}}]}]}`},
+			"destination.port=8080 request.path=/public", true, false},
+		{"a DENY with a claim condition: a no-op at ztunnel, its L4 part too", []string{`{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"namespaces":["partner"]}}],"when":[{"key":"request.auth.claims[roles]","values":["guest"]}]}]}`},
+			"source.namespace=partner request.auth.claims[roles]=guest", false, true},
+		{"CUSTOM: left to its provider at a sidecar, never sent to ztunnel", []string{`{"selector":{"matchLabels":{"app":"web"}},"action":"CUSTOM","provider":{"name":"ext-authz"},"rules":[{}]}`},
+			"", true, true},
+		{"a policy attached to a waypoint: not ztunnel's", []string{`{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"action":"DENY","rules":[{"from":[{"source":{"namespaces":["untrusted"]}}]}]}`},
+			"source.namespace=untrusted", false, true},
+	}
+	for _, c := range cases {
+		var aps []*AuthorizationPolicy
+		for _, spec := range c.policies {
+			aps = append(aps, newAP(t, "shop", "p", spec))
+		}
+		req := request{}
+		for _, kv := range strings.Fields(c.request) {
+			k, v, _ := strings.Cut(kv, "=")
+			req[k] = v
+		}
+		// A waypoint's policy reaches no sidecar either; the sidecar column is Envoy's
+		// evaluation of the rules as written.
+		if got := enforcementOf(aps, true).admits(req); got != c.sidecar && len(scopeOf(aps[0]).targetRefs) == 0 {
+			t.Errorf("%s, at a sidecar: admitted %v, want %v", c.name, got, c.sidecar)
+		}
+		if got := ztunnelEnforcement(aps, true).admits(req); got != c.ztunnel {
+			t.Errorf("%s, at ztunnel: admitted %v, want %v", c.name, got, c.ztunnel)
+		}
+	}
+}
