@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -77,6 +78,15 @@ func sidecarInjected(ns map[string]string, w *Workload) bool {
 // ambientOf returns the workloads of ws that ztunnel intercepts.
 func ambientOf(st State, ws []*Workload) []*Workload {
 	return lacking(ws, func(w *Workload) bool { return inAmbient(st, w) })
+}
+
+// ztunnelWorkloads returns the ambient workloads a policy reaches through ztunnel: those it
+// selects (or its namespace's, or the mesh's), unless it is attached by targetRefs.
+func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
+	if len(scopeOf(o).targetRefs) > 0 {
+		return nil
+	}
+	return ambientOf(c.State, c.workloadsOf(o))
 }
 
 // l4Source and l4Operation tell whether a source or operation names a field ztunnel

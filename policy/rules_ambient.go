@@ -19,10 +19,7 @@ func ambientRules() []Rule {
 		Summary: "A RequestAuthentication without `targetRefs` whose workloads include ambient Pods.",
 		Why:     "ztunnel validates no tokens and waypoints ignore selector policies: tokens are never checked, and an AuthorizationPolicy on them has nothing to match.",
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
-			if len(scopeOf(ra).targetRefs) > 0 {
-				return nil
-			}
-			ambient := ambientOf(c.State, c.workloadsOf(ra))
+			ambient := c.ztunnelWorkloads(ra)
 			if len(ambient) == 0 {
 				return nil
 			}
@@ -36,11 +33,8 @@ func ambientRules() []Rule {
 		Why:     "ztunnel receives that clause empty and skips it: the rule never fires, and what it should deny gets through (istio#61126).",
 		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			clause := ztunnelNoOpClause(r, at)
-			if clause == "" || len(scopeOf(p).targetRefs) > 0 {
-				return nil
-			}
-			ambient := ambientOf(c.State, c.workloadsOf(p))
-			if len(ambient) == 0 {
+			ambient := c.ztunnelWorkloads(p)
+			if clause == "" || len(ambient) == 0 {
 				return nil
 			}
 			return []Finding{finding(clause,
@@ -52,10 +46,10 @@ func ambientRules() []Rule {
 		Summary: "An ALLOW policy without `targetRefs`, on ambient Pods, with a rule holding any HTTP-level field. Deny in the root namespace.",
 		Why:     "istiod drops the whole rule for ztunnel; with no rule left the ALLOW admits nothing, and every connection is denied, from waypoints and gateways too.",
 		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) || isDryRun(p) || len(scopeOf(p).targetRefs) > 0 {
+			if !isAllow(p) || isDryRun(p) {
 				return nil
 			}
-			ambient := ambientOf(c.State, c.workloadsOf(p))
+			ambient := c.ztunnelWorkloads(p)
 			if len(ambient) == 0 {
 				return nil
 			}
@@ -84,10 +78,10 @@ func ambientRules() []Rule {
 		Why:     "ztunnel keeps the L4 part alone: the DENY turns away more than meant (all of a port, all of a namespace's callers).",
 		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			entry := mixedEntry(r, at)
-			if entry == "" || ztunnelNoOpClause(r, at) != "" || len(scopeOf(p).targetRefs) > 0 {
+			if entry == "" || ztunnelNoOpClause(r, at) != "" {
 				return nil
 			}
-			ambient := ambientOf(c.State, c.workloadsOf(p))
+			ambient := c.ztunnelWorkloads(p)
 			if len(ambient) == 0 {
 				return nil
 			}
@@ -101,10 +95,10 @@ func ambientRules() []Rule {
 		Why:     "istiod does not send CUSTOM or AUDIT policies to ztunnel: the external authorization is never asked, the audit never logged.",
 		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
 			custom := p.Spec.Action == apActionCustom
-			if !custom && p.Spec.Action != apActionAudit || len(scopeOf(p).targetRefs) > 0 {
+			if !custom && p.Spec.Action != apActionAudit {
 				return nil
 			}
-			ambient := ambientOf(c.State, c.workloadsOf(p))
+			ambient := c.ztunnelWorkloads(p)
 			if len(ambient) == 0 {
 				return nil
 			}
@@ -209,11 +203,8 @@ func ambientRules() []Rule {
 		Summary: "A policy without `targetRefs` on `principals`, `namespaces` or `serviceAccounts` of clients, for ambient workloads whose traffic arrives through a waypoint. Deny for a DENY, warn for an ALLOW.",
 		Why:     "ztunnel sees the waypoint's identity, not the client's: a DENY on a client is evaded, an ALLOW of a client locks it out.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
-			if len(scopeOf(p).targetRefs) > 0 {
-				return nil
-			}
 			var gw *Gateway
-			for _, w := range ambientOf(c.State, c.workloadsOf(p)) {
+			for _, w := range c.ztunnelWorkloads(p) {
 				if gw = waypointOf(c.State, w); gw != nil {
 					break
 				}
@@ -328,11 +319,8 @@ func ambientRules() []Rule {
 		Why:     "ztunnel drops them with no status: a DENY does not check what it names, an ALLOW does not either.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			fields := silentFields(r, at)
-			if len(fields) == 0 || len(scopeOf(p).targetRefs) > 0 {
-				return nil
-			}
-			ambient := ambientOf(c.State, c.workloadsOf(p))
-			if len(ambient) == 0 {
+			ambient := c.ztunnelWorkloads(p)
+			if len(fields) == 0 || len(ambient) == 0 {
 				return nil
 			}
 			var out []Finding
