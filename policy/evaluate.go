@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -304,7 +305,7 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 			return nil, false
 		}
 	}
-	req := merged(fixed, nil)
+	req := maps.Clone(fixed)
 	var try func(i int) bool
 	try = func(i int) bool {
 		if i == len(dims) {
@@ -314,7 +315,7 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 					req[a] = peer[a]
 				}
 				if ok(req) {
-					found = merged(req, nil)
+					found = maps.Clone(req)
 					return true
 				}
 			}
@@ -330,18 +331,6 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 	}
 	try(0)
 	return found, true
-}
-
-// merged returns req with the peer's attributes.
-func merged(req, peer request) request {
-	r := make(request, len(req)+len(peer))
-	for k, v := range req {
-		r[k] = v
-	}
-	for k, v := range peer {
-		r[k] = v
-	}
-	return r
 }
 
 // dimension is an attribute and the values worth trying for it.
@@ -431,7 +420,8 @@ func (e enforcement) peers() []request {
 				continue
 			}
 			seen[[2]string{c.attr, v}] = true
-			peer := merged(generic, request{c.attr: v})
+			peer := maps.Clone(generic)
+			peer[c.attr] = v
 			if c.attr == attrPeerPrincipal {
 				// An identity is <trust domain>/ns/<namespace>/sa/<service account>.
 				if parts := strings.Split(v, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
