@@ -151,6 +151,11 @@ var table = []Kind{
 		typed: func() any { return &gatewayv1.Gateway{} }, decode: kube[gatewayv1.Gateway],
 	},
 	{
+		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "HTTPRoute"}, Versions: []string{"v1", "v1beta1"},
+		Resource: "httproutes", Optional: true, Role: Proxy, Cache: Whole,
+		typed: func() any { return &gatewayv1.HTTPRoute{} }, decode: kube[gatewayv1.HTTPRoute],
+	},
+	{
 		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "GatewayClass"}, Versions: []string{"v1", "v1beta1"},
 		Resource: "gatewayclasses", ClusterScoped: true, Optional: true, Role: Proxy, Cache: Whole,
 		typed: func() any { return &gatewayv1.GatewayClass{} }, decode: kube[gatewayv1.GatewayClass],

@@ -26,6 +26,8 @@ const (
 	useWaypointLabel   = "istio.io/use-waypoint"
 	useWaypointNSLabel = "istio.io/use-waypoint-namespace"
 	waypointForLabel   = "istio.io/waypoint-for"
+	// ingressUseWaypointLabel sends an ingress gateway's traffic through the waypoint.
+	ingressUseWaypointLabel = "istio.io/ingress-use-waypoint"
 	// removedGatewayNameLabel was put on gateway Pods before Istio 1.24.
 	removedGatewayNameLabel = "istio.io/gateway-name"
 )

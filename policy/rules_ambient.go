@@ -8,6 +8,7 @@ import (
 	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // ambientRules judge policies by the proxy that enforces them in Istio's ambient data plane:
@@ -199,6 +200,34 @@ func ambientRules() []Rule {
 			return out
 		}),
 	}, {
+		ID: "MG809", Name: "ingress-skips-waypoint", Default: Warn, Kinds: []string{KindRequestAuthentication},
+		Summary: "A RequestAuthentication enforced at a Service's waypoint, where an ingress gateway's HTTPRoute sends requests to the Service without `istio.io/ingress-use-waypoint: \"true\"` on the Service or its Namespace.",
+		Why:     "Ingress traffic goes straight to the Pods, past the waypoint and its token check.",
+		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
+			s := scopeOf(ra)
+			var out []Finding
+			for i, r := range s.targetRefs {
+				if r.Kind != "Service" {
+					continue
+				}
+				j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return svc.Name == r.Name })
+				if j < 0 {
+					continue
+				}
+				svc := c.State.Services(s.namespace)[j]
+				if gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); gw == nil ||
+					svc.Labels[ingressUseWaypointLabel] == "true" || c.State.Settings(svc.Namespace).NamespaceLabels[ingressUseWaypointLabel] == "true" {
+					continue
+				}
+				if ingress := ingressTo(c.State, svc); ingress != "" {
+					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+						fmt.Sprintf("%s sends requests to Service %s/%s, and ingress traffic skips its waypoint: those requests reach the Pods with no token check", ingress, svc.Namespace, svc.Name),
+						fmt.Sprintf("label the Service, or its namespace, %s: \"true\"", ingressUseWaypointLabel)))
+				}
+			}
+			return out
+		}),
+	}, {
 		ID: "MG810", Name: "ztunnel-sees-waypoint-identity", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A policy without `targetRefs` on `principals`, `namespaces` or `serviceAccounts` of clients, for ambient workloads whose traffic arrives through a waypoint. Deny for a DENY, warn for an ALLOW.",
 		Why:     "ztunnel sees the waypoint's identity, not the client's: a DENY on a client is evaded, an ALLOW of a client locks it out.",
@@ -372,4 +401,42 @@ func targetOf(st State, ns, kind, name string) (waypointTarget, bool) {
 		}
 	}
 	return waypointTarget{}, false
+}
+
+// ingressTo names an HTTPRoute of the Service's namespace that an ingress gateway (a
+// Gateway not of class istio-waypoint) sends to the Service by, or "".
+func ingressTo(st State, svc *corev1.Service) string {
+	for _, route := range st.HTTPRoutes(svc.Namespace) {
+		if !slices.ContainsFunc(route.Spec.ParentRefs, func(p gatewayv1.ParentReference) bool { return isIngressParent(st, route.Namespace, p) }) {
+			continue
+		}
+		for _, rule := range route.Spec.Rules {
+			if slices.ContainsFunc(rule.BackendRefs, func(b gatewayv1.HTTPBackendRef) bool {
+				return isServiceRef(b.BackendObjectReference, route.Namespace, svc)
+			}) {
+				return fmt.Sprintf("HTTPRoute %s/%s of an ingress gateway", route.Namespace, route.Name)
+			}
+		}
+	}
+	return ""
+}
+
+// isIngressParent tells whether a route's parent is a Gateway that is no waypoint.
+func isIngressParent(st State, ns string, p gatewayv1.ParentReference) bool {
+	if p.Kind != nil && *p.Kind != "Gateway" {
+		return false
+	}
+	if p.Namespace != nil {
+		ns = string(*p.Namespace)
+	}
+	i := slices.IndexFunc(st.Gateways(ns), func(g *Gateway) bool { return g.Name == string(p.Name) })
+	return i < 0 && !st.KnowsGateways() || i >= 0 && string(st.Gateways(ns)[i].Spec.GatewayClassName) != waypointClass
+}
+
+// isServiceRef tells whether a backend reference names the Service.
+func isServiceRef(b gatewayv1.BackendObjectReference, ns string, svc *corev1.Service) bool {
+	if b.Namespace != nil {
+		ns = string(*b.Namespace)
+	}
+	return (b.Kind == nil || *b.Kind == "Service") && (b.Group == nil || *b.Group == "") && string(b.Name) == svc.Name && ns == svc.Namespace
 }

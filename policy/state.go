@@ -32,6 +32,8 @@ type State interface {
 	GatewayClass(name string) *GatewayClass
 	// ServiceEntries are the ServiceEntries of a namespace.
 	ServiceEntries(namespace string) []*ServiceEntry
+	// HTTPRoutes are the Gateway API HTTPRoutes of a namespace.
+	HTTPRoutes(namespace string) []*HTTPRoute
 	// Settings are the guardrails in force in a namespace, merged (MergeGuardrails). Every
 	// review asks for them, so a live state keeps them between reviews.
 	Settings(namespace string) Settings
@@ -49,6 +51,7 @@ type Snapshot struct {
 	GWs        map[string][]*Gateway
 	GWClasses  map[string]*GatewayClass
 	SEs        map[string][]*ServiceEntry
+	Routes     map[string][]*HTTPRoute
 	Namespaces map[string]map[string]string
 	Rails      []*MeshGuardrail
 	Istiod     []string
@@ -70,6 +73,7 @@ func NewSnapshot() *Snapshot {
 		GWs:        map[string][]*Gateway{},
 		GWClasses:  map[string]*GatewayClass{},
 		SEs:        map[string][]*ServiceEntry{},
+		Routes:     map[string][]*HTTPRoute{},
 		Namespaces: map[string]map[string]string{},
 
 		podsByLabel: map[string]map[labelPair][]*Workload{},
@@ -105,6 +109,8 @@ func (s *Snapshot) Add(o metav1.Object) bool {
 		s.GWClasses[o.Name] = o
 	case *ServiceEntry:
 		s.SEs[ns] = append(s.SEs[ns], o)
+	case *HTTPRoute:
+		s.Routes[ns] = append(s.Routes[ns], o)
 	case *corev1.Namespace:
 		s.Namespaces[o.Name] = o.Labels
 	case *MeshGuardrail:
@@ -125,6 +131,7 @@ func (s *Snapshot) KnowsWorkloads() bool                                      { 
 func (s *Snapshot) KnowsGateways() bool                                       { return len(s.GWs) > 0 }
 func (s *Snapshot) GatewayClass(name string) *GatewayClass                    { return s.GWClasses[name] }
 func (s *Snapshot) ServiceEntries(ns string) []*ServiceEntry                  { return s.SEs[ns] }
+func (s *Snapshot) HTTPRoutes(ns string) []*HTTPRoute                         { return s.Routes[ns] }
 
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	if ns != "" {

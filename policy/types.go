@@ -28,6 +28,8 @@ type (
 	GatewayClass = gatewayv1.GatewayClass
 	// ServiceEntry adds a service to Istio's registry; an egress waypoint may serve it.
 	ServiceEntry = networkingv1.ServiceEntry
+	// HTTPRoute routes a gateway's requests to Services.
+	HTTPRoute = gatewayv1.HTTPRoute
 )
 
 // Kind names, as they appear in findings and manifests.
@@ -160,6 +162,8 @@ func KindOf(o metav1.Object) string {
 		return "GatewayClass"
 	case *ServiceEntry:
 		return "ServiceEntry"
+	case *HTTPRoute:
+		return "HTTPRoute"
 	}
 	return ""
 }

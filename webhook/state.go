@@ -127,6 +127,8 @@ func (s *liveState) Services(ns string) []*corev1.Service { return s.policies(ns
 
 func (s *liveState) Gateways(ns string) []*policy.Gateway { return s.policies(ns).Gateways(ns) }
 
+func (s *liveState) HTTPRoutes(ns string) []*policy.HTTPRoute { return s.policies(ns).HTTPRoutes(ns) }
+
 func (s *liveState) ServiceEntries(ns string) []*policy.ServiceEntry {
 	return s.policies(ns).ServiceEntries(ns)
 }

@@ -288,7 +288,7 @@ func (v *Views) view(ctx context.Context, key viewKey) (*policy.Snapshot, error)
 				aps = append(aps, o)
 			case *securityv1.PeerAuthentication:
 				pas = append(pas, o)
-			case *corev1.Service, *policy.Gateway, *policy.ServiceEntry:
+			case *corev1.Service, *policy.Gateway, *policy.ServiceEntry, *policy.HTTPRoute:
 				s.Add(o.(metav1.Object))
 			case *metav1.PartialObjectMetadata:
 				s.Add(podWorkload(o))

@@ -63,6 +63,7 @@ func TestBaseManifests(t *testing.T) {
 		{"watch", "gateways.gateway.networking.k8s.io", true},
 		{"list", "gatewayclasses.gateway.networking.k8s.io", true},
 		{"watch", "serviceentries.networking.istio.io", true},
+		{"list", "httproutes.gateway.networking.k8s.io", true},
 		{"update", "gateways.gateway.networking.k8s.io", false},
 		{"get", "secrets", false},
 		{"create", "requestauthentications.security.istio.io", false},
