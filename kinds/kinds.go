@@ -89,8 +89,9 @@ var (
 	allOperations   = []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete}
 	createAndUpdate = []admissionv1.Operation{admissionv1.Create, admissionv1.Update}
 	createOnly      = []admissionv1.Operation{admissionv1.Create}
-	// Services and Namespaces are reviewed when they change a waypoint binding, Gateways
-	// when they go (MG812): the webhook configurations' matchConditions say when.
+	// Services, ServiceEntries and Namespaces are reviewed when they change a waypoint
+	// binding, Gateways when they go (MG812): the webhook configurations'
+	// matchConditions say when.
 	updateOnly       = []admissionv1.Operation{admissionv1.Update}
 	deleteOnly       = []admissionv1.Operation{admissionv1.Delete}
 	istioVersions    = []string{"v1", "v1beta1"}
@@ -117,7 +118,7 @@ var table = []Kind{
 	}),
 	{
 		GroupKind: networkingv1.SchemeGroupVersion.WithKind("ServiceEntry").GroupKind(), Versions: []string{"v1", "v1beta1", "v1alpha3"},
-		Resource: "serviceentries", Optional: true, Role: Service, Cache: Whole,
+		Resource: "serviceentries", Optional: true, Role: Service, Cache: Whole, Validate: updateOnly,
 		typed: istioManifest,
 		decode: istio(func() (metav1.Object, *metav1.ObjectMeta, any) {
 			o := &networkingv1.ServiceEntry{}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -238,5 +239,27 @@ func TestEnforcementPoints(t *testing.T) {
 		if got := ztunnelEnforcement(aps, true).admits(req); got != c.ztunnel {
 			t.Errorf("%s, at ztunnel: admitted %v, want %v", c.name, got, c.ztunnel)
 		}
+	}
+}
+
+// TestMG812ServiceEntry: an UPDATE of a ServiceEntry that drops its waypoint leaves the
+// JWT policy attached to it enforced nowhere.
+func TestMG812ServiceEntry(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
+	gw := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "egress", Namespace: "shop"}}
+	gw.Spec.GatewayClassName = waypointClass
+	bound := &ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "payments", Namespace: "shop", Labels: map[string]string{useWaypointLabel: "egress"}}}
+	unbound := bound.DeepCopy()
+	unbound.Labels = nil
+	ap := newAP(t, "shop", "payments-jwt", `{"targetRefs":[{"kind":"ServiceEntry","group":"networking.istio.io","name":"payments"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
+	live := snapshot(ns, gw, bound, ap)
+	fs := NewEngine().Review(Review{Operation: Update, Object: unbound, OldObject: bound, State: live})
+	if !has(fs, "MG812") {
+		t.Errorf("unbinding the ServiceEntry: %v", rules(fs))
+	}
+	relabelled := bound.DeepCopy()
+	relabelled.Labels["team"] = "payments"
+	if fs := NewEngine().Review(Review{Operation: Update, Object: relabelled, OldObject: bound, State: live}); has(fs, "MG812") {
+		t.Errorf("a label that binds nothing: %v", rules(fs))
 	}
 }

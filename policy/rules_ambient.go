@@ -281,8 +281,8 @@ func ambientRules() []Rule {
 				"attach the policy to the waypoint, or to the Services it serves: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <waypoint>}]")}
 		},
 	}, {
-		ID: "MG812", Name: "waypoint-binding-removed", Default: Deny, Kinds: []string{KindService, KindNamespace, KindGateway}, OnDelete: true,
-		Summary: "An UPDATE of a Service or Namespace, or the DELETE of a Gateway, that unbinds Services from the waypoint that enforces their JWT policies (`istio.io/use-waypoint` removed or `none`, `istio.io/waypoint-for` changed, the Gateway deleted).",
+		ID: "MG812", Name: "waypoint-binding-removed", Default: Deny, Kinds: []string{KindService, "ServiceEntry", KindNamespace, KindGateway}, OnDelete: true,
+		Summary: "An UPDATE of a Service, ServiceEntry or Namespace, or the DELETE of a Gateway, that unbinds Services from the waypoint that enforces their JWT policies (`istio.io/use-waypoint` removed or `none`, the Gateway deleted).",
 		Why:     "A regression against the live state, as MG303: the policies attached to those Services are enforced nowhere from then on.",
 		Check: func(c *Context) []Finding {
 			if c.Before == nil || c.OldObject == nil {
@@ -293,16 +293,16 @@ func ambientRules() []Rule {
 				ns = n.Name
 			}
 			var unbound []string
-			for _, svc := range c.Before.Services(ns) {
-				if before, _ := serviceWaypoint(c.Before, serviceTarget(svc)); before == nil || !hasJWTPolicyOn(c.Before, svc) {
+			for _, before := range waypointTargets(c.Before, ns) {
+				if gw, _ := serviceWaypoint(c.Before, before); gw == nil || !hasJWTPolicyOn(c.Before, before) {
 					continue
 				}
-				after := svc
-				if i := slices.IndexFunc(c.State.Services(ns), func(s *corev1.Service) bool { return s.Name == svc.Name }); i >= 0 {
-					after = c.State.Services(ns)[i]
+				after, known := targetOf(c.State, ns, before.kind, before.name)
+				if !known {
+					after = before
 				}
-				if gw, _ := serviceWaypoint(c.State, serviceTarget(after)); gw == nil {
-					unbound = append(unbound, "Service "+ns+"/"+svc.Name)
+				if gw, _ := serviceWaypoint(c.State, after); gw == nil {
+					unbound = append(unbound, before.kind+" "+ns+"/"+before.name)
 				}
 			}
 			if len(unbound) == 0 {
@@ -367,24 +367,28 @@ func ambientRules() []Rule {
 	}}
 }
 
-// hasJWTPolicyOn tells whether a JWT policy is attached to a Service by targetRefs.
-func hasJWTPolicyOn(st State, svc *corev1.Service) bool {
+// hasJWTPolicyOn tells whether a JWT policy is attached by targetRefs to a Service or
+// ServiceEntry.
+func hasJWTPolicyOn(st State, t waypointTarget) bool {
 	attached := func(o metav1.Object) bool {
 		return isJWTPolicy(o) && slices.ContainsFunc(scopeOf(o).targetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
-			return r.Kind == "Service" && r.Name == svc.Name
+			return r.Kind == t.kind && r.Name == t.name
 		})
 	}
-	for _, ra := range st.RequestAuthentications(svc.Namespace) {
-		if attached(ra) {
-			return true
-		}
+	return slices.ContainsFunc(st.RequestAuthentications(t.namespace), func(ra *RequestAuthentication) bool { return attached(ra) }) ||
+		slices.ContainsFunc(st.AuthorizationPolicies(t.namespace), func(ap *AuthorizationPolicy) bool { return attached(ap) })
+}
+
+// waypointTargets are the Services and ServiceEntries of a namespace.
+func waypointTargets(st State, ns string) []waypointTarget {
+	var out []waypointTarget
+	for _, svc := range st.Services(ns) {
+		out = append(out, serviceTarget(svc))
 	}
-	for _, ap := range st.AuthorizationPolicies(svc.Namespace) {
-		if attached(ap) {
-			return true
-		}
+	for _, se := range st.ServiceEntries(ns) {
+		out = append(out, entryTarget(se))
 	}
-	return false
+	return out
 }
 
 // targetOf finds the Service or ServiceEntry a targetRef names; false when the state holds

@@ -267,6 +267,10 @@ func (c *changed) Services(ns string) []*corev1.Service {
 	return applyChange(c, c.State.Services(ns), inNamespace[*corev1.Service](ns))
 }
 
+func (c *changed) ServiceEntries(ns string) []*ServiceEntry {
+	return applyChange(c, c.State.ServiceEntries(ns), inNamespace[*ServiceEntry](ns))
+}
+
 func (c *changed) Gateways(ns string) []*Gateway {
 	return applyChange(c, c.State.Gateways(ns), inNamespace[*Gateway](ns))
 }
