@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -328,4 +329,44 @@ func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*Au
 		return found[attrPeerPrincipal]
 	}
 	return "any workload of the mesh, by the Pods' addresses"
+}
+
+// atWaypoint returns the policies of list a workload's waypoint enforces for it: those
+// attached to a Service selecting it and bound to the waypoint, to the waypoint's Gateway,
+// or to every waypoint (GatewayClass istio-waypoint, from the root namespace). None without
+// a waypoint.
+func atWaypoint[T metav1.Object](st State, root string, w *Workload, gw *Gateway, list func(string) []T) []T {
+	if gw == nil {
+		return nil
+	}
+	var services []string
+	for _, svc := range st.Services(w.Namespace) {
+		if len(svc.Spec.Selector) > 0 && Selects(svc.Spec.Selector, w.Labels) {
+			if bound, _ := serviceWaypoint(st, serviceTarget(svc)); bound == gw {
+				services = append(services, svc.Name)
+			}
+		}
+	}
+	attached := func(o T, kind string, names ...string) bool {
+		return slices.ContainsFunc(scopeOf(o).targetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
+			return r.Kind == kind && slices.Contains(names, r.Name)
+		})
+	}
+	var out []T
+	for _, o := range list(root) {
+		if attached(o, "GatewayClass", waypointClass) {
+			out = append(out, o)
+		}
+	}
+	for _, o := range list(gw.Namespace) {
+		if attached(o, "Gateway", gw.Name) {
+			out = append(out, o)
+		}
+	}
+	for _, o := range list(w.Namespace) {
+		if attached(o, "Service", services...) {
+			out = append(out, o)
+		}
+	}
+	return out
 }

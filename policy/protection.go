@@ -26,6 +26,8 @@ type opening struct {
 	w         *Workload
 	evaluated bool
 	witness   request
+	// viaWaypoint: the policies are a waypoint's, whose callers all come over mTLS.
+	viaWaypoint bool
 	// byPolicies shares what was evaluated between the workloads of one review that the
 	// same policies, with mTLS alike, apply to: a mesh-wide policy's review asks of every
 	// label set of the cluster, most under the same few policies.
@@ -44,6 +46,14 @@ func protectionOf(st State, root string, w *Workload, openings map[openingKey]re
 		ras:     forWorkload(w, root, st.RequestAuthentications),
 		aps:     forWorkload(w, root, st.AuthorizationPolicies),
 		opening: &opening{st: st, root: root, w: w, byPolicies: openings},
+	}
+	// An ambient Pod's tokens are checked at its waypoint, by the policies attached to it,
+	// and nowhere without one: ztunnel loads no RequestAuthentication (MG801).
+	if !w.Virtual && inAmbient(st, w) {
+		gw := waypointOf(st, w)
+		p.ras = atWaypoint(st, root, w, gw, st.RequestAuthentications)
+		p.aps = atWaypoint(st, root, w, gw, st.AuthorizationPolicies)
+		p.opening.viaWaypoint = true
 	}
 	for _, ra := range p.ras {
 		for _, r := range ra.Spec.JwtRules {
@@ -66,7 +76,7 @@ func (p protection) tokenless() request {
 	if o.evaluated {
 		return o.witness
 	}
-	key := openingKey{plaintext: !mtlsStrict(o.st, o.root, o.w)}
+	key := openingKey{plaintext: !o.viaWaypoint && !mtlsStrict(o.st, o.root, o.w)}
 	var names strings.Builder
 	for _, ap := range p.aps {
 		names.WriteString(ap.Namespace + "/" + ap.Name + "\n")
@@ -86,7 +96,7 @@ func (p protection) tokenless() request {
 // gets in at all.
 func (p protection) admitsUnverified() bool {
 	o := p.opening
-	e := enforcementOf(p.aps, !mtlsStrict(o.st, o.root, o.w))
+	e := enforcementOf(p.aps, !o.viaWaypoint && !mtlsStrict(o.st, o.root, o.w))
 	found, decided := e.find(request{}, true, e.peers(), e.admits)
 	return found != nil || !decided
 }

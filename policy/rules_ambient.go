@@ -183,7 +183,7 @@ func ambientRules() []Rule {
 					ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
 				}
 				for _, w := range ambientOf(c.State, ws) {
-					who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, c.protection(c.State, w).aps)
+					who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
 					if who == "" {
 						continue
 					}
@@ -335,7 +335,8 @@ func ambientRules() []Rule {
 			default:
 				return nil
 			}
-			if c.Settings.Coverage == nil && len(c.protection(c.State, w).ras) == 0 {
+			// In scope: covered, or selected by a JWT policy (as written, or at its waypoint).
+			if c.Settings.Coverage == nil && len(forWorkload(w, c.Settings.Root, c.State.RequestAuthentications))+len(c.protection(c.State, w).ras) == 0 {
 				return nil
 			}
 			return []Finding{finding(field,

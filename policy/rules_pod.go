@@ -106,10 +106,11 @@ func podRules() []Rule {
 		}),
 	}, {
 		ID: "MG504", Name: "pod-not-enforceable", Default: Warn, Kinds: pod,
-		Summary: "A covered or JWT-selected Pod with sidecar injection disabled, `hostNetwork`, or inbound ports excluded from interception. Istio's gateway and waypoint Pods are proxies, not workloads: they enforce the policies attached to them.",
+		Summary: "A covered or JWT-selected Pod with sidecar injection disabled, `hostNetwork`, or inbound ports excluded from interception. Istio's gateway and waypoint Pods are proxies, not workloads: they enforce the policies attached to them. Ambient Pods are MG813's.",
 		Why:     "Istio cannot enforce anything on it: its policies are dead letters.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
-			if c.Operation == Update || isProxy(w) {
+			// An ambient Pod needs no sidecar: MG813 judges what ztunnel does not intercept.
+			if c.Operation == Update || isProxy(w) || meantForAmbient(c.State, w) {
 				return nil
 			}
 			field, why := notEnforceable(w)
