@@ -235,6 +235,11 @@ spec:
 		}
 		return true
 	})
+	// Deleting the waypoint's DENY opens the Service's workloads again: MG303.
+	waitFor(t, func() bool {
+		_, stderr, err := kubectl(t, "", "delete", "authorizationpolicy", "-n", "ambient-shop", "deny-no-token", "--dry-run=server")
+		return err != nil && strings.Contains(stderr, "MG303 removes-jwt-enforcement")
+	})
 	// Unbinding the namespace leaves the Service's JWT policies enforced nowhere: MG812.
 	waitFor(t, func() bool {
 		_, stderr, err := kubectl(t, "", "label", "namespace", "ambient-shop", "istio.io/use-waypoint-", "--dry-run=server")
