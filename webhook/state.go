@@ -38,7 +38,8 @@ type liveState struct {
 	err    error
 	// read holds the views this request has read: one review sees one version of each
 	// view, however many times its rules ask.
-	read map[viewKey]*policy.Snapshot
+	read     map[viewKey]*policy.Snapshot
+	settings map[string]policy.Settings
 }
 
 func (s *liveState) fail(err error) {
@@ -160,11 +161,20 @@ func (s *liveState) KnowsGateways() bool { return true }
 // KnowsWorkloads is true: the cache holds every Pod of the cluster.
 func (s *liveState) KnowsWorkloads() bool { return true }
 
+// Settings are asked of every workload a policy selects (its data plane): a review keeps
+// those it has read.
 func (s *liveState) Settings(ns string) policy.Settings {
+	if settings, ok := s.settings[ns]; ok {
+		return settings
+	}
 	settings, err := s.views.settingsOf(s.ctx, ns)
 	if err != nil {
 		s.fail(err)
 	}
+	if s.settings == nil {
+		s.settings = map[string]policy.Settings{}
+	}
+	s.settings[ns] = settings
 	return settings
 }
 
