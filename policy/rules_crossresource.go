@@ -32,7 +32,7 @@ func crossResourceRules() []Rule {
 				field = "spec.targetRefs"
 			}
 			return []Finding{finding(field,
-				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s gets in, on any path", c.describe(open), describeRequest(c.protection(c.State, open[0]).tokenless())),
+				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s gets in on a path no policy names", c.describe(open), describeRequest(c.protection(c.State, open[0]).tokenless())),
 				fmt.Sprintf("add an ALLOW policy for the same workloads with requestPrincipals: [%q], or a DENY with notRequestPrincipals: [\"*\"]", firstIssuer(ra)+"/*"))}
 		}),
 	}, {
@@ -100,7 +100,7 @@ func crossResourceRules() []Rule {
 			var out []Finding
 			if len(opened) > 0 {
 				out = append(out, finding("spec",
-					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on any path); today they require one", verb, c.describe(opened), describeRequest(c.protection(c.State, opened[0]).tokenless())),
+					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on a path no policy names); today they require one", verb, c.describe(opened), describeRequest(c.protection(c.State, opened[0]).tokenless())),
 					"first apply another AuthorizationPolicy that requires a token for these workloads, or keep this one"))
 			}
 			if len(undenied) > 0 {
