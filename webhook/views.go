@@ -44,9 +44,7 @@ type Views struct {
 	// stores are the informers' stores of viewedKinds, where Watch could reach them; views
 	// read the others from reader. Set before watched.
 	stores []toolscache.Indexer
-	// absent marks the viewedKinds the cluster does not serve: it has none of them.
-	absent []bool
-	// installed are the kinds the cluster serves, once watched.
+	// installed are the kinds the cluster serves, once watched (see serves).
 	installed []*kinds.Kind
 	// versions counts the changes seen per viewKey (*atomic.Uint64); views holds the last
 	// view built per viewKey (*atVersion[*policy.Snapshot]), valid while its version is
@@ -142,10 +140,8 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers, installed 
 		}
 	}
 	stores := make([]toolscache.Indexer, len(viewedKinds))
-	absent := make([]bool, len(viewedKinds))
 	for i, k := range viewedKinds {
 		if !slices.Contains(installed, k.kind) {
-			absent[i] = true
 			continue
 		}
 		inf, err := watch(ctx, informers, k.kind, v.changes(k.part))
@@ -158,7 +154,7 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers, installed 
 			stores[i] = indexed.GetIndexer()
 		}
 	}
-	v.stores, v.absent, v.installed = stores, absent, installed
+	v.stores, v.installed = stores, installed
 	v.watched.Store(true)
 	return nil
 }
@@ -339,7 +335,7 @@ var podKind = slices.IndexFunc(viewedKinds, func(k viewedKind) bool { return k.p
 // list returns the objects of the i-th viewed kind in ns (every namespace for
 // metav1.NamespaceAll): from its informer's store when watched, else from the reader.
 func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
-	if v.watched.Load() && i < len(v.absent) && v.absent[i] {
+	if !v.serves(viewedKinds[i].kind) {
 		return nil, nil
 	}
 	if v.watched.Load() && i < len(v.stores) && v.stores[i] != nil {
@@ -363,7 +359,7 @@ func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
 // gatewayClass returns the GatewayClass of a name from the cache, or nil: also where the
 // cluster does not serve the Gateway API.
 func (v *Views) gatewayClass(ctx context.Context, name string) (*policy.GatewayClass, error) {
-	if v.watched.Load() && !slices.Contains(v.installed, kinds.Lookup(gatewayv1.GroupName, "GatewayClass")) {
+	if !v.serves(kinds.Lookup(gatewayv1.GroupName, "GatewayClass")) {
 		return nil, nil
 	}
 	var class gatewayv1.GatewayClass
@@ -375,4 +371,10 @@ func (v *Views) gatewayClass(ctx context.Context, name string) (*policy.GatewayC
 		return nil, err
 	}
 	return &class, nil
+}
+
+// serves tells whether the cluster serves a kind: one it does not has none of its objects.
+// Views not watched (or watched without the list) read every kind.
+func (v *Views) serves(k *kinds.Kind) bool {
+	return !v.watched.Load() || v.installed == nil || slices.Contains(v.installed, k)
 }
