@@ -252,18 +252,19 @@ func waypointFor(st State, gw *Gateway) string {
 	return "service"
 }
 
-// waypointOf returns the waypoint a workload's traffic arrives through: that of a Service
-// selecting it, bound to a working waypoint; nil when none is known.
-func waypointOf(st State, w *Workload) *Gateway {
+// waypointOf returns the waypoint a workload's traffic arrives through (that of a Service
+// selecting it, bound to a working waypoint; nil when none is known), and the Services
+// selecting it that are bound to that waypoint.
+func waypointOf(st State, w *Workload) (gw *Gateway, services []string) {
 	for _, svc := range st.Services(w.Namespace) {
 		if len(svc.Spec.Selector) == 0 || !Selects(svc.Spec.Selector, w.Labels) {
 			continue
 		}
-		if gw, _ := serviceWaypoint(st, serviceTarget(svc)); gw != nil {
-			return gw
+		if bound, _ := serviceWaypoint(st, serviceTarget(svc)); bound != nil && (gw == nil || bound == gw) {
+			gw, services = bound, append(services, svc.Name)
 		}
 	}
-	return nil
+	return gw, services
 }
 
 // waypointIdentity is the principal a waypoint's Pods run as: the service account Istio
@@ -331,21 +332,13 @@ func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*Au
 	return "any workload of the mesh, by the Pods' addresses"
 }
 
-// atWaypoint returns the policies of list a workload's waypoint enforces for it: those
-// attached to a Service selecting it and bound to the waypoint, to the waypoint's Gateway,
-// or to every waypoint (GatewayClass istio-waypoint, from the root namespace). None without
-// a waypoint.
-func atWaypoint[T metav1.Object](st State, root string, w *Workload, gw *Gateway, list func(string) []T) []T {
+// atWaypoint returns the policies of list a waypoint enforces for a workload of namespace
+// ns: those attached to the workload's Services bound to it (waypointOf), to the
+// waypoint's Gateway, or to every waypoint (GatewayClass istio-waypoint, from the root
+// namespace). None without a waypoint.
+func atWaypoint[T metav1.Object](root, ns string, gw *Gateway, services []string, list func(string) []T) []T {
 	if gw == nil {
 		return nil
-	}
-	var services []string
-	for _, svc := range st.Services(w.Namespace) {
-		if len(svc.Spec.Selector) > 0 && Selects(svc.Spec.Selector, w.Labels) {
-			if bound, _ := serviceWaypoint(st, serviceTarget(svc)); bound == gw {
-				services = append(services, svc.Name)
-			}
-		}
 	}
 	attached := func(o T, kind string, names ...string) bool {
 		return slices.ContainsFunc(scopeOf(o).targetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
@@ -363,7 +356,7 @@ func atWaypoint[T metav1.Object](st State, root string, w *Workload, gw *Gateway
 			out = append(out, o)
 		}
 	}
-	for _, o := range list(w.Namespace) {
+	for _, o := range list(ns) {
 		if attached(o, "Service", services...) {
 			out = append(out, o)
 		}

@@ -50,9 +50,9 @@ func protectionOf(st State, root string, w *Workload, openings map[openingKey]re
 	// An ambient Pod's tokens are checked at its waypoint, by the policies attached to it,
 	// and nowhere without one: ztunnel loads no RequestAuthentication (MG801).
 	if !w.Virtual && inAmbient(st, w) {
-		gw := waypointOf(st, w)
-		p.ras = atWaypoint(st, root, w, gw, st.RequestAuthentications)
-		p.aps = atWaypoint(st, root, w, gw, st.AuthorizationPolicies)
+		gw, services := waypointOf(st, w)
+		p.ras = atWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications)
+		p.aps = atWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
 		p.opening.viaWaypoint = true
 	}
 	for _, ra := range p.ras {

@@ -234,7 +234,7 @@ func ambientRules() []Rule {
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var gw *Gateway
 			for _, w := range c.ztunnelWorkloads(p) {
-				if gw = waypointOf(c.State, w); gw != nil {
+				if gw, _ = waypointOf(c.State, w); gw != nil {
 					break
 				}
 			}
