@@ -250,9 +250,13 @@ func (l *Loader) loadObject(src Source, js []byte) {
 		l.bundle.Ignored++
 		return
 	}
-	_, name, _, _ := kinds.Identity(js)
+	// The object's name, for messages only: read again only when one is written.
+	name := func() string {
+		_, n, _, _ := kinds.Identity(js)
+		return n
+	}
 	if !kind.Serves(version) {
-		l.fail(src, "%s %q: apiVersion %q is not served; use %s", tm.Kind, name, tm.APIVersion, servedVersions(kind))
+		l.fail(src, "%s %q: apiVersion %q is not served; use %s", tm.Kind, name(), tm.APIVersion, servedVersions(kind))
 		return
 	}
 	read := l.Read
@@ -261,12 +265,12 @@ func (l *Loader) loadObject(src Source, js []byte) {
 	}
 	o, err := read(kind, js)
 	if err != nil {
-		l.fail(src, "%s %q: %v", tm.Kind, name, err)
+		l.fail(src, "%s %q: %v", tm.Kind, name(), err)
 		return
 	}
 	if g, ok := o.(*policy.MeshGuardrail); ok {
 		if errs := l.Engine.ValidateGuardrail(g); len(errs) > 0 {
-			l.fail(src, "%s %q is invalid: %v", tm.Kind, name, errs.ToAggregate())
+			l.fail(src, "%s %q is invalid: %v", tm.Kind, g.Name, errs.ToAggregate())
 			return
 		}
 	}
@@ -304,21 +308,7 @@ func (l *Loader) add(src Source, kind *kinds.Kind, o metav1.Object) {
 func jsonError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Errorf("%s: expected %s, got %s", te.Field, jsonType(te.Type.Kind().String()), te.Value)
+		return fmt.Errorf("%s: expected %s, got %s", te.Field, kinds.Expected(te.Type.Kind()), te.Value)
 	}
 	return err
-}
-
-func jsonType(goKind string) string {
-	switch goKind {
-	case "map", "struct", "ptr":
-		return "an object"
-	case "slice", "array":
-		return "a list"
-	case "bool":
-		return "true or false"
-	case "string":
-		return "a string"
-	}
-	return "a number"
 }

@@ -272,7 +272,7 @@ func jsonError(err error) error {
 	case se.Err == json.ErrUnknownName:
 		return fmt.Errorf("unknown field %q", path)
 	case se.JSONKind != 0 && se.GoType != nil:
-		return fmt.Errorf("%s: expected %s, got %s", path, goKind(se.GoType.Kind()), se.JSONKind)
+		return fmt.Errorf("%s: expected %s, got %s", path, Expected(se.GoType.Kind()), se.JSONKind)
 	case se.Err != nil:
 		return fmt.Errorf("%s: %v", path, se.Err)
 	}
@@ -307,8 +307,8 @@ func fieldPath(p jsontext.Pointer) string {
 	return b.String()
 }
 
-// goKind names what JSON a Go kind is read from, for messages.
-func goKind(k reflect.Kind) string {
+// Expected names what JSON a Go kind is read from, for messages: "an object", "a list".
+func Expected(k reflect.Kind) string {
 	switch k {
 	case reflect.Map, reflect.Struct, reflect.Pointer:
 		return "an object"
