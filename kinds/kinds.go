@@ -117,7 +117,7 @@ var table = []Kind{
 		return o, &o.ObjectMeta, &o.Spec
 	}),
 	{
-		GroupKind: networkingv1.SchemeGroupVersion.WithKind("ServiceEntry").GroupKind(), Versions: []string{"v1", "v1beta1", "v1alpha3"},
+		GroupKind: networkingv1.SchemeGroupVersion.WithKind(policy.KindServiceEntry).GroupKind(), Versions: []string{"v1", "v1beta1", "v1alpha3"},
 		Resource: "serviceentries", Optional: true, Role: Service, Cache: Whole, Validate: updateOnly,
 		typed: istioManifest,
 		decode: istio(func() (metav1.Object, *metav1.ObjectMeta, any) {
@@ -137,27 +137,27 @@ var table = []Kind{
 		typed:       func() any { return &corev1.Pod{} }, decode: pod,
 	},
 	{
-		GroupKind: schema.GroupKind{Kind: "Service"}, Versions: workloadVersions,
+		GroupKind: schema.GroupKind{Kind: policy.KindService}, Versions: workloadVersions,
 		Resource: "services", Role: Service, Cache: Whole, Validate: updateOnly,
 		typed: func() any { return &corev1.Service{} }, decode: kube[corev1.Service],
 	},
 	{
-		GroupKind: schema.GroupKind{Kind: "Namespace"}, Versions: workloadVersions,
+		GroupKind: schema.GroupKind{Kind: policy.KindNamespace}, Versions: workloadVersions,
 		Resource: "namespaces", ClusterScoped: true, Role: Setting, Cache: Whole, Validate: updateOnly,
 		typed: func() any { return &corev1.Namespace{} }, decode: kube[corev1.Namespace],
 	},
 	{
-		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "Gateway"}, Versions: []string{"v1", "v1beta1"},
+		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: policy.KindGateway}, Versions: []string{"v1", "v1beta1"},
 		Resource: "gateways", Optional: true, Role: Proxy, Cache: Whole, Validate: deleteOnly,
 		typed: func() any { return &gatewayv1.Gateway{} }, decode: kube[gatewayv1.Gateway],
 	},
 	{
-		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "HTTPRoute"}, Versions: []string{"v1", "v1beta1"},
+		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: policy.KindHTTPRoute}, Versions: []string{"v1", "v1beta1"},
 		Resource: "httproutes", Optional: true, Role: Proxy, Cache: Whole,
 		typed: func() any { return &gatewayv1.HTTPRoute{} }, decode: kube[gatewayv1.HTTPRoute],
 	},
 	{
-		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: "GatewayClass"}, Versions: []string{"v1", "v1beta1"},
+		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: policy.KindGatewayClass}, Versions: []string{"v1", "v1beta1"},
 		Resource: "gatewayclasses", ClusterScoped: true, Optional: true, Role: Proxy, Cache: Whole,
 		typed: func() any { return &gatewayv1.GatewayClass{} }, decode: kube[gatewayv1.GatewayClass],
 	},

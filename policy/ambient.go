@@ -189,7 +189,7 @@ func serviceTarget(svc *corev1.Service) waypointTarget {
 }
 
 func entryTarget(se *ServiceEntry) waypointTarget {
-	return waypointTarget{"ServiceEntry", se.Namespace, se.Name, se.Labels, false}
+	return waypointTarget{KindServiceEntry, se.Namespace, se.Name, se.Labels, false}
 }
 
 // serviceWaypoint resolves the waypoint that takes a Service's (or ServiceEntry's)
@@ -347,7 +347,7 @@ func atWaypoint[T metav1.Object](root, ns string, gw *Gateway, services []string
 	}
 	var out []T
 	for _, o := range list(root) {
-		if attached(o, "GatewayClass", waypointClass) {
+		if attached(o, KindGatewayClass, waypointClass) {
 			out = append(out, o)
 		}
 	}

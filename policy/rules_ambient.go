@@ -145,16 +145,16 @@ func ambientRules() []Rule {
 			for i, r := range s.targetRefs {
 				field := fmt.Sprintf("spec.targetRefs[%d]", i)
 				switch {
-				case !slices.Contains([]string{"Gateway", "GatewayClass", "Service", "ServiceEntry"}, r.Kind):
+				case !slices.Contains(attachableKinds, r.Kind):
 					out = append(out, finding(field+".kind",
 						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: this policy is enforced nowhere", r.Kind), fix))
 				case r.Kind == "Gateway" && c.State.KnowsGateways() && !slices.ContainsFunc(c.State.Gateways(s.namespace), func(g *Gateway) bool { return g.Name == r.Name }):
 					out = append(out, finding(field+".name",
 						fmt.Sprintf("no Gateway %q in namespace %s: this policy is enforced nowhere", r.Name, s.namespace), fix))
-				case r.Kind == "GatewayClass" && r.Name != waypointClass:
+				case r.Kind == KindGatewayClass && r.Name != waypointClass:
 					out = append(out, finding(field+".name",
 						fmt.Sprintf("Istio attaches policies to GatewayClass %s only, not %q: this policy is enforced nowhere", waypointClass, r.Name), fix))
-				case r.Kind == "GatewayClass" && s.namespace != c.Settings.Root:
+				case r.Kind == KindGatewayClass && s.namespace != c.Settings.Root:
 					out = append(out, finding(field,
 						fmt.Sprintf("a GatewayClass is attached to only from the root namespace %s, not %s: this policy is enforced nowhere", c.Settings.Root, s.namespace), fix))
 				}
@@ -281,7 +281,7 @@ func ambientRules() []Rule {
 				"attach the policy to the waypoint, or to the Services it serves: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <waypoint>}]")}
 		},
 	}, {
-		ID: "MG812", Name: "waypoint-binding-removed", Default: Deny, Kinds: []string{KindService, "ServiceEntry", KindNamespace, KindGateway}, OnDelete: true,
+		ID: "MG812", Name: "waypoint-binding-removed", Default: Deny, Kinds: []string{KindService, KindServiceEntry, KindNamespace, KindGateway}, OnDelete: true,
 		Summary: "An UPDATE of a Service, ServiceEntry or Namespace, or the DELETE of a Gateway, that unbinds Services from the waypoint that enforces their JWT policies (`istio.io/use-waypoint` removed or `none`, the Gateway deleted).",
 		Why:     "A regression against the live state, as MG303: the policies attached to those Services are enforced nowhere from then on.",
 		Check: func(c *Context) []Finding {
@@ -400,7 +400,7 @@ func targetOf(st State, ns, kind, name string) (waypointTarget, bool) {
 		if i := slices.IndexFunc(st.Services(ns), func(s *corev1.Service) bool { return s.Name == name }); i >= 0 {
 			return serviceTarget(st.Services(ns)[i]), true
 		}
-	case "ServiceEntry":
+	case KindServiceEntry:
 		if i := slices.IndexFunc(st.ServiceEntries(ns), func(s *ServiceEntry) bool { return s.Name == name }); i >= 0 {
 			return entryTarget(st.ServiceEntries(ns)[i]), true
 		}

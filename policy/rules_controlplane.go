@@ -174,7 +174,7 @@ func controlPlaneRules() []Rule {
 			}
 			var out []Finding
 			for i, r := range scopeOf(c.Object).targetRefs {
-				if r.Kind == "GatewayClass" {
+				if r.Kind == KindGatewayClass {
 					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
 						fmt.Sprintf("istiod %s attaches no policy to GatewayClass %q: this policy is enforced nowhere", v, r.Name),
 						"upgrade istiod to 1.26 or later, or target the waypoint Gateway itself"))

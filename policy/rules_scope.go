@@ -153,7 +153,7 @@ func scopeRules() []Rule {
 			for i, r := range s.targetRefs {
 				field := fmt.Sprintf("spec.targetRefs[%d]", i)
 				switch {
-				case !slices.Contains([]string{"Gateway", "GatewayClass", "Service", "ServiceEntry"}, r.Kind) && !isJWTPolicy(c.Object): // JWT policies: MG807
+				case !slices.Contains(attachableKinds, r.Kind) && !isJWTPolicy(c.Object): // JWT policies: MG807
 					out = append(out, finding(field+".kind",
 						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: the policy applies nowhere", r.Kind),
 						"target the Gateway or the Service (through its waypoint), or use a selector for sidecar workloads"))

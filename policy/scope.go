@@ -50,6 +50,9 @@ func scopeOf(o metav1.Object) scope {
 	return scope{namespace: o.GetNamespace()}
 }
 
+// attachableKinds are the kinds Istio attaches policies to by targetRefs.
+var attachableKinds = []string{KindGateway, KindGatewayClass, KindService, KindServiceEntry}
+
 // gatewayRefs are the targetRefs that name a Gateway: the only ones that reach Pods.
 func (s scope) gatewayRefs() []*typev1beta1.PolicyTargetReference {
 	var out []*typev1beta1.PolicyTargetReference

@@ -41,6 +41,9 @@ const (
 	KindService               = "Service"
 	KindNamespace             = "Namespace"
 	KindGateway               = "Gateway"
+	KindGatewayClass          = "GatewayClass"
+	KindServiceEntry          = "ServiceEntry"
+	KindHTTPRoute             = "HTTPRoute"
 )
 
 // Action is what a finding does to the change under review.
@@ -159,11 +162,11 @@ func KindOf(o metav1.Object) string {
 	case *Gateway:
 		return KindGateway
 	case *GatewayClass:
-		return "GatewayClass"
+		return KindGatewayClass
 	case *ServiceEntry:
-		return "ServiceEntry"
+		return KindServiceEntry
 	case *HTTPRoute:
-		return "HTTPRoute"
+		return KindHTTPRoute
 	}
 	return ""
 }
