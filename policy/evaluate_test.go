@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -67,15 +68,21 @@ func TestEvaluator(t *testing.T) {
 			}
 			aps = append(aps, ap)
 		}
-		req := request{}
-		for _, kv := range strings.Fields(c.request) {
-			k, v, _ := strings.Cut(kv, "=")
-			req[k] = v
-		}
+		req := parseRequest(c.request)
 		if got := enforcementOf(aps, true).admits(req); got != c.admitted {
 			t.Errorf("%s: admitted %v, want %v", c.name, got, c.admitted)
 		}
 	}
+}
+
+// parseRequest reads a request class written as attr=value pairs, space-separated.
+func parseRequest(s string) request {
+	req := request{}
+	for _, kv := range strings.Fields(s) {
+		k, v, _ := strings.Cut(kv, "=")
+		req[k] = v
+	}
+	return req
 }
 
 // TestTokenlessOpening: whether some request with no token gets in, on a path and from a
@@ -226,11 +233,7 @@ func TestEnforcementPoints(t *testing.T) {
 		for _, spec := range c.policies {
 			aps = append(aps, newAP(t, "shop", "p", spec))
 		}
-		req := request{}
-		for _, kv := range strings.Fields(c.request) {
-			k, v, _ := strings.Cut(kv, "=")
-			req[k] = v
-		}
+		req := parseRequest(c.request)
 		// A waypoint's policy reaches no sidecar either; the sidecar column is Envoy's
 		// evaluation of the rules as written.
 		if got := enforcementOf(aps, true).admits(req); got != c.sidecar && len(scopeOf(aps[0]).targetRefs) == 0 {
@@ -261,5 +264,91 @@ func TestMG812ServiceEntry(t *testing.T) {
 	relabelled.Labels["team"] = "payments"
 	if fs := NewEngine().Review(Review{Operation: Update, Object: relabelled, OldObject: bound, State: live}); has(fs, "MG812") {
 		t.Errorf("a label that binds nothing: %v", rules(fs))
+	}
+}
+
+// TestRoutes: per workload, per route a request takes (direct, through the waypoint, in
+// through an ingress gateway) and per request class, whether it gets through every proxy
+// on the way. The mesh: namespace shop in ambient mode, its Service web bound to waypoint
+// shop/waypoint, which checks tokens, and ztunnel admitting only the waypoint (the form
+// ambient.md §7 recommends); namespace legacy with sidecars checking tokens; an ingress
+// gateway ingress/public routing to both.
+func TestRoutes(t *testing.T) {
+	const (
+		token       = "request.auth.principal=https://idp.example.com/alice"
+		frontend    = "source.principal=cluster.local/ns/shop/sa/frontend source.namespace=shop"
+		requireJWT  = `{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`
+		jwtRule     = `{"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
+		forwardRule = `{"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","forwardOriginalToken":true}]}`
+	)
+	atService := func(spec string) string {
+		return `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],` + spec[1:]
+	}
+	atSelector := func(app, spec string) string {
+		return `{"selector":{"matchLabels":{"app":"` + app + `"}},` + spec[1:]
+	}
+	mesh := func(ingressRA string, shopLabels map[string]string) State {
+		shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", useWaypointLabel: "waypoint"}}}
+		for k, v := range shopLabels {
+			shop.Labels[k] = v
+		}
+		legacy := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Labels: map[string]string{injectionLabel: "enabled"}}}
+		wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
+		wp.Spec.GatewayClassName = waypointClass
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+		objs := []metav1.Object{shop, legacy, wp, svc,
+			pod("shop", "web", map[string]string{"app": "web"}),
+			pod("legacy", "api", map[string]string{"app": "api"}),
+			newRA(t, "shop", "web-jwt", atService(jwtRule)),
+			newAP(t, "shop", "web-require-jwt", atService(requireJWT)),
+			newAP(t, "shop", "web-only-waypoint", atSelector("web", `{"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/waypoint"]}}]}]}`)),
+			newRA(t, "legacy", "api-jwt", atSelector("api", jwtRule)),
+			newAP(t, "legacy", "api-require-jwt", atSelector("api", requireJWT)),
+		}
+		if ingressRA != "" {
+			objs = append(objs, newRA(t, "ingress", "public-jwt", `{"targetRefs":[{"kind":"Gateway","group":"gateway.networking.k8s.io","name":"public"}],`+ingressRA[1:]))
+		}
+		return snapshot(objs...)
+	}
+	ingress := pod("ingress", "public-7d9f", map[string]string{gatewayNameLabel: "public"})
+	cases := []struct {
+		name       string
+		ingressRA  string
+		shopLabels map[string]string
+		workload   string // namespace/name
+		via        string
+		request    string
+		admitted   bool
+	}{
+		{"ambient, direct: ztunnel admits the waypoint only", "", nil, "shop/web", "direct", token + " " + frontend, false},
+		{"ambient, through the waypoint, with a token", "", nil, "shop/web", "waypoint shop/waypoint", token + " " + frontend, true},
+		{"ambient, through the waypoint, no token", "", nil, "shop/web", "waypoint shop/waypoint", frontend, false},
+		{"ambient, from the ingress: past the waypoint, and ztunnel turns the gateway away", "", nil, "shop/web", "ingress ingress/public", token, false},
+		{"ambient, from the ingress through the waypoint (ingress-use-waypoint)", "", map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
+		{"ambient, from the ingress through the waypoint, no token", "", map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", "", false},
+		{"ambient, the gateway validates the token and drops it: the waypoint sees none", jwtRule, map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, false},
+		{"ambient, the gateway forwards the token it validated", forwardRule, map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
+		{"sidecar, direct, with a token", "", nil, "legacy/api", "direct", token + " " + frontend, true},
+		{"sidecar, direct, no token", "", nil, "legacy/api", "direct", frontend, false},
+		{"sidecar, direct, no token, no mTLS", "", nil, "legacy/api", "direct", "", false},
+		{"sidecar, from the ingress, with a token", "", nil, "legacy/api", "ingress ingress/public", token, true},
+		{"sidecar, from the ingress that drops the token", jwtRule, nil, "legacy/api", "ingress ingress/public", token, false},
+	}
+	for _, c := range cases {
+		st := mesh(c.ingressRA, c.shopLabels)
+		ns, name, _ := strings.Cut(c.workload, "/")
+		w := st.Workloads(ns, nil)[0]
+		if w.Name != name {
+			t.Fatalf("%s: workload %s/%s not found", c.name, ns, name)
+		}
+		routes := routesTo(st, "istio-system", w, []*Workload{ingress})
+		i := slices.IndexFunc(routes, func(r route) bool { return r.via == c.via })
+		if i < 0 {
+			t.Errorf("%s: no route %q", c.name, c.via)
+			continue
+		}
+		if got := routes[i].admits(parseRequest(c.request)); got != c.admitted {
+			t.Errorf("%s: admitted %v, want %v", c.name, got, c.admitted)
+		}
 	}
 }

@@ -215,8 +215,7 @@ func ambientRules() []Rule {
 					continue
 				}
 				svc := c.State.Services(s.namespace)[j]
-				if gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); gw == nil ||
-					svc.Labels[ingressUseWaypointLabel] == "true" || c.State.Settings(svc.Namespace).NamespaceLabels[ingressUseWaypointLabel] == "true" {
+				if gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); gw == nil || ingressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
 					continue
 				}
 				if ingress := ingressTo(c.State, svc); ingress != "" {

@@ -1,0 +1,147 @@
+package policy
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// A route is one way a request reaches a workload, and the proxies that enforce policy on
+// the way, in order: straight to the workload, through the waypoint its Services are bound
+// to, or in through an ingress gateway. Each proxy judges the request as it arrives there;
+// one that forwards it passes it on under its own identity, the caller the next one sees.
+type route struct {
+	// via names the route: "direct", or the waypoint or gateway it passes, as "waypoint
+	// ns/name" or "ingress ns/name".
+	via  string
+	hops []hop
+}
+
+// hop is one proxy of a route and what it enforces.
+type hop struct {
+	proxy       string // sidecar, ztunnel, waypoint ns/name, ingress ns/name
+	ras         []*RequestAuthentication
+	enforcement enforcement
+	// forwardsAs is the caller the next hop sees; nil at the last hop.
+	forwardsAs request
+}
+
+// routesTo returns the routes requests take to workload w: direct (pod-addressed, or the
+// only one without a waypoint), through its waypoint, and from each gateway of ingresses.
+// Ingress traffic goes straight to an ambient workload, past its waypoint, unless its
+// Service or namespace asks for the waypoint (istio.io/ingress-use-waypoint). A route to
+// a workload nothing intercepts has no hop.
+func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route {
+	last := localHop(st, root, w)
+	routes := []route{{via: "direct", hops: last}}
+	gw, services := (*Gateway)(nil), []string(nil)
+	if inAmbient(st, w) {
+		gw, services = waypointOf(st, w)
+	}
+	var waypoint []hop
+	if gw != nil {
+		waypoint = []hop{{
+			proxy:       "waypoint " + gw.Namespace + "/" + gw.Name,
+			ras:         atWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications),
+			enforcement: enforcementOf(atWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies), false),
+			forwardsAs:  peer(waypointIdentity(gw), gw.Namespace, gw.Name),
+		}}
+		routes = append(routes, route{via: waypoint[0].proxy, hops: slices.Concat(waypoint, last)})
+	}
+	for _, g := range ingresses {
+		name := g.Name
+		if gwName := g.Labels[gatewayNameLabel]; gwName != "" {
+			name = gwName // the Gateway its Pods serve
+		}
+		in := hop{
+			proxy: "ingress " + g.Namespace + "/" + name,
+			ras:   forWorkload(g, root, st.RequestAuthentications),
+			// Clients reach an ingress gateway from outside the mesh, without mTLS.
+			enforcement: enforcementOf(forWorkload(g, root, st.AuthorizationPolicies), true),
+			// Pods are kept by their metadata: a gateway's service account is not known,
+			// only that it calls from its namespace.
+			forwardsAs: peer(anyOther, g.Namespace, anyOther),
+		}
+		hops := []hop{in}
+		if gw != nil && ingressUsesWaypoint(st, w.Namespace, services) {
+			hops = append(hops, waypoint...)
+		}
+		routes = append(routes, route{via: in.proxy, hops: append(hops, last...)})
+	}
+	return routes
+}
+
+// localHop is the proxy that takes a workload's inbound traffic: ztunnel for an ambient
+// workload, loading no RequestAuthentication and the L4 part of its policies; else the
+// sidecar. None when nothing intercepts it.
+func localHop(st State, root string, w *Workload) []hop {
+	plaintext := !mtlsStrict(st, root, w)
+	aps := forWorkload(w, root, st.AuthorizationPolicies)
+	switch {
+	case inAmbient(st, w):
+		if w.Annotations[BypassInboundCaptureAnnotation] == "true" || w.Namespace == "kube-system" {
+			return nil
+		}
+		return []hop{{proxy: "ztunnel", enforcement: ztunnelEnforcement(aps, plaintext)}}
+	case meantForAmbient(st, w):
+		return nil // on the host's network: ztunnel does not intercept it
+	}
+	if field, _ := notEnforceable(w); field != "" {
+		return nil
+	}
+	return []hop{{proxy: "sidecar", ras: forWorkload(w, root, st.RequestAuthentications), enforcement: enforcementOf(aps, plaintext)}}
+}
+
+// ingressUsesWaypoint tells whether ingress traffic to the Services of namespace ns passes
+// their waypoint: a Service, or the namespace, labelled istio.io/ingress-use-waypoint.
+func ingressUsesWaypoint(st State, ns string, services []string) bool {
+	if st.Settings(ns).NamespaceLabels[ingressUseWaypointLabel] == "true" {
+		return true
+	}
+	return slices.ContainsFunc(st.Services(ns), func(svc *corev1.Service) bool {
+		return slices.Contains(services, svc.Name) && svc.Labels[ingressUseWaypointLabel] == "true"
+	})
+}
+
+// peer is the caller a proxy's mTLS presents: its principal, namespace and service account.
+func peer(principal, namespace, serviceAccount string) request {
+	return request{attrPeerPrincipal: principal, attrNamespace: namespace, attrServiceAccount: serviceAccount, attrTrustDomain: "cluster.local"}
+}
+
+// admits tells whether a request gets through every proxy of the route. A proxy without a
+// RequestAuthentication validates no token, so it sees no token attribute; one that
+// validates the token removes it before forwarding unless a rule keeps it
+// (forwardOriginalToken), so the proxies after it see none either.
+func (r route) admits(req request) bool {
+	req = maps.Clone(req)
+	for _, h := range r.hops {
+		seen := req
+		if len(h.ras) == 0 {
+			seen = withoutToken(req)
+		}
+		if !h.enforcement.admits(seen) {
+			return false
+		}
+		if len(h.ras) > 0 && !forwardsToken(h.ras) {
+			req = withoutToken(req)
+		}
+		maps.Copy(req, h.forwardsAs)
+	}
+	return true
+}
+
+// withoutToken returns req without its token's attributes.
+func withoutToken(req request) request {
+	out := maps.Clone(req)
+	maps.DeleteFunc(out, func(attr, _ string) bool { return strings.HasPrefix(attr, "request.auth.") })
+	return out
+}
+
+// forwardsToken tells whether a token validated by ras is forwarded: some rule keeps it.
+func forwardsToken(ras []*RequestAuthentication) bool {
+	return slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
+		return slices.ContainsFunc(ra.Spec.JwtRules, func(r *jwtRule) bool { return r.ForwardOriginalToken })
+	})
+}
