@@ -352,3 +352,20 @@ func TestRoutes(t *testing.T) {
 		}
 	}
 }
+
+// TestAmbientFixes: a fix for an ambient workload names the form that works there, a
+// policy attached to its waypoint, not another selector policy that no proxy loads.
+func TestAmbientFixes(t *testing.T) {
+	ap := newAP(t, "store", "cart-require-jwt", `{"selector":{"matchLabels":{"app":"cart"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
+	for _, mode := range []string{"ambient", ""} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "store", Labels: map[string]string{DataplaneModeLabel: mode}}}
+		fs := NewEngine().Review(Review{Operation: Create, Object: ap, State: snapshot(ns, ap, pod("store", "cart-0", map[string]string{"app": "cart"}))})
+		i := slices.IndexFunc(fs, func(f Finding) bool { return f.Rule == "MG302" })
+		if i < 0 {
+			t.Fatalf("mode %q: no MG302 in %v", mode, rules(fs))
+		}
+		if got := strings.Contains(fs[i].Fix, "targetRefs"); got != (mode == "ambient") {
+			t.Errorf("mode %q: MG302's fix %q", mode, fs[i].Fix)
+		}
+	}
+}

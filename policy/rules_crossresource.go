@@ -48,6 +48,9 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			fix := "add a RequestAuthentication for the same workloads with the issuer, jwksUri and audiences of the tokens"
+			if len(ambientOf(c.State, bare)) > 0 {
+				fix = "ambient workloads have their tokens checked at a waypoint only: attach a RequestAuthentication, and this policy, to their Service by targetRefs, and bind the Service to a waypoint (" + useWaypointLabel + ")"
+			}
 			if isDeny(p) && deniesOnClaims(p) {
 				return []Finding{finding("spec.rules",
 					fmt.Sprintf("no RequestAuthentication validates tokens for %s, so this DENY on token attributes never fires", c.describe(bare)), fix).as(Deny)}
