@@ -72,6 +72,10 @@ type Kind struct {
 	Cache    Cache
 	// Validate and Mutate are the operations the validating and mutating webhooks review.
 	Validate, Mutate []admissionv1.Operation
+	// StatusLabels: writes to the kind's status subresource can change its labels (the API
+	// server resets only a Pod's spec there), so the validating webhook reviews status
+	// UPDATEs as the object's.
+	StatusLabels bool
 	// Annotations are the annotations the rules read of the kind's objects: the cache
 	// keeps no others (kubectl's copy of the last applied configuration alone is as large
 	// as the object). A rule that reads a new one adds it here; TestGolden catches a miss.
@@ -132,7 +136,7 @@ var table = []Kind{
 	},
 	{
 		GroupKind: schema.GroupKind{Kind: policy.KindPod}, Versions: workloadVersions,
-		Resource: "pods", Role: Workload, Cache: MetadataOnly, Validate: createAndUpdate, Mutate: createOnly,
+		Resource: "pods", Role: Workload, Cache: MetadataOnly, Validate: createAndUpdate, Mutate: createOnly, StatusLabels: true,
 		Annotations: workloadAnnotations,
 		typed:       func() any { return &corev1.Pod{} }, decode: pod,
 	},

@@ -101,9 +101,10 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		return admission.Allowed("")
 	}
 	if !s.Synced.Load() {
-		// Services, Namespaces and Gateways are reviewed only for what they do to waypoint
-		// bindings: they are not held up while meshguard starts.
-		if k := kinds.Lookup(req.Kind.Group, req.Kind.Kind); k != nil && k.Role != kinds.Policy && k.Role != kinds.Workload {
+		// Only the security kinds fail closed: Pods, and the Services, Namespaces and
+		// Gateways reviewed for their waypoint bindings, are not held up while meshguard
+		// starts, as they are not while it is down.
+		if k := kinds.Lookup(req.Kind.Group, req.Kind.Kind); k != nil && k.Role != kinds.Policy {
 			return admission.Allowed("").WithWarnings("meshguard is starting: this change was not judged")
 		}
 		return admission.Denied("meshguard is starting: its caches have not synced yet; retry in a few seconds")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -201,6 +202,13 @@ func TestValidate(t *testing.T) {
 		r := review(t, newServer(t, false).Validating(), admissionv1.Create, raGood, "", false)
 		if r.Allowed || !strings.Contains(r.Result.Message, "meshguard is starting") {
 			t.Errorf("allowed=%v %s", r.Allowed, r.Result.Message)
+		}
+	})
+	t.Run("not synced: Pods are not held up", func(t *testing.T) {
+		pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web}}\nspec: {containers: [{name: web, image: web}]}"
+		r := review(t, newServer(t, false).Validating(), admissionv1.Create, pod, "", false)
+		if !r.Allowed || !slices.ContainsFunc(r.Warnings, func(w string) bool { return strings.Contains(w, "meshguard is starting") }) {
+			t.Errorf("allowed=%v %s %v", r.Allowed, r.Result.Message, r.Warnings)
 		}
 	})
 	t.Run("invalid MeshGuardrail", func(t *testing.T) {

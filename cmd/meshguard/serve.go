@@ -12,6 +12,7 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -112,26 +113,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)
 	}
-	// Kinds of CRDs the cluster lacks (the Gateway API) are not watched: it has none of
-	// them. Installing their CRDs later takes a restart.
-	installed, err := kinds.Installed(mgr.GetRESTMapper())
-	if err != nil {
-		return err
-	}
-	for _, k := range kinds.Cached() {
-		if !slices.Contains(installed, k) {
-			log.Info("the cluster does not serve this kind: it has none", "kind", k.String())
-		}
-	}
-	for _, obj := range webhook.CachedObjects(installed) {
-		if _, err := mgr.GetCache().GetInformer(ctx, obj, cache.BlockUntilSynced(false)); err != nil {
-			return fmt.Errorf("watching %T: %w", obj, err)
-		}
-	}
 	views := webhook.NewViews(mgr.GetCache())
-	if err := views.Watch(ctx, mgr.GetCache(), installed); err != nil {
-		return err
-	}
 	var synced atomic.Bool
 	srv := &webhook.Server{
 		Engine:         policy.NewEngine(),
@@ -147,19 +129,46 @@ func (o *serveOptions) run(ctx context.Context) error {
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	// Ready only when the certificate is served and every cache has synced.
+	// Ready only when the certificate is served and every cache has synced, and no longer
+	// once shutting down, so that no new review is sent while in-flight ones finish.
 	if err := mgr.AddReadyzCheck("webhook", ws.StartedChecker()); err != nil {
 		return err
 	}
+	var waiting atomic.Value // why the caches are not synced yet
+	waiting.Store("informer caches have not synced")
 	if err := mgr.AddReadyzCheck("caches", func(*http.Request) error {
-		if !synced.Load() {
-			return errors.New("informer caches have not synced")
+		switch {
+		case ctx.Err() != nil:
+			return errors.New("shutting down")
+		case !synced.Load():
+			return errors.New(waiting.Load().(string))
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	go func() {
+		// The cluster may not serve meshguard's kinds yet (Istio's CRDs installed after
+		// meshguard, or an Istio older than security.istio.io/v1): meshguard then serves,
+		// unready, Pods admitted and security kinds refused, and tries again.
+		var installed []*kinds.Kind
+		err := wait.PollUntilContextCancel(ctx, kindsRetryInterval, true, func(ctx context.Context) (bool, error) {
+			var err error
+			if installed, err = kinds.Installed(mgr.GetRESTMapper()); err != nil {
+				waiting.Store(err.Error())
+				log.Info("waiting for the cluster to serve the kinds meshguard watches", "reason", err.Error())
+				return false, nil
+			}
+			return true, nil
+		})
+		if err != nil {
+			return // shutting down
+		}
+		if err := watchKinds(ctx, mgr.GetCache(), views, installed, log); err != nil {
+			waiting.Store(err.Error())
+			log.Error(err, "watching the cluster")
+			return
+		}
 		if mgr.GetCache().WaitForCacheSync(ctx) {
 			synced.Store(true)
 			log.Info("caches synced: judging requests")
@@ -167,6 +176,26 @@ func (o *serveOptions) run(ctx context.Context) error {
 	}()
 	log.Info("meshguard serving", "version", version, "port", o.port, "certDir", o.certDir)
 	return mgr.Start(ctx)
+}
+
+// kindsRetryInterval is how often meshguard looks again for kinds the cluster does not serve.
+const kindsRetryInterval = 10 * time.Second
+
+// watchKinds starts the informers of the installed kinds and the views over them. Kinds
+// of optional CRDs the cluster lacks (the Gateway API) are not watched: it has none of
+// them. Installing their CRDs later takes a restart.
+func watchKinds(ctx context.Context, informers cache.Cache, views *webhook.Views, installed []*kinds.Kind, log logr.Logger) error {
+	for _, k := range kinds.Cached() {
+		if !slices.Contains(installed, k) {
+			log.Info("the cluster does not serve this kind: it has none", "kind", k.String())
+		}
+	}
+	for _, obj := range webhook.CachedObjects(installed) {
+		if _, err := informers.GetInformer(ctx, obj, cache.BlockUntilSynced(false)); err != nil {
+			return fmt.Errorf("watching %T: %w", obj, err)
+		}
+	}
+	return views.Watch(ctx, informers, installed)
 }
 
 func envOr(key, fallback string) string {

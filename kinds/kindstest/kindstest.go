@@ -62,14 +62,18 @@ func CheckWebhooks(vwc admregv1.ValidatingWebhookConfiguration, mwc admregv1.Mut
 		name       string
 		rules      []admregv1.RuleWithOperations
 		operations func(*kinds.Kind) []string
+		validating bool
 	}{
-		{"ValidatingWebhookConfiguration " + vwc.Name, validating, func(k *kinds.Kind) []string { return operations(k.Validate) }},
-		{"MutatingWebhookConfiguration " + mwc.Name, mutating, func(k *kinds.Kind) []string { return operations(k.Mutate) }},
+		{"ValidatingWebhookConfiguration " + vwc.Name, validating, func(k *kinds.Kind) []string { return operations(k.Validate) }, true},
+		{"MutatingWebhookConfiguration " + mwc.Name, mutating, func(k *kinds.Kind) []string { return operations(k.Mutate) }, false},
 	} {
 		var want, got []grant
 		for _, k := range kinds.All() {
 			for _, op := range c.operations(k) {
 				want = append(want, grant{k.Group, k.Resource, op})
+				if k.StatusLabels && op == "UPDATE" && c.validating {
+					want = append(want, grant{k.Group, k.Resource + "/status", op})
+				}
 			}
 		}
 		for _, r := range c.rules {
@@ -103,6 +107,7 @@ func operations[T ~string](ops []T) []string {
 }
 
 func byResource(group, resource string) *kinds.Kind {
+	resource, _, _ = strings.Cut(resource, "/") // a subresource is its kind's
 	for _, k := range kinds.All() {
 		if k.Group == group && k.Resource == resource {
 			return k

@@ -53,10 +53,12 @@ type Cluster struct {
 	Config *rest.Config
 	Kube   *kubernetes.Clientset
 
-	env   *envtest.Environment
-	serve *exec.Cmd
-	probe string
-	log   *LogBuffer
+	env       *envtest.Environment
+	serve     *exec.Cmd
+	serveArgs []string
+	probe     string
+	log       *LogBuffer
+	logFile   *os.File
 }
 
 // LogBuffer is a bytes.Buffer a child process can write while tests read it.
@@ -206,23 +208,48 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 		return 0, nil, err
 	}
 	c.probe = fmt.Sprintf("http://127.0.0.1:%d", probePort)
-	c.serve = exec.Command(c.Binary, "serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
+	c.serveArgs = append([]string{"serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
-		"--istiod-version", "1.28.5")
-	c.serve.Args = append(c.serve.Args, o.ServeArgs...)
-	if o.Log != nil {
-		c.serve.Stdout, c.serve.Stderr = o.Log, o.Log
-	} else {
+		"--istiod-version", "1.28.5"}, o.ServeArgs...)
+	c.logFile = o.Log
+	if o.Log == nil {
 		c.log = &LogBuffer{}
+	}
+	if err := c.RestartMeshguard(ctx); err != nil {
+		return 0, nil, err
+	}
+	return port, bundle.CA, nil
+}
+
+// KillMeshguard kills `meshguard serve` at once, as an OOM kill or a lost node would,
+// leaving the webhooks registered.
+func (c *Cluster) KillMeshguard() error {
+	if err := c.serve.Process.Kill(); err != nil {
+		return err
+	}
+	_, err := c.serve.Process.Wait()
+	if errors.Is(err, os.ErrProcessDone) {
+		err = nil
+	}
+	return err
+}
+
+// RestartMeshguard starts `meshguard serve` again, on the same port and certificate, and
+// waits until it is ready.
+func (c *Cluster) RestartMeshguard(ctx context.Context) error {
+	c.serve = exec.Command(c.Binary, c.serveArgs...)
+	if c.logFile != nil {
+		c.serve.Stdout, c.serve.Stderr = c.logFile, c.logFile
+	} else {
 		c.serve.Stdout, c.serve.Stderr = c.log, c.log
 	}
 	if err := c.serve.Start(); err != nil {
-		return 0, nil, err
+		return err
 	}
 	if err := c.waitReady(ctx, 60*time.Second); err != nil {
-		return 0, nil, fmt.Errorf("%w\nmeshguard's log:\n%s", err, c.Log())
+		return fmt.Errorf("%w\nmeshguard's log:\n%s", err, c.Log())
 	}
-	return port, bundle.CA, nil
+	return nil
 }
 
 // Stop stops meshguard, kube-apiserver and etcd.

@@ -338,6 +338,11 @@ func TestCoverage(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "MG502 pod-coverage-label-removed") {
 		t.Errorf("label removal: err=%v\n%s", err, stderr)
 	}
+	// A status write changes labels too (the API server resets only a Pod's spec there).
+	_, stderr, err = kubectl(t, "", "patch", "pod", "-n", "covered", name, "--subresource=status", "--type=merge", "-p", `{"metadata":{"labels":{"enablesecurity":null}}}`)
+	if err == nil || !strings.Contains(stderr, "MG502 pod-coverage-label-removed") {
+		t.Errorf("label removal through pods/status: err=%v\n%s", err, stderr)
+	}
 	if _, stderr, err := kubectl(t, "", "label", "pod", "-n", "covered", name, "version=v2"); err != nil {
 		t.Errorf("an unrelated label change was refused: %s", stderr)
 	}

@@ -73,9 +73,9 @@ func TestHelmChart(t *testing.T) {
 				t.Error(err)
 			}
 			for _, w := range vwc.Webhooks {
-				// Security kinds fail closed; waypoint bindings of Services and Namespaces open.
+				// Security kinds fail closed; waypoint bindings and Pods open.
 				want := admregv1.Fail
-				if w.Name == "waypoints.meshguard.io" {
+				if w.Name == "waypoints.meshguard.io" || w.Name == "pods.meshguard.io" {
 					want = admregv1.Ignore
 				}
 				if *w.FailurePolicy != want || *w.SideEffects != admregv1.SideEffectClassNone || w.ClientConfig.Service.Namespace != "meshguard-system" {

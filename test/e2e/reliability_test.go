@@ -1,0 +1,46 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestMeshguardDown: with meshguard killed and its webhooks still registered, Pods are
+// created (the Pod webhooks fail open) and the security kinds are refused (they fail
+// closed); once meshguard is back, both are judged again.
+func TestMeshguardDown(t *testing.T) {
+	namespace(t, "outage", "")
+	const pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: NAME, namespace: outage, labels: {app: web}}\nspec: {containers: [{name: web, image: registry.example/web:1}]}\n"
+	// An RA with no audiences: MG101 denies it when meshguard judges.
+	const ra = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: web-jwt, namespace: outage}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys}]\n"
+	if err := local.KillMeshguard(); err != nil {
+		t.Fatal(err)
+	}
+	running := false
+	defer func() {
+		if !running {
+			if err := local.RestartMeshguard(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}()
+	if _, stderr, err := kubectl(t, strings.Replace(pod, "NAME", "while-down", 1), "apply", "-f", "-"); err != nil {
+		t.Errorf("a Pod while meshguard is down: %v\n%s", err, stderr)
+	}
+	_, stderr, err := kubectl(t, ra, "apply", "-f", "-")
+	if err == nil || !strings.Contains(stderr, `failed calling webhook "security.meshguard.io"`) {
+		t.Errorf("a RequestAuthentication while meshguard is down: err=%v\n%s", err, stderr)
+	}
+	if err := local.RestartMeshguard(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	running = true
+	_, stderr, err = kubectl(t, ra, "apply", "-f", "-")
+	if err == nil || !strings.Contains(stderr, "MG101 ra-missing-audiences") {
+		t.Errorf("a RequestAuthentication once meshguard is back: err=%v\n%s", err, stderr)
+	}
+	if _, stderr, err := kubectl(t, strings.Replace(pod, "NAME", "after-restart", 1), "apply", "-f", "-"); err != nil {
+		t.Errorf("a Pod once meshguard is back: %v\n%s", err, stderr)
+	}
+}
