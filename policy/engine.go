@@ -17,6 +17,9 @@ type Review struct {
 	Object    metav1.Object
 	OldObject metav1.Object
 	State     State
+	// Done, when closed, stops the review: the rules not yet run are skipped, and what was
+	// found is returned. The caller, which closed it, knows the verdict is incomplete.
+	Done <-chan struct{}
 }
 
 // Context is what a rule's check sees.
@@ -38,6 +41,33 @@ type Context struct {
 	// protectionMemos, one per state asked about (after the change, and before it).
 	protectionMemos []*protectionMemo
 	seed            maphash.Seed
+	// jwks holds what inspectJWKS found of each inline key set: three rules ask.
+	jwks map[string][]jwksProblem
+	done <-chan struct{}
+}
+
+// inspectJWKS is inspectJWKS, once per key set and review.
+func (c *Context) inspectJWKS(text string) []jwksProblem {
+	if p, ok := c.jwks[text]; ok {
+		return p
+	}
+	if c.jwks == nil {
+		c.jwks = map[string][]jwksProblem{}
+	}
+	p := inspectJWKS(text)
+	c.jwks[text] = p
+	return p
+}
+
+// stopped tells whether the review has run out of time: a rule looping over a list of
+// unbounded length asks, and stops.
+func (c *Context) stopped() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // protectionMemo remembers what protects workloads in one state. What protects a workload
@@ -152,6 +182,9 @@ func (e *Engine) Review(r Review) []Finding {
 		if !slices.Contains(rule.Kinds, judged) || (r.Operation == Delete && !rule.OnDelete) {
 			continue
 		}
+		if c.stopped() {
+			break
+		}
 		override, overridden := c.Settings.Actions[rule.ID]
 		if overridden && override == Off {
 			continue
@@ -196,7 +229,7 @@ func actionRank(a Action) int {
 
 // context builds what rules see: the state after the change, and the guardrails.
 func (e *Engine) context(r Review) *Context {
-	c := &Context{Operation: r.Operation, Object: r.Object, OldObject: r.OldObject, State: r.State}
+	c := &Context{Operation: r.Operation, Object: r.Object, OldObject: r.OldObject, State: r.State, done: r.Done}
 	switch r.Operation {
 	case Create, Update:
 		c.Before, c.State = r.State, withChange(r.State, r.OldObject, r.Object)

@@ -28,6 +28,10 @@ var signingAlgs = []string{
 // minRSABits is the smallest RSA modulus meshguard accepts (NIST SP 800-131A).
 const minRSABits = 2048
 
+// maxJWKSKeys bounds the keys of an inline JWKS meshguard inspects: each costs a parse,
+// and a private RSA key's check, milliseconds.
+const maxJWKSKeys = 64
+
 // inspectJWKS reads an inline JWKS, as Istio does (a key set, or one key), and lists what is
 // unsafe or broken in it.
 func inspectJWKS(text string) []jwksProblem {
@@ -44,8 +48,11 @@ func inspectJWKS(text string) []jwksProblem {
 			set.Keys, prefix = []json.RawMessage{json.RawMessage(text)}, ""
 		}
 	}
-	if len(set.Keys) == 0 {
+	switch {
+	case len(set.Keys) == 0:
 		return []jwksProblem{{rule: "MG108", msg: "holds no keys"}}
+	case len(set.Keys) > maxJWKSKeys:
+		return []jwksProblem{{rule: "MG108", field: "keys", msg: fmt.Sprintf("holds %d keys, more than the %d meshguard inspects (an identity provider publishes a handful)", len(set.Keys), maxJWKSKeys)}}
 	}
 	var out []jwksProblem
 	for i, raw := range set.Keys {

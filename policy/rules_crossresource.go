@@ -155,17 +155,49 @@ func crossResourceRules() []Rule {
 			if isDeny(p) {
 				effect, action = "this DENY never fires", Deny
 			}
+			// Workloads under the same RequestAuthentications share one issuer list: each
+			// principal is asked of the lists, not of every workload.
+			type issuersOf struct {
+				issuers   []string
+				workloads []*Workload
+			}
+			var lists []*issuersOf
+			var verified []*Workload // the workloads of every list
+			for _, w := range c.workloadsOf(p) {
+				is := c.protection(c.State, w).issuers()
+				if len(is) == 0 {
+					continue
+				}
+				verified = append(verified, w)
+				i := slices.IndexFunc(lists, func(l *issuersOf) bool { return slices.Equal(l.issuers, is) })
+				if i < 0 {
+					i, lists = len(lists), append(lists, &issuersOf{issuers: is})
+				}
+				lists[i].workloads = append(lists[i].workloads, w)
+			}
 			var out []Finding
 			for _, m := range requestPrincipals(r, at) {
 				for _, v := range m.values {
 					iss, _, ok := splitPrincipal(v)
+					if c.stopped() {
+						return out
+					}
 					if !ok || iss == "*" || principalProblem(v) != "" {
 						continue
 					}
-					unknown := lacking(c.workloadsOf(p), func(w *Workload) bool {
-						is := c.protection(c.State, w).issuers()
-						return len(is) > 0 && !slices.ContainsFunc(is, func(i string) bool { return issuerMatches(iss, i) })
-					})
+					var unknown []*Workload
+					lacks := func(l *issuersOf) bool {
+						return !slices.ContainsFunc(l.issuers, func(i string) bool { return issuerMatches(iss, i) })
+					}
+					if !slices.ContainsFunc(lists, func(l *issuersOf) bool { return !lacks(l) }) {
+						unknown = verified
+					} else {
+						for _, l := range lists {
+							if lacks(l) {
+								unknown = append(unknown, l.workloads...)
+							}
+						}
+					}
 					if len(unknown) > 0 {
 						out = append(out, finding(m.field(),
 							fmt.Sprintf("no RequestAuthentication for %s configures issuer %q, so %s", c.describe(unknown), iss, effect),

@@ -325,7 +325,7 @@ func jwksCheck(id, consequence, fix string) func(*Context) []Finding {
 			return nil
 		}
 		var out []Finding
-		for _, p := range inspectJWKS(r.Jwks) {
+		for _, p := range c.inspectJWKS(r.Jwks) {
 			if p.rule != id {
 				continue
 			}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	"gomodules.xyz/jsonpatch/v2"
@@ -45,6 +46,8 @@ type Server struct {
 	IstiodVersions []string
 	Log            logr.Logger
 	Metrics        *Metrics
+	// Limits bound each review and all of them together (DefaultLimits when zero).
+	Limits Limits
 }
 
 func (s *Server) state(ctx context.Context) *liveState {
@@ -110,7 +113,12 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		return admission.Denied("meshguard is starting: its caches have not synced yet; retry in a few seconds")
 	}
 	// On DELETE, decodeRequest gives the old object as obj.
-	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st})
+	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st, Done: ctx.Done()})
+	if ctx.Err() != nil {
+		// The API server gave up, or the review ran past Limits.ReviewTimeout: the verdict
+		// is incomplete, and the failure policy decides.
+		return admission.Errored(http.StatusServiceUnavailable, errors.New("meshguard ran out of time judging this request"))
+	}
 	s.Metrics.findings(findings, dryRun(req))
 	if err := st.Err(); err != nil {
 		s.Log.Error(err, "reading the cache", "uid", req.UID)
@@ -172,6 +180,11 @@ func decodeRequest(req admission.Request, stored storedObject) (obj, old metav1.
 		r := admission.Errored(http.StatusBadRequest, err)
 		return nil, nil, &r
 	}
+	switch req.Operation {
+	case admissionv1.Create, admissionv1.Update, admissionv1.Delete:
+	default:
+		return fail(fmt.Errorf("meshguard does not judge the operation %q", req.Operation))
+	}
 	kind := kinds.Lookup(req.Kind.Group, req.Kind.Kind)
 	if kind == nil {
 		return fail(fmt.Errorf("meshguard does not judge %s.%s", req.Kind.Kind, req.Kind.Group))
@@ -197,17 +210,41 @@ func decodeRequest(req admission.Request, stored storedObject) (obj, old metav1.
 
 func dryRun(req admission.Request) bool { return req.DryRun != nil && *req.DryRun }
 
+// Bounds of a response, whatever the number of findings: the API server keeps warnings
+// of 4 KiB in all, and audit annotations go to every audit event of the request.
+const (
+	maxDenials      = 20
+	maxDenialLength = 1024
+	maxWarnings     = 10
+	maxAudit        = 1024
+)
+
 // respond encodes findings: denied when any denies, warnings for the rest, rule IDs in the
-// audit log either way.
+// audit log either way; each capped, with what was left out counted.
 func respond(findings []policy.Finding, dryRun bool) admission.Response {
-	var denials, warnings, audit []string
+	var denials, warnings []string
+	var deniedN, warnedN int
+	perRule := map[string]int{}
+	var order []string
 	for _, f := range findings {
-		audit = append(audit, f.Rule+"="+string(f.Action))
+		key := f.Rule + "=" + string(f.Action)
+		if perRule[key] == 0 {
+			order = append(order, key)
+		}
+		perRule[key]++
 		if f.Action == policy.Deny {
-			denials = append(denials, fmt.Sprintf("%s %s at %s: %s. Fix: %s.", f.Rule, f.Name, f.Field, f.Message, f.Fix))
-		} else {
+			if deniedN++; deniedN <= maxDenials {
+				denials = append(denials, clip(fmt.Sprintf("%s %s at %s: %s. Fix: %s.", f.Rule, f.Name, f.Field, f.Message, f.Fix), maxDenialLength))
+			}
+		} else if warnedN++; warnedN <= maxWarnings {
 			warnings = append(warnings, warning(f))
 		}
+	}
+	if deniedN > maxDenials {
+		denials = append(denials, fmt.Sprintf("… and %d more", deniedN-maxDenials))
+	}
+	if warnedN > maxWarnings {
+		warnings = append(warnings, fmt.Sprintf("… and %d more warnings: see `meshguard check`", warnedN-maxWarnings))
 	}
 	resp := admission.Allowed("")
 	if len(denials) > 0 {
@@ -219,23 +256,52 @@ func respond(findings []policy.Finding, dryRun bool) admission.Response {
 		resp = admission.Denied(msg)
 		resp.Result.Reason = metav1.StatusReasonForbidden
 	}
-	if len(audit) > 0 {
-		resp.AuditAnnotations = map[string]string{"findings": strings.Join(audit, ",")}
+	if len(order) > 0 {
+		resp.AuditAnnotations = map[string]string{"findings": auditFindings(order, perRule)}
 	}
 	return resp.WithWarnings(warnings...)
 }
 
+// auditFindings lists rule=action, with a count where a rule found more than once, in at
+// most maxAudit bytes.
+func auditFindings(order []string, perRule map[string]int) string {
+	var b strings.Builder
+	for i, key := range order {
+		item := key
+		if n := perRule[key]; n > 1 {
+			item = fmt.Sprintf("%s*%d", key, n)
+		}
+		if b.Len()+len(item)+1 > maxAudit-len(",…") {
+			b.WriteString(",…")
+			break
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(item)
+	}
+	return b.String()
+}
+
 // warning renders a finding in at most maxWarningLength characters.
 func warning(f policy.Finding) string {
-	w := fmt.Sprintf("%s %s: %s", f.Rule, f.Name, f.Message)
-	if len(w) <= maxWarningLength {
-		return w
+	return clip(fmt.Sprintf("%s %s: %s", f.Rule, f.Name, f.Message), maxWarningLength)
+}
+
+// clip cuts s to at most n bytes, at a space where one is near, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	cut := strings.LastIndex(w[:maxWarningLength-len("…")], " ")
-	if cut < len(f.Rule) {
-		cut = maxWarningLength - len("…")
+	limit := n - len("…")
+	cut := strings.LastIndex(s[:limit], " ")
+	if cut < limit/2 {
+		cut = limit
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut-- // never inside a character
+		}
 	}
-	return w[:cut] + "…"
+	return s[:cut] + "…"
 }
 
 // escapePointer escapes a JSON pointer token (RFC 6901): label keys hold "/".

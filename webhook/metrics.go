@@ -4,8 +4,10 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -14,6 +16,7 @@ import (
 type Metrics struct {
 	reviews  *prometheus.CounterVec
 	findingC *prometheus.CounterVec
+	refusals *prometheus.CounterVec
 }
 
 // NewMetrics registers meshguard's counters with reg.
@@ -27,8 +30,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "meshguard_findings_total",
 			Help: "Findings at admission, by rule, action, kind and dry run.",
 		}, []string{"rule", "action", "kind", "dry_run"}),
+		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshguard_requests_refused_total",
+			Help: "Requests refused before review by the server's limits, by reason: busy, too large, unread.",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.reviews, m.findingC)
+	reg.MustRegister(m.reviews, m.findingC, m.refusals)
 	return m
 }
 
@@ -36,7 +43,24 @@ func (m *Metrics) observe(webhook string, req admission.Request, resp admission.
 	if m == nil {
 		return
 	}
-	m.reviews.WithLabelValues(webhook, req.Kind.Kind, string(req.Operation), strconv.FormatBool(resp.Allowed), strconv.FormatBool(dryRun(req))).Inc()
+	// Labels come from fixed sets, not from what a request says: a crafted kind or
+	// operation must not make a new series.
+	kind, operation := "other", "other"
+	if k := kinds.Lookup(req.Kind.Group, req.Kind.Kind); k != nil {
+		kind = k.Kind
+	}
+	switch req.Operation {
+	case admissionv1.Create, admissionv1.Update, admissionv1.Delete, admissionv1.Connect:
+		operation = string(req.Operation)
+	}
+	m.reviews.WithLabelValues(webhook, kind, operation, strconv.FormatBool(resp.Allowed), strconv.FormatBool(dryRun(req))).Inc()
+}
+
+func (m *Metrics) refused(reason string) {
+	if m == nil {
+		return
+	}
+	m.refusals.WithLabelValues(reason).Inc()
 }
 
 func (m *Metrics) findings(fs []policy.Finding, dryRun bool) {

@@ -19,16 +19,28 @@ func NewHTTPSServer(host string, port int, certDir string) ctrlwebhook.Server {
 		CertDir: certDir,
 		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
 			c.MinVersion = tls.VersionTLS12
+			// TLS 1.2 with forward secrecy and AEAD only; TLS 1.3's suites are all so.
+			c.CipherSuites = []uint16{
+				tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+				tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+				tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			}
 			// HTTP/2 stays off: its Rapid Reset attacks (CVE-2023-44487, CVE-2023-39325).
 			c.NextProtos = []string{"http/1.1"}
 		}},
 	})
 }
 
-// Register serves the validating and mutating handlers on ws.
+// Register serves the validating and mutating handlers on ws, under s.Limits (the
+// defaults when unset).
 func (s *Server) Register(ws ctrlwebhook.Server) {
-	ws.Register(ValidatePath, &ctrlwebhook.Admission{Handler: s.Validating()})
-	ws.Register(MutatePath, &ctrlwebhook.Admission{Handler: s.Mutating()})
+	limits := s.Limits
+	if limits.InFlight == 0 {
+		limits = DefaultLimits()
+	}
+	l := newLimiter(limits, s.Metrics)
+	ws.Register(ValidatePath, l.wrap(&ctrlwebhook.Admission{Handler: s.Validating()}))
+	ws.Register(MutatePath, l.wrap(&ctrlwebhook.Admission{Handler: s.Mutating()}))
 }
 
 // CacheOptions say what the informer cache keeps of each kind (kinds.Kind.Keep): no

@@ -1,0 +1,124 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strconv"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// Limits bound what reviews take of the server, one and all together, so that no client
+// can starve it: slow or huge bodies, floods of reviews, or reviews of unbounded work.
+type Limits struct {
+	// MaxBody is the largest AdmissionReview read: an object and its old version, each at
+	// most etcd's 1.5 MiB, and the review around them.
+	MaxBody int64
+	// SmallBody: bodies up to this size are read freely; larger ones reserve their size
+	// from BodyBudget first, and are refused at once (503) when it is spent.
+	SmallBody, BodyBudget int64
+	// InFlight reviews are judged at once; more wait up to QueueWait for a slot, then are
+	// refused (429).
+	InFlight  int
+	QueueWait time.Duration
+	// ReadTimeout bounds reading a request's body; WriteTimeout, the whole exchange.
+	ReadTimeout, WriteTimeout time.Duration
+	// ReviewTimeout bounds the work of one review, whether or not the API server is still
+	// waiting for it (it gives up after the webhook's timeoutSeconds, at most 30 s).
+	ReviewTimeout time.Duration
+}
+
+// DefaultLimits are fitted to the webhook configurations (timeouts of 3 and 5 seconds)
+// and the 512 MiB memory limit of meshguard's Deployment.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxBody:       4 << 20,
+		SmallBody:     64 << 10,
+		BodyBudget:    64 << 20,
+		InFlight:      4 * runtime.GOMAXPROCS(0),
+		QueueWait:     time.Second,
+		ReadTimeout:   10 * time.Second,
+		WriteTimeout:  15 * time.Second,
+		ReviewTimeout: 10 * time.Second,
+	}
+}
+
+// limiter applies Limits to the handlers it wraps.
+type limiter struct {
+	Limits
+	budget   *semaphore.Weighted
+	inFlight chan struct{}
+	metrics  *Metrics
+}
+
+func newLimiter(l Limits, m *Metrics) *limiter {
+	return &limiter{Limits: l, budget: semaphore.NewWeighted(l.BodyBudget), inFlight: make(chan struct{}, l.InFlight), metrics: m}
+}
+
+// wrap reads a request's body under the limits, waits for a slot, and hands the request,
+// its body in memory and its context bounded by ReviewTimeout, to h.
+func (l *limiter) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Deadlines are set on the connection at each request: one kept alive carries them.
+		rc := http.NewResponseController(w)
+		now := time.Now()
+		_ = rc.SetReadDeadline(now.Add(l.ReadTimeout))
+		_ = rc.SetWriteDeadline(now.Add(l.WriteTimeout))
+
+		size := r.ContentLength
+		if size < 0 {
+			size = l.MaxBody // unknown: reserve the most it may be
+		}
+		if size > l.MaxBody {
+			l.refuse(w, "too large", http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body of %d bytes is over meshguard's limit of %d", size, l.MaxBody))
+			return
+		}
+		if size > l.SmallBody {
+			if !l.budget.TryAcquire(size) {
+				l.refuse(w, "busy", http.StatusServiceUnavailable, "meshguard is reading too many large requests; retry")
+				return
+			}
+			defer l.budget.Release(size)
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, l.MaxBody+1))
+		switch {
+		case err != nil:
+			l.refuse(w, "unread", http.StatusBadRequest, "reading the request body: "+err.Error())
+			return
+		case int64(len(body)) > l.MaxBody:
+			l.refuse(w, "too large", http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is over meshguard's limit of %d bytes", l.MaxBody))
+			return
+		}
+
+		wait := time.NewTimer(l.QueueWait)
+		defer wait.Stop()
+		select {
+		case l.inFlight <- struct{}{}:
+			defer func() { <-l.inFlight }()
+		case <-wait.C:
+			w.Header().Set("Retry-After", "1")
+			l.refuse(w, "busy", http.StatusTooManyRequests, "meshguard is judging as many reviews as it can; retry")
+			return
+		case <-r.Context().Done():
+			return // the API server gave up
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), l.ReviewTimeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+		h.ServeHTTP(w, r)
+	})
+}
+
+// refuse answers a request the limits turn away, quickly and without reading more of it.
+func (l *limiter) refuse(w http.ResponseWriter, reason string, code int, msg string) {
+	l.metrics.refused(reason)
+	w.Header().Set("Connection", "close")
+	http.Error(w, msg, code)
+}
