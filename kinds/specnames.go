@@ -52,18 +52,19 @@ func checkSpecNames(spec jsontext.Value, md protoreflect.MessageDescriptor, root
 	if err := c.message(md); err != nil {
 		return err
 	}
-	if len(c.unknown) == 0 {
+	if len(c.problems) == 0 {
 		return nil
 	}
-	return errors.New(strings.Join(c.unknown, "; "))
+	return errors.New(strings.Join(c.problems, "; "))
 }
 
-// specChecker walks a spec with its message descriptors, gathering the unknown members.
+// specChecker walks a spec with its message descriptors, gathering the unknown members
+// and the nulls proto JSON does not allow.
 // The path of one is the decoder's position, rendered only then.
 type specChecker struct {
-	dec     *jsontext.Decoder
-	root    string
-	unknown []string
+	dec      *jsontext.Decoder
+	root     string
+	problems []string
 }
 
 func (c *specChecker) message(md protoreflect.MessageDescriptor) error {
@@ -88,7 +89,7 @@ func (c *specChecker) message(md protoreflect.MessageDescriptor) error {
 		if known {
 			err = c.field(fd)
 		} else {
-			c.unknown = append(c.unknown, c.unknownField(md, unquote(quoted)))
+			c.problems = append(c.problems, c.unknownField(md, unquote(quoted)))
 			err = dec.SkipValue()
 		}
 		if err != nil {
@@ -128,6 +129,14 @@ func (c *specChecker) field(fd protoreflect.FieldDescriptor) error {
 			if _, err := dec.ReadValue(); err != nil { // the key
 				return err
 			}
+		}
+		if dec.PeekKind() == 'n' {
+			// Proto JSON takes no null in a list or a map of messages (protojson refuses it).
+			if _, err := dec.ReadValue(); err != nil {
+				return err
+			}
+			c.problems = append(c.problems, fmt.Sprintf("%q is null, where Istio's schema has a %s", fieldPath(jsontext.Pointer("/"+c.root)+dec.StackPointer()), element.Name()))
+			continue
 		}
 		if err := c.message(element); err != nil {
 			return err

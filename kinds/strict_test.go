@@ -42,6 +42,11 @@ func TestOneFieldNameSemantics(t *testing.T) {
 		// as the rules need, on the hot path, and not checked again.
 		{"misspelt Pod field", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {hostNetwrk: true}\n",
 			`unknown field "spec.hostNetwrk"`, ""},
+		// Proto JSON refuses a null in a list or map of messages, as istiod does.
+		{"a null in a list", ra + "spec:\n  jwtRules:\n  -\n",
+			`"spec.jwtRules[0]" is null, where Istio's schema has a JWTRule`, `"spec.jwtRules[0]" is null, where Istio's schema has a JWTRule`},
+		{"a null in a map", "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p, namespace: shop}\nspec: {portLevelMtls: {'8080': null}}\n",
+			`"spec.portLevelMtls[8080]" is null`, `"spec.portLevelMtls[8080]" is null`},
 		// Istio's CRD knows jwksUri by its proto name too (+kubebuilder:altName), and istiod
 		// reads it: so does meshguard.
 		{"the CRD's other name of jwksUri", ra + "spec: {jwtRules: [{issuer: x, jwks_uri: 'https://x/keys'}]}\n", "", ""},
