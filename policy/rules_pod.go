@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Istio's sidecar controls on Pods, read by the rules (kinds keeps them in its cache).
@@ -26,23 +28,32 @@ func isProxy(w *Workload) bool {
 func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == CoverageExempt }
 
 // coverageLabels is MG501's Label: the coverage labels a workload lacks where guardrails
-// require coverage, unless it opted out where they allow it.
+// require coverage, unless it opted out where they allow it. A label the workload sets to
+// another value is never overwritten (a controller may select on it), nor is a value
+// patched in that is no valid label value: MG506 judges both.
 func coverageLabels(s Settings, w *Workload) (missing map[string]string, guardrails []string) {
-	if s.Coverage == nil || isProxy(w) || (optedOut(w) && s.Coverage.AllowOptOut) {
-		return nil, nil
-	}
-	for k, v := range s.Coverage.Labels {
-		if w.Labels[k] != v {
-			if missing == nil {
-				missing = map[string]string{}
-			}
-			missing[k] = v
+	for k, v := range requiredLabels(s, w) {
+		if _, has := w.Labels[k]; has || len(validation.IsValidLabelValue(v)) > 0 {
+			continue
 		}
+		if missing == nil {
+			missing = map[string]string{}
+		}
+		missing[k] = v
 	}
 	if missing == nil {
 		return nil, nil
 	}
 	return missing, s.Coverage.Guardrails
+}
+
+// requiredLabels are the coverage labels guardrails require of a workload: none for a
+// proxy, or for a workload opted out where they allow it.
+func requiredLabels(s Settings, w *Workload) map[string]string {
+	if s.Coverage == nil || isProxy(w) || (optedOut(w) && s.Coverage.AllowOptOut) {
+		return nil
+	}
+	return s.Coverage.Labels
 }
 
 // notEnforceable says why Istio cannot enforce policy on a workload, or "".
@@ -136,6 +147,37 @@ func podRules() []Rule {
 			return []Finding{finding("metadata.annotations["+CoverageAnnotation+"]",
 				fmt.Sprintf("%s does not allow Pods to opt out of coverage here", guardrailNote(cov.Guardrails)),
 				"remove the meshguard.io/coverage annotation, or ask the cluster admins for allowOptOut")}
+		}),
+	}, {
+		ID: "MG506", Name: "pod-coverage-label-missing", Default: Deny, Kinds: pod,
+		Summary: "A new Pod (offline: a pod template) of a covered namespace without a coverage label the guardrails require: the mutating webhook did not run (it timed out, or meshguard was starting), or the Pod sets the label to another value, which meshguard never overwrites. Warn where the required value is no valid label value (a `{namespace}` expansion over 63 characters), which cannot be patched in.",
+		Why:     "The policies of a covered namespace select its Pods by those labels: this Pod would run outside them.",
+		Check: judge(func(c *Context, w *Workload) []Finding {
+			if c.Operation == Update || c.Operation == Delete {
+				return nil
+			}
+			required := requiredLabels(c.Settings, w)
+			var out []Finding
+			for _, k := range sortedKeys(required) {
+				want, at := required[k], "metadata.labels["+k+"]"
+				have, has := w.Labels[k]
+				switch {
+				case has && have == want:
+				case has:
+					out = append(out, finding(at,
+						fmt.Sprintf("the Pod sets %s=%q, and %s requires %q: meshguard does not overwrite a label a Pod sets", k, have, guardrailNote(c.Settings.Coverage.Guardrails), want),
+						fmt.Sprintf("remove the label from the Pod (template), or set it to %q", want)))
+				case len(validation.IsValidLabelValue(want)) > 0:
+					out = append(out, finding(at,
+						fmt.Sprintf("%s requires %s=%q here, which is no valid label value (%s): no Pod of this namespace can be labelled", guardrailNote(c.Settings.Coverage.Guardrails), k, want, strings.Join(validation.IsValidLabelValue(want), "; ")),
+						"shorten the guardrail's podLabels value, or exempt this namespace").as(Warn))
+				default:
+					out = append(out, finding(at,
+						fmt.Sprintf("the Pod lacks %s=%q, which %s requires: meshguard's mutating webhook did not label it (it timed out, or meshguard was starting)", k, want, guardrailNote(c.Settings.Coverage.Guardrails)),
+						"create the Pod again (its controller retries), or add the label to its template"))
+				}
+			}
+			return out
 		}),
 	}}
 }
