@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/go-logr/logr"
@@ -48,6 +49,8 @@ type Server struct {
 	Metrics        *Metrics
 	// Limits bound each review and all of them together (DefaultLimits when zero).
 	Limits Limits
+
+	pending pendingWrites
 }
 
 func (s *Server) state(ctx context.Context) *liveState {
@@ -55,7 +58,7 @@ func (s *Server) state(ctx context.Context) *liveState {
 	if views == nil {
 		views = NewViews(s.Reader)
 	}
-	return &liveState{ctx: ctx, views: views, istiod: s.IstiodVersions}
+	return &liveState{ctx: ctx, views: views, istiod: s.IstiodVersions, pending: &s.pending}
 }
 
 // Validating returns the validating admission handler.
@@ -86,6 +89,14 @@ func (s *Server) guard(req admission.Request, webhook string, handle func() admi
 }
 
 func (s *Server) validate(ctx context.Context, req admission.Request) admission.Response {
+	// A write of a security policy is judged, and recorded if allowed, one at a time: see
+	// pendingWrites. Dry runs change nothing and wait for nothing.
+	kind := kinds.Lookup(req.Kind.Group, req.Kind.Kind)
+	write := kind != nil && kind.Role == kinds.Policy && !dryRun(req) && s.Synced.Load()
+	if write {
+		s.pending.judging.Lock()
+		defer s.pending.judging.Unlock()
+	}
 	st := s.state(ctx)
 	var stored storedObject
 	if s.Synced.Load() {
@@ -107,7 +118,7 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		// Only the security kinds fail closed: Pods, and the Services, Namespaces and
 		// Gateways reviewed for their waypoint bindings, are not held up while meshguard
 		// starts, as they are not while it is down.
-		if k := kinds.Lookup(req.Kind.Group, req.Kind.Kind); k != nil && k.Role != kinds.Policy {
+		if kind != nil && kind.Role != kinds.Policy {
 			return admission.Allowed("").WithWarnings("meshguard is starting: this change was not judged")
 		}
 		return admission.Denied("meshguard is starting: its caches have not synced yet; retry in a few seconds")
@@ -124,7 +135,15 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		s.Log.Error(err, "reading the cache", "uid", req.UID)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))
 	}
-	return respond(findings, dryRun(req))
+	resp := respond(findings, dryRun(req))
+	if write && resp.Allowed {
+		after := obj
+		if req.Operation == admissionv1.Delete {
+			after = nil
+		}
+		s.pending.record(kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now())
+	}
+	return resp
 }
 
 func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Response {

@@ -315,3 +315,35 @@ func FuzzAdmissionReview(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentDeletes: the two policies that each make a workload require a token are
+// deleted at once. Each DELETE alone leaves the other enforcing, so on the cache alone
+// both would be allowed and the workload left open: at most one is.
+func TestConcurrentDeletes(t *testing.T) {
+	denyAnonymous := `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-deny-anonymous, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]`
+	for range 20 {
+		srv := newServer(t, true, raGood, apRequire, denyAnonymous)
+		v := srv.Validating()
+		var allowed atomic.Int32
+		done := make(chan struct{})
+		for _, ap := range []string{apRequire, denyAnonymous} {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				if r := review(t, v, admissionv1.Delete, "", ap, false); r.Allowed {
+					allowed.Add(1)
+				}
+			}()
+		}
+		<-done
+		<-done
+		if n := allowed.Load(); n != 1 {
+			t.Fatalf("%d of the two DELETEs allowed", n)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,8 @@ type liveState struct {
 	// view, however many times its rules ask.
 	read     map[viewKey]*policy.Snapshot
 	settings map[string]policy.Settings
+	// pending are the policy writes allowed that the cache may not show yet.
+	pending *pendingWrites
 }
 
 func (s *liveState) fail(err error) {
@@ -62,6 +65,9 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 	if err != nil {
 		s.fail(err)
 		v = policy.NewSnapshot()
+	}
+	if key.part == policiesView {
+		v = s.pending.overlay(key.namespace, v, time.Now())
 	}
 	if s.read == nil {
 		s.read = map[viewKey]*policy.Snapshot{}

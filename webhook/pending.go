@@ -1,0 +1,104 @@
+package webhook
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy"
+)
+
+// pendingTTL bounds how long an allowed write is assumed to be on its way to the cache. A
+// write meshguard allowed that then failed (another webhook refused it) is assumed done
+// for that long: a DELETE, and most changes, then only make the judging stricter.
+const pendingTTL = 30 * time.Second
+
+// pendingWrites are the security policy writes meshguard allowed that its cache may not
+// show yet. Two changes that each leave a workload protected while the other is cached
+// (two DELETEs of its two enforcing policies) would each be allowed on the cache alone:
+// policy writes are judged one at a time, each against the cache with the writes allowed
+// before it laid over.
+type pendingWrites struct {
+	// judging is held while a policy write is judged and recorded.
+	judging sync.Mutex
+	mu      sync.Mutex
+	writes  map[pendingKey]pendingWrite
+}
+
+type pendingKey struct{ kind, namespace, name string }
+
+type pendingWrite struct {
+	object metav1.Object // nil once deleted
+	// oldVersion is the resourceVersion the write replaced ("" for a CREATE).
+	oldVersion string
+	expires    time.Time
+}
+
+// record notes a write allowed: obj after it (nil for a DELETE), replacing old.
+func (p *pendingWrites) record(kind, namespace, name string, obj, old metav1.Object, now time.Time) {
+	w := pendingWrite{object: obj, expires: now.Add(pendingTTL)}
+	if old != nil {
+		w.oldVersion = old.GetResourceVersion()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.writes == nil {
+		p.writes = map[pendingKey]pendingWrite{}
+	}
+	p.writes[pendingKey{kind, namespace, name}] = w
+}
+
+// overlay returns the policies view of namespace ns with the pending writes laid over,
+// forgetting those the cache now shows, and those expired.
+func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time) *policy.Snapshot {
+	if p == nil {
+		return view
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ras, aps, pas := view.RAs[ns], view.APs[ns], view.PAs[ns]
+	laid := false
+	for key, w := range p.writes {
+		if key.namespace != ns {
+			continue
+		}
+		switch key.kind {
+		case policy.KindRequestAuthentication:
+			ras, laid = lay(p, key, w, ras, now), true
+		case policy.KindAuthorizationPolicy:
+			aps, laid = lay(p, key, w, aps, now), true
+		case policy.KindPeerAuthentication:
+			pas, laid = lay(p, key, w, pas, now), true
+		}
+	}
+	if !laid {
+		return view
+	}
+	out := *view
+	out.RAs, out.APs, out.PAs = maps.Clone(view.RAs), maps.Clone(view.APs), maps.Clone(view.PAs)
+	out.RAs[ns], out.APs[ns], out.PAs[ns] = ras, aps, pas
+	return &out
+}
+
+// lay applies write w to the cached objects of its kind, or forgets it when the cache
+// shows it done or it expired.
+func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cached []T, now time.Time) []T {
+	i := slices.IndexFunc(cached, func(o T) bool { return o.GetName() == key.name })
+	done := w.object == nil && i < 0 || // deleted
+		w.object != nil && i >= 0 && cached[i].GetResourceVersion() != w.oldVersion // created or updated
+	if done || now.After(w.expires) {
+		delete(p.writes, key)
+		return cached
+	}
+	out := slices.Clone(cached)
+	if i >= 0 {
+		out = slices.Delete(out, i, i+1)
+	}
+	if w.object != nil {
+		out = append(out, w.object.(T))
+	}
+	return out
+}
