@@ -44,3 +44,63 @@ func TestMeshguardDown(t *testing.T) {
 		t.Errorf("a Pod once meshguard is back: %v\n%s", err, stderr)
 	}
 }
+
+// TestConcurrentDeletes: the two policies that each make a workload require a token,
+// deleted at once through kubectl: at most one DELETE passes, and the workload keeps one.
+func TestConcurrentDeletes(t *testing.T) {
+	namespace(t, "race", "")
+	bundle := `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: race}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-require-jwt, namespace: race}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-deny-anonymous, namespace: race}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]
+`
+	if _, stderr, err := kubectl(t, bundle, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	policies := []string{"authorizationpolicy/web-require-jwt", "authorizationpolicy/web-deny-anonymous"}
+	// Each DELETE alone is allowed once meshguard's cache holds both policies.
+	waitFor(t, func() bool {
+		for _, p := range policies {
+			if _, _, err := kubectl(t, "", "delete", "-n", "race", p, "--dry-run=server"); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	errs := make(chan error, len(policies))
+	for _, p := range policies {
+		go func() {
+			_, _, err := kubectl(t, "", "delete", "-n", "race", p)
+			errs <- err
+		}()
+	}
+	deleted := 0
+	for range policies {
+		if <-errs == nil {
+			deleted++
+		}
+	}
+	if deleted != 1 {
+		t.Errorf("%d of the two DELETEs passed", deleted)
+	}
+	if out, _, _ := kubectl(t, "", "get", "authorizationpolicies", "-n", "race", "-o", "name"); strings.Count(out, "authorizationpolicy") != 1 {
+		t.Errorf("policies left: %q", out)
+	}
+}
