@@ -49,6 +49,9 @@ type Server struct {
 	Metrics        *Metrics
 	// Limits bound each review and all of them together (DefaultLimits when zero).
 	Limits Limits
+	// Freshness tells when the cache's watches have been failing too long: the security
+	// kinds are then refused. Nil trusts the cache.
+	Freshness *Freshness
 
 	pending pendingWrites
 }
@@ -122,6 +125,9 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 			return admission.Allowed("").WithWarnings("meshguard is starting: this change was not judged")
 		}
 		return admission.Denied("meshguard is starting: its caches have not synced yet; retry in a few seconds")
+	}
+	if err := s.Freshness.Stale(); err != nil && kind != nil && kind.Role == kinds.Policy {
+		return admission.Denied(err.Error() + "; retry once it recovers")
 	}
 	// On DELETE, decodeRequest gives the old object as obj.
 	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st, Done: ctx.Done()})

@@ -102,12 +102,15 @@ func (o *serveOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	fresh := &webhook.Freshness{}
+	cacheOptions := webhook.CacheOptions()
+	cacheOptions.DefaultWatchErrorHandler = fresh.WatchErrorHandler
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
 		PprofBindAddress:       o.pprofAddr,
-		Cache:                  webhook.CacheOptions(),
+		Cache:                  cacheOptions,
 		WebhookServer:          webhook.NewHTTPSServer(o.host, o.port, o.certDir),
 	})
 	if err != nil {
@@ -123,14 +126,16 @@ func (o *serveOptions) run(ctx context.Context) error {
 		IstiodVersions: o.istiodVersions,
 		Log:            log.WithName("webhook"),
 		Metrics:        webhook.NewMetrics(metrics.Registry),
+		Freshness:      fresh,
 	}
 	ws := mgr.GetWebhookServer()
 	srv.Register(ws)
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
-	// Ready only when the certificate is served and every cache has synced, and no longer
-	// once shutting down, so that no new review is sent while in-flight ones finish.
+	// Ready only when the certificate is served and every cache has synced and keeps
+	// watching, and no longer once shutting down, so that no new review is sent while
+	// in-flight ones finish.
 	if err := mgr.AddReadyzCheck("webhook", ws.StartedChecker()); err != nil {
 		return err
 	}
@@ -143,10 +148,17 @@ func (o *serveOptions) run(ctx context.Context) error {
 		case !synced.Load():
 			return errors.New(waiting.Load().(string))
 		}
-		return nil
+		return fresh.Stale()
 	}); err != nil {
 		return err
 	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	go fresh.Watch(ctx, 2*time.Second, func(ctx context.Context) error {
+		return kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
+	})
 	go func() {
 		// The cluster may not serve meshguard's kinds yet (Istio's CRDs installed after
 		// meshguard, or an Istio older than security.istio.io/v1): meshguard then serves,

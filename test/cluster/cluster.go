@@ -14,8 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,7 +147,14 @@ func StartControlPlane(ctx context.Context, o Options) (_ *Cluster, err error) {
 			ErrorIfPathMissing: true,
 		},
 	}
-	args := c.env.ControlPlane.GetAPIServer().Configure()
+	// A folder of its own keeps the API server's serving certificate across a restart
+	// (KillAPIServer, StartAPIServer); envtest would make a new one.
+	apiserver := c.env.ControlPlane.GetAPIServer()
+	apiserver.CertDir = filepath.Join(o.Dir, "kube-apiserver")
+	if err := os.MkdirAll(apiserver.CertDir, 0o700); err != nil {
+		return nil, err
+	}
+	args := apiserver.Configure()
 	for name, value := range o.APIServerArgs {
 		args.Set(name, value)
 	}
@@ -252,6 +261,60 @@ func (c *Cluster) RestartMeshguard(ctx context.Context) error {
 	return nil
 }
 
+// KillAPIServer kills kube-apiserver at once, as a crash would, leaving etcd and
+// meshguard running.
+func (c *Cluster) KillAPIServer() error {
+	// The process is the one whose command line names the API server's own folder.
+	dir := c.env.ControlPlane.APIServer.CertDir
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		return err
+	}
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(cmdline, []byte("kube-apiserver")) || !bytes.Contains(cmdline, []byte(dir)) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil {
+			return err
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			return err
+		}
+		return c.env.ControlPlane.APIServer.Stop() // reaps it
+	}
+	return fmt.Errorf("no kube-apiserver process serves from %s", dir)
+}
+
+// StartAPIServer starts kube-apiserver again, on the same address and certificates, and
+// waits until it serves.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	if err := c.env.ControlPlane.APIServer.Start(); err != nil {
+		return err
+	}
+	for {
+		if _, err := c.Kube.Discovery().ServerVersion(); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Ready tells whether meshguard reports ready.
+func (c *Cluster) Ready() bool {
+	resp, err := http.Get(c.probe + "/readyz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 // Stop stops meshguard, kube-apiserver and etcd.
 func (c *Cluster) Stop() {
 	if c.serve != nil && c.serve.Process != nil {
@@ -324,11 +387,8 @@ func FreePort() (int, error) {
 func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if resp, err := http.Get(c.probe + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		if c.Ready() {
+			return nil
 		}
 		select {
 		case <-ctx.Done():

@@ -3,7 +3,13 @@ package e2e
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 )
 
 // TestMeshguardDown: with meshguard killed and its webhooks still registered, Pods are
@@ -102,5 +108,98 @@ spec:
 	}
 	if out, _, _ := kubectl(t, "", "get", "authorizationpolicies", "-n", "race", "-o", "name"); strings.Count(out, "authorizationpolicy") != 1 {
 		t.Errorf("policies left: %q", out)
+	}
+}
+
+// TestAPIServerRestart: kube-apiserver restarts while a change that would open a workload
+// is tried over and over. meshguard's watches break; it reports not ready once they have
+// failed for StaleAfter (security writes refused meanwhile), and is ready again once they
+// deliver; the change is never allowed.
+func TestAPIServerRestart(t *testing.T) {
+	namespace(t, "restart", "")
+	bundle := `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: restart}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-require-jwt, namespace: restart}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
+`
+	if _, stderr, err := kubectl(t, bundle, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	client, err := dynamic.NewForConfig(local.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aps := client.Resource(schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}).Namespace("restart")
+	deleteAP := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return aps.Delete(ctx, "web-require-jwt", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}})
+	}
+	waitFor(t, func() bool { err := deleteAP(); return err != nil && strings.Contains(err.Error(), "MG303") })
+
+	var tries, wrongAllows atomic.Int32
+	stop := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			tries.Add(1)
+			if deleteAP() == nil {
+				wrongAllows.Add(1)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if err := local.KillAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	defer func() {
+		if !started {
+			_ = local.StartAPIServer(context.Background())
+		}
+	}()
+	deadline := time.Now().Add(45 * time.Second)
+	for local.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("meshguard stayed ready with the API server gone")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := local.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	started = true
+	for !local.Ready() {
+		if ctx.Err() != nil {
+			t.Fatal("meshguard not ready again after kube-apiserver came back")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	// Load on the restarted API server too, then stop it.
+	time.Sleep(2 * time.Second)
+	close(stop)
+	<-loadDone
+	if n := wrongAllows.Load(); n > 0 {
+		t.Errorf("%d of %d DELETEs allowed", n, tries.Load())
+	}
+	if err := deleteAP(); err == nil || !strings.Contains(err.Error(), "MG303") {
+		t.Errorf("after the restart: %v", err)
 	}
 }
