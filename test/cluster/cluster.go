@@ -54,6 +54,9 @@ type Cluster struct {
 	Binary string
 	Config *rest.Config
 	Kube   *kubernetes.Clientset
+	// WebhookURL is where `meshguard serve` listens, with a certificate of CA.
+	WebhookURL string
+	CA         []byte
 
 	env       *envtest.Environment
 	serve     *exec.Cmd
@@ -108,7 +111,8 @@ func Start(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := register(ctx, c.Kube, o.Root, fmt.Sprintf("https://127.0.0.1:%d", port), ca); err != nil {
+	c.WebhookURL, c.CA = fmt.Sprintf("https://127.0.0.1:%d", port), ca
+	if err := register(ctx, c.Kube, o.Root, c.WebhookURL, ca); err != nil {
 		return nil, fmt.Errorf("registering the webhooks: %w", err)
 	}
 	return c, nil
@@ -229,6 +233,9 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 	}
 	return port, bundle.CA, nil
 }
+
+// MeshguardPID is the process ID of `meshguard serve`.
+func (c *Cluster) MeshguardPID() int { return c.serve.Process.Pid }
 
 // KillMeshguard kills `meshguard serve` at once, as an OOM kill or a lost node would,
 // leaving the webhooks registered.

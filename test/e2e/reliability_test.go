@@ -2,14 +2,24 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 )
 
 // TestMeshguardDown: with meshguard killed and its webhooks still registered, Pods are
@@ -201,5 +211,147 @@ spec:
 	}
 	if err := deleteAP(); err == nil || !strings.Contains(err.Error(), "MG303") {
 		t.Errorf("after the restart: %v", err)
+	}
+}
+
+// TestSlowClients: 200 connections to `meshguard serve` that send a body slowly (half of
+// them announcing 3 MiB) and stall. A normal review is still answered within a second, the
+// process stays under its container's memory limit, and the slow connections are cut.
+func TestSlowClients(t *testing.T) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(local.CA)
+	tlsConfig := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	host := strings.TrimPrefix(local.WebhookURL, "https://")
+	var slow []*tls.Conn
+	defer func() {
+		for _, c := range slow {
+			c.Close()
+		}
+	}()
+	for i := range 200 {
+		c, err := tls.Dial("tcp", host, tlsConfig)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		size := 10 << 10
+		if i%2 == 0 {
+			size = 3 << 20
+		}
+		fmt.Fprintf(c, "POST /validate HTTP/1.1\r\nHost: meshguard\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{\"request\":", size)
+		slow = append(slow, c)
+	}
+	start := time.Now()
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig}, Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	const review = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},` +
+		`"resource":{"group":"","version":"v1","resource":"pods"},"namespace":"slow","name":"p","operation":"CREATE","userInfo":{},` +
+		`"object":{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"slow"},"spec":{"containers":[{"name":"c","image":"i"}]}}}}`
+	for i := range 5 {
+		asked := time.Now()
+		resp, err := client.Post(local.WebhookURL+"/validate", "application/json", strings.NewReader(review))
+		if err != nil {
+			t.Fatalf("review %d: %v", i, err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if elapsed := time.Since(asked); resp.StatusCode != http.StatusOK || !strings.Contains(string(out), `"allowed":true`) || elapsed > time.Second {
+			t.Errorf("review %d: HTTP %d after %v: %.200s", i, resp.StatusCode, elapsed, out)
+		}
+	}
+	if rss := residentBytes(t, local.MeshguardPID()); rss > 512<<20 {
+		t.Errorf("meshguard holds %d MiB, over its container's limit", rss>>20)
+	}
+	// The server cuts each: at once when its large body is over the budget, at the read
+	// deadline (10 s) otherwise.
+	buf := make([]byte, 512)
+	for i, c := range slow {
+		_ = c.SetReadDeadline(start.Add(20 * time.Second))
+		for {
+			if _, err := c.Read(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					t.Fatalf("connection %d still open after 20 s", i)
+				}
+				break
+			}
+		}
+	}
+}
+
+// residentBytes is a process's resident memory, from /proc.
+func residentBytes(t *testing.T, pid int) int64 {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestLargeDryRuns: ten server-side dry runs at once of a 1.8 MB AuthorizationPolicy with
+// 50,000 request principals: each is answered within the webhook's timeout, with a bounded
+// response (at most ten warnings and a count of the rest).
+func TestLargeDryRuns(t *testing.T) {
+	namespace(t, "large", "")
+	principals := make([]any, 50000)
+	for i := range principals {
+		principals[i] = fmt.Sprintf("https://issuer%d.example.com/subject-%d", i, i)
+	}
+	ap := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+		"metadata": map[string]any{"name": "many-principals", "namespace": "large"},
+		"spec": map[string]any{
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+			"rules":    []any{map[string]any{"from": []any{map[string]any{"source": map[string]any{"requestPrincipals": principals}}}}},
+		},
+	}}
+	errs := make(chan error, 10)
+	for range 10 {
+		go func() {
+			warnings := &countingWarnings{}
+			cfg := rest.CopyConfig(local.Config)
+			cfg.WarningHandler = warnings
+			cfg.Timeout = 30 * time.Second
+			client, err := dynamic.NewForConfig(cfg)
+			if err != nil {
+				errs <- err
+				return
+			}
+			// Past the webhook's timeout the API server would fail the call: "failed
+			// calling webhook".
+			_, err = client.Resource(schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}).
+				Namespace("large").Create(context.Background(), ap, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			switch {
+			case err != nil && (!strings.Contains(err.Error(), "meshguard denied") || len(err.Error()) > 64<<10):
+				errs <- fmt.Errorf("%.300s", err)
+			case warnings.n.Load() > 11:
+				errs <- fmt.Errorf("%d warnings", warnings.n.Load())
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range 10 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// countingWarnings counts the warnings of the responses a client receives.
+type countingWarnings struct{ n atomic.Int32 }
+
+func (w *countingWarnings) HandleWarningHeader(code int, _, _ string) {
+	if code == 299 {
+		w.n.Add(1)
 	}
 }
