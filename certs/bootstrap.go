@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -11,7 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 )
 
 // caKeyField holds the CA's private key in the bootstrap's Secret, beside the serving pair.
@@ -36,6 +40,9 @@ type Bootstrap struct {
 	Log                  logr.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	mu sync.Mutex
+	ca []byte // the CA Ensure last put in place
 }
 
 func (b *Bootstrap) now() time.Time {
@@ -46,16 +53,59 @@ func (b *Bootstrap) now() time.Time {
 }
 
 // Ensure makes one round: the Secret exists and holds a current serving certificate, the
-// files in CertDir match it, and both webhook configurations trust its CA.
+// files in CertDir match it, and both webhook configurations trust its CA. Replicas that
+// start or rotate together conflict: the loser retries and adopts what the winner wrote.
 func (b *Bootstrap) Ensure(ctx context.Context) error {
-	bundle, err := b.ensureSecret(ctx)
+	var bundle *Bundle
+	err := retry.OnError(retry.DefaultBackoff, apierrors.IsConflict, func() (err error) {
+		bundle, err = b.ensureSecret(ctx)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("secret %s/%s: %w", b.Namespace, b.Secret, err)
 	}
 	if err := bundle.Write(b.CertDir); err != nil {
 		return err
 	}
-	return b.injectCA(ctx, bundle.CA)
+	b.mu.Lock()
+	b.ca = bundle.CA
+	b.mu.Unlock()
+	return retry.RetryOnConflict(retry.DefaultBackoff, func() error { return b.injectCA(ctx, bundle.CA) })
+}
+
+// WatchWebhooks puts the CA back into the webhook configurations as soon as one loses it
+// (a GitOps sync or a reinstall replaced it), rather than at the next round, until ctx
+// ends: meanwhile the API server could not call meshguard, and every write of a security
+// kind would be refused.
+func (b *Bootstrap) WatchWebhooks(ctx context.Context) {
+	adm := b.Client.AdmissionregistrationV1()
+	byName := metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", b.WebhookConfiguration).String()}
+	for _, watchOne := range []func(context.Context, metav1.ListOptions) (watch.Interface, error){
+		adm.ValidatingWebhookConfigurations().Watch, adm.MutatingWebhookConfigurations().Watch,
+	} {
+		go func() {
+			for ctx.Err() == nil {
+				w, err := watchOne(ctx, byName)
+				if err != nil {
+					b.Log.Error(err, "watching the webhook configurations; retrying")
+					select {
+					case <-ctx.Done():
+					case <-time.After(10 * time.Second):
+					}
+					continue
+				}
+				for range w.ResultChan() {
+					b.mu.Lock()
+					ca := b.ca
+					b.mu.Unlock()
+					if err := retry.RetryOnConflict(retry.DefaultBackoff, func() error { return b.injectCA(ctx, ca) }); err != nil && ctx.Err() == nil {
+						b.Log.Error(err, "putting the CA back into the webhook configurations")
+					}
+				}
+				w.Stop()
+			}
+		}()
+	}
 }
 
 // Run repeats Ensure every interval until ctx ends, logging failures.

@@ -238,5 +238,6 @@ func (o *serveOptions) bootstrap(ctx context.Context, cfg *rest.Config, log logr
 		return fmt.Errorf("self-signed certificate: %w", err)
 	}
 	go b.Run(ctx, o.certCheckInterval)
+	b.WatchWebhooks(ctx)
 	return nil
 }

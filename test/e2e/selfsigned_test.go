@@ -17,12 +17,11 @@ import (
 	"github.com/meshguard/meshguard/test/cluster"
 )
 
-// TestSelfSignedRotation runs a second meshguard with --self-signed and a 24-second
-// certificate, registered for one namespace only, and sends requests through the API server
-// while its certificate is re-issued: no request may fail, and the CA must not change.
-func TestSelfSignedRotation(t *testing.T) {
+// selfSigned runs a second meshguard with --self-signed (and args), registered as webhook
+// configurations of its own name for one namespace only, and waits until it is ready. stop
+// ends the process and returns its log.
+func selfSigned(t *testing.T, ns, name string, args ...string) (port int, stop func() string) {
 	ctx := context.Background()
-	const ns, name = "rotate", "meshguard-rotation"
 	namespace(t, ns, "")
 	port, probePort := cluster.TestPort(t), cluster.TestPort(t)
 	url := fmt.Sprintf("https://127.0.0.1:%d", port)
@@ -41,7 +40,7 @@ func TestSelfSignedRotation(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	defer adm.ValidatingWebhookConfigurations().Delete(ctx, name, metav1.DeleteOptions{})
+	t.Cleanup(func() { _ = adm.ValidatingWebhookConfigurations().Delete(ctx, name, metav1.DeleteOptions{}) })
 	if _, err := adm.MutatingWebhookConfigurations().Create(ctx, &admregv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Webhooks: []admregv1.MutatingWebhook{{
@@ -53,24 +52,24 @@ func TestSelfSignedRotation(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	defer adm.MutatingWebhookConfigurations().Delete(ctx, name, metav1.DeleteOptions{})
+	t.Cleanup(func() { _ = adm.MutatingWebhookConfigurations().Delete(ctx, name, metav1.DeleteOptions{}) })
 
 	var log bytes.Buffer
-	serve := exec.Command(local.Binary, "serve", "--kubeconfig", local.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
+	serve := exec.Command(local.Binary, append([]string{"serve", "--kubeconfig", local.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--cert-dir", t.TempDir(), "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--self-signed", "--namespace", ns, "--self-signed-secret", name, "--self-signed-hosts", "127.0.0.1",
-		"--webhook-configuration", name, "--self-signed-validity", "24s", "--self-signed-check-interval", "1s")
+		"--webhook-configuration", name}, args...)...)
 	serve.Stdout, serve.Stderr = &log, &log
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
 	}
 	// stop ends the process; its log is read only after, while nothing writes to it.
-	stop := func() string {
+	stop = func() string {
 		_ = serve.Process.Kill()
 		_, _ = serve.Process.Wait()
 		return log.String()
 	}
-	defer stop()
+	t.Cleanup(func() { stop() })
 	waitFor(t, func() bool {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probePort))
 		if err != nil {
@@ -79,6 +78,17 @@ func TestSelfSignedRotation(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
+	return port, stop
+}
+
+// TestSelfSignedRotation runs meshguard with --self-signed and a 24-second certificate,
+// and sends requests through the API server while its certificate is re-issued: no request
+// may fail, and the CA must not change.
+func TestSelfSignedRotation(t *testing.T) {
+	ctx := context.Background()
+	const ns, name = "rotate", "meshguard-rotation"
+	port, stop := selfSigned(t, ns, name, "--self-signed-validity", "24s", "--self-signed-check-interval", "1s")
+	adm := local.Kube.AdmissionregistrationV1()
 
 	secret, err := local.Kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -127,4 +137,30 @@ func TestSelfSignedRotation(t *testing.T) {
 		t.Errorf("no re-issue logged:\n%s", logged)
 	}
 	t.Logf("%d requests through the API server, %d serving certificates, none failed", requests, len(served))
+}
+
+// TestSelfSignedCABundleRestored: a webhook configuration whose caBundle is wiped (a GitOps
+// sync of the manifests, a reinstall) gets the CA back at once, not at the next hourly
+// round.
+func TestSelfSignedCABundleRestored(t *testing.T) {
+	ctx := context.Background()
+	const ns, name = "restore", "meshguard-restore"
+	selfSigned(t, ns, name)
+	adm := local.Kube.AdmissionregistrationV1()
+	v, err := adm.ValidatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := v.Webhooks[0].ClientConfig.CABundle
+	if len(ca) == 0 {
+		t.Fatal("no CA injected")
+	}
+	v.Webhooks[0].ClientConfig.CABundle = nil
+	if _, err := adm.ValidatingWebhookConfigurations().Update(ctx, v, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		v, err := adm.ValidatingWebhookConfigurations().Get(ctx, name, metav1.GetOptions{})
+		return err == nil && bytes.Equal(v.Webhooks[0].ClientConfig.CABundle, ca)
+	})
 }
