@@ -52,6 +52,10 @@ type Server struct {
 	// Freshness tells when the cache's watches have been failing too long: the security
 	// kinds are then refused. Nil trusts the cache.
 	Freshness *Freshness
+	// APIReader reads the API server itself, uncached: a security policy write is judged
+	// against the policies it lists (a quorum read), not against a cache that may lag
+	// behind a write another replica allowed a moment ago. Nil judges on the cache.
+	APIReader client.Reader
 
 	pending pendingWrites
 }
@@ -95,12 +99,16 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	// A write of a security policy is judged, and recorded if allowed, one at a time: see
 	// pendingWrites. Dry runs change nothing and wait for nothing.
 	kind := kinds.Lookup(req.Kind.Group, req.Kind.Kind)
-	write := kind != nil && kind.Role == kinds.Policy && !dryRun(req) && s.Synced.Load()
+	policyWrite := kind != nil && kind.Role == kinds.Policy && s.Synced.Load()
+	write := policyWrite && !dryRun(req)
 	if write {
 		s.pending.judging.Lock()
 		defer s.pending.judging.Unlock()
 	}
 	st := s.state(ctx)
+	if policyWrite && s.APIReader != nil && s.Views != nil {
+		st.quorum = s.Views.reading(s.APIReader) // a dry run is judged as the write would be
+	}
 	var stored storedObject
 	if s.Synced.Load() {
 		stored = st.stored

@@ -347,3 +347,31 @@ spec:
 		}
 	}
 }
+
+// TestQuorumRead: another replica allowed the DELETE of one of a workload's two enforcing
+// policies a moment ago, and this replica's cache does not show it yet. The DELETE of the
+// other is judged on what the API server holds, and denied.
+func TestQuorumRead(t *testing.T) {
+	denyAnonymous := `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-deny-anonymous, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]`
+	lagging := newServer(t, true, raGood, apRequire, denyAnonymous)
+	lagging.Views = NewViews(lagging.Reader)
+	if r := review(t, lagging.Validating(), admissionv1.Delete, "", denyAnonymous, false); !r.Allowed {
+		t.Fatalf("on the cache alone the DELETE passes: %s", r.Result.Message)
+	}
+	lagging = newServer(t, true, raGood, apRequire, denyAnonymous)
+	lagging.Views = NewViews(lagging.Reader)
+	lagging.APIReader = newServer(t, true, raGood, denyAnonymous).Reader // web-require-jwt is gone
+	if r := review(t, lagging.Validating(), admissionv1.Delete, "", denyAnonymous, false); r.Allowed || !strings.Contains(r.Result.Message, "MG303") {
+		t.Errorf("judged on the API server's policies: allowed=%v %s", r.Allowed, r.Result.Message)
+	}
+	// A dry run is judged as the write would be.
+	if r := review(t, lagging.Validating(), admissionv1.Delete, "", denyAnonymous, true); r.Allowed {
+		t.Error("dry run: allowed")
+	}
+}

@@ -43,6 +43,8 @@ type liveState struct {
 	settings map[string]policy.Settings
 	// pending are the policy writes allowed that the cache may not show yet.
 	pending *pendingWrites
+	// quorum, when set, reads the policies views from the API server instead of the cache.
+	quorum *Views
 }
 
 func (s *liveState) fail(err error) {
@@ -61,7 +63,11 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 	if v, ok := s.read[key]; ok {
 		return v
 	}
-	v, err := s.views.view(s.ctx, key)
+	views := s.views
+	if key.part == policiesView && s.quorum != nil {
+		views = s.quorum
+	}
+	v, err := views.view(s.ctx, key)
 	if err != nil {
 		s.fail(err)
 		v = policy.NewSnapshot()

@@ -373,6 +373,14 @@ func (v *Views) gatewayClass(ctx context.Context, name string) (*policy.GatewayC
 	return &class, nil
 }
 
+// reading returns views like v's, of the kinds v watches, that read through reader: once
+// each, for one review, as they keep no memo between reviews.
+func (v *Views) reading(reader client.Reader) *Views {
+	r := &Views{reader: reader, installed: v.installed}
+	r.watched.Store(v.watched.Load())
+	return r
+}
+
 // serves tells whether the cluster serves a kind: one it does not has none of its objects.
 // Views not watched (or watched without the list) read every kind.
 func (v *Views) serves(k *kinds.Kind) bool {

@@ -127,6 +127,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		Log:            log.WithName("webhook"),
 		Metrics:        webhook.NewMetrics(metrics.Registry),
 		Freshness:      fresh,
+		APIReader:      mgr.GetAPIReader(),
 	}
 	ws := mgr.GetWebhookServer()
 	srv.Register(ws)
