@@ -21,7 +21,6 @@ func TestFreshness(t *testing.T) {
 	ctx := context.Background()
 	f.WatchErrorHandler(ctx, r, io.EOF)
 	f.WatchErrorHandler(ctx, r, apierrors.NewResourceExpired("too old"))
-	f.WatchErrorHandler(ctx, r, apierrors.NewGone("gone"))
 	now = now.Add(time.Hour)
 	if err := f.Stale(); err != nil {
 		t.Errorf("a watch that closed or expired: %v", err)
