@@ -269,7 +269,7 @@ func (l *Loader) loadObject(src Source, js []byte) {
 		return
 	}
 	if g, ok := o.(*policy.MeshGuardrail); ok {
-		if errs := l.Engine.ValidateGuardrail(g); len(errs) > 0 {
+		if errs := l.Engine.ValidateGuardrail(g, nil); len(errs) > 0 { // namespaces may come later: MG506 judges each Pod
 			l.fail(src, "%s %q is invalid: %v", tm.Kind, g.Name, errs.ToAggregate())
 			return
 		}

@@ -133,7 +133,9 @@ var ruleIDPattern = regexp.MustCompile(`^MG[0-9]{3}$`)
 
 // ValidateGuardrail checks a MeshGuardrail against the catalog and Kubernetes' syntax rules:
 // rule IDs that exist, actions that mean something, selectors and labels that parse.
-func (e *Engine) ValidateGuardrail(g *MeshGuardrail) field.ErrorList {
+// namespaces are the cluster's, by name with their labels, where known (nil offline): a
+// coverage label value with {namespace} must be a valid label value in each it governs.
+func (e *Engine) ValidateGuardrail(g *MeshGuardrail, namespaces map[string]map[string]string) field.ErrorList {
 	var errs field.ErrorList
 	spec := field.NewPath("spec")
 	if g.Spec.NamespaceSelector != nil {
@@ -177,10 +179,23 @@ func (e *Engine) ValidateGuardrail(g *MeshGuardrail) field.ErrorList {
 				errs = append(errs, field.Invalid(p.Key(k), k, msg))
 			}
 			// Check the syntax of the value as written for a one-letter namespace; the
-			// length depends on the namespace and is checked when a Pod is labelled.
+			// length depends on the namespace: checked for those there are, and when a Pod
+			// is labelled (MG506).
 			v := strings.ReplaceAll(cov.PodLabels[k], "{namespace}", "n")
 			for _, msg := range validation.IsValidLabelValue(v) {
 				errs = append(errs, field.Invalid(p.Key(k), cov.PodLabels[k], msg))
+			}
+			if !strings.Contains(cov.PodLabels[k], "{namespace}") {
+				continue
+			}
+			for _, ns := range sortedKeys(namespaces) {
+				if !governs(g, namespaces[ns]) {
+					continue
+				}
+				expanded := strings.ReplaceAll(cov.PodLabels[k], "{namespace}", ns)
+				for _, msg := range validation.IsValidLabelValue(expanded) {
+					errs = append(errs, field.Invalid(p.Key(k), cov.PodLabels[k], fmt.Sprintf("in namespace %s it is %q: %s", ns, expanded, msg)))
+				}
 			}
 		}
 	}

@@ -446,7 +446,7 @@ func TestValidateGuardrail(t *testing.T) {
 		JWT:               &v1alpha1.JWTGuardrail{TrustedIssuers: []v1alpha1.TrustedIssuer{{}}},
 		Coverage:          &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"bad key!": "{namespace}", "ok": "no spaces allowed"}},
 	})
-	errs := e.ValidateGuardrail(bad)
+	errs := e.ValidateGuardrail(bad, nil)
 	for _, path := range []string{
 		"spec.namespaceSelector.matchExpressions[0].operator", "spec.rootNamespace", "spec.rules[MG999]", "spec.rules[mg101]",
 		"spec.rules[MG101]", "spec.jwt.trustedIssuers[0].issuer", "spec.coverage.podLabels[bad key!]", "spec.coverage.podLabels[ok]",
@@ -457,8 +457,20 @@ func TestValidateGuardrail(t *testing.T) {
 	}
 	good := guardrail("good", v1alpha1.MeshGuardrailSpec{Rules: map[string]Action{"MG301": Deny, "MG206": Off},
 		Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}}})
-	if errs := e.ValidateGuardrail(good); len(errs) > 0 {
+	if errs := e.ValidateGuardrail(good, nil); len(errs) > 0 {
 		t.Errorf("valid guardrail: %v", errs)
+	}
+	// A value that expands past 63 characters in a namespace the guardrail governs.
+	long := guardrail("long", v1alpha1.MeshGuardrailSpec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"jwt": "required"}},
+		Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"covered": "covered-by-the-platform-{namespace}"}}})
+	namespaces := map[string]map[string]string{
+		"shop": {"jwt": "required"},
+		"payments-settlement-reconciliation-eu-west": {"jwt": "required"},
+		"a-namespace-with-a-long-name-it-does-not-govern-at-all": nil,
+	}
+	errs = e.ValidateGuardrail(long, namespaces)
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "in namespace payments-settlement-reconciliation-eu-west") {
+		t.Errorf("a value too long in one namespace: %v", errs)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -119,7 +120,11 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	}
 	if g, ok := obj.(*policy.MeshGuardrail); ok {
 		if req.Operation != admissionv1.Delete {
-			if errs := s.Engine.ValidateGuardrail(g); len(errs) > 0 {
+			namespaces, err := s.namespaces(ctx)
+			if err != nil {
+				return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster's namespaces: %w", err))
+			}
+			if errs := s.Engine.ValidateGuardrail(g, namespaces); len(errs) > 0 {
 				return admission.Denied(fmt.Sprintf("meshguard: MeshGuardrail %q is invalid: %v", g.Name, errs.ToAggregate()))
 			}
 		}
@@ -158,6 +163,23 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		s.pending.record(kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now())
 	}
 	return resp
+}
+
+// namespaces are the cluster's namespaces and their labels, as cached; nil until the
+// caches have synced.
+func (s *Server) namespaces(ctx context.Context) (map[string]map[string]string, error) {
+	if !s.Synced.Load() {
+		return nil, nil
+	}
+	var list corev1.NamespaceList
+	if err := s.Reader.List(ctx, &list); err != nil {
+		return nil, err
+	}
+	out := make(map[string]map[string]string, len(list.Items))
+	for _, ns := range list.Items {
+		out[ns.Name] = ns.Labels
+	}
+	return out, nil
 }
 
 func (s *Server) mutate(ctx context.Context, req admission.Request) admission.Response {

@@ -211,6 +211,14 @@ func TestValidate(t *testing.T) {
 			t.Errorf("allowed=%v %s %v", r.Allowed, r.Result.Message, r.Warnings)
 		}
 	})
+	t.Run("a coverage label value too long in a namespace there is", func(t *testing.T) {
+		long := "apiVersion: v1\nkind: Namespace\nmetadata: {name: payments-settlement-reconciliation-eu-west, labels: {jwt: required}}"
+		rail := "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: g}\nspec:\n  namespaceSelector: {matchLabels: {jwt: required}}\n  coverage: {required: true, podLabels: {covered: 'covered-by-the-platform-{namespace}'}}"
+		r := review(t, newServer(t, true, shop, long).Validating(), admissionv1.Create, rail, "", false)
+		if r.Allowed || !strings.Contains(r.Result.Message, "in namespace payments-settlement-reconciliation-eu-west") {
+			t.Errorf("allowed=%v %s", r.Allowed, r.Result.Message)
+		}
+	})
 	t.Run("invalid MeshGuardrail", func(t *testing.T) {
 		r := review(t, v, admissionv1.Create, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: g}\nspec: {rules: {MG999: deny}}", "", false)
 		if r.Allowed || !strings.Contains(r.Result.Message, "spec.rules[MG999]") {

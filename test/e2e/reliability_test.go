@@ -355,3 +355,29 @@ func (w *countingWarnings) HandleWarningHeader(code int, _, _ string) {
 		w.n.Add(1)
 	}
 }
+
+// TestTLSSuites: meshguard takes TLS 1.2 with AEAD suites only, and nothing older.
+func TestTLSSuites(t *testing.T) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(local.CA)
+	host := strings.TrimPrefix(local.WebhookURL, "https://")
+	for _, c := range []struct {
+		name   string
+		config *tls.Config
+		ok     bool
+	}{
+		{"TLS 1.3", &tls.Config{MinVersion: tls.VersionTLS13}, true},
+		{"TLS 1.2, AES-GCM", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}, true},
+		{"TLS 1.2, CBC-SHA", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}}, false},
+		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, false},
+	} {
+		c.config.RootCAs = pool
+		conn, err := tls.Dial("tcp", host, c.config)
+		if err == nil {
+			conn.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("%s: handshake error %v", c.name, err)
+		}
+	}
+}
