@@ -465,7 +465,7 @@ func TestValidateGuardrail(t *testing.T) {
 		Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"covered": "covered-by-the-platform-{namespace}"}}})
 	namespaces := map[string]map[string]string{
 		"shop": {"jwt": "required"},
-		"payments-settlement-reconciliation-eu-west": {"jwt": "required"},
+		"payments-settlement-reconciliation-eu-west":             {"jwt": "required"},
 		"a-namespace-with-a-long-name-it-does-not-govern-at-all": nil,
 	}
 	errs = e.ValidateGuardrail(long, namespaces)
