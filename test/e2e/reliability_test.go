@@ -259,9 +259,11 @@ func TestSlowClients(t *testing.T) {
 			t.Errorf("review %d: HTTP %d after %v: %.200s", i, resp.StatusCode, elapsed, out)
 		}
 	}
-	if rss := residentBytes(t, local.MeshguardPID()); rss > 512<<20 {
+	rss := residentBytes(t, local.MeshguardPID())
+	if rss > 512<<20 {
 		t.Errorf("meshguard holds %d MiB, over its container's limit", rss>>20)
 	}
+	t.Logf("meshguard's resident memory with 200 stalled connections: %d MiB", rss>>20)
 	// The server cuts each: at once when its large body is over the budget, at the read
 	// deadline (10 s) otherwise.
 	buf := make([]byte, 512)
@@ -328,8 +330,10 @@ func TestLargeDryRuns(t *testing.T) {
 			}
 			// Past the webhook's timeout the API server would fail the call: "failed
 			// calling webhook".
+			asked := time.Now()
 			_, err = client.Resource(schema.GroupVersionResource{Group: "security.istio.io", Version: "v1", Resource: "authorizationpolicies"}).
 				Namespace("large").Create(context.Background(), ap, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			t.Logf("answered in %v with %d warnings", time.Since(asked).Round(time.Millisecond), warnings.n.Load())
 			switch {
 			case err != nil && (!strings.Contains(err.Error(), "meshguard denied") || len(err.Error()) > 64<<10):
 				errs <- fmt.Errorf("%.300s", err)
