@@ -192,6 +192,17 @@ func TestValidate(t *testing.T) {
 			t.Errorf("allowed=%v %s", r.Allowed, r.Result.Message)
 		}
 	})
+	t.Run("DELETE by the namespace controller: the namespace is going", func(t *testing.T) {
+		var ar admissionv1.AdmissionReview
+		if err := json.Unmarshal(reviewBody(t, admissionv1.Delete, "", apRequire, false), &ar); err != nil {
+			t.Fatal(err)
+		}
+		ar.Request.UserInfo.Username = "system:serviceaccount:kube-system:namespace-controller"
+		body, _ := json.Marshal(ar)
+		if r := post(t, v, body); !r.Allowed {
+			t.Errorf("denied: %s", r.Result.Message)
+		}
+	})
 	t.Run("DELETE of an unsafe policy is fine", func(t *testing.T) {
 		r := review(t, newServer(t, true, raNoAudiences).Validating(), admissionv1.Delete, "", raNoAudiences, false)
 		if !r.Allowed {
