@@ -129,7 +129,10 @@ func (v *Views) Watch(ctx context.Context, informers cache.Informers, installed 
 	settingsHandler := toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    v.settingsChanged,
 		UpdateFunc: func(_, updated any) { v.settingsChanged(updated) },
-		DeleteFunc: v.settingsChanged,
+		DeleteFunc: func(obj any) {
+			v.settingsChanged(obj)
+			v.forget(obj)
+		},
 	}
 	for _, k := range installed {
 		if k.Role != kinds.Setting {
@@ -173,6 +176,23 @@ func watch(ctx context.Context, informers cache.Informers, kind *kinds.Kind, han
 }
 
 // settingsChanged is told of every MeshGuardrail and Namespace change.
+// forget drops what is kept of a deleted namespace's views, its change counters too: a
+// cluster whose namespaces come and go (one per CI run) keeps none of them.
+func (v *Views) forget(obj any) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	for _, part := range []viewPart{policiesView, workloadsView} {
+		key := viewKey{ns.Name, part}
+		v.views.Delete(key)
+		v.versions.Delete(key)
+	}
+}
+
 func (v *Views) settingsChanged(any) {
 	v.settingsVersion.Add(1)
 	v.settings.Clear()

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -288,5 +289,24 @@ func TestStoredOnlySecurityPolicies(t *testing.T) {
 	}
 	if o := st.stored(kinds.Lookup("security.istio.io", "RequestAuthentication"), "shop", "a"); o == nil || o.GetName() != "a" {
 		t.Errorf("the cached RequestAuthentication was not found: %v", o)
+	}
+}
+
+// TestForgetDeletedNamespace: nothing is kept of a deleted namespace's views, counters
+// included, so that namespaces that come and go leave nothing behind.
+func TestForgetDeletedNamespace(t *testing.T) {
+	v := NewViews(fake.NewClientBuilder().WithScheme(scheme(t)).Build())
+	v.watched.Store(true)
+	pod := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ci-1234"}}
+	v.changed(workloadsView, pod)
+	if _, err := v.view(context.Background(), viewKey{"ci-1234", policiesView}); err != nil {
+		t.Fatal(err)
+	}
+	v.forget(toolscache.DeletedFinalStateUnknown{Obj: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ci-1234"}}})
+	kept := 0
+	v.versions.Range(func(any, any) bool { kept++; return true })
+	v.views.Range(func(any, any) bool { kept++; return true })
+	if kept != 0 {
+		t.Errorf("%d entries kept of a deleted namespace", kept)
 	}
 }
