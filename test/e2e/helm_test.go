@@ -96,6 +96,11 @@ func TestHelmChart(t *testing.T) {
 			}
 		})
 	}
+	// meshguard's own namespace is never judged: not Istio's root namespace, then.
+	out, err := exec.Command(h, "template", "meshguard", chart, "-n", "istio-system").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not in Istio's root namespace istio-system") {
+		t.Errorf("installed in the root namespace: err=%v\n%.300s", err, out)
+	}
 }
 
 // clusterRole returns the ClusterRole of a name among rendered objects.

@@ -12,6 +12,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "meshguard.namespaceSelector" -}}
+{{- /* meshguard's own namespace is never judged: installed in Istio's root namespace, the mesh-wide policies would go unjudged. */ -}}
+{{- if eq .Release.Namespace (.Values.starterGuardrail.spec.rootNamespace | default "istio-system") }}
+{{- fail (printf "install meshguard in a namespace of its own, not in Istio's root namespace %s: the webhooks never judge meshguard's own namespace" .Release.Namespace) }}
+{{- end }}
 matchExpressions:
 - key: kubernetes.io/metadata.name
   operator: NotIn
