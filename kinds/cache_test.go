@@ -1,10 +1,12 @@
 package kinds
 
 import (
+	"context"
 	"maps"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -67,7 +69,7 @@ func TestKeep(t *testing.T) {
 }
 
 // TestInstalled: a cluster without the Gateway API is served without Gateways; one
-// without Istio's CRDs is not served at all.
+// without Istio's CRDs is waited for.
 func TestInstalled(t *testing.T) {
 	mapper := func(skip string) meta.RESTMapper {
 		m := meta.NewDefaultRESTMapper(nil)
@@ -92,6 +94,17 @@ func TestInstalled(t *testing.T) {
 	}
 	if _, err := Installed(mapper(policy.KindAuthorizationPolicy)); err == nil || !strings.Contains(err.Error(), "AuthorizationPolicy.security.istio.io") {
 		t.Errorf("without Istio's AuthorizationPolicy: %v", err)
+	}
+	// Istio's CRDs installed after meshguard: it waits, then watches.
+	var asked int
+	late := meta.MultiRESTMapper{mapper(policy.KindAuthorizationPolicy)}
+	got, err := WaitInstalled(context.Background(), &late, time.Millisecond, func(error) {
+		if asked++; asked == 3 {
+			late = meta.MultiRESTMapper{mapper("")}
+		}
+	})
+	if err != nil || len(got) != len(Cached()) || asked != 3 {
+		t.Errorf("CRDs installed late: %d kinds after %d tries (%v)", len(got), asked, err)
 	}
 	for _, k := range Cached() {
 		o, _ := k.CacheObject()

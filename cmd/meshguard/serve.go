@@ -12,7 +12,6 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -164,15 +163,9 @@ func (o *serveOptions) run(ctx context.Context) error {
 		// The cluster may not serve meshguard's kinds yet (Istio's CRDs installed after
 		// meshguard, or an Istio older than security.istio.io/v1): meshguard then serves,
 		// unready, Pods admitted and security kinds refused, and tries again.
-		var installed []*kinds.Kind
-		err := wait.PollUntilContextCancel(ctx, kindsRetryInterval, true, func(ctx context.Context) (bool, error) {
-			var err error
-			if installed, err = kinds.Installed(mgr.GetRESTMapper()); err != nil {
-				waiting.Store(err.Error())
-				log.Info("waiting for the cluster to serve the kinds meshguard watches", "reason", err.Error())
-				return false, nil
-			}
-			return true, nil
+		installed, err := kinds.WaitInstalled(ctx, mgr.GetRESTMapper(), kindsRetryInterval, func(err error) {
+			waiting.Store(err.Error())
+			log.Info("waiting for the cluster to serve the kinds meshguard watches", "reason", err.Error())
 		})
 		if err != nil {
 			return // shutting down
