@@ -45,6 +45,14 @@ metadata: {name: web-require-jwt, namespace: shop}
 spec:
   selector: {matchLabels: {app: web}}
   rules: [{from: [{source: {requestPrincipals: ["` + iss + `/*"]}}]}]`
+	// apDenyAnonymous and apRequire each make web require a token.
+	apDenyAnonymous = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-deny-anonymous, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]`
 	coverage = `apiVersion: meshguard.io/v1alpha1
 kind: MeshGuardrail
 metadata: {name: jwt-coverage}
@@ -339,19 +347,12 @@ func FuzzAdmissionReview(f *testing.F) {
 // deleted at once. Each DELETE alone leaves the other enforcing, so on the cache alone
 // both would be allowed and the workload left open: at most one is.
 func TestConcurrentDeletes(t *testing.T) {
-	denyAnonymous := `apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-deny-anonymous, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  action: DENY
-  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]`
 	for range 20 {
-		srv := newServer(t, true, raGood, apRequire, denyAnonymous)
+		srv := newServer(t, true, raGood, apRequire, apDenyAnonymous)
 		v := srv.Validating()
 		var allowed atomic.Int32
 		done := make(chan struct{})
-		for _, ap := range []string{apRequire, denyAnonymous} {
+		for _, ap := range []string{apRequire, apDenyAnonymous} {
 			go func() {
 				defer func() { done <- struct{}{} }()
 				if r := review(t, v, admissionv1.Delete, "", ap, false); r.Allowed {
@@ -371,26 +372,19 @@ spec:
 // policies a moment ago, and this replica's cache does not show it yet. The DELETE of the
 // other is judged on what the API server holds, and denied.
 func TestQuorumRead(t *testing.T) {
-	denyAnonymous := `apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-deny-anonymous, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  action: DENY
-  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]`
-	lagging := newServer(t, true, raGood, apRequire, denyAnonymous)
+	lagging := newServer(t, true, raGood, apRequire, apDenyAnonymous)
 	lagging.Views = NewViews(lagging.Reader)
-	if r := review(t, lagging.Validating(), admissionv1.Delete, "", denyAnonymous, false); !r.Allowed {
+	if r := review(t, lagging.Validating(), admissionv1.Delete, "", apDenyAnonymous, false); !r.Allowed {
 		t.Fatalf("on the cache alone the DELETE passes: %s", r.Result.Message)
 	}
-	lagging = newServer(t, true, raGood, apRequire, denyAnonymous)
+	lagging = newServer(t, true, raGood, apRequire, apDenyAnonymous)
 	lagging.Views = NewViews(lagging.Reader)
-	lagging.APIReader = newServer(t, true, raGood, denyAnonymous).Reader // web-require-jwt is gone
-	if r := review(t, lagging.Validating(), admissionv1.Delete, "", denyAnonymous, false); r.Allowed || !strings.Contains(r.Result.Message, "MG303") {
+	lagging.APIReader = newServer(t, true, raGood, apDenyAnonymous).Reader // web-require-jwt is gone
+	if r := review(t, lagging.Validating(), admissionv1.Delete, "", apDenyAnonymous, false); r.Allowed || !strings.Contains(r.Result.Message, "MG303") {
 		t.Errorf("judged on the API server's policies: allowed=%v %s", r.Allowed, r.Result.Message)
 	}
 	// A dry run is judged as the write would be.
-	if r := review(t, lagging.Validating(), admissionv1.Delete, "", denyAnonymous, true); r.Allowed {
+	if r := review(t, lagging.Validating(), admissionv1.Delete, "", apDenyAnonymous, true); r.Allowed {
 		t.Error("dry run: allowed")
 	}
 }

@@ -78,24 +78,7 @@ func TestDryRunWritesNothing(t *testing.T) {
 
 // TestRegressingDelete: deleting the only policy that requires a token is MG303.
 func TestRegressingDelete(t *testing.T) {
-	namespace(t, "regress", "")
-	bundle := `apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: web-jwt, namespace: regress}
-spec:
-  selector: {matchLabels: {app: web}}
-  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-require-jwt, namespace: regress}
-spec:
-  selector: {matchLabels: {app: web}}
-  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
-`
-	if _, stderr, err := kubectl(t, bundle, "apply", "-f", "-"); err != nil {
-		t.Fatalf("%v\n%s", err, stderr)
-	}
+	protectedWeb(t, "regress")
 	waitFor(t, func() bool {
 		_, stderr, err := kubectl(t, "", "delete", "authorizationpolicy", "-n", "regress", "web-require-jwt", "--dry-run=server")
 		return err != nil && strings.Contains(stderr, "MG303 removes-jwt-enforcement")

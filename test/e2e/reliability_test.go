@@ -64,22 +64,8 @@ func TestMeshguardDown(t *testing.T) {
 // TestConcurrentDeletes: the two policies that each make a workload require a token,
 // deleted at once through kubectl: at most one DELETE passes, and the workload keeps one.
 func TestConcurrentDeletes(t *testing.T) {
-	namespace(t, "race", "")
-	bundle := `apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: web-jwt, namespace: race}
-spec:
-  selector: {matchLabels: {app: web}}
-  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-require-jwt, namespace: race}
-spec:
-  selector: {matchLabels: {app: web}}
-  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
----
-apiVersion: security.istio.io/v1
+	protectedWeb(t, "race")
+	denyAnonymous := `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: web-deny-anonymous, namespace: race}
 spec:
@@ -87,7 +73,7 @@ spec:
   action: DENY
   rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]
 `
-	if _, stderr, err := kubectl(t, bundle, "apply", "-f", "-"); err != nil {
+	if _, stderr, err := kubectl(t, denyAnonymous, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
 	policies := []string{"authorizationpolicy/web-require-jwt", "authorizationpolicy/web-deny-anonymous"}
@@ -126,24 +112,7 @@ spec:
 // failed for StaleAfter (security writes refused meanwhile), and is ready again once they
 // deliver; the change is never allowed.
 func TestAPIServerRestart(t *testing.T) {
-	namespace(t, "restart", "")
-	bundle := `apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: web-jwt, namespace: restart}
-spec:
-  selector: {matchLabels: {app: web}}
-  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: web-require-jwt, namespace: restart}
-spec:
-  selector: {matchLabels: {app: web}}
-  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
-`
-	if _, stderr, err := kubectl(t, bundle, "apply", "-f", "-"); err != nil {
-		t.Fatalf("%v\n%s", err, stderr)
-	}
+	protectedWeb(t, "restart")
 	client, err := dynamic.NewForConfig(local.Config)
 	if err != nil {
 		t.Fatal(err)
