@@ -48,11 +48,62 @@ const anyOther = "\x00"
 const anyPath = "/" + anyOther
 
 // condition is one field of a rule: the attribute it reads, and its positive and negative
-// values (either may be empty).
+// values (either may be empty); at says where it is in the rule, for explanations.
 type condition struct {
 	attr              string
 	values, notValues []string
+	at                fieldRef
 }
+
+// fieldRef is where a condition is in its rule: the entry of from (list 'f') or to ('t') and
+// the index of its field in sourceFields or operationFields, or the index in when ('w').
+type fieldRef struct {
+	list         byte
+	entry, field int
+}
+
+// path names the field in the rule, its negative form if negative: from[0].source.notPaths.
+func (f fieldRef) path(negative bool) string {
+	pick := func(name, not string) string {
+		if negative {
+			return not
+		}
+		return name
+	}
+	switch f.list {
+	case 'f':
+		return fmt.Sprintf("from[%d].source.%s", f.entry, pick(sourceFields[f.field].name, sourceFields[f.field].not))
+	case 't':
+		return fmt.Sprintf("to[%d].operation.%s", f.entry, pick(operationFields[f.field].name, operationFields[f.field].not))
+	}
+	return fmt.Sprintf("when[%d]", f.entry)
+}
+
+// sourceFields and operationFields are the fields of a rule's sources and operations: their
+// JSON names, positive and negative, and the attribute each reads.
+var (
+	sourceFields = []struct {
+		name, not, attr   string
+		values, notValues func(*securityv1beta1.Source) []string
+	}{
+		{"principals", "notPrincipals", attrPeerPrincipal, (*securityv1beta1.Source).GetPrincipals, (*securityv1beta1.Source).GetNotPrincipals},
+		{"requestPrincipals", "notRequestPrincipals", attrRequestPrincipal, (*securityv1beta1.Source).GetRequestPrincipals, (*securityv1beta1.Source).GetNotRequestPrincipals},
+		{"namespaces", "notNamespaces", attrNamespace, (*securityv1beta1.Source).GetNamespaces, (*securityv1beta1.Source).GetNotNamespaces},
+		{"serviceAccounts", "notServiceAccounts", attrServiceAccount, (*securityv1beta1.Source).GetServiceAccounts, (*securityv1beta1.Source).GetNotServiceAccounts},
+		{"trustDomains", "notTrustDomains", attrTrustDomain, (*securityv1beta1.Source).GetTrustDomains, (*securityv1beta1.Source).GetNotTrustDomains},
+		{"ipBlocks", "notIpBlocks", attrSourceIP, (*securityv1beta1.Source).GetIpBlocks, (*securityv1beta1.Source).GetNotIpBlocks},
+		{"remoteIpBlocks", "notRemoteIpBlocks", attrRemoteIP, (*securityv1beta1.Source).GetRemoteIpBlocks, (*securityv1beta1.Source).GetNotRemoteIpBlocks},
+	}
+	operationFields = []struct {
+		name, not, attr   string
+		values, notValues func(*securityv1beta1.Operation) []string
+	}{
+		{"hosts", "notHosts", attrHost, (*securityv1beta1.Operation).GetHosts, (*securityv1beta1.Operation).GetNotHosts},
+		{"ports", "notPorts", attrPort, (*securityv1beta1.Operation).GetPorts, (*securityv1beta1.Operation).GetNotPorts},
+		{"methods", "notMethods", attrMethod, (*securityv1beta1.Operation).GetMethods, (*securityv1beta1.Operation).GetNotMethods},
+		{"paths", "notPaths", attrPath, (*securityv1beta1.Operation).GetPaths, (*securityv1beta1.Operation).GetNotPaths},
+	}
+)
 
 // holds tells whether the condition holds for request r. An attribute the request lacks
 // matches no positive value and every negative one.
@@ -108,32 +159,27 @@ func allHold(cs []condition, req request) bool {
 // compileRule returns a rule's conditions; false for a rule Istio skips.
 func compileRule(r *apRule) (compiledRule, bool) {
 	var out compiledRule
-	for _, f := range r.From {
+	for i, f := range r.From {
 		s := f.GetSource()
-		out.from = append(out.from, nonEmpty(
-			condition{attrPeerPrincipal, s.GetPrincipals(), s.GetNotPrincipals()},
-			condition{attrRequestPrincipal, s.GetRequestPrincipals(), s.GetNotRequestPrincipals()},
-			condition{attrNamespace, s.GetNamespaces(), s.GetNotNamespaces()},
-			condition{attrServiceAccount, s.GetServiceAccounts(), s.GetNotServiceAccounts()},
-			condition{attrTrustDomain, s.GetTrustDomains(), s.GetNotTrustDomains()},
-			condition{attrSourceIP, s.GetIpBlocks(), s.GetNotIpBlocks()},
-			condition{attrRemoteIP, s.GetRemoteIpBlocks(), s.GetNotRemoteIpBlocks()},
-		))
+		var cs []condition
+		for j, sf := range sourceFields {
+			cs = append(cs, condition{sf.attr, sf.values(s), sf.notValues(s), fieldRef{'f', i, j}})
+		}
+		out.from = append(out.from, nonEmpty(cs...))
 	}
-	for _, t := range r.To {
+	for i, t := range r.To {
 		o := t.GetOperation()
-		out.to = append(out.to, nonEmpty(
-			condition{attrHost, o.GetHosts(), o.GetNotHosts()},
-			condition{attrPort, o.GetPorts(), o.GetNotPorts()},
-			condition{attrMethod, o.GetMethods(), o.GetNotMethods()},
-			condition{attrPath, o.GetPaths(), o.GetNotPaths()},
-		))
+		var cs []condition
+		for j, of := range operationFields {
+			cs = append(cs, condition{of.attr, of.values(o), of.notValues(o), fieldRef{'t', i, j}})
+		}
+		out.to = append(out.to, nonEmpty(cs...))
 	}
-	for _, w := range r.When {
+	for i, w := range r.When {
 		if !knownWhenKey(w.Key) {
 			return compiledRule{}, false
 		}
-		out.when = append(out.when, condition{w.Key, w.Values, w.NotValues})
+		out.when = append(out.when, condition{w.Key, w.Values, w.NotValues, fieldRef{'w', i, 0}})
 	}
 	return out, true
 }
