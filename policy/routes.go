@@ -19,11 +19,16 @@ type route struct {
 	hops []hop
 }
 
-// hop is one proxy of a route and what it enforces.
+// hop is one proxy of a route and what it enforces: its RequestAuthentications, and its
+// AuthorizationPolicies as ztunnel translates them (L4 only) or as written.
 type hop struct {
 	proxy       string // sidecar, ztunnel, waypoint ns/name, ingress ns/name
 	ras         []*RequestAuthentication
+	aps         []*AuthorizationPolicy
+	ztunnel     bool
 	enforcement enforcement
+	// mtlsStrict: callers without mTLS are refused before any policy.
+	mtlsStrict bool
 	// forwardsAs is the caller the next hop sees; nil at the last hop.
 	forwardsAs request
 }
@@ -42,11 +47,14 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 	}
 	var waypoint []hop
 	if gw != nil {
+		aps := atWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
 		waypoint = []hop{{
 			proxy:       "waypoint " + gw.Namespace + "/" + gw.Name,
 			ras:         atWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications),
-			enforcement: enforcementOf(atWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies), false),
-			forwardsAs:  peer(waypointIdentity(gw), gw.Namespace, gw.Name),
+			aps:         aps,
+			enforcement: enforcementOf(aps, false),
+			mtlsStrict:  true, // it takes HBONE only
+			forwardsAs:  peer(waypointIdentity(gw), gw.Namespace, gw.Namespace+"/"+gw.Name),
 		}}
 		routes = append(routes, route{via: waypoint[0].proxy, hops: slices.Concat(waypoint, last)})
 	}
@@ -55,11 +63,13 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 		if gwName := g.Labels[gatewayNameLabel]; gwName != "" {
 			name = gwName // the Gateway its Pods serve
 		}
+		aps := forWorkload(g, root, st.AuthorizationPolicies)
 		in := hop{
 			proxy: "ingress " + g.Namespace + "/" + name,
 			ras:   forWorkload(g, root, st.RequestAuthentications),
+			aps:   aps,
 			// Clients reach an ingress gateway from outside the mesh, without mTLS.
-			enforcement: enforcementOf(forWorkload(g, root, st.AuthorizationPolicies), true),
+			enforcement: enforcementOf(aps, true),
 			// Pods are kept by their metadata: a gateway's service account is not known,
 			// only that it calls from its namespace.
 			forwardsAs: peer(anyOther, g.Namespace, anyOther),
@@ -77,21 +87,21 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 // workload, loading no RequestAuthentication and the L4 part of its policies; else the
 // sidecar. None when nothing intercepts it.
 func localHop(st State, root string, w *Workload) []hop {
-	plaintext := !mtlsStrict(st, root, w)
+	strict := mtlsStrict(st, root, w)
 	aps := forWorkload(w, root, st.AuthorizationPolicies)
 	switch {
 	case inAmbient(st, w):
 		if w.Annotations[BypassInboundCaptureAnnotation] == "true" || w.Namespace == "kube-system" {
 			return nil
 		}
-		return []hop{{proxy: "ztunnel", enforcement: ztunnelEnforcement(aps, plaintext)}}
+		return []hop{{proxy: "ztunnel", aps: aps, ztunnel: true, enforcement: ztunnelEnforcement(aps, !strict), mtlsStrict: strict}}
 	case meantForAmbient(st, w):
 		return nil // on the host's network: ztunnel does not intercept it
 	}
 	if field, _ := notEnforceable(w); field != "" {
 		return nil
 	}
-	return []hop{{proxy: "sidecar", ras: forWorkload(w, root, st.RequestAuthentications), enforcement: enforcementOf(aps, plaintext)}}
+	return []hop{{proxy: "sidecar", ras: forWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, !strict), mtlsStrict: strict}}
 }
 
 // ingressUsesWaypoint tells whether ingress traffic to the Services of namespace ns passes
@@ -105,7 +115,8 @@ func ingressUsesWaypoint(st State, ns string, services []string) bool {
 	})
 }
 
-// peer is the caller a proxy's mTLS presents: its principal, namespace and service account.
+// peer is the caller a proxy's mTLS presents: its principal, namespace and service account
+// (namespace/name).
 func peer(principal, namespace, serviceAccount string) request {
 	return request{attrPeerPrincipal: principal, attrNamespace: namespace, attrServiceAccount: serviceAccount, attrTrustDomain: "cluster.local"}
 }

@@ -1,0 +1,474 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+)
+
+// Request is one request to explain, as it leaves its caller.
+type Request struct {
+	Method, Path, Host, Port string
+	// Token is the JWT the request carries; nil for none.
+	Token *Token
+	// FromPrincipal is the caller's mTLS identity (cluster.local/ns/X/sa/Y); "" for a
+	// caller without mTLS, which has no namespace either.
+	FromPrincipal string
+	FromIP        string
+}
+
+// Token is a JWT: its claims (iss, sub, aud, and any other), or Invalid when no key of its
+// issuer verifies its signature (or it has expired).
+type Token struct {
+	Invalid bool
+	Claims  map[string][]string
+}
+
+// Verdict is what happens to a request.
+type Verdict string
+
+const (
+	VerdictAllow Verdict = "allow"
+	// VerdictDeny is a 403, or a connection refused before any HTTP (mTLS STRICT).
+	VerdictDeny Verdict = "deny"
+	// VerdictUnauthenticated is a 401: a token was presented, and rejected.
+	VerdictUnauthenticated Verdict = "unauthenticated"
+	// VerdictUndetermined is left to an external authorizer (a CUSTOM policy).
+	VerdictUndetermined Verdict = "undetermined"
+)
+
+// Explanation is a request's verdict, and why: what each proxy on its path did.
+type Explanation struct {
+	Verdict Verdict `json:"verdict"`
+	// Status is the HTTP status the caller gets; nil where none (undetermined, or a
+	// connection refused).
+	Status *int `json:"status"`
+	// DecidedBy names what decided, as Envoy logs an AuthorizationPolicy's rule
+	// (ns[NS]-policy[NAME]-rule[I]), or the token check or PeerAuthentication.
+	DecidedBy string `json:"decidedBy"`
+	// Route is the path taken: direct, or the waypoint or ingress gateway passed.
+	Route string     `json:"route"`
+	Path  []HopTrace `json:"path"`
+	// Shadow is what the policies in dry run would decide, where any applies.
+	Shadow *Shadow `json:"shadow,omitempty"`
+	// Objects are the RequestAuthentications and AuthorizationPolicies on the path.
+	Objects []PolicyRef `json:"-"`
+}
+
+// Shadow is the verdict of the dry-run policies, as Envoy logs it and enforces nothing.
+type Shadow struct {
+	Verdict   Verdict `json:"verdict"`
+	DecidedBy string  `json:"decidedBy"`
+}
+
+// PolicyRef names a policy.
+type PolicyRef struct {
+	Kind, Namespace, Name string
+}
+
+// HopTrace is what one proxy did with the request.
+type HopTrace struct {
+	Proxy string `json:"proxy"`
+	// Authentication is what its RequestAuthentications did with the token.
+	Authentication string        `json:"authentication,omitempty"`
+	Policies       []PolicyTrace `json:"policies,omitempty"`
+	Verdict        Verdict       `json:"verdict"`
+	DecidedBy      string        `json:"decidedBy,omitempty"`
+}
+
+// PolicyTrace is one AuthorizationPolicy as a proxy evaluated it.
+type PolicyTrace struct {
+	Namespace string      `json:"namespace"`
+	Name      string      `json:"name"`
+	Action    string      `json:"action"`
+	DryRun    bool        `json:"dryRun,omitempty"`
+	Provider  string      `json:"provider,omitempty"`
+	Rules     []RuleTrace `json:"rules"`
+}
+
+// RuleTrace is one rule: whether it matched, and if not the first field that did not.
+type RuleTrace struct {
+	Rule     int    `json:"rule"`
+	Matched  bool   `json:"matched"`
+	Mismatch string `json:"mismatch,omitempty"`
+	// Skipped says why the proxy does not enforce the rule.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// Routes to a workload Explain follows.
+const (
+	ViaDefault  = ""
+	ViaDirect   = "direct"
+	ViaWaypoint = "waypoint"
+	ViaIngress  = "gateway"
+)
+
+// Explain follows a request to workload w along a route: direct (pod-addressed), through
+// its waypoint, or in through the first of ingresses; by default the route Istio takes for
+// traffic to its Service (through the waypoint where there is one). Each proxy on it
+// checks the token against its RequestAuthentications, then evaluates its
+// AuthorizationPolicies as Envoy does: CUSTOM, then DENY, then ALLOW.
+func Explain(st State, root string, w *Workload, ingresses []*Workload, via string, req Request) (*Explanation, error) {
+	routes := routesTo(st, root, w, ingresses)
+	pick := func(prefix string) *route {
+		i := slices.IndexFunc(routes, func(r route) bool { return strings.HasPrefix(r.via, prefix) })
+		if i < 0 {
+			return nil
+		}
+		return &routes[i]
+	}
+	var r *route
+	switch via {
+	case ViaDefault:
+		if r = pick("waypoint "); r == nil {
+			r = pick(ViaDirect)
+		}
+	case ViaDirect:
+		r = pick(ViaDirect)
+	case ViaWaypoint:
+		r = pick("waypoint ")
+	case ViaIngress:
+		r = pick("ingress ")
+	default:
+		return nil, fmt.Errorf("route %q: want %s, %s or %s", via, ViaDirect, ViaWaypoint, ViaIngress)
+	}
+	if r == nil {
+		return nil, fmt.Errorf("no %s route to %s %s/%s: %s", via, w.Kind, w.Namespace, w.Name, noRoute(via))
+	}
+	e := &Explanation{Route: r.via}
+	if len(r.hops) == 0 {
+		e.Verdict, e.Status, e.DecidedBy = VerdictAllow, status(200), "no proxy intercepts the workload's inbound traffic: nothing is enforced"
+		return e, nil
+	}
+	attrs := requestAttributes(req)
+	token := req.Token
+	e.Verdict = VerdictAllow
+	var shadow *Shadow
+	for _, h := range r.hops {
+		trace, verdict, decided, hopShadow := h.explain(attrs, token)
+		e.Path = append(e.Path, trace)
+		for _, ra := range h.ras {
+			e.Objects = append(e.Objects, PolicyRef{KindRequestAuthentication, ra.Namespace, ra.Name})
+		}
+		for _, ap := range h.aps {
+			e.Objects = append(e.Objects, PolicyRef{KindAuthorizationPolicy, ap.Namespace, ap.Name})
+		}
+		if hopShadow != nil && (shadow == nil || shadow.Verdict == VerdictAllow) {
+			shadow = hopShadow
+		}
+		switch verdict {
+		case VerdictDeny, VerdictUnauthenticated:
+			e.Verdict, e.DecidedBy = verdict, decided
+			e.Status = map[Verdict]*int{VerdictDeny: status(403), VerdictUnauthenticated: status(401)}[verdict]
+			if strings.HasPrefix(decided, "PeerAuthentication") {
+				e.Status = nil // the connection is refused: no HTTP answer
+			}
+			e.Shadow = shadow
+			return e, nil
+		case VerdictUndetermined:
+			e.Verdict, e.DecidedBy = verdict, decided
+		case VerdictAllow:
+			if e.Verdict == VerdictAllow {
+				e.DecidedBy = decided
+			}
+		}
+		// The next proxy sees this one as the caller, and the token only if kept.
+		if h.forwardsAs != nil {
+			attrs = withPeer(attrs, h.forwardsAs)
+		}
+		if len(h.ras) > 0 && !forwardsToken(h.ras) {
+			token = nil
+		}
+	}
+	if e.Verdict == VerdictAllow {
+		e.Status = status(200)
+	}
+	e.Shadow = shadow
+	return e, nil
+}
+
+func status(code int) *int { return &code }
+
+func noRoute(via string) string {
+	switch via {
+	case ViaWaypoint:
+		return "no waypoint takes its Services' traffic"
+	case ViaIngress:
+		return "no ingress gateway is known (add its Deployment or Pods)"
+	}
+	return "none known"
+}
+
+// requestAttributes are the attributes of a request as its first proxy sees them, values
+// per attribute (a claim may have several). The token's are set by the proxy that
+// validates it.
+func requestAttributes(req Request) map[string][]string {
+	attrs := map[string][]string{}
+	set := func(attr, v string) {
+		if v != "" {
+			attrs[attr] = []string{v}
+		}
+	}
+	set(attrMethod, req.Method)
+	set(attrPath, req.Path)
+	set(attrHost, req.Host)
+	set(attrPort, req.Port)
+	set(attrSourceIP, req.FromIP)
+	set(attrRemoteIP, req.FromIP)
+	if req.FromPrincipal != "" {
+		return withPeer(attrs, peerOf(req.FromPrincipal))
+	}
+	return attrs
+}
+
+// peerOf is the caller of an mTLS identity: <trust domain>/ns/<namespace>/sa/<name>.
+func peerOf(principal string) request {
+	p := request{attrPeerPrincipal: principal}
+	if parts := strings.Split(principal, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
+		p[attrTrustDomain], p[attrNamespace], p[attrServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
+	}
+	return p
+}
+
+// withPeer returns attrs with the caller's attributes those of peer.
+func withPeer(attrs map[string][]string, peer request) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range attrs {
+		if !slices.Contains(peerAttributes, k) {
+			out[k] = v
+		}
+	}
+	for k, v := range peer {
+		if v != "" && v != anyOther {
+			out[k] = []string{v}
+		}
+	}
+	return out
+}
+
+// explain is what the proxy does with a request of attrs carrying token: its trace, its
+// verdict and what decided it, and the verdict of its dry-run policies.
+func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict, string, *Shadow) {
+	t := HopTrace{Proxy: h.proxy}
+	fail := func(v Verdict, why string) (HopTrace, Verdict, string, *Shadow) {
+		t.Verdict, t.DecidedBy = v, why
+		return t, v, why, nil
+	}
+	if h.mtlsStrict && len(attrs[attrPeerPrincipal]) == 0 {
+		return fail(VerdictDeny, "PeerAuthentication STRICT: the caller has no mTLS, and its connection is refused")
+	}
+	attrs, t.Authentication = h.authenticate(attrs, token)
+	if strings.HasPrefix(t.Authentication, "rejected") {
+		return fail(VerdictUnauthenticated, "RequestAuthentication: "+t.Authentication)
+	}
+	var enforced, dryRun []*AuthorizationPolicy
+	for _, ap := range h.aps {
+		if isDryRun(ap) {
+			dryRun = append(dryRun, ap)
+		} else {
+			enforced = append(enforced, ap)
+		}
+	}
+	verdict, decided, traces := h.authorize(enforced, attrs)
+	shadowVerdict, shadowDecided, shadowTraces := h.authorize(dryRun, attrs)
+	t.Policies = append(traces, shadowTraces...)
+	t.Verdict, t.DecidedBy = verdict, decided
+	var shadow *Shadow
+	if len(dryRun) > 0 {
+		shadow = &Shadow{Verdict: shadowVerdict, DecidedBy: shadowDecided}
+	}
+	return t, verdict, decided, shadow
+}
+
+// authenticate is the proxy's token check, as Envoy's jwt_authn filter runs it with the
+// providers istiod makes of its RequestAuthentications: a request without a token goes on
+// anonymous; a token is accepted by the jwtRule of its issuer, if its audience is one the
+// rule lists; any other token is rejected (401). It returns attrs with the token's
+// attributes set once accepted, and what happened.
+func (h hop) authenticate(attrs map[string][]string, token *Token) (map[string][]string, string) {
+	switch {
+	case len(h.ras) == 0 && token != nil:
+		return attrs, "no RequestAuthentication here: the token is not read, and no request.auth attribute is set"
+	case len(h.ras) == 0:
+		return attrs, ""
+	case token == nil:
+		return attrs, "no token: the request goes on anonymous (a RequestAuthentication rejects bad tokens only)"
+	}
+	iss := first(token.Claims["iss"])
+	var issuers []string
+	for _, ra := range h.ras {
+		for i, r := range ra.Spec.JwtRules {
+			issuers = append(issuers, r.Issuer)
+			if r.Issuer != iss {
+				continue
+			}
+			at := fmt.Sprintf("RequestAuthentication %s/%s jwtRules[%d]", ra.Namespace, ra.Name, i)
+			switch {
+			case token.Invalid:
+				return attrs, fmt.Sprintf("rejected: the signature is not verified by the keys of %s (Jwt verification fails)", at)
+			case len(r.Audiences) > 0 && !slices.ContainsFunc(token.Claims["aud"], func(a string) bool { return slices.Contains(r.Audiences, a) }):
+				return attrs, fmt.Sprintf("rejected: the token's audience %v is none of %s's %v (Audiences in Jwt are not allowed)", token.Claims["aud"], at, r.Audiences)
+			}
+			out := withToken(attrs, token)
+			return out, fmt.Sprintf("token accepted by %s (issuer %s)", at, iss)
+		}
+	}
+	return attrs, fmt.Sprintf("rejected: issuer %q is none of the configured %s (Jwt issuer is not configured)", iss, quoteList(issuers))
+}
+
+// withToken returns attrs with the attributes of an accepted token.
+func withToken(attrs map[string][]string, token *Token) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range attrs {
+		out[k] = v
+	}
+	if iss, sub := first(token.Claims["iss"]), first(token.Claims["sub"]); iss != "" {
+		out[attrRequestPrincipal] = []string{iss + "/" + sub}
+	}
+	for name, values := range token.Claims {
+		out["request.auth.claims["+strings.ReplaceAll(name, ".", "][")+"]"] = values
+	}
+	if aud := token.Claims["aud"]; len(aud) > 0 {
+		out["request.auth.audiences"] = aud
+	}
+	if azp := token.Claims["azp"]; len(azp) > 0 {
+		out["request.auth.presenter"] = azp
+	}
+	return out
+}
+
+func first(values []string) string {
+	if len(values) == 0 {
+		return ""
+	}
+	return values[0]
+}
+
+// authorize evaluates AuthorizationPolicies as the proxy does: a matching CUSTOM rule
+// leaves the verdict to its provider, a matching DENY rule denies, and where ALLOW
+// policies apply only a matching ALLOW rule admits. It returns the verdict, the rule that
+// decided it, and every policy's trace.
+func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (Verdict, string, []PolicyTrace) {
+	var traces []PolicyTrace
+	var custom, denied, allowed string
+	allowPolicies := false
+	for _, action := range []securityv1beta1.AuthorizationPolicy_Action{securityv1beta1.AuthorizationPolicy_CUSTOM, securityv1beta1.AuthorizationPolicy_DENY, securityv1beta1.AuthorizationPolicy_ALLOW} {
+		for _, ap := range aps {
+			if ap.Spec.Action != action {
+				continue
+			}
+			pt := PolicyTrace{Namespace: ap.Namespace, Name: ap.Name, Action: action.String(), DryRun: isDryRun(ap), Provider: ap.Spec.GetProvider().GetName()}
+			if h.ztunnel && action == securityv1beta1.AuthorizationPolicy_CUSTOM {
+				pt.Rules = []RuleTrace{{Skipped: "ztunnel is not sent CUSTOM policies"}}
+				traces = append(traces, pt)
+				continue
+			}
+			allowPolicies = allowPolicies || action == securityv1beta1.AuthorizationPolicy_ALLOW
+			for i, r := range ap.Spec.Rules {
+				rt := h.ruleTrace(ap, r, attrs)
+				rt.Rule = i
+				pt.Rules = append(pt.Rules, rt)
+				if !rt.Matched {
+					continue
+				}
+				name := fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", ap.Namespace, ap.Name, i)
+				switch {
+				case action == securityv1beta1.AuthorizationPolicy_CUSTOM && custom == "":
+					custom = name + " (provider " + pt.Provider + ")"
+				case action == securityv1beta1.AuthorizationPolicy_DENY && denied == "":
+					denied = name
+				case action == securityv1beta1.AuthorizationPolicy_ALLOW && allowed == "":
+					allowed = name
+				}
+			}
+			traces = append(traces, pt)
+		}
+	}
+	switch {
+	case denied != "":
+		return VerdictDeny, denied, traces
+	case allowPolicies && allowed == "":
+		return VerdictDeny, "no rule of an ALLOW policy matched (rbac_access_denied_matched_policy[none])", traces
+	case custom != "":
+		return VerdictUndetermined, custom, traces
+	case allowed != "":
+		return VerdictAllow, allowed, traces
+	}
+	return VerdictAllow, "no policy denies it, and no ALLOW policy applies", traces
+}
+
+// ruleTrace evaluates one rule as the proxy receives it: ztunnel drops an ALLOW rule naming
+// an HTTP field, skips a DENY rule with a clause only of HTTP fields, and enforces the L4
+// part of the others.
+func (h hop) ruleTrace(ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
+	c, ok := compileRule(r)
+	if !ok {
+		return RuleTrace{Skipped: "a when key Istio does not know: the rule is skipped"}
+	}
+	if h.ztunnel {
+		switch {
+		case isAllow(ap) && httpLevel(r):
+			return RuleTrace{Skipped: "it names an HTTP field: ztunnel drops the rule, which admits nothing"}
+		case isDeny(ap) && ztunnelNoOpClause(r, "") != "":
+			return RuleTrace{Skipped: "a clause of HTTP fields only: ztunnel skips the rule, which denies nothing"}
+		case isDeny(ap):
+			c = c.l4Only()
+		}
+	}
+	if miss := c.mismatch(attrs); miss != "" {
+		return RuleTrace{Mismatch: miss}
+	}
+	return RuleTrace{Matched: true}
+}
+
+// mismatch returns the first field of the rule that the request does not match, or "" when
+// the rule matches: of from, of to (an entry of each must match whole), then of when.
+func (r compiledRule) mismatch(attrs map[string][]string) string {
+	for _, entries := range [][][]condition{r.from, r.to} {
+		if len(entries) == 0 {
+			continue
+		}
+		firstMiss := ""
+		for _, e := range entries {
+			miss := conditionsMismatch(e, attrs)
+			if miss == "" {
+				firstMiss = ""
+				break
+			}
+			if firstMiss == "" {
+				firstMiss = miss
+			}
+		}
+		if firstMiss != "" {
+			return firstMiss
+		}
+	}
+	return conditionsMismatch(r.when, attrs)
+}
+
+// conditionsMismatch returns the first condition the request does not meet, described.
+// An attribute with several values (a claim) meets a positive condition if one of them
+// matches, a negative one if none does.
+func conditionsMismatch(cs []condition, attrs map[string][]string) string {
+	for _, c := range cs {
+		values := attrs[c.attr]
+		matchesAny := func(patterns []string) bool {
+			return slices.ContainsFunc(values, func(v string) bool {
+				return slices.ContainsFunc(patterns, func(p string) bool { return valueMatches(c.attr, v, p) })
+			})
+		}
+		has := "no " + c.attr
+		if len(values) > 0 {
+			has = c.attr + " " + strings.Join(values, ", ")
+		}
+		switch {
+		case len(c.values) > 0 && !matchesAny(c.values):
+			return fmt.Sprintf("%s: the request has %s, none of %s", c.at.path(false), has, quoteList(c.values))
+		case matchesAny(c.notValues):
+			return fmt.Sprintf("%s: the request has %s, one of %s", c.at.path(true), has, quoteList(c.notValues))
+		}
+	}
+	return ""
+}

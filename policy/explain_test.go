@@ -1,0 +1,120 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestExplain: a request's verdict, the status its caller gets and what decided, through
+// each proxy's token check and policies.
+func TestExplain(t *testing.T) {
+	const (
+		jwt        = `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`
+		requireJWT = `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["https://idp.example.com/*"]}}]}]}`
+		frontend   = "cluster.local/ns/shop/sa/frontend"
+	)
+	alice := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"web"}, "groups": {"dev", "admin"}}}
+	otherAudience := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"billing"}}}
+	otherIssuer := &Token{Claims: map[string][]string{"iss": {"https://evil.example.com"}, "sub": {"mallory"}}}
+	forged := &Token{Invalid: true, Claims: alice.Claims}
+	cases := []struct {
+		name     string
+		objects  []string // kind:spec, in namespace shop
+		via      string
+		req      Request
+		verdict  Verdict
+		status   int // 0: none
+		decided  string
+		shadowed Verdict
+	}{
+		{"no policy", nil, "", Request{Path: "/"}, VerdictAllow, 200, "no policy denies it", ""},
+		{"a valid token", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/", Token: alice}, VerdictAllow, 200, "ns[shop]-policy[p1]-rule[0]", ""},
+		{"no token", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/"}, VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
+		{"no token, no ALLOW policy: the RequestAuthentication alone lets it in", []string{"ra:" + jwt}, "", Request{Path: "/"}, VerdictAllow, 200, "no policy denies it", ""},
+		{"another audience", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/", Token: otherAudience}, VerdictUnauthenticated, 401, "Audiences in Jwt are not allowed", ""},
+		{"another issuer", []string{"ra:" + jwt}, "", Request{Path: "/", Token: otherIssuer}, VerdictUnauthenticated, 401, "Jwt issuer is not configured", ""},
+		{"a forged token", []string{"ra:" + jwt}, "", Request{Path: "/", Token: forged}, VerdictUnauthenticated, 401, "Jwt verification fails", ""},
+		{"a token and no RequestAuthentication: not read", []string{"ap:" + requireJWT}, "", Request{Path: "/", Token: alice}, VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
+		{"DENY on a claim", []string{"ra:" + jwt, `ap:{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[{"key":"request.auth.claims[groups]","values":["admin"]}]}]}`},
+			"", Request{Path: "/", Token: alice}, VerdictDeny, 403, "ns[shop]-policy[p1]-rule[0]", ""},
+		{"DENY on a path, another path", []string{`ap:{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin*"]}}]}]}`},
+			"", Request{Path: "/api"}, VerdictAllow, 200, "no policy denies it", ""},
+		{"a dry-run DENY: enforced nothing, shadow denies", []string{`ap:{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin*"]}}]}]}|dry-run`},
+			"", Request{Path: "/admin/users"}, VerdictAllow, 200, "no policy denies it", VerdictDeny},
+		{"CUSTOM: its provider decides", []string{`ap:{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}`},
+			"", Request{Path: "/"}, VerdictUndetermined, 0, "provider opa", ""},
+		{"CUSTOM, and a DENY that matches: denied", []string{`ap:{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}`, `ap:{"action":"DENY","rules":[{}]}`},
+			"", Request{Path: "/"}, VerdictDeny, 403, "ns[shop]-policy[p1]-rule[0]", ""},
+		{"STRICT mTLS, a caller without it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/"}, VerdictDeny, 0, "PeerAuthentication STRICT", ""},
+		{"STRICT mTLS, a caller with it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/", FromPrincipal: frontend}, VerdictAllow, 200, "no policy denies it", ""},
+		{"ALLOW from a namespace", []string{`ap:{"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`}, "", Request{Path: "/", FromPrincipal: "cluster.local/ns/other/sa/x"},
+			VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
+	}
+	for _, c := range cases {
+		objs := []metav1.Object{pod("shop", "web-0", map[string]string{"app": "web"})}
+		for i, o := range c.objects {
+			kind, spec, _ := strings.Cut(o, ":")
+			spec, dry := strings.CutSuffix(spec, "|dry-run")
+			name := "p" + string(rune('0'+i))
+			switch kind {
+			case "ra":
+				objs = append(objs, newRA(t, "shop", name, spec))
+			case "ap":
+				ap := newAP(t, "shop", name, spec)
+				if dry {
+					ap.Annotations = map[string]string{DryRunAnnotation: "true"}
+				}
+				objs = append(objs, ap)
+			case "pa":
+				objs = append(objs, newPA(t, "shop", name, spec))
+			}
+		}
+		st := snapshot(objs...)
+		e, err := Explain(st, "istio-system", st.Workloads("shop", nil)[0], nil, c.via, c.req)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		gotStatus := 0
+		if e.Status != nil {
+			gotStatus = *e.Status
+		}
+		if e.Verdict != c.verdict || gotStatus != c.status || !strings.Contains(e.DecidedBy, c.decided) {
+			t.Errorf("%s: %s (%d) decided by %q; want %s (%d) by %q\n%+v", c.name, e.Verdict, gotStatus, e.DecidedBy, c.verdict, c.status, c.decided, e.Path)
+		}
+		if c.shadowed != "" && (e.Shadow == nil || e.Shadow.Verdict != c.shadowed) {
+			t.Errorf("%s: shadow %+v, want %s", c.name, e.Shadow, c.shadowed)
+		}
+	}
+}
+
+// TestExplainAmbient: through its waypoint, the request meets the waypoint's token check
+// and policies, then ztunnel, which sees the waypoint as the caller; addressed to the Pod,
+// it meets ztunnel alone.
+func TestExplainAmbient(t *testing.T) {
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", useWaypointLabel: "waypoint"}}}
+	wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
+	wp.Spec.GatewayClassName = waypointClass
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+	st := snapshot(shop, wp, svc, pod("shop", "web-0", map[string]string{"app": "web"}),
+		newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`),
+		newAP(t, "shop", "web-require-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`),
+		newAP(t, "shop", "only-waypoint", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/waypoint"]}}]}]}`))
+	w := st.Workloads("shop", nil)[0]
+	token := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}}}
+	from := "cluster.local/ns/shop/sa/frontend"
+	e, err := Explain(st, "istio-system", w, nil, ViaDefault, Request{Path: "/", Token: token, FromPrincipal: from})
+	if err != nil || e.Verdict != VerdictAllow || e.Route != "waypoint shop/waypoint" || len(e.Path) != 2 || e.Path[1].Proxy != "ztunnel" {
+		t.Fatalf("through the waypoint with a token: %+v (%v)", e, err)
+	}
+	if e, _ := Explain(st, "istio-system", w, nil, ViaDefault, Request{Path: "/", FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "waypoint shop/waypoint" {
+		t.Errorf("through the waypoint without a token: %+v", e)
+	}
+	if e, _ := Explain(st, "istio-system", w, nil, ViaDirect, Request{Path: "/", Token: token, FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "ztunnel" ||
+		!strings.Contains(e.Path[0].Policies[0].Rules[0].Mismatch, "from[0].source.principals") {
+		t.Errorf("to the Pod, past the waypoint: %+v", e)
+	}
+}
