@@ -11,6 +11,8 @@ import (
 // Request is one request to explain, as it leaves its caller.
 type Request struct {
 	Method, Path, Host, Port string
+	// Headers are the request's headers, by lower-case name (when keys request.headers[...]).
+	Headers map[string]string
 	// Token is the JWT the request carries; nil for none.
 	Token *Token
 	// FromPrincipal is the caller's mTLS identity (cluster.local/ns/X/sa/Y); "" for a
@@ -106,12 +108,12 @@ const (
 )
 
 // Explain follows a request to workload w along a route: direct (pod-addressed), through
-// its waypoint, or in through the first of ingresses; by default the route Istio takes for
+// its waypoint, or in through an ingress gateway; by default the route Istio takes for
 // traffic to its Service (through the waypoint where there is one). Each proxy on it
 // checks the token against its RequestAuthentications, then evaluates its
 // AuthorizationPolicies as Envoy does: CUSTOM, then DENY, then ALLOW.
-func Explain(st State, root string, w *Workload, ingresses []*Workload, via string, req Request) (*Explanation, error) {
-	routes := routesTo(st, root, w, ingresses)
+func Explain(st State, root string, w *Workload, via string, req Request) (*Explanation, error) {
+	routes := routesTo(st, root, w, ingressGateways(st))
 	pick := func(prefix string) *route {
 		i := slices.IndexFunc(routes, func(r route) bool { return strings.HasPrefix(r.via, prefix) })
 		if i < 0 {
@@ -191,6 +193,14 @@ func Explain(st State, root string, w *Workload, ingresses []*Workload, via stri
 
 func status(code int) *int { return &code }
 
+// ingressGateways are the Pods (or pod templates) of Istio's ingress gateways: its
+// proxies but the waypoints and egress gateways.
+func ingressGateways(st State) []*Workload {
+	return lacking(st.Workloads("", nil), func(w *Workload) bool {
+		return isProxy(w) && !isWaypoint(w.Labels) && !strings.Contains(w.Labels["istio"], "egress")
+	})
+}
+
 func noRoute(via string) string {
 	switch via {
 	case ViaWaypoint:
@@ -217,6 +227,9 @@ func requestAttributes(req Request) map[string][]string {
 	set(attrPort, req.Port)
 	set(attrSourceIP, req.FromIP)
 	set(attrRemoteIP, req.FromIP)
+	for name, v := range req.Headers {
+		set("request.headers["+strings.ToLower(name)+"]", v)
+	}
 	if req.FromPrincipal != "" {
 		return withPeer(attrs, peerOf(req.FromPrincipal))
 	}

@@ -73,7 +73,7 @@ func TestExplain(t *testing.T) {
 			}
 		}
 		st := snapshot(objs...)
-		e, err := Explain(st, "istio-system", st.Workloads("shop", nil)[0], nil, c.via, c.req)
+		e, err := Explain(st, "istio-system", st.Workloads("shop", nil)[0], c.via, c.req)
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
 			continue
@@ -106,14 +106,14 @@ func TestExplainAmbient(t *testing.T) {
 	w := st.Workloads("shop", nil)[0]
 	token := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}}}
 	from := "cluster.local/ns/shop/sa/frontend"
-	e, err := Explain(st, "istio-system", w, nil, ViaDefault, Request{Path: "/", Token: token, FromPrincipal: from})
+	e, err := Explain(st, "istio-system", w, ViaDefault, Request{Path: "/", Token: token, FromPrincipal: from})
 	if err != nil || e.Verdict != VerdictAllow || e.Route != "waypoint shop/waypoint" || len(e.Path) != 2 || e.Path[1].Proxy != "ztunnel" {
 		t.Fatalf("through the waypoint with a token: %+v (%v)", e, err)
 	}
-	if e, _ := Explain(st, "istio-system", w, nil, ViaDefault, Request{Path: "/", FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "waypoint shop/waypoint" {
+	if e, _ := Explain(st, "istio-system", w, ViaDefault, Request{Path: "/", FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "waypoint shop/waypoint" {
 		t.Errorf("through the waypoint without a token: %+v", e)
 	}
-	if e, _ := Explain(st, "istio-system", w, nil, ViaDirect, Request{Path: "/", Token: token, FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "ztunnel" ||
+	if e, _ := Explain(st, "istio-system", w, ViaDirect, Request{Path: "/", Token: token, FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "ztunnel" ||
 		!strings.Contains(e.Path[0].Policies[0].Rules[0].Mismatch, "from[0].source.principals") {
 		t.Errorf("to the Pod, past the waypoint: %+v", e)
 	}

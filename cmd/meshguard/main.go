@@ -1,5 +1,5 @@
-// Command meshguard keeps Istio's JWT security honest: an admission webhook (serve) and an
-// offline checker for CI (check).
+// Command meshguard keeps Istio's JWT security honest: an admission webhook (serve), an
+// offline checker for CI (check), and what happens to a request (explain).
 package main
 
 import (
@@ -62,7 +62,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCheckCommand(), newServeCommand(), newRulesCommand(), newVersionCommand())
+	root.AddCommand(newCheckCommand(), newExplainCommand(), newServeCommand(), newRulesCommand(), newVersionCommand())
 	return root
 }
 

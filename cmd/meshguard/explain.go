@@ -1,0 +1,312 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/check"
+	"github.com/meshguard/meshguard/policy"
+)
+
+type explainOptions struct {
+	files     []string
+	namespace string
+	to        string
+	request   requestFlags
+	cases     string
+	output    string
+}
+
+// requestFlags describe a request, on the command line or in a case of --cases.
+type requestFlags struct {
+	Method        string            `json:"method,omitempty"`
+	Path          string            `json:"path,omitempty"`
+	Host          string            `json:"host,omitempty"`
+	Port          string            `json:"port,omitempty"`
+	Token         string            `json:"token,omitempty"`
+	FromPrincipal string            `json:"fromPrincipal,omitempty"`
+	FromNamespace string            `json:"fromNamespace,omitempty"`
+	FromPlaintext bool              `json:"fromPlaintext,omitempty"`
+	FromIP        string            `json:"fromIP,omitempty"`
+	Via           string            `json:"via,omitempty"`
+	Headers       map[string]string `json:"headers,omitempty"`
+}
+
+// explainCase is one entry of a --cases file: a request to a workload, and the verdict
+// expected.
+type explainCase struct {
+	Name    string         `json:"name"`
+	Source  string         `json:"source,omitempty"`
+	To      string         `json:"to"`
+	Request requestFlags   `json:"request"`
+	Expect  policy.Verdict `json:"expect"`
+}
+
+func newExplainCommand() *cobra.Command {
+	o := &explainOptions{}
+	cmd := &cobra.Command{
+		Use:   "explain -f PATH... --to KIND/NAMESPACE/NAME [request flags] | -f PATH... --cases FILE",
+		Short: "Explain what happens to one request: the verdict, and why",
+		Long: `explain follows one request to a workload through the proxies that enforce its policies (its
+sidecar, or ztunnel and its waypoint, and an ingress gateway with --via gateway): what each
+RequestAuthentication does with the token, each CUSTOM, DENY and ALLOW policy and rule in
+order and the first field that did not match, and what decided, named as Envoy logs it
+(ns[NS]-policy[NAME]-rule[I]).
+
+Verdicts: allow (200), deny (403, or a connection refused for a caller without mTLS under
+STRICT), unauthenticated (401: a token was presented and rejected), undetermined (a CUSTOM
+provider decides).
+
+--token: none (the default), invalid (a signature no key verifies), or the token's claims:
+iss=https://idp.example.com,sub=alice,aud=web|api,groups=dev (values of a claim joined by |).
+The caller: --from-principal cluster.local/ns/X/sa/Y, --from-namespace X (its default
+service account), or --from-plaintext (the default: a client without mTLS).
+
+With --cases FILE, a YAML list of {name, source, to, request: {method, path, host, port,
+token, headers, fromPrincipal, fromNamespace, fromPlaintext, fromIP, via}, expect}, it explains each
+and exits 1 when a verdict differs from what is expected.`,
+		Example: `  meshguard explain -f k8s/ --to Deployment/shop/web --path /api --token iss=https://idp.example.com,sub=alice,aud=web
+  meshguard explain -f k8s/ --to Service/shop/web --from-namespace frontend -o json
+  meshguard explain -f k8s/ --cases cases.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.InOrStdin(), cmd.OutOrStdout()) },
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.files, "filename", "f", nil, "file, folder or - (standard input) to read; repeatable")
+	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of objects that name none")
+	f.StringVar(&o.to, "to", "", "the workload: Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob or Service, as KIND/NAMESPACE/NAME")
+	f.StringVar(&o.request.Method, "method", "GET", "the request's method")
+	f.StringVar(&o.request.Path, "path", "/", "the request's path")
+	f.StringVar(&o.request.Host, "host", "", "the request's host")
+	f.StringVar(&o.request.Port, "port", "", "the workload's port the request is for")
+	f.StringVar(&o.request.Token, "token", "none", "none, invalid, or the token's claims: iss=...,sub=...,aud=a|b,<claim>=v1|v2")
+	f.StringVar(&o.request.FromPrincipal, "from-principal", "", "the caller's mTLS identity: cluster.local/ns/NAMESPACE/sa/NAME")
+	f.StringVar(&o.request.FromNamespace, "from-namespace", "", "the caller's namespace, with mTLS under its default service account")
+	f.BoolVar(&o.request.FromPlaintext, "from-plaintext", false, "the caller has no mTLS (the default)")
+	f.StringVar(&o.request.FromIP, "from-ip", "", "the caller's address")
+	f.StringToStringVar(&o.request.Headers, "header", nil, "a header of the request, NAME=VALUE; repeatable")
+	f.StringVar(&o.request.Via, "via", "", "the route: direct (to the Pod), waypoint or gateway; by default the one Istio takes for Service traffic")
+	f.StringVar(&o.cases, "cases", "", "YAML file of cases to explain, each with its expected verdict")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	return cmd
+}
+
+func (o *explainOptions) run(stdin io.Reader, stdout io.Writer) error {
+	if len(o.files) == 0 {
+		return usageError("no input: give -f PATH (a file, a folder, or - for standard input)")
+	}
+	if o.output != "text" && o.output != "json" {
+		return usageError("-o %q: want text or json", o.output)
+	}
+	if (o.to == "") == (o.cases == "") {
+		return usageError("give --to KIND/NAMESPACE/NAME, or --cases FILE")
+	}
+	engine := policy.NewEngine()
+	bundle, err := (&check.Loader{Namespace: o.namespace, Stdin: stdin, Engine: engine}).Load(o.files...)
+	if err != nil {
+		return &exitError{code: exitUsage, err: inputErrors(err)}
+	}
+	report := check.Run(engine, bundle) // labels covered workloads, as admission would
+	if o.cases != "" {
+		return o.runCases(bundle, stdout)
+	}
+	e, w, err := explainOne(bundle, o.to, o.request)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	findings := findingsOn(report, e, w)
+	if o.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			*policy.Explanation
+			Findings []policy.Finding `json:"findings"`
+		}{e, findings})
+	}
+	return writeExplanation(stdout, o.request, w, e, findings)
+}
+
+// explainOne explains a request to the workload to names (KIND/NAMESPACE/NAME).
+func explainOne(bundle *check.Bundle, to string, flags requestFlags) (*policy.Explanation, *policy.Workload, error) {
+	w, err := target(bundle, to)
+	if err != nil {
+		return nil, nil, err
+	}
+	req, err := flags.request()
+	if err != nil {
+		return nil, nil, err
+	}
+	e, err := policy.Explain(bundle.State, policy.RootNamespace(bundle.State.Rails), w, flags.Via, req)
+	return e, w, err
+}
+
+// target finds the workload to names: a Pod or pod template of the bundle by kind, or the
+// first workload a Service selects.
+func target(bundle *check.Bundle, to string) (*policy.Workload, error) {
+	parts := strings.Split(to, "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return nil, fmt.Errorf("--to %q: want KIND/NAMESPACE/NAME, e.g. Deployment/shop/web", to)
+	}
+	kind, ns, name := parts[0], parts[1], parts[2]
+	if strings.EqualFold(kind, policy.KindService) {
+		for _, svc := range bundle.State.Services(ns) {
+			if svc.Name != name {
+				continue
+			}
+			if ws := bundle.State.Workloads(ns, svc.Spec.Selector); len(svc.Spec.Selector) > 0 && len(ws) > 0 {
+				return ws[0], nil
+			}
+			return nil, fmt.Errorf("--to %s: the Service selects no workload of the input", to)
+		}
+		return nil, fmt.Errorf("--to %s: no such Service in the input", to)
+	}
+	for _, w := range bundle.State.Workloads(ns, nil) {
+		if strings.EqualFold(w.Kind, kind) && w.Name == name {
+			return w, nil
+		}
+	}
+	return nil, fmt.Errorf("--to %s: no such workload in the input", to)
+}
+
+// request reads the flags of a request.
+func (f requestFlags) request() (policy.Request, error) {
+	req := policy.Request{Method: f.Method, Path: f.Path, Host: f.Host, Port: f.Port, Headers: f.Headers, FromIP: f.FromIP, FromPrincipal: f.FromPrincipal}
+	switch {
+	case f.FromPlaintext && (f.FromPrincipal != "" || f.FromNamespace != ""):
+		return req, fmt.Errorf("--from-plaintext: a caller without mTLS has no principal nor namespace")
+	case f.FromPrincipal == "" && f.FromNamespace != "":
+		req.FromPrincipal = "cluster.local/ns/" + f.FromNamespace + "/sa/default"
+	}
+	switch f.Token {
+	case "", "none":
+	case "invalid":
+		req.Token = &policy.Token{Invalid: true, Claims: map[string][]string{}}
+	default:
+		claims := map[string][]string{}
+		for _, pair := range strings.Split(f.Token, ",") {
+			k, v, ok := strings.Cut(pair, "=")
+			if !ok || k == "" {
+				return req, fmt.Errorf("--token %q: want none, invalid, or claims as iss=...,sub=...,aud=a|b", f.Token)
+			}
+			claims[k] = strings.Split(v, "|")
+		}
+		if claims["iss"] == nil {
+			return req, fmt.Errorf("--token %q: a token names its issuer (iss=...)", f.Token)
+		}
+		req.Token = &policy.Token{Claims: claims}
+	}
+	return req, nil
+}
+
+// findingsOn are the findings of the run on the objects the request met: the workload,
+// and the policies on its path.
+func findingsOn(report check.Report, e *policy.Explanation, w *policy.Workload) []policy.Finding {
+	findings := []policy.Finding{}
+	for _, r := range report.Results {
+		if r.Object == metav1.Object(w) || slices.Contains(e.Objects, policy.PolicyRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.ObjectName}) {
+			findings = append(findings, r.Finding)
+		}
+	}
+	return findings
+}
+
+// writeExplanation writes an explanation for a person: the request, each proxy on its path
+// and what it did, the verdict, and the findings that bear on it.
+func writeExplanation(w io.Writer, req requestFlags, target *policy.Workload, e *policy.Explanation, findings []policy.Finding) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	caller := "a caller without mTLS"
+	switch {
+	case req.FromPrincipal != "":
+		caller = req.FromPrincipal
+	case req.FromNamespace != "":
+		caller = "namespace " + req.FromNamespace
+	}
+	fmt.Fprintf(tw, "%s %s to %s %s/%s from %s, token: %s\nroute: %s\n", req.Method, req.Path, target.Kind, target.Namespace, target.Name, caller, cmp.Or(req.Token, "none"), e.Route)
+	for _, h := range e.Path {
+		fmt.Fprintf(tw, "\n%s\n", h.Proxy)
+		if h.Authentication != "" {
+			fmt.Fprintf(tw, "  token: %s\n", h.Authentication)
+		}
+		for _, p := range h.Policies {
+			dry := ""
+			if p.DryRun {
+				dry = " (dry run)"
+			}
+			fmt.Fprintf(tw, "  %s %s/%s%s\n", p.Action, p.Namespace, p.Name, dry)
+			for _, r := range p.Rules {
+				switch {
+				case r.Skipped != "":
+					fmt.Fprintf(tw, "    rule[%d]\tskipped: %s\n", r.Rule, r.Skipped)
+				case r.Matched:
+					fmt.Fprintf(tw, "    rule[%d]\tmatched\n", r.Rule)
+				default:
+					fmt.Fprintf(tw, "    rule[%d]\tno match: %s\n", r.Rule, r.Mismatch)
+				}
+			}
+		}
+		fmt.Fprintf(tw, "  → %s: %s\n", h.Verdict, h.DecidedBy)
+	}
+	status := "no HTTP status"
+	if e.Status != nil {
+		status = fmt.Sprint(*e.Status)
+	}
+	fmt.Fprintf(tw, "\nverdict: %s (%s), decided by %s\n", e.Verdict, status, e.DecidedBy)
+	if e.Shadow != nil {
+		fmt.Fprintf(tw, "dry-run policies would: %s, decided by %s\n", e.Shadow.Verdict, e.Shadow.DecidedBy)
+	}
+	for _, f := range findings {
+		fmt.Fprintf(tw, "%s %s %s on %s %s/%s: %s\n", f.Action, f.Rule, f.Name, f.Kind, f.Namespace, f.ObjectName, f.Message)
+	}
+	return tw.Flush()
+}
+
+// runCases explains each case of --cases and reports those whose verdict is not expected.
+func (o *explainOptions) runCases(bundle *check.Bundle, stdout io.Writer) error {
+	data, err := os.ReadFile(o.cases)
+	if err != nil {
+		return usageError("--cases: %v", err)
+	}
+	var cases []explainCase
+	if err := yaml.UnmarshalStrict(data, &cases); err != nil {
+		return usageError("--cases %s: %v", o.cases, err)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	mismatches := 0
+	for i, c := range cases {
+		if c.Request.Method == "" {
+			c.Request.Method = "GET"
+		}
+		if c.Request.Path == "" {
+			c.Request.Path = "/"
+		}
+		e, _, err := explainOne(bundle, c.To, c.Request)
+		if err != nil {
+			return usageError("--cases %s: case %d (%s): %v", o.cases, i+1, c.Name, err)
+		}
+		if e.Verdict != c.Expect {
+			if mismatches == 0 {
+				fmt.Fprintln(tw, "CASE\tEXPECTED\tGOT\tDECIDED BY")
+			}
+			mismatches++
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Name, c.Expect, e.Verdict, e.DecidedBy)
+		}
+	}
+	fmt.Fprintf(tw, "%d cases, %d as expected\n", len(cases), len(cases)-mismatches)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if mismatches > 0 {
+		return &exitError{code: exitFindings}
+	}
+	return nil
+}
