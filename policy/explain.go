@@ -70,6 +70,18 @@ type PolicyRef struct {
 	Kind, Namespace, Name string
 }
 
+// policies names the RequestAuthentications and AuthorizationPolicies a proxy applies.
+func (h hop) policies() []PolicyRef {
+	var out []PolicyRef
+	for _, ra := range h.ras {
+		out = append(out, PolicyRef{KindRequestAuthentication, ra.Namespace, ra.Name})
+	}
+	for _, ap := range h.aps {
+		out = append(out, PolicyRef{KindAuthorizationPolicy, ap.Namespace, ap.Name})
+	}
+	return out
+}
+
 // HopTrace is what one proxy did with the request.
 type HopTrace struct {
 	Proxy string `json:"proxy"`
@@ -151,12 +163,7 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 	for _, h := range r.hops {
 		trace, verdict, decided, hopShadow := h.explain(attrs, token)
 		e.Path = append(e.Path, trace)
-		for _, ra := range h.ras {
-			e.Objects = append(e.Objects, PolicyRef{KindRequestAuthentication, ra.Namespace, ra.Name})
-		}
-		for _, ap := range h.aps {
-			e.Objects = append(e.Objects, PolicyRef{KindAuthorizationPolicy, ap.Namespace, ap.Name})
-		}
+		e.Objects = append(e.Objects, h.policies()...)
 		if hopShadow != nil && (shadow == nil || shadow.Verdict == VerdictAllow) {
 			shadow = hopShadow
 		}

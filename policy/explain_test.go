@@ -118,3 +118,43 @@ func TestExplainAmbient(t *testing.T) {
 		t.Errorf("to the Pod, past the waypoint: %+v", e)
 	}
 }
+
+// TestCoverage: each verdict of `meshguard coverage`, from the policies of one workload.
+func TestCoverage(t *testing.T) {
+	const (
+		jwt        = `ra:{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`
+		requireJWT = `ap:{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`
+	)
+	cases := []struct {
+		name    string
+		objects []string
+		host    bool
+		verdict string
+		exempt  []string
+	}{
+		{"no policy", nil, false, Open, nil},
+		{"a token required", []string{jwt, requireJWT}, false, Protected, nil},
+		{"a token required, but on /healthz", []string{jwt, requireJWT, `ap:{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz"]}}]}]}`}, false, Partial, []string{"/healthz"}},
+		{"a RequestAuthentication alone", []string{jwt}, false, TokenOptional, nil},
+		{"an ALLOW policy of mTLS identities, no token check", []string{`ap:{"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`}, false, TokenOptional, nil},
+		{"allow nothing", []string{`ap:{}`}, false, Locked, nil},
+		{"on the host's network", []string{jwt, requireJWT}, true, NotEnforced, nil},
+	}
+	for _, c := range cases {
+		w := pod("shop", "web-0", map[string]string{"app": "web"})
+		w.HostNetwork = c.host
+		objs := []metav1.Object{w}
+		for i, o := range c.objects {
+			kind, spec, _ := strings.Cut(o, ":")
+			if kind == "ra" {
+				objs = append(objs, newRA(t, "shop", "p"+string(rune('0'+i)), spec))
+			} else {
+				objs = append(objs, newAP(t, "shop", "p"+string(rune('0'+i)), spec))
+			}
+		}
+		got := CoverageOf(snapshot(objs...), "istio-system", w)
+		if got.Verdict != c.verdict || strings.Join(got.Exempt, ",") != strings.Join(c.exempt, ",") {
+			t.Errorf("%s: %s %v, want %s %v", c.name, got.Verdict, got.Exempt, c.verdict, c.exempt)
+		}
+	}
+}

@@ -87,3 +87,43 @@ func TestExplainCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestCoverageCLI pins coverage's contract: the JSON fields, the summary, and --fail-on's
+// exit codes.
+func TestCoverageCLI(t *testing.T) {
+	http := "testdata/explain/authz-http/bundle.yaml"
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"coverage", "-f", http, "-n", "http-3", "-o", "json"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	var report struct {
+		Workloads []map[string]any `json:"workloads"`
+		Summary   map[string]int   `json:"summary"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Workloads) != 4 || report.Summary["token-optional"] != 4 {
+		t.Errorf("http-3: %s", stdout.String())
+	}
+	for _, field := range []string{"kind", "namespace", "name", "enforcedBy", "issuers", "verdict", "exempt", "rules"} {
+		if _, ok := report.Workloads[0][field]; !ok {
+			t.Errorf("no %q in %v", field, report.Workloads[0])
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"coverage", "-f", http, "--fail-on", "open"}, 0},
+		{[]string{"coverage", "-f", http, "--fail-on", "token-optional"}, exitFindings},
+		{[]string{"coverage", "-f", "testdata/explain/ingress-jwt-1/bundle.yaml", "--fail-on", "open"}, exitFindings},
+		{[]string{"coverage", "-f", http, "--fail-on", "locked"}, exitUsage},
+		{[]string{"coverage", "-f", http, "-n", "x", "-A"}, exitUsage},
+		{[]string{"coverage"}, exitUsage},
+	} {
+		if code := run(c.args, nil, &stdout, &stderr); code != c.want {
+			t.Errorf("%v: exit %d, want %d", c.args, code, c.want)
+		}
+	}
+}

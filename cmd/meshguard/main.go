@@ -62,7 +62,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCheckCommand(), newExplainCommand(), newServeCommand(), newRulesCommand(), newVersionCommand())
+	root.AddCommand(newCheckCommand(), newExplainCommand(), newCoverageCommand(), newServeCommand(), newRulesCommand(), newVersionCommand())
 	return root
 }
 

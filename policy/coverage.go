@@ -1,0 +1,146 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+)
+
+// Protection verdicts of a workload, from best to worst.
+const (
+	// Protected: a token is required on every path, from every caller.
+	Protected = "protected"
+	// Partial: a token is required but on named paths (a health check, /login).
+	Partial = "partial"
+	// Locked: every request is denied.
+	Locked = "locked"
+	// TokenOptional: policies apply, and a request without a token gets in on a path no
+	// policy names.
+	TokenOptional = "token-optional"
+	// Open: no policy applies at all.
+	Open = "open"
+	// NotEnforced: no proxy applies the workload's policies.
+	NotEnforced = "not-enforced"
+)
+
+// Exposure ranks verdicts for --fail-on: 0 for protected or locked, 1 partial, 2
+// token-optional, 3 open or not enforced.
+func Exposure(verdict string) int {
+	return map[string]int{Partial: 1, TokenOptional: 2, Open: 3, NotEnforced: 3}[verdict]
+}
+
+// WorkloadCoverage is how one workload is protected.
+type WorkloadCoverage struct {
+	Kind      string `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// EnforcedBy are the proxies on the route Istio takes to it (through its waypoint where
+	// it has one).
+	EnforcedBy []string `json:"enforcedBy"`
+	Issuers    []string `json:"issuers"`
+	Audiences  []string `json:"audiences"`
+	Verdict    string   `json:"verdict"`
+	// Exempt are the paths a request without a token gets in on, where it does on none
+	// other.
+	Exempt []string `json:"exempt"`
+	// Rules are the IDs of the findings on the workload and its policies (filled by the
+	// caller, which judged them).
+	Rules []string `json:"rules"`
+	// Policies are the RequestAuthentications and AuthorizationPolicies its proxies apply.
+	Policies []PolicyRef `json:"-"`
+}
+
+// CoverageOf tells how workload w is protected: the proxies that enforce its policies, the
+// issuers and audiences they accept, and whether a request without a token gets in.
+func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
+	c := WorkloadCoverage{Kind: w.Kind, Namespace: w.Namespace, Name: w.Name, EnforcedBy: []string{}, Issuers: []string{}, Audiences: []string{}, Exempt: []string{}, Rules: []string{}}
+	routes := routesTo(st, root, w, nil)
+	r := routes[0]
+	if len(routes) > 1 {
+		r = routes[1] // through the waypoint, as Service traffic goes
+	}
+	if len(r.hops) == 0 {
+		c.Verdict = NotEnforced
+		return c
+	}
+	var ras []*RequestAuthentication
+	var aps []*AuthorizationPolicy
+	for _, h := range r.hops {
+		c.EnforcedBy = append(c.EnforcedBy, h.proxy)
+		ras, aps = append(ras, h.ras...), append(aps, h.aps...)
+		c.Policies = append(c.Policies, h.policies()...)
+	}
+	for _, ra := range ras {
+		for _, jr := range ra.Spec.JwtRules {
+			if !slices.Contains(c.Issuers, jr.Issuer) {
+				c.Issuers = append(c.Issuers, jr.Issuer)
+			}
+			for _, a := range jr.Audiences {
+				if !slices.Contains(c.Audiences, a) {
+					c.Audiences = append(c.Audiences, a)
+				}
+			}
+		}
+	}
+	switch {
+	case len(ras) == 0 && len(aps) == 0:
+		c.Verdict = Open
+	case !r.admitsAnything():
+		c.Verdict = Locked
+	case len(ras) == 0:
+		c.Verdict = TokenOptional // nothing validates a token: none is ever required
+	default:
+		c.Verdict, c.Exempt = r.tokenRequirement()
+	}
+	return c
+}
+
+// admitsAnything tells whether some request, with or without a token, gets through.
+func (r route) admitsAnything() bool {
+	first := r.hops[0].enforcement
+	peers := first.peers()
+	found, decided := first.find(request{}, false, peers, func(req request) bool { return r.admits(req) })
+	return found != nil || !decided
+}
+
+// tokenRequirement tells whether a request without a token gets through the route: on a
+// path no policy names (token-optional), only on named paths (partial, with those paths),
+// or nowhere (protected).
+func (r route) tokenRequirement() (string, []string) {
+	tokenless := func(path string) bool {
+		for _, h := range r.hops {
+			e := h.enforcement
+			fixed := request{attrPath: path, attrHost: anyOther}
+			if found, _ := e.find(fixed, true, e.anonymousPeers(), func(req request) bool { return r.admits(req) }); found != nil {
+				return true
+			}
+		}
+		return false
+	}
+	if tokenless(anyPath) {
+		return TokenOptional, []string{}
+	}
+	exempt := []string{}
+	for _, h := range r.hops {
+		for _, c := range h.enforcement.conditions() {
+			if c.attr != attrPath {
+				continue
+			}
+			for _, p := range slices.Concat(c.values, c.notValues) {
+				if v := representative(p); v != "" && !slices.Contains(exempt, p) && tokenless(v) {
+					exempt = append(exempt, p)
+				}
+			}
+		}
+	}
+	if len(exempt) > 0 {
+		slices.Sort(exempt)
+		return Partial, exempt
+	}
+	return Protected, exempt
+}
+
+// Covered lists the workloads CoverageOf judges in a state: every Pod and pod template but
+// Istio's own proxies, of namespace ns or of all ("").
+func Covered(st State, ns string) []*Workload {
+	return lacking(st.Workloads(ns, nil), func(w *Workload) bool { return !isProxy(w) && !strings.HasPrefix(w.Namespace, "kube-") })
+}
