@@ -83,13 +83,16 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 	return routes
 }
 
-// localHop is the proxy that takes a workload's inbound traffic: ztunnel for an ambient
-// workload, loading no RequestAuthentication and the L4 part of its policies; else the
-// sidecar. None when nothing intercepts it.
+// localHop is the proxy that takes a workload's inbound traffic: a gateway itself; ztunnel
+// for an ambient workload, loading no RequestAuthentication and the L4 part of its
+// policies; else the sidecar. None when nothing intercepts it.
 func localHop(st State, root string, w *Workload) []hop {
 	strict := mtlsStrict(st, root, w)
 	aps := forWorkload(w, root, st.AuthorizationPolicies)
 	switch {
+	case isProxy(w):
+		// A gateway is its own proxy, whatever its injection labels say.
+		return []hop{{proxy: "gateway", ras: forWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, true)}}
 	case inAmbient(st, w):
 		if w.Annotations[BypassInboundCaptureAnnotation] == "true" || w.Namespace == "kube-system" {
 			return nil

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/policy"
 )
 
 // TestExplainConformance runs `meshguard explain --cases` over the conformance corpus:
@@ -124,6 +126,49 @@ func TestCoverageCLI(t *testing.T) {
 	} {
 		if code := run(c.args, nil, &stdout, &stderr); code != c.want {
 			t.Errorf("%v: exit %d, want %d", c.args, code, c.want)
+		}
+	}
+}
+
+// TestExplainSeeds: for each seed article, the requests an attacker would send, with their
+// verdicts on the configuration as written and as fixed (testdata/explain-seeds: the
+// workloads the policies are for, and each case's two verdicts).
+func TestExplainSeeds(t *testing.T) {
+	dirs, err := filepath.Glob("testdata/explain-seeds/*")
+	if err != nil || len(dirs) != 5 {
+		t.Fatalf("%d seeds (%v)", len(dirs), err)
+	}
+	for _, dir := range dirs {
+		data, err := os.ReadFile(filepath.Join(dir, "cases.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cases []struct {
+			explainCase   `json:",inline"`
+			Unsafe, Fixed string
+		}
+		if err := yaml.UnmarshalStrict(data, &cases); err != nil {
+			t.Fatal(err)
+		}
+		for _, variant := range []string{"unsafe", "fixed"} {
+			var expected []explainCase
+			for _, c := range cases {
+				c.Expect = policy.Verdict(map[string]string{"unsafe": c.Unsafe, "fixed": c.Fixed}[variant])
+				expected = append(expected, c.explainCase)
+			}
+			out, err := yaml.Marshal(expected)
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join(t.TempDir(), "cases.yaml")
+			if err := os.WriteFile(file, out, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			seed := filepath.Join("..", "..", "examples", "seeds", filepath.Base(dir), variant+".yaml")
+			var stdout, stderr bytes.Buffer
+			if code := run([]string{"explain", "-f", seed, "-f", filepath.Join(dir, "workloads.yaml"), "--cases", file}, nil, &stdout, &stderr); code != 0 {
+				t.Errorf("%s, %s: exit %d\n%s%s", filepath.Base(dir), variant, code, stdout.String(), stderr.String())
+			}
 		}
 	}
 }
