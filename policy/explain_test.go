@@ -158,3 +158,24 @@ func TestCoverage(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewaysAreProxies: Istio's gateways, as the charts, the Gateway API and AKS's add-on
+// label them, enforce their own policies; an application is judged at its sidecar.
+func TestGatewaysAreProxies(t *testing.T) {
+	for labels, want := range map[string]bool{
+		"istio=ingressgateway":                              true,
+		"istio=aks-istio-ingressgateway-external":           true,
+		"gateway.networking.k8s.io/gateway-name=public":     true,
+		"gateway.istio.io/managed=istio.io-mesh-controller": true,
+		"app=web": false,
+	} {
+		k, v, _ := strings.Cut(labels, "=")
+		w := pod("ns", "p", map[string]string{k: v})
+		if got := isProxy(w); got != want {
+			t.Errorf("%s: a proxy %v", labels, got)
+		}
+		if hops := localHop(snapshot(w), "istio-system", w); (hops[0].proxy == "gateway") != want {
+			t.Errorf("%s: enforced at %s", labels, hops[0].proxy)
+		}
+	}
+}

@@ -14,14 +14,17 @@ const (
 )
 
 // isProxy tells whether a workload is one of Istio's proxies rather than an application:
-// an ingress or egress gateway of the classic charts (istio: ingressgateway), a Gateway
+// an ingress or egress gateway of the classic charts (istio: ingressgateway) or of AKS's
+// add-on (istio: aks-istio-ingressgateway-external), a Gateway
 // API gateway or a waypoint (gateway.istio.io/managed, gateway.networking.k8s.io/
 // gateway-name). A proxy enforces the policies attached to it, runs no sidecar
 // (sidecar.istio.io/inject: "false" is normal there), and is no workload to cover.
 func isProxy(w *Workload) bool {
 	_, managed := w.Labels["gateway.istio.io/managed"]
 	_, gatewayAPI := w.Labels["gateway.networking.k8s.io/gateway-name"]
-	return managed || gatewayAPI || strings.HasSuffix(w.Labels["istio"], "gateway")
+	// The AKS add-on's gateways are istio: aks-istio-ingressgateway-external (or -internal).
+	istio := w.Labels["istio"]
+	return managed || gatewayAPI || strings.HasSuffix(istio, "gateway") || strings.Contains(istio, "ingressgateway") || strings.Contains(istio, "egressgateway")
 }
 
 // optedOut tells whether a workload asks to be left out of coverage.
