@@ -13,6 +13,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/policy"
 )
 
 // NewScheme returns a scheme with the API type of every kind of the table.
@@ -118,3 +119,9 @@ var cachedByType = sync.OnceValue(func() map[reflect.Type]*Kind {
 	}
 	return m
 })
+
+// PodWorkload is the workload of a Pod read as its metadata (the cache keeps no more),
+// pointing at that metadata.
+func PodWorkload(pod *metav1.PartialObjectMetadata) *policy.Workload {
+	return &policy.Workload{ObjectMeta: &pod.ObjectMeta, Kind: policy.KindPod}
+}

@@ -307,7 +307,7 @@ func (v *Views) view(ctx context.Context, key viewKey) (*policy.Snapshot, error)
 			case *corev1.Service, *policy.Gateway, *policy.ServiceEntry, *policy.HTTPRoute:
 				s.Add(o.(metav1.Object))
 			case *metav1.PartialObjectMetadata:
-				s.Add(podWorkload(o))
+				s.Add(kinds.PodWorkload(o))
 			default:
 				return nil, fmt.Errorf("the cache holds a %T in namespace %q", o, ns)
 			}
@@ -338,16 +338,12 @@ func (v *Views) workloadsEverywhere(ctx context.Context, matchLabels map[string]
 	var out []*policy.Workload
 	for _, o := range objects {
 		if pod, ok := o.(*metav1.PartialObjectMetadata); ok && policy.Selects(matchLabels, pod.Labels) {
-			out = append(out, podWorkload(pod))
+			out = append(out, kinds.PodWorkload(pod))
 		}
 	}
 	return out, nil
 }
 
-// podWorkload is the workload of a cached Pod, pointing at its metadata.
-func podWorkload(pod *metav1.PartialObjectMetadata) *policy.Workload {
-	return &policy.Workload{ObjectMeta: &pod.ObjectMeta, Kind: policy.KindPod}
-}
 
 // podKind is the index of Pods in viewedKinds.
 var podKind = slices.IndexFunc(viewedKinds, func(k viewedKind) bool { return k.part == workloadsView })

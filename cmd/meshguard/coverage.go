@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,7 +17,7 @@ import (
 )
 
 type coverageOptions struct {
-	files     []string
+	input     inputFlags
 	namespace string
 	all       bool
 	output    string
@@ -26,7 +27,7 @@ type coverageOptions struct {
 func newCoverageCommand() *cobra.Command {
 	o := &coverageOptions{}
 	cmd := &cobra.Command{
-		Use:   "coverage -f PATH... [-n NAMESPACE | -A] [-o text|json] [--fail-on open|token-optional]",
+		Use:   "coverage (-f PATH... | --cluster) [-n NAMESPACE | -A] [-o text|json] [--fail-on open|token-optional]",
 		Short: "Tell, for every workload, whether its requests need a token",
 		Long: `coverage judges every workload (Pods and pod templates, Istio's own proxies aside) at the
 proxies that enforce its policies, and tells:
@@ -45,10 +46,12 @@ token-optional: that too), 2 on bad usage or input.`,
   meshguard coverage -f k8s/ -n shop -o json
   kustomize build overlays/prod | meshguard coverage -f - --fail-on token-optional`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.InOrStdin(), cmd.OutOrStdout()) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
+		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVarP(&o.files, "filename", "f", nil, "file, folder or - (standard input) to read; repeatable")
+	o.input.addTo(f)
 	f.StringVarP(&o.namespace, "namespace", "n", "", "the namespace to report (objects that name none are in default)")
 	f.BoolVarP(&o.all, "all-namespaces", "A", false, "report every namespace (the default)")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
@@ -62,10 +65,8 @@ type coverageReport struct {
 	Summary   map[string]int            `json:"summary"`
 }
 
-func (o *coverageOptions) run(stdin io.Reader, stdout io.Writer) error {
+func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	switch {
-	case len(o.files) == 0:
-		return usageError("no input: give -f PATH (a file, a folder, or - for standard input)")
 	case o.output != "text" && o.output != "json":
 		return usageError("-o %q: want text or json", o.output)
 	case o.failOn != "" && o.failOn != policy.Open && o.failOn != policy.TokenOptional:
@@ -74,16 +75,16 @@ func (o *coverageOptions) run(stdin io.Reader, stdout io.Writer) error {
 		return usageError("-n and -A: give one")
 	}
 	engine := policy.NewEngine()
-	bundle, err := (&check.Loader{Namespace: "default", Stdin: stdin, Engine: engine}).Load(o.files...)
+	in, err := o.input.load(ctx, stdin, engine, "default")
 	if err != nil {
-		return &exitError{code: exitUsage, err: inputErrors(err)}
+		return err
 	}
-	results := check.Run(engine, bundle).Results // labels covered workloads, as admission would
-	root := policy.RootNamespace(bundle.State.Rails)
+	results := check.Run(engine, in.bundle).Results // labels covered workloads, as admission would
+	root := policy.RootNamespace(in.bundle.State.Rails)
 	report := coverageReport{Workloads: []policy.WorkloadCoverage{}, Summary: map[string]int{}}
 	exposed := false
-	for _, w := range policy.Covered(bundle.State, o.namespace) {
-		c := policy.CoverageOf(bundle.State, root, w)
+	for _, w := range in.workloads(o.namespace) {
+		c := policy.CoverageOf(in.bundle.State, root, w)
 		for _, r := range results {
 			if (r.Object == metav1.Object(w) || slices.Contains(c.Policies, policy.PolicyRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.ObjectName})) && !slices.Contains(c.Rules, r.Rule) {
 				c.Rules = append(c.Rules, r.Rule)

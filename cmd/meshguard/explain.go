@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,7 +20,7 @@ import (
 )
 
 type explainOptions struct {
-	files     []string
+	input     inputFlags
 	namespace string
 	to        string
 	request   requestFlags
@@ -55,7 +56,7 @@ type explainCase struct {
 func newExplainCommand() *cobra.Command {
 	o := &explainOptions{}
 	cmd := &cobra.Command{
-		Use:   "explain -f PATH... --to KIND/NAMESPACE/NAME [request flags] | -f PATH... --cases FILE",
+		Use:   "explain (-f PATH... | --cluster) --to KIND/NAMESPACE/NAME [request flags] | (-f PATH... | --cluster) --cases FILE",
 		Short: "Explain what happens to one request: the verdict, and why",
 		Long: `explain follows one request to a workload through the proxies that enforce its policies (its
 sidecar, or ztunnel and its waypoint, and an ingress gateway with --via gateway): what each
@@ -79,10 +80,12 @@ and exits 1 when a verdict differs from what is expected.`,
   meshguard explain -f k8s/ --to Service/shop/web --from-namespace frontend -o json
   meshguard explain -f k8s/ --cases cases.yaml`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd.InOrStdin(), cmd.OutOrStdout()) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
+		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVarP(&o.files, "filename", "f", nil, "file, folder or - (standard input) to read; repeatable")
+	o.input.addTo(f)
 	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of objects that name none")
 	f.StringVar(&o.to, "to", "", "the workload: Pod, Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob or Service, as KIND/NAMESPACE/NAME")
 	f.StringVar(&o.request.Method, "method", "GET", "the request's method")
@@ -101,10 +104,7 @@ and exits 1 when a verdict differs from what is expected.`,
 	return cmd
 }
 
-func (o *explainOptions) run(stdin io.Reader, stdout io.Writer) error {
-	if len(o.files) == 0 {
-		return usageError("no input: give -f PATH (a file, a folder, or - for standard input)")
-	}
+func (o *explainOptions) run(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	if o.output != "text" && o.output != "json" {
 		return usageError("-o %q: want text or json", o.output)
 	}
@@ -112,15 +112,15 @@ func (o *explainOptions) run(stdin io.Reader, stdout io.Writer) error {
 		return usageError("give --to KIND/NAMESPACE/NAME, or --cases FILE")
 	}
 	engine := policy.NewEngine()
-	bundle, err := (&check.Loader{Namespace: o.namespace, Stdin: stdin, Engine: engine}).Load(o.files...)
+	in, err := o.input.load(ctx, stdin, engine, o.namespace)
 	if err != nil {
-		return &exitError{code: exitUsage, err: inputErrors(err)}
+		return err
 	}
-	report := check.Run(engine, bundle) // labels covered workloads, as admission would
+	report := check.Run(engine, in.bundle) // labels covered workloads, as admission would
 	if o.cases != "" {
-		return o.runCases(bundle, stdout)
+		return o.runCases(ctx, in, stdout)
 	}
-	e, w, err := explainOne(bundle, o.to, o.request)
+	e, w, err := in.explain(ctx, o.to, o.request)
 	if err != nil {
 		return usageError("%v", err)
 	}
@@ -136,9 +136,9 @@ func (o *explainOptions) run(stdin io.Reader, stdout io.Writer) error {
 	return writeExplanation(stdout, o.request, w, e, findings)
 }
 
-// explainOne explains a request to the workload to names (KIND/NAMESPACE/NAME).
-func explainOne(bundle *check.Bundle, to string, flags requestFlags) (*policy.Explanation, *policy.Workload, error) {
-	w, err := target(bundle, to)
+// explain explains a request to the workload to names (KIND/NAMESPACE/NAME).
+func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*policy.Explanation, *policy.Workload, error) {
+	w, err := in.target(ctx, to)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -146,36 +146,8 @@ func explainOne(bundle *check.Bundle, to string, flags requestFlags) (*policy.Ex
 	if err != nil {
 		return nil, nil, err
 	}
-	e, err := policy.Explain(bundle.State, policy.RootNamespace(bundle.State.Rails), w, flags.Via, req)
+	e, err := policy.Explain(in.bundle.State, policy.RootNamespace(in.bundle.State.Rails), w, flags.Via, req)
 	return e, w, err
-}
-
-// target finds the workload to names: a Pod or pod template of the bundle by kind, or the
-// first workload a Service selects.
-func target(bundle *check.Bundle, to string) (*policy.Workload, error) {
-	parts := strings.Split(to, "/")
-	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
-		return nil, fmt.Errorf("--to %q: want KIND/NAMESPACE/NAME, e.g. Deployment/shop/web", to)
-	}
-	kind, ns, name := parts[0], parts[1], parts[2]
-	if strings.EqualFold(kind, policy.KindService) {
-		for _, svc := range bundle.State.Services(ns) {
-			if svc.Name != name {
-				continue
-			}
-			if ws := bundle.State.Workloads(ns, svc.Spec.Selector); len(svc.Spec.Selector) > 0 && len(ws) > 0 {
-				return ws[0], nil
-			}
-			return nil, fmt.Errorf("--to %s: the Service selects no workload of the input", to)
-		}
-		return nil, fmt.Errorf("--to %s: no such Service in the input", to)
-	}
-	for _, w := range bundle.State.Workloads(ns, nil) {
-		if strings.EqualFold(w.Kind, kind) && w.Name == name {
-			return w, nil
-		}
-	}
-	return nil, fmt.Errorf("--to %s: no such workload in the input", to)
 }
 
 // request reads the flags of a request.
@@ -271,7 +243,7 @@ func writeExplanation(w io.Writer, req requestFlags, target *policy.Workload, e 
 }
 
 // runCases explains each case of --cases and reports those whose verdict is not expected.
-func (o *explainOptions) runCases(bundle *check.Bundle, stdout io.Writer) error {
+func (o *explainOptions) runCases(ctx context.Context, in *input, stdout io.Writer) error {
 	data, err := os.ReadFile(o.cases)
 	if err != nil {
 		return usageError("--cases: %v", err)
@@ -289,7 +261,7 @@ func (o *explainOptions) runCases(bundle *check.Bundle, stdout io.Writer) error 
 		if c.Request.Path == "" {
 			c.Request.Path = "/"
 		}
-		e, _, err := explainOne(bundle, c.To, c.Request)
+		e, _, err := in.explain(ctx, c.To, c.Request)
 		if err != nil {
 			return usageError("--cases %s: case %d (%s): %v", o.cases, i+1, c.Name, err)
 		}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshguard/meshguard/check"
+	"github.com/meshguard/meshguard/kinds"
+	"github.com/meshguard/meshguard/live"
+	"github.com/meshguard/meshguard/policy"
+)
+
+// inputFlags say where explain and coverage read the state they judge: manifests (-f), or
+// a live cluster (--cluster, read-only: the kinds the webhook watches).
+type inputFlags struct {
+	files      []string
+	cluster    bool
+	kubeconfig string
+	context    string
+}
+
+func (f *inputFlags) addTo(fs *pflag.FlagSet) {
+	fs.StringArrayVarP(&f.files, "filename", "f", nil, "file, folder or - (standard input) to read; repeatable")
+	fs.BoolVar(&f.cluster, "cluster", false, "read the live cluster instead of files (read-only)")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file of --cluster (default: KUBECONFIG, then ~/.kube/config)")
+	fs.StringVar(&f.context, "context", "", "kubeconfig context of --cluster")
+}
+
+// input is the state judged, and how to find its workloads.
+type input struct {
+	bundle *check.Bundle
+	// client reads a live cluster; nil offline.
+	client client.Reader
+}
+
+// load reads the input: the manifests, or the cluster. Objects that name no namespace are
+// in namespace.
+func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.Engine, namespace string) (*input, error) {
+	switch {
+	case f.cluster && len(f.files) > 0:
+		return nil, usageError("give -f PATH or --cluster, not both")
+	case !f.cluster && len(f.files) == 0:
+		return nil, usageError("no input: give -f PATH (a file, a folder, or - for standard input), or --cluster")
+	case !f.cluster:
+		bundle, err := (&check.Loader{Namespace: namespace, Stdin: stdin, Engine: engine}).Load(f.files...)
+		if err != nil {
+			return nil, &exitError{code: exitUsage, err: inputErrors(err)}
+		}
+		return &input{bundle: bundle}, nil
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = f.kubeconfig
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: f.context}).ClientConfig()
+	if err != nil {
+		return nil, usageError("--cluster: %v", err)
+	}
+	scheme, err := kinds.NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("--cluster: %w", err)
+	}
+	st, err := live.Read(ctx, c, c.RESTMapper())
+	if err != nil {
+		return nil, fmt.Errorf("--cluster: reading the cluster: %w", err)
+	}
+	// The bundle judged: the cluster's policies, and its workloads, one Pod for each.
+	bundle := check.NewBundle()
+	bundle.State = st
+	namespaces := map[string]bool{}
+	for ns := range st.RAs {
+		namespaces[ns] = true
+	}
+	for ns := range st.APs {
+		namespaces[ns] = true
+	}
+	for ns := range st.PAs {
+		namespaces[ns] = true
+	}
+	for _, ns := range slices.Sorted(maps.Keys(namespaces)) {
+		for _, o := range st.RAs[ns] {
+			bundle.Objects = append(bundle.Objects, o)
+		}
+		for _, o := range st.APs[ns] {
+			bundle.Objects = append(bundle.Objects, o)
+		}
+		for _, o := range st.PAs[ns] {
+			bundle.Objects = append(bundle.Objects, o)
+		}
+	}
+	for _, w := range live.Owners(policy.Covered(st, "")) {
+		bundle.Objects = append(bundle.Objects, w)
+	}
+	return &input{bundle: bundle, client: c}, nil
+}
+
+// workloads are the workloads of namespace ns ("" for all) to report: offline the Pods and
+// pod templates read, live one Pod for each owner.
+func (in *input) workloads(ns string) []*policy.Workload {
+	if in.client == nil {
+		return policy.Covered(in.bundle.State, ns)
+	}
+	var out []*policy.Workload
+	for _, o := range in.bundle.Objects {
+		if w, ok := o.(*policy.Workload); ok && (ns == "" || w.Namespace == ns) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// target finds the workload to names, KIND/NAMESPACE/NAME: a Pod or pod template by kind
+// and name, or the first workload a Service (live: a controller too) selects.
+func (in *input) target(ctx context.Context, to string) (*policy.Workload, error) {
+	parts := strings.Split(to, "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return nil, fmt.Errorf("--to %q: want KIND/NAMESPACE/NAME, e.g. Deployment/shop/web", to)
+	}
+	kind, ns, name := parts[0], parts[1], parts[2]
+	st := in.bundle.State
+	first := func(ws []*policy.Workload, what string) (*policy.Workload, error) {
+		if len(ws) == 0 {
+			return nil, fmt.Errorf("--to %s: %s", to, what)
+		}
+		return ws[0], nil
+	}
+	if strings.EqualFold(kind, policy.KindService) {
+		for _, svc := range st.Services(ns) {
+			if svc.Name == name {
+				if len(svc.Spec.Selector) == 0 {
+					return nil, fmt.Errorf("--to %s: the Service selects no Pod (no selector)", to)
+				}
+				return first(st.Workloads(ns, svc.Spec.Selector), "the Service selects no workload")
+			}
+		}
+		return nil, fmt.Errorf("--to %s: no such Service", to)
+	}
+	for _, w := range st.Workloads(ns, nil) {
+		if strings.EqualFold(w.Kind, kind) && w.Name == name {
+			return w, nil
+		}
+	}
+	if in.client != nil && !strings.EqualFold(kind, policy.KindPod) {
+		ws, err := live.Controlled(ctx, in.client, st, kind, ns, name)
+		if err != nil {
+			return nil, fmt.Errorf("--to %s: %w", to, err)
+		}
+		return first(ws, "it runs no Pod")
+	}
+	return nil, fmt.Errorf("--to %s: no such workload", to)
+}
