@@ -344,7 +344,6 @@ func (v *Views) workloadsEverywhere(ctx context.Context, matchLabels map[string]
 	return out, nil
 }
 
-
 // podKind is the index of Pods in viewedKinds.
 var podKind = slices.IndexFunc(viewedKinds, func(k viewedKind) bool { return k.part == workloadsView })
 
