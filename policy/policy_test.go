@@ -22,26 +22,26 @@ func meta(ns, name string, age int) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.NewTime(time.Unix(int64(age), 0))}
 }
 
-func spec(t *testing.T, js string, into proto.Message) {
+func spec(t testing.TB, js string, into proto.Message) {
 	t.Helper()
 	if err := protojson.Unmarshal([]byte(js), into); err != nil {
 		t.Fatalf("%s: %v", js, err)
 	}
 }
 
-func newRA(t *testing.T, ns, name, js string) *RequestAuthentication {
+func newRA(t testing.TB, ns, name, js string) *RequestAuthentication {
 	o := &RequestAuthentication{ObjectMeta: meta(ns, name, 0)}
 	spec(t, js, &o.Spec)
 	return o
 }
 
-func newAP(t *testing.T, ns, name, js string) *AuthorizationPolicy {
+func newAP(t testing.TB, ns, name, js string) *AuthorizationPolicy {
 	o := &AuthorizationPolicy{ObjectMeta: meta(ns, name, 0)}
 	spec(t, js, &o.Spec)
 	return o
 }
 
-func newPA(t *testing.T, ns, name, js string) *PeerAuthentication {
+func newPA(t testing.TB, ns, name, js string) *PeerAuthentication {
 	o := &PeerAuthentication{ObjectMeta: meta(ns, name, 0)}
 	spec(t, js, &o.Spec)
 	return o
