@@ -38,12 +38,7 @@ func Run(e *policy.Engine, b *Bundle) Report {
 	r := Report{Results: []Result{}, Summary: Summary{Documents: b.Documents, Objects: len(b.Objects), Ignored: b.Ignored}}
 	for _, o := range b.Objects {
 		for _, f := range e.Review(policy.Review{Operation: policy.Audit, Object: o, State: b.State}) {
-			r.Results = append(r.Results, Result{Finding: f, Source: b.Sources[o]})
-			if f.Action == policy.Deny {
-				r.Summary.Deny++
-			} else {
-				r.Summary.Warn++
-			}
+			r.add(Result{Finding: f, Source: b.Sources[o]})
 		}
 	}
 	return r
@@ -52,4 +47,50 @@ func Run(e *policy.Engine, b *Bundle) Report {
 // Fails tells whether any finding reaches the action given by --fail-on.
 func (r Report) Fails(failOn policy.Action) bool {
 	return r.Summary.Deny > 0 || (failOn == policy.Warn && r.Summary.Warn > 0)
+}
+
+// Preview judges changes to a live state as admission would judge each when applied (a
+// CREATE, or an UPDATE of the live object of the same kind, namespace and name), or when
+// deleted; each on its own, against the state as it is.
+func Preview(e *policy.Engine, live *policy.Snapshot, changes *Bundle, deleting bool) Report {
+	r := Report{Results: []Result{}, Summary: Summary{Documents: changes.Documents, Objects: len(changes.Objects), Ignored: changes.Ignored}}
+	for _, o := range changes.Objects {
+		old := live.Find(policy.KindOf(o), o.GetNamespace(), o.GetName())
+		review := policy.Review{Operation: policy.Create, Object: o, State: live}
+		switch {
+		case deleting && old == nil:
+			continue // nothing to delete
+		case deleting:
+			review = policy.Review{Operation: policy.Delete, Object: old, OldObject: old, State: live}
+		case old != nil:
+			review.Operation, review.OldObject = policy.Update, old
+		}
+		if w, ok := o.(*policy.Workload); ok && review.Operation == policy.Create {
+			e.Cover(live, w)
+		}
+		for _, f := range e.Review(review) {
+			r.add(Result{Finding: f, Source: changes.Sources[o]})
+		}
+	}
+	return r
+}
+
+// In keeps the findings on objects of namespace ns.
+func (r Report) In(ns string) Report {
+	out := Report{Results: []Result{}, Summary: Summary{Documents: r.Summary.Documents, Objects: r.Summary.Objects, Ignored: r.Summary.Ignored}}
+	for _, res := range r.Results {
+		if res.Namespace == ns {
+			out.add(res)
+		}
+	}
+	return out
+}
+
+func (r *Report) add(res Result) {
+	r.Results = append(r.Results, res)
+	if res.Action == policy.Deny {
+		r.Summary.Deny++
+	} else {
+		r.Summary.Warn++
+	}
 }

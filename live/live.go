@@ -96,3 +96,25 @@ func Owners(pods []*policy.Workload) []*policy.Workload {
 	}
 	return out
 }
+
+// IstiodVersions reads the versions of the istiod Deployments of the cluster (labelled
+// app=istiod, as Istio's charts label them) from their images.
+func IstiodVersions(ctx context.Context, c client.Reader) ([]string, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion("apps/v1")
+	list.SetKind("DeploymentList")
+	if err := c.List(ctx, list, client.MatchingLabels{"app": "istiod"}); err != nil {
+		return nil, err
+	}
+	var versions []string
+	for _, d := range list.Items {
+		js, err := d.MarshalJSON()
+		if err != nil {
+			return nil, err
+		}
+		if v := kinds.IstiodVersion(js); v != "" {
+			versions = append(versions, v)
+		}
+	}
+	return versions, nil
+}

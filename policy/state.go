@@ -121,6 +121,37 @@ func (s *Snapshot) Add(o metav1.Object) bool {
 	return true
 }
 
+// Find returns the object of a kind, namespace and name the snapshot holds, or nil: a
+// security policy, a Service, ServiceEntry or Gateway, or a Pod.
+func (s *Snapshot) Find(kind, ns, name string) metav1.Object {
+	switch kind {
+	case KindRequestAuthentication:
+		return named(s.RAs[ns], name)
+	case KindAuthorizationPolicy:
+		return named(s.APs[ns], name)
+	case KindPeerAuthentication:
+		return named(s.PAs[ns], name)
+	case KindService:
+		return named(s.Svcs[ns], name)
+	case KindServiceEntry:
+		return named(s.SEs[ns], name)
+	case KindGateway:
+		return named(s.GWs[ns], name)
+	case KindPod:
+		return named(s.Pods[ns], name)
+	}
+	return nil
+}
+
+func named[T metav1.Object](objects []T, name string) metav1.Object {
+	for _, o := range objects {
+		if o.GetName() == name {
+			return o
+		}
+	}
+	return nil
+}
+
 func (s *Snapshot) RequestAuthentications(ns string) []*RequestAuthentication { return s.RAs[ns] }
 func (s *Snapshot) AuthorizationPolicies(ns string) []*AuthorizationPolicy    { return s.APs[ns] }
 func (s *Snapshot) PeerAuthentications(ns string) []*PeerAuthentication       { return s.PAs[ns] }

@@ -89,25 +89,7 @@ func (s *liveState) stored(kind *kinds.Kind, ns, name string) metav1.Object {
 	if kind.Role != kinds.Policy {
 		return nil
 	}
-	view := s.policies(ns)
-	switch kind.Kind {
-	case policy.KindRequestAuthentication:
-		return named(view.RequestAuthentications(ns), name)
-	case policy.KindAuthorizationPolicy:
-		return named(view.AuthorizationPolicies(ns), name)
-	case policy.KindPeerAuthentication:
-		return named(view.PeerAuthentications(ns), name)
-	}
-	return nil
-}
-
-func named[T metav1.Object](objects []T, name string) metav1.Object {
-	for _, o := range objects {
-		if o.GetName() == name {
-			return o
-		}
-	}
-	return nil
+	return s.policies(ns).Find(kind.Kind, ns, name)
 }
 
 // Err returns the first error met reading the cache.

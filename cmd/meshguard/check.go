@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,33 +17,44 @@ import (
 )
 
 type checkOptions struct {
-	files     []string
+	input     inputFlags
 	config    string
 	output    string
 	failOn    string
 	namespace string
+	all       bool
+	delete    bool
 }
 
 func newCheckCommand() *cobra.Command {
 	o := &checkOptions{}
 	cmd := &cobra.Command{
-		Use:   "check [-f PATH]... [--config FILE] [-o text|json|sarif] [--fail-on deny|warn]",
-		Short: "Judge a folder of manifests offline, for CI",
+		Use:   "check [-f PATH]... [--cluster [--delete]] [--config FILE] [-o text|json|sarif] [--fail-on deny|warn]",
+		Short: "Judge a folder of manifests offline, for CI, or what a cluster runs",
 		Long: `check reads Kubernetes manifests (files, folders searched for .yaml, .yml and .json, or - for
 standard input, e.g. the output of kustomize build or helm template) and judges every Istio
 security resource and workload against the whole bundle.
 
+With --cluster it judges what the cluster runs instead (read-only, the kinds the webhook
+watches; -n limits the report to a namespace). With --cluster and -f, it previews the files
+against the cluster as admission would judge them when applied, each one on its own; with
+--delete as well, when deleted (MG303 before kubectl delete).
+
 Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage or input.`,
 		Example: `  meshguard check -f manifests/
   kustomize build overlays/prod | meshguard check -f - -o sarif > meshguard.sarif
-  meshguard check -f k8s/ --config guardrails.yaml --fail-on warn`,
+  meshguard check -f k8s/ --config guardrails.yaml --fail-on warn
+  meshguard check --cluster -A
+  meshguard check --cluster -f k8s/policies.yaml --delete`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.files = append(o.files, args...)
-			return o.run(cmd.InOrStdin(), cmd.OutOrStdout())
+			o.input.files = append(o.input.files, args...)
+			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.Flags().Changed("namespace"))
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVarP(&o.files, "filename", "f", nil, "file, folder or - (standard input) to read; repeatable")
+	o.input.addTo(f)
+	f.BoolVarP(&o.all, "all-namespaces", "A", false, "with --cluster, report every namespace (the default)")
+	f.BoolVar(&o.delete, "delete", false, "with --cluster and -f, judge deleting the files' objects")
 	f.StringVar(&o.config, "config", "", "YAML file of MeshGuardrail objects to apply")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(check.Formats, ", "))
 	f.StringVar(&o.failOn, "fail-on", string(policy.Deny), "exit 1 when a finding of this action or stricter is found: deny or warn")
@@ -54,20 +66,55 @@ func usageError(format string, args ...any) error {
 	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
-func (o *checkOptions) run(stdin io.Reader, stdout io.Writer) error {
-	if len(o.files) == 0 {
-		return usageError("no input: give -f PATH (a file, a folder, or - for standard input)")
-	}
+func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Writer, namespaceGiven bool) error {
 	if !slices.Contains(check.Formats, o.output) {
 		return usageError("-o %q: want one of %s", o.output, strings.Join(check.Formats, ", "))
 	}
 	failOn := policy.Action(o.failOn)
-	if failOn != policy.Deny && failOn != policy.Warn {
+	switch {
+	case failOn != policy.Deny && failOn != policy.Warn:
 		return usageError("--fail-on %q: want deny or warn", o.failOn)
+	case o.delete && (!o.input.cluster || len(o.input.files) == 0):
+		return usageError("--delete previews deleting files' objects from a cluster: give --cluster and -f")
+	case o.all && namespaceGiven:
+		return usageError("-n and -A: give one")
 	}
 	engine := policy.NewEngine()
 	loader := &check.Loader{Namespace: o.namespace, Stdin: stdin, Engine: engine}
-	bundle, err := loader.Load(o.files...)
+	var bundle *check.Bundle
+	var err error
+	if o.input.cluster {
+		files := o.input.files
+		o.input.files = nil
+		live, err := o.input.load(ctx, stdin, engine, o.namespace)
+		if err != nil {
+			return err
+		}
+		if live.bundle.State.Istiod, err = live.IstiodVersions(ctx); err != nil {
+			return fmt.Errorf("--cluster: reading istiod's version: %w", err)
+		}
+		if o.config != "" {
+			if err := o.addGuardrails(loader, live.bundle); err != nil {
+				return err
+			}
+		}
+		report := check.Run(engine, live.bundle)
+		if len(files) > 0 {
+			changes, err := loader.Load(files...)
+			if err != nil {
+				return &exitError{code: exitUsage, err: inputErrors(err)}
+			}
+			report = check.Preview(engine, live.bundle.State, changes, o.delete)
+		}
+		if namespaceGiven && len(files) == 0 {
+			report = report.In(o.namespace)
+		}
+		return o.write(stdout, engine, report, failOn)
+	}
+	if len(o.input.files) == 0 {
+		return usageError("no input: give -f PATH (a file, a folder, or - for standard input), or --cluster")
+	}
+	bundle, err = loader.Load(o.input.files...)
 	if err != nil {
 		return &exitError{code: exitUsage, err: inputErrors(err)}
 	}
@@ -76,7 +123,11 @@ func (o *checkOptions) run(stdin io.Reader, stdout io.Writer) error {
 			return err
 		}
 	}
-	report := check.Run(engine, bundle)
+	return o.write(stdout, engine, check.Run(engine, bundle), failOn)
+}
+
+// write prints the report and gives the exit code.
+func (o *checkOptions) write(stdout io.Writer, engine *policy.Engine, report check.Report, failOn policy.Action) error {
 	if err := check.Write(stdout, o.output, report, engine.Rules(), o.output == "text" && colourful(stdout)); err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}

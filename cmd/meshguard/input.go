@@ -159,3 +159,12 @@ func (in *input) target(ctx context.Context, to string) (*policy.Workload, error
 	}
 	return nil, fmt.Errorf("--to %s: no such workload", to)
 }
+
+// IstiodVersions reads the versions of the cluster's istiod (MG701); none offline, where
+// the bundle's istiod Deployment tells them.
+func (in *input) IstiodVersions(ctx context.Context) ([]string, error) {
+	if in.client == nil {
+		return in.bundle.State.Istiod, nil
+	}
+	return live.IstiodVersions(ctx, in.client)
+}

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -88,5 +89,89 @@ spec:
 	want := map[string]any{"partial": 1.0, "open": 1.0}
 	if !reflect.DeepEqual(fromCluster["summary"], fromFiles["summary"]) || !reflect.DeepEqual(fromCluster["summary"], want) {
 		t.Errorf("coverage from the cluster %v, from files %v", fromCluster["summary"], fromFiles["summary"])
+	}
+}
+
+// TestCheckLive: `meshguard check --cluster` finds on the live objects what `check -f`
+// finds on a dump of them; its previews of an apply and of a delete say what admission
+// then says.
+func TestCheckLive(t *testing.T) {
+	const objects = `apiVersion: v1
+kind: Namespace
+metadata: {name: check-live}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: check-live, labels: {app: web}}
+spec: {containers: [{name: web, image: registry.example/web:1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: admin-0, namespace: check-live, labels: {app: admin}}
+spec: {containers: [{name: admin, image: registry.example/admin:1}]}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: check-live}
+spec:
+  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-require-jwt, namespace: check-live}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]
+`
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	dump := write("objects.yaml", objects)
+	// Warnings only: kubectl applies them.
+	if _, stderr, err := kubectl(t, objects, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	findings := func(args ...string) (code int, found []string) {
+		t.Helper()
+		out, err := exec.Command(local.Binary, append([]string{"check", "-o", "json"}, args...)...).Output()
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		var report struct {
+			Findings []struct{ Rule, Action, Kind, Namespace, ObjectName, Field string } `json:"findings"`
+		}
+		if jerr := json.Unmarshal(out, &report); jerr != nil {
+			t.Fatalf("check %v: %v %v\n%s", args, err, jerr, out)
+		}
+		for _, f := range report.Findings {
+			found = append(found, strings.Join([]string{f.Rule, f.Action, f.Kind, f.Namespace, f.ObjectName, f.Field}, " "))
+		}
+		slices.Sort(found)
+		return code, found
+	}
+	live := []string{"--cluster", "--kubeconfig", local.Kubeconfig}
+	_, fromCluster := findings(append(live, "-n", "check-live")...)
+	_, fromFiles := findings("-f", dump)
+	if !slices.Equal(fromCluster, fromFiles) || len(fromFiles) == 0 {
+		t.Errorf("from the cluster:\n%s\nfrom files:\n%s", strings.Join(fromCluster, "\n"), strings.Join(fromFiles, "\n"))
+	}
+
+	ap := objects[strings.Index(objects, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy"):]
+	deleting := write("ap.yaml", ap)
+	code, preview := findings(append(live, "-f", deleting, "--delete")...)
+	_, stderr, err := kubectl(t, "", "delete", "-f", deleting, "--dry-run=server")
+	if code != 1 || !slices.ContainsFunc(preview, func(f string) bool { return strings.HasPrefix(f, "MG303 deny") }) || err == nil || !strings.Contains(stderr, "MG303") {
+		t.Errorf("deleting the enforcing policy: preview exit %d %v; kubectl %v %s", code, preview, err, stderr)
+	}
+	weaker := write("weaker.yaml", strings.Replace(ap, `rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]`, `rules: [{from: [{source: {requestPrincipals: ["*"]}}]}, {to: [{operation: {methods: ["GET"]}}]}]`, 1))
+	code, preview = findings(append(live, "-f", weaker)...)
+	_, stderr, err = kubectl(t, "", "apply", "-f", weaker, "--dry-run=server")
+	if code != 1 || !slices.ContainsFunc(preview, func(f string) bool { return strings.HasPrefix(f, "MG303 deny") }) || err == nil || !strings.Contains(stderr, "MG303") {
+		t.Errorf("weakening the enforcing policy: preview exit %d %v; kubectl %v %s", code, preview, err, stderr)
 	}
 }
