@@ -35,6 +35,9 @@ type Settings struct {
 	Actions map[string]Action
 	// RequireSelectors makes MG401 deny.
 	RequireSelectors bool
+	// WarnOnly: every guardrail governing the namespace sets enforcementAction: warn, so
+	// admission admits what it would deny, with the findings as warnings.
+	WarnOnly bool
 	// TrustedIssuers holds one list per guardrail that sets one: an issuer must be in each.
 	TrustedIssuers []IssuerList
 	// Coverage is nil where no guardrail requires coverage.
@@ -97,10 +100,14 @@ func MergeGuardrails(guardrails []*MeshGuardrail, namespace string, nsLabels map
 	rails := slices.Clone(guardrails)
 	s := Settings{Root: RootNamespace(rails), NamespaceLabels: nsLabels}
 	slices.SortFunc(rails, func(a, b *MeshGuardrail) int { return strings.Compare(a.Name, b.Name) })
+	governing := 0
+	warnOnly := true
 	for _, g := range rails {
 		if namespace != "" && !governs(g, nsLabels) {
 			continue
 		}
+		governing++
+		warnOnly = warnOnly && g.Spec.EnforcementAction == v1alpha1.EnforcementAction(Warn)
 		for id, a := range g.Spec.Rules {
 			if cur, ok := s.Actions[id]; !ok || strictness(a) > strictness(cur) {
 				if s.Actions == nil {
@@ -126,6 +133,7 @@ func MergeGuardrails(guardrails []*MeshGuardrail, namespace string, nsLabels map
 			s.Coverage.Guardrails = append(s.Coverage.Guardrails, g.Name)
 		}
 	}
+	s.WarnOnly = governing > 0 && warnOnly
 	return s
 }
 

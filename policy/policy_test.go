@@ -248,6 +248,21 @@ func TestSettingsStricterWins(t *testing.T) {
 	if other.Actions["MG301"] != Warn || other.Actions["MG401"] != Off || other.RequireSelectors || other.Coverage != nil {
 		t.Errorf("dev namespace: %+v", other)
 	}
+	// enforcementAction: warn only where every guardrail governing the namespace says so.
+	rollout := func(name, env string) *MeshGuardrail {
+		g := guardrail(name, v1alpha1.MeshGuardrailSpec{EnforcementAction: "warn"})
+		if env != "" {
+			g.Spec.NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"env": env}}
+		}
+		return g
+	}
+	st = snapshot(prod, rollout("all", ""), guardrail("prod", v1alpha1.MeshGuardrailSpec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}}))
+	if st.Settings("shop").WarnOnly || !st.Settings("dev").WarnOnly {
+		t.Errorf("warn only: shop %v, dev %v", st.Settings("shop").WarnOnly, st.Settings("dev").WarnOnly)
+	}
+	if snapshot(prod).Settings("shop").WarnOnly {
+		t.Error("warn only with no guardrail")
+	}
 }
 
 func TestGuardrailOverrides(t *testing.T) {

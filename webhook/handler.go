@@ -167,7 +167,11 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		s.Log.Error(err, "reading the cache", "uid", req.UID)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))
 	}
-	resp := respond(findings, dryRun(req))
+	ns := obj.GetNamespace()
+	if _, isNamespace := obj.(*corev1.Namespace); isNamespace {
+		ns = obj.GetName()
+	}
+	resp := respond(findings, dryRun(req), st.Settings(ns).WarnOnly)
 	if write && resp.Allowed {
 		after := obj
 		if req.Operation == admissionv1.Delete {
@@ -288,8 +292,10 @@ const (
 )
 
 // respond encodes findings: denied when any denies, warnings for the rest, rule IDs in the
-// audit log either way; each capped, with what was left out counted.
-func respond(findings []policy.Finding, dryRun bool) admission.Response {
+// audit log either way; each capped, with what was left out counted. warnOnly (a guardrail's
+// enforcementAction: warn) admits what would be denied, its denials shown as warnings; the
+// audit log keeps the full verdict.
+func respond(findings []policy.Finding, dryRun, warnOnly bool) admission.Response {
 	var denials, warnings []string
 	var deniedN, warnedN int
 	perRule := map[string]int{}
@@ -300,7 +306,11 @@ func respond(findings []policy.Finding, dryRun bool) admission.Response {
 			order = append(order, key)
 		}
 		perRule[key]++
-		if f.Action == policy.Deny {
+		if f.Action == policy.Deny && warnOnly {
+			if warnedN++; warnedN <= maxWarnings {
+				warnings = append(warnings, clip("would deny (enforcementAction: warn): "+warning(f), maxWarningLength))
+			}
+		} else if f.Action == policy.Deny {
 			if deniedN++; deniedN <= maxDenials {
 				denials = append(denials, clip(fmt.Sprintf("%s %s at %s: %s. Fix: %s.", f.Rule, f.Name, f.Field, f.Message, f.Fix), maxDenialLength))
 			}

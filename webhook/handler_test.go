@@ -238,6 +238,14 @@ func TestValidate(t *testing.T) {
 			t.Errorf("allowed=%v %s", r.Allowed, r.Result.Message)
 		}
 	})
+	t.Run("enforcementAction: warn admits, with the denials as warnings", func(t *testing.T) {
+		rollout := "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: rollout}\nspec: {enforcementAction: warn}"
+		r := review(t, newServer(t, true, rollout).Validating(), admissionv1.Create, raNoAudiences, "", false)
+		if !r.Allowed || !slices.ContainsFunc(r.Warnings, func(w string) bool { return strings.HasPrefix(w, "would deny (enforcementAction: warn): MG101") }) ||
+			!strings.Contains(r.AuditAnnotations["findings"], "MG101=deny") {
+			t.Errorf("allowed=%v warnings=%v audit=%v", r.Allowed, r.Warnings, r.AuditAnnotations)
+		}
+	})
 	t.Run("invalid MeshGuardrail", func(t *testing.T) {
 		r := review(t, v, admissionv1.Create, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: g}\nspec: {rules: {MG999: deny}}", "", false)
 		if r.Allowed || !strings.Contains(r.Result.Message, "spec.rules[MG999]") {

@@ -155,7 +155,7 @@ func TestRespondBounded(t *testing.T) {
 		fs = append(fs, policy.Finding{Rule: fmt.Sprintf("MG%d", 100+i%700), Name: "n", Action: action, Kind: "AuthorizationPolicy",
 			Field: "spec.rules[0]", Message: strings.Repeat("long message ", 200), Fix: "fix"})
 	}
-	resp := respond(fs, false)
+	resp := respond(fs, false, false)
 	if n := len(resp.Warnings); n != maxWarnings+1 || !strings.Contains(resp.Warnings[maxWarnings], "and 24990 more") {
 		t.Errorf("%d warnings, last %q", n, resp.Warnings[len(resp.Warnings)-1])
 	}
@@ -171,7 +171,7 @@ func TestRespondBounded(t *testing.T) {
 	if a := resp.AuditAnnotations["findings"]; len(a) > maxAudit || !strings.HasSuffix(a, ",…") {
 		t.Errorf("audit annotation of %d bytes", len(a))
 	}
-	if a := respond(fs[:3], false).AuditAnnotations["findings"]; a != "MG100=deny,MG101=warn,MG102=deny" {
+	if a := respond(fs[:3], false, false).AuditAnnotations["findings"]; a != "MG100=deny,MG101=warn,MG102=deny" {
 		t.Errorf("audit annotation %q", a)
 	}
 }

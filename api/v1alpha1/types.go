@@ -18,6 +18,10 @@ const (
 	ActionOff  RuleAction = "off"
 )
 
+// EnforcementAction is what admission does with deny findings: deny, or warn only.
+// +kubebuilder:validation:Enum=deny;warn
+type EnforcementAction string
+
 // MeshGuardrailSpec is the org-wide configuration for the namespaces the guardrail governs.
 type MeshGuardrailSpec struct {
 	// NamespaceSelector picks the namespaces this guardrail governs, by their labels.
@@ -33,6 +37,13 @@ type MeshGuardrailSpec struct {
 	// Rules sets the action of a rule, by ID (for example MG301: deny). Quote "off" in YAML.
 	// +optional
 	Rules map[string]RuleAction `json:"rules,omitempty"`
+
+	// EnforcementAction is what admission does with a deny finding in the namespaces the
+	// guardrail governs: deny the change (the default), or admit it with the finding as a
+	// warning, to roll meshguard out into a running cluster before enforcing it. Where
+	// several guardrails govern a namespace, the stricter wins.
+	// +optional
+	EnforcementAction EnforcementAction `json:"enforcementAction,omitempty"`
 
 	// RequireSelectors denies RequestAuthentications and AuthorizationPolicies that have no
 	// selector or targetRefs (MG401 as deny).
