@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // TestEvaluator: policies × a request → admitted or not, as Envoy's RBAC filters decide,
@@ -367,5 +368,23 @@ func TestAmbientFixes(t *testing.T) {
 		if got := strings.Contains(fs[i].Fix, "targetRefs"); got != (mode == "ambient") {
 			t.Errorf("mode %q: MG302's fix %q", mode, fs[i].Fix)
 		}
+	}
+}
+
+// TestMG812CrossNamespace: deleting a waypoint that Services of another namespace name
+// (istio.io/use-waypoint-namespace) unbinds them too.
+func TestMG812CrossNamespace(t *testing.T) {
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{
+		DataplaneModeLabel: "ambient", useWaypointLabel: "shared", useWaypointNSLabel: "waypoints"}}}
+	gw := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: "waypoints"}}
+	gw.Spec.GatewayClassName = waypointClass
+	from := gatewayv1.NamespacesFromAll
+	gw.Spec.Listeners = []gatewayv1.Listener{{Name: "mesh", Port: 15008, Protocol: "HBONE", AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &from}}}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+	ra := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`)
+	live := snapshot(shop, gw, svc, ra, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "waypoints"}})
+	fs := NewEngine().Review(Review{Operation: Delete, Object: gw, OldObject: gw, State: live})
+	if !has(fs, "MG812") {
+		t.Errorf("deleting the shared waypoint: %v", rules(fs))
 	}
 }

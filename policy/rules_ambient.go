@@ -287,21 +287,27 @@ func ambientRules() []Rule {
 			if c.Before == nil || c.OldObject == nil {
 				return nil
 			}
-			ns := c.Object.GetNamespace()
-			if n, ok := c.Object.(*corev1.Namespace); ok {
-				ns = n.Name
+			namespaces := []string{c.Object.GetNamespace()}
+			switch o := c.Object.(type) {
+			case *corev1.Namespace:
+				namespaces = []string{o.Name}
+			case *Gateway:
+				// Services of other namespaces may name it (istio.io/use-waypoint-namespace).
+				namespaces = c.Before.NamespaceNames()
 			}
 			var unbound []string
-			for _, before := range waypointTargets(c.Before, ns) {
-				if gw, _ := serviceWaypoint(c.Before, before); gw == nil || !hasJWTPolicyOn(c.Before, before) {
-					continue
-				}
-				after, known := targetOf(c.State, ns, before.kind, before.name)
-				if !known {
-					after = before
-				}
-				if gw, _ := serviceWaypoint(c.State, after); gw == nil {
-					unbound = append(unbound, before.kind+" "+ns+"/"+before.name)
+			for _, ns := range namespaces {
+				for _, before := range waypointTargets(c.Before, ns) {
+					if gw, _ := serviceWaypoint(c.Before, before); gw == nil || !hasJWTPolicyOn(c.Before, before) {
+						continue
+					}
+					after, known := targetOf(c.State, ns, before.kind, before.name)
+					if !known {
+						after = before
+					}
+					if gw, _ := serviceWaypoint(c.State, after); gw == nil {
+						unbound = append(unbound, before.kind+" "+ns+"/"+before.name)
+					}
 				}
 			}
 			if len(unbound) == 0 {

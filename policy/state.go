@@ -39,6 +39,9 @@ type State interface {
 	Settings(namespace string) Settings
 	// IstiodVersions are the versions of the running Istio control planes, where known.
 	IstiodVersions() []string
+	// NamespaceNames are the names of the cluster's namespaces (offline, those the bundle
+	// names), in order.
+	NamespaceNames() []string
 }
 
 // Snapshot is an in-memory State: a bundle offline, or test input.
@@ -159,6 +162,30 @@ func (s *Snapshot) Services(ns string) []*corev1.Service                      { 
 func (s *Snapshot) Gateways(ns string) []*Gateway                             { return s.GWs[ns] }
 func (s *Snapshot) IstiodVersions() []string                                  { return s.Istiod }
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
+// NamespaceNames are the namespaces the snapshot names: by a Namespace object, or as the
+// namespace of an object.
+func (s *Snapshot) NamespaceNames() []string {
+	seen := map[string]bool{}
+	for ns := range s.Namespaces {
+		seen[ns] = true
+	}
+	addKeys(seen, s.RAs)
+	addKeys(seen, s.APs)
+	addKeys(seen, s.PAs)
+	addKeys(seen, s.Pods)
+	addKeys(seen, s.Svcs)
+	addKeys(seen, s.GWs)
+	addKeys(seen, s.SEs)
+	addKeys(seen, s.Routes)
+	return sortedKeys(seen)
+}
+
+func addKeys[T any](seen map[string]bool, m map[string][]T) {
+	for k := range m {
+		seen[k] = true
+	}
+}
+
 func (s *Snapshot) KnowsGateways() bool                                       { return len(s.GWs) > 0 }
 func (s *Snapshot) GatewayClass(name string) *GatewayClass                    { return s.GWClasses[name] }
 func (s *Snapshot) ServiceEntries(ns string) []*ServiceEntry                  { return s.SEs[ns] }

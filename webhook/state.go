@@ -173,3 +173,18 @@ func (s *liveState) Settings(ns string) policy.Settings {
 }
 
 func (s *liveState) IstiodVersions() []string { return s.istiod }
+
+// NamespaceNames lists the cluster's namespaces from the cache.
+func (s *liveState) NamespaceNames() []string {
+	var list corev1.NamespaceList
+	if err := s.views.reader.List(s.ctx, &list); err != nil {
+		s.fail(err)
+		return nil
+	}
+	names := make([]string, len(list.Items))
+	for i, ns := range list.Items {
+		names[i] = ns.Name
+	}
+	slices.Sort(names)
+	return names
+}
