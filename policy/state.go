@@ -162,6 +162,7 @@ func (s *Snapshot) Services(ns string) []*corev1.Service                      { 
 func (s *Snapshot) Gateways(ns string) []*Gateway                             { return s.GWs[ns] }
 func (s *Snapshot) IstiodVersions() []string                                  { return s.Istiod }
 func (s *Snapshot) KnowsWorkloads() bool                                      { return len(s.Pods) > 0 }
+
 // NamespaceNames are the namespaces the snapshot names: by a Namespace object, or as the
 // namespace of an object.
 func (s *Snapshot) NamespaceNames() []string {
@@ -186,10 +187,10 @@ func addKeys[T any](seen map[string]bool, m map[string][]T) {
 	}
 }
 
-func (s *Snapshot) KnowsGateways() bool                                       { return len(s.GWs) > 0 }
-func (s *Snapshot) GatewayClass(name string) *GatewayClass                    { return s.GWClasses[name] }
-func (s *Snapshot) ServiceEntries(ns string) []*ServiceEntry                  { return s.SEs[ns] }
-func (s *Snapshot) HTTPRoutes(ns string) []*HTTPRoute                         { return s.Routes[ns] }
+func (s *Snapshot) KnowsGateways() bool                      { return len(s.GWs) > 0 }
+func (s *Snapshot) GatewayClass(name string) *GatewayClass   { return s.GWClasses[name] }
+func (s *Snapshot) ServiceEntries(ns string) []*ServiceEntry { return s.SEs[ns] }
+func (s *Snapshot) HTTPRoutes(ns string) []*HTTPRoute        { return s.Routes[ns] }
 
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	if ns != "" {
