@@ -4,6 +4,8 @@ import (
 	"reflect"
 	"sync"
 
+	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,7 +21,8 @@ import (
 // NewScheme returns a scheme with the API type of every kind of the table.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, networkingv1.AddToScheme, gatewayv1.Install, v1alpha1.AddToScheme} {
+	// The kinds meshguard reads, and the openreports.io Reports its audit writes.
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, securityv1.AddToScheme, networkingv1.AddToScheme, gatewayv1.Install, v1alpha1.AddToScheme, reportsv1alpha1.Install} {
 		if err := add(s); err != nil {
 			return nil, err
 		}

@@ -12,8 +12,12 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/tools/clientcmd"
@@ -24,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/meshguard/meshguard/audit"
 	"github.com/meshguard/meshguard/certs"
 	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
@@ -40,6 +45,8 @@ type serveOptions struct {
 	pprofAddr      string
 	istiodVersions []string
 	development    bool
+
+	auditInterval time.Duration
 
 	selfSigned        bool
 	namespace         string
@@ -72,6 +79,7 @@ it fetches no jwksUri.`,
 	f.StringVar(&o.pprofAddr, "pprof-bind-address", "0", `address of Go's /debug/pprof profiles, for diagnosing performance ("0", the default, turns it off)`)
 	f.StringSliceVar(&o.istiodVersions, "istiod-version", nil, "version of the running istiod, for MG701; repeatable")
 	f.BoolVar(&o.development, "development", false, "human-readable logs instead of JSON")
+	f.DurationVar(&o.auditInterval, "audit-interval", 10*time.Minute, "how often the leader re-judges the whole cluster into openreports.io Reports, beside a pass after each change (0 turns auditing off)")
 	f.BoolVar(&o.selfSigned, "self-signed", false, "make and rotate a self-signed serving certificate (for clusters without cert-manager)")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "meshguard-system"), "meshguard's namespace, where --self-signed keeps its Secret")
 	f.StringVar(&o.secret, "self-signed-secret", "meshguard-serving-cert", "Secret holding the self-signed CA and serving certificate")
@@ -159,6 +167,23 @@ func (o *serveOptions) run(ctx context.Context) error {
 	go fresh.Watch(ctx, 2*time.Second, func(ctx context.Context) error {
 		return kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	})
+	var auditor *audit.Runner
+	if o.auditInterval > 0 {
+		// Every replica serves admission; the one holding the Lease audits.
+		host, _ := os.Hostname()
+		auditor = &audit.Runner{
+			Engine: srv.Engine, Cache: mgr.GetCache(), Mapper: mgr.GetRESTMapper(), Client: mgr.GetClient(),
+			Interval: o.auditInterval, Ready: synced.Load, Log: log.WithName("audit"), Metrics: audit.NewMetrics(metrics.Registry),
+			Lease: &resourcelock.LeaseLock{
+				LeaseMeta:  metav1.ObjectMeta{Namespace: o.namespace, Name: "meshguard-audit"},
+				Client:     kube.CoordinationV1(),
+				LockConfig: resourcelock.ResourceLockConfig{Identity: host + "_" + string(uuid.NewUUID())},
+			},
+		}
+		if err := mgr.Add(auditor); err != nil {
+			return err
+		}
+	}
 	go func() {
 		// The cluster may not serve meshguard's kinds yet (Istio's CRDs installed after
 		// meshguard, or an Istio older than security.istio.io/v1): meshguard then serves,
@@ -174,6 +199,11 @@ func (o *serveOptions) run(ctx context.Context) error {
 			waiting.Store(err.Error())
 			log.Error(err, "watching the cluster")
 			return
+		}
+		if auditor != nil {
+			if err := auditOnChange(ctx, mgr.GetCache(), installed, auditor); err != nil {
+				log.Error(err, "watching the cluster for the audit")
+			}
 		}
 		if mgr.GetCache().WaitForCacheSync(ctx) {
 			synced.Store(true)
@@ -202,6 +232,30 @@ func watchKinds(ctx context.Context, informers cache.Cache, views *webhook.Views
 		}
 	}
 	return views.Watch(ctx, informers, installed)
+}
+
+// auditOnChange tells the auditor of every change of the kinds its reports judge against
+// but Pods, whose changes (mostly status) the periodic pass catches.
+func auditOnChange(ctx context.Context, informers cache.Cache, installed []*kinds.Kind, auditor *audit.Runner) error {
+	changed := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { auditor.Changed() },
+		UpdateFunc: func(any, any) { auditor.Changed() },
+		DeleteFunc: func(any) { auditor.Changed() },
+	}
+	for _, k := range installed {
+		if k.Role == kinds.Workload {
+			continue
+		}
+		o, _ := k.CacheObject()
+		inf, err := informers.GetInformer(ctx, o, cache.BlockUntilSynced(false))
+		if err != nil {
+			return err
+		}
+		if _, err := inf.AddEventHandler(changed); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func envOr(key, fallback string) string {

@@ -144,10 +144,16 @@ func StartControlPlane(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The Reports meshguard's audit writes.
+	reportsCRDs, err := moduleDir("github.com/openreports/reports-api")
+	if err != nil {
+		return nil, err
+	}
 	c.env = &envtest.Environment{
 		BinaryAssetsDirectory: bins,
 		CRDInstallOptions: envtest.CRDInstallOptions{
-			Paths:              append([]string{crds, filepath.Join(gatewayCRDs, "config", "crd", "standard"), filepath.Join(o.Root, "manifests", "crd")}, o.CRDs...),
+			Paths: append([]string{crds, filepath.Join(gatewayCRDs, "config", "crd", "standard"), filepath.Join(reportsCRDs, "config", "crd"),
+				filepath.Join(o.Root, "manifests", "crd")}, o.CRDs...),
 			ErrorIfPathMissing: true,
 		},
 	}
@@ -223,7 +229,7 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 	c.probe = fmt.Sprintf("http://127.0.0.1:%d", probePort)
 	c.serveArgs = append([]string{"serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
-		"--istiod-version", "1.28.5"}, o.ServeArgs...)
+		"--istiod-version", "1.28.5", "--namespace", "default"}, o.ServeArgs...) // the audit's Lease in default
 	c.logFile = o.Log
 	if o.Log == nil {
 		c.log = &LogBuffer{}

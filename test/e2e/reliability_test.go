@@ -354,3 +354,40 @@ func TestTLSSuites(t *testing.T) {
 		}
 	}
 }
+
+// TestAudit: what runs in the cluster is reported without any write to it (a
+// RequestAuthentication nothing enforces: MG301); fixing it removes the result, deleting it
+// removes its Report.
+func TestAudit(t *testing.T) {
+	namespace(t, "audited", "")
+	ra := "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: web-jwt, namespace: audited}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]\n"
+	if _, stderr, err := kubectl(t, ra, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	results := func() (string, bool) {
+		out, _, err := kubectl(t, "", "get", "reports.openreports.io", "-n", "audited", "meshguard-requestauthentication-web-jwt",
+			"-o", "jsonpath={range .results[*]}{.policy}={.result} {end}")
+		return out, err == nil
+	}
+	within := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(500 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30s\nmeshguard's log:\n%s", what, local.Log())
+			}
+		}
+	}
+	within("the RequestAuthentication reported", func() bool { r, ok := results(); return ok && strings.Contains(r, "MG301=warn") })
+	ap := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: web-require-jwt, namespace: audited}\nspec:\n  selector: {matchLabels: {app: web}}\n  rules: [{from: [{source: {requestPrincipals: [\"https://idp.example.com/*\"]}}]}]\n"
+	if _, stderr, err := kubectl(t, ap, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	within("MG301 gone once fixed", func() bool { r, _ := results(); return !strings.Contains(r, "MG301") })
+	// The RequestAuthentication first: the policy alone protects nothing (MG303 otherwise).
+	for _, o := range []string{"requestauthentication/web-jwt", "authorizationpolicy/web-require-jwt"} {
+		if _, stderr, err := kubectl(t, "", "delete", "-n", "audited", o); err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+	}
+	within("the deleted policy's report gone", func() bool { _, ok := results(); return !ok })
+}

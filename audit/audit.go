@@ -1,0 +1,155 @@
+// Package audit judges what a cluster already runs, with the engine admission uses, and
+// keeps one openreports.io Report per security policy with findings: policies created
+// before meshguard was installed, or left open by changes made while it was down.
+package audit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+
+	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshguard/meshguard/policy"
+)
+
+// ManagedBy labels the Reports meshguard writes, and only those are its to replace.
+const (
+	managedByLabel = "app.kubernetes.io/managed-by"
+	managedBy      = "meshguard"
+)
+
+// Desired returns the Reports a state calls for: one per security policy with findings,
+// in the policy's namespace, owned by it (so that it goes when the policy goes), its
+// results in catalog order.
+func Desired(e *policy.Engine, st *policy.Snapshot) []*reportsv1alpha1.Report {
+	var out []*reportsv1alpha1.Report
+	for _, ns := range st.NamespaceNames() {
+		var objects []metav1.Object
+		for _, o := range st.RAs[ns] {
+			objects = append(objects, o)
+		}
+		for _, o := range st.APs[ns] {
+			objects = append(objects, o)
+		}
+		for _, o := range st.PAs[ns] {
+			objects = append(objects, o)
+		}
+		for _, o := range objects {
+			if r := report(o, e.Review(policy.Review{Operation: policy.Audit, Object: o, State: st})); r != nil {
+				out = append(out, r)
+			}
+		}
+	}
+	return out
+}
+
+// report is the Report of one object's findings; nil without findings.
+func report(o metav1.Object, findings []policy.Finding) *reportsv1alpha1.Report {
+	if len(findings) == 0 {
+		return nil
+	}
+	kind := policy.KindOf(o)
+	ref := corev1.ObjectReference{APIVersion: "security.istio.io/v1", Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName(), UID: o.GetUID()}
+	r := &reportsv1alpha1.Report{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      reportName(kind, o.GetName()),
+			Namespace: o.GetNamespace(),
+			Labels:    map[string]string{managedByLabel: managedBy},
+		},
+		Source: managedBy,
+		Scope:  &ref,
+	}
+	if ref.UID != "" {
+		r.OwnerReferences = []metav1.OwnerReference{{APIVersion: ref.APIVersion, Kind: kind, Name: ref.Name, UID: ref.UID}}
+	}
+	for _, f := range findings {
+		result, severity := reportsv1alpha1.Result("warn"), reportsv1alpha1.ResultSeverity("medium")
+		if f.Action == policy.Deny {
+			result, severity = "fail", "high"
+			r.Summary.Fail++
+		} else {
+			r.Summary.Warn++
+		}
+		r.Results = append(r.Results, reportsv1alpha1.ReportResult{
+			Source: managedBy, Policy: f.Rule, Rule: f.Name, Category: category(f.Rule), Severity: severity, Result: result,
+			Subjects:    []corev1.ObjectReference{ref},
+			Description: f.Message,
+			Properties:  map[string]string{"field": f.Field, "fix": f.Fix},
+		})
+	}
+	slices.SortStableFunc(r.Results, func(a, b reportsv1alpha1.ReportResult) int {
+		return strings.Compare(a.Policy+a.Properties["field"], b.Policy+b.Properties["field"])
+	})
+	return r
+}
+
+// category names a rule's family, by the hundreds of its ID.
+func category(rule string) string {
+	families := map[byte]string{'1': "RequestAuthentication", '2': "AuthorizationPolicy", '3': "cross-resource", '4': "scope",
+		'5': "coverage", '6': "PeerAuthentication", '7': "Istio version", '8': "ambient"}
+	if len(rule) < 3 {
+		return ""
+	}
+	return families[rule[2]]
+}
+
+// reportName names the Report of an object: meshguard-<kind>-<name>, hashed where longer
+// than an object name may be.
+func reportName(kind, name string) string {
+	n := "meshguard-" + strings.ToLower(kind) + "-" + name
+	if len(n) <= 253 {
+		return n
+	}
+	sum := sha256.Sum256([]byte(n))
+	return n[:200] + "-" + hex.EncodeToString(sum[:8])
+}
+
+// Sync makes meshguard's Reports in the cluster the desired ones: it creates the missing,
+// updates those whose scope, summary or results differ, deletes the others, and writes
+// nothing else: a pass that changes nothing writes nothing. It returns the writes made.
+func Sync(ctx context.Context, c client.Client, desired []*reportsv1alpha1.Report) (int, error) {
+	var existing reportsv1alpha1.ReportList
+	if err := c.List(ctx, &existing, client.MatchingLabels{managedByLabel: managedBy}); err != nil {
+		return 0, fmt.Errorf("listing meshguard's reports: %w", err)
+	}
+	current := map[string]*reportsv1alpha1.Report{}
+	for i := range existing.Items {
+		r := &existing.Items[i]
+		current[r.Namespace+"/"+r.Name] = r
+	}
+	writes := 0
+	for _, want := range desired {
+		key := want.Namespace + "/" + want.Name
+		have, ok := current[key]
+		delete(current, key)
+		switch {
+		case !ok:
+			if err := c.Create(ctx, want); err != nil {
+				return writes, fmt.Errorf("creating report %s: %w", key, err)
+			}
+		case reflect.DeepEqual(have.Scope, want.Scope) && have.Summary == want.Summary && reflect.DeepEqual(have.Results, want.Results):
+			continue
+		default:
+			have.Scope, have.Summary, have.Results, have.OwnerReferences = want.Scope, want.Summary, want.Results, want.OwnerReferences
+			if err := c.Update(ctx, have); err != nil {
+				return writes, fmt.Errorf("updating report %s: %w", key, err)
+			}
+		}
+		writes++
+	}
+	for key, stale := range current {
+		if err := c.Delete(ctx, stale); client.IgnoreNotFound(err) != nil {
+			return writes, fmt.Errorf("deleting report %s: %w", key, err)
+		}
+		writes++
+	}
+	return writes, nil
+}

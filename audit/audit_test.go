@@ -1,0 +1,80 @@
+package audit
+
+import (
+	"context"
+	"testing"
+
+	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+	"google.golang.org/protobuf/encoding/protojson"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/meshguard/meshguard/kinds"
+	"github.com/meshguard/meshguard/policy"
+)
+
+func ra(t *testing.T, name, spec string) *policy.RequestAuthentication {
+	o := &policy.RequestAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: name, UID: types.UID("uid-" + name)}}
+	if err := protojson.Unmarshal([]byte(spec), &o.Spec); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// TestSync: a Report per policy with findings, owned by it; a pass that changes nothing
+// writes nothing; a fixed policy's Report goes, and so does a deleted one's.
+func TestSync(t *testing.T) {
+	ctx := context.Background()
+	scheme, err := kinds.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	e := policy.NewEngine()
+	noAudiences := `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
+	st := policy.NewSnapshot()
+	st.Add(ra(t, "web-jwt", noAudiences))
+	st.Add(ra(t, "api-jwt", noAudiences))
+
+	pass := func(st *policy.Snapshot) int {
+		t.Helper()
+		writes, err := Sync(ctx, c, Desired(e, st))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return writes
+	}
+	if w := pass(st); w != 2 {
+		t.Errorf("first pass: %d writes, want 2", w)
+	}
+	var r reportsv1alpha1.Report
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "meshguard-requestauthentication-web-jwt"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Summary.Fail == 0 || r.Results[0].Policy != "MG101" || r.Results[0].Result != "fail" || r.Results[0].Properties["field"] != "spec.jwtRules[0].audiences" ||
+		r.Scope.Name != "web-jwt" || r.OwnerReferences[0].UID != "uid-web-jwt" || r.Labels[managedByLabel] != managedBy {
+		t.Errorf("report %+v", r)
+	}
+	if w := pass(st); w != 0 {
+		t.Errorf("a pass that changes nothing wrote %d times", w)
+	}
+	fixed := policy.NewSnapshot()
+	fixed.Add(ra(t, "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`))
+	pass(fixed)
+	var left reportsv1alpha1.ReportList
+	if err := c.List(ctx, &left); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range left.Items {
+		for _, res := range r.Results {
+			if res.Policy == "MG101" {
+				t.Errorf("%s still reports MG101 once fixed", r.Name)
+			}
+		}
+		if r.Name == "meshguard-requestauthentication-api-jwt" {
+			t.Error("the deleted policy's report stays")
+		}
+	}
+}

@@ -1,0 +1,180 @@
+package audit
+
+import (
+	"context"
+	"time"
+
+	"github.com/go-logr/logr"
+	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshguard/meshguard/live"
+	"github.com/meshguard/meshguard/policy"
+)
+
+// settle is how long a pass waits after a change for the changes that come with it (an
+// apply of many objects) before judging them all at once.
+const settle = 2 * time.Second
+
+// Runner audits the cluster from the webhook's informer cache: a pass soon after the
+// security policies, guardrails, Namespaces or Services change, and a full one every
+// Interval. Only the leader runs it: every replica serves admission, one writes reports.
+type Runner struct {
+	Engine *policy.Engine
+	// Cache is the informer cache the state is read from; Client writes the Reports.
+	Cache    client.Reader
+	Mapper   meta.RESTMapper
+	Client   client.Client
+	Interval time.Duration
+	// Ready tells whether the caches have synced: no pass runs before.
+	Ready   func() bool
+	Log     logr.Logger
+	Metrics *Metrics
+	// Lease elects the replica that audits; nil audits without election.
+	Lease *resourcelock.LeaseLock
+
+	changed chan struct{}
+}
+
+// Changed tells the runner something it judges changed. It never blocks.
+func (r *Runner) Changed() {
+	select {
+	case r.changes() <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) changes() chan struct{} {
+	if r.changed == nil {
+		r.changed = make(chan struct{}, 1)
+	}
+	return r.changed
+}
+
+// NeedLeaderElection is false: the runner elects its leader itself (Lease), so that a
+// replica that loses the lease (the API server away for a while) stops auditing and serves
+// on, where the manager's election would end the process.
+func (r *Runner) NeedLeaderElection() bool { return false }
+
+// Start runs passes until ctx ends, on the replica that holds the Lease. Without the
+// Reports CRD it runs none, and says so.
+func (r *Runner) Start(ctx context.Context) error {
+	if _, err := r.Mapper.RESTMapping(reportsv1alpha1.SchemeGroupVersion.WithKind("Report").GroupKind()); err != nil {
+		r.Log.Info("the cluster does not serve openreports.io Reports: auditing is off", "reason", err.Error())
+		return nil
+	}
+	if r.Lease == nil {
+		return r.run(ctx)
+	}
+	for ctx.Err() == nil {
+		elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock: r.Lease, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			ReleaseOnCancel: true, Name: r.Lease.LeaseMeta.Name,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					r.Log.Info("leading: auditing", "identity", r.Lease.Identity())
+					_ = r.run(ctx)
+				},
+				OnStoppedLeading: func() { r.Log.Info("not leading: another replica audits", "identity", r.Lease.Identity()) },
+			},
+		})
+		if err != nil {
+			return err
+		}
+		elector.Run(ctx) // until the lease is lost, or ctx ends; then stand again
+	}
+	return nil
+}
+
+// run audits until ctx ends: a pass at once, after each change, and every Interval.
+func (r *Runner) run(ctx context.Context) error {
+	changes := r.changes()
+	tick := time.NewTicker(r.Interval)
+	defer tick.Stop()
+	due := true
+	for {
+		if due && r.Ready() {
+			r.pass(ctx)
+			due = false
+		}
+		wait := time.Second // until the caches sync
+		if !due {
+			wait = r.Interval
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			due = true
+		case <-changes:
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(settle):
+			}
+			due = true
+		case <-time.After(wait):
+		}
+	}
+}
+
+// pass judges the state the cache holds and syncs the Reports.
+func (r *Runner) pass(ctx context.Context) {
+	start := time.Now()
+	st, err := live.Read(ctx, r.Cache, r.Mapper)
+	if err != nil {
+		r.Log.Error(err, "audit: reading the cache")
+		return
+	}
+	desired := Desired(r.Engine, st)
+	writes, err := Sync(ctx, r.Client, desired)
+	if err != nil {
+		r.Log.Error(err, "audit: writing reports")
+		return
+	}
+	r.Metrics.observe(desired, start)
+	r.Log.V(1).Info("audit pass", "reports", len(desired), "writes", writes, "took", time.Since(start).String())
+}
+
+// Metrics are the audit's gauges. A nil *Metrics records nothing.
+type Metrics struct {
+	findings *prometheus.GaugeVec
+	lastPass prometheus.Gauge
+}
+
+// NewMetrics registers the audit's gauges with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		findings: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meshguard_audit_findings",
+			Help: "Findings on what the cluster runs, as of the last audit pass, by rule, action and namespace.",
+		}, []string{"rule", "action", "namespace"}),
+		lastPass: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshguard_audit_last_pass_timestamp_seconds",
+			Help: "When the last audit pass began, in seconds since the epoch.",
+		}),
+	}
+	reg.MustRegister(m.findings, m.lastPass)
+	return m
+}
+
+func (m *Metrics) observe(reports []*reportsv1alpha1.Report, start time.Time) {
+	if m == nil {
+		return
+	}
+	m.findings.Reset()
+	for _, r := range reports {
+		for _, res := range r.Results {
+			action := policy.Warn
+			if res.Result == "fail" {
+				action = policy.Deny
+			}
+			m.findings.WithLabelValues(res.Policy, string(action), r.Namespace).Inc()
+		}
+	}
+	m.lastPass.Set(float64(start.Unix()))
+}
