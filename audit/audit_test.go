@@ -78,3 +78,20 @@ func TestSync(t *testing.T) {
 		}
 	}
 }
+
+// withSpec reads a spec in Istio's JSON into a policy's spec.
+func withSpec[T interface {
+	*policy.RequestAuthentication | *policy.AuthorizationPolicy
+}](tb testing.TB, o T, spec string) metav1.Object {
+	var err error
+	switch o := any(o).(type) {
+	case *policy.RequestAuthentication:
+		err = protojson.Unmarshal([]byte(spec), &o.Spec)
+	case *policy.AuthorizationPolicy:
+		err = protojson.Unmarshal([]byte(spec), &o.Spec)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return any(o).(metav1.Object)
+}
