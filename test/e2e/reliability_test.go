@@ -9,12 +9,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/meshguard/meshguard/certs"
+	"github.com/meshguard/meshguard/test/cluster"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -369,25 +373,116 @@ func TestAudit(t *testing.T) {
 			"-o", "jsonpath={range .results[*]}{.policy}={.result} {end}")
 		return out, err == nil
 	}
-	within := func(what string, cond func() bool) {
+	within := func(what string, limit time.Duration, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(500 * time.Millisecond) {
+		for deadline := time.Now().Add(limit); !cond(); time.Sleep(500 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 30s\nmeshguard's log:\n%s", what, local.Log())
+				t.Fatalf("%s: not within %v\nmeshguard's log:\n%s", what, limit, local.Log())
 			}
 		}
 	}
-	within("the RequestAuthentication reported", func() bool { r, ok := results(); return ok && strings.Contains(r, "MG301=warn") })
+	// Within 30 s of a change; and, where an earlier test killed meshguard, of the 15 s the
+	// killed process's Lease takes to expire.
+	within("the RequestAuthentication reported", 45*time.Second, func() bool { r, ok := results(); return ok && strings.Contains(r, "MG301=warn") })
 	ap := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: web-require-jwt, namespace: audited}\nspec:\n  selector: {matchLabels: {app: web}}\n  rules: [{from: [{source: {requestPrincipals: [\"https://idp.example.com/*\"]}}]}]\n"
 	if _, stderr, err := kubectl(t, ap, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	within("MG301 gone once fixed", func() bool { r, _ := results(); return !strings.Contains(r, "MG301") })
+	within("MG301 gone once fixed", 30*time.Second, func() bool { r, _ := results(); return !strings.Contains(r, "MG301") })
 	// The RequestAuthentication first: the policy alone protects nothing (MG303 otherwise).
 	for _, o := range []string{"requestauthentication/web-jwt", "authorizationpolicy/web-require-jwt"} {
 		if _, stderr, err := kubectl(t, "", "delete", "-n", "audited", o); err != nil {
 			t.Fatalf("%v\n%s", err, stderr)
 		}
 	}
-	within("the deleted policy's report gone", func() bool { _, ok := results(); return !ok })
+	within("the deleted policy's report gone", 30*time.Second, func() bool { _, ok := results(); return !ok })
+}
+
+// TestAuditFailover: two `meshguard serve` processes audit with one Lease: the one holding
+// it writes; killed, the other takes the Lease and keeps the same reports, none duplicated,
+// none missing.
+func TestAuditFailover(t *testing.T) {
+	ctx := context.Background()
+	namespace(t, "failover", "")
+	ra := "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: web-jwt, namespace: failover}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]\n"
+	if _, stderr, err := kubectl(t, ra, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	reports := func() map[string]string {
+		t.Helper()
+		out, stderr, err := kubectl(t, "", "get", "reports.openreports.io", "-A", "-l", "app.kubernetes.io/managed-by=meshguard",
+			"-o", `jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}={range .results[*]}{.policy}:{.result},{end}{"\n"}{end}`)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		got := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				got[k] = v
+			}
+		}
+		return got
+	}
+	const report = "failover/meshguard-requestauthentication-web-jwt"
+	holder := func() string {
+		lease, err := local.Kube.CoordinationV1().Leases("default").Get(ctx, "meshguard-audit", metav1.GetOptions{})
+		if err != nil || lease.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *lease.Spec.HolderIdentity
+	}
+	within := func(what string, limit time.Duration, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(limit); !cond(); time.Sleep(500 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v", what, limit)
+			}
+		}
+	}
+	within("the RequestAuthentication reported", 30*time.Second, func() bool { return strings.Contains(reports()[report], "MG301:warn") })
+	first := holder()
+
+	// A second replica, with a certificate of its own.
+	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certDir := t.TempDir()
+	if err := bundle.Write(certDir); err != nil {
+		t.Fatal(err)
+	}
+	second := exec.Command(local.Binary, "serve", "--kubeconfig", local.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(cluster.TestPort(t)),
+		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", cluster.TestPort(t)),
+		"--namespace", "default")
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = second.Process.Kill(); _, _ = second.Process.Wait() }()
+	time.Sleep(5 * time.Second) // standing for the Lease the first holds
+	if h := holder(); h != first {
+		t.Fatalf("the Lease went to %q while %q held it", h, first)
+	}
+	before := reports()
+
+	if err := local.KillMeshguard(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := local.RestartMeshguard(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	within("the second replica takes the Lease", 45*time.Second, func() bool { h := holder(); return h != "" && h != first })
+	// The second writes: a report lost is written again on its next pass (a Namespace change
+	// starts one).
+	if _, stderr, err := kubectl(t, "", "delete", "reports.openreports.io", "-n", "failover", "meshguard-requestauthentication-web-jwt"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if _, stderr, err := kubectl(t, "", "label", "namespace", "failover", "audited=again"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	within("the report written again by the second replica", 30*time.Second, func() bool { _, ok := reports()[report]; return ok })
+	if after := reports(); !reflect.DeepEqual(before, after) {
+		t.Errorf("the reports changed with the Lease:\nbefore %v\nafter  %v", before, after)
+	}
 }
