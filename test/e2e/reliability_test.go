@@ -373,29 +373,21 @@ func TestAudit(t *testing.T) {
 			"-o", "jsonpath={range .results[*]}{.policy}={.result} {end}")
 		return out, err == nil
 	}
-	within := func(what string, limit time.Duration, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(limit); !cond(); time.Sleep(500 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %v\nmeshguard's log:\n%s", what, limit, local.Log())
-			}
-		}
-	}
 	// Within 30 s of a change; and, where an earlier test killed meshguard, of the 15 s the
 	// killed process's Lease takes to expire.
-	within("the RequestAuthentication reported", 45*time.Second, func() bool { r, ok := results(); return ok && strings.Contains(r, "MG301=warn") })
+	within(t, "the RequestAuthentication reported", 45*time.Second, func() bool { r, ok := results(); return ok && strings.Contains(r, "MG301=warn") })
 	ap := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: web-require-jwt, namespace: audited}\nspec:\n  selector: {matchLabels: {app: web}}\n  rules: [{from: [{source: {requestPrincipals: [\"https://idp.example.com/*\"]}}]}]\n"
 	if _, stderr, err := kubectl(t, ap, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	within("MG301 gone once fixed", 30*time.Second, func() bool { r, _ := results(); return !strings.Contains(r, "MG301") })
+	within(t, "MG301 gone once fixed", 30*time.Second, func() bool { r, _ := results(); return !strings.Contains(r, "MG301") })
 	// The RequestAuthentication first: the policy alone protects nothing (MG303 otherwise).
 	for _, o := range []string{"requestauthentication/web-jwt", "authorizationpolicy/web-require-jwt"} {
 		if _, stderr, err := kubectl(t, "", "delete", "-n", "audited", o); err != nil {
 			t.Fatalf("%v\n%s", err, stderr)
 		}
 	}
-	within("the deleted policy's report gone", 30*time.Second, func() bool { _, ok := results(); return !ok })
+	within(t, "the deleted policy's report gone", 30*time.Second, func() bool { _, ok := results(); return !ok })
 }
 
 // TestAuditFailover: two `meshguard serve` processes audit with one Lease: the one holding
@@ -431,15 +423,7 @@ func TestAuditFailover(t *testing.T) {
 		}
 		return *lease.Spec.HolderIdentity
 	}
-	within := func(what string, limit time.Duration, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(limit); !cond(); time.Sleep(500 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %v", what, limit)
-			}
-		}
-	}
-	within("the RequestAuthentication reported", 30*time.Second, func() bool { return strings.Contains(reports()[report], "MG301:warn") })
+	within(t, "the RequestAuthentication reported", 45*time.Second, func() bool { return strings.Contains(reports()[report], "MG301:warn") })
 	first := holder()
 
 	// A second replica, with a certificate of its own.
@@ -472,7 +456,7 @@ func TestAuditFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}()
-	within("the second replica takes the Lease", 45*time.Second, func() bool { h := holder(); return h != "" && h != first })
+	within(t, "the second replica takes the Lease", 45*time.Second, func() bool { h := holder(); return h != "" && h != first })
 	// The second writes: a report lost is written again on its next pass (a Namespace change
 	// starts one).
 	if _, stderr, err := kubectl(t, "", "delete", "reports.openreports.io", "-n", "failover", "meshguard-requestauthentication-web-jwt"); err != nil {
@@ -481,8 +465,18 @@ func TestAuditFailover(t *testing.T) {
 	if _, stderr, err := kubectl(t, "", "label", "namespace", "failover", "audited=again"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	within("the report written again by the second replica", 30*time.Second, func() bool { _, ok := reports()[report]; return ok })
+	within(t, "the report written again by the second replica", 30*time.Second, func() bool { _, ok := reports()[report]; return ok })
 	if after := reports(); !reflect.DeepEqual(before, after) {
 		t.Errorf("the reports changed with the Lease:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// within polls until cond holds, for at most limit: the audit works from watches and passes.
+func within(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v\nmeshguard's log:\n%s", what, limit, local.Log())
+		}
 	}
 }
