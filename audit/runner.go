@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -36,6 +37,9 @@ type Runner struct {
 	Metrics *Metrics
 	// Lease elects the replica that audits; nil audits without election.
 	Lease *resourcelock.LeaseLock
+	// Required: the Reports CRD must be served (--audit-reports=openreports); else the
+	// audit is off without it.
+	Required bool
 
 	changed chan struct{}
 }
@@ -64,6 +68,9 @@ func (r *Runner) NeedLeaderElection() bool { return false }
 // Reports CRD it runs none, and says so.
 func (r *Runner) Start(ctx context.Context) error {
 	if _, err := r.Mapper.RESTMapping(reportsv1alpha1.SchemeGroupVersion.WithKind("Report").GroupKind()); err != nil {
+		if r.Required {
+			return fmt.Errorf("--audit-reports=openreports: the cluster does not serve openreports.io Reports: %w", err)
+		}
 		r.Log.Info("the cluster does not serve openreports.io Reports: auditing is off", "reason", err.Error())
 		return nil
 	}

@@ -47,6 +47,7 @@ type serveOptions struct {
 	development    bool
 
 	auditInterval time.Duration
+	auditReports  string
 
 	selfSigned        bool
 	namespace         string
@@ -80,6 +81,7 @@ it fetches no jwksUri.`,
 	f.StringSliceVar(&o.istiodVersions, "istiod-version", nil, "version of the running istiod, for MG701; repeatable")
 	f.BoolVar(&o.development, "development", false, "human-readable logs instead of JSON")
 	f.DurationVar(&o.auditInterval, "audit-interval", 10*time.Minute, "how often the leader re-judges the whole cluster into openreports.io Reports, beside a pass after each change (0 turns auditing off)")
+	f.StringVar(&o.auditReports, "audit-reports", "auto", "where the audit writes: auto (openreports.io Reports where the cluster serves them), openreports, or none")
 	f.BoolVar(&o.selfSigned, "self-signed", false, "make and rotate a self-signed serving certificate (for clusters without cert-manager)")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "meshguard-system"), "meshguard's namespace, where --self-signed keeps its Secret")
 	f.StringVar(&o.secret, "self-signed-secret", "meshguard-serving-cert", "Secret holding the self-signed CA and serving certificate")
@@ -167,13 +169,19 @@ func (o *serveOptions) run(ctx context.Context) error {
 	go fresh.Watch(ctx, 2*time.Second, func(ctx context.Context) error {
 		return kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	})
+	switch o.auditReports {
+	case "auto", "openreports", "none":
+	default:
+		return usageError("--audit-reports %q: want auto, openreports or none", o.auditReports)
+	}
 	var auditor *audit.Runner
-	if o.auditInterval > 0 {
+	if o.auditInterval > 0 && o.auditReports != "none" {
 		// Every replica serves admission; the one holding the Lease audits.
 		host, _ := os.Hostname()
 		auditor = &audit.Runner{
 			Engine: srv.Engine, Cache: mgr.GetCache(), Mapper: mgr.GetRESTMapper(), Client: mgr.GetClient(),
 			Interval: o.auditInterval, Ready: synced.Load, Log: log.WithName("audit"), Metrics: audit.NewMetrics(metrics.Registry),
+			Required: o.auditReports == "openreports",
 			Lease: &resourcelock.LeaseLock{
 				LeaseMeta:  metav1.ObjectMeta{Namespace: o.namespace, Name: "meshguard-audit"},
 				Client:     kube.CoordinationV1(),
