@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshguard/meshguard/live"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -48,6 +49,13 @@ func Desired(e *policy.Engine, st *policy.Snapshot) []*reportsv1alpha1.Report {
 			}
 		}
 	}
+	// Workloads, one Pod for each owner, as they run (relabelled, or created unlabelled,
+	// while meshguard was down).
+	for _, w := range live.Owners(policy.Covered(st, "")) {
+		if r := report(w, e.Review(policy.Review{Operation: policy.Audit, Object: w, State: st})); r != nil {
+			out = append(out, r)
+		}
+	}
 	return out
 }
 
@@ -56,8 +64,21 @@ func report(o metav1.Object, findings []policy.Finding) *reportsv1alpha1.Report 
 	if len(findings) == 0 {
 		return nil
 	}
-	kind := policy.KindOf(o)
-	ref := corev1.ObjectReference{APIVersion: "security.istio.io/v1", Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName(), UID: o.GetUID()}
+	kind, apiVersion := policy.KindOf(o), "security.istio.io/v1"
+	owner := metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: o.GetName(), UID: o.GetUID()}
+	if w, ok := o.(*policy.Workload); ok {
+		// The owner named (a Deployment) is read through its Pods: the Report belongs to
+		// the Pods' own owner (a ReplicaSet), or to the Pod.
+		kind, apiVersion = w.Kind, ""
+		owner = metav1.OwnerReference{APIVersion: "v1", Kind: policy.KindPod, Name: w.Name, UID: w.GetUID()} // a Pod no one owns stands for itself
+		if refs := w.GetOwnerReferences(); len(refs) > 0 {
+			owner = refs[0]
+		}
+	}
+	ref := corev1.ObjectReference{APIVersion: apiVersion, Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName()}
+	if _, isWorkload := o.(*policy.Workload); !isWorkload {
+		ref.UID = o.GetUID()
+	}
 	r := &reportsv1alpha1.Report{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      reportName(kind, o.GetName()),
@@ -67,8 +88,8 @@ func report(o metav1.Object, findings []policy.Finding) *reportsv1alpha1.Report 
 		Source: managedBy,
 		Scope:  &ref,
 	}
-	if ref.UID != "" {
-		r.OwnerReferences = []metav1.OwnerReference{{APIVersion: ref.APIVersion, Kind: kind, Name: ref.Name, UID: ref.UID}}
+	if owner.UID != "" {
+		r.OwnerReferences = []metav1.OwnerReference{{APIVersion: owner.APIVersion, Kind: owner.Kind, Name: owner.Name, UID: owner.UID}}
 	}
 	for _, f := range findings {
 		result, severity := reportsv1alpha1.Result("warn"), reportsv1alpha1.ResultSeverity("medium")

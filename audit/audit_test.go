@@ -2,15 +2,18 @@ package audit
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	"google.golang.org/protobuf/encoding/protojson"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/policy"
 )
@@ -94,4 +97,30 @@ func withSpec[T interface {
 		tb.Fatal(err)
 	}
 	return any(o).(metav1.Object)
+}
+
+// TestWorkloadReports: Pods are judged as they run, one for each owner: a Deployment's Pod
+// that lost its coverage label while meshguard was down is reported under the Deployment,
+// owned by the Pod's ReplicaSet.
+func TestWorkloadReports(t *testing.T) {
+	st := policy.NewSnapshot()
+	st.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"jwt": "required"}}})
+	st.Add(&v1alpha1.MeshGuardrail{ObjectMeta: metav1.ObjectMeta{Name: "cover"}, Spec: v1alpha1.MeshGuardrailSpec{
+		NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"jwt": "required"}},
+		Coverage:          &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}}}})
+	rs := metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "web-7d9f8", UID: "rs-uid"}
+	for _, name := range []string{"web-7d9f8-a", "web-7d9f8-b"} {
+		st.Add(&policy.Workload{Kind: policy.KindPod, ObjectMeta: &metav1.ObjectMeta{Namespace: "shop", Name: name, UID: types.UID(name),
+			Labels: map[string]string{"app": "web", "pod-template-hash": "7d9f8"}, OwnerReferences: []metav1.OwnerReference{rs}}})
+	}
+	var found *reportsv1alpha1.Report
+	for _, r := range Desired(policy.NewEngine(), st) {
+		if r.Name == "meshguard-deployment-web" {
+			found = r
+		}
+	}
+	if found == nil || found.OwnerReferences[0].UID != "rs-uid" || found.Scope.Kind != "Deployment" ||
+		!slices.ContainsFunc(found.Results, func(r reportsv1alpha1.ReportResult) bool { return r.Policy == "MG506" && r.Result == "fail" }) {
+		t.Errorf("the Deployment's report: %+v", found)
+	}
 }

@@ -27,11 +27,12 @@ type Report struct {
 
 // Run judges every object of the bundle against the whole bundle; findings come in the
 // order objects were read, deny before warn for each. Pods and pod templates of
-// covered namespaces are first labelled, as the mutating webhook would label their Pods, so
-// that policies are judged against what will run.
+// covered namespaces read from manifests are first labelled, as the mutating webhook would
+// label their Pods, so that policies are judged against what will run; a live bundle's are
+// judged as they run.
 func Run(e *policy.Engine, b *Bundle) Report {
 	for _, o := range b.Objects {
-		if w, ok := o.(*policy.Workload); ok {
+		if w, ok := o.(*policy.Workload); ok && !b.Live {
 			e.Cover(b.State, w)
 		}
 	}

@@ -44,6 +44,9 @@ type Bundle struct {
 	Sources map[metav1.Object]Source
 	// Documents counts the documents read; Ignored, those of kinds meshguard does not judge.
 	Documents, Ignored int
+	// Live: the objects run in a cluster. Their Pods are judged as they are, not labelled
+	// first as admission would label new ones.
+	Live bool
 }
 
 // InputError is a document or file that could not be read. Loading goes on past it, so that

@@ -76,7 +76,7 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 	}
 	// The bundle judged: the cluster's policies, and its workloads, one Pod for each.
 	bundle := check.NewBundle()
-	bundle.State = st
+	bundle.State, bundle.Live = st, true
 	namespaces := map[string]bool{}
 	for ns := range st.RAs {
 		namespaces[ns] = true
