@@ -45,6 +45,7 @@ func Desired(e *policy.Engine, st *policy.Snapshot) []*reportsv1alpha1.Report {
 		}
 		for _, o := range objects {
 			if r := report(o, e.Review(policy.Review{Operation: policy.Audit, Object: o, State: st})); r != nil {
+				involve(r, live.Owners(policy.Selected(st, o)))
 				out = append(out, r)
 			}
 		}
@@ -110,6 +111,29 @@ func report(o metav1.Object, findings []policy.Finding) *reportsv1alpha1.Report 
 		return strings.Compare(a.Policy+a.Properties["field"], b.Policy+b.Properties["field"])
 	})
 	return r
+}
+
+// maxSubjects bounds the workloads a result names: a mesh-wide policy applies to every
+// workload of the cluster, and a Report is one object of at most etcd's 1.5 MiB.
+const maxSubjects = 100
+
+// involve adds to each result the workloads the policy applies to (one for each owner),
+// after the policy itself; beyond maxSubjects, properties.moreResources counts the rest.
+func involve(r *reportsv1alpha1.Report, workloads []*policy.Workload) {
+	var refs []corev1.ObjectReference
+	for _, w := range workloads {
+		refs = append(refs, corev1.ObjectReference{Kind: w.Kind, Namespace: w.Namespace, Name: w.Name})
+	}
+	more := 0
+	if len(refs) > maxSubjects {
+		refs, more = refs[:maxSubjects], len(refs)-maxSubjects
+	}
+	for i := range r.Results {
+		r.Results[i].Subjects = append(r.Results[i].Subjects, refs...)
+		if more > 0 {
+			r.Results[i].Properties["moreResources"] = fmt.Sprint(more)
+		}
+	}
 }
 
 // category names a rule's family, by the hundreds of its ID.

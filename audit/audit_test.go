@@ -40,6 +40,7 @@ func TestSync(t *testing.T) {
 	st := policy.NewSnapshot()
 	st.Add(ra(t, "web-jwt", noAudiences))
 	st.Add(ra(t, "api-jwt", noAudiences))
+	st.Add(&policy.Workload{Kind: policy.KindPod, ObjectMeta: &metav1.ObjectMeta{Namespace: "shop", Name: "web-0", Labels: map[string]string{"app": "web"}}})
 
 	pass := func(st *policy.Snapshot) int {
 		t.Helper()
@@ -57,7 +58,8 @@ func TestSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Summary.Fail == 0 || r.Results[0].Policy != "MG101" || r.Results[0].Result != "fail" || r.Results[0].Properties["field"] != "spec.jwtRules[0].audiences" ||
-		r.Scope.Name != "web-jwt" || r.OwnerReferences[0].UID != "uid-web-jwt" || r.Labels[managedByLabel] != managedBy {
+		r.Scope.Name != "web-jwt" || r.OwnerReferences[0].UID != "uid-web-jwt" || r.Labels[managedByLabel] != managedBy ||
+		len(r.Results[0].Subjects) != 2 || r.Results[0].Subjects[1].Name != "web-0" {
 		t.Errorf("report %+v", r)
 	}
 	if w := pass(st); w != 0 {

@@ -87,6 +87,12 @@ func (s scope) applies(w *Workload, root string) bool {
 	return Selects(s.labels, w.Labels)
 }
 
+// Selected returns the workloads of st a policy applies to: those its selector or its
+// Gateway targetRefs pick, in its namespace, or in every namespace from Istio's root one.
+func Selected(st State, o metav1.Object) []*Workload {
+	return scopeOf(o).selected(st, st.Settings(o.GetNamespace()).Root)
+}
+
 // selected returns the real workloads the policy applies to.
 func (s scope) selected(st State, root string) []*Workload {
 	ns := s.namespace
