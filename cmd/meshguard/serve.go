@@ -66,7 +66,8 @@ func newServeCommand() *cobra.Command {
 		Long: `serve runs meshguard's validating and mutating admission webhooks over HTTPS (TLS 1.2 or later,
 HTTP/1.1 only). The certificate and key (tls.crt, tls.key in --cert-dir) are reloaded when they
 change. The webhook reads the cluster through read-only watches and never calls out otherwise:
-it fetches no jwksUri.`,
+it fetches no jwksUri. The replica holding the Lease meshguard-audit (in --namespace) audits
+what the cluster runs into openreports.io Reports (--audit-interval, --audit-reports).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(ctrl.SetupSignalHandler()) },
 	}
