@@ -1,6 +1,6 @@
 // Package audit judges what a cluster already runs, with the engine admission uses, and
-// keeps one openreports.io Report per security policy with findings: policies created
-// before meshguard was installed, or left open by changes made while it was down.
+// keeps one openreports.io Report per security policy and per workload with findings:
+// policies created before meshguard was installed, workloads changed while it was down.
 package audit
 
 import (
@@ -27,34 +27,38 @@ const (
 	managedBy      = "meshguard"
 )
 
-// Desired returns the Reports a state calls for: one per security policy with findings,
-// in the policy's namespace, owned by it (so that it goes when the policy goes), its
-// results in catalog order.
-func Desired(e *policy.Engine, st *policy.Snapshot) []*reportsv1alpha1.Report {
+// Desired returns the Reports the objects of namespaces call for in a state: one per
+// security policy, and per workload (one Pod for each owner, as it runs), with findings;
+// each in the object's namespace, owned by it (so that it goes when it goes), its results
+// in catalog order.
+func Desired(e *policy.Engine, st policy.State, namespaces []string) []*reportsv1alpha1.Report {
 	var out []*reportsv1alpha1.Report
-	for _, ns := range st.NamespaceNames() {
-		var objects []metav1.Object
-		for _, o := range st.RAs[ns] {
-			objects = append(objects, o)
+	judge := func(o metav1.Object) *reportsv1alpha1.Report {
+		r := report(o, e.Review(policy.Review{Operation: policy.Audit, Object: o, State: st}))
+		if r != nil {
+			out = append(out, r)
 		}
-		for _, o := range st.APs[ns] {
-			objects = append(objects, o)
+		return r
+	}
+	for _, ns := range namespaces {
+		var policies []metav1.Object
+		for _, o := range st.RequestAuthentications(ns) {
+			policies = append(policies, o)
 		}
-		for _, o := range st.PAs[ns] {
-			objects = append(objects, o)
+		for _, o := range st.AuthorizationPolicies(ns) {
+			policies = append(policies, o)
 		}
-		for _, o := range objects {
-			if r := report(o, e.Review(policy.Review{Operation: policy.Audit, Object: o, State: st})); r != nil {
+		for _, o := range st.PeerAuthentications(ns) {
+			policies = append(policies, o)
+		}
+		for _, o := range policies {
+			if r := judge(o); r != nil {
 				involve(r, live.Owners(policy.Selected(st, o)))
-				out = append(out, r)
 			}
 		}
-	}
-	// Workloads, one Pod for each owner, as they run (relabelled, or created unlabelled,
-	// while meshguard was down).
-	for _, w := range live.Owners(policy.Covered(st, "")) {
-		if r := report(w, e.Review(policy.Review{Operation: policy.Audit, Object: w, State: st})); r != nil {
-			out = append(out, r)
+		// Workloads, as they run: relabelled, or created unlabelled, while meshguard was down.
+		for _, w := range live.Owners(policy.Covered(st, ns)) {
+			judge(w)
 		}
 	}
 	return out
@@ -157,10 +161,11 @@ func reportName(kind, name string) string {
 	return n[:200] + "-" + hex.EncodeToString(sum[:8])
 }
 
-// Sync makes meshguard's Reports in the cluster the desired ones: it creates the missing,
-// updates those whose scope, summary or results differ, deletes the others, and writes
-// nothing else: a pass that changes nothing writes nothing. It returns the writes made.
-func Sync(ctx context.Context, c client.Client, desired []*reportsv1alpha1.Report) (int, error) {
+// Sync makes meshguard's Reports in namespaces (nil: all) the desired ones: it creates the
+// missing, updates those whose scope, summary or results differ, deletes the others there,
+// and writes nothing else: a pass that changes nothing writes nothing. It returns the writes
+// made.
+func Sync(ctx context.Context, c client.Client, desired []*reportsv1alpha1.Report, namespaces []string) (int, error) {
 	var existing reportsv1alpha1.ReportList
 	if err := c.List(ctx, &existing, client.MatchingLabels{managedByLabel: managedBy}); err != nil {
 		return 0, fmt.Errorf("listing meshguard's reports: %w", err)
@@ -168,7 +173,9 @@ func Sync(ctx context.Context, c client.Client, desired []*reportsv1alpha1.Repor
 	current := map[string]*reportsv1alpha1.Report{}
 	for i := range existing.Items {
 		r := &existing.Items[i]
-		current[r.Namespace+"/"+r.Name] = r
+		if namespaces == nil || slices.Contains(namespaces, r.Namespace) {
+			current[r.Namespace+"/"+r.Name] = r
+		}
 	}
 	writes := 0
 	for _, want := range desired {

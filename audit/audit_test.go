@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -44,7 +45,7 @@ func TestSync(t *testing.T) {
 
 	pass := func(st *policy.Snapshot) int {
 		t.Helper()
-		writes, err := Sync(ctx, c, Desired(e, st))
+		writes, err := Sync(ctx, c, Desired(e, st, st.NamespaceNames()), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +117,7 @@ func TestWorkloadReports(t *testing.T) {
 			Labels: map[string]string{"app": "web", "pod-template-hash": "7d9f8"}, OwnerReferences: []metav1.OwnerReference{rs}}})
 	}
 	var found *reportsv1alpha1.Report
-	for _, r := range Desired(policy.NewEngine(), st) {
+	for _, r := range Desired(policy.NewEngine(), st, st.NamespaceNames()) {
 		if r.Name == "meshguard-deployment-web" {
 			found = r
 		}
@@ -124,5 +125,48 @@ func TestWorkloadReports(t *testing.T) {
 	if found == nil || found.OwnerReferences[0].UID != "rs-uid" || found.Scope.Kind != "Deployment" ||
 		!slices.ContainsFunc(found.Results, func(r reportsv1alpha1.ReportResult) bool { return r.Policy == "MG506" && r.Result == "fail" }) {
 		t.Errorf("the Deployment's report: %+v", found)
+	}
+}
+
+// TestIncremental: a change marks its namespace (a Namespace its own, a guardrail every
+// one) for the next pass, and a pass over some namespaces syncs their Reports alone.
+func TestIncremental(t *testing.T) {
+	r := &Runner{}
+	r.Changed(ra(t, "web-jwt", `{}`))
+	r.Changed(toolscache.DeletedFinalStateUnknown{Obj: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "billing"}}})
+	if got := r.take(false); !slices.Equal(got, []string{"billing", "shop"}) {
+		t.Errorf("dirty %v", got)
+	}
+	if got := r.take(false); got == nil || len(got) != 0 {
+		t.Errorf("after a pass: %v", got)
+	}
+	r.Changed(&v1alpha1.MeshGuardrail{ObjectMeta: metav1.ObjectMeta{Name: "cover"}})
+	if got := r.take(false); got != nil {
+		t.Errorf("a guardrail changed: %v, want every namespace", got)
+	}
+
+	ctx := context.Background()
+	scheme, err := kinds.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	st := policy.NewSnapshot()
+	noAudiences := `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
+	st.Add(ra(t, "web-jwt", noAudiences))
+	other := ra(t, "api-jwt", noAudiences)
+	other.Namespace = "billing"
+	st.Add(other)
+	e := policy.NewEngine()
+	if _, err := Sync(ctx, c, Desired(e, st, st.NamespaceNames()), nil); err != nil {
+		t.Fatal(err)
+	}
+	// billing's policy goes; a pass over shop alone leaves billing's Report be.
+	if _, err := Sync(ctx, c, Desired(e, st, []string{"shop"}), []string{"shop"}); err != nil {
+		t.Fatal(err)
+	}
+	var list reportsv1alpha1.ReportList
+	if err := c.List(ctx, &list); err != nil || len(list.Items) != 2 {
+		t.Errorf("%d reports after a pass over shop (%v), want both", len(list.Items), err)
 	}
 }

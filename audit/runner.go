@@ -3,17 +3,22 @@ package audit
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshguard/meshguard/live"
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -26,8 +31,9 @@ const settle = 2 * time.Second
 // Interval. Only the leader runs it: every replica serves admission, one writes reports.
 type Runner struct {
 	Engine *policy.Engine
-	// Cache is the informer cache the state is read from; Client writes the Reports.
-	Cache    client.Reader
+	// State is the live state admission judges against, read lazily a namespace at a time
+	// (webhook.Server.State), and the error of its reads; Client writes the Reports.
+	State    func(context.Context) (policy.State, func() error)
 	Mapper   meta.RESTMapper
 	Client   client.Client
 	Interval time.Duration
@@ -42,14 +48,58 @@ type Runner struct {
 	Required bool
 
 	changed chan struct{}
+	mu      sync.Mutex
+	// dirty are the namespaces changed since the last pass; all of them where a
+	// cluster-scoped object (a guardrail) changed.
+	dirty map[string]bool
+	all   bool
 }
 
-// Changed tells the runner something it judges changed. It never blocks.
-func (r *Runner) Changed() {
+// Changed tells the runner an object it judges against changed: the next pass judges its
+// namespace (a Namespace's own), or every namespace for a cluster-scoped object or one of
+// Istio's root namespace. It never blocks.
+func (r *Runner) Changed(obj any) {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	r.mu.Lock()
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		r.mark(o.Name)
+	case metav1.Object:
+		if o.GetNamespace() == "" {
+			r.all = true
+		} else {
+			r.mark(o.GetNamespace())
+		}
+	default:
+		r.all = true
+	}
+	r.mu.Unlock()
 	select {
 	case r.changes() <- struct{}{}:
 	default:
 	}
+}
+
+func (r *Runner) mark(ns string) {
+	if r.dirty == nil {
+		r.dirty = map[string]bool{}
+	}
+	r.dirty[ns] = true
+}
+
+// take returns the namespaces to judge, nil for all (full: a periodic pass), and forgets
+// them.
+func (r *Runner) take(full bool) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	dirty, all := r.dirty, r.all || full
+	r.dirty, r.all = nil, false
+	if all {
+		return nil
+	}
+	return append([]string{}, slices.Sorted(maps.Keys(dirty))...) // none dirty: none, not nil
 }
 
 func (r *Runner) changes() chan struct{} {
@@ -102,11 +152,11 @@ func (r *Runner) run(ctx context.Context) error {
 	changes := r.changes()
 	tick := time.NewTicker(r.Interval)
 	defer tick.Stop()
-	due := true
+	due, full := true, true
 	for {
 		if due && r.Ready() {
-			r.pass(ctx)
-			due = false
+			r.pass(ctx, r.take(full))
+			due, full = false, false
 		}
 		wait := time.Second // until the caches sync
 		if !due {
@@ -116,7 +166,7 @@ func (r *Runner) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
-			due = true
+			due, full = true, true
 		case <-changes:
 			select {
 			case <-ctx.Done():
@@ -129,22 +179,30 @@ func (r *Runner) run(ctx context.Context) error {
 	}
 }
 
-// pass judges the state the cache holds and syncs the Reports.
-func (r *Runner) pass(ctx context.Context) {
+// pass judges namespaces (nil: every one) as the state holds them, and syncs their
+// Reports. A change in Istio's root namespace reaches every namespace: all are judged.
+func (r *Runner) pass(ctx context.Context, namespaces []string) {
 	start := time.Now()
-	st, err := live.Read(ctx, r.Cache, r.Mapper)
-	if err != nil {
+	st, failed := r.State(ctx)
+	if namespaces != nil && slices.Contains(namespaces, st.Settings("").Root) {
+		namespaces = nil
+	}
+	judged := namespaces
+	if judged == nil {
+		judged = st.NamespaceNames()
+	}
+	desired := Desired(r.Engine, st, judged)
+	if err := failed(); err != nil {
 		r.Log.Error(err, "audit: reading the cache")
 		return
 	}
-	desired := Desired(r.Engine, st)
-	writes, err := Sync(ctx, r.Client, desired)
+	writes, err := Sync(ctx, r.Client, desired, namespaces)
 	if err != nil {
 		r.Log.Error(err, "audit: writing reports")
 		return
 	}
-	r.Metrics.observe(desired, start)
-	r.Log.V(1).Info("audit pass", "reports", len(desired), "writes", writes, "took", time.Since(start).String())
+	r.Metrics.observe(desired, namespaces, start)
+	r.Log.V(1).Info("audit pass", "namespaces", len(judged), "reports", len(desired), "writes", writes, "took", time.Since(start).String())
 }
 
 // Metrics are the audit's gauges. A nil *Metrics records nothing.
@@ -169,11 +227,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(reports []*reportsv1alpha1.Report, start time.Time) {
+// observe sets the gauges of namespaces (nil: all) from their reports.
+func (m *Metrics) observe(reports []*reportsv1alpha1.Report, namespaces []string, start time.Time) {
 	if m == nil {
 		return
 	}
-	m.findings.Reset()
+	if namespaces == nil {
+		m.findings.Reset()
+	}
+	for _, ns := range namespaces {
+		m.findings.DeletePartialMatch(prometheus.Labels{"namespace": ns})
+	}
 	for _, r := range reports {
 		for _, res := range r.Results {
 			action := policy.Warn

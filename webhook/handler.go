@@ -79,6 +79,14 @@ func (s *Server) state(ctx context.Context) *liveState {
 	return &liveState{ctx: ctx, views: views, istiod: s.IstiodVersions, pending: &s.pending}
 }
 
+// State is the live state reviews judge against, read lazily, a namespace at a time, from
+// the views over the cache; with the error, if any, of those reads. The audit judges with
+// it too.
+func (s *Server) State(ctx context.Context) (policy.State, func() error) {
+	st := s.state(ctx)
+	return st, st.Err
+}
+
 // Validating returns the validating admission handler.
 func (s *Server) Validating() admission.Handler {
 	return admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {

@@ -180,7 +180,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		// Every replica serves admission; the one holding the Lease audits.
 		host, _ := os.Hostname()
 		auditor = &audit.Runner{
-			Engine: srv.Engine, Cache: mgr.GetCache(), Mapper: mgr.GetRESTMapper(), Client: mgr.GetClient(),
+			Engine: srv.Engine, State: srv.State, Mapper: mgr.GetRESTMapper(), Client: mgr.GetClient(),
 			Interval: o.auditInterval, Ready: synced.Load, Log: log.WithName("audit"), Metrics: audit.NewMetrics(metrics.Registry),
 			Required: o.auditReports == "openreports",
 			Lease: &resourcelock.LeaseLock{
@@ -247,9 +247,9 @@ func watchKinds(ctx context.Context, informers cache.Cache, views *webhook.Views
 // but Pods, whose changes (mostly status) the periodic pass catches.
 func auditOnChange(ctx context.Context, informers cache.Cache, installed []*kinds.Kind, auditor *audit.Runner) error {
 	changed := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { auditor.Changed() },
-		UpdateFunc: func(any, any) { auditor.Changed() },
-		DeleteFunc: func(any) { auditor.Changed() },
+		AddFunc:    auditor.Changed,
+		UpdateFunc: func(_, updated any) { auditor.Changed(updated) },
+		DeleteFunc: auditor.Changed,
 	}
 	for _, k := range installed {
 		if k.Role == kinds.Workload {
