@@ -166,14 +166,19 @@ func reportName(kind, name string) string {
 // and writes nothing else: a pass that changes nothing writes nothing. It returns the writes
 // made.
 func Sync(ctx context.Context, c client.Client, desired []*reportsv1alpha1.Report, namespaces []string) (int, error) {
-	var existing reportsv1alpha1.ReportList
-	if err := c.List(ctx, &existing, client.MatchingLabels{managedByLabel: managedBy}); err != nil {
-		return 0, fmt.Errorf("listing meshguard's reports: %w", err)
+	// Listed in the namespaces judged only: an incremental pass reads one namespace's.
+	scopes := []string{metav1.NamespaceAll}
+	if namespaces != nil {
+		scopes = namespaces
 	}
 	current := map[string]*reportsv1alpha1.Report{}
-	for i := range existing.Items {
-		r := &existing.Items[i]
-		if namespaces == nil || slices.Contains(namespaces, r.Namespace) {
+	for _, ns := range scopes {
+		var existing reportsv1alpha1.ReportList
+		if err := c.List(ctx, &existing, client.InNamespace(ns), client.MatchingLabels{managedByLabel: managedBy}); err != nil {
+			return 0, fmt.Errorf("listing meshguard's reports: %w", err)
+		}
+		for i := range existing.Items {
+			r := &existing.Items[i]
 			current[r.Namespace+"/"+r.Name] = r
 		}
 	}
