@@ -129,7 +129,7 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	}
 	st := s.state(ctx)
 	if policyWrite && s.APIReader != nil && s.Views != nil {
-		st.quorum = s.Views.reading(s.APIReader) // a dry run is judged as the write would be
+		st.quorum = s.Views.quorum(s.APIReader) // a dry run is judged as the write would be
 	}
 	var stored storedObject
 	if s.Synced.Load() {

@@ -43,7 +43,8 @@ type liveState struct {
 	settings map[string]policy.Settings
 	// pending are the policy writes allowed that the cache may not show yet.
 	pending *pendingWrites
-	// quorum, when set, reads the policies views from the API server instead of the cache.
+	// quorum, when set, builds the policies views, their security policies read from the
+	// API server itself.
 	quorum *Views
 }
 

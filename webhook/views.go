@@ -388,12 +388,18 @@ func (v *Views) gatewayClass(ctx context.Context, name string) (*policy.GatewayC
 	return &class, nil
 }
 
-// reading returns views like v's, of the kinds v watches, that read through reader: once
-// each, for one review, as they keep no memo between reviews.
-func (v *Views) reading(reader client.Reader) *Views {
-	r := &Views{reader: reader, installed: v.installed}
-	r.watched.Store(v.watched.Load())
-	return r
+// quorum returns views like v's that read the security policies through reader (the API
+// server itself) and every other kind from v's informer stores: once each, for one review,
+// as they keep no memo between reviews.
+func (v *Views) quorum(reader client.Reader) *Views {
+	q := &Views{reader: reader, installed: v.installed, stores: slices.Clone(v.stores)}
+	for i, k := range viewedKinds {
+		if i < len(q.stores) && k.kind.Role == kinds.Policy {
+			q.stores[i] = nil // read through reader
+		}
+	}
+	q.watched.Store(v.watched.Load())
+	return q
 }
 
 // serves tells whether the cluster serves a kind: one it does not has none of its objects.
