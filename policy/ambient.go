@@ -278,21 +278,31 @@ func waypointIdentity(gw *Gateway) string {
 // rule with a clause it cannot match skipped, and the other DENY rules cut to their L4
 // part (ambient.md §3.1).
 func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement {
-	var forZtunnel []*AuthorizationPolicy
+	var sent []*AuthorizationPolicy
 	for _, ap := range aps {
 		if len(scopeOf(ap).targetRefs) == 0 {
-			forZtunnel = append(forZtunnel, ap)
+			sent = append(sent, ap)
 		}
 	}
-	return enforcementBy(forZtunnel, plaintext, func(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, bool) {
-		switch {
-		case isAllow(ap):
-			return c, !httpLevel(r)
-		case ztunnelNoOpClause(r, "") != "":
-			return compiledRule{}, false
-		}
-		return c.l4Only(), true
+	return enforcementBy(sent, plaintext, func(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, bool) {
+		c, dropped := ztunnelRule(ap, r, c)
+		return c, dropped == ""
 	})
+}
+
+// ztunnelRule is a rule as istiod sends it to ztunnel, or why it sends none: an ALLOW rule
+// naming any HTTP field is dropped, a DENY rule with a clause of HTTP fields only is
+// skipped, and the other DENY rules keep their L4 part.
+func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, string) {
+	switch {
+	case isAllow(ap) && httpLevel(r):
+		return compiledRule{}, "it names an HTTP field: ztunnel drops the rule, which admits nothing"
+	case isAllow(ap):
+		return c, ""
+	case ztunnelNoOpClause(r, "") != "":
+		return compiledRule{}, "a clause of HTTP fields only: ztunnel skips the rule, which denies nothing"
+	}
+	return c.l4Only(), ""
 }
 
 // l4Only is a DENY rule as istiod translates it for ztunnel: its HTTP fields stripped, an

@@ -419,22 +419,16 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 	return VerdictAllow, "no policy denies it, and no ALLOW policy applies", traces
 }
 
-// ruleTrace evaluates one rule as the proxy receives it: ztunnel drops an ALLOW rule naming
-// an HTTP field, skips a DENY rule with a clause only of HTTP fields, and enforces the L4
-// part of the others.
+// ruleTrace evaluates one rule as the proxy receives it (ztunnelRule at ztunnel).
 func (h hop) ruleTrace(ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
 	c, ok := compileRule(r)
 	if !ok {
 		return RuleTrace{Skipped: "a when key Istio does not know: the rule is skipped"}
 	}
 	if h.ztunnel {
-		switch {
-		case isAllow(ap) && httpLevel(r):
-			return RuleTrace{Skipped: "it names an HTTP field: ztunnel drops the rule, which admits nothing"}
-		case isDeny(ap) && ztunnelNoOpClause(r, "") != "":
-			return RuleTrace{Skipped: "a clause of HTTP fields only: ztunnel skips the rule, which denies nothing"}
-		case isDeny(ap):
-			c = c.l4Only()
+		var dropped string
+		if c, dropped = ztunnelRule(ap, r, c); dropped != "" {
+			return RuleTrace{Skipped: dropped}
 		}
 	}
 	if miss := c.mismatch(attrs); miss != "" {
