@@ -79,13 +79,16 @@ func (f fieldRef) path(negative bool) string {
 	return fmt.Sprintf("when[%d]", f.entry)
 }
 
-// sourceFields and operationFields are the fields of a rule's sources and operations: their
-// JSON names, positive and negative, and the attribute each reads.
+// ruleField is a field of a rule's sources (T Source) or operations (T Operation): its JSON
+// names, positive and negative, the attribute it reads, and its values.
+type ruleField[T any] struct {
+	name, not, attr   string
+	values, notValues func(T) []string
+}
+
+// sourceFields and operationFields are the fields of a rule's sources and operations.
 var (
-	sourceFields = []struct {
-		name, not, attr   string
-		values, notValues func(*securityv1beta1.Source) []string
-	}{
+	sourceFields = []ruleField[*securityv1beta1.Source]{
 		{"principals", "notPrincipals", attrPeerPrincipal, (*securityv1beta1.Source).GetPrincipals, (*securityv1beta1.Source).GetNotPrincipals},
 		{"requestPrincipals", "notRequestPrincipals", attrRequestPrincipal, (*securityv1beta1.Source).GetRequestPrincipals, (*securityv1beta1.Source).GetNotRequestPrincipals},
 		{"namespaces", "notNamespaces", attrNamespace, (*securityv1beta1.Source).GetNamespaces, (*securityv1beta1.Source).GetNotNamespaces},
@@ -94,16 +97,23 @@ var (
 		{"ipBlocks", "notIpBlocks", attrSourceIP, (*securityv1beta1.Source).GetIpBlocks, (*securityv1beta1.Source).GetNotIpBlocks},
 		{"remoteIpBlocks", "notRemoteIpBlocks", attrRemoteIP, (*securityv1beta1.Source).GetRemoteIpBlocks, (*securityv1beta1.Source).GetNotRemoteIpBlocks},
 	}
-	operationFields = []struct {
-		name, not, attr   string
-		values, notValues func(*securityv1beta1.Operation) []string
-	}{
+	operationFields = []ruleField[*securityv1beta1.Operation]{
 		{"hosts", "notHosts", attrHost, (*securityv1beta1.Operation).GetHosts, (*securityv1beta1.Operation).GetNotHosts},
 		{"ports", "notPorts", attrPort, (*securityv1beta1.Operation).GetPorts, (*securityv1beta1.Operation).GetNotPorts},
 		{"methods", "notMethods", attrMethod, (*securityv1beta1.Operation).GetMethods, (*securityv1beta1.Operation).GetNotMethods},
 		{"paths", "notPaths", attrPath, (*securityv1beta1.Operation).GetPaths, (*securityv1beta1.Operation).GetNotPaths},
 	}
 )
+
+// conditions are the conditions of entry i of a from or to list (list 'f' or 't'), one per
+// field set.
+func conditions[T any](fields []ruleField[T], list byte, i int, entry T) []condition {
+	var cs []condition
+	for j, f := range fields {
+		cs = append(cs, condition{f.attr, f.values(entry), f.notValues(entry), fieldRef{list, i, j}})
+	}
+	return nonEmpty(cs...)
+}
 
 // holds tells whether the condition holds for request r. An attribute the request lacks
 // matches no positive value and every negative one.
@@ -160,20 +170,10 @@ func allHold(cs []condition, req request) bool {
 func compileRule(r *apRule) (compiledRule, bool) {
 	var out compiledRule
 	for i, f := range r.From {
-		s := f.GetSource()
-		var cs []condition
-		for j, sf := range sourceFields {
-			cs = append(cs, condition{sf.attr, sf.values(s), sf.notValues(s), fieldRef{'f', i, j}})
-		}
-		out.from = append(out.from, nonEmpty(cs...))
+		out.from = append(out.from, conditions(sourceFields, 'f', i, f.GetSource()))
 	}
 	for i, t := range r.To {
-		o := t.GetOperation()
-		var cs []condition
-		for j, of := range operationFields {
-			cs = append(cs, condition{of.attr, of.values(o), of.notValues(o), fieldRef{'t', i, j}})
-		}
-		out.to = append(out.to, nonEmpty(cs...))
+		out.to = append(out.to, conditions(operationFields, 't', i, t.GetOperation()))
 	}
 	for i, w := range r.When {
 		if !knownWhenKey(w.Key) {
