@@ -175,11 +175,15 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		s.Log.Error(err, "reading the cache", "uid", req.UID)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))
 	}
-	ns := obj.GetNamespace()
-	if _, isNamespace := obj.(*corev1.Namespace); isNamespace {
-		ns = obj.GetName()
+	warnOnly := false
+	if len(findings) > 0 { // most reviews find nothing: no guardrail to ask
+		ns := obj.GetNamespace()
+		if _, isNamespace := obj.(*corev1.Namespace); isNamespace {
+			ns = obj.GetName()
+		}
+		warnOnly = st.Settings(ns).WarnOnly
 	}
-	resp := respond(findings, dryRun(req), st.Settings(ns).WarnOnly)
+	resp := respond(findings, dryRun(req), warnOnly)
 	if write && resp.Allowed {
 		after := obj
 		if req.Operation == admissionv1.Delete {
@@ -304,6 +308,9 @@ const (
 // enforcementAction: warn) admits what would be denied, its denials shown as warnings; the
 // audit log keeps the full verdict.
 func respond(findings []policy.Finding, dryRun, warnOnly bool) admission.Response {
+	if len(findings) == 0 {
+		return admission.Allowed("")
+	}
 	var denials, warnings []string
 	var deniedN, warnedN int
 	perRule := map[string]int{}
