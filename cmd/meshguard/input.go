@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -77,17 +75,7 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 	// The bundle judged: the cluster's policies, and its workloads, one Pod for each.
 	bundle := check.NewBundle()
 	bundle.State, bundle.Live = st, true
-	namespaces := map[string]bool{}
-	for ns := range st.RAs {
-		namespaces[ns] = true
-	}
-	for ns := range st.APs {
-		namespaces[ns] = true
-	}
-	for ns := range st.PAs {
-		namespaces[ns] = true
-	}
-	for _, ns := range slices.Sorted(maps.Keys(namespaces)) {
+	for _, ns := range st.NamespaceNames() {
 		for _, o := range st.RAs[ns] {
 			bundle.Objects = append(bundle.Objects, o)
 		}
