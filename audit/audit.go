@@ -1,5 +1,6 @@
 // Package audit judges what a cluster already runs, with the engine admission uses, and
-// keeps one openreports.io Report per security policy and per workload with findings:
+// keeps one report (openreports.io Report, or wgpolicyk8s.io PolicyReport) per security
+// policy and per workload with findings:
 // policies created before meshguard was installed, workloads changed while it was down.
 package audit
 
@@ -15,6 +16,8 @@ import (
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshguard/meshguard/live"
@@ -161,50 +164,65 @@ func reportName(kind, name string) string {
 	return n[:200] + "-" + hex.EncodeToString(sum[:8])
 }
 
-// Sync makes meshguard's Reports in namespaces (nil: all) the desired ones: it creates the
-// missing, updates those whose scope, summary or results differ, deletes the others there,
-// and writes nothing else: a pass that changes nothing writes nothing. It returns the writes
-// made.
-func Sync(ctx context.Context, c client.Client, desired []*reportsv1alpha1.Report, namespaces []string) (int, error) {
+// Sync makes meshguard's reports of kind (OpenReports or PolicyReports) in namespaces
+// (nil: all) the desired ones: it creates the missing, updates those whose scope, summary
+// or results differ, deletes the others there, and writes nothing else: a pass that changes
+// nothing writes nothing. It returns the writes made.
+func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, desired []*reportsv1alpha1.Report, namespaces []string) (int, error) {
 	// Listed in the namespaces judged only: an incremental pass reads one namespace's.
 	scopes := []string{metav1.NamespaceAll}
 	if namespaces != nil {
 		scopes = namespaces
 	}
-	current := map[string]*reportsv1alpha1.Report{}
+	current := map[string]*unstructured.Unstructured{}
 	for _, ns := range scopes {
-		var existing reportsv1alpha1.ReportList
+		var existing unstructured.UnstructuredList
+		existing.SetGroupVersionKind(kind.GroupVersion().WithKind(kind.Kind + "List"))
 		if err := c.List(ctx, &existing, client.InNamespace(ns), client.MatchingLabels{managedByLabel: managedBy}); err != nil {
-			return 0, fmt.Errorf("listing meshguard's reports: %w", err)
+			return 0, fmt.Errorf("listing meshguard's %s: %w", kind.Kind, err)
 		}
 		for i := range existing.Items {
 			r := &existing.Items[i]
-			current[r.Namespace+"/"+r.Name] = r
+			current[r.GetNamespace()+"/"+r.GetName()] = r
 		}
 	}
 	writes := 0
 	for _, want := range desired {
 		key := want.Namespace + "/" + want.Name
-		have, ok := current[key]
+		obj, err := encode(kind, want)
+		if err != nil {
+			return writes, fmt.Errorf("report %s: %w", key, err)
+		}
+		u, ok := current[key]
 		delete(current, key)
-		switch {
-		case !ok:
-			if err := c.Create(ctx, want); err != nil {
-				return writes, fmt.Errorf("creating report %s: %w", key, err)
+		if !ok {
+			if err := c.Create(ctx, obj); err != nil {
+				return writes, fmt.Errorf("creating %s %s: %w", kind.Kind, key, err)
 			}
-		case reflect.DeepEqual(have.Scope, want.Scope) && have.Summary == want.Summary && reflect.DeepEqual(have.Results, want.Results):
+			writes++
 			continue
-		default:
-			have.Scope, have.Summary, have.Results, have.OwnerReferences = want.Scope, want.Summary, want.Results, want.OwnerReferences
-			if err := c.Update(ctx, have); err != nil {
-				return writes, fmt.Errorf("updating report %s: %w", key, err)
-			}
+		}
+		have, err := decode(u)
+		if err != nil {
+			return writes, fmt.Errorf("reading %s %s: %w", kind.Kind, key, err)
+		}
+		if reflect.DeepEqual(have.Scope, want.Scope) && have.Summary == want.Summary && reflect.DeepEqual(have.Results, want.Results) {
+			continue
+		}
+		// What meshguard judges is replaced; what others set on the report (labels,
+		// annotations) is kept.
+		for _, field := range []string{"scope", "summary", "results"} {
+			u.Object[field] = obj.Object[field]
+		}
+		u.SetOwnerReferences(want.OwnerReferences)
+		if err := c.Update(ctx, u); err != nil {
+			return writes, fmt.Errorf("updating %s %s: %w", kind.Kind, key, err)
 		}
 		writes++
 	}
 	for key, stale := range current {
 		if err := c.Delete(ctx, stale); client.IgnoreNotFound(err) != nil {
-			return writes, fmt.Errorf("deleting report %s: %w", key, err)
+			return writes, fmt.Errorf("deleting %s %s: %w", kind.Kind, key, err)
 		}
 		writes++
 	}

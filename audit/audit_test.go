@@ -9,6 +9,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,15 +29,17 @@ func ra(t *testing.T, name, spec string) *policy.RequestAuthentication {
 	return o
 }
 
-// TestSync: a Report per policy with findings, owned by it; a pass that changes nothing
-// writes nothing; a fixed policy's Report goes, and so does a deleted one's.
+// TestSync: a report per policy with findings, owned by it, in either kind; a pass that
+// changes nothing writes nothing; a fixed policy's report goes, and so does a deleted one's.
 func TestSync(t *testing.T) {
-	ctx := context.Background()
-	scheme, err := kinds.NewScheme()
-	if err != nil {
-		t.Fatal(err)
+	for _, kind := range []schema.GroupVersionKind{OpenReports, PolicyReports} {
+		t.Run(kind.Kind, func(t *testing.T) { testSync(t, kind) })
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+}
+
+func testSync(t *testing.T, kind schema.GroupVersionKind) {
+	ctx := context.Background()
+	c := fakeClient(t)
 	e := policy.NewEngine()
 	noAudiences := `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
 	st := policy.NewSnapshot()
@@ -45,7 +49,7 @@ func TestSync(t *testing.T) {
 
 	pass := func(st *policy.Snapshot) int {
 		t.Helper()
-		writes, err := Sync(ctx, c, Desired(e, st, st.NamespaceNames()), nil)
+		writes, err := Sync(ctx, c, kind, Desired(e, st, st.NamespaceNames()), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,11 +58,8 @@ func TestSync(t *testing.T) {
 	if w := pass(st); w != 2 {
 		t.Errorf("first pass: %d writes, want 2", w)
 	}
-	var r reportsv1alpha1.Report
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "meshguard-requestauthentication-web-jwt"}, &r); err != nil {
-		t.Fatal(err)
-	}
-	if r.Summary.Fail == 0 || r.Results[0].Policy != "MG101" || r.Results[0].Result != "fail" || r.Results[0].Properties["field"] != "spec.jwtRules[0].audiences" ||
+	r := written(t, c, kind)["meshguard-requestauthentication-web-jwt"]
+	if r == nil || r.Summary.Fail == 0 || r.Results[0].Policy != "MG101" || r.Results[0].Result != "fail" || r.Results[0].Properties["field"] != "spec.jwtRules[0].audiences" ||
 		r.Scope.Name != "web-jwt" || r.OwnerReferences[0].UID != "uid-web-jwt" || r.Labels[managedByLabel] != managedBy ||
 		len(r.Results[0].Subjects) != 2 || r.Results[0].Subjects[1].Name != "web-0" {
 		t.Errorf("report %+v", r)
@@ -69,20 +70,49 @@ func TestSync(t *testing.T) {
 	fixed := policy.NewSnapshot()
 	fixed.Add(ra(t, "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`))
 	pass(fixed)
-	var left reportsv1alpha1.ReportList
-	if err := c.List(ctx, &left); err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range left.Items {
+	left := written(t, c, kind)
+	for name, r := range left {
 		for _, res := range r.Results {
 			if res.Policy == "MG101" {
-				t.Errorf("%s still reports MG101 once fixed", r.Name)
+				t.Errorf("%s still reports MG101 once fixed", name)
 			}
 		}
-		if r.Name == "meshguard-requestauthentication-api-jwt" {
-			t.Error("the deleted policy's report stays")
-		}
 	}
+	if _, ok := left["meshguard-requestauthentication-api-jwt"]; ok {
+		t.Error("the deleted policy's report stays")
+	}
+}
+
+// fakeClient is a client of an empty cluster that serves both kinds of report.
+func fakeClient(t *testing.T) client.Client {
+	t.Helper()
+	scheme, err := kinds.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fake.NewClientBuilder().WithScheme(scheme).Build()
+}
+
+// written are the reports of kind in the cluster, by name.
+func written(t *testing.T, c client.Client, kind schema.GroupVersionKind) map[string]*reportsv1alpha1.Report {
+	t.Helper()
+	var list unstructured.UnstructuredList
+	list.SetGroupVersionKind(kind.GroupVersion().WithKind(kind.Kind + "List"))
+	if err := c.List(context.Background(), &list); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*reportsv1alpha1.Report{}
+	for i := range list.Items {
+		if list.Items[i].GetKind() != kind.Kind {
+			t.Errorf("%s listed as a %s", list.Items[i].GetName(), list.Items[i].GetKind())
+		}
+		r, err := decode(&list.Items[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[r.Name] = r
+	}
+	return out
 }
 
 // withSpec reads a spec in Istio's JSON into a policy's spec.
@@ -146,11 +176,7 @@ func TestIncremental(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	scheme, err := kinds.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := fake.NewClientBuilder().WithScheme(scheme).Build()
+	c := fakeClient(t)
 	st := policy.NewSnapshot()
 	noAudiences := `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
 	st.Add(ra(t, "web-jwt", noAudiences))
@@ -158,15 +184,14 @@ func TestIncremental(t *testing.T) {
 	other.Namespace = "billing"
 	st.Add(other)
 	e := policy.NewEngine()
-	if _, err := Sync(ctx, c, Desired(e, st, st.NamespaceNames()), nil); err != nil {
+	if _, err := Sync(ctx, c, OpenReports, Desired(e, st, st.NamespaceNames()), nil); err != nil {
 		t.Fatal(err)
 	}
 	// billing's policy goes; a pass over shop alone leaves billing's Report be.
-	if _, err := Sync(ctx, c, Desired(e, st, []string{"shop"}), []string{"shop"}); err != nil {
+	if _, err := Sync(ctx, c, OpenReports, Desired(e, st, []string{"shop"}), []string{"shop"}); err != nil {
 		t.Fatal(err)
 	}
-	var list reportsv1alpha1.ReportList
-	if err := c.List(ctx, &list); err != nil || len(list.Items) != 2 {
-		t.Errorf("%d reports after a pass over shop (%v), want both", len(list.Items), err)
+	if got := written(t, c, OpenReports); len(got) != 2 {
+		t.Errorf("%d reports after a pass over shop, want both", len(got))
 	}
 }

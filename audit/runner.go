@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -43,9 +43,9 @@ type Runner struct {
 	Metrics *Metrics
 	// Lease elects the replica that audits; nil audits without election.
 	Lease *resourcelock.LeaseLock
-	// Required: the Reports CRD must be served (--audit-reports=openreports); else the
-	// audit is off without it.
-	Required bool
+	// Reports is the --audit-reports value: which kinds of report to write (ReportsFlag).
+	Reports string
+	kind    schema.GroupVersionKind
 
 	changed chan struct{}
 	mu      sync.Mutex
@@ -114,16 +114,19 @@ func (r *Runner) changes() chan struct{} {
 // on, where the manager's election would end the process.
 func (r *Runner) NeedLeaderElection() bool { return false }
 
-// Start runs passes until ctx ends, on the replica that holds the Lease. Without the
-// Reports CRD it runs none, and says so.
+// Start runs passes until ctx ends, on the replica that holds the Lease. Where the cluster
+// serves no kind of report it may write, it runs none, and says so.
 func (r *Runner) Start(ctx context.Context) error {
-	if _, err := r.Mapper.RESTMapping(reportsv1alpha1.SchemeGroupVersion.WithKind("Report").GroupKind()); err != nil {
-		if r.Required {
-			return fmt.Errorf("--audit-reports=openreports: the cluster does not serve openreports.io Reports: %w", err)
-		}
-		r.Log.Info("the cluster does not serve openreports.io Reports: auditing is off", "reason", err.Error())
+	kind, err := ReportKind(r.Mapper, r.Reports)
+	if err != nil {
+		return err
+	}
+	if kind.Empty() {
+		r.Log.Info("the cluster serves neither openreports.io Reports nor wgpolicyk8s.io PolicyReports: auditing is off")
 		return nil
 	}
+	r.kind = kind
+	r.Log.Info("auditing into " + kind.GroupKind().String())
 	if r.Lease == nil {
 		return r.run(ctx)
 	}
@@ -196,7 +199,7 @@ func (r *Runner) pass(ctx context.Context, namespaces []string) {
 		r.Log.Error(err, "audit: reading the cache")
 		return
 	}
-	writes, err := Sync(ctx, r.Client, desired, namespaces)
+	writes, err := Sync(ctx, r.Client, r.kind, desired, namespaces)
 	if err != nil {
 		r.Log.Error(err, "audit: writing reports")
 		return

@@ -67,7 +67,8 @@ func newServeCommand() *cobra.Command {
 HTTP/1.1 only). The certificate and key (tls.crt, tls.key in --cert-dir) are reloaded when they
 change. The webhook reads the cluster through read-only watches and never calls out otherwise:
 it fetches no jwksUri. The replica holding the Lease meshguard-audit (in --namespace) audits
-what the cluster runs into openreports.io Reports (--audit-interval, --audit-reports).`,
+what the cluster runs into openreports.io Reports or wgpolicyk8s.io PolicyReports
+(--audit-interval, --audit-reports).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(ctrl.SetupSignalHandler()) },
 	}
@@ -81,8 +82,8 @@ what the cluster runs into openreports.io Reports (--audit-interval, --audit-rep
 	f.StringVar(&o.pprofAddr, "pprof-bind-address", "0", `address of Go's /debug/pprof profiles, for diagnosing performance ("0", the default, turns it off)`)
 	f.StringSliceVar(&o.istiodVersions, "istiod-version", nil, "version of the running istiod, for MG701; repeatable")
 	f.BoolVar(&o.development, "development", false, "human-readable logs instead of JSON")
-	f.DurationVar(&o.auditInterval, "audit-interval", 10*time.Minute, "how often the leader re-judges the whole cluster into openreports.io Reports, beside a pass after each change (0 turns auditing off)")
-	f.StringVar(&o.auditReports, "audit-reports", "auto", "where the audit writes: auto (openreports.io Reports where the cluster serves them), openreports, or none")
+	f.DurationVar(&o.auditInterval, "audit-interval", 10*time.Minute, "how often the leader re-judges the whole cluster into reports, beside a pass after each change (0 turns auditing off)")
+	f.StringVar(&o.auditReports, "audit-reports", "auto", "what the audit writes: auto (openreports.io Reports where the cluster serves them, else wgpolicyk8s.io PolicyReports, else nothing), openreports, wgpolicyk8s, or none")
 	f.BoolVar(&o.selfSigned, "self-signed", false, "make and rotate a self-signed serving certificate (for clusters without cert-manager)")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "meshguard-system"), "meshguard's namespace, where --self-signed keeps its Secret")
 	f.StringVar(&o.secret, "self-signed-secret", "meshguard-serving-cert", "Secret holding the self-signed CA and serving certificate")
@@ -170,10 +171,8 @@ func (o *serveOptions) run(ctx context.Context) error {
 	go fresh.Watch(ctx, 2*time.Second, func(ctx context.Context) error {
 		return kube.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error()
 	})
-	switch o.auditReports {
-	case "auto", "openreports", "none":
-	default:
-		return usageError("--audit-reports %q: want auto, openreports or none", o.auditReports)
+	if _, ok := audit.ReportsFlag[o.auditReports]; !ok {
+		return usageError("--audit-reports %q: want auto, openreports, wgpolicyk8s or none", o.auditReports)
 	}
 	var auditor *audit.Runner
 	if o.auditInterval > 0 && o.auditReports != "none" {
@@ -182,7 +181,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		auditor = &audit.Runner{
 			Engine: srv.Engine, State: srv.State, Mapper: mgr.GetRESTMapper(), Client: mgr.GetClient(),
 			Interval: o.auditInterval, Ready: synced.Load, Log: log.WithName("audit"), Metrics: audit.NewMetrics(metrics.Registry),
-			Required: o.auditReports == "openreports",
+			Reports: o.auditReports,
 			Lease: &resourcelock.LeaseLock{
 				LeaseMeta:  metav1.ObjectMeta{Namespace: o.namespace, Name: "meshguard-audit"},
 				Client:     kube.CoordinationV1(),

@@ -7,6 +7,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -364,6 +365,23 @@ func controlPlaneBins(root string) (string, error) {
 func istioCRDs() (string, error) {
 	dir, err := moduleDir("istio.io/api")
 	return filepath.Join(dir, "kubernetes", "customresourcedefinitions.gen.yaml"), err
+}
+
+// PolicyReportCRD is the wgpolicyk8s.io PolicyReport CRD, as Kyverno ships it: the kind
+// meshguard's audit writes in a cluster without openreports.io. Its own module
+// (sigs.k8s.io/wg-policy-prototypes) is not on the Go module proxy; Kyverno's is, pinned
+// here and downloaded, not built against.
+func PolicyReportCRD() (string, error) {
+	const kyverno = "github.com/kyverno/kyverno@v1.19.1"
+	out, err := exec.Command("go", "mod", "download", "-json", kyverno).Output()
+	if err != nil {
+		return "", fmt.Errorf("downloading %s: %w", kyverno, err)
+	}
+	var module struct{ Dir string }
+	if err := json.Unmarshal(out, &module); err != nil {
+		return "", fmt.Errorf("downloading %s: %w", kyverno, err)
+	}
+	return filepath.Join(module.Dir, "config", "crds", "policyreport", "wgpolicyk8s.io_policyreports.yaml"), nil
 }
 
 // moduleDir is where the go command keeps a module meshguard builds against: the Istio and

@@ -44,7 +44,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	pprofAddress = fmt.Sprintf("127.0.0.1:%d", port)
-	local, err = cluster.Start(context.Background(), cluster.Options{Root: repoRoot(), Dir: dir,
+	policyReports, err := cluster.PolicyReportCRD()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	local, err = cluster.Start(context.Background(), cluster.Options{Root: repoRoot(), Dir: dir, CRDs: []string{policyReports},
 		ServeArgs: []string{"--pprof-bind-address", pprofAddress}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -426,22 +427,7 @@ func TestAuditFailover(t *testing.T) {
 	within(t, "the RequestAuthentication reported", 45*time.Second, func() bool { return strings.Contains(reports()[report], "MG301:warn") })
 	first := holder()
 
-	// A second replica, with a certificate of its own.
-	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certDir := t.TempDir()
-	if err := bundle.Write(certDir); err != nil {
-		t.Fatal(err)
-	}
-	second := exec.Command(local.Binary, "serve", "--kubeconfig", local.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(cluster.TestPort(t)),
-		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", cluster.TestPort(t)),
-		"--namespace", "default")
-	if err := second.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = second.Process.Kill(); _, _ = second.Process.Wait() }()
+	serveReplica(t, "--namespace", "default")
 	time.Sleep(5 * time.Second) // standing for the Lease the first holds
 	if h := holder(); h != first {
 		t.Fatalf("the Lease went to %q while %q held it", h, first)
@@ -468,6 +454,57 @@ func TestAuditFailover(t *testing.T) {
 	within(t, "the report written again by the second replica", 30*time.Second, func() bool { _, ok := reports()[report]; return ok })
 	if after := reports(); !reflect.DeepEqual(before, after) {
 		t.Errorf("the reports changed with the Lease:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+// serveReplica runs another `meshguard serve` against the test cluster, with a certificate
+// of its own, until the test ends.
+func serveReplica(t *testing.T, args ...string) {
+	t.Helper()
+	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certDir := t.TempDir()
+	if err := bundle.Write(certDir); err != nil {
+		t.Fatal(err)
+	}
+	replica := exec.Command(local.Binary, append([]string{"serve", "--kubeconfig", local.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(cluster.TestPort(t)),
+		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", cluster.TestPort(t))}, args...)...)
+	var log bytes.Buffer
+	replica.Stdout, replica.Stderr = &log, &log
+	if err := replica.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = replica.Process.Kill()
+		_, _ = replica.Process.Wait()
+		if t.Failed() {
+			t.Logf("the replica's log:\n%s", log.String())
+		}
+	})
+}
+
+// TestAuditPolicyReports: where asked (or where only that CRD is installed), the audit
+// writes wgpolicyk8s.io PolicyReports, with the results a Report carries, that the real
+// CRD's schema accepts.
+func TestAuditPolicyReports(t *testing.T) {
+	namespace(t, "wgpolicy", "")
+	ra := "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: web-jwt, namespace: wgpolicy}\nspec:\n  selector: {matchLabels: {app: web}}\n  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]\n"
+	if _, stderr, err := kubectl(t, ra, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	// A Lease of its own (another namespace): it audits beside the replica that writes Reports.
+	serveReplica(t, "--namespace", "kube-public", "--audit-reports", "wgpolicyk8s")
+	var got string
+	within(t, "the PolicyReport written", 45*time.Second, func() bool {
+		out, _, err := kubectl(t, "", "get", "policyreports.wgpolicyk8s.io", "-n", "wgpolicy", "meshguard-requestauthentication-web-jwt",
+			"-o", `jsonpath={.scope.kind}/{.scope.name} warn={.summary.warn} {range .results[*]}{.policy}={.result}:{.category} {end}`)
+		got = out
+		return err == nil
+	})
+	if !strings.HasPrefix(got, "RequestAuthentication/web-jwt warn=") || !strings.Contains(got, "MG301=warn:cross-resource") {
+		t.Errorf("PolicyReport: %s", got)
 	}
 }
 
