@@ -4,6 +4,7 @@
 GO              ?= go
 STATICCHECK     := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CONTROLLER_GEN  := sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+ACTIONLINT      := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
 VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
@@ -33,12 +34,13 @@ control-plane: ## Build (once, cached by version) kube-apiserver and etcd from t
 cert-manager: ## Build (once, cached) cert-manager's controller and cainjector for the install test
 	@hack/cert-manager-bins.sh >/dev/null
 
-lint: ## gofmt, go vet and staticcheck
+lint: ## gofmt, go vet, staticcheck and actionlint
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	cd hack/cert-manager && $(GO) vet ./...
+	$(GO) run $(ACTIONLINT)
 
 fuzz: ## Run every fuzz target for FUZZTIME each
 	$(GO) test ./check -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME)
@@ -67,8 +69,8 @@ generate: ## Regenerate deepcopy code and the MeshGuardrail CRD (manifests and c
 	$(GO) run $(CONTROLLER_GEN) object paths=./api/... crd paths=./api/... output:crd:dir=manifests/crd
 	cp manifests/crd/meshguard.io_meshguardrails.yaml manifests/helm/meshguard/crds/
 
-image: ## Build the container image (needs a Docker engine)
-	docker build --build-arg VERSION=$(VERSION) -t meshguard:$(VERSION) .
+image: ## Build the image (linux/amd64, linux/arm64) into the OCI layout bin/image, SBOMs beside it; no container engine
+	$(GO) run ./hack/image build -o bin/image -version $(VERSION)
 
 clean:
 	rm -rf bin .run
