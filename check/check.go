@@ -36,9 +36,15 @@ func Run(e *policy.Engine, b *Bundle) Report {
 			e.Cover(b.State, w)
 		}
 	}
+	// Each object is judged on its own against the same state: on every core, the
+	// findings then reported in reading order.
+	findings := make([][]policy.Finding, len(b.Objects))
+	parallel(len(b.Objects), func(i int) {
+		findings[i] = e.Review(policy.Review{Operation: policy.Audit, Object: b.Objects[i], State: b.State})
+	})
 	r := Report{Results: []Result{}, Summary: Summary{Documents: b.Documents, Objects: len(b.Objects), Ignored: b.Ignored}}
-	for _, o := range b.Objects {
-		for _, f := range e.Review(policy.Review{Operation: policy.Audit, Object: o, State: b.State}) {
+	for i, o := range b.Objects {
+		for _, f := range findings[i] {
 			r.add(Result{Finding: f, Source: b.Sources[o]})
 		}
 	}

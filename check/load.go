@@ -13,8 +13,10 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -79,6 +81,16 @@ type Loader struct {
 
 	bundle *Bundle
 	errs   []error
+	// files are the inputs read, in order; pending, their documents to decode.
+	files   []*file
+	pending chan *document
+}
+
+// file is one input: its documents, or why it could not be read.
+type file struct {
+	name string
+	err  error
+	docs []document
 }
 
 // NewBundle returns an empty bundle.
@@ -89,22 +101,50 @@ func NewBundle() *Bundle {
 // Load reads files, folders (recursively: .yaml, .yml and .json) and "-" (standard input)
 // into one bundle. The error joins every InputError met.
 func (l *Loader) Load(paths ...string) (*Bundle, error) {
-	l.bundle, l.errs = NewBundle(), nil
+	l.bundle, l.errs, l.files = NewBundle(), nil, nil
+	// Documents are decoded as they are read, on every core (parsing YAML is most of what
+	// `check` costs), and kept only until decoded; then added in reading order.
+	l.pending = make(chan *document, 64)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for doc := range l.pending {
+				l.decode(doc)
+				doc.data = nil
+			}
+		})
+	}
 	for _, p := range paths {
 		l.loadPath(p)
 	}
+	close(l.pending)
+	wg.Wait()
+	for _, f := range l.files {
+		if f.err != nil {
+			l.errs = append(l.errs, f.err)
+		}
+		for i := range f.docs {
+			l.merge(&f.docs[i], f.name)
+		}
+	}
+	l.files = nil
 	return l.bundle, errors.Join(l.errs...)
 }
 
-func (l *Loader) fail(src Source, format string, args ...any) {
-	l.errs = append(l.errs, &InputError{Source: src, Err: fmt.Errorf(format, args...)})
+// failed is an input that could not be read at all.
+func (l *Loader) failed(src Source, format string, args ...any) {
+	l.files = append(l.files, &file{name: src.File, err: inputError(src, format, args...)})
+}
+
+func inputError(src Source, format string, args ...any) error {
+	return &InputError{Source: src, Err: fmt.Errorf(format, args...)}
 }
 
 func (l *Loader) loadPath(p string) {
 	if p == "-" {
 		data, err := io.ReadAll(l.Stdin)
 		if err != nil {
-			l.fail(Source{File: p}, "reading standard input: %w", err)
+			l.failed(Source{File: p}, "reading standard input: %w", err)
 			return
 		}
 		l.loadData(p, data)
@@ -112,7 +152,7 @@ func (l *Loader) loadPath(p string) {
 	}
 	info, err := os.Stat(p)
 	if err != nil {
-		l.fail(Source{File: p}, "%w", unwrapPathError(err))
+		l.failed(Source{File: p}, "%w", unwrapPathError(err))
 		return
 	}
 	if !info.IsDir() {
@@ -122,7 +162,7 @@ func (l *Loader) loadPath(p string) {
 	var files []string
 	err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
-			l.fail(Source{File: path}, "%w", unwrapPathError(err))
+			l.failed(Source{File: path}, "%w", unwrapPathError(err))
 			return nil
 		}
 		if !d.IsDir() && isManifest(path) {
@@ -131,10 +171,10 @@ func (l *Loader) loadPath(p string) {
 		return nil
 	})
 	if err != nil {
-		l.fail(Source{File: p}, "%w", err)
+		l.failed(Source{File: p}, "%w", err)
 	}
 	if len(files) == 0 {
-		l.fail(Source{File: p}, "no .yaml, .yml or .json files in this folder")
+		l.failed(Source{File: p}, "no .yaml, .yml or .json files in this folder")
 	}
 	for _, f := range files {
 		l.loadFile(f)
@@ -160,16 +200,27 @@ func isManifest(path string) bool {
 func (l *Loader) loadFile(path string) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		l.fail(Source{File: path}, "%w", unwrapPathError(err))
+		l.failed(Source{File: path}, "%w", unwrapPathError(err))
 		return
 	}
 	l.loadData(path, data)
 }
 
-// document is one YAML document of a file.
+// document is one YAML document of a file, and once decoded, what it holds.
 type document struct {
 	index, line int
 	data        []byte
+
+	objects []decoded
+	errs    []error
+	ignored int
+}
+
+// decoded is an object read from a document, and the istiod version a workload runs.
+type decoded struct {
+	kind   *kinds.Kind
+	object metav1.Object
+	istiod string
 }
 
 var separator = regexp.MustCompile(`^---(\s|#|$)`)
@@ -202,19 +253,42 @@ func splitDocuments(data []byte) []document {
 	return append(docs, cur)
 }
 
-func (l *Loader) loadData(file string, data []byte) {
-	for _, doc := range splitDocuments(data) {
-		if doc.line == 0 { // nothing but space and comments
-			continue
+func (l *Loader) loadData(name string, data []byte) {
+	f := &file{name: name, docs: splitDocuments(data)}
+	l.files = append(l.files, f)
+	for i := range f.docs {
+		if f.docs[i].line != 0 { // nothing but space and comments otherwise
+			l.pending <- &f.docs[i]
 		}
-		l.bundle.Documents++
-		src := Source{File: file, Document: doc.index, Line: doc.line}
-		js, err := yaml.YAMLToJSON(doc.data)
-		if err != nil {
-			l.fail(src, "not valid YAML: %v", err)
-			continue
+	}
+}
+
+func (l *Loader) decode(doc *document) {
+	js, err := yaml.YAMLToJSON(doc.data)
+	if err != nil {
+		doc.errs = append(doc.errs, fmt.Errorf("not valid YAML: %v", err))
+		return
+	}
+	l.decodeObject(doc, js)
+}
+
+// merge adds a decoded document to the bundle, its errors to the loader's, with the file
+// named.
+func (l *Loader) merge(doc *document, fileName string) {
+	if doc.line == 0 {
+		return
+	}
+	l.bundle.Documents++
+	l.bundle.Ignored += doc.ignored
+	src := Source{File: fileName, Document: doc.index, Line: doc.line}
+	for _, err := range doc.errs {
+		l.errs = append(l.errs, &InputError{Source: src, Err: err})
+	}
+	for _, d := range doc.objects {
+		if d.istiod != "" {
+			l.bundle.State.Istiod = append(l.bundle.State.Istiod, d.istiod)
 		}
-		l.loadObject(src, js)
+		l.add(src, d.kind, d.object)
 	}
 }
 
@@ -225,22 +299,25 @@ type typeMeta struct {
 	Items      []json.RawMessage `json:"items"`
 }
 
-func (l *Loader) loadObject(src Source, js []byte) {
+// decodeObject reads the object (or the List of objects) js of a document into it. It
+// runs beside others: it touches the document alone.
+func (l *Loader) decodeObject(doc *document, js []byte) {
+	fail := func(format string, args ...any) { doc.errs = append(doc.errs, fmt.Errorf(format, args...)) }
 	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
 		return
 	}
 	var tm typeMeta
 	if err := json.Unmarshal(js, &tm); err != nil {
-		l.fail(src, "not a Kubernetes object: %v", jsonError(err))
+		fail("not a Kubernetes object: %v", jsonError(err))
 		return
 	}
 	if tm.Kind == "" {
-		l.fail(src, "the document has no kind")
+		fail("the document has no kind")
 		return
 	}
 	if tm.Kind == "List" || strings.HasSuffix(tm.Kind, "List") && tm.Items != nil {
 		for _, item := range tm.Items {
-			l.loadObject(src, item)
+			l.decodeObject(doc, item)
 		}
 		return
 	}
@@ -250,7 +327,7 @@ func (l *Loader) loadObject(src Source, js []byte) {
 	}
 	kind := kinds.Lookup(group, tm.Kind)
 	if kind == nil {
-		l.bundle.Ignored++
+		doc.ignored++
 		return
 	}
 	// The object's name, for messages only: read again only when one is written.
@@ -259,7 +336,7 @@ func (l *Loader) loadObject(src Source, js []byte) {
 		return n
 	}
 	if !kind.Serves(version) {
-		l.fail(src, "%s %q: apiVersion %q is not served; use %s", tm.Kind, name(), tm.APIVersion, servedVersions(kind))
+		fail("%s %q: apiVersion %q is not served; use %s", tm.Kind, name(), tm.APIVersion, servedVersions(kind))
 		return
 	}
 	read := l.Read
@@ -268,21 +345,20 @@ func (l *Loader) loadObject(src Source, js []byte) {
 	}
 	o, err := read(kind, js)
 	if err != nil {
-		l.fail(src, "%s %q: %v", tm.Kind, name(), err)
+		fail("%s %q: %v", tm.Kind, name(), err)
 		return
 	}
 	if g, ok := o.(*policy.MeshGuardrail); ok {
 		if errs := l.Engine.ValidateGuardrail(g, nil); len(errs) > 0 { // namespaces may come later: MG506 judges each Pod
-			l.fail(src, "%s %q is invalid: %v", tm.Kind, g.Name, errs.ToAggregate())
+			fail("%s %q is invalid: %v", tm.Kind, g.Name, errs.ToAggregate())
 			return
 		}
 	}
+	d := decoded{kind: kind, object: o}
 	if kind.Role == kinds.Workload {
-		if v := kinds.IstiodVersion(js); v != "" {
-			l.bundle.State.Istiod = append(l.bundle.State.Istiod, v)
-		}
+		d.istiod = kinds.IstiodVersion(js)
 	}
-	l.add(src, kind, o)
+	doc.objects = append(doc.objects, d)
 }
 
 // servedVersions lists a kind's apiVersions for messages.

@@ -42,6 +42,21 @@ type options struct {
 	memProfile           string
 	apiserver            int
 	growth               bool
+	check                string
+	runs                 int
+}
+
+// positives reads a flag's comma-separated positive numbers.
+func positives(flag, list string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", flag, p)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func main() {
@@ -70,6 +85,8 @@ func run(args []string, out io.Writer) error {
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile of the largest size, taken after its load (cache, views and server), to this file")
 	fs.IntVar(&o.apiserver, "apiserver", 0, "instead: this many RequestAuthentication creates through a real kube-apiserver, with and without meshguard")
 	fs.BoolVar(&o.growth, "growth", false, "instead: serve each size from its own process, all at once, and alternate the load between them")
+	fs.StringVar(&o.check, "check", "", "instead: `meshguard check -o json` as a process over generated bundles of these sizes in objects, comma-separated")
+	fs.IntVar(&o.runs, "runs", 11, "with -check: runs per size")
 	// Internal: the server processes of -growth.
 	serveSize := fs.Int("serve-size", 0, "")
 	readyFile := fs.String("ready-file", "", "")
@@ -82,12 +99,16 @@ func run(args []string, out io.Writer) error {
 	if *serveSize > 0 {
 		return serveOneSize(o, *serveSize, *readyFile)
 	}
-	for _, p := range strings.Split(pods, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n <= 0 {
-			return fmt.Errorf("-pods: %q is not a positive number", p)
+	if o.check != "" {
+		sizes, err := positives("-check", o.check)
+		if err != nil {
+			return err
 		}
-		o.pods = append(o.pods, n)
+		return checkFigure(sizes, o.runs, out)
+	}
+	var err error
+	if o.pods, err = positives("-pods", pods); err != nil {
+		return err
 	}
 	if o.podsPerNamespace <= 0 || o.policiesPerNamespace < 2 || o.policiesPerNamespace%2 != 0 || o.conns <= 0 || o.rounds <= 0 {
 		return errors.New("-pods-per-namespace and -conns must be positive, -policies-per-namespace even and at least 2, -rounds positive")
