@@ -148,7 +148,7 @@ func post(t *testing.T, h admission.Handler, body []byte) *admissionv1.Admission
 	rec := httptest.NewRecorder()
 	r := httptest.NewRequest(http.MethodPost, "/validate", bytes.NewReader(body))
 	r.Header.Set("Content-Type", "application/json")
-	(&admission.Webhook{Handler: h}).ServeHTTP(rec, r)
+	reviews{handler: h}.ServeHTTP(rec, r)
 	var out admissionv1.AdmissionReview
 	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
 		t.Fatalf("response is not an AdmissionReview (HTTP %d): %s", rec.Code, rec.Body.String())
@@ -292,13 +292,14 @@ func TestBadInput(t *testing.T) {
 		rec := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodPost, "/validate", strings.NewReader(body))
 		r.Header.Set("Content-Type", "application/json")
-		(&admission.Webhook{Handler: v}).ServeHTTP(rec, r)
+		reviews{handler: v}.ServeHTTP(rec, r)
 		var out admissionv1.AdmissionReview
 		if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil || out.Response.Allowed || out.Response.Result.Code != http.StatusBadRequest {
 			t.Errorf("%s: HTTP %d %s", name, rec.Code, rec.Body.String())
 		}
 	}
-	// Bodies are capped (controller-runtime: 7 MiB): an oversized review is refused whole.
+	// Bodies are capped (7 MiB, beside the limiter's tighter cap): an oversized review is
+	// refused whole.
 	huge := append([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","object":{"pad":"`), bytes.Repeat([]byte("x"), 8<<20)...)
 	if r := post(t, v, append(huge, `"}}}`...)); r.Allowed || !strings.Contains(r.Result.Message, "too large") {
 		t.Errorf("oversized body: %+v", r.Result)
@@ -342,7 +343,7 @@ func FuzzAdmissionReview(f *testing.F) {
 			rec := httptest.NewRecorder()
 			r := httptest.NewRequest(http.MethodPost, "/validate", bytes.NewReader(body))
 			r.Header.Set("Content-Type", "application/json")
-			(&admission.Webhook{Handler: h}).ServeHTTP(rec, r)
+			reviews{handler: h}.ServeHTTP(rec, r)
 			var out admissionv1.AdmissionReview
 			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
 				t.Fatalf("HTTP %d, not an AdmissionReview: %s", rec.Code, rec.Body.String())

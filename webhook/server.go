@@ -39,8 +39,8 @@ func (s *Server) Register(ws ctrlwebhook.Server) {
 		limits = DefaultLimits()
 	}
 	l := newLimiter(limits, s.Metrics)
-	ws.Register(ValidatePath, l.wrap(&ctrlwebhook.Admission{Handler: s.Validating()}))
-	ws.Register(MutatePath, l.wrap(&ctrlwebhook.Admission{Handler: s.Mutating()}))
+	ws.Register(ValidatePath, l.wrap(reviews{handler: s.Validating(), log: s.Log.WithName("validate")}))
+	ws.Register(MutatePath, l.wrap(reviews{handler: s.Mutating(), log: s.Log.WithName("mutate")}))
 }
 
 // CacheOptions say what the informer cache keeps of each kind (kinds.Kind.Keep): no

@@ -56,7 +56,7 @@ func growthFigure(o options, out io.Writer) error {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}
 		s := shape{pods: pods, podsPerNamespace: o.podsPerNamespace, policiesPerNamespace: o.policiesPerNamespace}
-		e := newEndpoint(base, ca, o.conns)
+		e := newEndpoint(base, o.conns, ca)
 		if err := e.warmViews(s, reviews); err != nil {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}

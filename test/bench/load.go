@@ -21,6 +21,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
+
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -85,7 +87,9 @@ func (r review) verdict(body []byte) error {
 // endpoint is meshguard's HTTPS server (webhook.NewHTTPSServer) with meshguard's handlers and
 // the null handler, and a keep-alive client that trusts it.
 type endpoint struct {
-	base   string
+	base string
+	// bare serves the bare handler, the second floor.
+	bare   string
 	client *http.Client
 }
 
@@ -94,7 +98,48 @@ func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error
 	if err != nil {
 		return nil, err
 	}
-	return newEndpoint(base, ca, conns), nil
+	bare, bareCA, err := startBare(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e := newEndpoint(base, conns, ca, bareCA)
+	e.bare = bare
+	return e, nil
+}
+
+// startBare serves the bare handler until ctx ends: Go's net/http over TLS (1.2 at least,
+// HTTP/1.1, as meshguard's server), decoding the AdmissionReview with encoding/json and
+// answering "allowed". It is the floor of any Go webhook: no routing, metrics, limits or
+// judging. It returns its base URL and CA.
+func startBare(ctx context.Context) (base string, ca []byte, _ error) {
+	bundle, err := certs.SelfSigned([]string{"127.0.0.1"}, 24*time.Hour)
+	if err != nil {
+		return "", nil, err
+	}
+	cert, err := tls.X509KeyPair(bundle.Cert, bundle.Key)
+	if err != nil {
+		return "", nil, err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}},
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var review admissionv1.AdmissionReview
+			if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
+				http.Error(w, "not an AdmissionReview", http.StatusBadRequest)
+				return
+			}
+			out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(out)
+		}),
+	}
+	go func() { _ = srv.ServeTLS(l, "", "") }()
+	go func() { <-ctx.Done(); _ = srv.Close() }()
+	return "https://" + l.Addr().String(), bundle.CA, nil
 }
 
 // serveHandlers serves meshguard's webhooks over reader, and the null handler, until ctx
@@ -114,10 +159,12 @@ func serveHandlers(ctx context.Context, reader cache.Cache) (base string, ca []b
 	})
 }
 
-// newEndpoint is a keep-alive client of the server at base, trusting ca.
-func newEndpoint(base string, ca []byte, conns int) *endpoint {
+// newEndpoint is a keep-alive client of the server at base, trusting cas.
+func newEndpoint(base string, conns int, cas ...[]byte) *endpoint {
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
+	for _, ca := range cas {
+		roots.AppendCertsFromPEM(ca)
+	}
 	return &endpoint{
 		base: base,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
@@ -201,9 +248,11 @@ func startServer(ctx context.Context, register func(ctrlwebhook.Server)) (base s
 	}
 }
 
-// post sends one review and returns the response body.
-func (e *endpoint) post(p string, body []byte) ([]byte, error) {
-	resp, err := e.client.Post(e.base+p, "application/json", bytes.NewReader(body))
+// post sends one review to meshguard's server and returns the response body.
+func (e *endpoint) post(p string, body []byte) ([]byte, error) { return e.postTo(e.base, p, body) }
+
+func (e *endpoint) postTo(base, p string, body []byte) ([]byte, error) {
+	resp, err := e.client.Post(base+p, "application/json", bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -219,6 +268,7 @@ func (e *endpoint) post(p string, body []byte) ([]byte, error) {
 type target struct {
 	route func(review) string
 	check func(review, []byte) error
+	bare  bool // to the bare server
 }
 
 var (
@@ -228,6 +278,8 @@ var (
 	nullTarget = target{route: func(review) string { return nullPath }, check: func(r review, body []byte) error {
 		return review{name: r.name, Allowed: true}.verdict(body)
 	}}
+	// bareTarget sends every review to the bare handler, which allows it.
+	bareTarget = target{route: func(review) string { return "/" }, check: nullTarget.check, bare: true}
 )
 
 // result is the latencies of one or more load phases.
@@ -269,7 +321,11 @@ func (e *endpoint) load(reviews []review, conns int, d time.Duration, t target) 
 			for i := c; time.Now().Before(stop) && !failed.Load(); i++ {
 				r := reviews[i%len(reviews)]
 				t0 := time.Now()
-				body, err := e.post(t.route(r), r.Review)
+				base := e.base
+				if t.bare {
+					base = e.bare
+				}
+				body, err := e.postTo(base, t.route(r), r.Review)
 				lat = append(lat, time.Since(t0))
 				if err == nil {
 					err = t.check(r, body)

@@ -1,8 +1,9 @@
 // Command bench is meshguard's load generator. For each cluster size it fills the informer
 // cache of `meshguard serve` with a synthetic cluster, serves meshguard's webhooks and a null
-// handler on the same HTTPS server stack, and posts recorded AdmissionReviews (reviews/) over
-// keep-alive connections, alternating meshguard and null phases. It prints latency
-// quantiles, throughput, their ratios to the null handler, and the cache's memory.
+// handler on the same HTTPS server stack, and a bare net/http handler beside it (the floor
+// of any Go webhook), and posts recorded AdmissionReviews (reviews/) over keep-alive
+// connections, alternating meshguard, null and bare phases. It prints latency quantiles,
+// throughput, their ratios to the null handler and to the bare one, and the cache's memory.
 //
 //	go run ./test/bench -pods 1000,10000,100000 -conns 64
 //
@@ -140,7 +141,7 @@ func run(args []string, out io.Writer) error {
 		o.conns, o.rounds, o.phase, o.warmup, names(reviews))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "pods\tnamespaces\tpolicies\thandler\tp50\tp99\tp99.9\treq/s\tp99 ratio\treq/s ratio\theap/pod\theap/policy\tviews/pod\tRSS\t")
-	var growth []string
+	var growth, floors []string
 	var firstP99, firstNullP99 time.Duration
 	for i, pods := range o.pods {
 		s := shape{pods: pods, podsPerNamespace: o.podsPerNamespace, policiesPerNamespace: o.policiesPerNamespace}
@@ -149,15 +150,19 @@ func run(args []string, out io.Writer) error {
 		if last {
 			profiles = profs
 		}
-		m, mg, null, err := measure(s, reviews, o, profiles, last)
+		m, ph, err := measure(s, reviews, o, profiles, last)
 		if err != nil {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}
+		mg, null, bare := ph.meshguard, ph.null, ph.bare
 		q := func(r result, f float64) time.Duration { return r.quantile(f).Round(time.Microsecond) }
 		fmt.Fprintf(tw, "%d\t%d\t%d\tmeshguard\t%v\t%v\t%v\t%.0f\t%.2f\t%.2f\t%.0f B\t%.0f B\t%.0f B\t%d MiB\t\n",
 			pods, s.namespaces(), s.policies(), q(mg, 0.5), q(mg, 0.99), q(mg, 0.999), mg.rate(),
 			float64(mg.quantile(0.99))/float64(null.quantile(0.99)), mg.rate()/null.rate(), m.perPod, m.perPolicy, m.viewsPerPod, m.rss>>20)
 		fmt.Fprintf(tw, "\t\t\tnull\t%v\t%v\t%v\t%.0f\t\t\t\t\t\t\n", q(null, 0.5), q(null, 0.99), q(null, 0.999), null.rate())
+		fmt.Fprintf(tw, "\t\t\tbare\t%v\t%v\t%v\t%.0f\t\t\t\t\t\t\n", q(bare, 0.5), q(bare, 0.99), q(bare, 0.999), bare.rate())
+		floors = append(floors, fmt.Sprintf("at %d Pods, meshguard against the bare handler: p99 %.2f×, throughput %.2f×", pods,
+			float64(mg.quantile(0.99))/float64(bare.quantile(0.99)), mg.rate()/bare.rate()))
 		if i == 0 {
 			firstP99, firstNullP99 = mg.quantile(0.99), null.quantile(0.99)
 		} else {
@@ -168,7 +173,7 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	tw.Flush()
-	for _, g := range growth {
+	for _, g := range append(floors, growth...) {
 		fmt.Fprintln(out, g)
 	}
 	fmt.Fprintln(out, "views/pod is the heap the namespace views add, per Pod, once both views of every namespace are built")
@@ -202,51 +207,56 @@ func profiled(into **os.File, phase func() (result, error)) (result, error) {
 	return r, err
 }
 
-// measure builds one cluster size and alternates meshguard and null phases over it.
-func measure(s shape, reviews []review, o options, profs phaseProfiles, last bool) (memory, result, result, error) {
+// measure builds one cluster size and alternates meshguard, null and bare phases over it.
+func measure(s shape, reviews []review, o options, profs phaseProfiles, last bool) (memory, phases, error) {
 	ctx, cancel := context.WithCancel(context.Background())
+	var ph phases
 	c, m, wait, err := startCache(ctx, s)
 	if err != nil {
 		cancel()
-		return m, result{}, result{}, err
+		return m, ph, err
 	}
 	defer wait()
 	defer cancel()
 	e, err := serve(ctx, c, o.conns)
 	if err != nil {
-		return m, result{}, result{}, err
+		return m, ph, err
 	}
 	before := heapInUse()
 	if err := e.warmViews(s, reviews); err != nil {
-		return m, result{}, result{}, err
+		return m, ph, err
 	}
 	m.viewsPerPod = float64(int64(heapInUse())-int64(before)) / float64(s.pods)
-	// Warm both: connections, caches, the Go scheduler.
-	if _, err := e.load(reviews, o.conns, o.warmup, meshguardTarget); err != nil {
-		return m, result{}, result{}, err
+	// Warm all: connections, caches, the Go scheduler.
+	for _, t := range []target{meshguardTarget, nullTarget, bareTarget} {
+		if _, err := e.load(reviews, o.conns, o.warmup, t); err != nil {
+			return m, ph, err
+		}
 	}
-	if _, err := e.load(reviews, o.conns, o.warmup, nullTarget); err != nil {
-		return m, result{}, result{}, err
-	}
-	var mg, nl result
 	for range o.rounds {
-		r, err := profiled(&profs.meshguard, func() (result, error) { return e.load(reviews, o.conns, o.phase, meshguardTarget) })
-		if err != nil {
-			return m, mg, nl, err
+		for _, p := range []struct {
+			into    *result
+			profile **os.File
+			target  target
+		}{{&ph.meshguard, &profs.meshguard, meshguardTarget}, {&ph.null, &profs.null, nullTarget}, {&ph.bare, new(*os.File), bareTarget}} {
+			r, err := profiled(p.profile, func() (result, error) { return e.load(reviews, o.conns, o.phase, p.target) })
+			if err != nil {
+				return m, ph, err
+			}
+			p.into.add(r)
 		}
-		mg.add(r)
-		if r, err = profiled(&profs.null, func() (result, error) { return e.load(reviews, o.conns, o.phase, nullTarget) }); err != nil {
-			return m, mg, nl, err
-		}
-		nl.add(r)
 	}
-	slices.Sort(mg.latencies)
-	slices.Sort(nl.latencies)
+	for _, r := range []*result{&ph.meshguard, &ph.null, &ph.bare} {
+		slices.Sort(r.latencies)
+	}
 	if last && o.memProfile != "" {
-		return m, mg, nl, writeHeapProfile(o.memProfile)
+		return m, ph, writeHeapProfile(o.memProfile)
 	}
-	return m, mg, nl, nil
+	return m, ph, nil
 }
+
+// phases are the latencies of each handler's phases at one size.
+type phases struct{ meshguard, null, bare result }
 
 // writeHeapProfile writes the heap as the last collection left it.
 func writeHeapProfile(path string) error {
