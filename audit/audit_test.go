@@ -2,6 +2,8 @@ package audit
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -193,5 +195,42 @@ func TestIncremental(t *testing.T) {
 	}
 	if got := written(t, c, OpenReports); len(got) != 2 {
 		t.Errorf("%d reports after a pass over shop, want both", len(got))
+	}
+}
+
+// TestDesiredWhateverTheOrder: the reports do not depend on the order a cache lists Pods
+// in (it differs between replicas and between passes), or a pass would rewrite them, and
+// two replicas would rewrite each other's.
+func TestDesiredWhateverTheOrder(t *testing.T) {
+	noAudiences := `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
+	rs := metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "api-6c4d9", UID: "rs-uid"}
+	var pods []*policy.Workload
+	for i := range 6 {
+		o := &metav1.ObjectMeta{Namespace: "shop", Name: fmt.Sprintf("web-%d", i), UID: types.UID(fmt.Sprint(i)), Labels: map[string]string{"app": "web"}}
+		if i%2 == 1 { // Pods of one Deployment, labelled apart
+			o.Name, o.OwnerReferences = fmt.Sprintf("api-6c4d9-%d", i), []metav1.OwnerReference{rs}
+			o.Labels = map[string]string{"app": "web", "pod-template-hash": "6c4d9", "n": fmt.Sprint(i)}
+		}
+		pods = append(pods, &policy.Workload{Kind: policy.KindPod, ObjectMeta: o})
+	}
+	desired := func(order []*policy.Workload) []*reportsv1alpha1.Report {
+		st := policy.NewSnapshot()
+		st.Add(ra(t, "web-jwt", noAudiences))
+		for _, p := range order {
+			st.Add(p)
+		}
+		return Desired(policy.NewEngine(), st, st.NamespaceNames())
+	}
+	want := desired(pods)
+	reversed := slices.Clone(pods)
+	slices.Reverse(reversed)
+	got := desired(reversed)
+	if len(got) != len(want) {
+		t.Fatalf("%d reports, then %d", len(want), len(got))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Errorf("Pods listed in another order give another report %s:\n%+v\n%+v", want[i].Name, got[i].Results, want[i].Results)
+		}
 	}
 }

@@ -3,8 +3,10 @@
 package live
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -73,8 +75,14 @@ func Controlled(ctx context.Context, c client.Reader, st policy.State, kind, ns,
 
 // Owners groups Pods by the workload that owns them (a Deployment through its ReplicaSet,
 // a StatefulSet, a DaemonSet, a Job...), one Pod standing for each group, named after its
-// owner; a Pod no one owns stands for itself.
+// owner; a Pod no one owns stands for itself. The Pod standing for a group is the first by
+// name, and the groups come in the order of those Pods' names, whatever order the Pods
+// were listed in (a cache's differs between replicas, and between passes): what is judged
+// of them, and reported, is the same every time.
 func Owners(pods []*policy.Workload) []*policy.Workload {
+	pods = slices.SortedStableFunc(slices.Values(pods), func(a, b *policy.Workload) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	var out []*policy.Workload
 	seen := map[string]bool{}
 	for _, p := range pods {

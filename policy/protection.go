@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -174,6 +175,11 @@ func (c *Context) describe(ws []*Workload) string {
 		}
 		return fmt.Sprintf("workloads labelled %s in %s", labelString(w.Labels), where)
 	}
+	// By name: the order a cache lists workloads in differs between replicas and passes,
+	// and a message must not (the audit rewrites a report whose message changed).
+	ws = slices.SortedFunc(slices.Values(ws), func(a, b *Workload) int {
+		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
 	const shown = 3
 	var names []string
 	for i, w := range ws {
