@@ -8,15 +8,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
-	"reflect"
+	"maps"
 	"slices"
 	"strings"
 
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -164,59 +164,63 @@ func reportName(kind, name string) string {
 	return n[:200] + "-" + hex.EncodeToString(sum[:8])
 }
 
+// resultsAnnotation holds a hash of what meshguard wrote in a report (its scope, summary,
+// results and owner): a pass compares it with what it would write, and lists no more than
+// the reports' metadata.
+const resultsAnnotation = "meshguard.io/results-sha256"
+
 // Sync makes meshguard's reports of kind (OpenReports or PolicyReports) in namespaces
-// (nil: all) the desired ones: it creates the missing, updates those whose scope, summary
-// or results differ, deletes the others there, and writes nothing else: a pass that changes
-// nothing writes nothing. It returns the writes made.
+// (nil: all) the desired ones: it creates the missing, rewrites those whose content
+// differs from what it would write, deletes the others there, and writes nothing else: a
+// pass that changes nothing writes nothing, and reads only the reports' metadata. It
+// returns the writes made.
 func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, desired []*reportsv1alpha1.Report, namespaces []string) (int, error) {
 	// Listed in the namespaces judged only: an incremental pass reads one namespace's.
 	scopes := []string{metav1.NamespaceAll}
 	if namespaces != nil {
 		scopes = namespaces
 	}
-	current := map[string]*unstructured.Unstructured{}
+	current := map[string]*metav1.PartialObjectMetadata{}
 	for _, ns := range scopes {
-		var existing unstructured.UnstructuredList
+		var existing metav1.PartialObjectMetadataList
 		existing.SetGroupVersionKind(kind.GroupVersion().WithKind(kind.Kind + "List"))
 		if err := c.List(ctx, &existing, client.InNamespace(ns), client.MatchingLabels{managedByLabel: managedBy}); err != nil {
 			return 0, fmt.Errorf("listing meshguard's %s: %w", kind.Kind, err)
 		}
 		for i := range existing.Items {
 			r := &existing.Items[i]
-			current[r.GetNamespace()+"/"+r.GetName()] = r
+			r.SetGroupVersionKind(kind)
+			current[r.Namespace+"/"+r.Name] = r
 		}
 	}
 	writes := 0
 	for _, want := range desired {
 		key := want.Namespace + "/" + want.Name
+		sum, err := contentHash(want)
+		if err != nil {
+			return writes, fmt.Errorf("report %s: %w", key, err)
+		}
+		have, ok := current[key]
+		delete(current, key)
+		if ok && have.Annotations[resultsAnnotation] == sum {
+			continue
+		}
 		obj, err := encode(kind, want)
 		if err != nil {
 			return writes, fmt.Errorf("report %s: %w", key, err)
 		}
-		u, ok := current[key]
-		delete(current, key)
+		obj.SetAnnotations(map[string]string{resultsAnnotation: sum})
 		if !ok {
-			if err := c.Create(ctx, obj); err != nil {
-				return writes, fmt.Errorf("creating %s %s: %w", kind.Kind, key, err)
-			}
-			writes++
-			continue
+			err = c.Create(ctx, obj)
+		} else {
+			// What others set on the report (labels, annotations) is kept.
+			obj.SetResourceVersion(have.ResourceVersion)
+			obj.SetLabels(merged(have.Labels, obj.GetLabels()))
+			obj.SetAnnotations(merged(have.Annotations, obj.GetAnnotations()))
+			err = c.Update(ctx, obj)
 		}
-		have, err := decode(u)
 		if err != nil {
-			return writes, fmt.Errorf("reading %s %s: %w", kind.Kind, key, err)
-		}
-		if reflect.DeepEqual(have.Scope, want.Scope) && have.Summary == want.Summary && reflect.DeepEqual(have.Results, want.Results) {
-			continue
-		}
-		// What meshguard judges is replaced; what others set on the report (labels,
-		// annotations) is kept.
-		for _, field := range []string{"scope", "summary", "results"} {
-			u.Object[field] = obj.Object[field]
-		}
-		u.SetOwnerReferences(want.OwnerReferences)
-		if err := c.Update(ctx, u); err != nil {
-			return writes, fmt.Errorf("updating %s %s: %w", kind.Kind, key, err)
+			return writes, fmt.Errorf("writing %s %s: %w", kind.Kind, key, err)
 		}
 		writes++
 	}
@@ -227,4 +231,29 @@ func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, de
 		writes++
 	}
 	return writes, nil
+}
+
+// contentHash is the hash of what a report says, and to whom it belongs.
+func contentHash(r *reportsv1alpha1.Report) (string, error) {
+	data, err := json.Marshal(struct {
+		Scope   *corev1.ObjectReference        `json:"scope"`
+		Summary reportsv1alpha1.ReportSummary  `json:"summary"`
+		Results []reportsv1alpha1.ReportResult `json:"results"`
+		Owners  []metav1.OwnerReference        `json:"owners"`
+	}{r.Scope, r.Summary, r.Results, r.OwnerReferences})
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// merged is base with over's entries on top.
+func merged(base, over map[string]string) map[string]string {
+	out := maps.Clone(base)
+	if out == nil {
+		out = map[string]string{}
+	}
+	maps.Copy(out, over)
+	return out
 }

@@ -69,10 +69,23 @@ func testSync(t *testing.T, kind schema.GroupVersionKind) {
 	if w := pass(st); w != 0 {
 		t.Errorf("a pass that changes nothing wrote %d times", w)
 	}
+	// A label someone else put on a report stays when meshguard rewrites it.
+	var u unstructured.Unstructured
+	u.SetGroupVersionKind(kind)
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "meshguard-requestauthentication-web-jwt"}, &u); err != nil {
+		t.Fatal(err)
+	}
+	u.SetLabels(map[string]string{managedByLabel: managedBy, "team": "payments"})
+	if err := c.Update(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
 	fixed := policy.NewSnapshot()
 	fixed.Add(ra(t, "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`))
 	pass(fixed)
 	left := written(t, c, kind)
+	if r := left["meshguard-requestauthentication-web-jwt"]; r == nil || r.Labels["team"] != "payments" || r.Annotations[resultsAnnotation] == "" {
+		t.Errorf("the rewritten report: %+v", r)
+	}
 	for name, r := range left {
 		for _, res := range r.Results {
 			if res.Policy == "MG101" {
@@ -85,13 +98,17 @@ func testSync(t *testing.T, kind schema.GroupVersionKind) {
 	}
 }
 
-// fakeClient is a client of an empty cluster that serves both kinds of report.
+// fakeClient is a client of an empty cluster that serves both kinds of report. The fake
+// needs a type for each kind it serves: a PolicyReport is held as a Report, the schema it
+// shares (the e2e test writes them through the real CRD).
 func fakeClient(t *testing.T) client.Client {
 	t.Helper()
 	scheme, err := kinds.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
+	scheme.AddKnownTypeWithName(PolicyReports, &reportsv1alpha1.Report{})
+	scheme.AddKnownTypeWithName(PolicyReports.GroupVersion().WithKind("PolicyReportList"), &reportsv1alpha1.ReportList{})
 	return fake.NewClientBuilder().WithScheme(scheme).Build()
 }
 
