@@ -9,7 +9,7 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-growth load-apiserver docs generate image clean
+.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-growth load-check load-apiserver docs generate image clean
 
 all: build
 
@@ -50,13 +50,16 @@ fuzz: ## Run every fuzz target for FUZZTIME each
 	$(GO) test ./kinds -run '^$$' -fuzz '^FuzzIstioSpec$$' -fuzztime $(FUZZTIME)
 
 bench: ## Go benchmarks of the hot paths (figures and method in docs/performance.md)
-	$(GO) test ./check ./webhook ./test/bench -run '^$$' -bench . -benchmem -count 5
+	$(GO) test ./check ./webhook ./audit ./policy ./test/bench -run '^$$' -bench . -benchmem -count 5
 
 load: ## The load generator: meshguard vs a null handler over HTTPS at 1k, 10k and 100k Pods
 	$(GO) run ./test/bench -pods 1000,10000,100000 -conns 64
 
 load-growth: ## How the p99 grows from 1k to 100k Pods: one server process per size, load alternated
 	$(GO) run ./test/bench -growth -pods 1000,10000,100000 -conns 64
+
+load-check: ## meshguard check -o json as a process over 1k, 10k and 100k objects: median wall, peak RSS (GNU time)
+	$(GO) run ./test/bench -check 1000,10000,100000 -runs 7
 
 load-apiserver: control-plane ## RequestAuthentication creates through kube-apiserver, with and without meshguard
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) run ./test/bench -apiserver 500 -rounds 3
