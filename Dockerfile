@@ -1,7 +1,8 @@
 # For those who build with Docker: the same files `make image` puts in its image (written by
 # hack/image, which needs no container engine), on scratch, run as the nonroot user with no
-# shell. test/image compares the two.
-FROM golang:1.26.8 AS build
+# shell. test/image compares the two. The build stage runs on the builder's platform and
+# cross-compiles for the target's (docker buildx build --platform linux/amd64,linux/arm64).
+FROM --platform=$BUILDPLATFORM golang:1.26.8 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
