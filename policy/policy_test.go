@@ -507,3 +507,21 @@ func TestCatalog(t *testing.T) {
 		t.Errorf("%d rules, the catalog has 69", len(seen)/2)
 	}
 }
+
+// TestDescribeNamesTheFirstByName: a message names the same few workloads however the
+// state lists them.
+func TestDescribeNamesTheFirstByName(t *testing.T) {
+	var ws []*Workload
+	for _, name := range []string{"web-4", "api-1", "web-2", "api-0", "web-3"} {
+		ws = append(ws, pod("shop", name, nil))
+	}
+	want := "Pod shop/api-0, Pod shop/api-1, Pod shop/web-2, 2 more"
+	c := &Context{}
+	for range 3 {
+		if got := c.describe(ws); got != want {
+			t.Errorf("describe %v: %q, want %q", ws, got, want)
+		}
+		slices.Reverse(ws)
+		ws = append(ws[1:], ws[0])
+	}
+}
