@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	jsonv2 "github.com/go-json-experiment/json"
@@ -55,7 +54,10 @@ func readReview(r *http.Request) (*admissionv1.AdmissionReview, error) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, errors.New("request body is empty")
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxReviewBody+1))
+	if r.ContentLength > maxReviewBody {
+		return nil, fmt.Errorf("the request body is too large: over %d bytes", maxReviewBody)
+	}
+	body, err := readBody(r, maxReviewBody)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("reading the request body: %w", err)
