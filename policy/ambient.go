@@ -51,13 +51,17 @@ func inAmbient(st State, w *Workload) bool {
 // meantForAmbient tells whether a workload's labels, or its namespace's, enrol it in
 // ambient mode, whether or not ztunnel can intercept it.
 func meantForAmbient(st State, w *Workload) bool {
+	return enrolledInAmbient(st.Settings(w.Namespace).NamespaceLabels, w)
+}
+
+// enrolledInAmbient is meantForAmbient, given the labels of the workload's namespace.
+func enrolledInAmbient(ns map[string]string, w *Workload) bool {
 	if isProxy(w) {
 		return false
 	}
 	if w.Annotations[AmbientRedirectionAnnotation] == "enabled" {
 		return true
 	}
-	ns := st.Settings(w.Namespace).NamespaceLabels
 	switch w.Labels[DataplaneModeLabel] {
 	case "none":
 		return false
@@ -78,18 +82,13 @@ func sidecarInjected(ns map[string]string, w *Workload) bool {
 		w.Labels[SidecarInjectLabel] == "true" || w.Labels[revisionLabel] != ""
 }
 
-// ambientOf returns the workloads of ws that ztunnel intercepts.
-func ambientOf(st State, ws []*Workload) []*Workload {
-	return lacking(ws, func(w *Workload) bool { return inAmbient(st, w) })
-}
-
 // ztunnelWorkloads returns the ambient workloads a policy reaches through ztunnel: those it
 // selects (or its namespace's, or the mesh's), unless it is attached by targetRefs.
 func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
 	if len(scopeOf(o).targetRefs) > 0 {
 		return nil
 	}
-	return ambientOf(c.State, c.workloadsOf(o))
+	return c.ambientOf(c.workloadsOf(o))
 }
 
 // l4Source and l4Operation tell whether a source or operation names a field ztunnel

@@ -71,14 +71,27 @@ func (c *Context) stopped() bool {
 }
 
 // protectionMemo remembers what protects workloads in one state. What protects a workload
-// depends only on its namespace and labels, and the Pods of one Deployment share those:
-// they are worked out once. A review asks of a handful of workloads, so the maps hold
-// pointers: small slots, small maps.
+// depends only on its namespace and labels, and often on fewer: a sidecar workload's
+// protection follows from the policies of its namespace and the root namespace that select
+// it, so the workloads of a namespace the same policies select share one, whatever else
+// their labels say (a mesh-wide policy's review asks of every Pod of the cluster, each with
+// its own pod-template-hash). Other workloads share one per label set.
 type protectionMemo struct {
-	state    State
-	byPod    map[*Workload]*protection
-	byLabels map[labelsKey]*labelledProtection
+	state      State
+	byPod      map[*Workload]*protection
+	byClass    map[classKey]*protection
+	byLabels   map[labelsKey]*labelledProtection
+	namespaces map[string]*candidates
+	// atRoot are the root namespace's policies, candidates in every namespace.
+	atRoot   *candidates
 	openings map[openingKey]request
+}
+
+// classKey names the sidecar workloads of a namespace that the same candidate policies
+// select: bit i of selected is the namespace's i-th candidate (see candidates).
+type classKey struct {
+	namespace string
+	selected  uint64
 }
 
 type labelsKey struct {
@@ -124,18 +137,44 @@ func (c *Context) protection(st State, w *Workload) protection {
 	if p, ok := m.byPod[w]; ok {
 		return *p
 	}
+	p := c.protectionBy(m, w)
+	m.byPod[w] = p
+	return *p
+}
+
+// protectionBy finds w's protection among those m knows, or works it out.
+func (c *Context) protectionBy(m *protectionMemo, w *Workload) *protection {
+	root := c.Settings.Root
+	if !w.Virtual {
+		ns := m.candidatesIn(w.Namespace, root)
+		if selected, ok := ns.selecting(w, root); ok && !ns.inAmbient(w) {
+			k := classKey{w.Namespace, selected}
+			if p, ok := m.byClass[k]; ok {
+				return p
+			}
+			p := ns.protection(m.state, root, w, selected, m.openings)
+			m.byClass[k] = p
+			return p
+		}
+	}
 	k := labelsKey{w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
 	for known := m.byLabels[k]; known != nil; known = known.next {
 		if maps.Equal(known.labels, w.Labels) {
-			m.byPod[w] = &known.protection
-			return known.protection
+			return &known.protection
 		}
 	}
-	e := &labelledProtection{labels: w.Labels, protection: protectionOf(st, c.Settings.Root, w, m.openings), next: m.byLabels[k]}
+	e := &labelledProtection{labels: w.Labels, protection: protectionOf(m.state, root, w, m.openings), next: m.byLabels[k]}
 	m.byLabels[k] = e
-	m.byPod[w] = &e.protection
-	return e.protection
+	return &e.protection
 }
+
+// inAmbient is inAmbient, with the namespace's labels read once per review.
+func (c *Context) inAmbient(w *Workload) bool {
+	return c.protectionMemoOf(c.State).candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
+}
+
+// ambientOf returns the workloads of ws that ztunnel intercepts.
+func (c *Context) ambientOf(ws []*Workload) []*Workload { return lacking(ws, c.inAmbient) }
 
 func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	for _, m := range c.protectionMemos {
@@ -146,9 +185,23 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := &protectionMemo{state: st, byPod: map[*Workload]*protection{}, byLabels: map[labelsKey]*labelledProtection{}, openings: map[openingKey]request{}}
+	m := &protectionMemo{state: st, byPod: map[*Workload]*protection{}, byClass: map[classKey]*protection{},
+		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]request{}}
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m
+}
+
+// candidatesIn returns the candidates of a namespace, listing them on first use.
+func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
+	if cands, ok := m.namespaces[ns]; ok {
+		return cands
+	}
+	if m.atRoot == nil {
+		m.atRoot = &candidates{ras: m.state.RequestAuthentications(root), aps: m.state.AuthorizationPolicies(root)}
+	}
+	cands := candidatesOf(m.state, ns, root, m.atRoot)
+	m.namespaces[ns] = cands
+	return cands
 }
 
 // Engine judges reviews against its catalog of rules.

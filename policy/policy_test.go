@@ -332,32 +332,64 @@ func TestReviewRegressions(t *testing.T) {
 	}
 }
 
-// TestProtectionByLabels: what protects a workload is worked out once per label set and
-// namespace, and workloads that differ in either are told apart.
-func TestProtectionByLabels(t *testing.T) {
+// TestProtectionByClass: what protects a sidecar workload is worked out once per namespace
+// and set of policies that select it, whatever else its labels say; workloads a policy
+// tells apart, a PeerAuthentication's selector too, or in another namespace, are told apart.
+func TestProtectionByClass(t *testing.T) {
 	ra := newRA(t, "shop", "web-jwt", goodRA)
 	allow := newAP(t, "shop", "web-require-jwt", allowRP)
-	web1 := pod("shop", "web-1", map[string]string{"app": "web", "tier": "front"})
-	web2 := pod("shop", "web-2", map[string]string{"tier": "front", "app": "web"})
+	strict := newPA(t, "shop", "strict", `{"selector":{"matchLabels":{"tier":"back"}},"mtls":{"mode":"STRICT"}}`)
+	web1 := pod("shop", "web-1", map[string]string{"app": "web", "tier": "front", "pod-template-hash": "5d8f"})
+	web2 := pod("shop", "web-2", map[string]string{"tier": "front", "app": "web", "pod-template-hash": "77c4"})
+	webBack := pod("shop", "web-3", map[string]string{"app": "web", "tier": "back"})
 	api := pod("shop", "api-1", map[string]string{"app": "api", "tier": "front"})
 	elsewhere := pod("dev", "web-1", map[string]string{"app": "web", "tier": "front"})
-	live := snapshot(ra, allow, web1, web2, api, elsewhere)
+	live := snapshot(ra, allow, strict, web1, web2, webBack, api, elsewhere)
 	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
-	if !c.protection(live, web1).requiresToken() || !c.protection(live, web2).requiresToken() {
-		t.Error("the web Pods are not protected")
+	for _, w := range []*Workload{web1, web2, webBack} {
+		if !c.protection(live, w).requiresToken() {
+			t.Errorf("%s is not protected", w.Name)
+		}
 	}
 	if c.protection(live, api).enforces() || c.protection(live, elsewhere).verifies() {
 		t.Error("a Pod with other labels, or in another namespace, took the web Pods' protection")
 	}
 	m := c.protectionMemoOf(live)
-	if len(m.byLabels) != 3 {
-		t.Errorf("want one entry per label set and namespace (3), have %d", len(m.byLabels))
+	if len(m.byClass) != 4 || len(m.byLabels) != 0 {
+		t.Errorf("want one entry per namespace and policies selecting (4), have %d, and %d by labels", len(m.byClass), len(m.byLabels))
+	}
+	if c.protection(live, web1).opening != c.protection(live, web2).opening {
+		t.Error("Pods the same policies select do not share their protection")
+	}
+	if c.protection(live, web1).opening == c.protection(live, webBack).opening {
+		t.Error("a Pod under another PeerAuthentication shares the protection of those it does not cover")
+	}
+}
+
+// TestProtectionByLabels: an ambient workload's protection, which its waypoint decides, is
+// worked out once per label set and namespace, and label sets whose hashes collide are told
+// apart.
+func TestProtectionByLabels(t *testing.T) {
+	ra := newRA(t, "shop", "web-jwt", goodRA)
+	ambient := func(name, app string) *Workload {
+		return pod("shop", name, map[string]string{"app": app, DataplaneModeLabel: "ambient"})
+	}
+	web1, web2, api := ambient("web-1", "web"), ambient("web-2", "web"), ambient("api-1", "api")
+	live := snapshot(ra, web1, web2, api)
+	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
+	for _, w := range []*Workload{web1, web2, api} {
+		if c.protection(live, w).verifies() {
+			t.Errorf("%s: ztunnel loads no RequestAuthentication, yet its tokens are verified", w.Name)
+		}
+	}
+	m := c.protectionMemoOf(live)
+	if len(m.byLabels) != 2 || len(m.byClass) != 0 {
+		t.Errorf("want one entry per label set and namespace (2), have %d, and %d by class", len(m.byLabels), len(m.byClass))
 	}
 	// Labels whose hashes collide are still told apart.
 	k := labelsKey{"shop", false, labelsHash(c.seed, api.Labels)}
-	m.byLabels[k] = &labelledProtection{labels: web1.Labels, protection: c.protection(live, web1), next: m.byLabels[k]}
-	other := pod("shop", "api-2", map[string]string{"tier": "front", "app": "api"})
-	if c.protection(live, other).enforces() {
+	m.byLabels[k] = &labelledProtection{labels: web1.Labels, protection: protection{ras: []*RequestAuthentication{ra}}, next: m.byLabels[k]}
+	if c.protection(live, ambient("api-2", "api")).verifies() {
 		t.Error("an entry of other labels under the same hash was taken")
 	}
 }

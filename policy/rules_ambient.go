@@ -182,7 +182,7 @@ func ambientRules() []Rule {
 				if len(ws) == 0 {
 					ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
 				}
-				for _, w := range ambientOf(c.State, ws) {
+				for _, w := range c.ambientOf(ws) {
 					who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
 					if who == "" {
 						continue

@@ -22,7 +22,7 @@ func crossResourceRules() []Rule {
 			// Ambient Pods are MG801's: no proxy loads a selector RequestAuthentication there,
 			// and the fix is a waypoint's, not another selector policy.
 			open := lacking(c.workloadsOf(ra), func(w *Workload) bool {
-				return !c.protection(c.State, w).enforces() && (len(scopeOf(ra).targetRefs) > 0 || !inAmbient(c.State, w))
+				return !c.protection(c.State, w).enforces() && (len(scopeOf(ra).targetRefs) > 0 || !c.inAmbient(w))
 			})
 			if len(open) == 0 {
 				return nil
@@ -48,7 +48,7 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			fix := "add a RequestAuthentication for the same workloads with the issuer, jwksUri and audiences of the tokens"
-			if len(ambientOf(c.State, bare)) > 0 {
+			if len(c.ambientOf(bare)) > 0 {
 				fix = "ambient workloads have their tokens checked at a waypoint only: attach a RequestAuthentication, and this policy, to their Service by targetRefs, and bind the Service to a waypoint (" + useWaypointLabel + ")"
 			}
 			if isDeny(p) && deniesOnClaims(p) {

@@ -5,7 +5,9 @@ package webhook
 
 import (
 	"context"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +43,10 @@ type liveState struct {
 	// view, however many times its rules ask.
 	read     map[viewKey]*policy.Snapshot
 	settings map[string]policy.Settings
+	// everywhere holds the mesh-wide selections this request has made, by selector: several
+	// rules ask for the same one, each a scan of every Pod of the cluster, and asking again
+	// must give the same workloads (the engine remembers what protects each).
+	everywhere map[string][]*policy.Workload
 	// pending are the policy writes allowed that the cache may not show yet.
 	pending *pendingWrites
 	// quorum, when set, builds the policies views, their security policies read from the
@@ -134,11 +140,28 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 		return s.workloads(ns).Workloads(ns, matchLabels)
 	}
 	// Mesh-wide policies select across namespaces: every Pod is filtered by label.
+	key := selectionKey(matchLabels)
+	if ws, ok := s.everywhere[key]; ok {
+		return ws
+	}
 	ws, err := s.views.workloadsEverywhere(s.ctx, matchLabels)
 	if err != nil {
 		s.fail(err)
 	}
+	if s.everywhere == nil {
+		s.everywhere = map[string][]*policy.Workload{}
+	}
+	s.everywhere[key] = ws
 	return ws
+}
+
+// selectionKey names a selector unambiguously: each key and value quoted, in key order.
+func selectionKey(matchLabels map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(matchLabels)) {
+		b.WriteString(strconv.Quote(k) + "=" + strconv.Quote(matchLabels[k]) + ",")
+	}
+	return b.String()
 }
 
 func (s *liveState) GatewayClass(name string) *policy.GatewayClass {
