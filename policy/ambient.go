@@ -54,21 +54,21 @@ func meantForAmbient(st State, w *Workload) bool {
 	return enrolledInAmbient(st.Settings(w.Namespace).NamespaceLabels, w)
 }
 
-// enrolledInAmbient is meantForAmbient, given the labels of the workload's namespace.
+// enrolledInAmbient is meantForAmbient, given the labels of the workload's namespace. It
+// asks first what most Pods lack, as it is asked of every Pod a mesh-wide policy selects.
 func enrolledInAmbient(ns map[string]string, w *Workload) bool {
-	if isProxy(w) {
-		return false
+	enrolled := w.Annotations[AmbientRedirectionAnnotation] == "enabled"
+	if !enrolled {
+		switch w.Labels[DataplaneModeLabel] {
+		case "none":
+			return false
+		case "ambient":
+			enrolled = !sidecarInjected(ns, w)
+		default:
+			enrolled = ns[DataplaneModeLabel] == "ambient" && !sidecarInjected(ns, w)
+		}
 	}
-	if w.Annotations[AmbientRedirectionAnnotation] == "enabled" {
-		return true
-	}
-	switch w.Labels[DataplaneModeLabel] {
-	case "none":
-		return false
-	case "ambient":
-		return !sidecarInjected(ns, w)
-	}
-	return ns[DataplaneModeLabel] == "ambient" && !sidecarInjected(ns, w)
+	return enrolled && !isProxy(w)
 }
 
 // sidecarInjected tells whether Istio's injector gives a Pod a sidecar: its namespace asks

@@ -78,20 +78,20 @@ func (c *Context) stopped() bool {
 // its own pod-template-hash). Other workloads share one per label set.
 type protectionMemo struct {
 	state      State
-	byPod      map[*Workload]*protection
+	byPod      map[*Workload]podFacts
 	byClass    map[classKey]*protection
 	byLabels   map[labelsKey]*labelledProtection
 	namespaces map[string]*candidates
 	// atRoot are the root namespace's policies, candidates in every namespace.
-	atRoot   *candidates
+	atRoot   *namespacePolicies
 	openings map[openingKey]request
 }
 
-// classKey names the sidecar workloads of a namespace that the same candidate policies
-// select: bit i of selected is the namespace's i-th candidate (see candidates).
-type classKey struct {
-	namespace string
-	selected  uint64
+// podFacts are what a review has worked out of one workload: whether it is in ambient
+// mode, and its protection once asked.
+type podFacts struct {
+	ambient    bool
+	protection *protection
 }
 
 type labelsKey struct {
@@ -134,25 +134,28 @@ func (c *Context) workloadsOf(o metav1.Object) []*Workload {
 // protection returns what guards workload w in state st.
 func (c *Context) protection(st State, w *Workload) protection {
 	m := c.protectionMemoOf(st)
-	if p, ok := m.byPod[w]; ok {
-		return *p
+	f, known := m.byPod[w]
+	if known && f.protection != nil {
+		return *f.protection
 	}
-	p := c.protectionBy(m, w)
-	m.byPod[w] = p
-	return *p
+	if !known {
+		f.ambient = m.candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
+	}
+	f.protection = c.protectionBy(m, w, f.ambient)
+	m.byPod[w] = f
+	return *f.protection
 }
 
 // protectionBy finds w's protection among those m knows, or works it out.
-func (c *Context) protectionBy(m *protectionMemo, w *Workload) *protection {
+func (c *Context) protectionBy(m *protectionMemo, w *Workload, ambient bool) *protection {
 	root := c.Settings.Root
-	if !w.Virtual {
+	if !w.Virtual && !ambient {
 		ns := m.candidatesIn(w.Namespace, root)
-		if selected, ok := ns.selecting(w, root); ok && !ns.inAmbient(w) {
-			k := classKey{w.Namespace, selected}
+		if k, ok := ns.class(w, root); ok {
 			if p, ok := m.byClass[k]; ok {
 				return p
 			}
-			p := ns.protection(m.state, root, w, selected, m.openings)
+			p := ns.protection(m.state, root, w, k, m.openings)
 			m.byClass[k] = p
 			return p
 		}
@@ -168,9 +171,15 @@ func (c *Context) protectionBy(m *protectionMemo, w *Workload) *protection {
 	return &e.protection
 }
 
-// inAmbient is inAmbient, with the namespace's labels read once per review.
+// inAmbient is inAmbient, asked once per workload and review.
 func (c *Context) inAmbient(w *Workload) bool {
-	return c.protectionMemoOf(c.State).candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
+	m := c.protectionMemoOf(c.State)
+	if f, known := m.byPod[w]; known {
+		return f.ambient
+	}
+	ambient := m.candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
+	m.byPod[w] = podFacts{ambient: ambient}
+	return ambient
 }
 
 // ambientOf returns the workloads of ws that ztunnel intercepts.
@@ -185,7 +194,7 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := &protectionMemo{state: st, byPod: map[*Workload]*protection{}, byClass: map[classKey]*protection{},
+	m := &protectionMemo{state: st, byPod: map[*Workload]podFacts{}, byClass: map[classKey]*protection{},
 		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]request{}}
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m
@@ -196,10 +205,13 @@ func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
 	if cands, ok := m.namespaces[ns]; ok {
 		return cands
 	}
-	if m.atRoot == nil {
-		m.atRoot = &candidates{ras: m.state.RequestAuthentications(root), aps: m.state.AuthorizationPolicies(root)}
+	cands := &candidates{namespaceLabels: m.state.Settings(ns).NamespaceLabels, own: compiledPolicies(m.state, ns)}
+	if ns != root {
+		if m.atRoot == nil {
+			m.atRoot = compiledPolicies(m.state, root)
+		}
+		cands.root = m.atRoot
 	}
-	cands := candidatesOf(m.state, ns, root, m.atRoot)
 	m.namespaces[ns] = cands
 	return cands
 }

@@ -33,6 +33,10 @@ type opening struct {
 	// same policies, with mTLS alike, apply to: a mesh-wide policy's review asks of every
 	// label set of the cluster, most under the same few policies.
 	byPolicies map[openingKey]request
+	// kept, when set, keeps what is evaluated between reviews instead: the policies are
+	// the AuthorizationPolicies keptAPs of one namespace (see namespacePolicies).
+	kept    *namespacePolicies
+	keptAPs uint64
 }
 
 // openingKey names the policies that apply to a workload, and whether callers without
@@ -73,120 +77,6 @@ func issuersOf(ras []*RequestAuthentication) []string {
 	return issuers
 }
 
-// candidates are what may protect the workloads of one namespace, in one state: the
-// RequestAuthentications and AuthorizationPolicies of the root namespace and its own, in
-// forWorkload's order, the namespace's PeerAuthentications with a selector (mtlsMode), and
-// the namespace's labels (ambient enrolment). A sidecar workload's protection follows from
-// which of them select it.
-type candidates struct {
-	namespaceLabels map[string]string
-	ras             []*RequestAuthentication
-	aps             []*AuthorizationPolicy
-	scopes          []scope // of ras, then aps, then the PeerAuthentications
-	// keys are the label keys the scopes' selectors name, once each, and wants[i] what
-	// scope i's selector asks of them: a workload's labels are each looked up once, however
-	// many policies select by them. values is where selecting puts what a workload has.
-	keys   []string
-	wants  [][]labelWant
-	values []string
-}
-
-// labelWant is a selector's value for the label keys[key].
-type labelWant struct {
-	key   int
-	value string
-}
-
-// candidatesOf lists the candidates of namespace ns; atRoot are the root namespace's.
-func candidatesOf(st State, ns, root string, atRoot *candidates) *candidates {
-	c := &candidates{namespaceLabels: st.Settings(ns).NamespaceLabels, ras: atRoot.ras, aps: atRoot.aps}
-	if ns != root {
-		c.ras = slices.Concat(c.ras, st.RequestAuthentications(ns))
-		c.aps = slices.Concat(c.aps, st.AuthorizationPolicies(ns))
-	}
-	for _, ra := range c.ras {
-		c.scopes = append(c.scopes, scopeOf(ra))
-	}
-	for _, ap := range c.aps {
-		c.scopes = append(c.scopes, scopeOf(ap))
-	}
-	for _, pa := range st.PeerAuthentications(ns) {
-		if s := scopeOf(pa); len(s.labels) > 0 {
-			c.scopes = append(c.scopes, s)
-		}
-	}
-	c.wants = make([][]labelWant, len(c.scopes))
-	for i, s := range c.scopes {
-		if len(s.targetRefs) > 0 {
-			continue // asked with applies
-		}
-		c.wants[i] = []labelWant{}
-		for k, v := range s.labels {
-			at := slices.Index(c.keys, k)
-			if at < 0 {
-				at = len(c.keys)
-				c.keys = append(c.keys, k)
-			}
-			c.wants[i] = append(c.wants[i], labelWant{at, v})
-		}
-	}
-	c.values = make([]string, len(c.keys))
-	return c
-}
-
-// selecting returns which candidates apply to w, a bit each; false when there are too
-// many to tell in 64 bits.
-func (c *candidates) selecting(w *Workload, root string) (uint64, bool) {
-	if len(c.scopes) > 64 || len(c.keys) > 64 {
-		return 0, false
-	}
-	var present uint64
-	for i, k := range c.keys {
-		if v, ok := w.Labels[k]; ok {
-			c.values[i], present = v, present|1<<i
-		}
-	}
-	var selected uint64
-	for i, wants := range c.wants {
-		applies := wants != nil
-		if wants == nil {
-			applies = c.scopes[i].applies(w, root)
-		}
-		for _, want := range wants {
-			if present&(1<<want.key) == 0 || c.values[want.key] != want.value {
-				applies = false
-				break
-			}
-		}
-		if applies {
-			selected |= 1 << i
-		}
-	}
-	return selected, true
-}
-
-func (c *candidates) inAmbient(w *Workload) bool {
-	return !w.HostNetwork && enrolledInAmbient(c.namespaceLabels, w)
-}
-
-// protection is the protection of the sidecar workloads the candidates of selected apply
-// to, w one of them: protectionOf's, without asking every policy of each workload.
-func (c *candidates) protection(st State, root string, w *Workload, selected uint64, openings map[openingKey]request) *protection {
-	p := &protection{opening: &opening{st: st, root: root, w: w, byPolicies: openings}}
-	for i, ra := range c.ras {
-		if selected&(1<<i) != 0 {
-			p.ras = append(p.ras, ra)
-		}
-	}
-	for i, ap := range c.aps {
-		if selected&(1<<(len(c.ras)+i)) != 0 {
-			p.aps = append(p.aps, ap)
-		}
-	}
-	p.issuerList = issuersOf(p.ras)
-	return p
-}
-
 // verifies tells whether some RequestAuthentication validates tokens for the workload.
 func (p protection) verifies() bool { return len(p.ras) > 0 }
 
@@ -198,16 +88,22 @@ func (p protection) tokenless() request {
 	if o.evaluated {
 		return o.witness
 	}
-	key := openingKey{plaintext: !o.viaWaypoint && !mtlsStrict(o.st, o.root, o.w)}
-	var names strings.Builder
-	for _, ap := range p.aps {
-		names.WriteString(ap.Namespace + "/" + ap.Name + "\n")
-	}
-	key.policies = names.String()
-	witness, known := o.byPolicies[key]
-	if !known {
-		witness, _ = enforcementOf(p.aps, key.plaintext).tokenlessOpening()
-		o.byPolicies[key] = witness
+	plaintext := !o.viaWaypoint && !mtlsStrict(o.st, o.root, o.w)
+	var witness request
+	if o.kept != nil {
+		witness = o.kept.opening(o.keptAPs, plaintext, p.aps)
+	} else {
+		key := openingKey{plaintext: plaintext}
+		var names strings.Builder
+		for _, ap := range p.aps {
+			names.WriteString(ap.Namespace + "/" + ap.Name + "\n")
+		}
+		key.policies = names.String()
+		known := false
+		if witness, known = o.byPolicies[key]; !known {
+			witness, _ = enforcementOf(p.aps, plaintext).tokenlessOpening()
+			o.byPolicies[key] = witness
+		}
 	}
 	o.witness, o.evaluated = witness, true
 	return witness

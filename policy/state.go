@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"maps"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,6 +62,8 @@ type Snapshot struct {
 	// podsByLabel indexes each namespace's workloads by label: a selector's candidates are
 	// the workloads carrying one of its labels, not the whole namespace.
 	podsByLabel map[string]map[labelPair][]*Workload
+	// memo keeps what reviews compile of the snapshot's policies.
+	memo *PolicyMemo
 }
 
 type labelPair struct{ key, value string }
@@ -80,8 +83,22 @@ func NewSnapshot() *Snapshot {
 		Namespaces: map[string]map[string]string{},
 
 		podsByLabel: map[string]map[labelPair][]*Workload{},
+		memo:        &PolicyMemo{},
 	}
 }
+
+// WithPolicies returns a copy of s whose policies of namespace ns are these.
+func (s *Snapshot) WithPolicies(ns string, ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *Snapshot {
+	out := *s
+	out.RAs, out.APs, out.PAs = maps.Clone(s.RAs), maps.Clone(s.APs), maps.Clone(s.PAs)
+	out.RAs[ns], out.APs[ns], out.PAs[ns] = ras, aps, pas
+	out.memo = &PolicyMemo{}
+	return &out
+}
+
+// PolicyMemo is the memo of the snapshot's policies: reviews against one snapshot share
+// what they compile of them.
+func (s *Snapshot) PolicyMemo(string) *PolicyMemo { return s.memo }
 
 // Add puts an object into the snapshot, after those already there (so: newer).
 // It reports false for objects the engine does not use.
@@ -194,17 +211,18 @@ func (s *Snapshot) HTTPRoutes(ns string) []*HTTPRoute        { return s.Routes[n
 
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	if ns != "" {
-		return s.selectIn(ns, matchLabels, nil)
+		return s.AppendSelected(nil, ns, matchLabels)
 	}
 	var out []*Workload
 	for _, n := range sortedKeys(s.Pods) {
-		out = s.selectIn(n, matchLabels, out)
+		out = s.AppendSelected(out, n, matchLabels)
 	}
 	return out
 }
 
-// selectIn appends the workloads of ns that matchLabels selects, in the order they were added.
-func (s *Snapshot) selectIn(ns string, matchLabels map[string]string, out []*Workload) []*Workload {
+// AppendSelected appends to out the workloads of namespace ns whose labels include
+// matchLabels, in the order they were added, and returns the extended list.
+func (s *Snapshot) AppendSelected(out []*Workload, ns string, matchLabels map[string]string) []*Workload {
 	candidates := s.Pods[ns]
 	for k, v := range matchLabels {
 		if carrying := s.podsByLabel[ns][labelPair{k, v}]; len(carrying) < len(candidates) {
@@ -314,6 +332,23 @@ func (c *changed) AuthorizationPolicies(ns string) []*AuthorizationPolicy {
 
 func (c *changed) PeerAuthentications(ns string) []*PeerAuthentication {
 	return applyChange(c, c.State.PeerAuthentications(ns), inNamespace[*PeerAuthentication](ns))
+}
+
+// PolicyMemo is the memo of the state changed, but for the namespace whose policies the
+// change is to.
+func (c *changed) PolicyMemo(ns string) *PolicyMemo {
+	for _, o := range []metav1.Object{c.removed, c.added} {
+		switch o.(type) {
+		case *RequestAuthentication, *AuthorizationPolicy, *PeerAuthentication:
+			if o.GetNamespace() == ns {
+				return nil
+			}
+		}
+	}
+	if m, ok := c.State.(policyMemos); ok {
+		return m.PolicyMemo(ns)
+	}
+	return nil
 }
 
 func (c *changed) Workloads(ns string, matchLabels map[string]string) []*Workload {

@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -77,10 +76,7 @@ func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time)
 	if !laid {
 		return view
 	}
-	out := *view
-	out.RAs, out.APs, out.PAs = maps.Clone(view.RAs), maps.Clone(view.APs), maps.Clone(view.PAs)
-	out.RAs[ns], out.APs[ns], out.PAs[ns] = ras, aps, pas
-	return &out
+	return view.WithPolicies(ns, ras, aps, pas)
 }
 
 // lay applies write w to the cached objects of its kind, or forgets it when the cache

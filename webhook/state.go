@@ -125,6 +125,9 @@ func (s *liveState) PeerAuthentications(ns string) []*policy.PeerAuthentication 
 	return s.policies(ns).PeerAuthentications(ns)
 }
 
+// PolicyMemo is the memo kept with the policies view of ns, as long as the view.
+func (s *liveState) PolicyMemo(ns string) *policy.PolicyMemo { return s.policies(ns).PolicyMemo(ns) }
+
 func (s *liveState) Services(ns string) []*corev1.Service { return s.policies(ns).Services(ns) }
 
 func (s *liveState) Gateways(ns string) []*policy.Gateway { return s.policies(ns).Gateways(ns) }
@@ -144,14 +147,30 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 	if ws, ok := s.everywhere[key]; ok {
 		return ws
 	}
-	ws, err := s.views.workloadsEverywhere(s.ctx, matchLabels)
-	if err != nil {
-		s.fail(err)
-	}
+	ws := s.workloadsEverywhere(matchLabels)
 	if s.everywhere == nil {
 		s.everywhere = map[string][]*policy.Workload{}
 	}
 	s.everywhere[key] = ws
+	return ws
+}
+
+// workloadsEverywhere selects from the workloads view of each namespace with Pods, which
+// are kept between reviews and index their workloads by label: a review then reads only
+// the Pods that carry the selector's labels, not every Pod of the cluster.
+func (s *liveState) workloadsEverywhere(matchLabels map[string]string) []*policy.Workload {
+	namespaces, indexed := s.views.podNamespaces()
+	if !indexed {
+		ws, err := s.views.workloadsEverywhere(s.ctx, matchLabels)
+		if err != nil {
+			s.fail(err)
+		}
+		return ws
+	}
+	var ws []*policy.Workload
+	for _, ns := range namespaces {
+		ws = s.workloads(ns).AppendSelected(ws, ns, matchLabels)
+	}
 	return ws
 }
 

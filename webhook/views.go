@@ -46,11 +46,9 @@ type Views struct {
 	stores []toolscache.Indexer
 	// installed are the kinds the cluster serves, once watched (see serves).
 	installed []*kinds.Kind
-	// versions counts the changes seen per viewKey (*atomic.Uint64); views holds the last
-	// view built per viewKey (*atVersion[*policy.Snapshot]), valid while its version is
-	// current.
-	versions sync.Map
-	views    sync.Map
+	// namespaces holds, per namespace, what is kept of its views (*namespaceViews): one
+	// entry, found with one lookup, as a mesh-wide review reads the views of every namespace.
+	namespaces sync.Map
 	// settingsVersion counts guardrail and namespace changes; settings holds the merged
 	// settings per namespace (*atVersion[policy.Settings]), valid while their version is
 	// current.
@@ -76,6 +74,13 @@ type viewKey struct {
 type atVersion[T any] struct {
 	version uint64
 	value   T
+}
+
+// namespaceViews are a namespace's views: per part, the changes seen and the last view
+// built, valid while its version is current.
+type namespaceViews [2]struct {
+	version atomic.Uint64
+	kept    atomic.Pointer[atVersion[*policy.Snapshot]]
 }
 
 // kept returns the value kept under key, if it was built at version current.
@@ -186,11 +191,7 @@ func (v *Views) forget(obj any) {
 	if !ok {
 		return
 	}
-	for _, part := range []viewPart{policiesView, workloadsView} {
-		key := viewKey{ns.Name, part}
-		v.views.Delete(key)
-		v.versions.Delete(key)
-	}
+	v.namespaces.Delete(ns.Name)
 }
 
 func (v *Views) settingsChanged(any) {
@@ -261,26 +262,28 @@ func (v *Views) changed(part viewPart, obj any) {
 		obj = d.Obj
 	}
 	if o, ok := obj.(metav1.Object); ok {
-		key := viewKey{o.GetNamespace(), part}
-		v.version(key).Add(1)
+		views := &v.of(o.GetNamespace())[part]
+		views.version.Add(1)
 		// Dropped rather than kept stale: a deleted namespace's view holds no memory.
-		v.views.Delete(key)
+		views.kept.Store(nil)
 	}
 }
 
-func (v *Views) version(key viewKey) *atomic.Uint64 {
-	if c, ok := v.versions.Load(key); ok {
-		return c.(*atomic.Uint64)
+// of returns what is kept of a namespace's views.
+func (v *Views) of(ns string) *namespaceViews {
+	if views, ok := v.namespaces.Load(ns); ok {
+		return views.(*namespaceViews)
 	}
-	c, _ := v.versions.LoadOrStore(key, new(atomic.Uint64))
-	return c.(*atomic.Uint64)
+	views, _ := v.namespaces.LoadOrStore(ns, new(namespaceViews))
+	return views.(*namespaceViews)
 }
 
 // view returns one view of a namespace, building it if it is missing or stale.
 func (v *Views) view(ctx context.Context, key viewKey) (*policy.Snapshot, error) {
-	current := v.version(key).Load()
-	if s, ok := kept[*policy.Snapshot](&v.views, key, current); ok {
-		return s, nil
+	views := &v.of(key.namespace)[key.part]
+	current := views.version.Load()
+	if kept := views.kept.Load(); kept != nil && kept.version == current {
+		return kept.value, nil
 	}
 	ns := key.namespace
 	var ras []*securityv1.RequestAuthentication
@@ -322,7 +325,10 @@ func (v *Views) view(ctx context.Context, key viewKey) (*policy.Snapshot, error)
 	for _, o := range oldestFirst(pas) {
 		s.Add(o)
 	}
-	keep(v, &v.views, key, current, s)
+	// Unwatched, nothing would ever tell that it is stale.
+	if v.watched.Load() {
+		views.kept.Store(&atVersion[*policy.Snapshot]{current, s})
+	}
 	return s, nil
 }
 
@@ -342,6 +348,15 @@ func (v *Views) workloadsEverywhere(ctx context.Context, matchLabels map[string]
 		}
 	}
 	return out, nil
+}
+
+// podNamespaces returns the namespaces that have Pods, from the Pod informer's index;
+// false when the views are not watched.
+func (v *Views) podNamespaces() ([]string, bool) {
+	if !v.watched.Load() || podKind >= len(v.stores) || v.stores[podKind] == nil {
+		return nil, false
+	}
+	return v.stores[podKind].ListIndexFuncValues(toolscache.NamespaceIndex), true
 }
 
 // podKind is the index of Pods in viewedKinds.

@@ -304,8 +304,7 @@ func TestForgetDeletedNamespace(t *testing.T) {
 	}
 	v.forget(toolscache.DeletedFinalStateUnknown{Obj: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ci-1234"}}})
 	kept := 0
-	v.versions.Range(func(any, any) bool { kept++; return true })
-	v.views.Range(func(any, any) bool { kept++; return true })
+	v.namespaces.Range(func(any, any) bool { kept++; return true })
 	if kept != 0 {
 		t.Errorf("%d entries kept of a deleted namespace", kept)
 	}

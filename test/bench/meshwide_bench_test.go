@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/meshguard/meshguard/webhook"
 )
 
 // BenchmarkMeshWideReview measures a review of a mesh-wide RequestAuthentication (in the
@@ -49,16 +53,58 @@ func BenchmarkMeshWideReview(b *testing.B) {
 			ar.Request.Namespace = rootNamespace
 			ar.Request.Object.Raw, _ = json.Marshal(ra)
 			req := admission.Request{AdmissionRequest: *ar.Request}
-			h := srv.Validating()
-			b.Run(fmt.Sprintf("pods=%d/selector=%v", pods, selector != nil), func(b *testing.B) {
+			review := func(b *testing.B, srv *webhook.Server) {
+				resp := srv.Validating().Handle(context.Background(), req)
+				if !resp.Allowed || !slices.ContainsFunc(resp.Warnings, func(w string) bool { return strings.HasPrefix(w, c.rule) }) {
+					b.Fatalf("allowed %v, warnings %q", resp.Allowed, resp.Warnings)
+				}
+			}
+			name := fmt.Sprintf("pods=%d/selector=%v", pods, selector != nil)
+			// Warm: the views of every namespace are kept, as in a webhook that has served a
+			// mesh-wide review before.
+			b.Run(name+"/views=warm", func(b *testing.B) {
+				review(b, srv)
 				b.ReportAllocs()
 				for b.Loop() {
-					resp := h.Handle(context.Background(), req)
-					if !resp.Allowed || !slices.ContainsFunc(resp.Warnings, func(w string) bool { return strings.HasPrefix(w, c.rule) }) {
-						b.Fatalf("allowed %v, warnings %q", resp.Allowed, resp.Warnings)
-					}
+					review(b, srv)
 				}
+			})
+			// Cold: the first mesh-wide review of a webhook, which builds the workloads view of
+			// every namespace (and the policies views no review has read yet).
+			// It reports too the heap the views it builds keep (kept-MB).
+			b.Run(name+"/views=cold", func(b *testing.B) {
+				b.ReportAllocs()
+				var kept uint64
+				for b.Loop() {
+					b.StopTimer()
+					fresh := freshViews(b, srv)
+					before := liveHeap()
+					b.StartTimer()
+					review(b, fresh)
+					b.StopTimer()
+					kept += liveHeap() - before
+					runtime.KeepAlive(fresh)
+					b.StartTimer()
+				}
+				b.ReportMetric(float64(kept)/float64(b.N)/1e6, "kept-MB")
 			})
 		}
 	}
+}
+
+// freshViews returns a server like srv whose views over its cache keep nothing yet.
+func freshViews(b *testing.B, srv *webhook.Server) *webhook.Server {
+	views := webhook.NewViews(srv.Reader)
+	if err := views.Watch(b.Context(), srv.Reader.(cache.Informers), installed()); err != nil {
+		b.Fatal(err)
+	}
+	return &webhook.Server{Engine: srv.Engine, Reader: srv.Reader, Views: views, Synced: srv.Synced, Log: srv.Log}
+}
+
+// liveHeap is the heap in use after a collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"slices"
+	"sync"
+)
+
+// A sidecar workload's protection follows from which policies select it: the
+// RequestAuthentications and AuthorizationPolicies of its namespace and the root namespace,
+// and its namespace's PeerAuthentications with a selector (mtlsMode). Workloads of a
+// namespace the same policies select share one protection, whatever else their labels
+// say. A mesh-wide policy's review asks of every Pod of the cluster, each with its own
+// pod-template-hash; it then works per namespace and set of policies, and, where the
+// state keeps its namespaces between reviews (the webhook's views), compiles only the
+// namespaces whose policies changed since.
+
+// selectors are the scopes of a list of policies compiled for selection: the label keys
+// their selectors name, once each, and what each selector asks of them. A workload's labels
+// are then each looked up once, however many policies select by them.
+type selectors struct {
+	scopes []scope
+	keys   []string
+	// wants[i] is what scopes[i] asks; nil for a scope asked with applies (targetRefs).
+	wants [][]labelWant
+}
+
+// labelWant is a selector's value for the label keys[key].
+type labelWant struct {
+	key   int
+	value string
+}
+
+// maxSelecting is how many policies, and label keys, selecting tells apart: a bit each.
+const maxSelecting = 64
+
+func (s *selectors) add(sc scope) {
+	s.scopes = append(s.scopes, sc)
+	if len(sc.targetRefs) > 0 {
+		s.wants = append(s.wants, nil)
+		return
+	}
+	wants := make([]labelWant, 0, len(sc.labels))
+	for k, v := range sc.labels {
+		at := slices.Index(s.keys, k)
+		if at < 0 {
+			at = len(s.keys)
+			s.keys = append(s.keys, k)
+		}
+		wants = append(wants, labelWant{at, v})
+	}
+	s.wants = append(s.wants, wants)
+}
+
+// selecting returns which scopes apply to w, a bit each; false when there are too many to
+// tell.
+func (s *selectors) selecting(w *Workload, root string) (uint64, bool) {
+	if len(s.scopes) > maxSelecting || len(s.keys) > maxSelecting {
+		return 0, false
+	}
+	var values [maxSelecting]string
+	var present uint64
+	for i, k := range s.keys {
+		if v, ok := w.Labels[k]; ok {
+			values[i], present = v, present|1<<i
+		}
+	}
+	var selected uint64
+	for i, wants := range s.wants {
+		applies := wants != nil || s.scopes[i].applies(w, root)
+		for _, want := range wants {
+			if present&(1<<want.key) == 0 || values[want.key] != want.value {
+				applies = false
+				break
+			}
+		}
+		if applies {
+			selected |= 1 << i
+		}
+	}
+	return selected, true
+}
+
+// namespacePolicies are the policies of one namespace that may protect workloads, compiled
+// for selection: its RequestAuthentications, then its AuthorizationPolicies, then its
+// PeerAuthentications with a selector. They are immutable once compiled, and shared by the
+// reviews that read the same policies of the namespace (PolicyMemo).
+type namespacePolicies struct {
+	ras []*RequestAuthentication
+	aps []*AuthorizationPolicy
+	pas []*PeerAuthentication
+	selectors
+	// openings are the tokenless openings of sets of these AuthorizationPolicies alone, by
+	// keptOpening.
+	openings sync.Map
+}
+
+// keptOpening names a set of a namespace's AuthorizationPolicies (a bit each, as
+// selecting gives them) and whether callers without mTLS reach the workload.
+type keptOpening struct {
+	aps       uint64
+	plaintext bool
+}
+
+func compileNamespace(ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *namespacePolicies {
+	n := &namespacePolicies{ras: ras, aps: aps, pas: pas}
+	for _, ra := range ras {
+		n.add(scopeOf(ra))
+	}
+	for _, ap := range aps {
+		n.add(scopeOf(ap))
+	}
+	for _, pa := range pas {
+		if sc := scopeOf(pa); len(sc.labels) > 0 {
+			n.add(sc)
+		}
+	}
+	return n
+}
+
+// compiledFrom tells whether n was compiled from these lists: a state's lists of a
+// namespace change only by growing or being replaced.
+func (n *namespacePolicies) compiledFrom(ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) bool {
+	return sameList(n.ras, ras) && sameList(n.aps, aps) && sameList(n.pas, pas)
+}
+
+func sameList[T any](a, b []*T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// picked returns the policies of list whose bits (from offset on) are set in selected.
+func picked[T any](list []T, selected uint64, offset int) []T {
+	var out []T
+	for i, o := range list {
+		if selected&(1<<(offset+i)) != 0 {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// opening returns the tokenless opening of aps, the AuthorizationPolicies of n that the
+// bits of selected name, evaluating it the first time it is asked.
+func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*AuthorizationPolicy) request {
+	key := keptOpening{selected >> len(n.ras) & (1<<len(n.aps) - 1), plaintext}
+	if witness, ok := n.openings.Load(key); ok {
+		return witness.(request)
+	}
+	witness, _ := enforcementOf(aps, plaintext).tokenlessOpening()
+	n.openings.Store(key, witness)
+	return witness
+}
+
+// PolicyMemo keeps what the engine compiles of each namespace's policies, for a State
+// whose policies outlive a review: the webhook's views hand every review the memo of the
+// view it reads.
+type PolicyMemo struct {
+	namespaces sync.Map // namespace → *namespacePolicies
+}
+
+// policyMemos is a State that keeps a PolicyMemo with its policies (nil where it keeps
+// none of a namespace).
+type policyMemos interface {
+	PolicyMemo(ns string) *PolicyMemo
+}
+
+// compiledPolicies returns the policies of namespace ns in st, compiled, from st's memo
+// where it keeps one.
+func compiledPolicies(st State, ns string) *namespacePolicies {
+	ras, aps, pas := st.RequestAuthentications(ns), st.AuthorizationPolicies(ns), st.PeerAuthentications(ns)
+	var memo *PolicyMemo
+	if m, ok := st.(policyMemos); ok {
+		memo = m.PolicyMemo(ns)
+	}
+	if memo != nil {
+		if n, ok := memo.namespaces.Load(ns); ok && n.(*namespacePolicies).compiledFrom(ras, aps, pas) {
+			return n.(*namespacePolicies)
+		}
+	}
+	n := compileNamespace(ras, aps, pas)
+	if memo != nil {
+		memo.namespaces.Store(ns, n)
+	}
+	return n
+}
+
+// candidates are what may protect the sidecar workloads of one namespace, in one state:
+// the root namespace's policies and its own, and its labels (ambient enrolment).
+type candidates struct {
+	namespaceLabels map[string]string
+	root            *namespacePolicies // nil in the root namespace
+	own             *namespacePolicies
+}
+
+// classKey names the sidecar workloads of a namespace that the same policies select: the
+// bits selecting gives of the root namespace's policies and of the namespace's own.
+type classKey struct {
+	namespace string
+	root, own uint64
+}
+
+// class returns the key of w's class; false when there are too many policies to tell.
+func (c *candidates) class(w *Workload, root string) (classKey, bool) {
+	k := classKey{namespace: w.Namespace}
+	ok := true
+	if c.root != nil {
+		k.root, ok = c.root.selecting(w, root)
+	}
+	var ownOK bool
+	k.own, ownOK = c.own.selecting(w, root)
+	return k, ok && ownOK
+}
+
+func (c *candidates) inAmbient(w *Workload) bool {
+	return !w.HostNetwork && enrolledInAmbient(c.namespaceLabels, w)
+}
+
+// protection is the protection of the sidecar workloads of class k, w one of them:
+// protectionOf's, without asking every policy of each workload.
+func (c *candidates) protection(st State, root string, w *Workload, k classKey, openings map[openingKey]request) *protection {
+	p := &protection{opening: &opening{st: st, root: root, w: w, byPolicies: openings}}
+	var rootAPs []*AuthorizationPolicy
+	if c.root != nil {
+		p.ras = picked(c.root.ras, k.root, 0)
+		rootAPs = picked(c.root.aps, k.root, len(c.root.ras))
+	}
+	p.ras = append(p.ras, picked(c.own.ras, k.own, 0)...)
+	p.aps = append(rootAPs, picked(c.own.aps, k.own, len(c.own.ras))...)
+	if len(rootAPs) == 0 {
+		// The namespace's own AuthorizationPolicies alone decide: what they admit is kept
+		// with them.
+		p.opening.kept, p.opening.keptAPs = c.own, k.own
+	}
+	p.issuerList = issuersOf(p.ras)
+	return p
+}
