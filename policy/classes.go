@@ -87,7 +87,6 @@ func (s *selectors) selecting(w *Workload, root string) (uint64, bool) {
 type namespacePolicies struct {
 	ras []*RequestAuthentication
 	aps []*AuthorizationPolicy
-	pas []*PeerAuthentication
 	selectors
 	// openings are the tokenless openings of sets of these AuthorizationPolicies alone, by
 	// keptOpening.
@@ -102,7 +101,7 @@ type keptOpening struct {
 }
 
 func compileNamespace(ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *namespacePolicies {
-	n := &namespacePolicies{ras: ras, aps: aps, pas: pas}
+	n := &namespacePolicies{ras: ras, aps: aps}
 	for _, ra := range ras {
 		n.add(scopeOf(ra))
 	}
@@ -115,16 +114,6 @@ func compileNamespace(ras []*RequestAuthentication, aps []*AuthorizationPolicy, 
 		}
 	}
 	return n
-}
-
-// compiledFrom tells whether n was compiled from these lists: a state's lists of a
-// namespace change only by growing or being replaced.
-func (n *namespacePolicies) compiledFrom(ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) bool {
-	return sameList(n.ras, ras) && sameList(n.aps, aps) && sameList(n.pas, pas)
-}
-
-func sameList[T any](a, b []*T) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // picked returns the policies of list whose bits (from offset on) are set in selected.
@@ -152,7 +141,8 @@ func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*Auth
 
 // PolicyMemo keeps what the engine compiles of each namespace's policies, for a State
 // whose policies outlive a review: the webhook's views hand every review the memo of the
-// view it reads.
+// view it reads. What it keeps of a namespace holds until the namespace's policies change:
+// the State forgets it then, or hands out another memo.
 type PolicyMemo struct {
 	namespaces sync.Map // namespace → *namespacePolicies
 }
@@ -166,21 +156,27 @@ type policyMemos interface {
 // compiledPolicies returns the policies of namespace ns in st, compiled, from st's memo
 // where it keeps one.
 func compiledPolicies(st State, ns string) *namespacePolicies {
-	ras, aps, pas := st.RequestAuthentications(ns), st.AuthorizationPolicies(ns), st.PeerAuthentications(ns)
 	var memo *PolicyMemo
 	if m, ok := st.(policyMemos); ok {
 		memo = m.PolicyMemo(ns)
 	}
 	if memo != nil {
-		if n, ok := memo.namespaces.Load(ns); ok && n.(*namespacePolicies).compiledFrom(ras, aps, pas) {
+		if n, ok := memo.namespaces.Load(ns); ok {
 			return n.(*namespacePolicies)
 		}
 	}
-	n := compileNamespace(ras, aps, pas)
+	n := compileNamespace(st.RequestAuthentications(ns), st.AuthorizationPolicies(ns), st.PeerAuthentications(ns))
 	if memo != nil {
 		memo.namespaces.Store(ns, n)
 	}
 	return n
+}
+
+// forget drops what is kept of the policies of ns: they changed.
+func (m *PolicyMemo) forget(ns string) {
+	if m != nil {
+		m.namespaces.Delete(ns)
+	}
 }
 
 // candidates are what may protect the sidecar workloads of one namespace, in one state:

@@ -366,6 +366,27 @@ func TestProtectionByClass(t *testing.T) {
 	}
 }
 
+// TestPolicyMemo: what reviews compile of a namespace's policies and keep with the state is
+// not used once the namespace's policies change: when one is added to the snapshot, and in
+// the review of a change to them.
+func TestPolicyMemo(t *testing.T) {
+	e := NewEngine()
+	meshRA := newRA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","jwksUri":"https://idp.example.com/keys"}]}`)
+	openAllow := newAP(t, "shop", "allow-all", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{}]}`)
+	live := snapshot(newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP), pod("shop", "web-1", map[string]string{"app": "web"}))
+	meshWide := func() []Finding { return e.Review(Review{Operation: Create, Object: meshRA, State: live}) }
+	if fs := meshWide(); has(fs, "MG301") {
+		t.Fatalf("the web Pods require a token, yet %v", rules(fs))
+	}
+	if fs := e.Review(Review{Operation: Create, Object: openAllow, State: live}); !has(fs, "MG303") {
+		t.Errorf("an ALLOW for everyone in the namespace the memo holds: %v, want MG303", rules(fs))
+	}
+	live.Add(openAllow)
+	if fs := meshWide(); !has(fs, "MG301") {
+		t.Errorf("a policy added to the snapshot opens the web Pods, yet %v", rules(fs))
+	}
+}
+
 // TestProtectionByLabels: an ambient workload's protection, which its waypoint decides, is
 // worked out once per label set and namespace, and label sets whose hashes collide are told
 // apart.

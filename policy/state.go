@@ -104,6 +104,10 @@ func (s *Snapshot) PolicyMemo(string) *PolicyMemo { return s.memo }
 // It reports false for objects the engine does not use.
 func (s *Snapshot) Add(o metav1.Object) bool {
 	ns := o.GetNamespace()
+	switch o.(type) {
+	case *RequestAuthentication, *AuthorizationPolicy, *PeerAuthentication:
+		s.memo.forget(ns)
+	}
 	switch o := o.(type) {
 	case *RequestAuthentication:
 		s.RAs[ns] = append(s.RAs[ns], o)
@@ -228,6 +232,9 @@ func (s *Snapshot) AppendSelected(out []*Workload, ns string, matchLabels map[st
 		if carrying := s.podsByLabel[ns][labelPair{k, v}]; len(carrying) < len(candidates) {
 			candidates = carrying
 		}
+	}
+	if len(matchLabels) == 1 && len(candidates) < len(s.Pods[ns]) {
+		return append(out, candidates...) // all carry the one label
 	}
 	for _, w := range candidates {
 		if Selects(matchLabels, w.Labels) {

@@ -42,7 +42,7 @@ type liveState struct {
 	// read holds the views this request has read: one review sees one version of each
 	// view, however many times its rules ask.
 	read     map[viewKey]*policy.Snapshot
-	settings map[string]policy.Settings
+	settings map[string]*policy.Settings
 	// everywhere holds the mesh-wide selections this request has made, by selector: several
 	// rules ask for the same one, each a scan of every Pod of the cluster, and asking again
 	// must give the same workloads (the engine remembers what protects each).
@@ -202,17 +202,17 @@ func (s *liveState) KnowsWorkloads() bool { return true }
 // those it has read.
 func (s *liveState) Settings(ns string) policy.Settings {
 	if settings, ok := s.settings[ns]; ok {
-		return settings
+		return *settings
 	}
 	settings, err := s.views.settingsOf(s.ctx, ns)
 	if err != nil {
 		s.fail(err)
 	}
 	if s.settings == nil {
-		s.settings = map[string]policy.Settings{}
+		s.settings = map[string]*policy.Settings{}
 	}
 	s.settings[ns] = settings
-	return settings
+	return *settings
 }
 
 func (s *liveState) IstiodVersions() []string { return s.istiod }

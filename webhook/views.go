@@ -50,7 +50,7 @@ type Views struct {
 	// entry, found with one lookup, as a mesh-wide review reads the views of every namespace.
 	namespaces sync.Map
 	// settingsVersion counts guardrail and namespace changes; settings holds the merged
-	// settings per namespace (*atVersion[policy.Settings]), valid while their version is
+	// settings per namespace (*atVersion[*policy.Settings]), valid while their version is
 	// current.
 	settingsVersion atomic.Uint64
 	settings        sync.Map
@@ -201,14 +201,15 @@ func (v *Views) settingsChanged(any) {
 
 // settingsOf returns the guardrails in force in ns, merging them if they are missing or
 // stale.
-func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, error) {
+// They are shared: callers must not modify them.
+func (v *Views) settingsOf(ctx context.Context, ns string) (*policy.Settings, error) {
 	current := v.settingsVersion.Load()
-	if s, ok := kept[policy.Settings](&v.settings, ns, current); ok {
+	if s, ok := kept[*policy.Settings](&v.settings, ns, current); ok {
 		return s, nil
 	}
 	var rails v1alpha1.MeshGuardrailList
 	if err := v.reader.List(ctx, &rails, client.UnsafeDisableDeepCopy); err != nil {
-		return policy.Settings{}, err
+		return &policy.Settings{}, err
 	}
 	guardrails := make([]*policy.MeshGuardrail, len(rails.Items))
 	for i := range rails.Items {
@@ -218,10 +219,10 @@ func (v *Views) settingsOf(ctx context.Context, ns string) (policy.Settings, err
 	if ns != "" {
 		// A namespace being created is not in the cache yet: it is judged by its name.
 		if err := v.reader.Get(ctx, client.ObjectKey{Name: ns}, &namespace); err != nil && !apierrors.IsNotFound(err) {
-			return policy.Settings{}, err
+			return &policy.Settings{}, err
 		}
 	}
-	s := policy.MergeGuardrails(guardrails, ns, policy.WithNameLabel(ns, namespace.Labels))
+	s := new(policy.MergeGuardrails(guardrails, ns, policy.WithNameLabel(ns, namespace.Labels)))
 	keep(v, &v.settings, ns, current, s)
 	return s, nil
 }
