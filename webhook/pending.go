@@ -3,6 +3,7 @@ package webhook
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,9 @@ type pendingWrites struct {
 	judging sync.Mutex
 	mu      sync.Mutex
 	writes  map[pendingKey]pendingWrite
+	// count is len(writes): most reviews find none, and a mesh-wide one asks for every
+	// namespace.
+	count atomic.Int64
 }
 
 type pendingKey struct{ kind, namespace, name string }
@@ -48,12 +52,13 @@ func (p *pendingWrites) record(kind, namespace, name string, obj, old metav1.Obj
 		p.writes = map[pendingKey]pendingWrite{}
 	}
 	p.writes[pendingKey{kind, namespace, name}] = w
+	p.count.Store(int64(len(p.writes)))
 }
 
 // overlay returns the policies view of namespace ns with the pending writes laid over,
 // forgetting those the cache now shows, and those expired.
 func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time) *policy.Snapshot {
-	if p == nil {
+	if p == nil || p.count.Load() == 0 {
 		return view
 	}
 	p.mu.Lock()
@@ -87,6 +92,7 @@ func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cach
 		w.object != nil && i >= 0 && cached[i].GetResourceVersion() != w.oldVersion // created or updated
 	if done || now.After(w.expires) {
 		delete(p.writes, key)
+		p.count.Store(int64(len(p.writes)))
 		return cached
 	}
 	out := slices.Clone(cached)

@@ -167,6 +167,12 @@ func (s *liveState) workloadsEverywhere(matchLabels map[string]string) []*policy
 		}
 		return ws
 	}
+	if len(s.read) < 2*len(namespaces) {
+		// Each namespace's views are read, and kept for the review: make room once.
+		read := make(map[viewKey]*policy.Snapshot, 2*len(namespaces))
+		maps.Copy(read, s.read)
+		s.read = read
+	}
 	var ws []*policy.Workload
 	for _, ns := range namespaces {
 		ws = s.workloads(ns).AppendSelected(ws, ns, matchLabels)
