@@ -182,6 +182,7 @@ func (m *PolicyMemo) forget(ns string) {
 // candidates are what may protect the sidecar workloads of one namespace, in one state:
 // the root namespace's policies and its own, and its labels (ambient enrolment).
 type candidates struct {
+	namespace       string
 	namespaceLabels map[string]string
 	root            *namespacePolicies // nil in the root namespace
 	own             *namespacePolicies

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"hash/maphash"
+	"iter"
 	"maps"
 	"slices"
 	"strings"
@@ -37,7 +38,7 @@ type Context struct {
 	Settings Settings
 
 	// Several rules ask the same questions of one review: answer each once.
-	workloadMemo map[metav1.Object][]*Workload
+	selections map[metav1.Object]*selection
 	// protectionMemos, one per state asked about (after the change, and before it).
 	protectionMemos []*protectionMemo
 	seed            maphash.Seed
@@ -83,7 +84,9 @@ type protectionMemo struct {
 	byLabels   map[labelsKey]*labelledProtection
 	namespaces map[string]*candidates
 	// atRoot are the root namespace's policies, candidates in every namespace.
-	atRoot   *namespacePolicies
+	atRoot *namespacePolicies
+	// last are the candidates last asked for.
+	last     *candidates
 	openings map[openingKey]request
 }
 
@@ -117,33 +120,84 @@ func labelsHash(seed maphash.Seed, labels map[string]string) uint64 {
 	return h
 }
 
+// selection is what a policy applies to after the change, and what the review has worked
+// out of each workload, in the same order once asked: the rules that ask of every
+// workload a mesh-wide policy selects then work each out once, without looking it up.
+type selection struct {
+	workloads []*Workload
+	facts     []podFacts
+}
+
+// selectionOf returns the selection of a policy (its virtual workload when none is known).
+func (c *Context) selectionOf(o metav1.Object) *selection {
+	if s, ok := c.selections[o]; ok {
+		return s
+	}
+	if c.selections == nil {
+		c.selections = map[metav1.Object]*selection{}
+	}
+	s := &selection{workloads: scopeOf(o).workloads(c.State, c.Settings.Root)}
+	c.selections[o] = s
+	return s
+}
+
 // workloadsOf returns the workloads a policy applies to after the change (its virtual
 // workload when none is known).
-func (c *Context) workloadsOf(o metav1.Object) []*Workload {
-	if ws, ok := c.workloadMemo[o]; ok {
-		return ws
+func (c *Context) workloadsOf(o metav1.Object) []*Workload { return c.selectionOf(o).workloads }
+
+// eachWorkload yields the workloads a policy applies to after the change, with their facts.
+func (c *Context) eachWorkload(o metav1.Object) iter.Seq2[*Workload, podFacts] {
+	return func(yield func(*Workload, podFacts) bool) {
+		s := c.selectionOf(o)
+		if s.facts == nil {
+			m := c.protectionMemoOf(c.State)
+			s.facts = make([]podFacts, len(s.workloads))
+			for i, w := range s.workloads {
+				f, known := m.byPod[w]
+				s.facts[i] = c.completeFacts(m, w, f, known)
+			}
+		}
+		for i, w := range s.workloads {
+			if !yield(w, s.facts[i]) {
+				return
+			}
+		}
 	}
-	if c.workloadMemo == nil {
-		c.workloadMemo = map[metav1.Object][]*Workload{}
+}
+
+// workloadsWhere returns the workloads a policy applies to after the change whose facts
+// pass keep.
+func (c *Context) workloadsWhere(o metav1.Object, keep func(podFacts) bool) []*Workload {
+	var out []*Workload
+	for w, f := range c.eachWorkload(o) {
+		if keep(f) {
+			out = append(out, w)
+		}
 	}
-	ws := scopeOf(o).workloads(c.State, c.Settings.Root)
-	c.workloadMemo[o] = ws
-	return ws
+	return out
 }
 
 // protection returns what guards workload w in state st.
 func (c *Context) protection(st State, w *Workload) protection {
 	m := c.protectionMemoOf(st)
 	f, known := m.byPod[w]
-	if known && f.protection != nil {
-		return *f.protection
+	if !known || f.protection == nil {
+		f = c.completeFacts(m, w, f, known)
+		m.byPod[w] = f
 	}
+	return *f.protection
+}
+
+// completeFacts works out what f, the facts of w in m's state, lacks: all of them unless
+// known.
+func (c *Context) completeFacts(m *protectionMemo, w *Workload, f podFacts, known bool) podFacts {
 	if !known {
 		f.ambient = m.candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
 	}
-	f.protection = c.protectionBy(m, w, f.ambient)
-	m.byPod[w] = f
-	return *f.protection
+	if f.protection == nil {
+		f.protection = c.protectionBy(m, w, f.ambient)
+	}
+	return f
 }
 
 // protectionBy finds w's protection among those m knows, or works it out.
@@ -202,10 +256,15 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 
 // candidatesIn returns the candidates of a namespace, listing them on first use.
 func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
+	// A mesh-wide selection lists the workloads of a namespace together.
+	if m.last != nil && m.last.namespace == ns {
+		return m.last
+	}
 	if cands, ok := m.namespaces[ns]; ok {
+		m.last = cands
 		return cands
 	}
-	cands := &candidates{namespaceLabels: m.state.Settings(ns).NamespaceLabels, own: compiledPolicies(m.state, ns)}
+	cands := &candidates{namespace: ns, namespaceLabels: m.state.Settings(ns).NamespaceLabels, own: compiledPolicies(m.state, ns)}
 	if ns != root {
 		if m.atRoot == nil {
 			m.atRoot = compiledPolicies(m.state, root)
@@ -213,6 +272,7 @@ func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
 		cands.root = m.atRoot
 	}
 	m.namespaces[ns] = cands
+	m.last = cands
 	return cands
 }
 

@@ -21,8 +21,8 @@ func crossResourceRules() []Rule {
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
 			// Ambient Pods are MG801's: no proxy loads a selector RequestAuthentication there,
 			// and the fix is a waypoint's, not another selector policy.
-			open := lacking(c.workloadsOf(ra), func(w *Workload) bool {
-				return !c.protection(c.State, w).enforces() && (len(scopeOf(ra).targetRefs) > 0 || !c.inAmbient(w))
+			open := c.workloadsWhere(ra, func(f podFacts) bool {
+				return !f.protection.enforces() && (len(scopeOf(ra).targetRefs) > 0 || !f.ambient)
 			})
 			if len(open) == 0 {
 				return nil
@@ -43,7 +43,7 @@ func crossResourceRules() []Rule {
 			if !usesToken(p) {
 				return nil
 			}
-			bare := lacking(c.workloadsOf(p), func(w *Workload) bool { return !c.protection(c.State, w).verifies() })
+			bare := c.workloadsWhere(p, func(f podFacts) bool { return !f.protection.verifies() })
 			if len(bare) == 0 {
 				return nil
 			}
@@ -125,8 +125,8 @@ func crossResourceRules() []Rule {
 				other *RequestAuthentication
 			}
 			reported := map[pair]bool{}
-			for _, w := range c.workloadsOf(ra) {
-				for _, other := range c.protection(c.State, w).ras {
+			for w, f := range c.eachWorkload(ra) {
+				for _, other := range f.protection.ras {
 					if sameObject(other, ra) {
 						continue
 					}
@@ -163,8 +163,8 @@ func crossResourceRules() []Rule {
 			}
 			var lists []*issuersOf
 			var verified []*Workload // the workloads of every list
-			for _, w := range c.workloadsOf(p) {
-				is := c.protection(c.State, w).issuers()
+			for w, f := range c.eachWorkload(p) {
+				is := f.protection.issuers()
 				if len(is) == 0 {
 					continue
 				}
@@ -216,8 +216,8 @@ func crossResourceRules() []Rule {
 				if !slices.Contains(m.values, "*") {
 					continue
 				}
-				for _, w := range c.workloadsOf(p) {
-					if is := c.protection(c.State, w).issuers(); len(is) > 1 {
+				for w, f := range c.eachWorkload(p) {
+					if is := f.protection.issuers(); len(is) > 1 {
 						return []Finding{finding(m.field(),
 							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), c.describe([]*Workload{w}), quoteList(is)),
 							"name the issuer: requestPrincipals: [\"<issuer>/*\"]")}
@@ -297,8 +297,8 @@ func crossResourceRules() []Rule {
 				if !ok || !spaceDelimited[claim] {
 					continue
 				}
-				unsplit := lacking(c.workloadsOf(p), func(wl *Workload) bool {
-					ras := c.protection(c.State, wl).ras
+				unsplit := c.workloadsWhere(p, func(f podFacts) bool {
+					ras := f.protection.ras
 					return len(ras) > 0 && !slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
 						return slices.ContainsFunc(ra.Spec.JwtRules, func(j *jwtRule) bool { return slices.Contains(j.SpaceDelimitedClaims, claim) })
 					})
@@ -321,8 +321,8 @@ func crossResourceRules() []Rule {
 				if w.Key != "request.auth.presenter" {
 					continue
 				}
-				v1 := lacking(c.workloadsOf(p), func(wl *Workload) bool {
-					return slices.ContainsFunc(c.protection(c.State, wl).issuers(), func(i string) bool {
+				v1 := c.workloadsWhere(p, func(f podFacts) bool {
+					return slices.ContainsFunc(f.protection.issuers(), func(i string) bool {
 						e, ok := parseEntra(i)
 						return ok && e.isV1Issuer()
 					})
