@@ -39,10 +39,9 @@ type liveState struct {
 	views  *Views
 	istiod []string
 	err    error
-	// read holds the views this request has read: one review sees one version of each
-	// view, however many times its rules ask.
-	read     map[viewKey]*policy.Snapshot
-	settings map[string]*policy.Settings
+	// read holds what this request has read of each namespace: one review sees one
+	// version of each view and of the settings, however many times its rules ask.
+	read map[string]*namespaceRead
 	// everywhere holds the mesh-wide selections this request has made, by selector: several
 	// rules ask for the same one, each a scan of every Pod of the cluster, and asking again
 	// must give the same workloads (the engine remembers what protects each).
@@ -66,15 +65,38 @@ func (s *liveState) policies(ns string) *policy.Snapshot { return s.view(viewKey
 // workloads is the view of the workloads of ns; on error, an empty one.
 func (s *liveState) workloads(ns string) *policy.Snapshot { return s.view(viewKey{ns, workloadsView}) }
 
+// namespaceRead is what a review has read of one namespace: where its views are kept,
+// and its views and settings once read.
+type namespaceRead struct {
+	kept     *namespaceViews
+	views    [2]*policy.Snapshot
+	settings *policy.Settings
+}
+
+func (s *liveState) namespace(ns string) *namespaceRead {
+	if r, ok := s.read[ns]; ok {
+		return r
+	}
+	if s.read == nil {
+		s.read = map[string]*namespaceRead{}
+	}
+	r := &namespaceRead{kept: s.views.of(ns)}
+	s.read[ns] = r
+	return r
+}
+
 func (s *liveState) view(key viewKey) *policy.Snapshot {
-	if v, ok := s.read[key]; ok {
+	r := s.namespace(key.namespace)
+	if v := r.views[key.part]; v != nil {
 		return v
 	}
-	views := s.views
+	var v *policy.Snapshot
+	var err error
 	if key.part == policiesView && s.quorum != nil {
-		views = s.quorum
+		v, err = s.quorum.view(s.ctx, key)
+	} else {
+		v, err = s.views.viewIn(s.ctx, r.kept, key)
 	}
-	v, err := views.view(s.ctx, key)
 	if err != nil {
 		s.fail(err)
 		v = policy.NewSnapshot()
@@ -82,10 +104,7 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 	if key.part == policiesView {
 		v = s.pending.overlay(key.namespace, v, time.Now())
 	}
-	if s.read == nil {
-		s.read = map[viewKey]*policy.Snapshot{}
-	}
-	s.read[key] = v
+	r.views[key.part] = v
 	return v
 }
 
@@ -167,9 +186,9 @@ func (s *liveState) workloadsEverywhere(matchLabels map[string]string) []*policy
 		}
 		return ws
 	}
-	if len(s.read) < 2*len(namespaces) {
-		// Each namespace's views are read, and kept for the review: make room once.
-		read := make(map[viewKey]*policy.Snapshot, 2*len(namespaces))
+	if len(s.read) < len(namespaces) {
+		// Each namespace is read, and kept for the review: make room once.
+		read := make(map[string]*namespaceRead, len(namespaces))
 		maps.Copy(read, s.read)
 		s.read = read
 	}
@@ -207,18 +226,15 @@ func (s *liveState) KnowsWorkloads() bool { return true }
 // Settings are asked of every workload a policy selects (its data plane): a review keeps
 // those it has read.
 func (s *liveState) Settings(ns string) policy.Settings {
-	if settings, ok := s.settings[ns]; ok {
-		return *settings
+	r := s.namespace(ns)
+	if r.settings == nil {
+		settings, err := s.views.settingsIn(s.ctx, r.kept, ns)
+		if err != nil {
+			s.fail(err)
+		}
+		r.settings = settings
 	}
-	settings, err := s.views.settingsOf(s.ctx, ns)
-	if err != nil {
-		s.fail(err)
-	}
-	if s.settings == nil {
-		s.settings = map[string]*policy.Settings{}
-	}
-	s.settings[ns] = settings
-	return *settings
+	return *r.settings
 }
 
 func (s *liveState) IstiodVersions() []string { return s.istiod }

@@ -35,7 +35,7 @@ import (
 // change; a Pod's review then never rebuilds its namespace's workloads, however many.
 //
 // The guardrails in force are kept the same way, per namespace, merged: any change to a
-// MeshGuardrail or a Namespace drops them all (both are few and rarely change).
+// MeshGuardrail or a Namespace makes them all stale (both are few and rarely change).
 //
 // Until Watch is called nothing is kept: every read builds afresh.
 type Views struct {
@@ -49,11 +49,9 @@ type Views struct {
 	// namespaces holds, per namespace, what is kept of its views (*namespaceViews): one
 	// entry, found with one lookup, as a mesh-wide review reads the views of every namespace.
 	namespaces sync.Map
-	// settingsVersion counts guardrail and namespace changes; settings holds the merged
-	// settings per namespace (*atVersion[*policy.Settings]), valid while their version is
-	// current.
+	// settingsVersion counts guardrail and namespace changes: the merged settings kept
+	// per namespace are valid while their version is current.
 	settingsVersion atomic.Uint64
-	settings        sync.Map
 }
 
 // viewPart is one of a namespace's two views.
@@ -76,28 +74,15 @@ type atVersion[T any] struct {
 	value   T
 }
 
-// namespaceViews are a namespace's views: per part, the changes seen and the last view
-// built, valid while its version is current.
-type namespaceViews [2]struct {
-	version atomic.Uint64
-	kept    atomic.Pointer[atVersion[*policy.Snapshot]]
-}
-
-// kept returns the value kept under key, if it was built at version current.
-func kept[T any, K comparable](m *sync.Map, key K, current uint64) (T, bool) {
-	if cached, ok := m.Load(key); ok && cached.(*atVersion[T]).version == current {
-		return cached.(*atVersion[T]).value, true
+// namespaceViews are what is kept of a namespace: per part of its views, the changes seen
+// and the last view built, and its merged settings, each valid while its version is
+// current.
+type namespaceViews struct {
+	parts [2]struct {
+		version atomic.Uint64
+		kept    atomic.Pointer[atVersion[*policy.Snapshot]]
 	}
-	var zero T
-	return zero, false
-}
-
-// keep stores value under key, built at version, once the views are watched: unwatched,
-// nothing would ever tell that it is stale.
-func keep[T any, K comparable](v *Views, m *sync.Map, key K, version uint64, value T) {
-	if v.watched.Load() {
-		m.Store(key, &atVersion[T]{version, value})
-	}
+	settings atomic.Pointer[atVersion[*policy.Settings]]
 }
 
 // NewViews returns views over an informer cache (or any reader, uncached).
@@ -180,7 +165,6 @@ func watch(ctx context.Context, informers cache.Informers, kind *kinds.Kind, han
 	return inf, nil
 }
 
-// settingsChanged is told of every MeshGuardrail and Namespace change.
 // forget drops what is kept of a deleted namespace's views, its change counters too: a
 // cluster whose namespaces come and go (one per CI run) keeps none of them.
 func (v *Views) forget(obj any) {
@@ -194,18 +178,20 @@ func (v *Views) forget(obj any) {
 	v.namespaces.Delete(ns.Name)
 }
 
-func (v *Views) settingsChanged(any) {
-	v.settingsVersion.Add(1)
-	v.settings.Clear()
-}
+// settingsChanged is told of every MeshGuardrail and Namespace change.
+func (v *Views) settingsChanged(any) { v.settingsVersion.Add(1) }
 
 // settingsOf returns the guardrails in force in ns, merging them if they are missing or
-// stale.
-// They are shared: callers must not modify them.
+// stale. They are shared: callers must not modify them.
 func (v *Views) settingsOf(ctx context.Context, ns string) (*policy.Settings, error) {
+	return v.settingsIn(ctx, v.of(ns), ns)
+}
+
+// settingsIn is settingsOf, given what is kept of ns.
+func (v *Views) settingsIn(ctx context.Context, kept *namespaceViews, ns string) (*policy.Settings, error) {
 	current := v.settingsVersion.Load()
-	if s, ok := kept[*policy.Settings](&v.settings, ns, current); ok {
-		return s, nil
+	if s := kept.settings.Load(); s != nil && s.version == current {
+		return s.value, nil
 	}
 	var rails v1alpha1.MeshGuardrailList
 	if err := v.reader.List(ctx, &rails, client.UnsafeDisableDeepCopy); err != nil {
@@ -223,7 +209,9 @@ func (v *Views) settingsOf(ctx context.Context, ns string) (*policy.Settings, er
 		}
 	}
 	s := new(policy.MergeGuardrails(guardrails, ns, policy.WithNameLabel(ns, namespace.Labels)))
-	keep(v, &v.settings, ns, current, s)
+	if v.watched.Load() { // unwatched, nothing would ever tell that they are stale
+		kept.settings.Store(&atVersion[*policy.Settings]{current, s})
+	}
 	return s, nil
 }
 
@@ -263,7 +251,7 @@ func (v *Views) changed(part viewPart, obj any) {
 		obj = d.Obj
 	}
 	if o, ok := obj.(metav1.Object); ok {
-		views := &v.of(o.GetNamespace())[part]
+		views := &v.of(o.GetNamespace()).parts[part]
 		views.version.Add(1)
 		// Dropped rather than kept stale: a deleted namespace's view holds no memory.
 		views.kept.Store(nil)
@@ -281,7 +269,12 @@ func (v *Views) of(ns string) *namespaceViews {
 
 // view returns one view of a namespace, building it if it is missing or stale.
 func (v *Views) view(ctx context.Context, key viewKey) (*policy.Snapshot, error) {
-	views := &v.of(key.namespace)[key.part]
+	return v.viewIn(ctx, v.of(key.namespace), key)
+}
+
+// viewIn is view, given what is kept of the view's namespace.
+func (v *Views) viewIn(ctx context.Context, kept *namespaceViews, key viewKey) (*policy.Snapshot, error) {
+	views := &kept.parts[key.part]
 	current := views.version.Load()
 	if kept := views.kept.Load(); kept != nil && kept.version == current {
 		return kept.value, nil
