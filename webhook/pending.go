@@ -63,11 +63,16 @@ func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ras, aps, pas := view.RAs[ns], view.APs[ns], view.PAs[ns]
+	var ras []*policy.RequestAuthentication
+	var aps []*policy.AuthorizationPolicy
+	var pas []*policy.PeerAuthentication
 	laid := false
 	for key, w := range p.writes {
 		if key.namespace != ns {
 			continue
+		}
+		if !laid {
+			ras, aps, pas = view.RAs[ns], view.APs[ns], view.PAs[ns]
 		}
 		switch key.kind {
 		case policy.KindRequestAuthentication:

@@ -46,8 +46,9 @@ type liveState struct {
 	// rules ask for the same one, each a scan of every Pod of the cluster, and asking again
 	// must give the same workloads (the engine remembers what protects each).
 	everywhere map[string][]*policy.Workload
-	// pending are the policy writes allowed that the cache may not show yet.
+	// pending are the policy writes allowed that the cache may not show yet, as of now.
 	pending *pendingWrites
+	now     time.Time
 	// quorum, when set, builds the policies views, their security policies read from the
 	// API server itself.
 	quorum *Views
@@ -102,7 +103,10 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 		v = policy.NewSnapshot()
 	}
 	if key.part == policiesView {
-		v = s.pending.overlay(key.namespace, v, time.Now())
+		if s.now.IsZero() {
+			s.now = time.Now() // one review, one instant
+		}
+		v = s.pending.overlay(key.namespace, v, s.now)
 	}
 	r.views[key.part] = v
 	return v
