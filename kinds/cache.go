@@ -128,3 +128,14 @@ var cachedByType = sync.OnceValue(func() map[reflect.Type]*Kind {
 func PodWorkload(pod *metav1.PartialObjectMetadata) *policy.Workload {
 	return &policy.Workload{ObjectMeta: &pod.ObjectMeta, Kind: policy.KindPod}
 }
+
+// PodWorkloads are the workloads of Pods, as PodWorkload, allocated at once.
+func PodWorkloads(pods []*metav1.PartialObjectMetadata) []*policy.Workload {
+	backing := make([]policy.Workload, len(pods))
+	out := make([]*policy.Workload, len(pods))
+	for i, pod := range pods {
+		backing[i] = policy.Workload{ObjectMeta: &pod.ObjectMeta, Kind: policy.KindPod}
+		out[i] = &backing[i]
+	}
+	return out
+}

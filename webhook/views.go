@@ -283,6 +283,7 @@ func (v *Views) viewIn(ctx context.Context, kept *namespaceViews, key viewKey) (
 	var ras []*securityv1.RequestAuthentication
 	var aps []*securityv1.AuthorizationPolicy
 	var pas []*securityv1.PeerAuthentication
+	var pods []*metav1.PartialObjectMetadata
 	s := policy.NewSnapshot()
 	for i, k := range viewedKinds {
 		if k.part != key.part {
@@ -304,11 +305,14 @@ func (v *Views) viewIn(ctx context.Context, kept *namespaceViews, key viewKey) (
 			case *corev1.Service, *policy.Gateway, *policy.ServiceEntry, *policy.HTTPRoute:
 				s.Add(o.(metav1.Object))
 			case *metav1.PartialObjectMetadata:
-				s.Add(kinds.PodWorkload(o))
+				pods = append(pods, o)
 			default:
 				return nil, fmt.Errorf("the cache holds a %T in namespace %q", o, ns)
 			}
 		}
+	}
+	if len(pods) > 0 {
+		s.AddWorkloads(ns, kinds.PodWorkloads(pods)...)
 	}
 	for _, o := range oldestFirst(ras) {
 		s.Add(o)
