@@ -191,20 +191,24 @@ func (c *Context) protection(st State, w *Workload) protection {
 // completeFacts works out what f, the facts of w in m's state, lacks: all of them unless
 // known.
 func (c *Context) completeFacts(m *protectionMemo, w *Workload, f podFacts, known bool) podFacts {
+	var ns *candidates
+	if !w.Virtual || !known {
+		ns = m.candidatesIn(w.Namespace, c.Settings.Root)
+	}
 	if !known {
-		f.ambient = m.candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
+		f.ambient = ns.inAmbient(w)
 	}
 	if f.protection == nil {
-		f.protection = c.protectionBy(m, w, f.ambient)
+		f.protection = c.protectionBy(m, ns, w, f.ambient)
 	}
 	return f
 }
 
-// protectionBy finds w's protection among those m knows, or works it out.
-func (c *Context) protectionBy(m *protectionMemo, w *Workload, ambient bool) *protection {
+// protectionBy finds w's protection among those m knows, or works it out; ns are the
+// candidates of w's namespace (nil for a virtual workload).
+func (c *Context) protectionBy(m *protectionMemo, ns *candidates, w *Workload, ambient bool) *protection {
 	root := c.Settings.Root
 	if !w.Virtual && !ambient {
-		ns := m.candidatesIn(w.Namespace, root)
 		if k, ok := ns.class(w, root); ok {
 			if p, ok := m.byClass[k]; ok {
 				return p

@@ -263,6 +263,9 @@ func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Worklo
 // matchLabels, in the order they were added, and returns the extended list.
 func (s *Snapshot) AppendSelected(out []*Workload, ns string, matchLabels map[string]string) []*Workload {
 	candidates := s.Pods[ns]
+	if len(matchLabels) == 0 {
+		return append(out, candidates...)
+	}
 	for k, v := range matchLabels {
 		if carrying := s.podsByLabel[ns][labelPair{k, v}]; len(carrying) < len(candidates) {
 			candidates = carrying
