@@ -88,7 +88,7 @@ func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
 	if len(scopeOf(o).targetRefs) > 0 {
 		return nil
 	}
-	return c.workloadsWhere(o, func(f podFacts) bool { return f.ambient })
+	return c.workloadsWhere(o, func(f workloadFacts) bool { return f.ambient })
 }
 
 // l4Source and l4Operation tell whether a source or operation names a field ztunnel

@@ -79,7 +79,7 @@ func (c *Context) stopped() bool {
 // its own pod-template-hash). Other workloads share one per label set.
 type protectionMemo struct {
 	state      State
-	byPod      map[*Workload]podFacts
+	byPod      map[*Workload]workloadFacts
 	byClass    map[classKey]*protection
 	byLabels   map[labelsKey]*labelledProtection
 	namespaces map[string]*candidates
@@ -90,9 +90,9 @@ type protectionMemo struct {
 	openings map[openingKey]request
 }
 
-// podFacts are what a review has worked out of one workload: whether it is in ambient
+// workloadFacts are what a review has worked out of one workload: whether it is in ambient
 // mode, and its protection once asked.
-type podFacts struct {
+type workloadFacts struct {
 	ambient    bool
 	protection *protection
 }
@@ -125,7 +125,7 @@ func labelsHash(seed maphash.Seed, labels map[string]string) uint64 {
 // workload a mesh-wide policy selects then work each out once, without looking it up.
 type selection struct {
 	workloads []*Workload
-	facts     []podFacts
+	facts     []workloadFacts
 }
 
 // selectionOf returns the selection of a policy (its virtual workload when none is known).
@@ -146,12 +146,12 @@ func (c *Context) selectionOf(o metav1.Object) *selection {
 func (c *Context) workloadsOf(o metav1.Object) []*Workload { return c.selectionOf(o).workloads }
 
 // eachWorkload yields the workloads a policy applies to after the change, with their facts.
-func (c *Context) eachWorkload(o metav1.Object) iter.Seq2[*Workload, podFacts] {
-	return func(yield func(*Workload, podFacts) bool) {
+func (c *Context) eachWorkload(o metav1.Object) iter.Seq2[*Workload, workloadFacts] {
+	return func(yield func(*Workload, workloadFacts) bool) {
 		s := c.selectionOf(o)
 		if s.facts == nil {
 			m := c.protectionMemoOf(c.State)
-			s.facts = make([]podFacts, len(s.workloads))
+			s.facts = make([]workloadFacts, len(s.workloads))
 			for i, w := range s.workloads {
 				f, known := m.byPod[w]
 				s.facts[i] = c.completeFacts(m, w, f, known)
@@ -167,7 +167,7 @@ func (c *Context) eachWorkload(o metav1.Object) iter.Seq2[*Workload, podFacts] {
 
 // workloadsWhere returns the workloads a policy applies to after the change whose facts
 // pass keep.
-func (c *Context) workloadsWhere(o metav1.Object, keep func(podFacts) bool) []*Workload {
+func (c *Context) workloadsWhere(o metav1.Object, keep func(workloadFacts) bool) []*Workload {
 	var out []*Workload
 	for w, f := range c.eachWorkload(o) {
 		if keep(f) {
@@ -190,7 +190,7 @@ func (c *Context) protection(st State, w *Workload) protection {
 
 // completeFacts works out what f, the facts of w in m's state, lacks: all of them unless
 // known.
-func (c *Context) completeFacts(m *protectionMemo, w *Workload, f podFacts, known bool) podFacts {
+func (c *Context) completeFacts(m *protectionMemo, w *Workload, f workloadFacts, known bool) workloadFacts {
 	var ns *candidates
 	if !w.Virtual || !known {
 		ns = m.candidatesIn(w.Namespace, c.Settings.Root)
@@ -236,7 +236,7 @@ func (c *Context) inAmbient(w *Workload) bool {
 		return f.ambient
 	}
 	ambient := m.candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
-	m.byPod[w] = podFacts{ambient: ambient}
+	m.byPod[w] = workloadFacts{ambient: ambient}
 	return ambient
 }
 
@@ -252,7 +252,7 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := &protectionMemo{state: st, byPod: map[*Workload]podFacts{}, byClass: map[classKey]*protection{},
+	m := &protectionMemo{state: st, byPod: map[*Workload]workloadFacts{}, byClass: map[classKey]*protection{},
 		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]request{}}
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m

@@ -21,7 +21,7 @@ func crossResourceRules() []Rule {
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
 			// Ambient Pods are MG801's: no proxy loads a selector RequestAuthentication there,
 			// and the fix is a waypoint's, not another selector policy.
-			open := c.workloadsWhere(ra, func(f podFacts) bool {
+			open := c.workloadsWhere(ra, func(f workloadFacts) bool {
 				return !f.protection.enforces() && (len(scopeOf(ra).targetRefs) > 0 || !f.ambient)
 			})
 			if len(open) == 0 {
@@ -43,7 +43,7 @@ func crossResourceRules() []Rule {
 			if !usesToken(p) {
 				return nil
 			}
-			bare := c.workloadsWhere(p, func(f podFacts) bool { return !f.protection.verifies() })
+			bare := c.workloadsWhere(p, func(f workloadFacts) bool { return !f.protection.verifies() })
 			if len(bare) == 0 {
 				return nil
 			}
@@ -297,7 +297,7 @@ func crossResourceRules() []Rule {
 				if !ok || !spaceDelimited[claim] {
 					continue
 				}
-				unsplit := c.workloadsWhere(p, func(f podFacts) bool {
+				unsplit := c.workloadsWhere(p, func(f workloadFacts) bool {
 					ras := f.protection.ras
 					return len(ras) > 0 && !slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
 						return slices.ContainsFunc(ra.Spec.JwtRules, func(j *jwtRule) bool { return slices.Contains(j.SpaceDelimitedClaims, claim) })
@@ -321,7 +321,7 @@ func crossResourceRules() []Rule {
 				if w.Key != "request.auth.presenter" {
 					continue
 				}
-				v1 := c.workloadsWhere(p, func(f podFacts) bool {
+				v1 := c.workloadsWhere(p, func(f workloadFacts) bool {
 					return slices.ContainsFunc(f.protection.issuers(), func(i string) bool {
 						e, ok := parseEntra(i)
 						return ok && e.isV1Issuer()
