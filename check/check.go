@@ -31,10 +31,13 @@ type Report struct {
 // label their Pods, so that policies are judged against what will run; a live bundle's are
 // judged as they run.
 func Run(e *policy.Engine, b *Bundle) Report {
-	for _, o := range b.Objects {
-		if w, ok := o.(*policy.Workload); ok && !b.Live {
-			e.Cover(b.State, w)
+	if !b.Live {
+		for _, o := range b.Objects {
+			if w, ok := o.(*policy.Workload); ok {
+				e.Cover(b.State, w)
+			}
 		}
+		b.State.Reindex() // policies select by the labels just given
 	}
 	// Each object is judged on its own against the same state: on every core, the
 	// findings then reported in reading order.

@@ -180,6 +180,16 @@ func (s *Snapshot) AddWorkloads(ns string, ws ...*Workload) {
 	}
 }
 
+// Reindex indexes the snapshot's workloads by label anew, after their labels changed in
+// place: Engine.Cover labels pod templates as admission would label their Pods.
+func (s *Snapshot) Reindex() {
+	pods := s.Pods
+	s.Pods, s.podsByLabel = nil, nil
+	for ns, ws := range pods {
+		s.AddWorkloads(ns, ws...)
+	}
+}
+
 // Find returns the object of a kind, namespace and name the snapshot holds, or nil: a
 // security policy, a Service, ServiceEntry or Gateway, or a Pod.
 func (s *Snapshot) Find(kind, ns, name string) metav1.Object {
