@@ -88,6 +88,9 @@ type namespacePolicies struct {
 	ras []*RequestAuthentication
 	aps []*AuthorizationPolicy
 	selectors
+	// kept: a memo keeps them, so that workloads may keep what was worked out against
+	// them (keptFacts).
+	kept bool
 	// openings are the tokenless openings of sets of these AuthorizationPolicies alone, by
 	// keptOpening.
 	openings sync.Map
@@ -167,6 +170,7 @@ func compiledPolicies(st State, ns string) *namespacePolicies {
 	}
 	n := compileNamespace(st.RequestAuthentications(ns), st.AuthorizationPolicies(ns), st.PeerAuthentications(ns))
 	if memo != nil {
+		n.kept = true
 		memo.namespaces.Store(ns, n)
 	}
 	return n
@@ -184,8 +188,58 @@ func (m *PolicyMemo) forget(ns string) {
 type candidates struct {
 	namespace       string
 	namespaceLabels map[string]string
+	enrolment       enrolment
 	root            *namespacePolicies // nil in the root namespace
 	own             *namespacePolicies
+	// mtls is the namespace's mTLS mode, for its workloads no PeerAuthentication with a
+	// selector applies to.
+	mtls mtlsOnce
+}
+
+// enrolment is what of a namespace's labels decides whether its workloads are enrolled
+// in ambient mode (enrolledInAmbient).
+type enrolment struct{ mode, injection, revision string }
+
+func enrolmentOf(namespaceLabels map[string]string) enrolment {
+	return enrolment{namespaceLabels[DataplaneModeLabel], namespaceLabels[injectionLabel], namespaceLabels[revisionLabel]}
+}
+
+// keptFacts are what only a workload's labels and its namespace's own policies and labels
+// decide: which of those policies select it, and whether it is enrolled in ambient mode.
+// A workload keeps them while they hold (Workload.kept): its labels never change (a Pod's
+// change is another object, Cover resets them), and they name the policies and labels
+// they were worked out against.
+type keptFacts struct {
+	policies  *namespacePolicies
+	enrolment enrolment
+	namespace string
+	own       uint64
+	ownOK     bool
+	ambient   bool
+}
+
+// namespace is w's namespace, read from its kept facts when it has some: the name there is
+// its namespace's candidates', shared by its workloads, and asking it of 100,000 Pods
+// does not read their metadata.
+func (w *Workload) namespace() string {
+	if k := w.kept.Load(); k != nil {
+		return k.namespace
+	}
+	return w.Namespace
+}
+
+// keptFactsOf returns the kept facts of w, working them out if they are missing or were
+// worked out against other policies or labels of its namespace.
+func (c *candidates) keptFactsOf(w *Workload, root string) *keptFacts {
+	if k := w.kept.Load(); k != nil && k.policies == c.own && k.enrolment == c.enrolment {
+		return k
+	}
+	k := &keptFacts{policies: c.own, enrolment: c.enrolment, namespace: c.namespace, ambient: c.inAmbient(w)}
+	k.own, k.ownOK = c.own.selecting(w, root)
+	if c.own.kept {
+		w.kept.Store(k)
+	}
+	return k
 }
 
 // classKey names the sidecar workloads of a namespace that the same policies select: the
@@ -195,16 +249,16 @@ type classKey struct {
 	root, own uint64
 }
 
-// class returns the key of w's class; false when there are too many policies to tell.
-func (c *candidates) class(w *Workload, root string) (classKey, bool) {
-	k := classKey{namespace: w.Namespace}
-	ok := true
-	if c.root != nil {
-		k.root, ok = c.root.selecting(w, root)
+// class returns the key of the class of w, whose kept facts are k; false when there are
+// too many policies to tell.
+func (c *candidates) class(w *Workload, root string, k *keptFacts) (classKey, bool) {
+	key := classKey{namespace: c.namespace, own: k.own}
+	if c.root == nil {
+		return key, k.ownOK
 	}
-	var ownOK bool
-	k.own, ownOK = c.own.selecting(w, root)
-	return k, ok && ownOK
+	var rootOK bool
+	key.root, rootOK = c.root.selecting(w, root)
+	return key, rootOK && k.ownOK
 }
 
 func (c *candidates) inAmbient(w *Workload) bool {
@@ -222,6 +276,9 @@ func (c *candidates) protection(st State, root string, w *Workload, k classKey, 
 	}
 	p.ras = append(p.ras, picked(c.own.ras, k.own, 0)...)
 	p.aps = append(rootAPs, picked(c.own.aps, k.own, len(c.own.ras))...)
+	if k.own>>(len(c.own.ras)+len(c.own.aps)) == 0 {
+		p.opening.namespaceMTLS = &c.mtls
+	}
 	if len(rootAPs) == 0 {
 		// The namespace's own AuthorizationPolicies alone decide: what they admit is kept
 		// with them.

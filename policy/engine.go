@@ -191,40 +191,49 @@ func (c *Context) protection(st State, w *Workload) protection {
 // completeFacts works out what f, the facts of w in m's state, lacks: all of them unless
 // known.
 func (c *Context) completeFacts(m *protectionMemo, w *Workload, f workloadFacts, known bool) workloadFacts {
-	var ns *candidates
-	if !w.Virtual || !known {
-		ns = m.candidatesIn(w.Namespace, c.Settings.Root)
+	root := c.Settings.Root
+	if w.Virtual {
+		if !known {
+			f.ambient = m.candidatesIn(w.Namespace, root).inAmbient(w)
+		}
+		if f.protection == nil {
+			f.protection = c.protectionByLabels(m, w)
+		}
+		return f
 	}
+	ns := m.candidatesOf(w, root)
+	kept := ns.keptFactsOf(w, root)
 	if !known {
-		f.ambient = ns.inAmbient(w)
+		f.ambient = kept.ambient
 	}
-	if f.protection == nil {
-		f.protection = c.protectionBy(m, ns, w, f.ambient)
+	if f.protection != nil {
+		return f
 	}
+	k, ok := ns.class(w, root, kept)
+	if f.ambient || !ok {
+		f.protection = c.protectionByLabels(m, w)
+		return f
+	}
+	p, found := m.byClass[k]
+	if !found {
+		p = ns.protection(m.state, root, w, k, m.openings)
+		m.byClass[k] = p
+	}
+	f.protection = p
 	return f
 }
 
-// protectionBy finds w's protection among those m knows, or works it out; ns are the
-// candidates of w's namespace (nil for a virtual workload).
-func (c *Context) protectionBy(m *protectionMemo, ns *candidates, w *Workload, ambient bool) *protection {
-	root := c.Settings.Root
-	if !w.Virtual && !ambient {
-		if k, ok := ns.class(w, root); ok {
-			if p, ok := m.byClass[k]; ok {
-				return p
-			}
-			p := ns.protection(m.state, root, w, k, m.openings)
-			m.byClass[k] = p
-			return p
-		}
-	}
+// protectionByLabels finds w's protection among those m knows of its label set, or works
+// it out: a virtual or ambient workload's, or one of a namespace with too many policies to
+// tell apart.
+func (c *Context) protectionByLabels(m *protectionMemo, w *Workload) *protection {
 	k := labelsKey{w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
 	for known := m.byLabels[k]; known != nil; known = known.next {
 		if maps.Equal(known.labels, w.Labels) {
 			return &known.protection
 		}
 	}
-	e := &labelledProtection{labels: w.Labels, protection: protectionOf(m.state, root, w, m.openings), next: m.byLabels[k]}
+	e := &labelledProtection{labels: w.Labels, protection: protectionOf(m.state, c.Settings.Root, w, m.openings), next: m.byLabels[k]}
 	m.byLabels[k] = e
 	return &e.protection
 }
@@ -235,7 +244,12 @@ func (c *Context) inAmbient(w *Workload) bool {
 	if f, known := m.byPod[w]; known {
 		return f.ambient
 	}
-	ambient := m.candidatesIn(w.Namespace, c.Settings.Root).inAmbient(w)
+	var ambient bool
+	if root := c.Settings.Root; w.Virtual {
+		ambient = m.candidatesIn(w.Namespace, root).inAmbient(w)
+	} else {
+		ambient = m.candidatesOf(w, root).keptFactsOf(w, root).ambient
+	}
 	m.byPod[w] = workloadFacts{ambient: ambient}
 	return ambient
 }
@@ -258,6 +272,11 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	return m
 }
 
+// candidatesOf returns the candidates of w's namespace.
+func (m *protectionMemo) candidatesOf(w *Workload, root string) *candidates {
+	return m.candidatesIn(w.namespace(), root)
+}
+
 // candidatesIn returns the candidates of a namespace, listing them on first use.
 func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
 	// A mesh-wide selection lists the workloads of a namespace together.
@@ -268,7 +287,8 @@ func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
 		m.last = cands
 		return cands
 	}
-	cands := &candidates{namespace: ns, namespaceLabels: m.state.Settings(ns).NamespaceLabels, own: compiledPolicies(m.state, ns)}
+	labels := m.state.Settings(ns).NamespaceLabels
+	cands := &candidates{namespace: ns, namespaceLabels: labels, enrolment: enrolmentOf(labels), own: compiledPolicies(m.state, ns)}
 	if ns != root {
 		if m.atRoot == nil {
 			m.atRoot = compiledPolicies(m.state, root)
@@ -427,5 +447,6 @@ func (e *Engine) Cover(st State, w *Workload) bool {
 		w.Annotations = map[string]string{}
 	}
 	w.Annotations[CoveredByAnnotation] = strings.Join(l.Guardrails, ",")
+	w.kept.Store(nil) // worked out from the labels it had
 	return true
 }

@@ -387,6 +387,38 @@ func TestPolicyMemo(t *testing.T) {
 	}
 }
 
+// TestKeptFacts: what a workload keeps between reviews (which of its namespace's policies
+// select it, whether it is in ambient mode) is worked out again when its namespace's
+// labels change, and when Cover labels it.
+func TestKeptFacts(t *testing.T) {
+	e := NewEngine()
+	meshRA := newRA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","jwksUri":"https://idp.example.com/keys"}]}`)
+	meshWide := func(st State) []Finding { return e.Review(Review{Operation: Create, Object: meshRA, State: st}) }
+
+	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	live := snapshot(newRA(t, "shop", "web-jwt", goodRA), web)
+	if fs := meshWide(live); !has(fs, "MG301") {
+		t.Fatalf("no AuthorizationPolicy requires a token of the sidecar Pod, yet %v", rules(fs))
+	}
+	live.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}})
+	if fs := meshWide(live); has(fs, "MG301") {
+		t.Errorf("the namespace moved to ambient mode, whose Pods are MG801's, yet %v", rules(fs))
+	}
+
+	rail := guardrail("cov", v1alpha1.MeshGuardrailSpec{Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}}})
+	bySecurityLabel := func(js string) string { return strings.Replace(js, `"app":"web"`, `"enablesecurity":"shop"`, 1) }
+	plain := pod("shop", "web-1", map[string]string{"app": "web"})
+	covered := snapshot(rail, newRA(t, "shop", "web-jwt", bySecurityLabel(goodRA)), newAP(t, "shop", "web-require-jwt", bySecurityLabel(allowRP)), plain)
+	if fs := meshWide(covered); !has(fs, "MG301") {
+		t.Fatalf("the Pod lacks the label the policies select, yet %v", rules(fs))
+	}
+	e.Cover(covered, plain)
+	covered.Reindex()
+	if fs := meshWide(covered); has(fs, "MG301") {
+		t.Errorf("the Pod labelled for coverage is selected by the policies requiring a token, yet %v", rules(fs))
+	}
+}
+
 // TestProtectionByLabels: an ambient workload's protection, which its waypoint decides, is
 // worked out once per label set and namespace, and label sets whose hashes collide are told
 // apart.

@@ -37,6 +37,26 @@ type opening struct {
 	// the AuthorizationPolicies keptAPs of one namespace (see namespacePolicies).
 	kept    *namespacePolicies
 	keptAPs uint64
+	// namespaceMTLS, when set, is the mode of the workload's namespace, which no
+	// PeerAuthentication with a selector changes for it: shared by such workloads.
+	namespaceMTLS *mtlsOnce
+}
+
+// mtlsOnce is whether mTLS is STRICT, once worked out.
+type mtlsOnce struct{ known, strict bool }
+
+// plaintext tells whether callers without mTLS reach the workload.
+func (o *opening) plaintext() bool {
+	switch m := o.namespaceMTLS; {
+	case o.viaWaypoint:
+		return false
+	case m != nil:
+		if !m.known {
+			m.strict, m.known = mtlsStrict(o.st, o.root, o.w), true
+		}
+		return !m.strict
+	}
+	return !mtlsStrict(o.st, o.root, o.w)
 }
 
 // openingKey names the policies that apply to a workload, and whether callers without
@@ -88,7 +108,7 @@ func (p protection) tokenless() request {
 	if o.evaluated {
 		return o.witness
 	}
-	plaintext := !o.viaWaypoint && !mtlsStrict(o.st, o.root, o.w)
+	plaintext := o.plaintext()
 	var witness request
 	if o.kept != nil {
 		witness = o.kept.opening(o.keptAPs, plaintext, p.aps)
@@ -114,7 +134,7 @@ func (p protection) tokenless() request {
 // gets in at all.
 func (p protection) admitsUnverified() bool {
 	o := p.opening
-	e := enforcementOf(p.aps, !o.viaWaypoint && !mtlsStrict(o.st, o.root, o.w))
+	e := enforcementOf(p.aps, o.plaintext())
 	found, decided := e.find(request{}, true, e.peers(), e.admits)
 	return found != nil || !decided
 }
@@ -197,7 +217,10 @@ func (c *Context) describe(ws []*Workload) string {
 	// A mesh-wide policy names 100,000 of them: the first few are picked, not all sorted.
 	const shown = 3
 	byName := func(a, b *Workload) int {
-		return cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+		if c := cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.namespace(), b.namespace())); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
 	}
 	var first []*Workload
 	for _, w := range ws {
