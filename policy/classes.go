@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"math/bits"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // A sidecar workload's protection follows from which policies select it: the
@@ -88,9 +90,10 @@ type namespacePolicies struct {
 	ras []*RequestAuthentication
 	aps []*AuthorizationPolicy
 	selectors
-	// kept: a memo keeps them, so that workloads may keep what was worked out against
-	// them (keptFacts).
-	kept bool
+	// kept: a memo keeps them, under the name of their namespace, so that workloads may
+	// keep what was worked out against them (keptFacts).
+	kept      bool
+	namespace string
 	// openings are the tokenless openings of sets of these AuthorizationPolicies alone, by
 	// keptOpening.
 	openings sync.Map
@@ -120,8 +123,7 @@ func compileNamespace(ras []*RequestAuthentication, aps []*AuthorizationPolicy, 
 }
 
 // picked returns the policies of list whose bits (from offset on) are set in selected.
-func picked[T any](list []T, selected uint64, offset int) []T {
-	var out []T
+func picked[T any](out, list []T, selected uint64, offset int) []T {
 	for i, o := range list {
 		if selected&(1<<(offset+i)) != 0 {
 			out = append(out, o)
@@ -148,6 +150,8 @@ func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*Auth
 // the State forgets it then, or hands out another memo.
 type PolicyMemo struct {
 	namespaces sync.Map // namespace → *namespacePolicies
+	// last is the namespace last stored: a webhook's view holds one namespace.
+	last atomic.Pointer[namespacePolicies]
 }
 
 // policyMemos is a State that keeps a PolicyMemo with its policies (nil where it keeps
@@ -164,14 +168,18 @@ func compiledPolicies(st State, ns string) *namespacePolicies {
 		memo = m.PolicyMemo(ns)
 	}
 	if memo != nil {
+		if n := memo.last.Load(); n != nil && n.namespace == ns {
+			return n
+		}
 		if n, ok := memo.namespaces.Load(ns); ok {
 			return n.(*namespacePolicies)
 		}
 	}
 	n := compileNamespace(st.RequestAuthentications(ns), st.AuthorizationPolicies(ns), st.PeerAuthentications(ns))
 	if memo != nil {
-		n.kept = true
+		n.namespace, n.kept = ns, true
 		memo.namespaces.Store(ns, n)
+		memo.last.Store(n)
 	}
 	return n
 }
@@ -180,6 +188,7 @@ func compiledPolicies(st State, ns string) *namespacePolicies {
 func (m *PolicyMemo) forget(ns string) {
 	if m != nil {
 		m.namespaces.Delete(ns)
+		m.last.Store(nil)
 	}
 }
 
@@ -242,17 +251,18 @@ func (c *candidates) keptFactsOf(w *Workload, root string) *keptFacts {
 	return k
 }
 
-// classKey names the sidecar workloads of a namespace that the same policies select: the
-// bits selecting gives of the root namespace's policies and of the namespace's own.
+// classKey names the sidecar workloads of a namespace (its candidates) that the same
+// policies select: the bits selecting gives of the root namespace's policies and of the
+// namespace's own.
 type classKey struct {
-	namespace string
+	namespace *candidates
 	root, own uint64
 }
 
 // class returns the key of the class of w, whose kept facts are k; false when there are
 // too many policies to tell.
 func (c *candidates) class(w *Workload, root string, k *keptFacts) (classKey, bool) {
-	key := classKey{namespace: c.namespace, own: k.own}
+	key := classKey{namespace: c, own: k.own}
 	if c.root == nil {
 		return key, k.ownOK
 	}
@@ -268,18 +278,26 @@ func (c *candidates) inAmbient(w *Workload) bool {
 // protection is the protection of the sidecar workloads of class k, w one of them:
 // protectionOf's, without asking every policy of each workload.
 func (c *candidates) protection(st State, root string, w *Workload, k classKey, openings map[openingKey]request) *protection {
-	p := &protection{opening: &opening{st: st, root: root, w: w, byPolicies: openings}}
-	var rootAPs []*AuthorizationPolicy
+	// One allocation for the protection and its opening, one for each list of policies.
+	both := &struct {
+		protection
+		opening
+	}{opening: opening{st: st, root: root, w: w, byPolicies: openings}}
+	p := &both.protection
+	p.opening = &both.opening
+	room := bits.OnesCount64(k.root) + bits.OnesCount64(k.own)
+	p.ras, p.aps = make([]*RequestAuthentication, 0, room), make([]*AuthorizationPolicy, 0, room)
 	if c.root != nil {
-		p.ras = picked(c.root.ras, k.root, 0)
-		rootAPs = picked(c.root.aps, k.root, len(c.root.ras))
+		p.ras = picked(p.ras, c.root.ras, k.root, 0)
+		p.aps = picked(p.aps, c.root.aps, k.root, len(c.root.ras))
 	}
-	p.ras = append(p.ras, picked(c.own.ras, k.own, 0)...)
-	p.aps = append(rootAPs, picked(c.own.aps, k.own, len(c.own.ras))...)
+	rootAPs := len(p.aps)
+	p.ras = picked(p.ras, c.own.ras, k.own, 0)
+	p.aps = picked(p.aps, c.own.aps, k.own, len(c.own.ras))
 	if k.own>>(len(c.own.ras)+len(c.own.aps)) == 0 {
 		p.opening.namespaceMTLS = &c.mtls
 	}
-	if len(rootAPs) == 0 {
+	if rootAPs == 0 {
 		// The namespace's own AuthorizationPolicies alone decide: what they admit is kept
 		// with them.
 		p.opening.kept, p.opening.keptAPs = c.own, k.own

@@ -26,9 +26,18 @@ type pendingWrites struct {
 	judging sync.Mutex
 	mu      sync.Mutex
 	writes  map[pendingKey]pendingWrite
-	// count is len(writes): most reviews find none, and a mesh-wide one asks for every
-	// namespace.
-	count atomic.Int64
+	// namespaces are the namespaces of writes, read without the lock: most reviews find
+	// none pending in a namespace, and a mesh-wide one asks of every namespace.
+	namespaces atomic.Pointer[map[string]bool]
+}
+
+// changed notes the namespaces of the writes; the lock is held.
+func (p *pendingWrites) changed() {
+	namespaces := map[string]bool{}
+	for key := range p.writes {
+		namespaces[key.namespace] = true
+	}
+	p.namespaces.Store(&namespaces)
 }
 
 type pendingKey struct{ kind, namespace, name string }
@@ -52,13 +61,16 @@ func (p *pendingWrites) record(kind, namespace, name string, obj, old metav1.Obj
 		p.writes = map[pendingKey]pendingWrite{}
 	}
 	p.writes[pendingKey{kind, namespace, name}] = w
-	p.count.Store(int64(len(p.writes)))
+	p.changed()
 }
 
 // overlay returns the policies view of namespace ns with the pending writes laid over,
 // forgetting those the cache now shows, and those expired.
 func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time) *policy.Snapshot {
-	if p == nil || p.count.Load() == 0 {
+	if p == nil {
+		return view
+	}
+	if namespaces := p.namespaces.Load(); namespaces == nil || !(*namespaces)[ns] {
 		return view
 	}
 	p.mu.Lock()
@@ -97,7 +109,7 @@ func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cach
 		w.object != nil && i >= 0 && cached[i].GetResourceVersion() != w.oldVersion // created or updated
 	if done || now.After(w.expires) {
 		delete(p.writes, key)
-		p.count.Store(int64(len(p.writes)))
+		p.changed()
 		return cached
 	}
 	out := slices.Clone(cached)
