@@ -302,6 +302,5 @@ func (c *candidates) protection(st State, root string, w *Workload, k classKey, 
 		// with them.
 		p.opening.kept, p.opening.keptAPs = c.own, k.own
 	}
-	p.issuerList = issuersOf(p.ras)
 	return p
 }

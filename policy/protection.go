@@ -13,9 +13,8 @@ import (
 type protection struct {
 	ras []*RequestAuthentication
 	aps []*AuthorizationPolicy
-	// issuerList holds the issuers the RequestAuthentications configure, once each, in order.
-	issuerList []string
-	// opening is worked out when first asked, and shared by the protection's copies.
+	// opening is worked out when first asked, and shared by the protection's copies; the
+	// issuers too.
 	opening *opening
 }
 
@@ -40,6 +39,10 @@ type opening struct {
 	// namespaceMTLS, when set, is the mode of the workload's namespace, which no
 	// PeerAuthentication with a selector changes for it: shared by such workloads.
 	namespaceMTLS *mtlsOnce
+	// issuers are those the RequestAuthentications configure, once each, in order, once
+	// asked.
+	issuers      []string
+	issuersKnown bool
 }
 
 // mtlsOnce is whether mTLS is STRICT, once worked out.
@@ -80,7 +83,6 @@ func protectionOf(st State, root string, w *Workload, openings map[openingKey]re
 		p.aps = atWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
 		p.opening.viaWaypoint = true
 	}
-	p.issuerList = issuersOf(p.ras)
 	return p
 }
 
@@ -160,7 +162,12 @@ func (p protection) deniesOnClaims() bool {
 
 // issuers lists the issuers the workload's RequestAuthentications configure, once each.
 // Callers must not modify it: it is shared by every rule of the review.
-func (p protection) issuers() []string { return p.issuerList }
+func (p protection) issuers() []string {
+	if o := p.opening; !o.issuersKnown {
+		o.issuers, o.issuersKnown = issuersOf(p.ras), true
+	}
+	return p.opening.issuers
+}
 
 type mtls = securityv1beta1.PeerAuthentication_MutualTLS_Mode
 

@@ -125,7 +125,12 @@ func crossResourceRules() []Rule {
 				other *RequestAuthentication
 			}
 			reported := map[pair]bool{}
+			var last *protection
 			for w, f := range c.eachWorkload(ra) {
+				if f.protection == last {
+					continue // the workload before had the same: a class's are listed together
+				}
+				last = f.protection
 				for _, other := range f.protection.ras {
 					if sameObject(other, ra) {
 						continue
