@@ -258,23 +258,30 @@ func (s *Snapshot) GatewayClass(name string) *GatewayClass   { return s.GWClasse
 func (s *Snapshot) ServiceEntries(ns string) []*ServiceEntry { return s.SEs[ns] }
 func (s *Snapshot) HTTPRoutes(ns string) []*HTTPRoute        { return s.Routes[ns] }
 
+// Workloads returns the selected workloads in a list of the caller's own.
 func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Workload {
 	if ns != "" {
-		return s.AppendSelected(nil, ns, matchLabels)
+		selected, shared := s.Selected(ns, matchLabels)
+		if shared {
+			return slices.Clone(selected)
+		}
+		return selected
 	}
 	var out []*Workload
 	for _, n := range sortedKeys(s.Pods) {
-		out = s.AppendSelected(out, n, matchLabels)
+		selected, _ := s.Selected(n, matchLabels)
+		out = append(out, selected...)
 	}
 	return out
 }
 
-// AppendSelected appends to out the workloads of namespace ns whose labels include
-// matchLabels, in the order they were added, and returns the extended list.
-func (s *Snapshot) AppendSelected(out []*Workload, ns string, matchLabels map[string]string) []*Workload {
+// Selected returns the workloads of namespace ns whose labels include matchLabels, in the
+// order they were added; shared tells that the list is the snapshot's own, which callers
+// must not modify: all of a namespace's, or all that carry the one label asked.
+func (s *Snapshot) Selected(ns string, matchLabels map[string]string) (selected []*Workload, shared bool) {
 	candidates := s.Pods[ns]
 	if len(matchLabels) == 0 {
-		return append(out, candidates...)
+		return candidates, true
 	}
 	for k, v := range matchLabels {
 		if carrying := s.podsByLabel[ns][labelPair{k, v}]; len(carrying) < len(candidates) {
@@ -282,14 +289,14 @@ func (s *Snapshot) AppendSelected(out []*Workload, ns string, matchLabels map[st
 		}
 	}
 	if len(matchLabels) == 1 && len(candidates) < len(s.Pods[ns]) {
-		return append(out, candidates...) // all carry the one label
+		return candidates, true // all carry the one label
 	}
 	for _, w := range candidates {
 		if Selects(matchLabels, w.Labels) {
-			out = append(out, w)
+			selected = append(selected, w)
 		}
 	}
-	return out
+	return selected, false
 }
 
 func (s *Snapshot) Settings(ns string) Settings {

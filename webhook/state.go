@@ -196,11 +196,12 @@ func (s *liveState) workloadsEverywhere(matchLabels map[string]string) []*policy
 		maps.Copy(read, s.read)
 		s.read = read
 	}
-	var ws []*policy.Workload
-	for _, ns := range namespaces {
-		ws = s.workloads(ns).AppendSelected(ws, ns, matchLabels)
+	// Each namespace's, then all in one allocation.
+	parts := make([][]*policy.Workload, len(namespaces))
+	for i, ns := range namespaces {
+		parts[i], _ = s.workloads(ns).Selected(ns, matchLabels)
 	}
-	return ws
+	return slices.Concat(parts...)
 }
 
 // selectionKey names a selector unambiguously: each key and value quoted, in key order.
