@@ -203,6 +203,9 @@ type candidates struct {
 	// mtls is the namespace's mTLS mode, for its workloads no PeerAuthentication with a
 	// selector applies to.
 	mtls mtlsOnce
+	// classes are the classes of the namespace's sidecar workloads found so far.
+	classes     []class
+	moreClasses map[classKey]*protection
 }
 
 // enrolment is what of a namespace's labels decides whether its workloads are enrolled
@@ -251,18 +254,45 @@ func (c *candidates) keptFactsOf(w *Workload, root string) *keptFacts {
 	return k
 }
 
-// classKey names the sidecar workloads of a namespace (its candidates) that the same
-// policies select: the bits selecting gives of the root namespace's policies and of the
-// namespace's own.
-type classKey struct {
-	namespace *candidates
-	root, own uint64
+// classKey names the sidecar workloads of a namespace that the same policies select: the
+// bits selecting gives of the root namespace's policies and of the namespace's own.
+type classKey struct{ root, own uint64 }
+
+// maxListedClasses is how many classes of a namespace are looked up in a list, faster than
+// hashing for the few most namespaces have; the others are in a map.
+const maxListedClasses = 16
+
+// classProtection returns the protection of class k of the namespace, or nil.
+func (c *candidates) classProtection(k classKey) *protection {
+	for _, known := range c.classes {
+		if known.key == k {
+			return known.protection
+		}
+	}
+	return c.moreClasses[k]
+}
+
+func (c *candidates) addClass(k classKey, p *protection) {
+	if len(c.classes) < maxListedClasses {
+		c.classes = append(c.classes, class{k, p})
+		return
+	}
+	if c.moreClasses == nil {
+		c.moreClasses = map[classKey]*protection{}
+	}
+	c.moreClasses[k] = p
+}
+
+// class is a class of a namespace's sidecar workloads, and their protection.
+type class struct {
+	key        classKey
+	protection *protection
 }
 
 // class returns the key of the class of w, whose kept facts are k; false when there are
 // too many policies to tell.
 func (c *candidates) class(w *Workload, root string, k *keptFacts) (classKey, bool) {
-	key := classKey{namespace: c, own: k.own}
+	key := classKey{own: k.own}
 	if c.root == nil {
 		return key, k.ownOK
 	}

@@ -80,7 +80,6 @@ func (c *Context) stopped() bool {
 type protectionMemo struct {
 	state      State
 	byPod      map[*Workload]workloadFacts
-	byClass    map[classKey]*protection
 	byLabels   map[labelsKey]*labelledProtection
 	namespaces map[string]*candidates
 	// atRoot are the root namespace's policies, candidates in every namespace.
@@ -214,10 +213,10 @@ func (c *Context) completeFacts(m *protectionMemo, w *Workload, f workloadFacts,
 		f.protection = c.protectionByLabels(m, w)
 		return f
 	}
-	p, found := m.byClass[k]
-	if !found {
+	p := ns.classProtection(k)
+	if p == nil {
 		p = ns.protection(m.state, root, w, k, m.openings)
-		m.byClass[k] = p
+		ns.addClass(k, p)
 	}
 	f.protection = p
 	return f
@@ -266,7 +265,7 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := &protectionMemo{state: st, byPod: map[*Workload]workloadFacts{}, byClass: map[classKey]*protection{},
+	m := &protectionMemo{state: st, byPod: map[*Workload]workloadFacts{},
 		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]request{}}
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m

@@ -355,8 +355,8 @@ func TestProtectionByClass(t *testing.T) {
 		t.Error("a Pod with other labels, or in another namespace, took the web Pods' protection")
 	}
 	m := c.protectionMemoOf(live)
-	if len(m.byClass) != 4 || len(m.byLabels) != 0 {
-		t.Errorf("want one entry per namespace and policies selecting (4), have %d, and %d by labels", len(m.byClass), len(m.byLabels))
+	if n := classes(m); n != 4 || len(m.byLabels) != 0 {
+		t.Errorf("want one entry per namespace and policies selecting (4), have %d, and %d by labels", n, len(m.byLabels))
 	}
 	if c.protection(live, web1).opening != c.protection(live, web2).opening {
 		t.Error("Pods the same policies select do not share their protection")
@@ -419,6 +419,39 @@ func TestKeptFacts(t *testing.T) {
 	}
 }
 
+// classes counts the classes of sidecar workloads m knows, in every namespace.
+func classes(m *protectionMemo) int {
+	n := 0
+	for _, ns := range m.namespaces {
+		n += len(ns.classes) + len(ns.moreClasses)
+	}
+	return n
+}
+
+// TestManyClasses: a namespace of more classes than it lists keeps the others apart too.
+func TestManyClasses(t *testing.T) {
+	objects := []metav1.Object{}
+	var pods []*Workload
+	for i := range 2 * maxListedClasses {
+		app := fmt.Sprintf("app-%d", i)
+		objects = append(objects, newRA(t, "shop", app, strings.Replace(goodRA, `"app":"web"`, `"app":"`+app+`"`, 1)))
+		pods = append(pods, pod("shop", app+"-1", map[string]string{"app": app}))
+	}
+	for _, p := range pods {
+		objects = append(objects, p)
+	}
+	live := snapshot(objects...)
+	c := NewEngine().context(Review{Operation: Create, Object: objects[0], State: live})
+	for i, p := range pods {
+		if ras := c.protection(live, p).ras; len(ras) != 1 || ras[0].Name != p.Labels["app"] {
+			t.Errorf("Pod %d: RequestAuthentications %v", i, ras)
+		}
+	}
+	if n := classes(c.protectionMemoOf(live)); n != len(pods) {
+		t.Errorf("%d classes, want %d", n, len(pods))
+	}
+}
+
 // TestProtectionByLabels: an ambient workload's protection, which its waypoint decides, is
 // worked out once per label set and namespace, and label sets whose hashes collide are told
 // apart.
@@ -436,8 +469,8 @@ func TestProtectionByLabels(t *testing.T) {
 		}
 	}
 	m := c.protectionMemoOf(live)
-	if len(m.byLabels) != 2 || len(m.byClass) != 0 {
-		t.Errorf("want one entry per label set and namespace (2), have %d, and %d by class", len(m.byLabels), len(m.byClass))
+	if n := classes(m); len(m.byLabels) != 2 || n != 0 {
+		t.Errorf("want one entry per label set and namespace (2), have %d, and %d by class", len(m.byLabels), n)
 	}
 	// Labels whose hashes collide are still told apart.
 	k := labelsKey{"shop", false, labelsHash(c.seed, api.Labels)}
