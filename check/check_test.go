@@ -31,38 +31,10 @@ func verdicts(r Report) []verdict {
 
 // TestCoverageLabelsSelected: pod templates of a covered namespace are labelled as the
 // mutating webhook would label their Pods, and the policies that select by those labels
-// select them (the pattern of Kubeflow's per-profile policies).
+// select them.
 func TestCoverageLabelsSelected(t *testing.T) {
-	b, err := loadString(t, `apiVersion: meshguard.io/v1alpha1
-kind: MeshGuardrail
-metadata: {name: cov}
-spec:
-  namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: shop}}
-  coverage: {required: true, podLabels: {enablesecurity: "{namespace}"}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: nginx}]}
----
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt, namespace: shop}
-spec:
-  selector: {matchLabels: {enablesecurity: shop}}
-  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [web]}]
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: require-jwt, namespace: shop}
-spec:
-  selector: {matchLabels: {enablesecurity: shop}}
-  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
-`)
+	l := &Loader{Namespace: "default", Engine: policy.NewEngine()}
+	b, err := l.Load("testdata/coverage-selected.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
