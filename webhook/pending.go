@@ -3,7 +3,6 @@ package webhook
 import (
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,19 +24,11 @@ type pendingWrites struct {
 	// judging is held while a policy write is judged and recorded.
 	judging sync.Mutex
 	mu      sync.Mutex
-	writes  map[pendingKey]pendingWrite
-	// namespaces are the namespaces of writes, read without the lock: most reviews find
-	// none pending in a namespace, and a mesh-wide one asks of every namespace.
-	namespaces atomic.Pointer[map[string]bool]
-}
-
-// changed notes the namespaces of the writes; the lock is held.
-func (p *pendingWrites) changed() {
-	namespaces := map[string]bool{}
-	for key := range p.writes {
-		namespaces[key.namespace] = true
-	}
-	p.namespaces.Store(&namespaces)
+	// writes are kept per namespace: a review lays over those of the namespaces it reads.
+	writes map[string]map[pendingKey]pendingWrite
+	// pending holds the namespaces that have writes, read without the lock: most reviews
+	// find none in a namespace, and a mesh-wide one asks of every namespace.
+	pending sync.Map
 }
 
 type pendingKey struct{ kind, namespace, name string }
@@ -58,10 +49,25 @@ func (p *pendingWrites) record(kind, namespace, name string, obj, old metav1.Obj
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.writes == nil {
-		p.writes = map[pendingKey]pendingWrite{}
+		p.writes = map[string]map[pendingKey]pendingWrite{}
 	}
-	p.writes[pendingKey{kind, namespace, name}] = w
-	p.changed()
+	writes := p.writes[namespace]
+	if writes == nil {
+		writes = map[pendingKey]pendingWrite{}
+		p.writes[namespace] = writes
+		p.pending.Store(namespace, true)
+	}
+	writes[pendingKey{kind, namespace, name}] = w
+}
+
+// forget drops a write; the lock is held.
+func (p *pendingWrites) forget(key pendingKey) {
+	writes := p.writes[key.namespace]
+	delete(writes, key)
+	if len(writes) == 0 {
+		delete(p.writes, key.namespace)
+		p.pending.Delete(key.namespace)
+	}
 }
 
 // overlay returns the policies view of namespace ns with the pending writes laid over,
@@ -70,22 +76,14 @@ func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time)
 	if p == nil {
 		return view
 	}
-	if namespaces := p.namespaces.Load(); namespaces == nil || !(*namespaces)[ns] {
+	if _, pending := p.pending.Load(ns); !pending {
 		return view
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var ras []*policy.RequestAuthentication
-	var aps []*policy.AuthorizationPolicy
-	var pas []*policy.PeerAuthentication
+	ras, aps, pas := view.RAs[ns], view.APs[ns], view.PAs[ns]
 	laid := false
-	for key, w := range p.writes {
-		if key.namespace != ns {
-			continue
-		}
-		if !laid {
-			ras, aps, pas = view.RAs[ns], view.APs[ns], view.PAs[ns]
-		}
+	for key, w := range p.writes[ns] {
 		switch key.kind {
 		case policy.KindRequestAuthentication:
 			ras, laid = lay(p, key, w, ras, now), true
@@ -108,8 +106,7 @@ func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cach
 	done := w.object == nil && i < 0 || // deleted
 		w.object != nil && i >= 0 && cached[i].GetResourceVersion() != w.oldVersion // created or updated
 	if done || now.After(w.expires) {
-		delete(p.writes, key)
-		p.changed()
+		p.forget(key)
 		return cached
 	}
 	out := slices.Clone(cached)
