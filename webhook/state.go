@@ -43,8 +43,8 @@ type liveState struct {
 	// version of each view and of the settings, however many times its rules ask.
 	read map[string]*namespaceRead
 	// everywhere holds the mesh-wide selections this request has made, by selector: several
-	// rules ask for the same one, each a scan of every Pod of the cluster, and asking again
-	// must give the same workloads (the engine remembers what protects each).
+	// rules ask for the same one, each a read of every namespace's workloads, and asking
+	// again must give the same workloads (the engine remembers what it worked out of each).
 	everywhere map[string][]*policy.Workload
 	// pending are the policy writes allowed that the cache may not show yet, as of now.
 	pending *pendingWrites
@@ -165,7 +165,7 @@ func (s *liveState) Workloads(ns string, matchLabels map[string]string) []*polic
 	if ns != "" {
 		return s.workloads(ns).Workloads(ns, matchLabels)
 	}
-	// Mesh-wide policies select across namespaces: every Pod is filtered by label.
+	// Mesh-wide policies select across namespaces.
 	key := selectionKey(matchLabels)
 	if ws, ok := s.everywhere[key]; ok {
 		return ws
