@@ -331,9 +331,9 @@ func (v *Views) viewIn(ctx context.Context, kept *namespaceViews, key viewKey) (
 }
 
 // workloadsEverywhere returns the workloads of every namespace whose labels include
-// matchLabels: what a mesh-wide policy selects. Watched, they point at the objects of the
-// Pod informer's store; the cache's List would copy every Pod's metadata (30 MB at 100,000
-// Pods) for each such review.
+// matchLabels, what a mesh-wide policy selects, read from every Pod: where there are no
+// namespace views to read them from (liveState.workloadsEverywhere). From a store, they
+// point at its objects; the cache's List would copy every Pod's metadata.
 func (v *Views) workloadsEverywhere(ctx context.Context, matchLabels map[string]string) ([]*policy.Workload, error) {
 	objects, err := v.list(ctx, podKind, metav1.NamespaceAll)
 	if err != nil {
