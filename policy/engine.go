@@ -190,41 +190,44 @@ func (c *Context) protection(st State, w *Workload) protection {
 // completeFacts works out what f, the facts of w in m's state, lacks: all of them unless
 // known.
 func (c *Context) completeFacts(m *protectionMemo, w *Workload, f workloadFacts, known bool) workloadFacts {
-	root := c.Settings.Root
-	if w.Virtual {
-		if !known {
-			f.ambient = m.candidatesIn(w.Namespace, root).inAmbient(w)
-		}
-		if f.protection == nil {
-			f.protection = c.protectionByLabels(m, w)
-		}
-		return f
-	}
-	ns := m.candidatesOf(w, root)
-	kept := ns.keptFactsOf(w, root)
 	if !known {
-		f.ambient = kept.ambient
+		f.ambient = m.ambient(w, c.Settings.Root)
 	}
-	if f.protection != nil {
-		return f
+	if f.protection == nil {
+		f.protection = c.protectionBy(m, w, f.ambient)
 	}
-	k, ok := ns.class(w, root, kept)
-	if f.ambient || !ok {
-		f.protection = c.protectionByLabels(m, w)
-		return f
-	}
-	p := ns.classProtection(k)
-	if p == nil {
-		p = ns.protection(m.state, root, w, k, m.openings)
-		ns.addClass(k, p)
-	}
-	f.protection = p
 	return f
 }
 
+// ambient tells whether w is in ambient mode in m's state: a real workload's, from what it
+// keeps.
+func (m *protectionMemo) ambient(w *Workload, root string) bool {
+	ns := m.candidatesOf(w, root)
+	if w.Virtual {
+		return ns.inAmbient(w)
+	}
+	return ns.keptFactsOf(w, root).ambient
+}
+
+// protectionBy finds w's protection among those m knows, or works it out: a sidecar
+// workload's by its class, the others' by their label set.
+func (c *Context) protectionBy(m *protectionMemo, w *Workload, ambient bool) *protection {
+	if root := c.Settings.Root; !w.Virtual && !ambient {
+		ns := m.candidatesOf(w, root)
+		if k, ok := ns.class(w, root, ns.keptFactsOf(w, root)); ok {
+			p := ns.classProtection(k)
+			if p == nil {
+				p = ns.protection(m.state, root, w, k, m.openings)
+				ns.addClass(k, p)
+			}
+			return p
+		}
+	}
+	return c.protectionByLabels(m, w)
+}
+
 // protectionByLabels finds w's protection among those m knows of its label set, or works
-// it out: a virtual or ambient workload's, or one of a namespace with too many policies to
-// tell apart.
+// it out.
 func (c *Context) protectionByLabels(m *protectionMemo, w *Workload) *protection {
 	k := labelsKey{w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
 	for known := m.byLabels[k]; known != nil; known = known.next {
@@ -243,12 +246,7 @@ func (c *Context) inAmbient(w *Workload) bool {
 	if f, known := m.byPod[w]; known {
 		return f.ambient
 	}
-	var ambient bool
-	if root := c.Settings.Root; w.Virtual {
-		ambient = m.candidatesIn(w.Namespace, root).inAmbient(w)
-	} else {
-		ambient = m.candidatesOf(w, root).keptFactsOf(w, root).ambient
-	}
+	ambient := m.ambient(w, c.Settings.Root)
 	m.byPod[w] = workloadFacts{ambient: ambient}
 	return ambient
 }

@@ -50,16 +50,17 @@ type mtlsOnce struct{ known, strict bool }
 
 // plaintext tells whether callers without mTLS reach the workload.
 func (o *opening) plaintext() bool {
-	switch m := o.namespaceMTLS; {
-	case o.viaWaypoint:
+	if o.viaWaypoint {
 		return false
-	case m != nil:
-		if !m.known {
-			m.strict, m.known = mtlsStrict(o.st, o.root, o.w), true
-		}
-		return !m.strict
 	}
-	return !mtlsStrict(o.st, o.root, o.w)
+	m := o.namespaceMTLS
+	if m == nil {
+		return !mtlsStrict(o.st, o.root, o.w)
+	}
+	if !m.known {
+		m.strict, m.known = mtlsStrict(o.st, o.root, o.w), true
+	}
+	return !m.strict
 }
 
 // openingKey names the policies that apply to a workload, and whether callers without
@@ -121,11 +122,12 @@ func (p protection) tokenless() request {
 			names.WriteString(ap.Namespace + "/" + ap.Name + "\n")
 		}
 		key.policies = names.String()
-		known := false
-		if witness, known = o.byPolicies[key]; !known {
-			witness, _ = enforcementOf(p.aps, plaintext).tokenlessOpening()
-			o.byPolicies[key] = witness
+		known, ok := o.byPolicies[key]
+		if !ok {
+			known, _ = enforcementOf(p.aps, plaintext).tokenlessOpening()
+			o.byPolicies[key] = known
 		}
+		witness = known
 	}
 	o.witness, o.evaluated = witness, true
 	return witness

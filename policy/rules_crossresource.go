@@ -128,7 +128,7 @@ func crossResourceRules() []Rule {
 			var last *protection
 			for w, f := range c.eachWorkload(ra) {
 				if f.protection == last {
-					continue // the workload before had the same: a class's are listed together
+					continue // as the workload before: the same findings
 				}
 				last = f.protection
 				for _, other := range f.protection.ras {
