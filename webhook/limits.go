@@ -117,10 +117,10 @@ func (l *limiter) wrap(h http.Handler) http.Handler {
 }
 
 // readBody reads a request's body, at most max bytes and one more to tell it is longer:
-// into a buffer of its announced length where it has one (the API server's always do), in
-// one read instead of a doubling buffer's.
+// into a buffer of its announced length where it has one within max (the API server's
+// always do), in one read instead of a doubling buffer's.
 func readBody(r *http.Request, max int64) ([]byte, error) {
-	if r.ContentLength < 0 {
+	if r.ContentLength < 0 || r.ContentLength > max {
 		return io.ReadAll(io.LimitReader(r.Body, max+1))
 	}
 	body := make([]byte, r.ContentLength)
