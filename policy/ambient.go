@@ -324,6 +324,12 @@ func (r compiledRule) l4Only() compiledRule {
 	}
 }
 
+// ztunnelAdmits tells whether ztunnel lets some connection without a token reach an
+// ambient workload, under the policies it enforces for it.
+func ztunnelAdmits(st State, root string, w *Workload) bool {
+	return ztunnelEnforcement(forWorkload(w, root, st.AuthorizationPolicies), !mtlsStrict(st, root, w)).admitsTokenless()
+}
+
 // bypassesWaypoint returns a caller other than the waypoint that ztunnel lets reach a
 // workload directly, described, or "" when ztunnel admits only the waypoint.
 func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*AuthorizationPolicy) string {

@@ -335,6 +335,13 @@ func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenles
 	return true
 }
 
+// admitsTokenless tells whether some request without a token, on any path, from any
+// caller, gets in; also when there are too many to tell.
+func (e enforcement) admitsTokenless() bool {
+	found, decided := e.find(request{}, true, e.peers(), e.admits)
+	return found != nil || !decided
+}
+
 // find returns a request that ok accepts, or nil: one with fixed's values, from one of
 // peers, with no token attribute if tokenless, and for every other attribute the rules
 // read one of the values worth trying. decided is false when there are more classes than

@@ -452,6 +452,28 @@ func TestManyClasses(t *testing.T) {
 	}
 }
 
+// TestMG302Ambient: the effect MG302 names for an ambient Pod is ztunnel's, which enforces
+// a selector policy and drops its rules on token attributes: every connection refused
+// unless another rule admits some (as MG803 says of the same policy).
+func TestMG302Ambient(t *testing.T) {
+	e := NewEngine()
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
+	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	for _, c := range []struct {
+		name, ap, effect string
+	}{
+		{"only a rule on tokens", allowRP, "every connection there is refused"},
+		{"and a rule on namespaces", strings.Replace(allowRP, `]}}]}]}`, `]}}]},{"from":[{"source":{"namespaces":["shop"]}}]}]}`, 1), "only what other rules admit gets in"},
+	} {
+		ap := newAP(t, "shop", "web-require-jwt", c.ap)
+		fs := e.Review(Review{Operation: Create, Object: ap, State: snapshot(shop, newRA(t, "shop", "web-jwt", goodRA), web)})
+		i := slices.IndexFunc(fs, func(f Finding) bool { return f.Rule == "MG302" })
+		if i < 0 || !strings.Contains(fs[i].Message, "ztunnel") || !strings.Contains(fs[i].Message, c.effect) {
+			t.Errorf("%s: %v", c.name, fs)
+		}
+	}
+}
+
 // TestProtectionByLabels: an ambient workload's protection, which its waypoint decides, is
 // worked out once per label set and namespace, and label sets whose hashes collide are told
 // apart.

@@ -137,10 +137,7 @@ func (p protection) tokenless() request {
 // token, on any path, from any caller: with no RequestAuthentication, whether anything
 // gets in at all.
 func (p protection) admitsUnverified() bool {
-	o := p.opening
-	e := enforcementOf(p.aps, o.plaintext())
-	found, decided := e.find(request{}, true, e.peers(), e.admits)
-	return found != nil || !decided
+	return enforcementOf(p.aps, p.opening.plaintext()).admitsTokenless()
 }
 
 // enforces tells whether the workload's AuthorizationPolicies turn away requests without

@@ -56,7 +56,15 @@ func crossResourceRules() []Rule {
 					fmt.Sprintf("no RequestAuthentication validates tokens for %s, so this DENY on token attributes never fires", c.describe(bare)), fix).as(Deny)}
 			}
 			effect := "so every request there is denied (403)"
-			if c.protection(c.State, bare[0]).admitsUnverified() {
+			switch w := bare[0]; {
+			case c.inAmbient(w) && len(scopeOf(p).targetRefs) == 0:
+				// ztunnel enforces the policy for them, L4 only: its rules on token
+				// attributes are dropped there (MG803), not left unmatched.
+				effect = "and ztunnel, which enforces this policy for them, drops its rules on token attributes: every connection there is refused"
+				if ztunnelAdmits(c.State, c.Settings.Root, w) {
+					effect = "and ztunnel, which enforces this policy for them, drops its rules on token attributes: only what other rules admit gets in"
+				}
+			case c.protection(c.State, w).admitsUnverified():
 				effect = "so the rules of this policy on token attributes never match: only what other rules admit gets in"
 			}
 			return []Finding{finding("spec.rules",
