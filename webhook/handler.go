@@ -118,18 +118,80 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	if req.Operation == admissionv1.Delete && cleanupControllers[req.UserInfo.Username] {
 		return admission.Allowed("")
 	}
-	// A write of a security policy is judged, and recorded if allowed, one at a time: see
-	// pendingWrites. Dry runs change nothing and wait for nothing.
 	kind := kinds.Lookup(req.Kind.Group, req.Kind.Kind)
 	policyWrite := kind != nil && kind.Role == kinds.Policy && s.Synced.Load()
-	write := policyWrite && !dryRun(req)
-	if write {
-		s.pending.judging.Lock()
-		defer s.pending.judging.Unlock()
+	if !policyWrite || !s.mayOpen(kind, req) {
+		return s.judge(ctx, req, kind, nil)
 	}
+	// A write that may open is judged against the API server's policies of its namespace
+	// and the root namespace, and committed only if no other such write was allowed in a
+	// namespace it read meanwhile; else judged again, the other laid over. A dry run is
+	// judged as the write would be, and commits nothing.
+	w := &openingWrite{commit: !dryRun(req)}
+	if s.APIReader != nil {
+		w.consistent = &consistentReads{reader: s.APIReader}
+	}
+	for attempt := 1; ; attempt++ {
+		last := attempt >= maxOptimisticAttempts
+		if !w.commit {
+			return s.judge(ctx, req, kind, w)
+		}
+		if last {
+			s.pending.alone.Lock()
+		} else {
+			s.pending.alone.RLock()
+		}
+		resp := s.judge(ctx, req, kind, w)
+		if last {
+			s.pending.alone.Unlock()
+		} else {
+			s.pending.alone.RUnlock()
+		}
+		if !w.conflict {
+			return resp
+		}
+		s.Metrics.conflict()
+	}
+}
+
+// maxOptimisticAttempts is how many times a write that may open is judged beside others
+// before it is judged alone.
+const maxOptimisticAttempts = 3
+
+// openingWrite is what a write that may open carries from one attempt to the next.
+type openingWrite struct {
+	// commit is false for a dry run.
+	commit     bool
+	consistent *consistentReads
+	// conflict tells that the last attempt was allowed but another write committed first.
+	conflict bool
+}
+
+// mayOpen tells whether a policy write may leave a workload less protected
+// (policy.MayOpen); only a CREATE needs its object read for that, and one that cannot be
+// read is judged, and refused, as any other.
+func (s *Server) mayOpen(kind *kinds.Kind, req admission.Request) bool {
+	if req.Operation != admissionv1.Create {
+		return true
+	}
+	obj, err := decode(kind, req.Object)
+	return err != nil || obj == nil || policy.MayOpen(policy.Create, obj)
+}
+
+// judge judges a request against the live state; w, for a write that may open, makes the
+// state consistent and commits the write if allowed.
+func (s *Server) judge(ctx context.Context, req admission.Request, kind *kinds.Kind, w *openingWrite) admission.Response {
 	st := s.state(ctx)
-	if policyWrite && s.APIReader != nil && s.Views != nil {
-		st.quorum = s.Views.quorum(s.APIReader) // a dry run is judged as the write would be
+	if w != nil {
+		w.conflict = false
+		if c := w.consistent; c != nil && c.namespaces == nil {
+			// Before anything is read: the old object is looked for among these.
+			c.namespaces = []string{req.Namespace, st.Settings(req.Namespace).Root}
+		}
+		st.consistent = w.consistent
+		if w.commit {
+			st.seen = map[string]uint64{}
+		}
 	}
 	var stored storedObject
 	if s.Synced.Load() {
@@ -163,6 +225,10 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	if err := s.Freshness.Stale(); err != nil && kind != nil && kind.Role == kinds.Policy {
 		return admission.Denied(err.Error() + "; retry once it recovers")
 	}
+	ns := obj.GetNamespace()
+	if st.seen != nil {
+		st.policies(ns) // the write's own namespace is always read, so always committed against
+	}
 	// On DELETE, decodeRequest gives the old object as obj.
 	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st, Done: ctx.Done()})
 	if ctx.Err() != nil {
@@ -170,27 +236,31 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		// is incomplete, and the failure policy decides.
 		return admission.Errored(http.StatusServiceUnavailable, errors.New("meshguard ran out of time judging this request"))
 	}
-	s.Metrics.findings(findings, dryRun(req))
 	if err := st.Err(); err != nil {
-		s.Log.Error(err, "reading the cache", "uid", req.UID)
+		s.Log.Error(err, "reading the cluster state", "uid", req.UID)
 		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))
 	}
 	warnOnly := false
 	if len(findings) > 0 { // most reviews find nothing: no guardrail to ask
-		ns := obj.GetNamespace()
 		if _, isNamespace := obj.(*corev1.Namespace); isNamespace {
 			ns = obj.GetName()
 		}
 		warnOnly = st.Settings(ns).WarnOnly
 	}
 	resp := respond(findings, dryRun(req), warnOnly)
-	if write && resp.Allowed {
+	if kind != nil && kind.Role == kinds.Policy && !dryRun(req) && resp.Allowed {
 		after := obj
 		if req.Operation == admissionv1.Delete {
 			after = nil
 		}
-		s.pending.record(kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now())
+		if st.seen == nil {
+			s.pending.record(kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now())
+		} else if !s.pending.commit(st.seen, kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now()) {
+			w.conflict = true
+			return resp
+		}
 	}
+	s.Metrics.findings(findings, dryRun(req))
 	return resp
 }
 

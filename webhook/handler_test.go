@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -396,4 +399,109 @@ func TestQuorumRead(t *testing.T) {
 	if r := review(t, lagging.Validating(), admissionv1.Delete, "", apDenyAnonymous, true); r.Allowed {
 		t.Error("dry run: allowed")
 	}
+}
+
+// interleave is a cache that, on its first list of Pods, lets another review run to its
+// end before it answers: a write that another write overtakes while it judges, after it
+// read the policies.
+type interleave struct {
+	client.Reader
+	once    atomic.Bool
+	between func()
+}
+
+func (r *interleave) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, pods := list.(*metav1.PartialObjectMetadataList); pods && r.once.CompareAndSwap(false, true) {
+		r.between()
+	}
+	return r.Reader.List(ctx, list, opts...)
+}
+
+// TestWriteOvertaken: the DELETE of one of a workload's two enforcing policies is allowed
+// while the DELETE of the other is being judged (no lock held between them). The second is
+// then judged again, the first laid over, and denied: no workload opens.
+func TestWriteOvertaken(t *testing.T) {
+	srv := newServer(t, true, raGood, apRequire, apDenyAnonymous)
+	srv.Metrics = NewMetrics(prometheus.NewRegistry())
+	v := srv.Validating()
+	var first *admissionv1.AdmissionResponse
+	srv.Reader = &interleave{Reader: srv.Reader, between: func() {
+		done := make(chan struct{})
+		go func() { // another goroutine, as another connection would be
+			defer close(done)
+			first = review(t, v, admissionv1.Delete, "", apRequire, false)
+		}()
+		<-done
+	}}
+	second := review(t, v, admissionv1.Delete, "", apDenyAnonymous, false)
+	if !first.Allowed {
+		t.Fatalf("the overtaking DELETE: %s", first.Result.Message)
+	}
+	if second.Allowed || !strings.Contains(second.Result.Message, "MG303") {
+		t.Errorf("the overtaken DELETE: allowed=%v %v", second.Allowed, second.Result)
+	}
+	if n := testutil.ToFloat64(srv.Metrics.conflicts); n != 1 {
+		t.Errorf("conflicts counted: %v", n)
+	}
+}
+
+// TestWritesOfOtherNamespaces: a write allowed in another namespace while one is judged is
+// no conflict: it is allowed at its first attempt.
+func TestWritesOfOtherNamespaces(t *testing.T) {
+	other := strings.ReplaceAll(apRequire, "namespace: shop", "namespace: books")
+	srv := newServer(t, true, raGood, apRequire, apDenyAnonymous, other)
+	srv.Metrics = NewMetrics(prometheus.NewRegistry())
+	v := srv.Validating()
+	srv.Reader = &interleave{Reader: srv.Reader, between: func() {
+		if r := review(t, v, admissionv1.Delete, "", other, false); !r.Allowed {
+			t.Errorf("the DELETE in books: %s", r.Result.Message)
+		}
+	}}
+	if r := review(t, v, admissionv1.Delete, "", apDenyAnonymous, false); !r.Allowed {
+		t.Errorf("the DELETE in shop: %s", r.Result.Message)
+	}
+	if n := testutil.ToFloat64(srv.Metrics.conflicts); n != 0 {
+		t.Errorf("conflicts counted: %v", n)
+	}
+}
+
+// TestAddingWritesReadNothing: the dry run of a DELETE that opens is judged on the API
+// server's policies, and commits nothing; a CREATE that only adds checks is judged on the
+// cache: it reads nothing from the API server, and is recorded for the writes after it.
+func TestAddingWritesReadNothing(t *testing.T) {
+	srv := newServer(t, true, raGood, apRequire)
+	reads := &countingReader{Reader: srv.Reader}
+	srv.APIReader = reads
+	v := srv.Validating()
+	if r := review(t, v, admissionv1.Delete, "", apRequire, true); r.Allowed {
+		t.Errorf("the dry run of a DELETE that opens: allowed")
+	}
+	if reads.n.Load() == 0 {
+		t.Errorf("the dry run of a DELETE did not read the API server")
+	}
+	before := reads.n.Load()
+	if r := review(t, v, admissionv1.Create, apDenyAnonymous, "", false); !r.Allowed {
+		t.Fatalf("the CREATE of a DENY policy: %s", r.Result.Message)
+	}
+	if reads.n.Load() != before {
+		t.Errorf("the CREATE of a DENY policy read the API server")
+	}
+	if srv.pending.commits != 0 {
+		t.Errorf("commits: %d", srv.pending.commits)
+	}
+	// Recorded: the DELETE of the other policy now leaves it enforcing.
+	if r := review(t, v, admissionv1.Delete, "", apRequire, false); !r.Allowed {
+		t.Errorf("the DELETE with the DENY policy created: %s", r.Result.Message)
+	}
+}
+
+// countingReader counts the lists read through it.
+type countingReader struct {
+	client.Reader
+	n atomic.Int32
+}
+
+func (r *countingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	r.n.Add(1)
+	return r.Reader.List(ctx, list, opts...)
 }

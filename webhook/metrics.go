@@ -17,6 +17,8 @@ type Metrics struct {
 	reviews  *prometheus.CounterVec
 	findingC *prometheus.CounterVec
 	refusals *prometheus.CounterVec
+	// conflicts counts writes judged again because another write was allowed first.
+	conflicts prometheus.Counter
 }
 
 // NewMetrics registers meshguard's counters with reg.
@@ -34,8 +36,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "meshguard_requests_refused_total",
 			Help: "Requests refused before review by the server's limits, by reason: busy, too large, unread.",
 		}, []string{"reason"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_write_conflicts_total",
+			Help: "Security policy writes judged again because another write that may open was allowed first in a namespace they read.",
+		}),
 	}
-	reg.MustRegister(m.reviews, m.findingC, m.refusals)
+	reg.MustRegister(m.reviews, m.findingC, m.refusals, m.conflicts)
 	return m
 }
 
@@ -54,6 +60,12 @@ func (m *Metrics) observe(webhook string, req admission.Request, resp admission.
 		operation = string(req.Operation)
 	}
 	m.reviews.WithLabelValues(webhook, kind, operation, strconv.FormatBool(resp.Allowed), strconv.FormatBool(dryRun(req))).Inc()
+}
+
+func (m *Metrics) conflict() {
+	if m != nil {
+		m.conflicts.Inc()
+	}
 }
 
 func (m *Metrics) refused(reason string) {

@@ -15,20 +15,75 @@ import (
 // for that long: a DELETE, and most changes, then only make the judging stricter.
 const pendingTTL = 30 * time.Second
 
+// commitMemory is how long the last commit of a write that may open is remembered per
+// namespace: longer than any review lasts (Limits.ReviewTimeout), so that a review never
+// validates against a namespace whose last commit was forgotten while it judged.
+const commitMemory = time.Minute
+
 // pendingWrites are the security policy writes meshguard allowed that its cache may not
 // show yet. Two changes that each leave a workload protected while the other is cached
 // (two DELETEs of its two enforcing policies) would each be allowed on the cache alone:
-// policy writes are judged one at a time, each against the cache with the writes allowed
-// before it laid over.
+// each review lays the writes allowed before it over the cache, and a write that may open
+// (policy.MayOpen) is allowed only if no other such write was allowed, since it read them,
+// in a namespace whose policies it read (commit). Writes of unrelated namespaces never wait
+// for each other.
 type pendingWrites struct {
-	// judging is held while a policy write is judged and recorded.
-	judging sync.Mutex
-	mu      sync.Mutex
+	// alone is held shared by each attempt to judge a write that may open, and alone by the
+	// last attempt of one that kept meeting conflicts: no write waits for ever.
+	alone sync.RWMutex
+	mu    sync.Mutex
 	// writes are kept per namespace: a review lays over those of the namespaces it reads.
 	writes map[string]map[pendingKey]pendingWrite
 	// pending holds the namespaces that have writes, read without the lock: most reviews
 	// find none in a namespace, and a mesh-wide one asks of every namespace.
 	pending sync.Map
+	// commits counts the writes that may open allowed so far; lastCommit holds, per
+	// namespace, the count at its last one, for commitMemory.
+	commits    uint64
+	lastCommit map[string]commitMark
+	pruned     time.Time
+}
+
+type commitMark struct {
+	seq uint64
+	at  time.Time
+}
+
+// seen returns the mark a review keeps of namespace ns when it reads its policies: taken
+// before the pending writes are laid over, so that a write allowed in between is either
+// laid over or found by commit.
+func (p *pendingWrites) seen(ns string) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.lastCommit[ns].seq
+}
+
+// commit records a write that may open if no other such write was allowed since the
+// review read the namespaces of seen (their marks), and tells whether it did; false asks
+// for the review again, the other write laid over.
+func (p *pendingWrites) commit(seen map[string]uint64, kind, namespace, name string, obj, old metav1.Object, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ns, seq := range seen {
+		if p.lastCommit[ns].seq != seq {
+			return false
+		}
+	}
+	if now.Sub(p.pruned) > commitMemory {
+		for ns, mark := range p.lastCommit {
+			if now.Sub(mark.at) > commitMemory {
+				delete(p.lastCommit, ns)
+			}
+		}
+		p.pruned = now
+	}
+	if p.lastCommit == nil {
+		p.lastCommit = map[string]commitMark{}
+	}
+	p.commits++
+	p.lastCommit[namespace] = commitMark{p.commits, now}
+	p.recordLocked(kind, namespace, name, obj, old, now)
+	return true
 }
 
 type pendingKey struct{ kind, namespace, name string }
@@ -42,12 +97,16 @@ type pendingWrite struct {
 
 // record notes a write allowed: obj after it (nil for a DELETE), replacing old.
 func (p *pendingWrites) record(kind, namespace, name string, obj, old metav1.Object, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.recordLocked(kind, namespace, name, obj, old, now)
+}
+
+func (p *pendingWrites) recordLocked(kind, namespace, name string, obj, old metav1.Object, now time.Time) {
 	w := pendingWrite{object: obj, expires: now.Add(pendingTTL)}
 	if old != nil {
 		w.oldVersion = old.GetResourceVersion()
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.writes == nil {
 		p.writes = map[string]map[pendingKey]pendingWrite{}
 	}

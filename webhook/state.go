@@ -49,9 +49,12 @@ type liveState struct {
 	// pending are the policy writes allowed that the cache may not show yet, as of now.
 	pending *pendingWrites
 	now     time.Time
-	// quorum, when set, builds the policies views, their security policies read from the
-	// API server itself.
-	quorum *Views
+	// consistent, when set, reads the security policies of some namespaces from the API
+	// server itself.
+	consistent *consistentReads
+	// seen, when set, keeps the mark of each namespace whose policies the review read
+	// (pendingWrites.seen), for its write to be committed against.
+	seen map[string]uint64
 }
 
 func (s *liveState) fail(err error) {
@@ -91,10 +94,13 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 	if v := r.views[key.part]; v != nil {
 		return v
 	}
+	if key.part == policiesView && s.seen != nil {
+		s.seen[key.namespace] = s.pending.seen(key.namespace) // before the overlay
+	}
 	var v *policy.Snapshot
 	var err error
-	if key.part == policiesView && s.quorum != nil {
-		v, err = s.quorum.view(s.ctx, key)
+	if key.part == policiesView && s.consistent.covers(key.namespace) {
+		v, err = s.consistent.view(s.ctx, s.views, key.namespace)
 	} else {
 		v, err = s.views.viewIn(s.ctx, r.kept, key)
 	}

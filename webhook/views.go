@@ -279,6 +279,20 @@ func (v *Views) viewIn(ctx context.Context, kept *namespaceViews, key viewKey) (
 	if kept := views.kept.Load(); kept != nil && kept.version == current {
 		return kept.value, nil
 	}
+	s, err := v.build(key, func(i int) ([]any, error) { return v.list(ctx, i, key.namespace) })
+	if err != nil {
+		return nil, err
+	}
+	// Unwatched, nothing would ever tell that it is stale.
+	if v.watched.Load() {
+		views.kept.Store(&atVersion[*policy.Snapshot]{current, s})
+	}
+	return s, nil
+}
+
+// build makes a view of the objects list gives of each viewed kind (by its index in
+// viewedKinds).
+func (v *Views) build(key viewKey, list func(i int) ([]any, error)) (*policy.Snapshot, error) {
 	ns := key.namespace
 	var ras []*securityv1.RequestAuthentication
 	var aps []*securityv1.AuthorizationPolicy
@@ -289,7 +303,7 @@ func (v *Views) viewIn(ctx context.Context, kept *namespaceViews, key viewKey) (
 		if k.part != key.part {
 			continue
 		}
-		objects, err := v.list(ctx, i, ns)
+		objects, err := list(i)
 		if err != nil {
 			return nil, err
 		}
@@ -322,10 +336,6 @@ func (v *Views) viewIn(ctx context.Context, kept *namespaceViews, key viewKey) (
 	}
 	for _, o := range oldestFirst(pas) {
 		s.Add(o)
-	}
-	// Unwatched, nothing would ever tell that it is stale.
-	if v.watched.Load() {
-		views.kept.Store(&atVersion[*policy.Snapshot]{current, s})
 	}
 	return s, nil
 }
@@ -372,8 +382,13 @@ func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
 		}
 		return v.stores[i].ByIndex(toolscache.NamespaceIndex, ns)
 	}
+	return listThrough(ctx, v.reader, i, ns)
+}
+
+// listThrough lists the objects of the i-th viewed kind in ns through reader.
+func listThrough(ctx context.Context, reader client.Reader, i int, ns string) ([]any, error) {
 	_, l := viewedKinds[i].kind.CacheObject()
-	if err := v.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+	if err := reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var objects []any
@@ -399,20 +414,6 @@ func (v *Views) gatewayClass(ctx context.Context, name string) (*policy.GatewayC
 		return nil, err
 	}
 	return &class, nil
-}
-
-// quorum returns views like v's that read the security policies through reader (the API
-// server itself) and every other kind from v's informer stores: once each, for one review,
-// as they keep no memo between reviews.
-func (v *Views) quorum(reader client.Reader) *Views {
-	q := &Views{reader: reader, installed: v.installed, stores: slices.Clone(v.stores)}
-	for i, k := range viewedKinds {
-		if i < len(q.stores) && k.kind.Role == kinds.Policy {
-			q.stores[i] = nil // read through reader
-		}
-	}
-	q.watched.Store(v.watched.Load())
-	return q
 }
 
 // serves tells whether the cluster serves a kind: one it does not has none of its objects.

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -128,6 +129,10 @@ func (o *serveOptions) run(ctx context.Context) error {
 		return fmt.Errorf("starting the manager: %w", err)
 	}
 	views := webhook.NewViews(mgr.GetCache())
+	reads, err := admissionReader(cfg, mgr)
+	if err != nil {
+		return err
+	}
 	var synced atomic.Bool
 	srv := &webhook.Server{
 		Engine:         policy.NewEngine(),
@@ -138,7 +143,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		Log:            log.WithName("webhook"),
 		Metrics:        webhook.NewMetrics(metrics.Registry),
 		Freshness:      fresh,
-		APIReader:      mgr.GetAPIReader(),
+		APIReader:      reads,
 	}
 	ws := mgr.GetWebhookServer()
 	srv.Register(ws)
@@ -220,6 +225,18 @@ func (o *serveOptions) run(ctx context.Context) error {
 	}()
 	log.Info("meshguard serving", "version", version, "port", o.port, "certDir", o.certDir)
 	return mgr.Start(ctx)
+}
+
+// admissionReader is the uncached client that reviews read the API server through: without
+// client-go's default rate limit (5 a second, which would queue every review behind the
+// others), as what it may send at once is bounded already by the reviews judged at once
+// (Limits.InFlight), each reading at most two namespaces' three policy kinds; the API
+// server's Priority and Fairness keeps the rest in check.
+func admissionReader(cfg *rest.Config, mgr ctrl.Manager) (client.Reader, error) {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = -1, 0, nil
+	cfg.Timeout = webhook.ConsistentReadTimeout
+	return client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 }
 
 // kindsRetryInterval is how often meshguard looks again for kinds the cluster does not serve.

@@ -1,0 +1,124 @@
+package webhook
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshguard/meshguard/kinds"
+	"github.com/meshguard/meshguard/policy"
+)
+
+// ConsistentReadTimeout bounds the reads of a review from the API server, well inside the
+// security webhooks' timeout of 5 s: past it the review fails closed.
+const ConsistentReadTimeout = 2 * time.Second
+
+// consistentReads read the security policies of a few namespaces from the API server, for
+// one review of a write that may open (policy.MayOpen): the write's namespace and the root
+// namespace. Another replica may have allowed a write there a moment ago that this
+// replica's cache does not show yet. A list without a resourceVersion is served from the
+// API server's watch cache once that has caught up with etcd (ConsistentListFromCache), so
+// it costs the API server little. Each namespace is read once for all the attempts of the
+// review.
+type consistentReads struct {
+	reader     client.Reader
+	namespaces []string
+	views      map[string]*policy.Snapshot
+}
+
+func (c *consistentReads) covers(ns string) bool {
+	return c != nil && slices.Contains(c.namespaces, ns)
+}
+
+// view returns the policies view of ns with its security policies as the API server lists
+// them now: the cached view itself when it holds the same objects at the same versions, as
+// it nearly always does, so that what was compiled of them is kept.
+func (c *consistentReads) view(ctx context.Context, v *Views, ns string) (*policy.Snapshot, error) {
+	if s, ok := c.views[ns]; ok {
+		return s, nil
+	}
+	listed := make([][]any, len(viewedKinds))
+	ctx, cancel := context.WithTimeout(ctx, ConsistentReadTimeout)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	for i, k := range viewedKinds {
+		if k.part == policiesView && k.kind.Role == kinds.Policy && v.serves(k.kind) {
+			g.Go(func() (err error) {
+				listed[i], err = listThrough(gctx, c.reader, i, ns)
+				return err
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	cached, err := v.view(ctx, viewKey{ns, policiesView})
+	if err != nil {
+		return nil, err
+	}
+	s := cached
+	if !sameVersions(cached, ns, listed) {
+		s, err = v.build(viewKey{ns, policiesView}, func(i int) ([]any, error) {
+			if listed[i] != nil || viewedKinds[i].kind.Role == kinds.Policy {
+				return listed[i], nil
+			}
+			return v.list(ctx, i, ns)
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c.views == nil {
+		c.views = map[string]*policy.Snapshot{}
+	}
+	c.views[ns] = s
+	return s, nil
+}
+
+// sameVersions tells whether a view holds exactly the security policies listed (by the
+// index of their kind in viewedKinds) in ns, each at the same resourceVersion.
+func sameVersions(view *policy.Snapshot, ns string, listed [][]any) bool {
+	for i, objects := range listed {
+		k := viewedKinds[i].kind
+		if k.Role != kinds.Policy || viewedKinds[i].part != policiesView {
+			continue
+		}
+		var held []metav1.Object
+		switch k.Kind {
+		case policy.KindRequestAuthentication:
+			held = asObjects(view.RequestAuthentications(ns))
+		case policy.KindAuthorizationPolicy:
+			held = asObjects(view.AuthorizationPolicies(ns))
+		case policy.KindPeerAuthentication:
+			held = asObjects(view.PeerAuthentications(ns))
+		default:
+			return false
+		}
+		if len(held) != len(objects) {
+			return false
+		}
+		versions := make(map[string]string, len(held))
+		for _, o := range held {
+			versions[o.GetName()] = o.GetResourceVersion()
+		}
+		for _, o := range objects {
+			m, ok := o.(metav1.Object)
+			if !ok || versions[m.GetName()] != m.GetResourceVersion() {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func asObjects[T metav1.Object](items []T) []metav1.Object {
+	out := make([]metav1.Object, len(items))
+	for i, o := range items {
+		out[i] = o
+	}
+	return out
+}
