@@ -9,7 +9,7 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-growth load-check load-apiserver docs generate image clean
+.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-growth load-check load-apiserver load-writes docs generate image clean
 
 all: build
 
@@ -63,6 +63,9 @@ load-check: ## meshguard check -o json as a process over 1k, 10k and 100k object
 
 load-apiserver: control-plane ## RequestAuthentication creates through kube-apiserver, with and without meshguard
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) run ./test/bench -apiserver 500 -rounds 3
+
+load-writes: control-plane ## Policy writes through kube-apiserver: kubectl apply of 200 policies with and without meshguard, 32 applies at once, reviews posted to its URL
+	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) run ./test/bench -writes 200 -rounds 3 -phase 2s
 
 docs: ## Rewrite the fixtures' `# expect:` lines from what the engine finds (review the diff), then docs/rules.md
 	$(GO) test ./policy -run '^TestGolden$$' -update

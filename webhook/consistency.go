@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshguard/meshguard/kinds"
@@ -34,37 +36,39 @@ func (c *consistentReads) covers(ns string) bool {
 	return c != nil && slices.Contains(c.namespaces, ns)
 }
 
-// view returns the policies view of ns with its security policies as the API server lists
-// them now: the cached view itself when it holds the same objects at the same versions, as
-// it nearly always does, so that what was compiled of them is kept.
+// view returns the policies view of ns with its security policies as the API server holds
+// them now. The API server lists their metadata alone (no spec to decode); when the cached
+// view holds the same objects at the same versions, as it nearly always does, it is the
+// view, and what was compiled of it is kept. Else the policies are listed whole.
 func (c *consistentReads) view(ctx context.Context, v *Views, ns string) (*policy.Snapshot, error) {
 	if s, ok := c.views[ns]; ok {
 		return s, nil
 	}
-	listed := make([][]any, len(viewedKinds))
 	ctx, cancel := context.WithTimeout(ctx, ConsistentReadTimeout)
 	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
-	for i, k := range viewedKinds {
-		if k.part == policiesView && k.kind.Role == kinds.Policy && v.serves(k.kind) {
-			g.Go(func() (err error) {
-				listed[i], err = listThrough(gctx, c.reader, i, ns)
-				return err
-			})
-		}
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
-	}
-	cached, err := v.view(ctx, viewKey{ns, policiesView})
+	versions, err := c.listPolicies(ctx, v, ns, func(k *kinds.Kind) client.ObjectList {
+		l := &metav1.PartialObjectMetadataList{}
+		l.SetGroupVersionKind(k.Preferred().GroupVersion().WithKind(k.Kind + "List"))
+		return l
+	})
 	if err != nil {
 		return nil, err
 	}
-	s := cached
-	if !sameVersions(cached, ns, listed) {
+	s, err := v.view(ctx, viewKey{ns, policiesView})
+	if err != nil {
+		return nil, err
+	}
+	if !sameVersions(s, ns, versions) {
+		whole, err := c.listPolicies(ctx, v, ns, func(k *kinds.Kind) client.ObjectList {
+			_, l := k.CacheObject()
+			return l
+		})
+		if err != nil {
+			return nil, err
+		}
 		s, err = v.build(viewKey{ns, policiesView}, func(i int) ([]any, error) {
-			if listed[i] != nil || viewedKinds[i].kind.Role == kinds.Policy {
-				return listed[i], nil
+			if viewedKinds[i].kind.Role == kinds.Policy {
+				return whole[i], nil
 			}
 			return v.list(ctx, i, ns)
 		})
@@ -79,12 +83,35 @@ func (c *consistentReads) view(ctx context.Context, v *Views, ns string) (*polic
 	return s, nil
 }
 
+// listPolicies lists, at once, the security policies of ns of each kind the cluster
+// serves into the list newList makes; by the index of their kind in viewedKinds.
+func (c *consistentReads) listPolicies(ctx context.Context, v *Views, ns string, newList func(*kinds.Kind) client.ObjectList) ([][]any, error) {
+	listed := make([][]any, len(viewedKinds))
+	g, ctx := errgroup.WithContext(ctx)
+	for i, k := range viewedKinds {
+		if k.kind.Role != kinds.Policy || !v.serves(k.kind) {
+			continue
+		}
+		g.Go(func() error {
+			l := newList(k.kind)
+			if err := c.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+				return err
+			}
+			return meta.EachListItem(l, func(o runtime.Object) error {
+				listed[i] = append(listed[i], o)
+				return nil
+			})
+		})
+	}
+	return listed, g.Wait()
+}
+
 // sameVersions tells whether a view holds exactly the security policies listed (by the
 // index of their kind in viewedKinds) in ns, each at the same resourceVersion.
 func sameVersions(view *policy.Snapshot, ns string, listed [][]any) bool {
 	for i, objects := range listed {
 		k := viewedKinds[i].kind
-		if k.Role != kinds.Policy || viewedKinds[i].part != policiesView {
+		if k.Role != kinds.Policy {
 			continue
 		}
 		var held []metav1.Object

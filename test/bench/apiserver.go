@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/test/cluster"
 )
 
@@ -27,16 +26,7 @@ import (
 // webhook configurations, a null webhook on the same server stack, and no webhook, and
 // prints the latency of each.
 func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
-	root, err := moduleRoot()
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "meshguard-apiserver-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	opts := cluster.Options{Root: root, Dir: dir}
+	var serveArgs []string
 	var pprofAddress string
 	if o.cpuProfile != "" {
 		port, err := cluster.FreePort()
@@ -44,21 +34,13 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 		pprofAddress = fmt.Sprintf("127.0.0.1:%d", port)
-		opts.ServeArgs = []string{"--pprof-bind-address", pprofAddress}
+		serveArgs = []string{"--pprof-bind-address", pprofAddress}
 	}
-	c, err := cluster.Start(ctx, opts)
+	_, kube, stop, err := localCluster(ctx, serveArgs)
 	if err != nil {
 		return err
 	}
-	defer c.Stop()
-	scheme, err := kinds.NewScheme()
-	if err != nil {
-		return err
-	}
-	kube, err := client.New(c.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
+	defer stop()
 	var vwc admregv1.ValidatingWebhookConfiguration
 	var mwc admregv1.MutatingWebhookConfiguration
 	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &vwc); err != nil {

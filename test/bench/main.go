@@ -8,7 +8,8 @@
 //	go run ./test/bench -pods 1000,10000,100000 -conns 64
 //
 // With -apiserver it measures instead RequestAuthentication creates through a real
-// kube-apiserver, with and without meshguard registered (see apiserver.go); with -growth,
+// kube-apiserver, with and without meshguard registered (see apiserver.go); with -writes,
+// security policy writes through it as GitOps tools make them (writes.go); with -growth,
 // how the p99 grows with the cluster, each size served by its own process (growth.go).
 package main
 
@@ -42,6 +43,7 @@ type options struct {
 	nullCPUProfile       string
 	memProfile           string
 	apiserver            int
+	writes               int
 	growth               bool
 	check                string
 	runs                 int
@@ -85,6 +87,7 @@ func run(args []string, out io.Writer) error {
 	fs.StringVar(&o.nullCPUProfile, "null-cpuprofile", "", "write a CPU profile of the null phase beside the profiled meshguard phase to this file, for the floor")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write a heap profile of the largest size, taken after its load (cache, views and server), to this file")
 	fs.IntVar(&o.apiserver, "apiserver", 0, "instead: this many RequestAuthentication creates through a real kube-apiserver, with and without meshguard")
+	fs.IntVar(&o.writes, "writes", 0, "instead: security policy writes through a real kube-apiserver, kubectl apply of this many policies among them (see writes.go)")
 	fs.BoolVar(&o.growth, "growth", false, "instead: serve each size from its own process, all at once, and alternate the load between them")
 	fs.StringVar(&o.check, "check", "", "instead: `meshguard check -o json` as a process over generated bundles of these sizes in objects, comma-separated")
 	fs.IntVar(&o.runs, "runs", 11, "with -check: runs per size")
@@ -96,6 +99,9 @@ func run(args []string, out io.Writer) error {
 	}
 	if o.apiserver > 0 {
 		return apiServerFigure(context.Background(), o, out)
+	}
+	if o.writes > 0 {
+		return writesFigure(context.Background(), o, out)
 	}
 	if *serveSize > 0 {
 		return serveOneSize(o, *serveSize, *readyFile)

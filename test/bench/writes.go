@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	admregv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/kinds"
+	"github.com/meshguard/meshguard/test/cluster"
+	"github.com/meshguard/meshguard/webhook"
+)
+
+// writesFigure measures security policy writes through the local control plane of `make
+// run`, as a GitOps controller makes them:
+//   - `kubectl apply` of one file of n AuthorizationPolicies into a new namespace, with
+//     meshguard's webhooks registered and without, alternated over rounds;
+//   - 32 `kubectl apply` at once of 10 policies each, over 8 namespaces: every error counted;
+//   - policy-write reviews (CREATEs of ALLOW policies, UPDATEs and DELETEs of existing ones,
+//     CREATEs of RequestAuthentications) posted from outside to meshguard's webhook URL, and
+//     to a bare Go HTTPS handler, alternated.
+func writesFigure(ctx context.Context, o options, out io.Writer) error {
+	c, kube, stop, err := localCluster(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	var vwc admregv1.ValidatingWebhookConfiguration
+	var mwc admregv1.MutatingWebhookConfiguration
+	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &vwc); err != nil {
+		return err
+	}
+	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &mwc); err != nil {
+		return err
+	}
+	registered := true
+	register := func(on bool) error {
+		if on == registered {
+			return nil
+		}
+		for _, cfg := range []client.Object{&vwc, &mwc} {
+			var err error
+			if on {
+				cfg.SetResourceVersion("")
+				err = kube.Create(ctx, cfg)
+			} else {
+				err = kube.Delete(ctx, cfg)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		registered = on
+		time.Sleep(2 * time.Second) // the API server picks them up through its own informer
+		return nil
+	}
+	kubectl := func(stdin string, args ...string) error {
+		cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return nil
+	}
+
+	// kubectl apply of n policies, with and without meshguard.
+	took := map[bool][]time.Duration{}
+	for round := range 2 * o.rounds {
+		on := round%2 == 0
+		if err := register(on); err != nil {
+			return err
+		}
+		ns := fmt.Sprintf("apply-%d", round)
+		if err := kubectl(namespaceYAML(ns), "apply", "-f", "-"); err != nil {
+			return err
+		}
+		bundle := policiesYAML(ns, "p", o.writes)
+		t0 := time.Now()
+		if err := kubectl(bundle, "apply", "-f", "-"); err != nil {
+			return err
+		}
+		took[on] = append(took[on], time.Since(t0))
+	}
+	fmt.Fprintf(out, "kubectl apply of %d AuthorizationPolicies into a new namespace, %d rounds each, alternated:\n", o.writes, o.rounds)
+	for _, on := range []bool{true, false} {
+		fmt.Fprintf(out, "  meshguard registered=%-5v %v\n", on, took[on])
+	}
+	fmt.Fprintf(out, "  median with / without: %.2f\n\n", float64(median(took[true]))/float64(median(took[false])))
+
+	// 32 kubectl apply at once, with meshguard.
+	if err := register(true); err != nil {
+		return err
+	}
+	const appliers, perApply, namespaces = 32, 10, 8
+	for n := range namespaces {
+		if err := kubectl(namespaceYAML(fmt.Sprintf("together-%d", n)), "apply", "-f", "-"); err != nil {
+			return err
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, appliers)
+	t0 := time.Now()
+	for i := range appliers {
+		wg.Go(func() {
+			errs[i] = kubectl(policiesYAML(fmt.Sprintf("together-%d", i%namespaces), fmt.Sprintf("a%d-", i), perApply), "apply", "-f", "-")
+		})
+	}
+	wg.Wait()
+	failed := 0
+	for _, err := range errs {
+		if err != nil {
+			failed++
+			fmt.Fprintln(out, " ", err)
+		}
+	}
+	fmt.Fprintf(out, "%d kubectl apply at once of %d policies each over %d namespaces: %d failed, %v in all\n\n", appliers, perApply, namespaces, failed, time.Since(t0).Round(time.Millisecond))
+
+	// Reviews posted from outside, against the policies of the namespaces just filled.
+	reviews, err := writeReviews(namespaces)
+	if err != nil {
+		return err
+	}
+	bare, bareCA, err := startBare(ctx)
+	if err != nil {
+		return err
+	}
+	e := newEndpoint(c.WebhookURL, o.conns, c.CA, bareCA)
+	e.bare = bare
+	var mg, floor result
+	for _, t := range []target{meshguardTarget, bareTarget} {
+		if _, err := e.load(reviews, o.conns, o.warmup, t); err != nil {
+			return fmt.Errorf("warming up: %w", err)
+		}
+	}
+	for range o.rounds {
+		for _, p := range []struct {
+			t    target
+			into *result
+		}{{meshguardTarget, &mg}, {bareTarget, &floor}} {
+			r, err := e.load(reviews, o.conns, o.phase, p.t)
+			if err != nil {
+				return err
+			}
+			p.into.add(r)
+		}
+	}
+	fmt.Fprintf(out, "policy-write reviews posted to meshguard's webhook URL, %d connections, %d × %v phases alternated (%s):\n", o.conns, o.rounds, o.phase, names(reviews))
+	for _, r := range []struct {
+		name string
+		r    result
+	}{{"meshguard", mg}, {"bare", floor}} {
+		fmt.Fprintf(out, "  %-9s p50 %v  p99 %v  %.0f req/s\n", r.name, r.r.quantile(0.5).Round(time.Microsecond), r.r.quantile(0.99).Round(time.Microsecond), r.r.rate())
+	}
+	fmt.Fprintf(out, "  throughput meshguard / bare: %.2f\n", mg.rate()/floor.rate())
+	return nil
+}
+
+// localCluster starts the local control plane of `make run` with meshguard serving, and a
+// client of it; stop stops it and removes its files.
+func localCluster(ctx context.Context, serveArgs []string) (*cluster.Cluster, client.Client, func(), error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "meshguard-apiserver-bench-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := cluster.Start(ctx, cluster.Options{Root: root, Dir: dir, ServeArgs: serveArgs})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	stop := func() { c.Stop(); os.RemoveAll(dir) }
+	scheme, err := kinds.NewScheme()
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	kube, err := client.New(c.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return c, kube, stop, nil
+}
+
+func namespaceYAML(ns string) string {
+	return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", ns)
+}
+
+// policyYAML is an ALLOW policy that requires a token of one issuer for one app: one that
+// may open (a CREATE of an ALLOW), so judged with the API server's policies read.
+func policyYAML(ns, name, app string) string {
+	return fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: %s, namespace: %s}
+spec:
+  selector: {matchLabels: {app: %s}}
+  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
+`, name, ns, app)
+}
+
+// policiesYAML is n ALLOW policies, one file.
+func policiesYAML(ns, prefix string, n int) string {
+	docs := make([]string, n)
+	for i := range docs {
+		docs[i] = policyYAML(ns, fmt.Sprintf("%s%d", prefix, i), fmt.Sprintf("%sapp-%d", prefix, i))
+	}
+	return strings.Join(docs, "---\n")
+}
+
+// writeReviews are AdmissionReviews of policy writes in the namespaces together-N, as the
+// API server sends them: a CREATE of a new ALLOW policy, an UPDATE and a DELETE of one
+// applied there (a0-0 …), and a CREATE of a RequestAuthentication. Each is allowed.
+func writeReviews(namespaces int) ([]review, error) {
+	ra := `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: NS}
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [web]}]
+`
+	var out []review
+	for n := range namespaces {
+		ns := fmt.Sprintf("together-%d", n)
+		existing := policyYAML(ns, fmt.Sprintf("a%d-0", n), fmt.Sprintf("a%d-app-0", n))
+		changed := strings.Replace(existing, "idp.example.com/*", "idp.example.com/team", 1)
+		for _, w := range []struct {
+			name     string
+			op       admissionv1.Operation
+			obj, old string
+		}{
+			{"ap-create", admissionv1.Create, policyYAML(ns, "new", "new"), ""},
+			{"ap-update", admissionv1.Update, changed, existing},
+			{"ap-delete", admissionv1.Delete, "", existing},
+			{"ra-create", admissionv1.Create, strings.Replace(ra, "NS", ns, 1), ""},
+		} {
+			body, err := admissionReview(w.op, w.obj, w.old)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, review{name: w.name, Path: webhook.ValidatePath, Allowed: true, Review: body})
+		}
+	}
+	return out, nil
+}
+
+// admissionReview encodes a review of obj replacing old, YAML manifests ("" for none).
+func admissionReview(op admissionv1.Operation, obj, old string) ([]byte, error) {
+	req := admissionv1.AdmissionRequest{UID: types.UID("bench"), Operation: op}
+	for _, m := range []struct {
+		manifest string
+		into     *[]byte
+	}{{obj, &req.Object.Raw}, {old, &req.OldObject.Raw}} {
+		if m.manifest == "" {
+			continue
+		}
+		js, err := yaml.YAMLToJSON([]byte(m.manifest))
+		if err != nil {
+			return nil, err
+		}
+		var o metav1.PartialObjectMetadata
+		if err := json.Unmarshal(js, &o); err != nil {
+			return nil, err
+		}
+		gvk := o.GroupVersionKind()
+		req.Kind = metav1.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind}
+		req.Resource = metav1.GroupVersionResource{Group: gvk.Group, Version: gvk.Version, Resource: strings.ToLower(gvk.Kind) + "s"}
+		req.Namespace, req.Name = o.Namespace, o.Name
+		*m.into = js
+	}
+	return json.Marshal(admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
+		Request:  &req,
+	})
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
