@@ -29,7 +29,10 @@ const ConsistentReadTimeout = 2 * time.Second
 type consistentReads struct {
 	reader     client.Reader
 	namespaces []string
-	views      map[string]*policy.Snapshot
+	// views are the namespaces' views once read, all at once (each read waits for the
+	// API server's watch cache to catch up with etcd: up to a tenth of a second).
+	views map[string]*policy.Snapshot
+	err   error
 }
 
 func (c *consistentReads) covers(ns string) bool {
@@ -41,9 +44,34 @@ func (c *consistentReads) covers(ns string) bool {
 // view holds the same objects at the same versions, as it nearly always does, it is the
 // view, and what was compiled of it is kept. Else the policies are listed whole.
 func (c *consistentReads) view(ctx context.Context, v *Views, ns string) (*policy.Snapshot, error) {
-	if s, ok := c.views[ns]; ok {
-		return s, nil
+	if c.views == nil && c.err == nil {
+		c.readAll(ctx, v)
 	}
+	return c.views[ns], c.err
+}
+
+// readAll reads the views of every namespace of c at once.
+func (c *consistentReads) readAll(ctx context.Context, v *Views) {
+	namespaces := slices.Compact(slices.Sorted(slices.Values(c.namespaces)))
+	views := make([]*policy.Snapshot, len(namespaces))
+	var g errgroup.Group
+	for i, ns := range namespaces {
+		g.Go(func() (err error) {
+			views[i], err = c.read(ctx, v, ns)
+			return err
+		})
+	}
+	if c.err = g.Wait(); c.err != nil {
+		return
+	}
+	c.views = make(map[string]*policy.Snapshot, len(namespaces))
+	for i, ns := range namespaces {
+		c.views[ns] = views[i]
+	}
+}
+
+// read reads the view of one namespace.
+func (c *consistentReads) read(ctx context.Context, v *Views, ns string) (*policy.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, ConsistentReadTimeout)
 	defer cancel()
 	versions, err := c.listPolicies(ctx, v, ns, func(k *kinds.Kind) client.ObjectList {
@@ -76,10 +104,6 @@ func (c *consistentReads) view(ctx context.Context, v *Views, ns string) (*polic
 			return nil, err
 		}
 	}
-	if c.views == nil {
-		c.views = map[string]*policy.Snapshot{}
-	}
-	c.views[ns] = s
 	return s, nil
 }
 
