@@ -63,10 +63,14 @@ type Server struct {
 	// Freshness tells when the cache's watches have been failing too long: the security
 	// kinds are then refused. Nil trusts the cache.
 	Freshness *Freshness
-	// APIReader reads the API server itself, uncached: a security policy write is judged
-	// against the policies it lists (a quorum read), not against a cache that may lag
-	// behind a write another replica allowed a moment ago. Nil judges on the cache.
+	// APIReader reads the API server itself, uncached: a write that may open, where this
+	// replica does not lead, is judged against the policies it lists, not against a
+	// cache that may lag behind a write another replica allowed a moment ago. Nil judges
+	// on the cache.
 	APIReader client.Reader
+	// Leader elects the replica that judges the writes that may open; nil judges each
+	// here.
+	Leader *Leader
 
 	pending pendingWrites
 }
@@ -123,12 +127,22 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	if !policyWrite || !s.mayOpen(kind, req) {
 		return s.judge(ctx, req, kind, nil)
 	}
-	// A write that may open is judged against the API server's policies of its namespace
-	// and the root namespace, and committed only if no other such write was allowed in a
-	// namespace it read meanwhile; else judged again, the other laid over. A dry run is
-	// judged as the write would be, and commits nothing.
+	// A write that may open is judged by the replica that leads (see Leader), else here.
+	if address := s.Leader.peer(); address != "" && !forwarded(ctx) {
+		resp, err := s.Leader.forward(ctx, address, req)
+		if err == nil {
+			return resp
+		}
+		s.Metrics.forwardFailed()
+		s.Log.Info("the leader could not judge a write: judging it here", "leader", address, "error", err.Error())
+	}
+	// It is committed only if no other such write was allowed in a namespace it read
+	// meanwhile; else judged again, the other laid over. Unless this replica has led for
+	// a while, it is judged against the API server's policies of its namespace and the
+	// root namespace: another replica may have allowed a write there a moment ago. A dry
+	// run is judged as the write would be, and commits nothing.
 	w := &openingWrite{commit: !dryRun(req)}
-	if s.APIReader != nil {
+	if s.APIReader != nil && !s.Leader.settled() {
 		w.consistent = &consistentReads{reader: s.APIReader}
 	}
 	for attempt := 1; ; attempt++ {

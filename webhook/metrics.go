@@ -19,6 +19,8 @@ type Metrics struct {
 	refusals *prometheus.CounterVec
 	// conflicts counts writes judged again because another write was allowed first.
 	conflicts prometheus.Counter
+	// forwardFailures counts the writes the leader could not judge, judged here instead.
+	forwardFailures prometheus.Counter
 }
 
 // NewMetrics registers meshguard's counters with reg.
@@ -40,8 +42,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "meshguard_write_conflicts_total",
 			Help: "Security policy writes judged again because another write that may open was allowed first in a namespace they read.",
 		}),
+		forwardFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_forward_failures_total",
+			Help: "Writes that may open which the leading replica could not judge, judged by the replica they reached instead.",
+		}),
 	}
-	reg.MustRegister(m.reviews, m.findingC, m.refusals, m.conflicts)
+	reg.MustRegister(m.reviews, m.findingC, m.refusals, m.conflicts, m.forwardFailures)
 	return m
 }
 
@@ -65,6 +71,12 @@ func (m *Metrics) observe(webhook string, req admission.Request, resp admission.
 func (m *Metrics) conflict() {
 	if m != nil {
 		m.conflicts.Inc()
+	}
+}
+
+func (m *Metrics) forwardFailed() {
+	if m != nil {
+		m.forwardFailures.Inc()
 	}
 }
 

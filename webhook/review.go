@@ -37,7 +37,7 @@ func (rv reviews) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := admission.Request{AdmissionRequest: *review.Request}
-	resp := rv.handler.Handle(r.Context(), req)
+	resp := rv.handler.Handle(withForwarded(r.Context(), r), req)
 	if err := resp.Complete(req); err != nil {
 		rv.log.Error(err, "completing the admission response", "uid", req.UID)
 		resp = admission.Errored(http.StatusInternalServerError, err)

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +52,7 @@ type serveOptions struct {
 
 	auditInterval time.Duration
 	auditReports  string
+	peerAddress   string
 
 	selfSigned        bool
 	namespace         string
@@ -69,7 +73,9 @@ HTTP/1.1 only). The certificate and key (tls.crt, tls.key in --cert-dir) are rel
 change. The webhook reads the cluster through read-only watches and never calls out otherwise:
 it fetches no jwksUri. The replica holding the Lease meshguard-audit (in --namespace) audits
 what the cluster runs into openreports.io Reports or wgpolicyk8s.io PolicyReports
-(--audit-interval, --audit-reports).`,
+(--audit-interval, --audit-reports). The replica holding the Lease meshguard-judge judges
+every security policy write that may leave a workload less protected; the others forward
+those reviews to it at its --peer-address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(ctrl.SetupSignalHandler()) },
 	}
@@ -85,6 +91,7 @@ what the cluster runs into openreports.io Reports or wgpolicyk8s.io PolicyReport
 	f.BoolVar(&o.development, "development", false, "human-readable logs instead of JSON")
 	f.DurationVar(&o.auditInterval, "audit-interval", 10*time.Minute, "how often the leader re-judges the whole cluster into reports, beside a pass after each change (0 turns auditing off)")
 	f.StringVar(&o.auditReports, "audit-reports", "auto", "what the audit writes: auto (openreports.io Reports where the cluster serves them, else wgpolicyk8s.io PolicyReports, else nothing), openreports, wgpolicyk8s, or none")
+	f.StringVar(&o.peerAddress, "peer-address", "", "this replica's HTTPS address as the other replicas reach it, for the writes they forward while it leads (default: https://$POD_IP:port; none: every replica judges its own, against the API server's policies)")
 	f.BoolVar(&o.selfSigned, "self-signed", false, "make and rotate a self-signed serving certificate (for clusters without cert-manager)")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "meshguard-system"), "meshguard's namespace, where --self-signed keeps its Secret")
 	f.StringVar(&o.secret, "self-signed-secret", "meshguard-serving-cert", "Secret holding the self-signed CA and serving certificate")
@@ -134,6 +141,26 @@ func (o *serveOptions) run(ctx context.Context) error {
 		return err
 	}
 	var synced atomic.Bool
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	var leader *webhook.Leader
+	if peer := o.peer(); peer != "" {
+		leader = &webhook.Leader{
+			Lease: &resourcelock.LeaseLock{
+				LeaseMeta:  metav1.ObjectMeta{Namespace: o.namespace, Name: "meshguard-judge"},
+				Client:     kube.CoordinationV1(),
+				LockConfig: resourcelock.ResourceLockConfig{Identity: peer},
+			},
+			CertFile: filepath.Join(o.certDir, "tls.crt"),
+			Ready:    synced.Load,
+			Log:      log.WithName("leader"),
+		}
+		if err := mgr.Add(leader); err != nil {
+			return err
+		}
+	}
 	srv := &webhook.Server{
 		Engine:         policy.NewEngine(),
 		Reader:         mgr.GetCache(),
@@ -144,6 +171,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		Metrics:        webhook.NewMetrics(metrics.Registry),
 		Freshness:      fresh,
 		APIReader:      reads,
+		Leader:         leader,
 	}
 	ws := mgr.GetWebhookServer()
 	srv.Register(ws)
@@ -167,10 +195,6 @@ func (o *serveOptions) run(ctx context.Context) error {
 		}
 		return fresh.Stale()
 	}); err != nil {
-		return err
-	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
 		return err
 	}
 	go fresh.Watch(ctx, 2*time.Second, func(ctx context.Context) error {
@@ -225,6 +249,17 @@ func (o *serveOptions) run(ctx context.Context) error {
 	}()
 	log.Info("meshguard serving", "version", version, "port", o.port, "certDir", o.certDir)
 	return mgr.Start(ctx)
+}
+
+// peer is this replica's address for the others: --peer-address, else from the Pod's IP.
+func (o *serveOptions) peer() string {
+	if o.peerAddress != "" {
+		return o.peerAddress
+	}
+	if ip := os.Getenv("POD_IP"); ip != "" {
+		return "https://" + net.JoinHostPort(ip, strconv.Itoa(o.port))
+	}
+	return ""
 }
 
 // admissionReader is the uncached client that reviews read the API server through: without

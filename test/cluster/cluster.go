@@ -230,7 +230,8 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 	c.probe = fmt.Sprintf("http://127.0.0.1:%d", probePort)
 	c.serveArgs = append([]string{"serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
 		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
-		"--istiod-version", "1.28.5", "--namespace", "default"}, o.ServeArgs...) // the audit's Lease in default
+		"--istiod-version", "1.28.5", "--namespace", "default", "--peer-address", fmt.Sprintf("https://127.0.0.1:%d", port)},
+		o.ServeArgs...) // the audit's and the judge's Leases in default
 	c.logFile = o.Log
 	if o.Log == nil {
 		c.log = &LogBuffer{}
