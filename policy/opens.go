@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"maps"
+
+	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -12,8 +15,12 @@ import (
 // or a PeerAuthentication that is not STRICT on every port. A new RequestAuthentication,
 // a DENY, CUSTOM or AUDIT AuthorizationPolicy, or a STRICT PeerAuthentication only adds
 // checks: whatever is written beside it, the workload is at least as protected as without.
-func MayOpen(op Operation, obj metav1.Object) bool {
-	if op != Create {
+// An UPDATE that changes nothing Istio reads (a re-apply) changes no protection either.
+func MayOpen(op Operation, obj, old metav1.Object) bool {
+	switch op {
+	case Update:
+		return !sameEffect(obj, old)
+	case Delete:
 		return true
 	}
 	switch o := obj.(type) {
@@ -37,4 +44,24 @@ func strictEverywhere(pa *PeerAuthentication) bool {
 		}
 	}
 	return true
+}
+
+// sameEffect tells whether two versions of a security policy hold the same spec, labels and
+// annotations: all Istio reads of them.
+func sameEffect(a, b metav1.Object) bool {
+	if a == nil || b == nil || !maps.Equal(a.GetLabels(), b.GetLabels()) || !maps.Equal(a.GetAnnotations(), b.GetAnnotations()) {
+		return false
+	}
+	switch a := a.(type) {
+	case *AuthorizationPolicy:
+		b, ok := b.(*AuthorizationPolicy)
+		return ok && proto.Equal(&a.Spec, &b.Spec)
+	case *RequestAuthentication:
+		b, ok := b.(*RequestAuthentication)
+		return ok && proto.Equal(&a.Spec, &b.Spec)
+	case *PeerAuthentication:
+		b, ok := b.(*PeerAuthentication)
+		return ok && proto.Equal(&a.Spec, &b.Spec)
+	}
+	return false
 }

@@ -18,25 +18,32 @@ func TestMayOpen(t *testing.T) {
 		return p
 	}
 	ra := &RequestAuthentication{ObjectMeta: meta("shop", "jwt", 0)}
+	labelled := func(o metav1.Object) metav1.Object {
+		o.SetLabels(map[string]string{"team": "web"})
+		return o
+	}
 	for _, c := range []struct {
 		name string
 		op   Operation
 		obj  metav1.Object
+		old  metav1.Object
 		want bool
 	}{
-		{"a new RequestAuthentication", Create, ra, false},
-		{"a new ALLOW", Create, ap(`{"rules": [{}]}`), true},
-		{"a new DENY", Create, ap(`{"action": "DENY", "rules": [{}]}`), false},
-		{"a new CUSTOM", Create, ap(`{"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}`), false},
-		{"a new AUDIT", Create, ap(`{"action": "AUDIT", "rules": [{}]}`), false},
-		{"a new STRICT PeerAuthentication", Create, pa(`{"mtls": {"mode": "STRICT"}}`), false},
-		{"a new STRICT PeerAuthentication with a PERMISSIVE port", Create, pa(`{"mtls": {"mode": "STRICT"}, "selector": {"matchLabels": {"app": "web"}}, "portLevelMtls": {"8080": {"mode": "PERMISSIVE"}}}`), true},
-		{"a new PERMISSIVE PeerAuthentication", Create, pa(`{"mtls": {"mode": "PERMISSIVE"}}`), true},
-		{"a new PeerAuthentication that inherits", Create, pa(`{}`), true},
-		{"an UPDATE of a DENY", Update, ap(`{"action": "DENY", "rules": [{}]}`), true},
-		{"a DELETE of a RequestAuthentication", Delete, ra, true},
+		{"a new RequestAuthentication", Create, ra, nil, false},
+		{"a new ALLOW", Create, ap(`{"rules": [{}]}`), nil, true},
+		{"a new DENY", Create, ap(`{"action": "DENY", "rules": [{}]}`), nil, false},
+		{"a new CUSTOM", Create, ap(`{"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}`), nil, false},
+		{"a new AUDIT", Create, ap(`{"action": "AUDIT", "rules": [{}]}`), nil, false},
+		{"a new STRICT PeerAuthentication", Create, pa(`{"mtls": {"mode": "STRICT"}}`), nil, false},
+		{"a new STRICT PeerAuthentication with a PERMISSIVE port", Create, pa(`{"mtls": {"mode": "STRICT"}, "selector": {"matchLabels": {"app": "web"}}, "portLevelMtls": {"8080": {"mode": "PERMISSIVE"}}}`), nil, true},
+		{"a new PERMISSIVE PeerAuthentication", Create, pa(`{"mtls": {"mode": "PERMISSIVE"}}`), nil, true},
+		{"a new PeerAuthentication that inherits", Create, pa(`{}`), nil, true},
+		{"an UPDATE of a DENY", Update, ap(`{"action": "DENY", "rules": [{}]}`), ap(`{"rules": [{}]}`), true},
+		{"a DELETE of a RequestAuthentication", Delete, ra, nil, true},
+		{"an UPDATE that changes nothing", Update, ap(`{"action": "DENY", "rules": [{}]}`), ap(`{"action": "DENY", "rules": [{}]}`), false},
+		{"an UPDATE that only labels", Update, labelled(ap(`{"rules": [{}]}`)), ap(`{"rules": [{}]}`), true},
 	} {
-		if got := MayOpen(c.op, c.obj); got != c.want {
+		if got := MayOpen(c.op, c.obj, c.old); got != c.want {
 			t.Errorf("%s: MayOpen = %v, want %v", c.name, got, c.want)
 		}
 	}

@@ -182,14 +182,23 @@ type openingWrite struct {
 }
 
 // mayOpen tells whether a policy write may leave a workload less protected
-// (policy.MayOpen); only a CREATE needs its object read for that, and one that cannot be
-// read is judged, and refused, as any other.
+// (policy.MayOpen); a DELETE needs nothing decoded for that, and a write whose objects
+// cannot be read is judged, and refused, as any other.
 func (s *Server) mayOpen(kind *kinds.Kind, req admission.Request) bool {
-	if req.Operation != admissionv1.Create {
+	if req.Operation == admissionv1.Delete {
 		return true
 	}
 	obj, err := decode(kind, req.Object)
-	return err != nil || obj == nil || policy.MayOpen(policy.Create, obj)
+	if err != nil || obj == nil {
+		return true
+	}
+	var old metav1.Object
+	if req.Operation == admissionv1.Update {
+		if old, err = decode(kind, req.OldObject); err != nil || old == nil {
+			return true
+		}
+	}
+	return policy.MayOpen(policy.Operation(req.Operation), obj, old)
 }
 
 // judge judges a request against the live state; w, for a write that may open, makes the
@@ -262,16 +271,18 @@ func (s *Server) judge(ctx context.Context, req admission.Request, kind *kinds.K
 		warnOnly = st.Settings(ns).WarnOnly
 	}
 	resp := respond(findings, dryRun(req), warnOnly)
-	if kind != nil && kind.Role == kinds.Policy && !dryRun(req) && resp.Allowed {
+	if st.seen != nil && resp.Allowed {
 		after := obj
 		if req.Operation == admissionv1.Delete {
 			after = nil
 		}
-		if st.seen == nil {
-			s.pending.record(kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now())
-		} else if !s.pending.commit(st.seen, kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now()) {
+		switch s.pending.commit(st.seen, kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now()) {
+		case overtaken:
 			w.conflict = true
 			return resp
+		case competing:
+			return admission.Denied(fmt.Sprintf("meshguard: another change of %s %s/%s, allowed a moment ago, is not in effect yet: "+
+				"of the two at most one can land, and this one is judged once it has; retry", kind.Kind, obj.GetNamespace(), obj.GetName()))
 		}
 	}
 	s.Metrics.findings(findings, dryRun(req))

@@ -14,6 +14,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -467,7 +469,8 @@ func TestWritesOfOtherNamespaces(t *testing.T) {
 
 // TestAddingWritesReadNothing: the dry run of a DELETE that opens is judged on the API
 // server's policies, and commits nothing; a CREATE that only adds checks is judged on the
-// cache: it reads nothing from the API server, and is recorded for the writes after it.
+// cache: it reads nothing from the API server, and the writes after it are judged without
+// it until the cache shows it.
 func TestAddingWritesReadNothing(t *testing.T) {
 	srv := newServer(t, true, raGood, apRequire)
 	reads := &countingReader{Reader: srv.Reader}
@@ -489,9 +492,10 @@ func TestAddingWritesReadNothing(t *testing.T) {
 	if srv.pending.commits != 0 {
 		t.Errorf("commits: %d", srv.pending.commits)
 	}
-	// Recorded: the DELETE of the other policy now leaves it enforcing.
-	if r := review(t, v, admissionv1.Delete, "", apRequire, false); !r.Allowed {
-		t.Errorf("the DELETE with the DENY policy created: %s", r.Result.Message)
+	// Not laid over: it may yet fail, and until the cache shows it the DELETE of the other
+	// policy is judged without it.
+	if r := review(t, v, admissionv1.Delete, "", apRequire, false); r.Allowed {
+		t.Errorf("the DELETE with the DENY policy on its way: allowed")
 	}
 }
 
@@ -504,4 +508,53 @@ type countingReader struct {
 func (r *countingReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
 	r.n.Add(1)
 	return r.Reader.List(ctx, list, opts...)
+}
+
+// TestWritesThatMayFail: writes meshguard allowed may fail afterwards, and which of two
+// writes of one object lands is not known until the cache shows it.
+//   - A DELETE of web-deny-anonymous is allowed, then a CREATE of it (it may fail: it
+//     still exists): the DELETE of web-require-jwt is judged as if the CREATE had failed,
+//     and denied.
+//   - Of two UPDATEs of one policy at once, the second is refused (retry): one of them
+//     fails, and which is not known; once the cache shows the object past the version the
+//     first replaced, a write of it is judged again.
+func TestWritesThatMayFail(t *testing.T) {
+	srv := newServer(t, true, raGood, apRequire, apDenyAnonymous)
+	v := srv.Validating()
+	if r := review(t, v, admissionv1.Delete, "", apDenyAnonymous, false); !r.Allowed {
+		t.Fatalf("the DELETE of web-deny-anonymous: %s", r.Result.Message)
+	}
+	if r := review(t, v, admissionv1.Create, apDenyAnonymous, "", false); !r.Allowed {
+		t.Fatalf("the CREATE of web-deny-anonymous: %s", r.Result.Message)
+	}
+	if r := review(t, v, admissionv1.Delete, "", apRequire, false); r.Allowed || !strings.Contains(r.Result.Message, "MG303") {
+		t.Errorf("the DELETE of web-require-jwt, the CREATE on its way: allowed=%v %v", r.Allowed, r.Result)
+	}
+
+	srv = newServer(t, true, raGood, apRequire, apDenyAnonymous)
+	v = srv.Validating()
+	var current securityv1.AuthorizationPolicy
+	if err := srv.Reader.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "web-require-jwt"}, &current); err != nil {
+		t.Fatal(err)
+	}
+	at := func(manifest, version string) string {
+		return strings.Replace(manifest, "namespace: shop}", "namespace: shop, resourceVersion: \""+version+"\"}", 1)
+	}
+	base := current.ResourceVersion
+	weaker := strings.Replace(apRequire, `rules: [{from: [{source: {requestPrincipals: ["`+iss+`/*"]}}]}]`, `rules: [{to: [{operation: {paths: ["/healthz"]}}]}]`, 1)
+	if r := review(t, v, admissionv1.Update, at(weaker, base), at(apRequire, base), false); !r.Allowed {
+		t.Fatalf("the first UPDATE: %s", r.Result.Message)
+	}
+	other := strings.Replace(weaker, "/healthz", "/ready", 1)
+	if r := review(t, v, admissionv1.Update, at(other, base), at(apRequire, base), false); r.Allowed || !strings.Contains(r.Result.Message, "retry") {
+		t.Errorf("the second UPDATE of the same version: allowed=%v %v", r.Allowed, r.Result)
+	}
+	// The first lands.
+	current.Spec.Rules[0].From, current.Spec.Rules[0].To = nil, []*securityv1beta1.Rule_To{{Operation: &securityv1beta1.Operation{Paths: []string{"/healthz"}}}}
+	if err := srv.Reader.(client.Client).Update(context.Background(), &current); err != nil {
+		t.Fatal(err)
+	}
+	if r := review(t, v, admissionv1.Update, at(other, current.ResourceVersion), at(weaker, current.ResourceVersion), false); !r.Allowed {
+		t.Errorf("an UPDATE of the version the first made: %s", r.Result.Message)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -34,7 +35,8 @@ import (
 // A nil *Leader leads nothing: every replica judges with consistent reads.
 type Leader struct {
 	// Lease is held by the leader; its identity is the replica's address, as its peers
-	// reach it (https://host:port).
+	// reach it (https://host:port), a space, and what tells this process from one that
+	// had the same address before.
 	Lease *resourcelock.LeaseLock
 	// CertFile is the serving certificate: a peer must present one with the same key.
 	CertFile string
@@ -127,7 +129,8 @@ func (l *Leader) peer() string {
 		return ""
 	}
 	if current := l.current.Load(); current != nil && *current != l.Lease.Identity() {
-		return *current
+		address, _, _ := strings.Cut(*current, " ")
+		return address
 	}
 	return ""
 }

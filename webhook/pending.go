@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -11,8 +12,8 @@ import (
 )
 
 // pendingTTL bounds how long an allowed write is assumed to be on its way to the cache. A
-// write meshguard allowed that then failed (another webhook refused it) is assumed done
-// for that long: a DELETE, and most changes, then only make the judging stricter.
+// write meshguard allowed that then failed without the object changing otherwise (another
+// webhook refused it) is assumed done for that long.
 const pendingTTL = 30 * time.Second
 
 // commitMemory is how long the last commit of a write that may open is remembered per
@@ -20,13 +21,18 @@ const pendingTTL = 30 * time.Second
 // validates against a namespace whose last commit was forgotten while it judged.
 const commitMemory = time.Minute
 
-// pendingWrites are the security policy writes meshguard allowed that its cache may not
-// show yet. Two changes that each leave a workload protected while the other is cached
-// (two DELETEs of its two enforcing policies) would each be allowed on the cache alone:
-// each review lays the writes allowed before it over the cache, and a write that may open
-// (policy.MayOpen) is allowed only if no other such write was allowed, since it read them,
-// in a namespace whose policies it read (commit). Writes of unrelated namespaces never wait
-// for each other.
+// pendingWrites are the security policy writes that may open (policy.MayOpen) meshguard
+// allowed and its cache may not show yet. Two changes that each leave a workload protected
+// while the other is cached (two DELETEs of its two enforcing policies) would each be
+// allowed on the cache alone: each review lays the writes allowed before it over the
+// cache, and a write is allowed only if no other such write was allowed, since it read
+// them, in a namespace whose policies it read (commit). Writes of unrelated namespaces
+// never wait for each other.
+//
+// Only what may open is laid over: a write that only adds checks (a DENY policy's CREATE)
+// may yet fail (another writer created it first), and judging as if it had not happened
+// is only stricter. One object has one pending write at a time: of two writes of it at
+// once at most one lands, and which is not known here, so the second is refused (retry).
 type pendingWrites struct {
 	// alone is held shared by each attempt to judge a write that may open, and alone by the
 	// last attempt of one that kept meeting conflicts: no write waits for ever.
@@ -58,16 +64,35 @@ func (p *pendingWrites) seen(ns string) uint64 {
 	return p.lastCommit[ns].seq
 }
 
-// commit records a write that may open if no other such write was allowed since the
-// review read the namespaces of seen (their marks), and tells whether it did; false asks
-// for the review again, the other write laid over.
-func (p *pendingWrites) commit(seen map[string]uint64, kind, namespace, name string, obj, old metav1.Object, now time.Time) bool {
+// commitOutcome is what commit did.
+type commitOutcome int
+
+const (
+	committed commitOutcome = iota
+	// overtaken: another write was allowed since the review read a namespace: judge again.
+	overtaken
+	// competing: another write of the same object is on its way: refuse this one.
+	competing
+)
+
+// commit records a write that may open, obj after it (nil for a DELETE) replacing old,
+// if no other such write was allowed since the review read the namespaces of seen (their
+// marks) and none of the same object is still on its way.
+func (p *pendingWrites) commit(seen map[string]uint64, kind, namespace, name string, obj, old metav1.Object, now time.Time) commitOutcome {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for ns, seq := range seen {
 		if p.lastCommit[ns].seq != seq {
-			return false
+			return overtaken
 		}
+	}
+	w := pendingWrite{object: obj, created: old == nil, expires: now.Add(pendingTTL)}
+	if old != nil {
+		w.oldVersion = old.GetResourceVersion()
+	}
+	key := pendingKey{kind, namespace, name}
+	if prev, busy := p.writes[namespace][key]; busy && (old == nil || !prev.passedBy(w.oldVersion)) {
+		return competing
 	}
 	if now.Sub(p.pruned) > commitMemory {
 		for ns, mark := range p.lastCommit {
@@ -82,31 +107,6 @@ func (p *pendingWrites) commit(seen map[string]uint64, kind, namespace, name str
 	}
 	p.commits++
 	p.lastCommit[namespace] = commitMark{p.commits, now}
-	p.recordLocked(kind, namespace, name, obj, old, now)
-	return true
-}
-
-type pendingKey struct{ kind, namespace, name string }
-
-type pendingWrite struct {
-	object metav1.Object // nil once deleted
-	// oldVersion is the resourceVersion the write replaced ("" for a CREATE).
-	oldVersion string
-	expires    time.Time
-}
-
-// record notes a write allowed: obj after it (nil for a DELETE), replacing old.
-func (p *pendingWrites) record(kind, namespace, name string, obj, old metav1.Object, now time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.recordLocked(kind, namespace, name, obj, old, now)
-}
-
-func (p *pendingWrites) recordLocked(kind, namespace, name string, obj, old metav1.Object, now time.Time) {
-	w := pendingWrite{object: obj, expires: now.Add(pendingTTL)}
-	if old != nil {
-		w.oldVersion = old.GetResourceVersion()
-	}
 	if p.writes == nil {
 		p.writes = map[string]map[pendingKey]pendingWrite{}
 	}
@@ -116,7 +116,36 @@ func (p *pendingWrites) recordLocked(kind, namespace, name string, obj, old meta
 		p.writes[namespace] = writes
 		p.pending.Store(namespace, true)
 	}
-	writes[pendingKey{kind, namespace, name}] = w
+	writes[key] = w
+	return committed
+}
+
+// passedBy tells whether the object, at version (as the cache or a later write finds it),
+// is past this write: it landed, or lost to another. resourceVersions are etcd's
+// revisions, compared as numbers; any other is compared for equality only.
+func (w pendingWrite) passedBy(version string) bool {
+	switch {
+	case w.created:
+		return true // it exists: the CREATE landed, or another did
+	case w.oldVersion == "":
+		return false // nothing to tell by
+	}
+	v, err1 := strconv.ParseUint(version, 10, 64)
+	b, err2 := strconv.ParseUint(w.oldVersion, 10, 64)
+	if err1 != nil || err2 != nil {
+		return version != w.oldVersion
+	}
+	return v > b
+}
+
+type pendingKey struct{ kind, namespace, name string }
+
+type pendingWrite struct {
+	object  metav1.Object // nil once deleted
+	created bool
+	// oldVersion is the resourceVersion the write replaced ("" for a CREATE).
+	oldVersion string
+	expires    time.Time
 }
 
 // forget drops a write; the lock is held.
@@ -163,7 +192,7 @@ func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time)
 func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cached []T, now time.Time) []T {
 	i := slices.IndexFunc(cached, func(o T) bool { return o.GetName() == key.name })
 	done := w.object == nil && i < 0 || // deleted
-		w.object != nil && i >= 0 && cached[i].GetResourceVersion() != w.oldVersion // created or updated
+		i >= 0 && w.passedBy(cached[i].GetResourceVersion()) // written, by it or another
 	if done || now.After(w.expires) {
 		p.forget(key)
 		return cached

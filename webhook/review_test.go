@@ -27,7 +27,7 @@ func TestReviewsAnswerAsControllerRuntime(t *testing.T) {
 		{"deny", srv.Validating(), reviewBody(t, admissionv1.Create, raNoAudiences, "", false)},
 		{"allow", srv.Validating(), reviewBody(t, admissionv1.Create, raGood, "", false)},
 		{"update", srv.Validating(), reviewBody(t, admissionv1.Update, apRequire, apRequire, true)},
-		{"delete", srv.Validating(), reviewBody(t, admissionv1.Delete, "", raGood, false)},
+		{"delete", srv.Validating(), reviewBody(t, admissionv1.Delete, "", raGood, true)}, // a dry run: the same review twice
 		{"patch", srv.Mutating(), reviewBody(t, admissionv1.Create, pod, "", false)},
 	}
 	answer := func(h http.Handler, body []byte, contentType string) (int, *admissionv1.AdmissionResponse) {

@@ -151,7 +151,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 			Lease: &resourcelock.LeaseLock{
 				LeaseMeta:  metav1.ObjectMeta{Namespace: o.namespace, Name: "meshguard-judge"},
 				Client:     kube.CoordinationV1(),
-				LockConfig: resourcelock.ResourceLockConfig{Identity: peer},
+				LockConfig: resourcelock.ResourceLockConfig{Identity: peer + " " + string(uuid.NewUUID())},
 			},
 			CertFile: filepath.Join(o.certDir, "tls.crt"),
 			Ready:    synced.Load,

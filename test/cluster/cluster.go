@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -59,12 +60,23 @@ type Cluster struct {
 	WebhookURL string
 	CA         []byte
 
-	env       *envtest.Environment
-	serve     *exec.Cmd
-	serveArgs []string
-	probe     string
-	log       *LogBuffer
-	logFile   *os.File
+	env     *envtest.Environment
+	root    string
+	certDir string
+	// primary is the meshguard the webhooks are registered with.
+	primary *Replica
+	log     *LogBuffer
+	logFile *os.File
+}
+
+// Replica is one `meshguard serve` process of the cluster.
+type Replica struct {
+	// URL is where it serves its webhooks.
+	URL   string
+	args  []string
+	probe string
+	cmd   *exec.Cmd
+	out   io.Writer
 }
 
 // LogBuffer is a bytes.Buffer a child process can write while tests read it.
@@ -216,64 +228,124 @@ func (c *Cluster) startMeshguard(ctx context.Context, o Options) (port int, ca [
 	if err != nil {
 		return 0, nil, err
 	}
-	certDir := filepath.Join(o.Dir, "certs")
-	if err := bundle.Write(certDir); err != nil {
+	c.root, c.certDir = o.Root, filepath.Join(o.Dir, "certs")
+	if err := bundle.Write(c.certDir); err != nil {
 		return 0, nil, err
 	}
-	if port, err = FreePort(); err != nil {
-		return 0, nil, err
-	}
-	probePort, err := FreePort()
-	if err != nil {
-		return 0, nil, err
-	}
-	c.probe = fmt.Sprintf("http://127.0.0.1:%d", probePort)
-	c.serveArgs = append([]string{"serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
-		"--cert-dir", certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
-		"--istiod-version", "1.28.5", "--namespace", "default", "--peer-address", fmt.Sprintf("https://127.0.0.1:%d", port)},
-		o.ServeArgs...) // the audit's and the judge's Leases in default
 	c.logFile = o.Log
 	if o.Log == nil {
 		c.log = &LogBuffer{}
 	}
+	if c.primary, err = c.newReplica(o.ServeArgs); err != nil {
+		return 0, nil, err
+	}
 	if err := c.RestartMeshguard(ctx); err != nil {
 		return 0, nil, err
 	}
+	port, _ = strconv.Atoi(c.primary.URL[strings.LastIndex(c.primary.URL, ":")+1:])
 	return port, bundle.CA, nil
 }
 
+// newReplica makes a `meshguard serve` of ports of its own, with the cluster's certificate
+// and log, and these arguments besides.
+func (c *Cluster) newReplica(serveArgs []string) (*Replica, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	probePort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &Replica{URL: fmt.Sprintf("https://127.0.0.1:%d", port), probe: fmt.Sprintf("http://127.0.0.1:%d", probePort), out: c.log}
+	if c.logFile != nil {
+		r.out = c.logFile
+	}
+	r.args = append([]string{"serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
+		"--cert-dir", c.certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
+		"--istiod-version", "1.28.5", "--namespace", "default", "--peer-address", r.URL},
+		serveArgs...) // the audit's and the judge's Leases in default
+	return r, nil
+}
+
+// StartReplica runs another `meshguard serve` beside the first, as a second Pod of the
+// Deployment: its own ports, the same certificate, no Options.ServeArgs (they may name
+// ports); the webhooks stay registered with the first (see Balancer). It is ready when it
+// returns.
+func (c *Cluster) StartReplica(ctx context.Context) (*Replica, error) {
+	r, err := c.newReplica(nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.start(ctx, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Primary is the meshguard the webhooks were registered with.
+func (c *Cluster) Primary() *Replica { return c.primary }
+
 // MeshguardPID is the process ID of `meshguard serve`.
-func (c *Cluster) MeshguardPID() int { return c.serve.Process.Pid }
+func (c *Cluster) MeshguardPID() int { return c.primary.cmd.Process.Pid }
 
 // KillMeshguard kills `meshguard serve` at once, as an OOM kill or a lost node would,
 // leaving the webhooks registered.
-func (c *Cluster) KillMeshguard() error {
-	if err := c.serve.Process.Kill(); err != nil {
+func (c *Cluster) KillMeshguard() error { return c.primary.Kill() }
+
+// RestartMeshguard starts `meshguard serve` again, on the same port and certificate, and
+// waits until it is ready.
+func (c *Cluster) RestartMeshguard(ctx context.Context) error { return c.start(ctx, c.primary) }
+
+func (c *Cluster) start(ctx context.Context, r *Replica) error {
+	r.cmd = exec.Command(c.Binary, r.args...)
+	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	if err := r.cmd.Start(); err != nil {
 		return err
 	}
-	_, err := c.serve.Process.Wait()
+	if err := r.waitReady(ctx, 60*time.Second); err != nil {
+		return fmt.Errorf("%w\nmeshguard's log:\n%s", err, c.Log())
+	}
+	return nil
+}
+
+// Kill kills the replica at once.
+func (r *Replica) Kill() error {
+	if err := r.cmd.Process.Kill(); err != nil {
+		return err
+	}
+	_, err := r.cmd.Process.Wait()
 	if errors.Is(err, os.ErrProcessDone) {
 		err = nil
 	}
 	return err
 }
 
-// RestartMeshguard starts `meshguard serve` again, on the same port and certificate, and
-// waits until it is ready.
-func (c *Cluster) RestartMeshguard(ctx context.Context) error {
-	c.serve = exec.Command(c.Binary, c.serveArgs...)
-	if c.logFile != nil {
-		c.serve.Stdout, c.serve.Stderr = c.logFile, c.logFile
-	} else {
-		c.serve.Stdout, c.serve.Stderr = c.log, c.log
+// Stop stops the replica as Kubernetes does (SIGTERM: it turns unready and finishes the
+// reviews in flight), killing it after 10 s.
+func (r *Replica) Stop() {
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
 	}
-	if err := c.serve.Start(); err != nil {
-		return err
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _, _ = r.cmd.Process.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-done
 	}
-	if err := c.waitReady(ctx, 60*time.Second); err != nil {
-		return fmt.Errorf("%w\nmeshguard's log:\n%s", err, c.Log())
+}
+
+// Ready tells whether the replica reports ready.
+func (r *Replica) Ready() bool {
+	resp, err := http.Get(r.probe + "/readyz")
+	if err != nil {
+		return false
 	}
-	return nil
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // KillAPIServer kills kube-apiserver at once, as a crash would, leaving etcd and
@@ -321,30 +393,29 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 }
 
 // Ready tells whether meshguard reports ready.
-func (c *Cluster) Ready() bool {
-	resp, err := http.Get(c.probe + "/readyz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
+func (c *Cluster) Ready() bool { return c.primary.Ready() }
 
 // Stop stops meshguard, kube-apiserver and etcd.
 func (c *Cluster) Stop() {
-	if c.serve != nil && c.serve.Process != nil {
-		_ = c.serve.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _, _ = c.serve.Process.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = c.serve.Process.Kill()
-		}
+	if c.primary != nil {
+		c.primary.Stop()
 	}
 	if c.env != nil {
 		_ = c.env.Stop()
 	}
+}
+
+// PointWebhooks registers the webhook configurations anew, at url (meshguard's
+// certificate), as `make run` registered them at the primary's.
+func (c *Cluster) PointWebhooks(ctx context.Context, url string) error {
+	hooks := c.Kube.AdmissionregistrationV1()
+	if err := hooks.ValidatingWebhookConfigurations().Delete(ctx, "meshguard", metav1.DeleteOptions{}); err != nil {
+		return err
+	}
+	if err := hooks.MutatingWebhookConfigurations().Delete(ctx, "meshguard", metav1.DeleteOptions{}); err != nil {
+		return err
+	}
+	return register(ctx, c.Kube, c.root, url, c.CA)
 }
 
 // controlPlaneBins returns the folder of kube-apiserver and etcd, built and cached by
@@ -415,11 +486,11 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitReady polls meshguard's readiness: the certificate served and every cache synced.
-func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
+// waitReady polls the replica's readiness: the certificate served and every cache synced.
+func (r *Replica) waitReady(ctx context.Context, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if c.Ready() {
+		if r.Ready() {
 			return nil
 		}
 		select {
