@@ -20,17 +20,18 @@ import (
 const ConsistentReadTimeout = 2 * time.Second
 
 // consistentReads read the security policies of a few namespaces from the API server, for
-// one review of a write that may open (policy.MayOpen): the write's namespace and the root
+// one review of a write that may open (policy.MayOpen) judged by a replica that has not led
+// long enough to know every such write (see Leader): the write's namespace and the root
 // namespace. Another replica may have allowed a write there a moment ago that this
 // replica's cache does not show yet. A list without a resourceVersion is served from the
-// API server's watch cache once that has caught up with etcd (ConsistentListFromCache), so
-// it costs the API server little. Each namespace is read once for all the attempts of the
-// review.
+// API server's watch cache once that has caught up with etcd (ConsistentListFromCache):
+// cheap for the API server, but the wait for the watch cache is up to a tenth of a second.
+// Each namespace is read once for all the attempts of the review.
 type consistentReads struct {
 	reader     client.Reader
 	namespaces []string
-	// views are the namespaces' views once read, all at once (each read waits for the
-	// API server's watch cache to catch up with etcd: up to a tenth of a second).
+	// views are the namespaces' views once read, all at once: each waits for the watch
+	// cache.
 	views map[string]*policy.Snapshot
 	err   error
 }

@@ -123,9 +123,19 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		return admission.Allowed("")
 	}
 	kind := kinds.Lookup(req.Kind.Group, req.Kind.Kind)
-	policyWrite := kind != nil && kind.Role == kinds.Policy && s.Synced.Load()
-	if !policyWrite || !s.mayOpen(kind, req) {
-		return s.judge(ctx, req, kind, nil)
+	st := s.state(ctx)
+	var stored storedObject
+	if s.Synced.Load() {
+		stored = st.stored
+	}
+	// On DELETE, decodeRequest gives the old object as obj.
+	obj, old, errResp := decodeRequest(req, stored)
+	if errResp != nil {
+		return *errResp
+	}
+	policyWrite := kind.Role == kinds.Policy && s.Synced.Load()
+	if !policyWrite || !policy.MayOpen(policy.Operation(req.Operation), obj, old) {
+		return s.judge(ctx, st, req, kind, obj, old, nil)
 	}
 	// A write that may open is judged by the replica that leads (see Leader), else here.
 	if address := s.Leader.peer(); address != "" && !forwarded(ctx) {
@@ -140,27 +150,19 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	// meanwhile; else judged again, the other laid over. Unless this replica has led for
 	// a while, it is judged against the API server's policies of its namespace and the
 	// root namespace: another replica may have allowed a write there a moment ago. A dry
-	// run is judged as the write would be, and commits nothing.
+	// run is judged as the write would be, and commits nothing. Each attempt reads the
+	// state afresh.
 	w := &openingWrite{commit: !dryRun(req)}
 	if s.APIReader != nil && !s.Leader.settled() {
 		w.consistent = &consistentReads{reader: s.APIReader}
 	}
+	if !w.commit {
+		return s.judge(ctx, s.state(ctx), req, kind, obj, old, w)
+	}
 	for attempt := 1; ; attempt++ {
-		last := attempt >= maxOptimisticAttempts
-		if !w.commit {
-			return s.judge(ctx, req, kind, w)
-		}
-		if last {
-			s.pending.alone.Lock()
-		} else {
-			s.pending.alone.RLock()
-		}
-		resp := s.judge(ctx, req, kind, w)
-		if last {
-			s.pending.alone.Unlock()
-		} else {
-			s.pending.alone.RUnlock()
-		}
+		leave := s.pending.enter(attempt >= maxOptimisticAttempts)
+		resp := s.judge(ctx, s.state(ctx), req, kind, obj, old, w)
+		leave()
 		if !w.conflict {
 			return resp
 		}
@@ -181,48 +183,18 @@ type openingWrite struct {
 	conflict bool
 }
 
-// mayOpen tells whether a policy write may leave a workload less protected
-// (policy.MayOpen); a DELETE needs nothing decoded for that, and a write whose objects
-// cannot be read is judged, and refused, as any other.
-func (s *Server) mayOpen(kind *kinds.Kind, req admission.Request) bool {
-	if req.Operation == admissionv1.Delete {
-		return true
-	}
-	obj, err := decode(kind, req.Object)
-	if err != nil || obj == nil {
-		return true
-	}
-	var old metav1.Object
-	if req.Operation == admissionv1.Update {
-		if old, err = decode(kind, req.OldObject); err != nil || old == nil {
-			return true
-		}
-	}
-	return policy.MayOpen(policy.Operation(req.Operation), obj, old)
-}
-
-// judge judges a request against the live state; w, for a write that may open, makes the
-// state consistent and commits the write if allowed.
-func (s *Server) judge(ctx context.Context, req admission.Request, kind *kinds.Kind, w *openingWrite) admission.Response {
-	st := s.state(ctx)
+// judge judges a request's objects against the live state st; w, for a write that may
+// open, makes the state consistent and commits the write if allowed.
+func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request, kind *kinds.Kind, obj, old metav1.Object, w *openingWrite) admission.Response {
 	if w != nil {
 		w.conflict = false
 		if c := w.consistent; c != nil && c.namespaces == nil {
-			// Before anything is read: the old object is looked for among these.
 			c.namespaces = []string{req.Namespace, st.Settings(req.Namespace).Root}
 		}
 		st.consistent = w.consistent
 		if w.commit {
 			st.seen = map[string]uint64{}
 		}
-	}
-	var stored storedObject
-	if s.Synced.Load() {
-		stored = st.stored
-	}
-	obj, old, errResp := decodeRequest(req, stored)
-	if errResp != nil {
-		return *errResp
 	}
 	if g, ok := obj.(*policy.MeshGuardrail); ok {
 		if req.Operation != admissionv1.Delete {
@@ -252,7 +224,6 @@ func (s *Server) judge(ctx context.Context, req admission.Request, kind *kinds.K
 	if st.seen != nil {
 		st.policies(ns) // the write's own namespace is always read, so always committed against
 	}
-	// On DELETE, decodeRequest gives the old object as obj.
 	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st, Done: ctx.Done()})
 	if ctx.Err() != nil {
 		// The API server gave up, or the review ran past Limits.ReviewTimeout: the verdict

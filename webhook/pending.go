@@ -55,6 +55,17 @@ type commitMark struct {
 	at  time.Time
 }
 
+// enter starts an attempt to judge a write that may open, beside the others or alone; the
+// function it returns ends it.
+func (p *pendingWrites) enter(alone bool) (leave func()) {
+	if alone {
+		p.alone.Lock()
+		return p.alone.Unlock
+	}
+	p.alone.RLock()
+	return p.alone.RUnlock
+}
+
 // seen returns the mark a review keeps of namespace ns when it reads its policies: taken
 // before the pending writes are laid over, so that a write allowed in between is either
 // laid over or found by commit.

@@ -17,8 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/meshguard/meshguard/test/cluster"
 )
 
 // apiServerFigure creates RequestAuthentications one after another through a real
@@ -26,17 +24,7 @@ import (
 // webhook configurations, a null webhook on the same server stack, and no webhook, and
 // prints the latency of each.
 func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
-	var serveArgs []string
-	var pprofAddress string
-	if o.cpuProfile != "" {
-		port, err := cluster.FreePort()
-		if err != nil {
-			return err
-		}
-		pprofAddress = fmt.Sprintf("127.0.0.1:%d", port)
-		serveArgs = []string{"--pprof-bind-address", pprofAddress}
-	}
-	_, kube, stop, err := localCluster(ctx, serveArgs)
+	_, kube, pprofAddress, stop, err := localCluster(ctx, o.cpuProfile != "")
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	admissionv1 "k8s.io/api/admission/v1"
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -33,11 +34,14 @@ import (
 //     CREATEs of RequestAuthentications) posted from outside to meshguard's webhook URL, and
 //     to a bare Go HTTPS handler, alternated.
 func writesFigure(ctx context.Context, o options, out io.Writer) error {
-	c, kube, stop, err := localCluster(ctx, nil)
+	c, kube, pprofAddress, stop, err := localCluster(ctx, o.cpuProfile != "")
 	if err != nil {
 		return err
 	}
 	defer stop()
+	// meshguard takes the Lease meshguard-judge once ready, and judges on its cache alone
+	// 5 s later: the steady state measured here.
+	time.Sleep(6 * time.Second)
 	var vwc admregv1.ValidatingWebhookConfiguration
 	var mwc admregv1.MutatingWebhookConfiguration
 	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &vwc); err != nil {
@@ -128,8 +132,24 @@ func writesFigure(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "%d kubectl apply at once of %d policies each over %d namespaces: %d failed, %v in all\n\n", appliers, perApply, namespaces, failed, time.Since(t0).Round(time.Millisecond))
 
-	// Reviews posted from outside, against the policies of the namespaces just filled.
-	reviews, err := writeReviews(namespaces)
+	// Reviews posted from outside, in namespaces of four policies each (as the in-process
+	// harness's), that protect web.
+	for n := range namespaces {
+		ns := fmt.Sprintf("writes-%d", n)
+		if err := kubectl(namespaceYAML(ns)+"---\n"+strings.ReplaceAll(protectedWeb, "NS", ns)+"---\n"+policyYAML(ns, "extra", "extra"), "apply", "-f", "-"); err != nil {
+			return err
+		}
+	}
+	// The API server sends the old object as stored: at its resourceVersion.
+	versions := make([]string, namespaces)
+	for n := range versions {
+		var extra securityv1.AuthorizationPolicy
+		if err := kube.Get(ctx, client.ObjectKey{Namespace: fmt.Sprintf("writes-%d", n), Name: "extra"}, &extra); err != nil {
+			return err
+		}
+		versions[n] = extra.ResourceVersion
+	}
+	reviews, err := writeReviews(versions)
 	if err != nil {
 		return err
 	}
@@ -145,6 +165,13 @@ func writesFigure(ctx context.Context, o options, out io.Writer) error {
 			return fmt.Errorf("warming up: %w", err)
 		}
 	}
+	profiled := make(chan error, 1)
+	if pprofAddress != "" {
+		// meshguard's own process, during the first phases.
+		go func() { profiled <- fetchProfile(pprofAddress, o.cpuProfile, 2*o.phase) }()
+	} else {
+		profiled <- nil
+	}
 	for range o.rounds {
 		for _, p := range []struct {
 			t    target
@@ -156,6 +183,9 @@ func writesFigure(ctx context.Context, o options, out io.Writer) error {
 			}
 			p.into.add(r)
 		}
+	}
+	if err := <-profiled; err != nil {
+		return fmt.Errorf("profiling meshguard: %w", err)
 	}
 	fmt.Fprintf(out, "policy-write reviews posted to meshguard's webhook URL, %d connections, %d × %v phases alternated (%s):\n", o.conns, o.rounds, o.phase, names(reviews))
 	for _, r := range []struct {
@@ -169,33 +199,40 @@ func writesFigure(ctx context.Context, o options, out io.Writer) error {
 }
 
 // localCluster starts the local control plane of `make run` with meshguard serving, and a
-// client of it; stop stops it and removes its files.
-func localCluster(ctx context.Context, serveArgs []string) (*cluster.Cluster, client.Client, func(), error) {
+// client of it; profiled, meshguard serves Go's profiles at pprofAddress. stop stops it
+// and removes its files.
+func localCluster(ctx context.Context, profiled bool) (c *cluster.Cluster, kube client.Client, pprofAddress string, stop func(), err error) {
 	root, err := moduleRoot()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, "", nil, err
+	}
+	var serveArgs []string
+	if profiled {
+		port, err := cluster.FreePort()
+		if err != nil {
+			return nil, nil, "", nil, err
+		}
+		pprofAddress = fmt.Sprintf("127.0.0.1:%d", port)
+		serveArgs = []string{"--pprof-bind-address", pprofAddress}
 	}
 	dir, err := os.MkdirTemp("", "meshguard-apiserver-bench-")
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, "", nil, err
 	}
-	c, err := cluster.Start(ctx, cluster.Options{Root: root, Dir: dir, ServeArgs: serveArgs})
-	if err != nil {
+	if c, err = cluster.Start(ctx, cluster.Options{Root: root, Dir: dir, ServeArgs: serveArgs}); err != nil {
 		os.RemoveAll(dir)
-		return nil, nil, nil, err
+		return nil, nil, "", nil, err
 	}
-	stop := func() { c.Stop(); os.RemoveAll(dir) }
+	stop = func() { c.Stop(); os.RemoveAll(dir) }
 	scheme, err := kinds.NewScheme()
+	if err == nil {
+		kube, err = client.New(c.Config, client.Options{Scheme: scheme})
+	}
 	if err != nil {
 		stop()
-		return nil, nil, nil, err
+		return nil, nil, "", nil, err
 	}
-	kube, err := client.New(c.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		stop()
-		return nil, nil, nil, err
-	}
-	return c, kube, stop, nil
+	return c, kube, pprofAddress, stop, nil
 }
 
 func namespaceYAML(ns string) string {
@@ -223,33 +260,62 @@ func policiesYAML(ns, prefix string, n int) string {
 	return strings.Join(docs, "---\n")
 }
 
-// writeReviews are AdmissionReviews of policy writes in the namespaces together-N, as the
-// API server sends them: a CREATE of a new ALLOW policy, an UPDATE and a DELETE of one
-// applied there (a0-0 …), and a CREATE of a RequestAuthentication. Each is allowed.
-func writeReviews(namespaces int) ([]review, error) {
-	ra := `apiVersion: security.istio.io/v1
+// protectedWeb is what protects web in a namespace NS: a RequestAuthentication, an ALLOW
+// policy that requires its tokens and a DENY policy of requests without one.
+const protectedWeb = `apiVersion: security.istio.io/v1
 kind: RequestAuthentication
-metadata: {name: jwt, namespace: NS}
+metadata: {name: web-jwt, namespace: NS}
 spec:
   selector: {matchLabels: {app: web}}
   jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [web]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-require-jwt, namespace: NS}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-deny-anonymous, namespace: NS}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{from: [{source: {notRequestPrincipals: ["*"]}}]}]
+`
+
+// writeReviews are AdmissionReviews of policy writes in the namespaces writes-N, as the
+// API server sends them: a CREATE of a new ALLOW policy, an UPDATE and a DELETE of the
+// ALLOW policy extra, and a CREATE of a RequestAuthentication for another app. Each is
+// allowed. Those that may open are dry runs: posted again and again, none of them lands,
+// and a real write of an object whose last write has not landed is refused (retry). A dry
+// run is judged on the same path, by the leader, and only not recorded.
+func writeReviews(versions []string) ([]review, error) {
+	ra := `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: api-jwt, namespace: NS}
+spec:
+  selector: {matchLabels: {app: api}}
+  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [api]}]
 `
 	var out []review
-	for n := range namespaces {
-		ns := fmt.Sprintf("together-%d", n)
-		existing := policyYAML(ns, fmt.Sprintf("a%d-0", n), fmt.Sprintf("a%d-app-0", n))
+	for n, version := range versions {
+		ns := fmt.Sprintf("writes-%d", n)
+		existing := strings.Replace(policyYAML(ns, "extra", "extra"), "namespace: "+ns+"}", "namespace: "+ns+", resourceVersion: \""+version+"\"}", 1)
 		changed := strings.Replace(existing, "idp.example.com/*", "idp.example.com/team", 1)
 		for _, w := range []struct {
 			name     string
 			op       admissionv1.Operation
 			obj, old string
+			dry      bool
 		}{
-			{"ap-create", admissionv1.Create, policyYAML(ns, "new", "new"), ""},
-			{"ap-update", admissionv1.Update, changed, existing},
-			{"ap-delete", admissionv1.Delete, "", existing},
-			{"ra-create", admissionv1.Create, strings.Replace(ra, "NS", ns, 1), ""},
+			{"ap-create", admissionv1.Create, policyYAML(ns, "new", "new"), "", true},
+			{"ap-update", admissionv1.Update, changed, existing, true},
+			{"ap-delete", admissionv1.Delete, "", existing, true},
+			{"ra-create", admissionv1.Create, strings.Replace(ra, "NS", ns, 1), "", false},
 		} {
-			body, err := admissionReview(w.op, w.obj, w.old)
+			body, err := admissionReview(w.op, w.obj, w.old, w.dry)
 			if err != nil {
 				return nil, err
 			}
@@ -260,8 +326,8 @@ spec:
 }
 
 // admissionReview encodes a review of obj replacing old, YAML manifests ("" for none).
-func admissionReview(op admissionv1.Operation, obj, old string) ([]byte, error) {
-	req := admissionv1.AdmissionRequest{UID: types.UID("bench"), Operation: op}
+func admissionReview(op admissionv1.Operation, obj, old string, dry bool) ([]byte, error) {
+	req := admissionv1.AdmissionRequest{UID: types.UID("bench"), Operation: op, DryRun: &dry}
 	for _, m := range []struct {
 		manifest string
 		into     *[]byte
