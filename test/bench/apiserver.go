@@ -29,12 +29,8 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer stop()
-	var vwc admregv1.ValidatingWebhookConfiguration
-	var mwc admregv1.MutatingWebhookConfiguration
-	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &vwc); err != nil {
-		return err
-	}
-	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &mwc); err != nil {
+	vwc, mwc, err := meshguardConfigurations(ctx, kube)
+	if err != nil {
 		return err
 	}
 	if err := kube.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench"}}); err != nil {
@@ -53,22 +49,8 @@ func apiServerFigure(ctx context.Context, o options, out io.Writer) error {
 	nullURL := nullBase + nullPath
 	null.Webhooks[0].ClientConfig = admregv1.WebhookClientConfig{URL: &nullURL, CABundle: ca}
 	modes := []string{"meshguard", "null webhook", "no webhook"}
-	configs := map[string][]client.Object{"meshguard": {&vwc, &mwc}, "null webhook": {null}}
-	install := func(mode string, on bool) error {
-		for _, cfg := range configs[mode] {
-			var err error
-			if on {
-				cfg.SetResourceVersion("")
-				err = kube.Create(ctx, cfg)
-			} else {
-				err = kube.Delete(ctx, cfg)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}
+	configs := map[string][]client.Object{"meshguard": {vwc, mwc}, "null webhook": {null}}
+	install := func(mode string, on bool) error { return registered(ctx, kube, on, configs[mode]...) }
 	results := map[string][]time.Duration{}
 	created, current := 0, "meshguard"
 	profiled := make(chan error, 1)
@@ -160,4 +142,32 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+// meshguardConfigurations are the webhook configurations the local cluster registered.
+func meshguardConfigurations(ctx context.Context, kube client.Client) (*admregv1.ValidatingWebhookConfiguration, *admregv1.MutatingWebhookConfiguration, error) {
+	var vwc admregv1.ValidatingWebhookConfiguration
+	var mwc admregv1.MutatingWebhookConfiguration
+	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &vwc); err != nil {
+		return nil, nil, err
+	}
+	err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &mwc)
+	return &vwc, &mwc, err
+}
+
+// registered creates webhook configurations (on), or deletes them.
+func registered(ctx context.Context, kube client.Client, on bool, configs ...client.Object) error {
+	for _, cfg := range configs {
+		var err error
+		if on {
+			cfg.SetResourceVersion("")
+			err = kube.Create(ctx, cfg)
+		} else {
+			err = kube.Delete(ctx, cfg)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -14,7 +14,6 @@ import (
 
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	admissionv1 "k8s.io/api/admission/v1"
-	admregv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -42,32 +41,19 @@ func writesFigure(ctx context.Context, o options, out io.Writer) error {
 	// meshguard takes the Lease meshguard-judge once ready, and judges on its cache alone
 	// 5 s later: the steady state measured here.
 	time.Sleep(6 * time.Second)
-	var vwc admregv1.ValidatingWebhookConfiguration
-	var mwc admregv1.MutatingWebhookConfiguration
-	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &vwc); err != nil {
+	vwc, mwc, err := meshguardConfigurations(ctx, kube)
+	if err != nil {
 		return err
 	}
-	if err := kube.Get(ctx, client.ObjectKey{Name: "meshguard"}, &mwc); err != nil {
-		return err
-	}
-	registered := true
-	register := func(on bool) error {
-		if on == registered {
+	installed := true
+	register := func(want bool) error {
+		if want == installed {
 			return nil
 		}
-		for _, cfg := range []client.Object{&vwc, &mwc} {
-			var err error
-			if on {
-				cfg.SetResourceVersion("")
-				err = kube.Create(ctx, cfg)
-			} else {
-				err = kube.Delete(ctx, cfg)
-			}
-			if err != nil {
-				return err
-			}
+		if err := registered(ctx, kube, want, vwc, mwc); err != nil {
+			return err
 		}
-		registered = on
+		installed = want
 		time.Sleep(2 * time.Second) // the API server picks them up through its own informer
 		return nil
 	}
