@@ -137,14 +137,19 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	if !policyWrite || !policy.MayOpen(policy.Operation(req.Operation), obj, old) {
 		return s.judge(ctx, st, req, kind, obj, old, nil)
 	}
-	// A write that may open is judged by the replica that leads (see Leader), else here.
-	if address := s.Leader.peer(); address != "" && !forwarded(ctx) {
+	// A write that may open is judged by the replica that leads (see Leader).
+	address, err := s.Leader.route(forwarded(ctx))
+	if err != nil {
+		return retry(err)
+	}
+	if address != "" {
 		resp, err := s.Leader.forward(ctx, address, req)
-		if err == nil {
-			return resp
+		if err != nil {
+			s.Metrics.forwardFailed()
+			s.Log.Info("the replica that judges the changes that may open could not judge one", "leader", address, "error", err.Error())
+			return retry(fmt.Errorf("the replica that judges the changes that may open a workload, at %s, could not judge this one: %w", address, err))
 		}
-		s.Metrics.forwardFailed()
-		s.Log.Info("the leader could not judge a write: judging it here", "leader", address, "error", err.Error())
+		return resp
 	}
 	// It is committed only if no other such write was allowed in a namespace it read
 	// meanwhile; else judged again, the other laid over. Unless this replica has led for
@@ -168,6 +173,12 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		}
 		s.Metrics.conflict()
 	}
+}
+
+// retry refuses a write meshguard cannot judge now, to be retried: the security kinds fail
+// closed.
+func retry(why error) admission.Response {
+	return admission.Denied("meshguard: " + why.Error() + "; retry in a few seconds")
 }
 
 // maxOptimisticAttempts is how many times a write that may open is judged beside others
@@ -252,8 +263,8 @@ func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request
 			w.conflict = true
 			return resp
 		case competing:
-			return admission.Denied(fmt.Sprintf("meshguard: another change of %s %s/%s, allowed a moment ago, is not in effect yet: "+
-				"of the two at most one can land, and this one is judged once it has; retry", kind.Kind, obj.GetNamespace(), obj.GetName()))
+			return retry(fmt.Errorf("another change of %s %s/%s, allowed a moment ago, is not in effect yet: "+
+				"of the two at most one can land, and this one is judged once it has", kind.Kind, obj.GetNamespace(), obj.GetName()))
 		}
 	}
 	s.Metrics.findings(findings, dryRun(req))

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -35,15 +34,15 @@ import (
 // A nil *Leader leads nothing: every replica judges with consistent reads.
 type Leader struct {
 	// Lease is held by the leader; its identity is the replica's address, as its peers
-	// reach it (https://host:port), a space, and what tells this process from one that
-	// had the same address before.
+	// reach it (https://host:port): a replica restarted at the same address takes the
+	// Lease back at once.
 	Lease *resourcelock.LeaseLock
 	// CertFile is the serving certificate: a peer must present one with the same key.
 	CertFile string
-	// Ready tells when the replica judges (its caches synced): it stands for the Lease
+	// Synced tells when the replica judges (its caches synced): it stands for the Lease
 	// only from then on.
-	Ready func() bool
-	Log   logr.Logger
+	Synced func() bool
+	Log    logr.Logger
 
 	// leadingSince is when this replica started leading; nil while it does not.
 	leadingSince atomic.Pointer[time.Time]
@@ -71,7 +70,7 @@ func (l *Leader) NeedLeaderElection() bool { return false }
 // Start stands for the Lease, once the replica is ready, until ctx ends.
 func (l *Leader) Start(ctx context.Context) error {
 	l.client.Store(l.peerClient())
-	for l.Ready != nil && !l.Ready() {
+	for l.Synced != nil && !l.Synced() {
 		select {
 		case <-ctx.Done():
 			return nil
@@ -123,16 +122,42 @@ func (l *Leader) settled() bool {
 	return since != nil && time.Since(*since) >= leaderSettle
 }
 
-// peer returns the address of the replica that leads when it is another, else "".
-func (l *Leader) peer() string {
-	if l == nil || l.client.Load() == nil || l.leadingSince.Load() != nil {
-		return ""
+// leaderQuiet is how long a new leader refuses the writes that may open (retry): those the
+// replica that led before allowed in its last moments reach etcd meanwhile, before its
+// first consistent read.
+const leaderQuiet = time.Second
+
+// route tells where a write that may open is judged: here (""), at the address of the
+// replica that leads, or nowhere for now (an error that says why: the write is refused,
+// to be retried). Only the leader judges them, so that no two replicas allow two writes
+// that together open a workload; a nil Leader judges here.
+func (l *Leader) route(forwarded bool) (address string, err error) {
+	if l == nil {
+		return "", nil
 	}
-	if current := l.current.Load(); current != nil && *current != l.Lease.Identity() {
-		address, _, _ := strings.Cut(*current, " ")
-		return address
+	if since := l.leadingSince.Load(); since != nil {
+		if time.Since(*since) < leaderQuiet {
+			return "", errors.New("this replica has just started judging the changes that may open a workload")
+		}
+		return "", nil
 	}
-	return ""
+	if forwarded {
+		return "", errors.New("the replica this change was forwarded to no longer judges the changes that may open a workload")
+	}
+	if current := l.current.Load(); current != nil && *current != "" && *current != l.Lease.Identity() && l.client.Load() != nil {
+		return *current, nil
+	}
+	return "", errors.New("no replica judges the changes that may open a workload yet")
+}
+
+// Ready reports whether the writes that may open can be judged: this replica leads (past
+// its first second), or knows the one that does.
+func (l *Leader) Ready() error {
+	address, err := l.route(false)
+	if err == nil && address == "" && l.leadingSince.Load() == nil {
+		return errors.New("no replica judges the changes that may open a workload yet")
+	}
+	return err
 }
 
 // forward has the replica at address judge a review, and returns its answer.

@@ -90,15 +90,50 @@ func TestForwardedToLeader(t *testing.T) {
 }
 
 // TestLeaderNotPinned: a leader that presents another key is not trusted with the review:
-// the replica judges it itself.
+// the write is refused, to be retried, and not judged by a replica that does not lead.
 func TestLeaderNotPinned(t *testing.T) {
 	cert, key, _ := servingCert(t)
 	_, _, other := servingCert(t)
 	_, follower := peers(t, cert, key, other, raGood, apRequire, apDenyAnonymous)
-	if r := review(t, follower.Validating(), admissionv1.Delete, "", apRequire, false); !r.Allowed {
-		t.Fatalf("judged here: %s", r.Result.Message)
+	if r := review(t, follower.Validating(), admissionv1.Delete, "", apRequire, false); r.Allowed || !strings.Contains(r.Result.Message, "retry") {
+		t.Fatalf("not pinned: allowed=%v %v", r.Allowed, r.Result)
 	}
 	if n := testutil.ToFloat64(follower.Metrics.forwardFailures); n != 1 {
 		t.Errorf("forward failures: %v", n)
+	}
+	// A CREATE that only adds checks is judged by the replica it reaches.
+	if r := review(t, follower.Validating(), admissionv1.Create, strings.Replace(apDenyAnonymous, "web-deny-anonymous", "web-deny-more", 1), "", false); !r.Allowed {
+		t.Errorf("a DENY policy's CREATE: %s", r.Result.Message)
+	}
+}
+
+// TestRoute: where a write that may open is judged, as the Lease stands.
+func TestRoute(t *testing.T) {
+	l := &Leader{Lease: &resourcelock.LeaseLock{LockConfig: resourcelock.ResourceLockConfig{Identity: "https://10.0.0.1:9443"}}}
+	l.client.Store(l.peerClient())
+	if _, err := l.route(false); err == nil || l.Ready() == nil {
+		t.Error("no leader known: judged")
+	}
+	other := "https://10.0.0.2:9443"
+	l.current.Store(&other)
+	if address, err := l.route(false); err != nil || address != other || l.Ready() != nil {
+		t.Errorf("another leads: %q %v", address, err)
+	}
+	if _, err := l.route(true); err == nil {
+		t.Error("forwarded to a replica that does not lead: judged")
+	}
+	now := time.Now()
+	l.leadingSince.Store(&now)
+	if _, err := l.route(false); err == nil || l.Ready() == nil || l.settled() {
+		t.Error("leading since now: judged")
+	}
+	before := now.Add(-leaderSettle)
+	l.leadingSince.Store(&before)
+	if address, err := l.route(true); err != nil || address != "" || !l.settled() {
+		t.Errorf("leading: %q %v", address, err)
+	}
+	var none *Leader
+	if address, err := none.route(false); err != nil || address != "" {
+		t.Errorf("no Leader: %q %v", address, err)
 	}
 }

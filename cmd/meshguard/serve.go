@@ -91,7 +91,7 @@ those reviews to it at its --peer-address.`,
 	f.BoolVar(&o.development, "development", false, "human-readable logs instead of JSON")
 	f.DurationVar(&o.auditInterval, "audit-interval", 10*time.Minute, "how often the leader re-judges the whole cluster into reports, beside a pass after each change (0 turns auditing off)")
 	f.StringVar(&o.auditReports, "audit-reports", "auto", "what the audit writes: auto (openreports.io Reports where the cluster serves them, else wgpolicyk8s.io PolicyReports, else nothing), openreports, wgpolicyk8s, or none")
-	f.StringVar(&o.peerAddress, "peer-address", "", "this replica's HTTPS address as the other replicas reach it, for the writes they forward while it leads (default: https://$POD_IP:port; none: every replica judges its own, against the API server's policies)")
+	f.StringVar(&o.peerAddress, "peer-address", "", "this replica's own HTTPS address, as the other replicas reach it, for the writes they forward while it leads; unique to it (default: https://$POD_IP:port; none: every replica judges its own, against the API server's policies)")
 	f.BoolVar(&o.selfSigned, "self-signed", false, "make and rotate a self-signed serving certificate (for clusters without cert-manager)")
 	f.StringVar(&o.namespace, "namespace", envOr("POD_NAMESPACE", "meshguard-system"), "meshguard's namespace, where --self-signed keeps its Secret")
 	f.StringVar(&o.secret, "self-signed-secret", "meshguard-serving-cert", "Secret holding the self-signed CA and serving certificate")
@@ -151,10 +151,10 @@ func (o *serveOptions) run(ctx context.Context) error {
 			Lease: &resourcelock.LeaseLock{
 				LeaseMeta:  metav1.ObjectMeta{Namespace: o.namespace, Name: "meshguard-judge"},
 				Client:     kube.CoordinationV1(),
-				LockConfig: resourcelock.ResourceLockConfig{Identity: peer + " " + string(uuid.NewUUID())},
+				LockConfig: resourcelock.ResourceLockConfig{Identity: peer},
 			},
 			CertFile: filepath.Join(o.certDir, "tls.crt"),
-			Ready:    synced.Load,
+			Synced:   synced.Load,
 			Log:      log.WithName("leader"),
 		}
 		if err := mgr.Add(leader); err != nil {

@@ -306,7 +306,29 @@ func (c *Cluster) start(ctx context.Context, r *Replica) error {
 	if err := r.waitReady(ctx, 60*time.Second); err != nil {
 		return fmt.Errorf("%w\nmeshguard's log:\n%s", err, c.Log())
 	}
-	return nil
+	return c.waitJudge(ctx)
+}
+
+// waitJudge waits until a replica holds the Lease meshguard-judge, and for its first
+// second, in which it refuses the writes that may open a workload (retry).
+func (c *Cluster) waitJudge(ctx context.Context) error {
+	for {
+		lease, err := c.Kube.CoordinationV1().Leases("default").Get(ctx, "meshguard-judge", metav1.GetOptions{})
+		if err == nil && lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != "" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(1200 * time.Millisecond):
+		return nil
+	}
 }
 
 // Kill kills the replica at once.
