@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -202,7 +203,7 @@ func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request
 		if c := w.consistent; c != nil && c.namespaces == nil {
 			c.namespaces = []string{req.Namespace, st.Settings(req.Namespace).Root}
 		}
-		st.consistent = w.consistent
+		st.consistent, st.world = w.consistent, &pendingWorld{}
 		if w.commit {
 			st.seen = map[string]uint64{}
 		}
@@ -231,29 +232,18 @@ func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request
 	if err := s.Freshness.Stale(); err != nil && kind != nil && kind.Role == kinds.Policy {
 		return admission.Denied(err.Error() + "; retry once it recovers")
 	}
-	ns := obj.GetNamespace()
 	if st.seen != nil {
-		st.policies(ns) // the write's own namespace is always read, so always committed against
+		st.policies(obj.GetNamespace()) // the write's own namespace is always read, so always committed against
 	}
-	findings := s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st, Done: ctx.Done()})
-	if ctx.Err() != nil {
-		// The API server gave up, or the review ran past Limits.ReviewTimeout: the verdict
-		// is incomplete, and the failure policy decides.
-		return admission.Errored(http.StatusServiceUnavailable, errors.New("meshguard ran out of time judging this request"))
+	resp, findings, done := s.verdict(ctx, st, req, obj, old)
+	if done || w == nil || !resp.Allowed {
+		s.Metrics.findings(findings, dryRun(req))
+		return resp
 	}
-	if err := st.Err(); err != nil {
-		s.Log.Error(err, "reading the cluster state", "uid", req.UID)
-		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err))
+	if denied := s.inEveryWorld(ctx, st.world, req, obj, old, w); denied != nil {
+		return *denied
 	}
-	warnOnly := false
-	if len(findings) > 0 { // most reviews find nothing: no guardrail to ask
-		if _, isNamespace := obj.(*corev1.Namespace); isNamespace {
-			ns = obj.GetName()
-		}
-		warnOnly = st.Settings(ns).WarnOnly
-	}
-	resp := respond(findings, dryRun(req), warnOnly)
-	if st.seen != nil && resp.Allowed {
+	if st.seen != nil {
 		after := obj
 		if req.Operation == admissionv1.Delete {
 			after = nil
@@ -269,6 +259,65 @@ func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request
 	}
 	s.Metrics.findings(findings, dryRun(req))
 	return resp
+}
+
+// verdict judges the request's objects against st and encodes the findings; done tells
+// that the response is no verdict (out of time, a read failed).
+func (s *Server) verdict(ctx context.Context, st *liveState, req admission.Request, obj, old metav1.Object) (resp admission.Response, findings []policy.Finding, done bool) {
+	findings = s.Engine.Review(policy.Review{Operation: policy.Operation(req.Operation), Object: obj, OldObject: old, State: st, Done: ctx.Done()})
+	if ctx.Err() != nil {
+		// The API server gave up, or the review ran past Limits.ReviewTimeout: the verdict
+		// is incomplete, and the failure policy decides.
+		return admission.Errored(http.StatusServiceUnavailable, errors.New("meshguard ran out of time judging this request")), nil, true
+	}
+	if err := st.Err(); err != nil {
+		s.Log.Error(err, "reading the cluster state", "uid", req.UID)
+		return admission.Errored(http.StatusInternalServerError, fmt.Errorf("meshguard could not read the cluster state: %w", err)), nil, true
+	}
+	warnOnly := false
+	if len(findings) > 0 { // most reviews find nothing: no guardrail to ask
+		ns := obj.GetNamespace()
+		if _, isNamespace := obj.(*corev1.Namespace); isNamespace {
+			ns = obj.GetName()
+		}
+		warnOnly = st.Settings(ns).WarnOnly
+	}
+	return respond(findings, dryRun(req), warnOnly), findings, false
+}
+
+// maxUnknownWrites bounds the pending writes of unknown outcome a write that may open is
+// judged beside: each doubles the states it is judged in.
+const maxUnknownWrites = 3
+
+// inEveryWorld judges a write that may open, allowed with the pending writes it met laid
+// over (first), in every other state they may leave, each landed or failed, and returns
+// the first denial, if any. A write meshguard allowed may fail afterwards (another writer's
+// came first), or land after this one: safe is what is safe whichever of them land.
+func (s *Server) inEveryWorld(ctx context.Context, first *pendingWorld, req admission.Request, obj, old metav1.Object, w *openingWrite) *admission.Response {
+	if len(first.unknown) == 0 {
+		return nil
+	}
+	keys := slices.SortedFunc(maps.Keys(first.unknown), func(a, b pendingKey) int {
+		return cmp.Or(strings.Compare(a.namespace, b.namespace), strings.Compare(a.kind, b.kind), strings.Compare(a.name, b.name))
+	})
+	if len(keys) > maxUnknownWrites {
+		resp := retry(fmt.Errorf("%d changes of these policies, allowed a moment ago, are not in effect yet", len(keys)))
+		return &resp
+	}
+	for failed := 1; failed < 1<<len(keys); failed++ {
+		world := &pendingWorld{notLanded: map[pendingKey]bool{}}
+		for i, k := range keys {
+			if failed&(1<<i) != 0 {
+				world.notLanded[k] = true
+			}
+		}
+		st := s.state(ctx)
+		st.consistent, st.world = w.consistent, world
+		if resp, _, done := s.verdict(ctx, st, req, obj, old); done || !resp.Allowed {
+			return &resp
+		}
+	}
+	return nil
 }
 
 // namespaces are the cluster's namespaces and their labels, as cached; nil until the

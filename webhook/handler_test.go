@@ -515,6 +515,8 @@ func (r *countingReader) List(ctx context.Context, list client.ObjectList, opts 
 //   - A DELETE of web-deny-anonymous is allowed, then a CREATE of it (it may fail: it
 //     still exists): the DELETE of web-require-jwt is judged as if the CREATE had failed,
 //     and denied.
+//   - A CREATE of web-require-jwt is allowed: the DELETE of web-deny-anonymous is judged
+//     with it landed and with it failed, and denied.
 //   - Of two UPDATEs of one policy at once, the second is refused (retry): one of them
 //     fails, and which is not known; once the cache shows the object past the version the
 //     first replaced, a write of it is judged again.
@@ -529,6 +531,17 @@ func TestWritesThatMayFail(t *testing.T) {
 	}
 	if r := review(t, v, admissionv1.Delete, "", apRequire, false); r.Allowed || !strings.Contains(r.Result.Message, "MG303") {
 		t.Errorf("the DELETE of web-require-jwt, the CREATE on its way: allowed=%v %v", r.Allowed, r.Result)
+	}
+
+	// An ALLOW policy's CREATE is on its way, and may yet fail: the DELETE of the DENY
+	// policy would open web if it does.
+	srv = newServer(t, true, raGood, apDenyAnonymous)
+	v = srv.Validating()
+	if r := review(t, v, admissionv1.Create, apRequire, "", false); !r.Allowed {
+		t.Fatalf("the CREATE of web-require-jwt: %s", r.Result.Message)
+	}
+	if r := review(t, v, admissionv1.Delete, "", apDenyAnonymous, false); r.Allowed || !strings.Contains(r.Result.Message, "MG303") {
+		t.Errorf("the DELETE of web-deny-anonymous, the CREATE on its way: allowed=%v %v", r.Allowed, r.Result)
 	}
 
 	srv = newServer(t, true, raGood, apRequire, apDenyAnonymous)

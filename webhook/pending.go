@@ -169,9 +169,18 @@ func (p *pendingWrites) forget(key pendingKey) {
 	}
 }
 
-// overlay returns the policies view of namespace ns with the pending writes laid over,
-// forgetting those the cache now shows, and those expired.
-func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time) *policy.Snapshot {
+// pendingWorld is one of the states a review judges in while pending writes have not
+// landed, or failed, as far as the cache shows: those of notLanded are taken as failed,
+// the others as landed. unknown collects the pending writes the review met.
+type pendingWorld struct {
+	notLanded map[pendingKey]bool
+	unknown   map[pendingKey]bool
+}
+
+// overlay returns the policies view of namespace ns with the pending writes laid over
+// (but those world takes as failed), forgetting those the cache now shows, and those
+// expired.
+func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time, world *pendingWorld) *policy.Snapshot {
 	if p == nil {
 		return view
 	}
@@ -183,13 +192,22 @@ func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time)
 	ras, aps, pas := view.RAs[ns], view.APs[ns], view.PAs[ns]
 	laid := false
 	for key, w := range p.writes[ns] {
+		skip := world != nil && world.notLanded[key]
+		var unknown bool
 		switch key.kind {
 		case policy.KindRequestAuthentication:
-			ras, laid = lay(p, key, w, ras, now), true
+			ras, unknown = lay(p, key, w, ras, now, skip)
 		case policy.KindAuthorizationPolicy:
-			aps, laid = lay(p, key, w, aps, now), true
+			aps, unknown = lay(p, key, w, aps, now, skip)
 		case policy.KindPeerAuthentication:
-			pas, laid = lay(p, key, w, pas, now), true
+			pas, unknown = lay(p, key, w, pas, now, skip)
+		}
+		laid = laid || unknown && !skip
+		if unknown && world != nil {
+			if world.unknown == nil {
+				world.unknown = map[pendingKey]bool{}
+			}
+			world.unknown[key] = true
 		}
 	}
 	if !laid {
@@ -198,15 +216,18 @@ func (p *pendingWrites) overlay(ns string, view *policy.Snapshot, now time.Time)
 	return view.WithPolicies(ns, ras, aps, pas)
 }
 
-// lay applies write w to the cached objects of its kind, or forgets it when the cache
-// shows it done or it expired.
-func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cached []T, now time.Time) []T {
+// lay applies write w to the cached objects of its kind, unless skip, and tells that its
+// outcome is not known yet; or forgets it when the cache shows it done or it expired.
+func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cached []T, now time.Time, skip bool) ([]T, bool) {
 	i := slices.IndexFunc(cached, func(o T) bool { return o.GetName() == key.name })
 	done := w.object == nil && i < 0 || // deleted
 		i >= 0 && w.passedBy(cached[i].GetResourceVersion()) // written, by it or another
 	if done || now.After(w.expires) {
 		p.forget(key)
-		return cached
+		return cached, false
+	}
+	if skip {
+		return cached, true
 	}
 	out := slices.Clone(cached)
 	if i >= 0 {
@@ -215,5 +236,5 @@ func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cach
 	if w.object != nil {
 		out = append(out, w.object.(T))
 	}
-	return out
+	return out, true
 }

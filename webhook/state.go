@@ -55,6 +55,9 @@ type liveState struct {
 	// seen, when set, keeps the mark of each namespace whose policies the review read
 	// (pendingWrites.seen), for its write to be committed against.
 	seen map[string]uint64
+	// world, when set, says which pending writes the review takes as failed, and collects
+	// those it met.
+	world *pendingWorld
 }
 
 func (s *liveState) fail(err error) {
@@ -112,7 +115,7 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 		if s.now.IsZero() {
 			s.now = time.Now() // one review, one instant
 		}
-		v = s.pending.overlay(key.namespace, v, s.now)
+		v = s.pending.overlay(key.namespace, v, s.now, s.world)
 	}
 	r.views[key.part] = v
 	return v
