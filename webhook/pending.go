@@ -29,10 +29,12 @@ const commitMemory = time.Minute
 // them, in a namespace whose policies it read (commit). Writes of unrelated namespaces
 // never wait for each other.
 //
-// Only what may open is laid over: a write that only adds checks (a DENY policy's CREATE)
-// may yet fail (another writer created it first), and judging as if it had not happened
-// is only stricter. One object has one pending write at a time: of two writes of it at
-// once at most one lands, and which is not known here, so the second is refused (retry).
+// An allowed write may yet fail (another writer's came first) or land after the next: while
+// the cache does not show their outcome, a write that may open is judged in every state
+// the pending writes it meets may leave (Server.inEveryWorld). Only what may open is kept:
+// judging as if a write that only adds checks (a DENY policy's CREATE) had failed is only
+// stricter. One object has one pending write at a time: of two writes of it at once at
+// most one lands, so the second is refused (retry).
 type pendingWrites struct {
 	// alone is held shared by each attempt to judge a write that may open, and alone by the
 	// last attempt of one that kept meeting conflicts: no write waits for ever.
