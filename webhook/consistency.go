@@ -6,9 +6,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshguard/meshguard/kinds"
@@ -117,15 +115,9 @@ func (c *consistentReads) listPolicies(ctx context.Context, v *Views, ns string,
 		if k.kind.Role != kinds.Policy || !v.serves(k.kind) {
 			continue
 		}
-		g.Go(func() error {
-			l := newList(k.kind)
-			if err := c.reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-				return err
-			}
-			return meta.EachListItem(l, func(o runtime.Object) error {
-				listed[i] = append(listed[i], o)
-				return nil
-			})
+		g.Go(func() (err error) {
+			listed[i], err = listThrough(ctx, c.reader, newList(k.kind), ns)
+			return err
 		})
 	}
 	return listed, g.Wait()

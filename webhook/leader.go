@@ -150,16 +150,6 @@ func (l *Leader) route(forwarded bool) (address string, err error) {
 	return "", errors.New("no replica judges the changes that may open a workload yet")
 }
 
-// Ready reports whether the writes that may open can be judged: this replica leads (past
-// its first second), or knows the one that does.
-func (l *Leader) Ready() error {
-	address, err := l.route(false)
-	if err == nil && address == "" && l.leadingSince.Load() == nil {
-		return errors.New("no replica judges the changes that may open a workload yet")
-	}
-	return err
-}
-
 // forward has the replica at address judge a review, and returns its answer.
 func (l *Leader) forward(ctx context.Context, address string, req admission.Request) (admission.Response, error) {
 	review := admissionv1.AdmissionReview{Request: &req.AdmissionRequest}

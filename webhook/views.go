@@ -382,12 +382,12 @@ func (v *Views) list(ctx context.Context, i int, ns string) ([]any, error) {
 		}
 		return v.stores[i].ByIndex(toolscache.NamespaceIndex, ns)
 	}
-	return listThrough(ctx, v.reader, i, ns)
+	_, l := viewedKinds[i].kind.CacheObject()
+	return listThrough(ctx, v.reader, l, ns)
 }
 
-// listThrough lists the objects of the i-th viewed kind in ns through reader.
-func listThrough(ctx context.Context, reader client.Reader, i int, ns string) ([]any, error) {
-	_, l := viewedKinds[i].kind.CacheObject()
+// listThrough lists the objects of ns into l through reader, and returns them.
+func listThrough(ctx context.Context, reader client.Reader, l client.ObjectList, ns string) ([]any, error) {
 	if err := reader.List(ctx, l, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
