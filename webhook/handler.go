@@ -64,9 +64,9 @@ type Server struct {
 	// Freshness tells when the cache's watches have been failing too long: the security
 	// kinds are then refused. Nil trusts the cache.
 	Freshness *Freshness
-	// APIReader reads the API server itself, uncached: a write that may open, where this
-	// replica does not lead, is judged against the policies it lists, not against a
-	// cache that may lag behind a write another replica allowed a moment ago. Nil judges
+	// APIReader reads the API server itself, uncached: a write that may open, judged by a
+	// new leader or without a Leader, is judged against the policies it lists, not against
+	// a cache that may lag behind a write another replica allowed a moment ago. Nil judges
 	// on the cache.
 	APIReader client.Reader
 	// Leader elects the replica that judges the writes that may open; nil judges each

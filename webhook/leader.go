@@ -28,8 +28,9 @@ import (
 // pending writes, until its cache shows it: it needs no read of the API server to see
 // another replica's, and two writes that together would open a workload are judged one
 // after the other wherever they arrive. The other replicas forward those reviews to it,
-// over HTTPS pinned to the serving certificate they share; where it cannot be reached,
-// they judge them themselves against the API server's policies (consistentReads).
+// over HTTPS pinned to the serving certificate they share; where it cannot be reached, or
+// no replica leads, they refuse them, to be retried (route). A new leader judges with
+// consistent reads (consistentReads) for its first leaderSettle.
 //
 // A nil *Leader leads nothing: every replica judges with consistent reads.
 type Leader struct {
@@ -60,8 +61,8 @@ const leaderSettle = 5 * time.Second
 // forwardTimeout bounds a forwarded review, inside the security webhooks' 5 s.
 const forwardTimeout = 2 * time.Second
 
-// forwardedHeader marks a review forwarded by a replica to the leader: the leader judges
-// it itself, whoever leads by then, so that a review is never forwarded twice.
+// forwardedHeader marks a review forwarded by a replica to the leader: a replica that no
+// longer leads refuses it rather than forward it again.
 const forwardedHeader = "Meshguard-Forwarded"
 
 // NeedLeaderElection is false: the Leader elects itself, and every replica serves.
