@@ -153,7 +153,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 				Client:     kube.CoordinationV1(),
 				LockConfig: resourcelock.ResourceLockConfig{Identity: peer},
 			},
-			CertFile: filepath.Join(o.certDir, "tls.crt"),
+			CertFile: filepath.Join(o.certDir, certs.CertFile),
 			Synced:   synced.Load,
 			Log:      log.WithName("leader"),
 		}
