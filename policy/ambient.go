@@ -337,7 +337,9 @@ func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*Au
 	peers := slices.DeleteFunc(e.peers(), func(p request) bool { return p[attrPeerPrincipal] == waypointIdentity(gw) })
 	found, decided := e.find(request{}, false, peers, e.admits)
 	switch {
-	case !decided || found == nil:
+	case !decided:
+		return fmt.Sprintf("callers meshguard cannot rule out: the policies name more than %d combinations of values to try", maxRequestClasses)
+	case found == nil:
 		return ""
 	case found[attrPeerPrincipal] == "":
 		return "a caller without mTLS"

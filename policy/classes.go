@@ -139,7 +139,7 @@ func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*Auth
 	if witness, ok := n.openings.Load(key); ok {
 		return witness.(request)
 	}
-	witness, _ := enforcementOf(aps, plaintext).tokenlessOpening()
+	witness := enforcementOf(aps, plaintext).tokenlessOpening()
 	n.openings.Store(key, witness)
 	return witness
 }

@@ -110,7 +110,8 @@ func (r route) tokenRequirement() (string, []string) {
 		for _, h := range r.hops {
 			e := h.enforcement
 			fixed := request{attrPath: path, attrHost: anyOther}
-			if found, _ := e.find(fixed, true, e.anonymousPeers(), func(req request) bool { return r.admits(req) }); found != nil {
+			// Undecided counts as admitted: meshguard never calls protected what it cannot tell.
+			if found, decided := e.find(fixed, true, e.anonymousPeers(), func(req request) bool { return r.admits(req) }); found != nil || !decided {
 				return true
 			}
 		}

@@ -243,14 +243,26 @@ func (e enforcement) admits(req request) bool {
 // policies of one workload name. Beyond it the question is left undecided.
 const maxRequestClasses = 4096
 
+// attrUndecided marks the request that stands for all those the engine did not try: the
+// policies name more than maxRequestClasses combinations of values. It is read as an
+// opening, so that padding a policy with values never makes a workload look protected.
+const attrUndecided = "meshguard.undecided"
+
+// undecidedRequest is a request the engine cannot rule out (see attrUndecided).
+func undecidedRequest() request { return request{attrUndecided: "true"} }
+
 // tokenlessOpening returns a request with no token that the workload admits, on a path
 // no policy names and from a caller no policy names (without mTLS, or any workload of the
 // mesh), or nil when every such request is turned away. Token-less requests admitted only
 // on named paths or from named callers are exemptions made on purpose (a health check, the
-// workloads of one namespace over STRICT mTLS). decided is false when the policies name
-// too many values to try every class.
-func (e enforcement) tokenlessOpening() (witness request, decided bool) {
-	return e.find(request{attrPath: anyPath, attrHost: anyOther}, true, e.anonymousPeers(), e.admits)
+// workloads of one namespace over STRICT mTLS). When the policies name too many values to
+// try every class, it is undecidedRequest: the engine fails closed.
+func (e enforcement) tokenlessOpening() request {
+	found, decided := e.find(request{attrPath: anyPath, attrHost: anyOther}, true, e.anonymousPeers(), e.admits)
+	if !decided {
+		return undecidedRequest()
+	}
+	return found
 }
 
 // anonymousPeers are the callers no policy names: one without mTLS (where mTLS is not
@@ -351,10 +363,12 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 		_, isFixed := fixed[attr]
 		return isFixed || tokenless && strings.HasPrefix(attr, "request.auth.") || slices.Contains(peerAttributes, attr)
 	})
-	classes := len(peers)
-	for _, d := range dims {
-		classes *= len(d.values)
-		if classes > maxRequestClasses {
+	if classesOf(dims, len(peers)) > maxRequestClasses {
+		// Values the conditions treat alike are one class: a padded list is one value.
+		for i := range dims {
+			dims[i].values = distinct(dims[i].values, dims[i].conditions)
+		}
+		if classesOf(dims, len(peers)) > maxRequestClasses {
 			return nil, false
 		}
 	}
@@ -386,10 +400,58 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 	return found, true
 }
 
-// dimension is an attribute and the values worth trying for it.
+// dimension is an attribute, the values worth trying for it, and the conditions that
+// read it.
 type dimension struct {
-	attr   string
-	values []string
+	attr       string
+	values     []string
+	conditions []condition
+}
+
+// classesOf is the number of requests find tries: every value of every dimension, from
+// each of peers; maxRequestClasses+1 once past it.
+func classesOf(dims []dimension, peers int) int {
+	classes := peers
+	for _, d := range dims {
+		classes *= len(d.values)
+		if classes > maxRequestClasses {
+			return maxRequestClasses + 1
+		}
+	}
+	return classes
+}
+
+// maxDistinctWork bounds the value matches distinct makes for one attribute.
+const maxDistinctWork = 1 << 22
+
+// distinct keeps the first of each set of values that every condition of cs holds or
+// fails alike: they are interchangeable in every rule that reads the attribute. Where
+// telling them apart would take more than maxDistinctWork matches, values are kept as
+// they are.
+func distinct(values []string, cs []condition) []string {
+	patterns := 0
+	for _, c := range cs {
+		patterns += len(c.values) + len(c.notValues)
+	}
+	if len(values)*patterns > maxDistinctWork {
+		return values
+	}
+	var out []string
+	seen := map[string]bool{}
+	signature := make([]byte, len(cs))
+	for _, v := range values {
+		for i, c := range cs {
+			signature[i] = '0'
+			if c.holds(request{c.attr: v}) {
+				signature[i] = '1'
+			}
+		}
+		if !seen[string(signature)] {
+			seen[string(signature)] = true
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // conditions returns every condition of the workload's rules.
@@ -422,8 +484,9 @@ func (e enforcement) dimensions(skip func(attr string) bool) []dimension {
 			if mayBeAbsent(c.attr) {
 				values = append(values, "")
 			}
-			dims = append(dims, dimension{c.attr, values})
+			dims = append(dims, dimension{attr: c.attr, values: values})
 		}
+		dims[i].conditions = append(dims[i].conditions, c)
 		for _, p := range slices.Concat(c.values, c.notValues) {
 			if v := representative(p); v != "" && !slices.Contains(dims[i].values, v) {
 				dims[i].values = append(dims[i].values, v)
@@ -489,6 +552,9 @@ func (e enforcement) peers() []request {
 
 // describeRequest says, for messages, who sends a request of this class.
 func describeRequest(r request) string {
+	if _, ok := r[attrUndecided]; ok {
+		return fmt.Sprintf("a request with no token that meshguard cannot rule out: the policies name more than %d combinations of values to try (shorten or split their lists)", maxRequestClasses)
+	}
 	parts := []string{"a request with no token"}
 	switch {
 	case r[attrPeerPrincipal] == "":

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -125,6 +126,11 @@ func TestCoverage(t *testing.T) {
 		jwt        = `ra:{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`
 		requireJWT = `ap:{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`
 	)
+	var headers []string
+	for i := range 13 {
+		headers = append(headers, fmt.Sprintf(`{"key":"request.headers[x-h%d]","values":["v"]}`, i))
+	}
+	manyHeaders := strings.Join(headers, ",")
 	cases := []struct {
 		name    string
 		objects []string
@@ -138,6 +144,7 @@ func TestCoverage(t *testing.T) {
 		{"a RequestAuthentication alone", []string{jwt}, false, TokenOptional, nil},
 		{"an ALLOW policy of mTLS identities, no token check", []string{`ap:{"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`}, false, TokenOptional, nil},
 		{"allow nothing", []string{`ap:{}`}, false, Locked, nil},
+		{"a token required, and a DENY on more headers than meshguard tries", []string{jwt, requireJWT, `ap:{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[` + manyHeaders + `]}]}`}, false, TokenOptional, nil},
 		{"on the host's network", []string{jwt, requireJWT}, true, NotEnforced, nil},
 	}
 	for _, c := range cases {

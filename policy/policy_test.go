@@ -301,6 +301,20 @@ func TestReviewRegressions(t *testing.T) {
 	dryRun.Annotations = map[string]string{DryRunAnnotation: "True"}
 	// Exemptions on purpose: token-less requests admitted on named paths only.
 	healthz := newAP(t, "shop", "web-healthz", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz","/public/*"]}}]}]}`)
+	// Policies padded with values past what the engine tries (the tenant audit's F1): a
+	// harmless DENY on two headers of 64 values each, and an ALLOW on GET whose own when
+	// lists are padded. Undecided must read as an opening.
+	padding := func(key, prefix string) string {
+		var values []string
+		for i := range 64 {
+			values = append(values, fmt.Sprintf("%q", fmt.Sprintf("%s%d", prefix, i)))
+		}
+		return fmt.Sprintf(`{"key":%q,"values":[%s]}`, key, strings.Join(values, ","))
+	}
+	paddedDeny := newAP(t, "shop", "block-scanners", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[`+
+		padding("request.headers[x-scanner]", "a")+","+padding("request.headers[x-scanner-v]", "b")+`]}]}`)
+	paddedAllow := newAP(t, "shop", "web-read", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"methods":["GET"]}}],"when":[`+
+		strings.ReplaceAll(padding("request.headers[x-pad-a]", "a")+","+padding("request.headers[x-pad-b]", "b"), `"values"`, `"notValues"`)+`]}]}`)
 	cases := []struct {
 		name      string
 		op        Operation
@@ -320,6 +334,8 @@ func TestReviewRegressions(t *testing.T) {
 		{"delete the RA under a DENY on claims", Delete, ra, ra, []metav1.Object{ra, denyClaims, web}, true},
 		{"delete an RA nothing depends on", Delete, ra, ra, []metav1.Object{ra, web}, false},
 		{"same without pods: the selector's workloads", Delete, allow, allow, []metav1.Object{ra, allow}, true},
+		{"create an ALLOW on GET beside a padded DENY", Create, secondAllow, nil, []metav1.Object{ra, allow, paddedDeny, web}, true},
+		{"create an ALLOW on GET padded itself", Create, paddedAllow, nil, []metav1.Object{ra, allow, web}, true},
 	}
 	for _, c := range cases {
 		fs := e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)})

@@ -104,8 +104,8 @@ func issuersOf(ras []*RequestAuthentication) []string {
 func (p protection) verifies() bool { return len(p.ras) > 0 }
 
 // tokenless returns a request with no token, on a path no policy names, that the
-// workload's AuthorizationPolicies admit, or nil when they turn every such request away
-// (or name too many values to tell: see maxRequestClasses).
+// workload's AuthorizationPolicies admit, or nil when they turn every such request away;
+// undecidedRequest when they name too many values to tell (see maxRequestClasses).
 func (p protection) tokenless() request {
 	o := p.opening
 	if o.evaluated {
@@ -124,7 +124,7 @@ func (p protection) tokenless() request {
 		key.policies = names.String()
 		known, ok := o.byPolicies[key]
 		if !ok {
-			known, _ = enforcementOf(p.aps, plaintext).tokenlessOpening()
+			known = enforcementOf(p.aps, plaintext).tokenlessOpening()
 			o.byPolicies[key] = known
 		}
 		witness = known
