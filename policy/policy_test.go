@@ -315,6 +315,10 @@ func TestReviewRegressions(t *testing.T) {
 		padding("request.headers[x-scanner]", "a")+","+padding("request.headers[x-scanner-v]", "b")+`]}]}`)
 	paddedAllow := newAP(t, "shop", "web-read", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"methods":["GET"]}}],"when":[`+
 		strings.ReplaceAll(padding("request.headers[x-pad-a]", "a")+","+padding("request.headers[x-pad-b]", "b"), `"values"`, `"notValues"`)+`]}]}`)
+	// A policy held by a finalizer after its DELETE (the tenant audit's F5) is gone.
+	terminating := newAP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`)
+	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+	terminating.Finalizers = []string{"example.com/hold"}
 	cases := []struct {
 		name      string
 		op        Operation
@@ -334,6 +338,8 @@ func TestReviewRegressions(t *testing.T) {
 		{"delete the RA under a DENY on claims", Delete, ra, ra, []metav1.Object{ra, denyClaims, web}, true},
 		{"delete an RA nothing depends on", Delete, ra, ra, []metav1.Object{ra, web}, false},
 		{"same without pods: the selector's workloads", Delete, allow, allow, []metav1.Object{ra, allow}, true},
+		{"delete one of two enforcing APs, the other terminating", Delete, allow, allow, []metav1.Object{ra, allow, terminating, web}, true},
+		{"update a terminating AP: its finalizers removed", Update, terminating, denyNoToken, []metav1.Object{ra, allow, terminating, web}, false},
 		{"create an ALLOW on GET beside a padded DENY", Create, secondAllow, nil, []metav1.Object{ra, allow, paddedDeny, web}, true},
 		{"create an ALLOW on GET padded itself", Create, paddedAllow, nil, []metav1.Object{ra, allow, web}, true},
 	}

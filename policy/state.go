@@ -103,6 +103,9 @@ func (s *Snapshot) PolicyMemo(string) *PolicyMemo { return s.memo }
 // Add puts an object into the snapshot, after those already there (so: newer).
 // It reports false for objects the engine does not use.
 func (s *Snapshot) Add(o metav1.Object) bool {
+	if Terminating(o) {
+		return true
+	}
 	ns := o.GetNamespace()
 	switch o.(type) {
 	case *RequestAuthentication, *AuthorizationPolicy, *PeerAuthentication:
@@ -345,9 +348,25 @@ type changed struct {
 	added   metav1.Object // may be nil
 }
 
-// withChange returns the state after replacing removed by added (either may be nil).
+// withChange returns the state after replacing removed by added (either may be nil). An
+// object written while terminating is gone.
 func withChange(st State, removed, added metav1.Object) State {
+	if added != nil && Terminating(added) {
+		added = nil
+	}
 	return &changed{State: st, removed: removed, added: added}
+}
+
+// Terminating tells whether o is a policy or Gateway being deleted: it has a
+// deletionTimestamp and waits for its finalizers. It counts as gone, in every state the
+// engine judges: whoever set the finalizers removes them when they choose, by a write that
+// changes nothing Istio reads, and that must not be the moment protection ends unjudged.
+func Terminating(o metav1.Object) bool {
+	switch o.(type) {
+	case *RequestAuthentication, *AuthorizationPolicy, *PeerAuthentication, *Gateway:
+		return o.GetDeletionTimestamp() != nil
+	}
+	return false
 }
 
 // applyChange returns list with the change applied. keep tells which objects of the change

@@ -99,6 +99,9 @@ func (p *pendingWrites) commit(seen map[string]uint64, kind, namespace, name str
 			return overtaken
 		}
 	}
+	if obj != nil && policy.Terminating(obj) {
+		obj = nil // gone, as in the cache
+	}
 	w := pendingWrite{object: obj, created: old == nil, expires: now.Add(pendingTTL)}
 	if old != nil {
 		w.oldVersion = old.GetResourceVersion()
