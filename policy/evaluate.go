@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -266,16 +267,54 @@ func (e enforcement) tokenlessOpening() request {
 }
 
 // anonymousPeers are the callers no policy names: one without mTLS (where mTLS is not
-// STRICT), and any workload of the mesh.
+// STRICT), any workload of the mesh, and a workload of the mesh matching each pattern a
+// policy gives that is not pinned to one namespace (pinnedIdentity): such a pattern
+// names no caller in particular. cluster.local/* or tenant-* admits the workloads of
+// namespaces any tenant may create.
 func (e enforcement) anonymousPeers() []request {
+	out := []request{genericPeer()}
+	if e.plaintext {
+		out = []request{{}, genericPeer()}
+	}
+	seen := map[[2]string]bool{}
+	for _, c := range e.conditions() {
+		if !slices.Contains(peerAttributes, c.attr) {
+			continue
+		}
+		for _, p := range slices.Concat(c.values, c.notValues) {
+			v := representative(p)
+			if v == "" || pinnedIdentity(c.attr, p) || seen[[2]string{c.attr, v}] {
+				continue
+			}
+			seen[[2]string{c.attr, v}] = true
+			peer := genericPeer()
+			peer[c.attr] = v
+			out = append(out, peer)
+		}
+	}
+	return out
+}
+
+// genericPeer is any workload of the mesh: an identity no policy names.
+func genericPeer() request {
 	generic := request{}
 	for _, a := range peerAttributes {
 		generic[a] = anyOther
 	}
-	if e.plaintext {
-		return []request{{}, generic}
+	return generic
+}
+
+// pinnedIdentityPattern is a principal pattern whose matches all run in one namespace:
+// a prefix past the namespace, or a suffix from the namespace on.
+var pinnedIdentityPattern = regexp.MustCompile(`^[^/*]+/ns/[^/*]+/[^*]*\*$|^\*/ns/[^/*]+/sa/[^/*]+$`)
+
+// pinnedIdentity tells whether a pattern of a peer attribute names callers of one
+// namespace at most: an exact value, or a principal pattern pinned to one namespace.
+func pinnedIdentity(attr, p string) bool {
+	if !strings.Contains(p, "*") {
+		return true
 	}
-	return []request{generic}
+	return attr == attrPeerPrincipal && pinnedIdentityPattern.MatchString(p)
 }
 
 // matchesTokenless tells whether a rule matches some request with no token, on any path.
@@ -524,7 +563,7 @@ func representative(p string) string {
 // namespace, service account and trust domain a rule names.
 func (e enforcement) peers() []request {
 	out := e.anonymousPeers()
-	generic := out[len(out)-1]
+	generic := genericPeer()
 	seen := map[[2]string]bool{}
 	for _, c := range e.conditions() {
 		if !slices.Contains(peerAttributes, c.attr) {
@@ -559,6 +598,12 @@ func describeRequest(r request) string {
 	switch {
 	case r[attrPeerPrincipal] == "":
 		parts = append(parts, "from a caller without mTLS")
+	case strings.Contains(r[attrPeerPrincipal], anyOther) && r[attrPeerPrincipal] != anyOther:
+		parts = append(parts, "from any workload whose identity matches "+strings.ReplaceAll(r[attrPeerPrincipal], anyOther, "*"))
+	case strings.Contains(r[attrNamespace], anyOther) && r[attrNamespace] != anyOther:
+		parts = append(parts, "from any workload of a namespace matching "+strings.ReplaceAll(r[attrNamespace], anyOther, "*"))
+	case strings.Contains(r[attrServiceAccount], anyOther) && r[attrServiceAccount] != anyOther:
+		parts = append(parts, "from any workload whose service account matches "+strings.ReplaceAll(r[attrServiceAccount], anyOther, "*"))
 	case r[attrPeerPrincipal] != anyOther:
 		parts = append(parts, "from "+r[attrPeerPrincipal])
 	case r[attrNamespace] != anyOther:

@@ -120,6 +120,12 @@ func TestTokenlessOpening(t *testing.T) {
 		{"named paths only", []string{requireToken, `{"rules":[{"to":[{"operation":{"paths":["/healthz","/public/*"]}}]}]}`}, true, ""},
 		{"one namespace over STRICT mTLS", []string{requireToken, `{"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`}, false, ""},
 		{"any mesh workload", []string{requireToken, `{"rules":[{"from":[{"source":{"namespaces":["*"]}}]}]}`}, false, "a request with no token, from any workload of the mesh"},
+		// Patterns that name no namespace in particular admit any tenant's workloads (the
+		// tenant audit's F6); those pinned to one namespace are named callers.
+		{"principals cluster.local/*", []string{requireToken, `{"rules":[{"from":[{"source":{"principals":["cluster.local/*"]}}]}]}`}, false, "a request with no token, from any workload whose identity matches cluster.local/*"},
+		{"namespaces tenant-*", []string{requireToken, `{"rules":[{"from":[{"source":{"namespaces":["tenant-*"]}}]}]}`}, false, "a request with no token, from any workload of a namespace matching tenant-*"},
+		{"principals of one namespace", []string{requireToken, `{"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/*","*/ns/shop/sa/web"]}}]}]}`}, false, ""},
+		{"principals cluster.local/ns/shop* (shop-evil too)", []string{requireToken, `{"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop*"]}}]}]}`}, false, "a request with no token, from any workload whose identity matches cluster.local/ns/shop*"},
 		{"a DENY everywhere", []string{`{"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`}, true, ""},
 		{"a DENY on one path", []string{`{"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"paths":["/admin"]}}]}]}`}, true, "a request with no token, from a caller without mTLS"},
 		// Past what the engine tries, a request is assumed to get in (fail closed); values
