@@ -32,9 +32,11 @@ const (
 )
 
 // cleanupControllers are Kubernetes' controllers that delete objects because their
-// namespace or owner is going: judging those DELETEs (MG303, MG812) would leave a namespace
-// terminating for ever. kube-controller-manager runs them under its own name where it does
-// not use a service account per controller.
+// namespace or owner is going. Their DELETEs in a terminating namespace are not judged:
+// MG303 or MG812 would leave it terminating for ever. Elsewhere they are judged like any
+// other: a tenant steers what the garbage collector deletes by setting an ownerReference.
+// kube-controller-manager runs them under its own name where it does not use a service
+// account per controller.
 var cleanupControllers = map[string]bool{
 	"system:serviceaccount:kube-system:namespace-controller":      true,
 	"system:serviceaccount:kube-system:generic-garbage-collector": true,
@@ -119,8 +121,14 @@ func (s *Server) guard(req admission.Request, webhook string, handle func() admi
 	return handle()
 }
 
+// terminating tells whether the cache shows namespace ns being deleted.
+func (s *Server) terminating(ctx context.Context, ns string) bool {
+	var namespace corev1.Namespace
+	return ns != "" && s.Reader.Get(ctx, client.ObjectKey{Name: ns}, &namespace) == nil && namespace.DeletionTimestamp != nil
+}
+
 func (s *Server) validate(ctx context.Context, req admission.Request) admission.Response {
-	if req.Operation == admissionv1.Delete && cleanupControllers[req.UserInfo.Username] {
+	if req.Operation == admissionv1.Delete && cleanupControllers[req.UserInfo.Username] && s.terminating(ctx, req.Namespace) {
 		return admission.Allowed("")
 	}
 	kind := kinds.Lookup(req.Kind.Group, req.Kind.Kind)
