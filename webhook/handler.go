@@ -143,6 +143,11 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 		return *errResp
 	}
 	policyWrite := kind.Role == kinds.Policy && s.Synced.Load()
+	if policyWrite && req.Operation == admissionv1.Create && obj.GetResourceVersion() != "" {
+		// The API server refuses it after admission: allowed, it would be a pending write
+		// that never lands.
+		return admission.Denied("meshguard: metadata.resourceVersion must not be set on an object to be created")
+	}
 	if !policyWrite || !policy.MayOpen(policy.Operation(req.Operation), obj, old) {
 		return s.judge(ctx, st, req, kind, obj, old, nil)
 	}

@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// The tenant-adversary suite: the attacks of meshguard's tenant audit, each replayed
+// through the real kubectl as a namespace tenant (a ServiceAccount with write rights on
+// its own namespace's Pods, Services, ConfigMaps and Istio and Gateway API kinds), against
+// a namespace whose guardrail requires coverage and denies MG301, MG504, MG813 and MG601.
+// Each attack ends with the step the audit got past; it must be refused.
+
+// tenantRole is what a mesh tenant is given in its own namespace.
+const tenantRole = `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: meshguard-e2e-tenant}
+rules:
+- apiGroups: [""]
+  resources: [pods, services, configmaps]
+  verbs: ["*"]
+- apiGroups: [security.istio.io, networking.istio.io, gateway.networking.k8s.io]
+  resources: ["*"]
+  verbs: ["*"]
+---
+apiVersion: meshguard.io/v1alpha1
+kind: MeshGuardrail
+metadata: {name: tenant-audit}
+spec:
+  namespaceSelector: {matchLabels: {tenant-audit: "true"}}
+  enforcementAction: deny
+  rules: {MG301: deny, MG504: deny, MG813: deny, MG601: deny}
+  coverage: {required: true, podLabels: {enablesecurity: "{namespace}"}, allowOptOut: false}
+`
+
+// tenantBase is the tenant's protected workload: STRICT mTLS, and a token required by the
+// policy selecting the coverage label (the ALLOW first: MG301 is at deny).
+const tenantBase = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: alice}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: meshguard-e2e-tenant}
+subjects: [{kind: ServiceAccount, name: alice, namespace: NS}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, labels: {app: web}}
+spec: {containers: [{name: c, image: registry.example/web:1}]}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt}
+spec:
+  selector: {matchLabels: {enablesecurity: NS}}
+  action: ALLOW
+  rules:
+  - from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt}
+spec:
+  selector: {matchLabels: {enablesecurity: NS}}
+  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
+`
+
+// attackStep is one kubectl command of an attack: as the tenant unless by names another
+// identity (admin for the cluster admin); want is "" where it must succeed, "any" where
+// its outcome does not matter, else what its refusal must say.
+type attackStep struct {
+	by, want string
+	args     []string
+	stdin    string
+}
+
+func tenant(want string, args ...string) attackStep { return attackStep{want: want, args: args} }
+
+func tenantApplies(want, manifest string) attackStep {
+	return attackStep{want: want, args: []string{"apply", "-f", "-"}, stdin: manifest}
+}
+
+// run runs the step in namespace ns.
+func (s attackStep) run(t *testing.T, ns string) {
+	t.Helper()
+	args := append([]string{"-n", ns}, s.args...)
+	switch s.by {
+	case "":
+		args = append(args, "--as=system:serviceaccount:"+ns+":alice")
+	case "admin":
+	default:
+		args = append(args, "--as="+s.by)
+	}
+	stdout, stderr, err := kubectl(t, strings.ReplaceAll(s.stdin, "NS", ns), args...)
+	switch {
+	case s.want == "any":
+	case s.want == "" && err != nil:
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	case s.want != "" && (err == nil || !strings.Contains(stderr, s.want)):
+		t.Fatalf("kubectl %s: want refused with %q, got err=%v\n%s%s", strings.Join(args, " "), s.want, err, stdout, stderr)
+	}
+}
+
+// tenantNamespace makes namespace ns governed by the tenant-audit guardrail (tenantRole
+// applied), with the tenant's protected workload in it, and waits until meshguard's cache shows it protected.
+func tenantNamespace(t *testing.T, ns string) {
+	t.Helper()
+	namespace(t, ns, `tenant-audit: "true"`)
+	if _, stderr, err := kubectl(t, strings.ReplaceAll(tenantBase, "NS", ns), "apply", "-n", ns, "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	waitFor(t, func() bool {
+		_, stderr, err := kubectl(t, "", "-n", ns, "delete", "authorizationpolicy", "require-jwt", "--dry-run=server", "--as=system:serviceaccount:"+ns+":alice")
+		return err != nil && strings.Contains(stderr, "MG303")
+	})
+}
+
+// coverageOf returns what `meshguard coverage --cluster` says of Pod web in ns.
+func coverageOf(t *testing.T, ns string) string {
+	t.Helper()
+	out, err := exec.Command(local.Binary, "coverage", "--cluster", "--kubeconfig", local.Kubeconfig, "-n", ns, "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("coverage: %v", err)
+	}
+	var report struct {
+		Workloads []struct{ Kind, Name, Verdict string }
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("coverage: %v\n%s", err, out)
+	}
+	for _, w := range report.Workloads {
+		if w.Kind == "Pod" && w.Name == "web" {
+			return w.Verdict
+		}
+	}
+	t.Fatalf("coverage does not list Pod web:\n%s", out)
+	return ""
+}
+
+// padded is an AuthorizationPolicy rule's when conditions on two headers, 64 values each.
+func padded(field string) string {
+	var a, b []string
+	for i := range 64 {
+		a, b = append(a, fmt.Sprintf("a%d", i)), append(b, fmt.Sprintf("b%d", i))
+	}
+	quoted := func(vs []string) string { js, _ := json.Marshal(vs); return string(js) }
+	return fmt.Sprintf(`[{"key":"request.headers[x-pad-a]","%s":%s},{"key":"request.headers[x-pad-b]","%s":%s}]`, field, quoted(a), field, quoted(b))
+}
+
+// allowFrom is an ALLOW policy of the protected workload admitting the callers of source.
+func allowFrom(name, source string) string {
+	return `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"` + name + `"},
+"spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"from":[{"source":` + source + `}]}]}}`
+}
+
+const openGet = `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"open-get"},
+"spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}}`
+
+func TestTenantAttacks(t *testing.T) {
+	phantom := `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy",
+"metadata":{"name":"phantom","namespace":"NS","resourceVersion":"1"},
+"spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"from":[{"source":{"requestPrincipals":["https://idp.example.com/*"]}}]}]}}`
+	second := allowFrom("require-jwt-2", `{"requestPrincipals":["https://idp.example.com/*"]}`)
+	attacks := []struct {
+		finding, name string
+		steps         []attackStep
+	}{{
+		"F1", "a DENY padded past what the engine tries, then an ALLOW on GET",
+		[]attackStep{
+			tenantApplies("any", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"block-scanners"},
+"spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"DENY","rules":[{"when":`+padded("values")+`}]}}`),
+			tenantApplies("MG303", openGet),
+		},
+	}, {
+		"F1", "an ALLOW on GET padded itself",
+		[]attackStep{tenantApplies("MG303", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"open-get"},
+"spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"to":[{"operation":{"methods":["GET"]}}],"when":`+padded("notValues")+`}]}}`)},
+	}, {
+		"F2", "a CREATE the API server refuses after admission (resourceVersion set), then the DELETE of the enforcing policy",
+		[]attackStep{
+			{want: "any", args: []string{"create", "--raw", "/apis/security.istio.io/v1/namespaces/NS/authorizationpolicies", "-f", "-"}, stdin: phantom},
+			tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
+		},
+	}, {
+		"F2", "a CREATE over the namespace's quota, then the DELETE of the enforcing policy",
+		[]attackStep{
+			// At its limit: no quota controller runs here to count, so the admin writes the
+			// status the controller would.
+			{by: "admin", args: []string{"create", "quota", "policies", "--hard=count/authorizationpolicies.security.istio.io=1"}},
+			{by: "admin", args: []string{"patch", "quota", "policies", "--subresource=status", "--type=merge", "-p",
+				`{"status":{"hard":{"count/authorizationpolicies.security.istio.io":"1"},"used":{"count/authorizationpolicies.security.istio.io":"1"}}}`}},
+			tenantApplies("exceeded quota", second),
+			tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
+		},
+	}, {
+		"F4", "an ownerReference on the enforcing policy, then its DELETE by the garbage collector",
+		[]attackStep{
+			tenant("", "create", "configmap", "owner-anchor"),
+			tenant("", "patch", "authorizationpolicy", "require-jwt", "--type=merge", "-p",
+				`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"gone","uid":"00000000-0000-0000-0000-000000000001"}]}}`),
+			{by: "system:serviceaccount:kube-system:generic-garbage-collector", want: "MG303", args: []string{"delete", "authorizationpolicy", "require-jwt"}},
+		},
+	}, {
+		"F5", "a second enforcing policy held by a finalizer and deleted, then the first deleted",
+		[]attackStep{
+			tenantApplies("", second),
+			tenant("", "patch", "authorizationpolicy", "require-jwt-2", "--type=merge", "-p", `{"metadata":{"finalizers":["example.com/hold"]}}`),
+			tenant("", "delete", "authorizationpolicy", "require-jwt-2", "--wait=false"),
+			tenant("", "label", "authorizationpolicy", "require-jwt-2", "touched=1"),
+			tenant("MG303", "delete", "authorizationpolicy", "require-jwt", "--wait=false"),
+			tenant("", "patch", "authorizationpolicy", "require-jwt-2", "--type=merge", "-p", `{"metadata":{"finalizers":null}}`),
+		},
+	}, {
+		"F6", "an ALLOW of principals cluster.local/*",
+		[]attackStep{tenantApplies("MG303", allowFrom("allow-mesh", `{"principals":["cluster.local/*"]}`))},
+	}, {
+		"F6", "an ALLOW of namespaces tenant-*",
+		[]attackStep{tenantApplies("MG303", allowFrom("allow-tenants", `{"namespaces":["tenant-*"]}`))},
+	}}
+	if _, stderr, err := kubectl(t, tenantRole, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for i, a := range attacks {
+		t.Run(a.finding+" "+a.name, func(t *testing.T) {
+			t.Parallel()
+			ns := fmt.Sprintf("tenant-%s-%d", strings.ToLower(a.finding), i)
+			tenantNamespace(t, ns)
+			for _, s := range a.steps {
+				s.args = append([]string(nil), s.args...)
+				for j := range s.args {
+					s.args[j] = strings.ReplaceAll(s.args[j], "NS", ns)
+				}
+				s.run(t, ns)
+			}
+			if verdict := coverageOf(t, ns); verdict != "protected" {
+				t.Errorf("coverage says Pod web is %s", verdict)
+			}
+		})
+	}
+}
