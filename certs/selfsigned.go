@@ -39,6 +39,33 @@ func SelfSigned(hosts []string, validFor time.Duration) (*Bundle, error) {
 }
 
 func selfSigned(hosts []string, caValidFor, leafValidFor time.Duration, now time.Time) (*Bundle, error) {
+	b, err := newCA(caValidFor, now)
+	if err != nil {
+		return nil, err
+	}
+	return b, b.Reissue(hosts, leafValidFor, now)
+}
+
+// SelfSignedClient makes a CA and a client certificate for name, both valid for the given
+// time: the certificate the API server presents to meshguard where meshguard requires one
+// (serve --client-ca-file), for local runs.
+func SelfSignedClient(name string, validFor time.Duration) (*Bundle, error) {
+	now := time.Now()
+	b, err := newCA(validFor, now)
+	if err != nil {
+		return nil, err
+	}
+	return b, b.issue(&x509.Certificate{
+		Subject:     pkix.Name{CommonName: name},
+		NotBefore:   now.Add(-backdate(validFor)),
+		NotAfter:    now.Add(validFor),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+}
+
+// newCA makes a CA, valid for the given time, with no certificate issued yet.
+func newCA(caValidFor time.Duration, now time.Time) (*Bundle, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -60,31 +87,21 @@ func selfSigned(hosts []string, caValidFor, leafValidFor time.Duration, now time
 	if err != nil {
 		return nil, err
 	}
-	b := &Bundle{
+	return &Bundle{
 		CA:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		CAKey: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: caKeyDER}),
-	}
-	return b, b.Reissue(hosts, leafValidFor, now)
+	}, nil
 }
 
 // Reissue replaces the serving certificate with a new one, signed by the same CA, so that
 // clients trusting the CA notice nothing.
 func (b *Bundle) Reissue(hosts []string, validFor time.Duration, now time.Time) error {
-	ca, caKey, err := b.parseCA()
-	if err != nil {
-		return err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
 	leaf := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: hosts[0]},
-		NotBefore:    now.Add(-backdate(validFor)),
-		NotAfter:     now.Add(validFor),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: hosts[0]},
+		NotBefore:   now.Add(-backdate(validFor)),
+		NotAfter:    now.Add(validFor),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -93,6 +110,20 @@ func (b *Bundle) Reissue(hosts []string, validFor time.Duration, now time.Time) 
 			leaf.DNSNames = append(leaf.DNSNames, h)
 		}
 	}
+	return b.issue(leaf)
+}
+
+// issue signs a new certificate of template, with a key of its own, by the bundle's CA.
+func (b *Bundle) issue(leaf *x509.Certificate) error {
+	ca, caKey, err := b.parseCA()
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	leaf.SerialNumber = serial()
 	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
 	if err != nil {
 		return err

@@ -6,12 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -108,7 +106,9 @@ func (l *Leader) Start(ctx context.Context) error {
 // certificate verification is done by pinned alone.
 func (l *Leader) peerClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, VerifyPeerCertificate: l.pinned},
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: true, VerifyPeerCertificate: l.pinned,
+			// The leader takes reviews from the API server and its peers only.
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return servingCertificate(l.CertFile) }},
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     time.Minute,
 	}}
@@ -195,26 +195,7 @@ func (l *Leader) pinned(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	if len(rawCerts) == 0 {
 		return errors.New("the peer presented no certificate")
 	}
-	peer, err := x509.ParseCertificate(rawCerts[0])
-	if err != nil {
-		return err
-	}
-	data, err := os.ReadFile(l.CertFile)
-	if err != nil {
-		return err
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		return fmt.Errorf("%s holds no certificate", l.CertFile)
-	}
-	own, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(peer.RawSubjectPublicKeyInfo, own.RawSubjectPublicKeyInfo) {
-		return errors.New("the peer's certificate is not meshguard's")
-	}
-	return nil
+	return ownKey(l.CertFile, rawCerts[0])
 }
 
 // forwardedKey marks, in a review's context, that another replica forwarded it.

@@ -2,17 +2,21 @@ package webhook
 
 import (
 	"crypto/tls"
+	"path/filepath"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	ctrlwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/meshguard/meshguard/certs"
 	"github.com/meshguard/meshguard/kinds"
 )
 
 // NewHTTPSServer is the server meshguard's webhooks run on: TLS 1.2 or later, HTTP/1.1 only,
-// the certificate and key (tls.crt, tls.key in certDir) reloaded when they change.
-func NewHTTPSServer(host string, port int, certDir string) ctrlwebhook.Server {
+// the certificate and key (tls.crt, tls.key in certDir) reloaded when they change. With a
+// clientCAFile, a client must present a certificate it issued (the API server's) or the
+// replicas' own (verifyClient).
+func NewHTTPSServer(host string, port int, certDir, clientCAFile string) ctrlwebhook.Server {
 	return ctrlwebhook.NewServer(ctrlwebhook.Options{
 		Host:    host,
 		Port:    port,
@@ -27,6 +31,10 @@ func NewHTTPSServer(host string, port int, certDir string) ctrlwebhook.Server {
 			}
 			// HTTP/2 stays off: its Rapid Reset attacks (CVE-2023-44487, CVE-2023-39325).
 			c.NextProtos = []string{"http/1.1"}
+			if clientCAFile != "" {
+				c.ClientAuth = tls.RequireAnyClientCert
+				c.VerifyPeerCertificate = verifyClient(clientCAFile, filepath.Join(certDir, certs.CertFile))
+			}
 		}},
 	})
 }

@@ -58,6 +58,7 @@ type serveOptions struct {
 	namespace         string
 	secret            string
 	certHosts         []string
+	clientCAFile      string
 	webhookConfig     string
 	leafValidity      time.Duration
 	certCheckInterval time.Duration
@@ -84,6 +85,7 @@ those reviews to it at its --peer-address.`,
 	f.StringVar(&o.host, "host", "", "address to serve the webhooks on (all addresses when empty)")
 	f.IntVar(&o.port, "port", 9443, "port to serve the webhooks on")
 	f.StringVar(&o.certDir, "cert-dir", "/tmp/k8s-webhook-server/serving-certs", "folder holding tls.crt and tls.key")
+	f.StringVar(&o.clientCAFile, "client-ca-file", "", "CA bundle (PEM) of the client certificate the API server presents to webhooks (its AdmissionConfiguration's kubeConfigFile): reviews from any other client, but meshguard's replicas, are refused at the TLS handshake. Empty: any client that reaches the port may post reviews")
 	f.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint ("0" turns it off)`)
 	f.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&o.pprofAddr, "pprof-bind-address", "0", `address of Go's /debug/pprof profiles, for diagnosing performance ("0", the default, turns it off)`)
@@ -130,7 +132,7 @@ func (o *serveOptions) run(ctx context.Context) error {
 		HealthProbeBindAddress: o.probeAddr,
 		PprofBindAddress:       o.pprofAddr,
 		Cache:                  cacheOptions,
-		WebhookServer:          webhook.NewHTTPSServer(o.host, o.port, o.certDir),
+		WebhookServer:          webhook.NewHTTPSServer(o.host, o.port, o.certDir, o.clientCAFile),
 	})
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)

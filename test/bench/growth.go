@@ -56,7 +56,7 @@ func growthFigure(o options, out io.Writer) error {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}
 		s := shape{pods: pods, podsPerNamespace: o.podsPerNamespace, policiesPerNamespace: o.policiesPerNamespace}
-		e := newEndpoint(base, o.conns, ca)
+		e := newEndpoint(base, o.conns, nil, ca)
 		if err := e.warmViews(s, reviews); err != nil {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}

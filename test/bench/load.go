@@ -102,7 +102,7 @@ func serve(ctx context.Context, reader cache.Cache, conns int) (*endpoint, error
 	if err != nil {
 		return nil, err
 	}
-	e := newEndpoint(base, conns, ca, bareCA)
+	e := newEndpoint(base, conns, nil, ca, bareCA)
 	e.bare = bare
 	return e, nil
 }
@@ -160,7 +160,7 @@ func serveHandlers(ctx context.Context, reader cache.Cache) (base string, ca []b
 }
 
 // newEndpoint is a keep-alive client of the server at base, trusting cas.
-func newEndpoint(base string, conns int, cas ...[]byte) *endpoint {
+func newEndpoint(base string, conns int, clientCerts []tls.Certificate, cas ...[]byte) *endpoint {
 	roots := x509.NewCertPool()
 	for _, ca := range cas {
 		roots.AppendCertsFromPEM(ca)
@@ -168,7 +168,7 @@ func newEndpoint(base string, conns int, cas ...[]byte) *endpoint {
 	return &endpoint{
 		base: base,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+			TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, Certificates: clientCerts},
 			MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
 		}},
 	}
@@ -235,7 +235,7 @@ func startServer(ctx context.Context, register func(ctrlwebhook.Server)) (base s
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	ws := webhook.NewHTTPSServer("127.0.0.1", port, dir)
+	ws := webhook.NewHTTPSServer("127.0.0.1", port, dir, "")
 	register(ws)
 	go func() { _ = ws.Start(ctx) }()
 	for deadline := time.Now().Add(10 * time.Second); ; {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -143,7 +144,12 @@ func writesFigure(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	e := newEndpoint(c.WebhookURL, o.conns, c.CA, bareCA)
+	// meshguard takes reviews from the API server only: the load presents its certificate.
+	apiServer, err := c.APIServerClient()
+	if err != nil {
+		return err
+	}
+	e := newEndpoint(c.WebhookURL, o.conns, []tls.Certificate{apiServer}, c.CA, bareCA)
 	e.bare = bare
 	var mg, floor result
 	for _, t := range []target{meshguardTarget, bareTarget} {

@@ -7,6 +7,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,7 +62,9 @@ type Cluster struct {
 	CA         []byte
 
 	env     *envtest.Environment
-	root    string
+	// clientDir holds the client certificate the API server presents to webhooks, and its CA.
+	clientDir string
+	root      string
 	certDir string
 	// primary is the meshguard the webhooks are registered with.
 	primary *Replica
@@ -178,6 +181,14 @@ func StartControlPlane(ctx context.Context, o Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	args := apiserver.Configure()
+	// The API server presents a client certificate to the webhooks, which meshguard
+	// requires (serve --client-ca-file): only the API server posts reviews.
+	admission, err := apiServerClient(filepath.Join(o.Dir, "apiserver-client"))
+	if err != nil {
+		return nil, err
+	}
+	c.clientDir = filepath.Dir(admission)
+	args.Set("admission-control-config-file", admission)
 	for name, value := range o.APIServerArgs {
 		args.Set(name, value)
 	}
@@ -262,7 +273,7 @@ func (c *Cluster) newReplica(serveArgs []string) (*Replica, error) {
 		r.out = c.logFile
 	}
 	r.args = append([]string{"serve", "--kubeconfig", c.Kubeconfig, "--host", "127.0.0.1", "--port", fmt.Sprint(port),
-		"--cert-dir", c.certDir, "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
+		"--cert-dir", c.certDir, "--client-ca-file", filepath.Join(c.clientDir, certs.CAFile), "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probePort),
 		"--istiod-version", "1.28.5", "--namespace", "default", "--peer-address", r.URL},
 		serveArgs...) // the audit's and the judge's Leases in default
 	return r, nil
@@ -438,6 +449,47 @@ func (c *Cluster) PointWebhooks(ctx context.Context, url string) error {
 		return err
 	}
 	return register(ctx, c.Kube, c.root, url, c.CA)
+}
+
+// APIServerClient is the client certificate the API server presents to webhooks, for
+// tests that post reviews as it does.
+func (c *Cluster) APIServerClient() (tls.Certificate, error) {
+	return tls.LoadX509KeyPair(filepath.Join(c.clientDir, certs.CertFile), filepath.Join(c.clientDir, certs.KeyFile))
+}
+
+// apiServerClient writes into dir a client certificate for the API server to present to
+// webhooks, its CA, and the AdmissionConfiguration that has it do so; it returns the
+// configuration's path. The kubeconfig's user "*" serves every webhook: only meshguard's
+// are registered here. In a cluster, name meshguard's Service instead
+// (meshguard.meshguard-system.svc:443).
+func apiServerClient(dir string) (string, error) {
+	bundle, err := certs.SelfSignedClient("kube-apiserver", 24*time.Hour)
+	if err != nil {
+		return "", err
+	}
+	if err := bundle.Write(dir); err != nil {
+		return "", err
+	}
+	kubeconfig := filepath.Join(dir, "webhooks.kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user: {client-certificate: %q, client-key: %q}
+`, filepath.Join(dir, certs.CertFile), filepath.Join(dir, certs.KeyFile))), 0o600); err != nil {
+		return "", err
+	}
+	plugin := func(name string) string {
+		return fmt.Sprintf(`- name: %s
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: %q
+`, name, kubeconfig)
+	}
+	admission := filepath.Join(dir, "admission.yaml")
+	return admission, os.WriteFile(admission, []byte("apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n"+
+		plugin("ValidatingAdmissionWebhook")+plugin("MutatingAdmissionWebhook")), 0o600)
 }
 
 // controlPlaneBins returns the folder of kube-apiserver and etcd, built and cached by

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"testing"
 
@@ -41,4 +43,17 @@ spec:
 	if _, stderr, err := kubectl(t, bundle, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
+}
+
+// apiServerTLS is the TLS configuration of a client of meshguard's webhooks that presents
+// the API server's client certificate, as the API server does.
+func apiServerTLS(t *testing.T) *tls.Config {
+	t.Helper()
+	client, err := local.APIServerClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(local.CA)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{client}}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -192,9 +191,7 @@ func TestAPIServerRestart(t *testing.T) {
 // them announcing 3 MiB) and stall. A normal review is still answered within a second, the
 // process stays under its container's memory limit, and the slow connections are cut.
 func TestSlowClients(t *testing.T) {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(local.CA)
-	tlsConfig := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tlsConfig := apiServerTLS(t)
 	host := strings.TrimPrefix(local.WebhookURL, "https://")
 	var slow []*tls.Conn
 	defer func() {
@@ -336,8 +333,7 @@ func (w *countingWarnings) HandleWarningHeader(code int, _, _ string) {
 
 // TestTLSSuites: meshguard takes TLS 1.2 with AEAD suites only, and nothing older.
 func TestTLSSuites(t *testing.T) {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(local.CA)
+	apiServer := apiServerTLS(t)
 	host := strings.TrimPrefix(local.WebhookURL, "https://")
 	for _, c := range []struct {
 		name   string
@@ -349,7 +345,7 @@ func TestTLSSuites(t *testing.T) {
 		{"TLS 1.2, CBC-SHA", &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA}}, false},
 		{"TLS 1.1", &tls.Config{MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}, false},
 	} {
-		c.config.RootCAs = pool
+		c.config.RootCAs, c.config.Certificates = apiServer.RootCAs, apiServer.Certificates
 		conn, err := tls.Dial("tcp", host, c.config)
 		if err == nil {
 			conn.Close()

@@ -1,11 +1,16 @@
 package e2e
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/meshguard/meshguard/certs"
 )
 
 // The tenant-adversary suite: the attacks of meshguard's tenant audit, each replayed
@@ -246,5 +251,45 @@ func TestTenantAttacks(t *testing.T) {
 				t.Errorf("coverage says Pod web is %s", verdict)
 			}
 		})
+	}
+}
+
+// TestReviewsFromTheAPIServerOnly: a Pod that reaches meshguard's port cannot post reviews
+// (the tenant audit's F3: a forged CREATE planted a pending write in another tenant's
+// namespace). Only a client presenting the API server's certificate is answered.
+func TestReviewsFromTheAPIServerOnly(t *testing.T) {
+	const forged = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-forged",
+"kind":{"group":"security.istio.io","version":"v1","kind":"AuthorizationPolicy"},"resource":{"group":"security.istio.io","version":"v1","resource":"authorizationpolicies"},
+"name":"ghost","namespace":"tenant-b","operation":"CREATE","userInfo":{"username":"anyone"},"dryRun":true,
+"object":{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"ghost","namespace":"tenant-b"},"spec":{}}}}`
+	other, err := certs.SelfSignedClient("kube-apiserver", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert, err := tls.X509KeyPair(other.Cert, other.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiServer := apiServerTLS(t)
+	for _, c := range []struct {
+		name   string
+		client []tls.Certificate
+		ok     bool
+	}{
+		{"no client certificate", nil, false},
+		{"a client certificate of another CA", []tls.Certificate{otherCert}, false},
+		{"the API server's", apiServer.Certificates, true},
+	} {
+		config := apiServer.Clone()
+		config.Certificates = c.client
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: config}, Timeout: 5 * time.Second}
+		resp, err := client.Post(local.WebhookURL+"/validate", "application/json", strings.NewReader(forged))
+		if err == nil {
+			resp.Body.Close()
+		}
+		if ok := err == nil && resp.StatusCode == http.StatusOK; ok != c.ok {
+			t.Errorf("%s: answered %v (error %v)", c.name, ok, err)
+		}
+		client.CloseIdleConnections()
 	}
 }
