@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -164,8 +166,15 @@ func TestCertManagerInstall(t *testing.T) {
 	start(t, filepath.Join(dir, "controller"), "--kubeconfig", c.Kubeconfig)
 	start(t, filepath.Join(dir, "cainjector"), "--kubeconfig", c.Kubeconfig)
 
-	if out, err := kubectl("", "apply", "-k", filepath.Join(root, "manifests", "overlays", "cert-manager")); err != nil {
-		t.Fatalf("kubectl apply -k manifests/overlays/cert-manager: %v\n%s", err, out)
+	if out, err := kubectl("", "apply", "-k", filepath.Join(root, "manifests", "overlays", "cert-manager-client-auth")); err != nil {
+		t.Fatalf("kubectl apply -k manifests/overlays/cert-manager-client-auth: %v\n%s", err, out)
+	}
+	var deployment appsv1.Deployment
+	if err := kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshguard"}, &deployment); err != nil {
+		t.Fatal(err)
+	}
+	if args := deployment.Spec.Template.Spec.Containers[0].Args; !slices.Contains(args, "--client-ca-file=/certs/ca.crt") {
+		t.Fatalf("the overlay's meshguard does not require the API server's certificate: %v", args)
 	}
 
 	// cert-manager issues the serving certificate under the overlay's CA...
@@ -195,6 +204,22 @@ func TestCertManagerInstall(t *testing.T) {
 	// ...and the cainjector writes that CA into both webhook configurations.
 	waitForCABundle(t, ctx, kube, secret.Data["ca.crt"])
 
+	// The admin installs the client certificate cert-manager issued on the control plane,
+	// where the API server's AdmissionConfiguration names it, and restarts the API server.
+	var apiServerClient corev1.Secret
+	waitFor(t, "the API server's client certificate issued", 90*time.Second, func() error {
+		return kube.Get(ctx, client.ObjectKey{Namespace: ns, Name: "meshguard-apiserver-client"}, &apiServerClient)
+	})
+	if err := c.UseAPIServerClient(apiServerClient.Data["tls.crt"], apiServerClient.Data["tls.key"]); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.KillAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+
 	// meshguard serves with the Secret's files, as the Deployment mounts them, behind the
 	// Service: an EndpointSlice stands in for the endpoints controller and the Pod.
 	ip := hostIP(t)
@@ -202,7 +227,7 @@ func TestCertManagerInstall(t *testing.T) {
 	certDir := t.TempDir()
 	writeServing(t, certDir, &secret)
 	start(t, c.Binary, "serve", "--kubeconfig", c.Kubeconfig, "--host", ip, "--port", fmt.Sprint(port), "--cert-dir", certDir,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probe))
+		"--client-ca-file", filepath.Join(certDir, "ca.crt"), "--metrics-bind-address", "0", "--health-probe-bind-address", fmt.Sprintf("127.0.0.1:%d", probe))
 	waitFor(t, "meshguard ready", 60*time.Second, func() error {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", probe))
 		if err != nil {
@@ -222,13 +247,22 @@ func TestCertManagerInstall(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	clientPair, err := tls.X509KeyPair(apiServerClient.Data["tls.crt"], apiServerClient.Data["tls.key"])
+	if err != nil {
+		t.Fatal(err)
+	}
 	served := func() *x509.Certificate {
-		conn, err := tls.Dial("tcp", net.JoinHostPort(ip, fmt.Sprint(port)), &tls.Config{RootCAs: roots, ServerName: serviceDNS})
+		conn, err := tls.Dial("tcp", net.JoinHostPort(ip, fmt.Sprint(port)), &tls.Config{RootCAs: roots, ServerName: serviceDNS, Certificates: []tls.Certificate{clientPair}})
 		if err != nil {
 			t.Fatalf("TLS to meshguard as the API server sees it: %v", err)
 		}
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0]
+	}
+	// Any other client is refused at the handshake (TLS 1.2 reports it there).
+	if conn, err := tls.Dial("tcp", net.JoinHostPort(ip, fmt.Sprint(port)), &tls.Config{RootCAs: roots, ServerName: serviceDNS, MaxVersion: tls.VersionTLS12}); err == nil {
+		conn.Close()
+		t.Error("meshguard took a client without the API server's certificate")
 	}
 	if !served().Equal(leaf) {
 		t.Fatal("meshguard does not serve the certificate cert-manager issued")
@@ -305,11 +339,12 @@ func parseServing(t *testing.T, secret *corev1.Secret) (*x509.Certificate, *x509
 	return leaf, roots
 }
 
-// writeServing writes the Secret's key pair where meshguard reads it, the key first so a
-// reload never pairs a new certificate with the old key for long.
+// writeServing writes the Secret's CA and key pair where meshguard reads them, the key
+// before the certificate so a reload never pairs a new certificate with the old key for
+// long.
 func writeServing(t *testing.T, dir string, secret *corev1.Secret) {
 	t.Helper()
-	for _, name := range []string{"tls.key", "tls.crt"} {
+	for _, name := range []string{"ca.crt", "tls.key", "tls.crt"} {
 		tmp := filepath.Join(dir, "."+name)
 		if err := os.WriteFile(tmp, secret.Data[name], 0o600); err != nil {
 			t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 
 // Balancer stands for the meshguard Service in front of several replicas: an HTTPS server
 // on loopback, with meshguard's certificate, that sends each review to one of the replicas
-// it routes to, in turn. Route changes the replicas as a Service's endpoints change: a
+// it routes to, in turn, as the API server's client. Route changes the replicas as a Service's endpoints change: a
 // replica is taken out before it stops, as Kubernetes does during the preStop hook.
 type Balancer struct {
 	URL    string
@@ -42,6 +42,12 @@ func (c *Cluster) NewBalancer(replicas ...*Replica) (*Balancer, error) {
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca)
+	// A Service passes the API server's TLS through to a replica; the balancer, which
+	// ends it to spread reviews one by one, presents the API server's client certificate.
+	apiServer, err := c.APIServerClient()
+	if err != nil {
+		return nil, err
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -50,7 +56,7 @@ func (c *Cluster) NewBalancer(replicas ...*Replica) (*Balancer, error) {
 		URL:      "https://" + l.Addr().String(),
 		backends: replicas,
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64,
+			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{apiServer}}, MaxIdleConnsPerHost: 64,
 		}},
 	}
 	b.srv = &http.Server{Handler: b, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}

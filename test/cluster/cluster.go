@@ -457,6 +457,16 @@ func (c *Cluster) APIServerClient() (tls.Certificate, error) {
 	return tls.LoadX509KeyPair(filepath.Join(c.clientDir, certs.CertFile), filepath.Join(c.clientDir, certs.KeyFile))
 }
 
+// UseAPIServerClient has the API server present this client certificate and key (PEM) to
+// webhooks from its next start on (StartAPIServer), as an admin installs one on a control
+// plane.
+func (c *Cluster) UseAPIServerClient(cert, key []byte) error {
+	if err := os.WriteFile(filepath.Join(c.clientDir, certs.KeyFile), key, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.clientDir, certs.CertFile), cert, 0o600)
+}
+
 // apiServerClient writes into dir a client certificate for the API server to present to
 // webhooks, its CA, and the AdmissionConfiguration that has it do so; it returns the
 // configuration's path. The kubeconfig's user "*" serves every webhook: only meshguard's
