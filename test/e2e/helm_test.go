@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	admregv1 "k8s.io/api/admissionregistration/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshguard/meshguard/certs"
 	"github.com/meshguard/meshguard/kinds/kindstest"
 )
 
@@ -96,8 +98,51 @@ func TestHelmChart(t *testing.T) {
 			}
 		})
 	}
+	// Reviews from the API server only: the client CA from cert-manager's root, or given.
+	ca, err := certs.SelfSignedClient("kube-apiserver", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, ca.CA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name       string
+		args, want []string
+	}{
+		{"cert-manager issues the API server's certificate", []string{"--set", "certMode=cert-manager,clientAuth.enabled=true"},
+			[]string{"- --client-ca-file=/certs/ca.crt", "name: meshguard-apiserver-client", "usages: [client auth, digital signature]"}},
+		{"a CA given", []string{"--set", "certMode=self-signed,clientAuth.enabled=true", "--set-file", "clientAuth.caBundle=" + caFile},
+			[]string{"- --client-ca-file=/client-ca/ca.crt", "name: meshguard-client-ca", "-----BEGIN CERTIFICATE-----"}},
+		{"the webhook port narrowed, metrics closed", []string{"--set", "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24,networkPolicy.metricsFrom=null"},
+			[]string{"cidr: 10.0.0.0/24"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := exec.Command(h, append([]string{"template", "meshguard", chart, "-n", "meshguard-system"}, c.args...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, out)
+			}
+			for _, want := range c.want {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("the chart lacks %q", want)
+				}
+			}
+			objects, _ := splitWebhooks(t, string(out))
+			if _, stderr, err := kubectl(t, objects, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f", "-"); err != nil {
+				t.Fatalf("server-side dry run: %v\n%s", err, stderr)
+			}
+			if metricsOpen := strings.Contains(string(out), "port: 8080}]"); metricsOpen == strings.Contains(c.name, "metrics closed") {
+				t.Errorf("metrics port open: %v", metricsOpen)
+			}
+		})
+	}
+	out, err := exec.Command(h, "template", "meshguard", chart, "-n", "meshguard-system", "--set", "certMode=self-signed", "--set", "clientAuth.enabled=true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "clientAuth.enabled needs clientAuth.caBundle") {
+		t.Errorf("client authentication without a CA: err=%v\n%.300s", err, out)
+	}
 	// meshguard's own namespace is never judged: not Istio's root namespace, then.
-	out, err := exec.Command(h, "template", "meshguard", chart, "-n", "istio-system").CombinedOutput()
+	out, err = exec.Command(h, "template", "meshguard", chart, "-n", "istio-system").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "not in Istio's root namespace istio-system") {
 		t.Errorf("installed in the root namespace: err=%v\n%.300s", err, out)
 	}
