@@ -103,7 +103,7 @@ var (
 	workloadVersions = []string{"v1"}
 	// workloadAnnotations are what the Pod rules read: coverage, Istio's sidecar controls,
 	// and ambient enrolment.
-	workloadAnnotations = []string{policy.CoverageAnnotation, policy.CoveredByAnnotation, policy.SidecarInjectLabel, policy.ExcludeInboundAnnotation, policy.AmbientRedirectionAnnotation, policy.BypassInboundCaptureAnnotation}
+	workloadAnnotations = []string{policy.CoverageAnnotation, policy.CoveredByAnnotation, policy.SidecarInjectLabel, policy.ExcludeInboundAnnotation, policy.IncludeInboundAnnotation, policy.InterceptionModeAnnotation, policy.AmbientRedirectionAnnotation, policy.BypassInboundCaptureAnnotation}
 )
 
 // table is every kind meshguard reads, one row each.

@@ -75,11 +75,11 @@ func enrolledInAmbient(ns map[string]string, w *Workload) bool {
 // for injection (istio-injection=enabled, or a revision label without istio-injection), or
 // the Pod does (sidecar.istio.io/inject=true, a revision label), unless the Pod opts out.
 func sidecarInjected(ns map[string]string, w *Workload) bool {
-	if w.Labels[SidecarInjectLabel] == "false" {
+	if injectionRefused(w.Labels[SidecarInjectLabel]) {
 		return false
 	}
 	return ns[injectionLabel] == "enabled" || ns[revisionLabel] != "" && ns[injectionLabel] == "" ||
-		w.Labels[SidecarInjectLabel] == "true" || w.Labels[revisionLabel] != ""
+		w.Labels[SidecarInjectLabel] != "" && !injectionRefused(w.Labels[SidecarInjectLabel]) || w.Labels[revisionLabel] != ""
 }
 
 // ztunnelWorkloads returns the ambient workloads a policy reaches through ztunnel: those it

@@ -9,9 +9,22 @@ import (
 
 // Istio's sidecar controls on Pods, read by the rules (kinds keeps them in its cache).
 const (
-	SidecarInjectLabel       = "sidecar.istio.io/inject" // a label, and as an annotation
-	ExcludeInboundAnnotation = "traffic.sidecar.istio.io/excludeInboundPorts"
+	SidecarInjectLabel         = "sidecar.istio.io/inject" // a label, and as an annotation
+	ExcludeInboundAnnotation   = "traffic.sidecar.istio.io/excludeInboundPorts"
+	IncludeInboundAnnotation   = "traffic.sidecar.istio.io/includeInboundPorts"
+	InterceptionModeAnnotation = "sidecar.istio.io/interceptionMode"
 )
+
+// injectionRefused tells whether a sidecar.istio.io/inject value keeps Istio's injector
+// from injecting: any value but y, yes, true or on, in any case (the injector's
+// injectRequired); "" (unset) leaves it to the namespace.
+func injectionRefused(value string) bool {
+	switch strings.ToLower(value) {
+	case "", "y", "yes", "true", "on":
+		return false
+	}
+	return true
+}
 
 // isProxy tells whether a workload is one of Istio's proxies rather than an application:
 // an ingress or egress gateway of the classic charts (istio: ingressgateway) or of AKS's
@@ -61,16 +74,23 @@ func requiredLabels(s Settings, w *Workload) map[string]string {
 
 // notEnforceable says why Istio cannot enforce policy on a workload, or "".
 func notEnforceable(w *Workload) (field, why string) {
+	include, narrowed := w.Annotations[IncludeInboundAnnotation]
 	switch {
-	case w.Labels[SidecarInjectLabel] == "false":
+	case injectionRefused(w.Labels[SidecarInjectLabel]):
 		return "metadata.labels[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
-	case w.Annotations[SidecarInjectLabel] == "false":
+	case injectionRefused(w.Annotations[SidecarInjectLabel]):
 		return "metadata.annotations[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
 	case w.HostNetwork:
 		return "spec.hostNetwork", "it runs on the host network, where no sidecar intercepts"
 	case w.Annotations[ExcludeInboundAnnotation] != "":
 		return "metadata.annotations[" + ExcludeInboundAnnotation + "]",
 			fmt.Sprintf("inbound ports %s bypass the sidecar", w.Annotations[ExcludeInboundAnnotation])
+	case narrowed && strings.TrimSpace(include) == "":
+		return "metadata.annotations[" + IncludeInboundAnnotation + "]", "no inbound port is redirected to the sidecar"
+	case narrowed && strings.TrimSpace(include) != "*":
+		return "metadata.annotations[" + IncludeInboundAnnotation + "]", fmt.Sprintf("inbound ports other than %s bypass the sidecar", include)
+	case strings.EqualFold(w.Annotations[InterceptionModeAnnotation], "NONE"):
+		return "metadata.annotations[" + InterceptionModeAnnotation + "]", "the sidecar intercepts no traffic"
 	}
 	return "", ""
 }
@@ -120,7 +140,7 @@ func podRules() []Rule {
 		}),
 	}, {
 		ID: "MG504", Name: "pod-not-enforceable", Default: Warn, Kinds: pod,
-		Summary: "A covered or JWT-selected Pod with sidecar injection disabled, `hostNetwork`, or inbound ports excluded from interception. Istio's gateway and waypoint Pods are proxies, not workloads: they enforce the policies attached to them. Ambient Pods are MG813's.",
+		Summary: "A covered or JWT-selected Pod with sidecar injection disabled (`sidecar.istio.io/inject` set to anything but y, yes, true or on, as Istio's injector reads it), `hostNetwork`, inbound ports excluded from interception (`excludeInboundPorts`, an `includeInboundPorts` other than `*`), or `interceptionMode: NONE`. Istio's gateway and waypoint Pods are proxies, not workloads: they enforce the policies attached to them. Ambient Pods are MG813's.",
 		Why:     "Istio cannot enforce anything on it: its policies are dead letters.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
 			// An ambient Pod needs no sidecar: MG813 judges what ztunnel does not intercept.

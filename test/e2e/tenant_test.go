@@ -80,6 +80,12 @@ spec:
   jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [web]}]
 `
 
+// attack is a finding of the audit and the steps that replay it.
+type attack struct {
+	finding, name string
+	steps         []attackStep
+}
+
 // attackStep is one kubectl command of an attack: as the tenant unless by names another
 // identity (admin for the cluster admin); want is "" where it must succeed, "any" where
 // its outcome does not matter, else what its refusal must say.
@@ -176,10 +182,7 @@ func TestTenantAttacks(t *testing.T) {
 "metadata":{"name":"phantom","namespace":"NS","resourceVersion":"1"},
 "spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"from":[{"source":{"requestPrincipals":["https://idp.example.com/*"]}}]}]}}`
 	second := allowFrom("require-jwt-2", `{"requestPrincipals":["https://idp.example.com/*"]}`)
-	attacks := []struct {
-		finding, name string
-		steps         []attackStep
-	}{{
+	attacks := []attack{{
 		"F1", "a DENY padded past what the engine tries, then an ALLOW on GET",
 		[]attackStep{
 			tenantApplies("any", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"block-scanners"},
@@ -234,6 +237,12 @@ func TestTenantAttacks(t *testing.T) {
 	}}
 	if _, stderr, err := kubectl(t, tenantRole, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
+	}
+	for _, optOut := range []string{`labels: {app: payments, sidecar.istio.io/inject: "False"}`, `labels: {app: payments}, annotations: {sidecar.istio.io/interceptionMode: NONE}`,
+		`labels: {app: payments}, annotations: {traffic.sidecar.istio.io/includeInboundPorts: ""}`} {
+		attacks = append(attacks, attack{"F14", "a Pod switching interception off: " + optOut, []attackStep{
+			tenantApplies("MG504", "apiVersion: v1\nkind: Pod\nmetadata: {name: payments, "+optOut+"}\nspec: {containers: [{name: c, image: registry.example/payments:1}]}\n"),
+		}})
 	}
 	for i, a := range attacks {
 		t.Run(a.finding+" "+a.name, func(t *testing.T) {
