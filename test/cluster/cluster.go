@@ -61,11 +61,11 @@ type Cluster struct {
 	WebhookURL string
 	CA         []byte
 
-	env     *envtest.Environment
+	env *envtest.Environment
 	// clientDir holds the client certificate the API server presents to webhooks, and its CA.
 	clientDir string
 	root      string
-	certDir string
+	certDir   string
 	// primary is the meshguard the webhooks are registered with.
 	primary *Replica
 	log     *LogBuffer
