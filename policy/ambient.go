@@ -71,6 +71,13 @@ func enrolledInAmbient(ns map[string]string, w *Workload) bool {
 	return enrolled && !isProxy(w)
 }
 
+// leavesAmbient tells whether a workload of an ambient namespace opts out of ambient mode
+// (istio.io/dataplane-mode: none) with no sidecar to take its place: nothing intercepts it.
+// istio-cni acts on the label at once, on a running Pod too.
+func leavesAmbient(ns map[string]string, w *Workload) bool {
+	return w.Labels[DataplaneModeLabel] == "none" && ns[DataplaneModeLabel] == "ambient" && !sidecarInjected(ns, w) && !isProxy(w)
+}
+
 // sidecarInjected tells whether Istio's injector gives a Pod a sidecar: its namespace asks
 // for injection (istio-injection=enabled, or a revision label without istio-injection), or
 // the Pod does (sidecar.istio.io/inject=true, a revision label), unless the Pod opts out.

@@ -687,3 +687,32 @@ func TestDescribeNamesTheFirstByName(t *testing.T) {
 		ws = append(ws[1:], ws[0])
 	}
 }
+
+// TestLeavingAmbient: a Pod of an ambient namespace relabelled istio.io/dataplane-mode:
+// none leaves the mesh at once (istio-cni acts on the label): MG813 on the UPDATE that
+// does it, not on later ones, and coverage credits no proxy with enforcing anything.
+func TestLeavingAmbient(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
+	ra := newRA(t, "shop", "web-jwt", goodRA)
+	enrolled := pod("shop", "web-1", map[string]string{"app": "web"})
+	left := pod("shop", "web-1", map[string]string{"app": "web", DataplaneModeLabel: "none"})
+	injected := pod("shop", "web-1", map[string]string{"app": "web", DataplaneModeLabel: "none", SidecarInjectLabel: "true"})
+	e := NewEngine()
+	for _, c := range []struct {
+		name      string
+		obj, old  *Workload
+		wantMG813 bool
+	}{
+		{"relabelled none", left, enrolled, true},
+		{"none already", left, left, false},
+		{"none, a sidecar injected instead", injected, enrolled, false},
+	} {
+		fs := e.Review(Review{Operation: Update, Object: c.obj, OldObject: c.old, State: snapshot(ns, ra, c.old)})
+		if has(fs, "MG813") != c.wantMG813 {
+			t.Errorf("%s: findings %v", c.name, rules(fs))
+		}
+	}
+	if got := CoverageOf(snapshot(ns, ra, left), "istio-system", left); got.Verdict != NotEnforced || len(got.EnforcedBy) > 0 {
+		t.Errorf("coverage of a Pod out of ambient mode: %s by %v", got.Verdict, got.EnforcedBy)
+	}
+}

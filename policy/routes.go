@@ -100,6 +100,8 @@ func localHop(st State, root string, w *Workload) []hop {
 		return []hop{{proxy: "ztunnel", aps: aps, ztunnel: true, enforcement: ztunnelEnforcement(aps, !strict), mtlsStrict: strict}}
 	case meantForAmbient(st, w):
 		return nil // on the host's network: ztunnel does not intercept it
+	case leavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
+		return nil // out of ambient mode, and no sidecar either
 	}
 	if field, _ := notEnforceable(w); field != "" {
 		return nil

@@ -323,14 +323,22 @@ func ambientRules() []Rule {
 		},
 	}, {
 		ID: "MG813", Name: "ambient-inbound-not-captured", Default: Warn, Kinds: []string{KindPod},
-		Summary: "A Pod meant for ambient mode, covered or selected by a JWT policy, that ztunnel does not intercept: `ambient.istio.io/bypass-inbound-capture: \"true\"`, `hostNetwork`, or a namespace istio-cni excludes (`kube-system`).",
-		Why:     "No inbound enforcement and no mTLS: only traffic that happens to pass a waypoint is checked.",
+		Summary: "A Pod meant for ambient mode, covered or selected by a JWT policy, that ztunnel does not intercept: `ambient.istio.io/bypass-inbound-capture: \"true\"`, `hostNetwork`, or a namespace istio-cni excludes (`kube-system`); or a Pod of an ambient namespace labelled `istio.io/dataplane-mode: none` with no sidecar, when created or relabelled.",
+		Why:     "No inbound enforcement and no mTLS: only traffic that happens to pass a waypoint is checked. istio-cni takes a running Pod out of the mesh as soon as its label says none.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
-			if c.Operation == Update || !meantForAmbient(c.State, w) {
+			ns := c.State.Settings(w.Namespace).NamespaceLabels
+			leaving := leavesAmbient(ns, w)
+			old, _ := c.OldObject.(*Workload)
+			switch {
+			case c.Operation == Update && (!leaving || old == nil || leavesAmbient(ns, old)):
+				return nil // only the label takes effect on a running Pod
+			case !leaving && !meantForAmbient(c.State, w):
 				return nil
 			}
 			field, why := "", ""
 			switch {
+			case leaving:
+				field, why = "metadata.labels["+DataplaneModeLabel+"]", "it leaves ambient mode (istio.io/dataplane-mode: none), and no sidecar takes its place"
 			case w.Annotations[BypassInboundCaptureAnnotation] == "true":
 				field, why = "metadata.annotations["+BypassInboundCaptureAnnotation+"]", "its inbound traffic bypasses ztunnel"
 			case w.HostNetwork:
@@ -340,8 +348,11 @@ func ambientRules() []Rule {
 			default:
 				return nil
 			}
-			// In scope: covered, or selected by a JWT policy (as written, or at its waypoint).
-			if c.Settings.Coverage == nil && len(forWorkload(w, c.Settings.Root, c.State.RequestAuthentications))+len(c.protection(c.State, w).ras) == 0 {
+			// In scope: covered, or selected by a JWT policy (as written, or at its waypoint,
+			// before the change too).
+			inScope := c.Settings.Coverage != nil || len(forWorkload(w, c.Settings.Root, c.State.RequestAuthentications))+len(c.protection(c.State, w).ras) > 0 ||
+				old != nil && len(c.protection(c.Before, old).ras) > 0
+			if !inScope {
 				return nil
 			}
 			return []Finding{finding(field,

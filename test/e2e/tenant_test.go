@@ -41,9 +41,8 @@ spec:
   coverage: {required: true, podLabels: {enablesecurity: "{namespace}"}, allowOptOut: false}
 `
 
-// tenantBase is the tenant's protected workload: STRICT mTLS, and a token required by the
-// policy selecting the coverage label (the ALLOW first: MG301 is at deny).
-const tenantBase = `apiVersion: v1
+// tenantIdentity is the tenant, alice, and its rights in its namespace.
+const tenantIdentity = `apiVersion: v1
 kind: ServiceAccount
 metadata: {name: alice}
 ---
@@ -52,8 +51,11 @@ kind: RoleBinding
 metadata: {name: alice}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: meshguard-e2e-tenant}
 subjects: [{kind: ServiceAccount, name: alice, namespace: NS}]
----
-apiVersion: v1
+`
+
+// tenantWorkload is the tenant's protected workload: STRICT mTLS, and a token required by
+// the policy selecting the coverage label (the ALLOW first: MG301 is at deny).
+const tenantWorkload = `apiVersion: v1
 kind: Pod
 metadata: {name: web, labels: {app: web}}
 spec: {containers: [{name: c, image: registry.example/web:1}]}
@@ -84,6 +86,8 @@ spec:
 type attack struct {
 	finding, name string
 	steps         []attackStep
+	// ambient: the namespace is ambient, with no workload to begin with.
+	ambient bool
 }
 
 // attackStep is one kubectl command of an attack: as the tenant unless by names another
@@ -123,12 +127,26 @@ func (s attackStep) run(t *testing.T, ns string) {
 }
 
 // tenantNamespace makes namespace ns governed by the tenant-audit guardrail (tenantRole
-// applied), with the tenant's protected workload in it, and waits until meshguard's cache shows it protected.
-func tenantNamespace(t *testing.T, ns string) {
+// applied), with the tenant in it. In an ambient namespace that is all; elsewhere it adds
+// the tenant's protected workload, and waits until meshguard's cache shows it protected.
+func tenantNamespace(t *testing.T, ns string, ambient bool) {
 	t.Helper()
-	namespace(t, ns, `tenant-audit: "true"`)
-	if _, stderr, err := kubectl(t, strings.ReplaceAll(tenantBase, "NS", ns), "apply", "-n", ns, "-f", "-"); err != nil {
+	labels, manifest := `tenant-audit: "true"`, tenantIdentity+"---\n"+tenantWorkload
+	if ambient {
+		labels, manifest = labels+", istio.io/dataplane-mode: ambient", tenantIdentity
+	}
+	namespace(t, ns, labels)
+	if _, stderr, err := kubectl(t, strings.ReplaceAll(manifest, "NS", ns), "apply", "-n", ns, "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if ambient {
+		// The namespace reached meshguard once new Pods get its coverage label.
+		waitFor(t, func() bool {
+			out, _, err := kubectl(t, "apiVersion: v1\nkind: Pod\nmetadata: {name: probe}\nspec: {containers: [{name: c, image: c}]}\n",
+				"-n", ns, "create", "--dry-run=server", "-f", "-", "-o", "jsonpath={.metadata.labels.enablesecurity}")
+			return err == nil && out == ns
+		})
+		return
 	}
 	waitFor(t, func() bool {
 		_, stderr, err := kubectl(t, "", "-n", ns, "delete", "authorizationpolicy", "require-jwt", "--dry-run=server", "--as=system:serviceaccount:"+ns+":alice")
@@ -183,25 +201,25 @@ func TestTenantAttacks(t *testing.T) {
 "spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"from":[{"source":{"requestPrincipals":["https://idp.example.com/*"]}}]}]}}`
 	second := allowFrom("require-jwt-2", `{"requestPrincipals":["https://idp.example.com/*"]}`)
 	attacks := []attack{{
-		"F1", "a DENY padded past what the engine tries, then an ALLOW on GET",
-		[]attackStep{
+		finding: "F1", name: "a DENY padded past what the engine tries, then an ALLOW on GET",
+		steps: []attackStep{
 			tenantApplies("any", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"block-scanners"},
 "spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"DENY","rules":[{"when":`+padded("values")+`}]}}`),
 			tenantApplies("MG303", openGet),
 		},
 	}, {
-		"F1", "an ALLOW on GET padded itself",
-		[]attackStep{tenantApplies("MG303", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"open-get"},
+		finding: "F1", name: "an ALLOW on GET padded itself",
+		steps: []attackStep{tenantApplies("MG303", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"open-get"},
 "spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"to":[{"operation":{"methods":["GET"]}}],"when":`+padded("notValues")+`}]}}`)},
 	}, {
-		"F2", "a CREATE the API server refuses after admission (resourceVersion set), then the DELETE of the enforcing policy",
-		[]attackStep{
+		finding: "F2", name: "a CREATE the API server refuses after admission (resourceVersion set), then the DELETE of the enforcing policy",
+		steps: []attackStep{
 			{want: "any", args: []string{"create", "--raw", "/apis/security.istio.io/v1/namespaces/NS/authorizationpolicies", "-f", "-"}, stdin: phantom},
 			tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
 		},
 	}, {
-		"F2", "a CREATE over the namespace's quota, then the DELETE of the enforcing policy",
-		[]attackStep{
+		finding: "F2", name: "a CREATE over the namespace's quota, then the DELETE of the enforcing policy",
+		steps: []attackStep{
 			// At its limit: no quota controller runs here to count, so the admin writes the
 			// status the controller would.
 			{by: "admin", args: []string{"create", "quota", "policies", "--hard=count/authorizationpolicies.security.istio.io=1"}},
@@ -211,16 +229,16 @@ func TestTenantAttacks(t *testing.T) {
 			tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
 		},
 	}, {
-		"F4", "an ownerReference on the enforcing policy, then its DELETE by the garbage collector",
-		[]attackStep{
+		finding: "F4", name: "an ownerReference on the enforcing policy, then its DELETE by the garbage collector",
+		steps: []attackStep{
 			tenant("", "create", "configmap", "owner-anchor"),
 			tenant("", "patch", "authorizationpolicy", "require-jwt", "--type=merge", "-p",
 				`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"gone","uid":"00000000-0000-0000-0000-000000000001"}]}}`),
 			{by: "system:serviceaccount:kube-system:generic-garbage-collector", want: "MG303", args: []string{"delete", "authorizationpolicy", "require-jwt"}},
 		},
 	}, {
-		"F5", "a second enforcing policy held by a finalizer and deleted, then the first deleted",
-		[]attackStep{
+		finding: "F5", name: "a second enforcing policy held by a finalizer and deleted, then the first deleted",
+		steps: []attackStep{
 			tenantApplies("", second),
 			tenant("", "patch", "authorizationpolicy", "require-jwt-2", "--type=merge", "-p", `{"metadata":{"finalizers":["example.com/hold"]}}`),
 			tenant("", "delete", "authorizationpolicy", "require-jwt-2", "--wait=false"),
@@ -229,32 +247,41 @@ func TestTenantAttacks(t *testing.T) {
 			tenant("", "patch", "authorizationpolicy", "require-jwt-2", "--type=merge", "-p", `{"metadata":{"finalizers":null}}`),
 		},
 	}, {
-		"F6", "an ALLOW of principals cluster.local/*",
-		[]attackStep{tenantApplies("MG303", allowFrom("allow-mesh", `{"principals":["cluster.local/*"]}`))},
+		finding: "F6", name: "an ALLOW of principals cluster.local/*",
+		steps: []attackStep{tenantApplies("MG303", allowFrom("allow-mesh", `{"principals":["cluster.local/*"]}`))},
 	}, {
-		"F6", "an ALLOW of namespaces tenant-*",
-		[]attackStep{tenantApplies("MG303", allowFrom("allow-tenants", `{"namespaces":["tenant-*"]}`))},
+		finding: "F6", name: "an ALLOW of namespaces tenant-*",
+		steps: []attackStep{tenantApplies("MG303", allowFrom("allow-tenants", `{"namespaces":["tenant-*"]}`))},
 	}}
 	if _, stderr, err := kubectl(t, tenantRole, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
 	for _, optOut := range []string{`labels: {app: payments, sidecar.istio.io/inject: "False"}`, `labels: {app: payments}, annotations: {sidecar.istio.io/interceptionMode: NONE}`,
 		`labels: {app: payments}, annotations: {traffic.sidecar.istio.io/includeInboundPorts: ""}`} {
-		attacks = append(attacks, attack{"F14", "a Pod switching interception off: " + optOut, []attackStep{
+		attacks = append(attacks, attack{finding: "F14", name: "a Pod switching interception off: " + optOut, steps: []attackStep{
 			tenantApplies("MG504", "apiVersion: v1\nkind: Pod\nmetadata: {name: payments, "+optOut+"}\nspec: {containers: [{name: c, image: registry.example/payments:1}]}\n"),
 		}})
 	}
+	attacks = append(attacks, attack{finding: "F7", name: "an ambient Pod created out of the mesh", ambient: true, steps: []attackStep{
+		tenantApplies("MG813", "apiVersion: v1\nkind: Pod\nmetadata: {name: api, labels: {app: api, istio.io/dataplane-mode: none}}\nspec: {containers: [{name: c, image: registry.example/api:1}]}\n"),
+	}}, attack{finding: "F7", name: "an ambient Pod relabelled out of the mesh", ambient: true, steps: []attackStep{
+		tenantApplies("", "apiVersion: v1\nkind: Pod\nmetadata: {name: api, labels: {app: api}}\nspec: {containers: [{name: c, image: registry.example/api:1}]}\n"),
+		tenant("MG813", "label", "pod", "api", "istio.io/dataplane-mode=none"),
+	}})
 	for i, a := range attacks {
 		t.Run(a.finding+" "+a.name, func(t *testing.T) {
 			t.Parallel()
 			ns := fmt.Sprintf("tenant-%s-%d", strings.ToLower(a.finding), i)
-			tenantNamespace(t, ns)
+			tenantNamespace(t, ns, a.ambient)
 			for _, s := range a.steps {
 				s.args = append([]string(nil), s.args...)
 				for j := range s.args {
 					s.args[j] = strings.ReplaceAll(s.args[j], "NS", ns)
 				}
 				s.run(t, ns)
+			}
+			if a.ambient {
+				return
 			}
 			if verdict := coverageOf(t, ns); verdict != "protected" {
 				t.Errorf("coverage says Pod web is %s", verdict)
