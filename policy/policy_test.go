@@ -716,3 +716,26 @@ func TestLeavingAmbient(t *testing.T) {
 		t.Errorf("coverage of a Pod out of ambient mode: %s by %v", got.Verdict, got.EnforcedBy)
 	}
 }
+
+// TestTwoStepTeardown: where coverage is required, deleting the RequestAuthentication
+// (which locks callers out) and then the policy that demanded a token is refused at the
+// second step; elsewhere both steps pass, in that order.
+func TestTwoStepTeardown(t *testing.T) {
+	allow := newAP(t, "shop", "web-require-jwt", allowRP)
+	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	rail := guardrail("cov", v1alpha1.MeshGuardrailSpec{Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"covered": "yes"}}})
+	e := NewEngine()
+	for _, c := range []struct {
+		name string
+		live []metav1.Object
+		want bool
+	}{
+		{"coverage required", []metav1.Object{allow, web, rail}, true},
+		{"no guardrail", []metav1.Object{allow, web}, false},
+	} {
+		fs := e.Review(Review{Operation: Delete, Object: allow, State: snapshot(c.live...)})
+		if has(fs, "MG303") != c.want {
+			t.Errorf("%s: the policy's DELETE after the RequestAuthentication's: %v", c.name, rules(fs))
+		}
+	}
+}

@@ -72,7 +72,7 @@ func crossResourceRules() []Rule {
 		}),
 	}, {
 		ID: "MG303", Name: "removes-jwt-enforcement", Default: Deny, Kinds: append(ra, ap...), OnDelete: true,
-		Summary: "A change (CREATE, UPDATE or DELETE) of a RequestAuthentication or AuthorizationPolicy that leaves workloads, protected now, accepting token-less or unverified requests: a policy deleted or weakened, a rule or a second ALLOW policy that admits token-less requests on every path, a DENY narrowed, a dry run switched on.",
+		Summary: "A change (CREATE, UPDATE or DELETE) of a RequestAuthentication or AuthorizationPolicy that leaves workloads, protected now, accepting token-less or unverified requests: a policy deleted or weakened, a rule or a second ALLOW policy that admits token-less requests on every path, a DENY narrowed, a dry run switched on. Where a guardrail requires coverage, also a workload whose policies turn token-less requests away with no RequestAuthentication left (its RequestAuthentication deleted first).",
 		Why:     "A regression against the live state: what required a token now lets requests through without one.",
 		Check: func(c *Context) []Finding {
 			if c.Before == nil {
@@ -92,6 +92,10 @@ func crossResourceRules() []Rule {
 			default:
 				affected = scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root)
 			}
+			// Where coverage is required, a workload that turns token-less requests away
+			// must not let them in, even once no token can be validated: removing the
+			// RequestAuthentication, then the policy, would open it in two steps.
+			covered := c.Settings.Coverage != nil
 			var opened, undenied []*Workload
 			seen := map[*Workload]bool{}
 			for _, w := range affected {
@@ -101,7 +105,8 @@ func crossResourceRules() []Rule {
 				seen[w] = true
 				before, after := c.protection(c.Before, w), c.protection(c.State, w)
 				switch {
-				case before.requiresToken() && after.verifies() && !after.enforces():
+				case before.requiresToken() && after.verifies() && !after.enforces(),
+					covered && !before.verifies() && before.enforces() && !after.enforces():
 					opened = append(opened, w)
 				case before.verifies() && before.deniesOnClaims() && !after.verifies() && after.deniesOnClaims():
 					undenied = append(undenied, w)
