@@ -213,6 +213,11 @@ func TestMTLSMode(t *testing.T) {
 		{"namespace beats mesh", []metav1.Object{mesh, nsPerm}, "PERMISSIVE"},
 		{"oldest namespace-wide wins", []metav1.Object{mesh, nsUnset, nsPerm}, "STRICT"},
 		{"workload beats namespace", []metav1.Object{mesh, nsPerm, wlDisable}, "DISABLE"},
+		// A port of the workload's own policy lets plaintext in: mTLS is not STRICT for it.
+		{"a port DISABLE under STRICT", []metav1.Object{newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "DISABLE"},
+		{"a port PERMISSIVE, the mode the mesh's", []metav1.Object{mesh, newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"portLevelMtls":{"8080":{"mode":"PERMISSIVE"}}}`)}, "PERMISSIVE"},
+		{"a port STRICT under STRICT", []metav1.Object{newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"STRICT"}}}`)}, "STRICT"},
+		{"ports of a namespace-wide policy are not read", []metav1.Object{newPA(t, "shop", "ns", `{"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "STRICT"},
 	}
 	for _, c := range cases {
 		if got := mtlsMode(snapshot(c.pas...), DefaultRootNamespace, w).String(); got != c.want {
@@ -736,6 +741,40 @@ func TestTwoStepTeardown(t *testing.T) {
 		fs := e.Review(Review{Operation: Delete, Object: allow, State: snapshot(c.live...)})
 		if has(fs, "MG303") != c.want {
 			t.Errorf("%s: the policy's DELETE after the RequestAuthentication's: %v", c.name, rules(fs))
+		}
+	}
+}
+
+// TestPeerAuthenticationWeakened: a change of a PeerAuthentication after which mTLS is no
+// longer STRICT for workloads it was STRICT for is MG601, whatever its level (a DELETE, a
+// workload's own mode, one port); and MG307 where a DENY matched callers by identity.
+func TestPeerAuthenticationWeakened(t *testing.T) {
+	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	strict := newPA(t, "shop", "strict", `{"mtls":{"mode":"STRICT"}}`)
+	denyOthers := newAP(t, "shop", "deny-others", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"namespaces":["tenant-b"]}}]}]}`)
+	workloadPermissive := newPA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"PERMISSIVE"}}`)
+	portDisabled := newPA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)
+	workloadStrict := newPA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"}}`)
+	e := NewEngine()
+	for _, c := range []struct {
+		name     string
+		op       Operation
+		obj, old metav1.Object
+		live     []metav1.Object
+		want     []string // findings, as rule@field
+	}{
+		{"the namespace's STRICT deleted", Delete, strict, strict, []metav1.Object{strict, denyOthers, web}, []string{"MG307@metadata.name", "MG601@metadata.name"}},
+		{"a workload's own PERMISSIVE", Create, workloadPermissive, nil, []metav1.Object{strict, web}, []string{"MG601@spec.mtls.mode"}},
+		{"one port DISABLE", Update, portDisabled, workloadStrict, []metav1.Object{workloadStrict, denyOthers, web}, []string{"MG307@spec.portLevelMtls", "MG601@spec.portLevelMtls"}},
+		{"a STRICT one deleted under a STRICT namespace", Delete, workloadStrict, workloadStrict, []metav1.Object{strict, workloadStrict, denyOthers, web}, nil},
+	} {
+		var got []string
+		for _, f := range e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)}) {
+			got = append(got, f.Rule+"@"+f.Field)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 }

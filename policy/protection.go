@@ -182,19 +182,46 @@ func mtlsMode(st State, root string, w *Workload) mtls {
 	if w.Namespace != root {
 		levels = []level{{w.Namespace, true}, {w.Namespace, false}, {root, false}}
 	}
+	// The workload's own policy may set ports' modes (portLevelMtls, read there only),
+	// whatever level sets the mode of the rest.
+	var own *PeerAuthentication
 	for _, l := range levels {
 		for _, pa := range st.PeerAuthentications(l.namespace) {
 			sel := selectorLabels(pa.Spec.Selector)
 			if l.workload != (len(sel) > 0) || !Selects(sel, w.Labels) {
 				continue
 			}
+			if l.workload {
+				own = pa
+			}
 			if pa.Spec.Mtls != nil && pa.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-				return pa.Spec.Mtls.Mode
+				return weakestPort(own, pa.Spec.Mtls.Mode)
 			}
 			break
 		}
 	}
-	return securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE
+	return weakestPort(own, securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE)
+}
+
+// weakestPort is mode, or the weakest mode the workload's own PeerAuthentication (nil for
+// none) sets for one of its ports: plaintext callers reach the workload on that port.
+func weakestPort(pa *PeerAuthentication, mode mtls) mtls {
+	if pa == nil {
+		return mode
+	}
+	for _, port := range pa.Spec.PortLevelMtls {
+		if m := port.GetMode(); m != securityv1beta1.PeerAuthentication_MutualTLS_UNSET && weaker(m, mode) {
+			mode = m
+		}
+	}
+	return mode
+}
+
+// weaker tells whether mTLS mode a admits plaintext callers where b does not, or more of
+// them: DISABLE, then PERMISSIVE, then STRICT.
+func weaker(a, b mtls) bool {
+	rank := map[mtls]int{securityv1beta1.PeerAuthentication_MutualTLS_DISABLE: 0, securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE: 1, securityv1beta1.PeerAuthentication_MutualTLS_STRICT: 2}
+	return rank[a] < rank[b]
 }
 
 // describe names workloads for messages: a few by name, or what a virtual one stands for,

@@ -81,28 +81,12 @@ func crossResourceRules() []Rule {
 			if _, isAP := c.Object.(*AuthorizationPolicy); c.OldObject == nil && !isAP {
 				return nil // a new RequestAuthentication opens nothing
 			}
-			// The workloads the policy applied to and applies to: those it was written for
-			// when none is known yet.
-			var affected []*Workload
-			switch {
-			case c.OldObject == nil:
-				affected = scopeOf(c.Object).workloads(c.Before, c.Settings.Root)
-			case c.Operation == Update:
-				affected = append(scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root), scopeOf(c.Object).selected(c.State, c.Settings.Root)...)
-			default:
-				affected = scopeOf(c.OldObject).workloads(c.Before, c.Settings.Root)
-			}
 			// Where coverage is required, a workload that turns token-less requests away
 			// must not let them in, even once no token can be validated: removing the
 			// RequestAuthentication, then the policy, would open it in two steps.
 			covered := c.Settings.Coverage != nil
 			var opened, undenied []*Workload
-			seen := map[*Workload]bool{}
-			for _, w := range affected {
-				if seen[w] {
-					continue
-				}
-				seen[w] = true
+			for _, w := range c.changedWorkloads() {
 				before, after := c.protection(c.Before, w), c.protection(c.State, w)
 				switch {
 				case before.requiresToken() && after.verifies() && !after.enforces(),
@@ -245,37 +229,18 @@ func crossResourceRules() []Rule {
 			return nil
 		}),
 	}, {
-		ID: "MG307", Name: "mtls-fields-permissive", Default: Deny, Kinds: ap,
-		Summary: "An AuthorizationPolicy matching `principals`, `namespaces` or `serviceAccounts` where the PeerAuthentication in force is PERMISSIVE or DISABLE (no PeerAuthentication means PERMISSIVE). Deny for a positive DENY or a negative ALLOW, warn for a positive ALLOW. Not for policies attached to waypoints, which receive only mTLS.",
+		ID: "MG307", Name: "mtls-fields-permissive", Default: Deny, Kinds: []string{KindAuthorizationPolicy, KindPeerAuthentication}, OnDelete: true,
+		Summary: "An AuthorizationPolicy matching `principals`, `namespaces` or `serviceAccounts` where the PeerAuthentication in force is PERMISSIVE or DISABLE (no PeerAuthentication means PERMISSIVE). Deny for a positive DENY or a negative ALLOW, warn for a positive ALLOW. Not for policies attached to waypoints, which receive only mTLS. Also a PeerAuthentication change (a DELETE too) after which mTLS is no longer STRICT for workloads where a DENY or negative ALLOW matches callers that way.",
 		Why:     "A plaintext caller carries no identity: it escapes a positive DENY and satisfies a negative ALLOW; a positive ALLOW locks it out.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
-			// A positive DENY and a negative ALLOW let plaintext callers in; a positive
-			// ALLOW locks them out.
-			opens, closes := mtlsMatcher.positive(r, at), []match(nil)
-			if isAllow(p) {
-				// A negative match lets a plaintext caller in only if nothing ANDed with
-				// it demands an identity (principals beside notPrincipals does).
-				opens, closes = admittingOnly(r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
+		Check: func(c *Context) []Finding {
+			if p, ok := c.Object.(*PeerAuthentication); ok {
+				return identityPoliciesOpened(c, p)
 			}
-			// A waypoint receives only mTLS, from ztunnel: its callers always carry an identity.
-			if len(opens)+len(closes) == 0 || scopeOf(p).waypointOnly() {
+			if c.Operation == Delete {
 				return nil
 			}
-			plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
-				return mtlsMode(c.State, c.Settings.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
-			})
-			if len(plain) == 0 {
-				return nil
-			}
-			fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
-			return append(perMatch(opens, func(m match) Finding {
-				return finding(m.field(),
-					fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", c.describe(plain), quoteList(m.values)), fix)
-			}), perMatch(closes, func(m match) Finding {
-				return finding(m.field(),
-					fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", c.describe(plain)), fix).as(Warn)
-			})...)
-		}),
+			return identityMatchesPlaintext(c)
+		},
 	}, {
 		ID: "MG308", Name: "http-fields-on-tcp", Default: Warn, Kinds: ap,
 		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`).",
@@ -465,3 +430,65 @@ func portProtocol(p corev1.ServicePort) string {
 
 // tcpProtocols are protocols Istio proxies as opaque TCP, where HTTP attributes are absent.
 var tcpProtocols = map[string]bool{"tcp": true, "tls": true, "https": true, "mongo": true, "mysql": true, "redis": true}
+
+// identityMatchesPlaintext is MG307 for an AuthorizationPolicy: its rules that match callers
+// by identity, on workloads plaintext callers reach.
+func identityMatchesPlaintext(c *Context) []Finding {
+	return eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		// A positive DENY and a negative ALLOW let plaintext callers in; a positive
+		// ALLOW locks them out.
+		opens, closes := mtlsMatcher.positive(r, at), []match(nil)
+		if isAllow(p) {
+			// A negative match lets a plaintext caller in only if nothing ANDed with
+			// it demands an identity (principals beside notPrincipals does).
+			opens, closes = admittingOnly(r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
+		}
+		// A waypoint receives only mTLS, from ztunnel: its callers always carry an identity.
+		if len(opens)+len(closes) == 0 || scopeOf(p).waypointOnly() {
+			return nil
+		}
+		plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
+			return mtlsMode(c.State, c.Settings.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+		})
+		if len(plain) == 0 {
+			return nil
+		}
+		fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
+		return append(perMatch(opens, func(m match) Finding {
+			return finding(m.field(),
+				fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", c.describe(plain), quoteList(m.values)), fix)
+		}), perMatch(closes, func(m match) Finding {
+			return finding(m.field(),
+				fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", c.describe(plain)), fix).as(Warn)
+		})...)
+	})(c)
+}
+
+// identityPoliciesOpened is MG307 for a PeerAuthentication change: the AuthorizationPolicies
+// that plaintext callers get past once mTLS is no longer STRICT for their workloads.
+func identityPoliciesOpened(c *Context, p *PeerAuthentication) []Finding {
+	weakened := c.lostStrictMTLS()
+	var opened []string
+	for _, w := range weakened {
+		for _, ap := range forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies) {
+			if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) || scopeOf(ap).waypointOnly() || slices.Contains(opened, ref(ap)) {
+				continue
+			}
+			if slices.ContainsFunc(ap.Spec.Rules, func(r *apRule) bool {
+				if isDeny(ap) {
+					return len(mtlsMatcher.positive(r, "")) > 0
+				}
+				return len(admittingOnly(r, mtlsMatcher.negative(r, ""), matchesPlaintext)) > 0
+			}) {
+				opened = append(opened, ref(ap))
+			}
+		}
+	}
+	if len(opened) == 0 {
+		return nil
+	}
+	slices.Sort(opened)
+	return []Finding{finding(mtlsField(c, p),
+		fmt.Sprintf("this %s leaves mTLS no longer STRICT for %s, where %s match callers by identity: a plaintext caller has none, and gets past them", strings.ToLower(string(c.Operation)), c.describe(weakened), strings.Join(opened, ", ")),
+		"keep mTLS STRICT for these workloads, or match these callers another way (ipBlocks)")}
+}

@@ -2,9 +2,23 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 )
+
+// mtlsField is where a PeerAuthentication change weakens mTLS: its name for a DELETE, its
+// ports where they are weaker than its mode, else its mode.
+func mtlsField(c *Context, p *PeerAuthentication) string {
+	switch {
+	case c.Operation == Delete:
+		return "metadata.name"
+	case p.Spec.Mtls != nil && p.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET && weakestPort(p, p.Spec.Mtls.Mode) != p.Spec.Mtls.Mode,
+		(p.Spec.Mtls == nil || p.Spec.Mtls.Mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET) && len(p.Spec.PortLevelMtls) > 0:
+		return "spec.portLevelMtls"
+	}
+	return "spec.mtls.mode"
+}
 
 // wideScope tells whether a PeerAuthentication is namespace-wide (mesh-wide in the root
 // namespace): no selector, or an empty one.
@@ -13,11 +27,16 @@ func wideScope(pa *PeerAuthentication) bool { return len(selectorLabels(pa.Spec.
 func peerAuthenticationRules() []Rule {
 	pa := []string{KindPeerAuthentication}
 	return []Rule{{
-		ID: "MG601", Name: "pa-not-strict", Default: Warn, Kinds: pa,
-		Summary: "A mesh- or namespace-wide PeerAuthentication in PERMISSIVE or DISABLE mode.",
+		ID: "MG601", Name: "pa-not-strict", Default: Warn, Kinds: pa, OnDelete: true,
+		Summary: "A mesh- or namespace-wide PeerAuthentication in PERMISSIVE or DISABLE mode; or a change of any PeerAuthentication (its DELETE, a workload-level mode, a port's `portLevelMtls`) after which mTLS is no longer STRICT for workloads it was STRICT for.",
 		Why:     "Plaintext callers are accepted and carry no identity: policies on principals or namespaces cannot tell them apart.",
 		Check: judge(func(c *Context, p *PeerAuthentication) []Finding {
-			if !wideScope(p) {
+			if weakened := c.lostStrictMTLS(); len(weakened) > 0 {
+				return []Finding{finding(mtlsField(c, p),
+					fmt.Sprintf("this %s leaves mTLS no longer STRICT for %s: plaintext callers reach them, and carry no identity for authorization policies", strings.ToLower(string(c.Operation)), c.describe(weakened)),
+					"keep mTLS STRICT for these workloads: on every port, at their own level, their namespace's or the mesh's")}
+			}
+			if c.Operation == Delete || !wideScope(p) {
 				return nil
 			}
 			mode := securityv1beta1.PeerAuthentication_MutualTLS_UNSET

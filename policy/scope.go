@@ -3,6 +3,7 @@ package policy
 import (
 	typev1beta1 "istio.io/api/type/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"slices"
 )
 
 // gatewayNameLabel is the label Istio puts on the Pods of a Gateway API gateway.
@@ -147,4 +148,36 @@ func forWorkload[T metav1.Object](w *Workload, root string, list func(string) []
 		pick(w.Namespace)
 	}
 	return out
+}
+
+// changedWorkloads are the workloads the object of a change applied to and applies to,
+// once each: those it was written for when none is known yet.
+func (c *Context) changedWorkloads() []*Workload {
+	root := c.Settings.Root
+	var affected []*Workload
+	switch {
+	case c.OldObject == nil:
+		affected = scopeOf(c.Object).workloads(c.Before, root)
+	case c.Operation == Update:
+		affected = append(scopeOf(c.OldObject).workloads(c.Before, root), scopeOf(c.Object).selected(c.State, root)...)
+	default:
+		affected = scopeOf(c.OldObject).workloads(c.Before, root)
+	}
+	seen := make(map[*Workload]bool, len(affected))
+	return slices.DeleteFunc(affected, func(w *Workload) bool {
+		dup := seen[w]
+		seen[w] = true
+		return dup
+	})
+}
+
+// lostStrictMTLS returns the workloads of a change for which mTLS was STRICT before it and
+// is not after: plaintext callers, which carry no identity, reach them from then on.
+func (c *Context) lostStrictMTLS() []*Workload {
+	if c.Before == nil {
+		return nil
+	}
+	return lacking(c.changedWorkloads(), func(w *Workload) bool {
+		return mtlsStrict(c.Before, c.Settings.Root, w) && !mtlsStrict(c.State, c.Settings.Root, w)
+	})
 }

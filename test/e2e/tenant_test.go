@@ -263,6 +263,21 @@ func TestTenantAttacks(t *testing.T) {
 		tenant("", "delete", "requestauthentication", "web-jwt"),
 		tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
 	}})
+	denyTenantB := tenantApplies("", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"deny-tenant-b"},
+"spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"DENY","rules":[{"from":[{"source":{"namespaces":["tenant-b"]}}]}]}}`)
+	workloadPA := func(spec string) string {
+		return `{"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication","metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"app":"web"}},` + spec + `}}`
+	}
+	attacks = append(attacks,
+		attack{finding: "F13", name: "the namespace's STRICT PeerAuthentication deleted under a DENY on namespaces", steps: []attackStep{
+			denyTenantB, tenant("MG307", "delete", "peerauthentication", "strict"),
+		}},
+		attack{finding: "F13", name: "a workload-level PERMISSIVE PeerAuthentication", steps: []attackStep{
+			tenantApplies("MG601", workloadPA(`"mtls":{"mode":"PERMISSIVE"}`)),
+		}},
+		attack{finding: "F13", name: "a port DISABLE under a workload-level STRICT", steps: []attackStep{
+			denyTenantB, tenantApplies("MG601", workloadPA(`"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}`)),
+		}})
 	for _, optOut := range []string{`labels: {app: payments, sidecar.istio.io/inject: "False"}`, `labels: {app: payments}, annotations: {sidecar.istio.io/interceptionMode: NONE}`,
 		`labels: {app: payments}, annotations: {traffic.sidecar.istio.io/includeInboundPorts: ""}`} {
 		attacks = append(attacks, attack{finding: "F14", name: "a Pod switching interception off: " + optOut, steps: []attackStep{
