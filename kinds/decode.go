@@ -192,19 +192,43 @@ func guardrail(b []byte) (metav1.Object, error) {
 	return o, jsonError(json.Unmarshal(b, o, strictOptions))
 }
 
+// podSpec is what the engine reads of a Pod's spec.
+type podSpec struct {
+	HostNetwork bool `json:"hostNetwork"`
+	Containers  []struct {
+		Name  string `json:"name"`
+		Image string `json:"image"`
+	} `json:"containers"`
+}
+
+// proxyContainer tells whether the spec runs Istio's proxy container.
+func (s podSpec) proxyContainer() policy.ProxyContainer {
+	for _, c := range s.Containers {
+		if policy.IsProxyContainer(c.Name, c.Image) {
+			return policy.ProxyPresent
+		}
+	}
+	return policy.ProxyAbsent
+}
+
 // pod reads a Pod as the workload policies select. Of its spec the engine reads
-// hostNetwork only, and only Pods on the host's network carry it (the API server omits
-// false): a spec without it is skipped.
+// hostNetwork, which only Pods on the host's network carry (the API server omits false),
+// and whether a container is Istio's proxy: a spec that names neither is skipped.
 func pod(b []byte) (metav1.Object, error) {
 	var meta objectMeta
-	var spec struct {
-		HostNetwork bool `json:"hostNetwork"`
-	}
+	var spec podSpec
+	proxy := policy.ProxyAbsent
 	err := readMetadataAndSpec(b, &meta,
-		func(dec *jsontext.Decoder) error { return jsonError(json.UnmarshalDecode(dec, &spec)) },
-		func(rest []byte) bool { return bytes.Contains(rest, []byte(`"hostNetwork"`)) })
+		func(dec *jsontext.Decoder) error {
+			err := jsonError(json.UnmarshalDecode(dec, &spec))
+			proxy = spec.proxyContainer()
+			return err
+		},
+		func(rest []byte) bool {
+			return bytes.Contains(rest, []byte(`"hostNetwork"`)) || bytes.Contains(rest, []byte(`"`+policy.ProxyContainerName+`"`))
+		})
 	kept := meta.objectMeta()
-	return &policy.Workload{ObjectMeta: &kept, Kind: policy.KindPod, HostNetwork: spec.HostNetwork}, err
+	return &policy.Workload{ObjectMeta: &kept, Kind: policy.KindPod, HostNetwork: spec.HostNetwork, ProxyContainer: proxy}, err
 }
 
 // kube decodes an object of a Kubernetes API type.
@@ -219,9 +243,7 @@ func kube[T any, PT interface {
 // template is what meshguard reads of a pod template.
 type template struct {
 	Metadata objectMeta `json:"metadata"`
-	Spec     struct {
-		HostNetwork bool `json:"hostNetwork"`
-	} `json:"spec"`
+	Spec     podSpec    `json:"spec"`
 }
 
 // controllerManifest covers every controller with a pod template.
@@ -251,7 +273,7 @@ func podTemplate(kind string) func([]byte) (metav1.Object, error) {
 		if tpl == nil {
 			return nil, fmt.Errorf("%q has no pod template", m.Metadata.Name)
 		}
-		return &policy.Workload{Kind: kind, HostNetwork: tpl.Spec.HostNetwork, ObjectMeta: &metav1.ObjectMeta{
+		return &policy.Workload{Kind: kind, HostNetwork: tpl.Spec.HostNetwork, ProxyContainer: tpl.Spec.proxyContainer(), ObjectMeta: &metav1.ObjectMeta{
 			Name: m.Metadata.Name, Namespace: m.Metadata.Namespace, Labels: tpl.Metadata.Labels, Annotations: tpl.Metadata.Annotations,
 		}}, nil
 	}

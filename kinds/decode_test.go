@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,7 +105,11 @@ func referenceDecode(t *testing.T, group, kind string, raw []byte) (metav1.Objec
 			return nil, false
 		}
 		kept := keptMeta(pod.ObjectMeta)
-		return &policy.Workload{ObjectMeta: &kept, Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork}, true
+		proxy := policy.ProxyAbsent
+		if slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return policy.IsProxyContainer(c.Name, c.Image) }) {
+			proxy = policy.ProxyPresent
+		}
+		return &policy.Workload{ObjectMeta: &kept, Kind: policy.KindPod, HostNetwork: pod.Spec.HostNetwork, ProxyContainer: proxy}, true
 	default:
 		return nil, false
 	}

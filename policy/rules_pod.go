@@ -30,9 +30,14 @@ func injectionRefused(value string) bool {
 // an ingress or egress gateway of the classic charts (istio: ingressgateway) or of AKS's
 // add-on (istio: aks-istio-ingressgateway-external), a Gateway
 // API gateway or a waypoint (gateway.istio.io/managed, gateway.networking.k8s.io/
-// gateway-name). A proxy enforces the policies attached to it, runs no sidecar
-// (sidecar.istio.io/inject: "false" is normal there), and is no workload to cover.
+// gateway-name), running Istio's proxy container where its spec is known (IsProxyContainer):
+// an application labelled like a gateway is none. A proxy enforces the policies attached
+// to it, runs no sidecar (sidecar.istio.io/inject: "false" is normal there), and is no
+// workload to cover.
 func isProxy(w *Workload) bool {
+	if w.ProxyContainer == ProxyAbsent {
+		return false
+	}
 	_, managed := w.Labels["gateway.istio.io/managed"]
 	_, gatewayAPI := w.Labels["gateway.networking.k8s.io/gateway-name"]
 	// The AKS add-on's gateways are istio: aks-istio-ingressgateway-external (or -internal).

@@ -81,10 +81,41 @@ type Workload struct {
 	// Virtual marks a stand-in for the workloads a selector was written for, used when no
 	// real workload matches it (a bundle of policies only, or policies applied first).
 	Virtual bool
+	// ProxyContainer tells, where the spec was read (admission, manifests), whether the
+	// workload runs Istio's proxy container: labels alone make no gateway.
+	ProxyContainer ProxyContainer
 	// kept is what reviews worked out of the workload that only its labels and its
 	// namespace's policies and labels decide (keptFacts), for the reviews after them: a
 	// mesh-wide policy's review then does not read again the labels of 100,000 Pods.
 	kept atomic.Pointer[keptFacts]
+}
+
+// ProxyContainer is whether a workload runs Istio's proxy container, ProxyContainerName.
+type ProxyContainer uint8
+
+const (
+	// ProxyUnknown: the workload was read as metadata (the cache's Pods).
+	ProxyUnknown ProxyContainer = iota
+	ProxyPresent
+	ProxyAbsent
+)
+
+// ProxyContainerName is the container of Istio's proxy in the gateway and waypoint
+// Deployments istiod and Istio's charts make.
+const ProxyContainerName = "istio-proxy"
+
+// IsProxyContainer tells whether a container is Istio's proxy: named so, of Istio's proxy
+// image (proxyv2, from any registry, any tag or flavour), or of image "auto", which Istio's
+// injector replaces with it (the charts' gateways).
+func IsProxyContainer(name, image string) bool {
+	if name != ProxyContainerName {
+		return false
+	}
+	repository, _, _ := strings.Cut(image, "@")
+	if i := strings.LastIndex(repository, ":"); i > strings.LastIndex(repository, "/") {
+		repository = repository[:i]
+	}
+	return image == "auto" || repository == "proxyv2" || strings.HasSuffix(repository, "/proxyv2")
 }
 
 // Finding is one thing a rule found.

@@ -100,6 +100,8 @@ type attackStep struct {
 	by, want string
 	args     []string
 	stdin    string
+	// stdout, where set, is what the command must print.
+	stdout string
 }
 
 func tenant(want string, args ...string) attackStep { return attackStep{want: want, args: args} }
@@ -126,6 +128,8 @@ func (s attackStep) run(t *testing.T, ns string) {
 		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	case s.want != "" && (err == nil || !strings.Contains(stderr, s.want)):
 		t.Fatalf("kubectl %s: want refused with %q, got err=%v\n%s%s", strings.Join(args, " "), s.want, err, stdout, stderr)
+	case s.stdout != "" && stdout != strings.ReplaceAll(s.stdout, "NS", ns):
+		t.Fatalf("kubectl %s: printed %q, want %q", strings.Join(args, " "), stdout, s.stdout)
 	}
 }
 
@@ -259,6 +263,13 @@ func TestTenantAttacks(t *testing.T) {
 	if _, stderr, err := kubectl(t, tenantRole, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
+	sneaky := "apiVersion: v1\nkind: Pod\nmetadata: {name: sneaky, labels: {app: payments, istio: payments-gateway%s}}\nspec: {containers: [{name: c, image: registry.example/payments:1}]}\n"
+	attacks = append(attacks, attack{finding: "F9", name: "a Pod labelled like a gateway, injection off", steps: []attackStep{
+		tenantApplies("MG504", fmt.Sprintf(sneaky, `, sidecar.istio.io/inject: "false"`)),
+	}}, attack{finding: "F9", name: "a Pod labelled like a gateway gets the coverage label", steps: []attackStep{
+		tenantApplies("", fmt.Sprintf(sneaky, "")),
+		{args: []string{"get", "pod", "sneaky", "-o", "jsonpath={.metadata.labels.enablesecurity}"}, stdout: "NS"},
+	}})
 	attacks = append(attacks, attack{finding: "F12", name: "the RequestAuthentication deleted, then the policy that demanded a token", leaves: "locked", steps: []attackStep{
 		tenant("", "delete", "requestauthentication", "web-jwt"),
 		tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
