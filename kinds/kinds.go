@@ -93,11 +93,11 @@ var (
 	allOperations   = []admissionv1.Operation{admissionv1.Create, admissionv1.Update, admissionv1.Delete}
 	createAndUpdate = []admissionv1.Operation{admissionv1.Create, admissionv1.Update}
 	createOnly      = []admissionv1.Operation{admissionv1.Create}
-	// Services, ServiceEntries and Namespaces are reviewed when they change a waypoint
-	// binding, Gateways when they go (MG812): the webhook configurations'
-	// matchConditions say when.
+	// Services and ServiceEntries are reviewed when created or when they change a
+	// waypoint binding, Namespaces when they change one, Gateways when they change what
+	// they serve or go (MG812): the webhook configurations' matchConditions say when.
 	updateOnly       = []admissionv1.Operation{admissionv1.Update}
-	deleteOnly       = []admissionv1.Operation{admissionv1.Delete}
+	updateAndDelete  = []admissionv1.Operation{admissionv1.Update, admissionv1.Delete}
 	istioVersions    = []string{"v1", "v1beta1"}
 	securityIstioIO  = securityv1.SchemeGroupVersion.Group
 	workloadVersions = []string{"v1"}
@@ -122,7 +122,7 @@ var table = []Kind{
 	}),
 	{
 		GroupKind: networkingv1.SchemeGroupVersion.WithKind(policy.KindServiceEntry).GroupKind(), Versions: []string{"v1", "v1beta1", "v1alpha3"},
-		Resource: "serviceentries", Optional: true, Role: Service, Cache: Whole, Validate: updateOnly,
+		Resource: "serviceentries", Optional: true, Role: Service, Cache: Whole, Validate: createAndUpdate,
 		typed: istioManifest,
 		decode: istio(func() (metav1.Object, *metav1.ObjectMeta, any) {
 			o := &networkingv1.ServiceEntry{}
@@ -142,7 +142,7 @@ var table = []Kind{
 	},
 	{
 		GroupKind: schema.GroupKind{Kind: policy.KindService}, Versions: workloadVersions,
-		Resource: "services", Role: Service, Cache: Whole, Validate: updateOnly,
+		Resource: "services", Role: Service, Cache: Whole, Validate: createAndUpdate,
 		typed: func() any { return &corev1.Service{} }, decode: kube[corev1.Service],
 	},
 	{
@@ -152,7 +152,7 @@ var table = []Kind{
 	},
 	{
 		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: policy.KindGateway}, Versions: []string{"v1", "v1beta1"},
-		Resource: "gateways", Optional: true, Role: Proxy, Cache: Whole, Validate: deleteOnly,
+		Resource: "gateways", Optional: true, Role: Proxy, Cache: Whole, Validate: updateAndDelete,
 		typed: func() any { return &gatewayv1.Gateway{} }, decode: kube[gatewayv1.Gateway],
 	},
 	{

@@ -778,3 +778,43 @@ func TestPeerAuthenticationWeakened(t *testing.T) {
 		}
 	}
 }
+
+// TestWaypointUnboundOtherwise: the other ways to leave a Service's JWT policies enforced
+// nowhere are MG812 too: its waypoint made to serve workloads only, or made of another
+// class; the Service deleted and created again without its binding.
+func TestWaypointUnboundOtherwise(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
+	waypoint := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop", Labels: map[string]string{waypointForLabel: "service"}}}
+	waypoint.Spec.GatewayClassName = waypointClass
+	forWorkloads := waypoint.DeepCopy()
+	forWorkloads.Labels = map[string]string{waypointForLabel: "workload"}
+	otherClass := waypoint.DeepCopy()
+	otherClass.Spec.GatewayClassName = "other"
+	bound := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Labels: map[string]string{useWaypointLabel: "waypoint"}}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+	unlabelled := bound.DeepCopy()
+	unlabelled.Labels = nil
+	ra := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`)
+	e := NewEngine()
+	for _, c := range []struct {
+		name     string
+		op       Operation
+		obj, old metav1.Object
+		live     []metav1.Object
+		want     string // the field of MG812, or ""
+	}{
+		{"the waypoint made to serve workloads only", Update, forWorkloads, waypoint, []metav1.Object{ns, waypoint, bound, ra}, "metadata.labels[istio.io/waypoint-for]"},
+		{"the waypoint of another class", Update, otherClass, waypoint, []metav1.Object{ns, waypoint, bound, ra}, "spec.gatewayClassName"},
+		{"the Service created again without its binding", Create, unlabelled, nil, []metav1.Object{ns, waypoint, ra}, "metadata.labels[istio.io/use-waypoint]"},
+		{"the Service created again bound", Create, bound, nil, []metav1.Object{ns, waypoint, ra}, ""},
+	} {
+		got := ""
+		for _, f := range e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)}) {
+			if f.Rule == "MG812" {
+				got = f.Field
+			}
+		}
+		if got != c.want {
+			t.Errorf("%s: MG812 at %q, want %q", c.name, got, c.want)
+		}
+	}
+}

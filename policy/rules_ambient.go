@@ -281,11 +281,14 @@ func ambientRules() []Rule {
 		},
 	}, {
 		ID: "MG812", Name: "waypoint-binding-removed", Default: Deny, Kinds: []string{KindService, KindServiceEntry, KindNamespace, KindGateway}, OnDelete: true,
-		Summary: "An UPDATE of a Service, ServiceEntry or Namespace, or the DELETE of a Gateway, that unbinds Services from the waypoint that enforces their JWT policies (`istio.io/use-waypoint` removed or `none`, the Gateway deleted).",
+		Summary: "An UPDATE of a Service, ServiceEntry or Namespace, or an UPDATE or DELETE of a Gateway, that unbinds Services from the waypoint that enforces their JWT policies (`istio.io/use-waypoint` removed or `none`, the Gateway's class or `istio.io/waypoint-for` changed, the Gateway deleted); or a Service or ServiceEntry of an ambient namespace created, with JWT policies attached to its name, and no waypoint (deleted and created again without its binding).",
 		Why:     "A regression against the live state, as MG303: the policies attached to those Services are enforced nowhere from then on.",
 		Check: func(c *Context) []Finding {
-			if c.Before == nil || c.OldObject == nil {
+			if c.Before == nil {
 				return nil
+			}
+			if c.OldObject == nil {
+				return createdUnbound(c)
 			}
 			namespaces := []string{c.Object.GetNamespace()}
 			switch o := c.Object.(type) {
@@ -314,6 +317,17 @@ func ambientRules() []Rule {
 				return nil
 			}
 			field := "metadata.labels[" + useWaypointLabel + "]"
+			if gw, ok := c.Object.(*Gateway); ok && c.Operation == Update {
+				old := c.OldObject.(*Gateway)
+				switch {
+				case gw.Spec.GatewayClassName != old.Spec.GatewayClassName:
+					field = "spec.gatewayClassName"
+				case gw.Labels[waypointForLabel] != old.Labels[waypointForLabel]:
+					field = "metadata.labels[" + waypointForLabel + "]"
+				default:
+					field = "spec.listeners"
+				}
+			}
 			if c.Operation == Delete {
 				field = "metadata.name"
 			}
@@ -382,6 +396,30 @@ func ambientRules() []Rule {
 			return out
 		}),
 	}}
+}
+
+// createdUnbound is MG812 for a Service or ServiceEntry created in an ambient namespace:
+// the JWT policies attached to its name are enforced nowhere if no waypoint serves it.
+func createdUnbound(c *Context) []Finding {
+	var t waypointTarget
+	switch o := c.Object.(type) {
+	case *corev1.Service:
+		t = serviceTarget(o)
+	case *ServiceEntry:
+		t = entryTarget(o)
+	default:
+		return nil
+	}
+	if c.State.Settings(t.namespace).NamespaceLabels[DataplaneModeLabel] != "ambient" || !hasJWTPolicyOn(c.State, t) {
+		return nil
+	}
+	gw, why := serviceWaypoint(c.State, t)
+	if gw != nil || why == "" {
+		return nil
+	}
+	return []Finding{finding("metadata.labels["+useWaypointLabel+"]",
+		fmt.Sprintf("JWT policies are attached to %s %s/%s, and no waypoint enforces them: %s", t.kind, t.namespace, t.name, why),
+		"bind it to the waypoint that enforces them ("+useWaypointLabel+": <waypoint>)")}
 }
 
 // hasJWTPolicyOn tells whether a JWT policy is attached by targetRefs to a Service or

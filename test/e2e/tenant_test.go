@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,9 @@ type attackStep struct {
 	stdin    string
 	// stdout, where set, is what the command must print.
 	stdout string
+	// eventually: the step is retried until it gives what it must (meshguard's cache
+	// catching up with the steps before).
+	eventually bool
 }
 
 func tenant(want string, args ...string) attackStep { return attackStep{want: want, args: args} }
@@ -113,6 +117,16 @@ func tenantApplies(want, manifest string) attackStep {
 // run runs the step in namespace ns.
 func (s attackStep) run(t *testing.T, ns string) {
 	t.Helper()
+	if err := s.try(t, ns); err != nil {
+		if !s.eventually {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return s.try(t, ns) == nil })
+	}
+}
+
+// try runs the step once, and tells how it did not give what it must.
+func (s attackStep) try(t *testing.T, ns string) error {
 	args := append([]string{"-n", ns}, s.args...)
 	switch s.by {
 	case "":
@@ -125,12 +139,13 @@ func (s attackStep) run(t *testing.T, ns string) {
 	switch {
 	case s.want == "any":
 	case s.want == "" && err != nil:
-		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr)
+		return fmt.Errorf("kubectl %s: %v\n%s", strings.Join(args, " "), err, stderr)
 	case s.want != "" && (err == nil || !strings.Contains(stderr, s.want)):
-		t.Fatalf("kubectl %s: want refused with %q, got err=%v\n%s%s", strings.Join(args, " "), s.want, err, stdout, stderr)
+		return fmt.Errorf("kubectl %s: want refused with %q, got err=%v\n%s%s", strings.Join(args, " "), s.want, err, stdout, stderr)
 	case s.stdout != "" && stdout != strings.ReplaceAll(s.stdout, "NS", ns):
-		t.Fatalf("kubectl %s: printed %q, want %q", strings.Join(args, " "), stdout, s.stdout)
+		return fmt.Errorf("kubectl %s: printed %q, want %q", strings.Join(args, " "), stdout, s.stdout)
 	}
+	return nil
 }
 
 // tenantNamespace makes namespace ns governed by the tenant-audit guardrail (tenantRole
@@ -202,6 +217,47 @@ func allowFrom(name, source string) string {
 const openGet = `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"open-get"},
 "spec":{"selector":{"matchLabels":{"enablesecurity":"NS"}},"action":"ALLOW","rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}}`
 
+// ambientApp is a tenant's Service of an ambient namespace whose tokens its waypoint
+// checks, and where ztunnel admits only the waypoint.
+const ambientApp = `apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, labels: {istio.io/waypoint-for: service}}
+spec: {gatewayClassName: istio-waypoint, listeners: [{name: mesh, port: 15008, protocol: HBONE}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, labels: {istio.io/use-waypoint: waypoint}}
+spec: {selector: {app: api}, ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-waypoint}
+spec:
+  selector: {matchLabels: {app: api}}
+  action: ALLOW
+  rules: [{from: [{source: {principals: ["cluster.local/ns/NS/sa/waypoint"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: api-require-jwt}
+spec:
+  targetRefs: [{kind: Service, group: "", name: api}]
+  action: ALLOW
+  rules: [{from: [{source: {requestPrincipals: ["https://idp.example.com/*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: api-jwt}
+spec:
+  targetRefs: [{kind: Service, group: "", name: api}]
+  jwtRules: [{issuer: https://idp.example.com, jwksUri: https://idp.example.com/keys, audiences: [api]}]
+`
+
 func TestTenantAttacks(t *testing.T) {
 	phantom := `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy",
 "metadata":{"name":"phantom","namespace":"NS","resourceVersion":"1"},
@@ -270,6 +326,21 @@ func TestTenantAttacks(t *testing.T) {
 		tenantApplies("", fmt.Sprintf(sneaky, "")),
 		{args: []string{"get", "pod", "sneaky", "-o", "jsonpath={.metadata.labels.enablesecurity}"}, stdout: "NS"},
 	}})
+	// An ambient Service whose JWT policies its waypoint enforces; the control, its
+	// binding removed, is MG812 once meshguard's cache shows it all.
+	waypointed := []attackStep{
+		{by: "admin", args: []string{"apply", "-f", "-"}, stdin: "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: istio-waypoint}\nspec: {controllerName: istio.io/mesh-controller}\n"},
+		tenantApplies("", ambientApp),
+		{args: []string{"label", "service", "api", "istio.io/use-waypoint=none", "--overwrite", "--dry-run=server"}, want: "MG812", eventually: true},
+	}
+	attacks = append(attacks, attack{finding: "F8", name: "the waypoint made to serve workloads only", ambient: true, steps: slices.Concat(waypointed, []attackStep{
+		tenant("MG812", "label", "gateway", "waypoint", "istio.io/waypoint-for=workload", "--overwrite"),
+	})}, attack{finding: "F8", name: "the waypoint made of another class", ambient: true, steps: slices.Concat(waypointed, []attackStep{
+		tenant("MG812", "patch", "gateway", "waypoint", "--type=merge", "-p", `{"spec":{"gatewayClassName":"other"}}`),
+	})}, attack{finding: "F8", name: "the Service deleted, and created again without its binding", ambient: true, steps: slices.Concat(waypointed, []attackStep{
+		tenant("", "delete", "service", "api"),
+		tenantApplies("MG812", "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec: {selector: {app: api}, ports: [{port: 80, targetPort: 8080}]}\n"),
+	})})
 	attacks = append(attacks, attack{finding: "F12", name: "the RequestAuthentication deleted, then the policy that demanded a token", leaves: "locked", steps: []attackStep{
 		tenant("", "delete", "requestauthentication", "web-jwt"),
 		tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
