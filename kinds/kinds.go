@@ -95,7 +95,8 @@ var (
 	createOnly      = []admissionv1.Operation{admissionv1.Create}
 	// Services and ServiceEntries are reviewed when created or when they change a
 	// waypoint binding, Namespaces when they change one, Gateways when they change what
-	// they serve or go (MG812): the webhook configurations' matchConditions say when.
+	// they serve or go (MG812), HTTPRoutes when written (MG809): the webhook
+	// configurations' matchConditions say when.
 	updateOnly       = []admissionv1.Operation{admissionv1.Update}
 	updateAndDelete  = []admissionv1.Operation{admissionv1.Update, admissionv1.Delete}
 	istioVersions    = []string{"v1", "v1beta1"}
@@ -157,7 +158,7 @@ var table = []Kind{
 	},
 	{
 		GroupKind: schema.GroupKind{Group: gatewayv1.GroupName, Kind: policy.KindHTTPRoute}, Versions: []string{"v1", "v1beta1"},
-		Resource: "httproutes", Optional: true, Role: Proxy, Cache: Whole,
+		Resource: "httproutes", Optional: true, Role: Proxy, Cache: Whole, Validate: createAndUpdate,
 		typed: func() any { return &gatewayv1.HTTPRoute{} }, decode: kube[gatewayv1.HTTPRoute],
 	},
 	{

@@ -162,70 +162,15 @@ func ambientRules() []Rule {
 			return out
 		},
 	}, {
-		ID: "MG808", Name: "waypoint-bypass", Default: Warn, Kinds: []string{KindRequestAuthentication},
-		Summary: "A RequestAuthentication enforced only at a Service's waypoint (serving Services) while ztunnel lets other callers reach the Pods directly: no policy without targetRefs admits only the waypoint's identity. Deny where coverage is required.",
+		ID: "MG808", Name: "waypoint-bypass", Default: Warn, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy}, OnDelete: true,
+		Summary: "A RequestAuthentication enforced only at a Service's waypoint (serving Services) while ztunnel lets other callers reach the Pods directly: no policy without targetRefs admits only the waypoint's identity. Deny where coverage is required. Also an AuthorizationPolicy change (its DELETE too) after which ztunnel lets them.",
 		Why:     "Callers by Pod address, sidecar callers and plaintext callers skip the waypoint, and with it the token check.",
-		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
-			s := scopeOf(ra)
-			var out []Finding
-			for i, r := range s.targetRefs {
-				j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return r.Kind == "Service" && svc.Name == r.Name })
-				if j < 0 {
-					continue
-				}
-				svc := c.State.Services(s.namespace)[j]
-				gw, _ := serviceWaypoint(c.State, serviceTarget(svc))
-				if gw == nil || waypointFor(c.State, gw) == "all" {
-					continue
-				}
-				ws := c.State.Workloads(svc.Namespace, svc.Spec.Selector)
-				if len(ws) == 0 {
-					ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
-				}
-				for _, w := range c.ambientOf(ws) {
-					who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
-					if who == "" {
-						continue
-					}
-					f := finding(fmt.Sprintf("spec.targetRefs[%d]", i),
-						fmt.Sprintf("tokens are checked at waypoint %s/%s only, and ztunnel lets %s reach %s directly, with no token", gw.Namespace, gw.Name, who, c.describe([]*Workload{w})),
-						fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", waypointIdentity(gw)))
-					if c.Settings.Coverage != nil {
-						f = f.as(Deny)
-					}
-					out = append(out, f)
-					break
-				}
-			}
-			return out
-		}),
+		Check:   reJudgedOnChanges(waypointBypass),
 	}, {
-		ID: "MG809", Name: "ingress-skips-waypoint", Default: Warn, Kinds: []string{KindRequestAuthentication},
-		Summary: "A RequestAuthentication enforced at a Service's waypoint, where an ingress gateway's HTTPRoute sends requests to the Service without `istio.io/ingress-use-waypoint: \"true\"` on the Service or its Namespace.",
+		ID: "MG809", Name: "ingress-skips-waypoint", Default: Warn, Kinds: []string{KindRequestAuthentication, KindHTTPRoute, KindService, KindNamespace},
+		Summary: "A RequestAuthentication enforced at a Service's waypoint, where an ingress gateway's HTTPRoute sends requests to the Service without `istio.io/ingress-use-waypoint: \"true\"` on the Service or its Namespace; also the HTTPRoute's CREATE or UPDATE, or the label's removal, that makes it so.",
 		Why:     "Ingress traffic goes straight to the Pods, past the waypoint and its token check.",
-		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
-			s := scopeOf(ra)
-			var out []Finding
-			for i, r := range s.targetRefs {
-				if r.Kind != "Service" {
-					continue
-				}
-				j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return svc.Name == r.Name })
-				if j < 0 {
-					continue
-				}
-				svc := c.State.Services(s.namespace)[j]
-				if gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); gw == nil || ingressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
-					continue
-				}
-				if ingress := ingressTo(c.State, svc); ingress != "" {
-					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
-						fmt.Sprintf("%s sends requests to Service %s/%s, and ingress traffic skips its waypoint: those requests reach the Pods with no token check", ingress, svc.Namespace, svc.Name),
-						fmt.Sprintf("label the Service, or its namespace, %s: \"true\"", ingressUseWaypointLabel)))
-				}
-			}
-			return out
-		}),
+		Check:   reJudgedOnChanges(ingressSkipsWaypoint),
 	}, {
 		ID: "MG810", Name: "ztunnel-sees-waypoint-identity", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A policy without `targetRefs` on `principals`, `namespaces` or `serviceAccounts` of clients, for ambient workloads whose traffic arrives through a waypoint. Deny for a DENY, warn for an ALLOW.",
@@ -498,4 +443,110 @@ func isServiceRef(b gatewayv1.BackendObjectReference, ns string, svc *corev1.Ser
 		ns = string(*b.Namespace)
 	}
 	return (b.Kind == nil || *b.Kind == "Service") && (b.Group == nil || *b.Group == "") && string(b.Name) == svc.Name && ns == svc.Namespace
+}
+
+// waypointBypass is MG808 of a RequestAuthentication.
+func waypointBypass(c *Context, ra *RequestAuthentication) []Finding {
+	s := scopeOf(ra)
+	var out []Finding
+	for i, r := range s.targetRefs {
+		j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return r.Kind == "Service" && svc.Name == r.Name })
+		if j < 0 {
+			continue
+		}
+		svc := c.State.Services(s.namespace)[j]
+		gw, _ := serviceWaypoint(c.State, serviceTarget(svc))
+		if gw == nil || waypointFor(c.State, gw) == "all" {
+			continue
+		}
+		ws := c.State.Workloads(svc.Namespace, svc.Spec.Selector)
+		if len(ws) == 0 {
+			ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
+		}
+		for _, w := range c.ambientOf(ws) {
+			who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
+			if who == "" {
+				continue
+			}
+			f := finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+				fmt.Sprintf("tokens are checked at waypoint %s/%s only, and ztunnel lets %s reach %s directly, with no token", gw.Namespace, gw.Name, who, c.describe([]*Workload{w})),
+				fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", waypointIdentity(gw)))
+			if c.Settings.Coverage != nil {
+				f = f.as(Deny)
+			}
+			out = append(out, f)
+			break
+		}
+	}
+	return out
+}
+
+// ingressSkipsWaypoint is MG809 of a RequestAuthentication.
+func ingressSkipsWaypoint(c *Context, ra *RequestAuthentication) []Finding {
+	s := scopeOf(ra)
+	var out []Finding
+	for i, r := range s.targetRefs {
+		if r.Kind != "Service" {
+			continue
+		}
+		j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return svc.Name == r.Name })
+		if j < 0 {
+			continue
+		}
+		svc := c.State.Services(s.namespace)[j]
+		if gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); gw == nil || ingressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
+			continue
+		}
+		if ingress := ingressTo(c.State, svc); ingress != "" {
+			out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+				fmt.Sprintf("%s sends requests to Service %s/%s, and ingress traffic skips its waypoint: those requests reach the Pods with no token check", ingress, svc.Namespace, svc.Name),
+				fmt.Sprintf("label the Service, or its namespace, %s: \"true\"", ingressUseWaypointLabel)))
+		}
+	}
+	return out
+}
+
+// reJudgedOnChanges is a rule of RequestAuthentications that also judges the changes of
+// other kinds that may make it find something: what it finds of a RequestAuthentication
+// of the changed object's namespace after the change, and not before, is the change's
+// doing, reported on it.
+func reJudgedOnChanges(check func(*Context, *RequestAuthentication) []Finding) func(*Context) []Finding {
+	return func(c *Context) []Finding {
+		if ra, ok := c.Object.(*RequestAuthentication); ok {
+			if c.Operation == Delete {
+				return nil
+			}
+			return check(c, ra)
+		}
+		if c.Before == nil {
+			return nil
+		}
+		ns := c.Object.GetNamespace()
+		if n, ok := c.Object.(*corev1.Namespace); ok {
+			ns = n.Name
+		}
+		before := *c
+		before.State = c.Before
+		field := "metadata.name"
+		if c.Operation != Delete {
+			field = "spec"
+			if _, ok := c.Object.(*AuthorizationPolicy); !ok {
+				field = "metadata.labels"
+			}
+		}
+		verb := strings.ToLower(string(c.Operation))
+		for _, ra := range c.State.RequestAuthentications(ns) {
+			if len(scopeOf(ra).targetRefs) == 0 {
+				continue
+			}
+			found := check(c, ra)
+			if len(found) == 0 || len(check(&before, ra)) > 0 {
+				continue
+			}
+			f := found[0]
+			f.Field, f.Message = field, fmt.Sprintf("after this %s, for RequestAuthentication %s: %s", verb, ref(ra), f.Message)
+			return []Finding{f}
+		}
+		return nil
+	}
 }

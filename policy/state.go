@@ -194,7 +194,7 @@ func (s *Snapshot) Reindex() {
 }
 
 // Find returns the object of a kind, namespace and name the snapshot holds, or nil: a
-// security policy, a Service, ServiceEntry or Gateway, or a Pod.
+// security policy, a Service, ServiceEntry, Gateway or HTTPRoute, or a Pod.
 func (s *Snapshot) Find(kind, ns, name string) metav1.Object {
 	switch kind {
 	case KindRequestAuthentication:
@@ -209,6 +209,8 @@ func (s *Snapshot) Find(kind, ns, name string) metav1.Object {
 		return named(s.SEs[ns], name)
 	case KindGateway:
 		return named(s.GWs[ns], name)
+	case KindHTTPRoute:
+		return named(s.Routes[ns], name)
 	case KindPod:
 		return named(s.Pods[ns], name)
 	}
@@ -448,6 +450,10 @@ func (c *changed) ServiceEntries(ns string) []*ServiceEntry {
 
 func (c *changed) Gateways(ns string) []*Gateway {
 	return applyChange(c, c.State.Gateways(ns), inNamespace[*Gateway](ns))
+}
+
+func (c *changed) HTTPRoutes(ns string) []*HTTPRoute {
+	return applyChange(c, c.State.HTTPRoutes(ns), inNamespace[*HTTPRoute](ns))
 }
 
 // Settings reads a namespace changed by the change with its new labels: its data plane

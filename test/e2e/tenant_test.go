@@ -39,7 +39,7 @@ metadata: {name: tenant-audit}
 spec:
   namespaceSelector: {matchLabels: {tenant-audit: "true"}}
   enforcementAction: deny
-  rules: {MG301: deny, MG504: deny, MG813: deny, MG601: deny}
+  rules: {MG301: deny, MG504: deny, MG813: deny, MG601: deny, MG809: deny}
   coverage: {required: true, podLabels: {enablesecurity: "{namespace}"}, allowOptOut: false}
 `
 
@@ -340,6 +340,13 @@ func TestTenantAttacks(t *testing.T) {
 	})}, attack{finding: "F8", name: "the Service deleted, and created again without its binding", ambient: true, steps: slices.Concat(waypointed, []attackStep{
 		tenant("", "delete", "service", "api"),
 		tenantApplies("MG812", "apiVersion: v1\nkind: Service\nmetadata: {name: api}\nspec: {selector: {app: api}, ports: [{port: 80, targetPort: 8080}]}\n"),
+	})})
+	attacks = append(attacks, attack{finding: "F15", name: "the policy admitting only the waypoint at ztunnel deleted", ambient: true, steps: slices.Concat(waypointed, []attackStep{
+		tenant("MG808", "delete", "authorizationpolicy", "only-waypoint"),
+	})}, attack{finding: "F15", name: "an ingress route to the Service created after its RequestAuthentication", ambient: true, steps: slices.Concat(waypointed, []attackStep{
+		{by: "admin", args: []string{"apply", "-f", "-"}, stdin: "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: istio}\nspec: {controllerName: istio.io/gateway-controller}\n"},
+		tenantApplies("", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: public}\nspec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}\n"),
+		{want: "MG809", eventually: true, args: []string{"apply", "-f", "-", "--dry-run=server"}, stdin: "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: api-public}\nspec: {parentRefs: [{name: public}], rules: [{backendRefs: [{name: api, port: 80}]}]}\n"},
 	})})
 	attacks = append(attacks, attack{finding: "F12", name: "the RequestAuthentication deleted, then the policy that demanded a token", leaves: "locked", steps: []attackStep{
 		tenant("", "delete", "requestauthentication", "web-jwt"),
