@@ -143,8 +143,62 @@ func authorizationPolicyRules() []Rule {
 			}
 			return out
 		}),
+	}, {
+		ID: "MG209", Name: "ap-too-large", Default: Deny, Kinds: ap,
+		Summary: fmt.Sprintf("An AuthorizationPolicy of more than %d rules, with a field of more than %d values, or of more than %d values in all.", maxPolicyRules, maxFieldValues, maxPolicyValues),
+		Why:     "Every write of the namespace is judged against all its policies, and so is every request by Envoy: a policy this large slows both, and lets one tenant slow the webhook for all. Prefixes, suffixes and CIDR ranges say the same in few values.",
+		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
+			var out []Finding
+			if len(p.Spec.Rules) > maxPolicyRules {
+				out = append(out, finding("spec.rules", fmt.Sprintf("%d rules, over meshguard's limit of %d", len(p.Spec.Rules), maxPolicyRules), "split the policy in several"))
+			}
+			total := 0
+			for i, r := range p.Spec.Rules {
+				at := element("spec.rules", i)
+				var cs []condition
+				for k, f := range r.From {
+					cs = append(cs, conditions(sourceFields, 'f', k, f.GetSource())...)
+				}
+				for k, o := range r.To {
+					cs = append(cs, conditions(operationFields, 't', k, o.GetOperation())...)
+				}
+				for k, w := range r.When {
+					cs = append(cs, condition{w.Key, w.Values, w.NotValues, fieldRef{'w', k, 0}})
+				}
+				for _, cond := range cs {
+					total += len(cond.values) + len(cond.notValues)
+					for _, list := range []struct {
+						values   []string
+						negative bool
+						when     string
+					}{{cond.values, false, ".values"}, {cond.notValues, true, ".notValues"}} {
+						if len(list.values) <= maxFieldValues {
+							continue
+						}
+						field := at + "." + cond.at.path(list.negative)
+						if cond.at.list == 'w' {
+							field += list.when
+						}
+						out = append(out, finding(field, fmt.Sprintf("%d values, over meshguard's limit of %d for one field", len(list.values), maxFieldValues),
+							"match by prefix or suffix (abc*, *abc) or CIDR range, or split the rule"))
+					}
+				}
+			}
+			if total > maxPolicyValues {
+				out = append(out, finding("spec.rules", fmt.Sprintf("%d values in all, over meshguard's limit of %d for one policy", total, maxPolicyValues), "split the policy in several"))
+			}
+			return out
+		}),
 	}}
 }
+
+// The bounds of one AuthorizationPolicy (MG209): far above what real policies name, far
+// below what would slow a review.
+const (
+	maxPolicyRules  = 256
+	maxFieldValues  = 1024
+	maxPolicyValues = 4096
+)
 
 // identityHeaders carry credentials or identities that something upstream is trusted to
 // have checked: bearer tokens, and the user headers of authenticating proxies

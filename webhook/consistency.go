@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -26,7 +27,10 @@ const ConsistentReadTimeout = 2 * time.Second
 // cheap for the API server, but the wait for the watch cache is up to a tenth of a second.
 // Each namespace is read once for all the attempts of the review.
 type consistentReads struct {
-	reader     client.Reader
+	reader client.Reader
+	// slots bound the reviews reading from the API server at once (maxConsistentReads),
+	// dry runs included: each may list policies whole.
+	slots      chan struct{}
 	namespaces []string
 	// views are the namespaces' views once read, all at once: each waits for the watch
 	// cache.
@@ -49,8 +53,19 @@ func (c *consistentReads) view(ctx context.Context, v *Views, ns string) (*polic
 	return c.views[ns], c.err
 }
 
+// maxConsistentReads is how many reviews of a replica read from the API server at once;
+// more wait for a slot within their time.
+const maxConsistentReads = 4
+
 // readAll reads the views of every namespace of c at once.
 func (c *consistentReads) readAll(ctx context.Context, v *Views) {
+	select {
+	case c.slots <- struct{}{}:
+		defer func() { <-c.slots }()
+	case <-ctx.Done():
+		c.err = fmt.Errorf("more reviews than meshguard reads from the API server at once (%d): %w", maxConsistentReads, ctx.Err())
+		return
+	}
 	namespaces := slices.Compact(slices.Sorted(slices.Values(c.namespaces)))
 	views := make([]*policy.Snapshot, len(namespaces))
 	var g errgroup.Group

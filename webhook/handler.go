@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -76,6 +77,9 @@ type Server struct {
 	Leader *Leader
 
 	pending pendingWrites
+	// consistentSlots bound the reviews reading from the API server at once (readSlots).
+	consistentSlots chan struct{}
+	readSlotsOnce   sync.Once
 }
 
 func (s *Server) state(ctx context.Context) *liveState {
@@ -173,7 +177,7 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	// state afresh.
 	w := &openingWrite{commit: !dryRun(req)}
 	if s.APIReader != nil && !s.Leader.settled() {
-		w.consistent = &consistentReads{reader: s.APIReader}
+		w.consistent = &consistentReads{reader: s.APIReader, slots: s.readSlots()}
 	}
 	if !w.commit {
 		return s.judge(ctx, s.state(ctx), req, kind, obj, old, w)
@@ -191,6 +195,12 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 
 // retry refuses a write meshguard cannot judge now, to be retried: the security kinds fail
 // closed.
+// readSlots are the slots of the reviews reading from the API server at once.
+func (s *Server) readSlots() chan struct{} {
+	s.readSlotsOnce.Do(func() { s.consistentSlots = make(chan struct{}, maxConsistentReads) })
+	return s.consistentSlots
+}
+
 func retry(why error) admission.Response {
 	return admission.Denied("meshguard: " + why.Error() + "; retry in a few seconds")
 }

@@ -22,8 +22,8 @@ type Limits struct {
 	// SmallBody: bodies up to this size are read freely; larger ones reserve their size
 	// from BodyBudget first, and are refused at once (503) when it is spent.
 	SmallBody, BodyBudget int64
-	// InFlight reviews are judged at once; more wait up to QueueWait for a slot, then are
-	// refused (429).
+	// InFlight reviews are judged at once, and as many of Pods besides; more wait up to
+	// QueueWait for a slot, then are refused (429).
 	InFlight  int
 	QueueWait time.Duration
 	// ReadTimeout bounds reading a request's body; WriteTimeout, the whole exchange.
@@ -51,13 +51,22 @@ func DefaultLimits() Limits {
 // limiter applies Limits to the handlers it wraps.
 type limiter struct {
 	Limits
-	budget   *semaphore.Weighted
-	inFlight chan struct{}
-	metrics  *Metrics
+	budget *semaphore.Weighted
+	// inFlight are the slots of the security kinds' reviews and the others'; Pod reviews
+	// have slots of their own, so that no flood of policy writes delays a Pod past its
+	// webhook's timeout (it would be admitted unlabelled).
+	inFlight, podsInFlight chan struct{}
+	metrics                *Metrics
+}
+
+// podReview tells whether an AdmissionReview is of a Pod, by the request's kind, which the
+// API server writes at its start.
+func podReview(body []byte) bool {
+	return bytes.Contains(body[:min(len(body), 512)], []byte(`"kind":{"group":"","version":"v1","kind":"Pod"}`))
 }
 
 func newLimiter(l Limits, m *Metrics) *limiter {
-	return &limiter{Limits: l, budget: semaphore.NewWeighted(l.BodyBudget), inFlight: make(chan struct{}, l.InFlight), metrics: m}
+	return &limiter{Limits: l, budget: semaphore.NewWeighted(l.BodyBudget), inFlight: make(chan struct{}, l.InFlight), podsInFlight: make(chan struct{}, l.InFlight), metrics: m}
 }
 
 // wrap reads a request's body under the limits, waits for a slot, and hands the request,
@@ -95,11 +104,15 @@ func (l *limiter) wrap(h http.Handler) http.Handler {
 			return
 		}
 
+		slots := l.inFlight
+		if podReview(body) {
+			slots = l.podsInFlight
+		}
 		wait := time.NewTimer(l.QueueWait)
 		defer wait.Stop()
 		select {
-		case l.inFlight <- struct{}{}:
-			defer func() { <-l.inFlight }()
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
 		case <-wait.C:
 			w.Header().Set("Retry-After", "1")
 			l.refuse(w, "busy", http.StatusTooManyRequests, "meshguard is judging as many reviews as it can; retry")

@@ -105,6 +105,20 @@ func TestLimits(t *testing.T) {
 			t.Errorf("a small body while the budget is spent: HTTP %d", code)
 		}
 	})
+	t.Run("a Pod review has slots of its own", func(t *testing.T) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			send(t, ts.URL+"/block", []byte("{}"))
+		}()
+		time.Sleep(50 * time.Millisecond)
+		pod := reviewBody(t, admissionv1.Create, "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop}\nspec: {containers: [{name: web, image: web}]}", "", false)
+		if code, _ := send(t, ts.URL, pod); code != http.StatusOK {
+			t.Errorf("a Pod review while a policy review holds every slot: HTTP %d", code)
+		}
+		release <- struct{}{}
+		<-done
+	})
 	t.Run("beyond InFlight, a review waits QueueWait, then is refused", func(t *testing.T) {
 		done := make(chan struct{})
 		go func() {

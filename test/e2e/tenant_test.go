@@ -348,6 +348,15 @@ func TestTenantAttacks(t *testing.T) {
 		tenantApplies("", "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: public}\nspec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}\n"),
 		{want: "MG809", eventually: true, args: []string{"apply", "-f", "-", "--dry-run=server"}, stdin: "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: api-public}\nspec: {parentRefs: [{name: public}], rules: [{backendRefs: [{name: api, port: 80}]}]}\n"},
 	})})
+	var paths []string
+	for i := range 2000 {
+		paths = append(paths, fmt.Sprintf("/p/%06d/xxxxxxxx", i))
+	}
+	big, _ := json.Marshal(paths)
+	attacks = append(attacks, attack{finding: "F10", name: "a policy of thousands of values, to slow every review of the namespace", steps: []attackStep{
+		tenantApplies("MG209", `{"apiVersion":"security.istio.io/v1","kind":"AuthorizationPolicy","metadata":{"name":"big-000"},
+"spec":{"selector":{"matchLabels":{"app":"nothing-here"}},"action":"ALLOW","rules":[{"to":[{"operation":{"paths":`+string(big)+`}}]}]}}`),
+	}})
 	attacks = append(attacks, attack{finding: "F12", name: "the RequestAuthentication deleted, then the policy that demanded a token", leaves: "locked", steps: []attackStep{
 		tenant("", "delete", "requestauthentication", "web-jwt"),
 		tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
