@@ -13,10 +13,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -164,17 +166,18 @@ func reportName(kind, name string) string {
 	return n[:200] + "-" + hex.EncodeToString(sum[:8])
 }
 
-// resultsAnnotation holds a hash of what meshguard wrote in a report (its scope, summary,
-// results and owner): a pass compares it with what it would write, and lists no more than
-// the reports' metadata.
-const resultsAnnotation = "meshguard.io/results-sha256"
-
 // Sync makes meshguard's reports of kind (OpenReports or PolicyReports) in namespaces
 // (nil: all) the desired ones: it creates the missing, rewrites those whose content
 // differs from what it would write, deletes the others there, and writes nothing else: a
-// pass that changes nothing writes nothing, and reads only the reports' metadata. It
-// returns the writes made.
-func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, desired []*reportsv1alpha1.Report, namespaces []string) (int, error) {
+// pass that changes nothing writes nothing. It returns the writes made.
+//
+// What a report says is read only where it may have changed since meshguard wrote it:
+// written remembers the generation of each report meshguard wrote or checked, and the
+// API server bumps it at every change of what the report says, by anyone. A mark on the
+// report would not do: whoever may edit a report may edit its marks. The reports' metadata
+// is listed; those of another generation than remembered (all, on a replica's first pass)
+// are read whole.
+func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, desired []*reportsv1alpha1.Report, namespaces []string, written *Written) (int, error) {
 	// Listed in the namespaces judged only: an incremental pass reads one namespace's.
 	scopes := []string{metav1.NamespaceAll}
 	if namespaces != nil {
@@ -193,6 +196,10 @@ func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, de
 			current[r.Namespace+"/"+r.Name] = r
 		}
 	}
+	says, err := written.contents(ctx, c, kind, current)
+	if err != nil {
+		return 0, err
+	}
 	writes := 0
 	for _, want := range desired {
 		key := want.Namespace + "/" + want.Name
@@ -202,14 +209,13 @@ func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, de
 		}
 		have, ok := current[key]
 		delete(current, key)
-		if ok && have.Annotations[resultsAnnotation] == sum {
+		if ok && says(key, have) == sum {
 			continue
 		}
 		obj, err := encode(kind, want)
 		if err != nil {
 			return writes, fmt.Errorf("report %s: %w", key, err)
 		}
-		obj.SetAnnotations(map[string]string{resultsAnnotation: sum})
 		if !ok {
 			err = c.Create(ctx, obj)
 		} else {
@@ -222,15 +228,102 @@ func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, de
 		if err != nil {
 			return writes, fmt.Errorf("writing %s %s: %w", kind.Kind, key, err)
 		}
+		written.remember(key, obj.GetGeneration(), sum)
 		writes++
 	}
 	for key, stale := range current {
 		if err := c.Delete(ctx, stale); client.IgnoreNotFound(err) != nil {
 			return writes, fmt.Errorf("deleting %s %s: %w", kind.Kind, key, err)
 		}
+		written.forget(key)
 		writes++
 	}
 	return writes, nil
+}
+
+// Written is what meshguard knows of the reports it wrote or read: by namespace/name, the
+// generation and the hash of what the report said then. It is safe for concurrent use.
+type Written struct {
+	mu      sync.Mutex
+	reports map[string]writtenReport
+}
+
+type writtenReport struct {
+	generation int64
+	sum        string
+}
+
+func (w *Written) remember(key string, generation int64, sum string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.reports == nil {
+		w.reports = map[string]writtenReport{}
+	}
+	w.reports[key] = writtenReport{generation, sum}
+}
+
+func (w *Written) forget(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.reports, key)
+}
+
+// contents returns what each current report says, as a hash: remembered where its
+// generation is the one remembered, else read, with the other reports of its namespace,
+// a page at a time.
+func (w *Written) contents(ctx context.Context, c client.Client, kind schema.GroupVersionKind, current map[string]*metav1.PartialObjectMetadata) (func(key string, have *metav1.PartialObjectMetadata) string, error) {
+	w.mu.Lock()
+	stale := map[string]bool{}
+	for key, have := range current {
+		if known, ok := w.reports[key]; !ok || known.generation != have.Generation {
+			stale[have.Namespace] = true
+		}
+	}
+	w.mu.Unlock()
+	for _, ns := range slices.Sorted(maps.Keys(stale)) {
+		if err := w.read(ctx, c, kind, ns); err != nil {
+			return nil, err
+		}
+	}
+	return func(key string, have *metav1.PartialObjectMetadata) string {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if known, ok := w.reports[key]; ok && known.generation == have.Generation {
+			return known.sum
+		}
+		return "" // changed meanwhile: written again
+	}, nil
+}
+
+// reportsPage is how many reports a whole list reads at once.
+const reportsPage = 500
+
+// read remembers what meshguard's reports of kind in namespace ns say, listed whole.
+func (w *Written) read(ctx context.Context, c client.Client, kind schema.GroupVersionKind, ns string) error {
+	opts := []client.ListOption{client.InNamespace(ns), client.MatchingLabels{managedByLabel: managedBy}, client.Limit(reportsPage)}
+	for {
+		var page unstructured.UnstructuredList
+		page.SetGroupVersionKind(kind.GroupVersion().WithKind(kind.Kind + "List"))
+		if err := c.List(ctx, &page, opts...); err != nil {
+			return fmt.Errorf("reading meshguard's %s: %w", kind.Kind, err)
+		}
+		for i := range page.Items {
+			u := &page.Items[i]
+			r, err := decode(u)
+			if err != nil {
+				return fmt.Errorf("reading %s %s/%s: %w", kind.Kind, u.GetNamespace(), u.GetName(), err)
+			}
+			sum, err := contentHash(r)
+			if err != nil {
+				return err
+			}
+			w.remember(u.GetNamespace()+"/"+u.GetName(), u.GetGeneration(), sum)
+		}
+		if page.GetContinue() == "" {
+			return nil
+		}
+		opts = append(opts[:3:3], client.Continue(page.GetContinue()))
+	}
 }
 
 // contentHash is the hash of what a report says, and to whom it belongs.

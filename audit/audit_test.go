@@ -49,9 +49,10 @@ func testSync(t *testing.T, kind schema.GroupVersionKind) {
 	st.Add(ra(t, "api-jwt", noAudiences))
 	st.Add(&policy.Workload{Kind: policy.KindPod, ObjectMeta: &metav1.ObjectMeta{Namespace: "shop", Name: "web-0", Labels: map[string]string{"app": "web"}}})
 
+	var known Written
 	pass := func(st *policy.Snapshot) int {
 		t.Helper()
-		writes, err := Sync(ctx, c, kind, Desired(e, st, st.NamespaceNames()), nil)
+		writes, err := Sync(ctx, c, kind, Desired(e, st, st.NamespaceNames()), nil, &known)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,11 +80,27 @@ func testSync(t *testing.T, kind schema.GroupVersionKind) {
 	if err := c.Update(ctx, &u); err != nil {
 		t.Fatal(err)
 	}
+	// A report someone else emptied is written again, whatever marks it kept.
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: "meshguard-requestauthentication-web-jwt"}, &u); err != nil {
+		t.Fatal(err)
+	}
+	delete(u.Object, "results")
+	u.Object["summary"] = map[string]any{"pass": int64(1)}
+	u.SetGeneration(u.GetGeneration() + 1) // as the API server does, which the fake does not
+	if err := c.Update(ctx, &u); err != nil {
+		t.Fatal(err)
+	}
+	if w := pass(st); w != 1 {
+		t.Errorf("a pass after the report was emptied wrote %d times, want 1", w)
+	}
+	if r := written(t, c, kind)["meshguard-requestauthentication-web-jwt"]; r == nil || len(r.Results) == 0 || r.Summary.Fail == 0 {
+		t.Errorf("the emptied report was not written again: %+v", r)
+	}
 	fixed := policy.NewSnapshot()
 	fixed.Add(ra(t, "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`))
 	pass(fixed)
 	left := written(t, c, kind)
-	if r := left["meshguard-requestauthentication-web-jwt"]; r == nil || r.Labels["team"] != "payments" || r.Annotations[resultsAnnotation] == "" {
+	if r := left["meshguard-requestauthentication-web-jwt"]; r == nil || r.Labels["team"] != "payments" {
 		t.Errorf("the rewritten report: %+v", r)
 	}
 	for name, r := range left {
@@ -203,11 +220,12 @@ func TestIncremental(t *testing.T) {
 	other.Namespace = "billing"
 	st.Add(other)
 	e := policy.NewEngine()
-	if _, err := Sync(ctx, c, OpenReports, Desired(e, st, st.NamespaceNames()), nil); err != nil {
+	var known Written
+	if _, err := Sync(ctx, c, OpenReports, Desired(e, st, st.NamespaceNames()), nil, &known); err != nil {
 		t.Fatal(err)
 	}
 	// billing's policy goes; a pass over shop alone leaves billing's Report be.
-	if _, err := Sync(ctx, c, OpenReports, Desired(e, st, []string{"shop"}), []string{"shop"}); err != nil {
+	if _, err := Sync(ctx, c, OpenReports, Desired(e, st, []string{"shop"}), []string{"shop"}, &known); err != nil {
 		t.Fatal(err)
 	}
 	if got := written(t, c, OpenReports); len(got) != 2 {

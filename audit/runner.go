@@ -46,6 +46,8 @@ type Runner struct {
 	// Reports is the --audit-reports value: which kinds of report to write (ReportsFlag).
 	Reports string
 	kind    schema.GroupVersionKind
+	// written is what this replica knows of the reports it wrote or read (Sync).
+	written Written
 
 	changed chan struct{}
 	mu      sync.Mutex
@@ -199,7 +201,7 @@ func (r *Runner) pass(ctx context.Context, namespaces []string) {
 		r.Log.Error(err, "audit: reading the cache")
 		return
 	}
-	writes, err := Sync(ctx, r.Client, r.kind, desired, namespaces)
+	writes, err := Sync(ctx, r.Client, r.kind, desired, namespaces, &r.written)
 	if err != nil {
 		r.Log.Error(err, "audit: writing reports")
 		return

@@ -194,10 +194,11 @@ func BenchmarkAdmission(b *testing.B) {
 	// server, and written where they differ. The guardrail leaves bench-7's Pods uncovered
 	// (MG506): the first pass writes their Reports, and the next ones find them unchanged.
 	engine := policy.NewEngine()
+	var known audit.Written
 	pass := func(b *testing.B) int {
 		st, failed := srv.State(ctx)
 		desired := audit.Desired(engine, st, []string{"bench-7"})
-		writes, err := audit.Sync(ctx, c, audit.OpenReports, desired, []string{"bench-7"})
+		writes, err := audit.Sync(ctx, c, audit.OpenReports, desired, []string{"bench-7"}, &known)
 		if err == nil {
 			err = failed()
 		}
