@@ -382,14 +382,19 @@ func TestTenantAttacks(t *testing.T) {
 		return `{"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication","metadata":{"name":"web"},"spec":{"selector":{"matchLabels":{"app":"web"}},` + spec + `}}`
 	}
 	attacks = append(attacks,
-		attack{finding: "F13", name: "the namespace's STRICT PeerAuthentication deleted under a DENY on namespaces", steps: []attackStep{
-			denyTenantB, tenant("MG307", "delete", "peerauthentication", "strict"),
+		// PERMISSIVE, not a DELETE: the suite's mesh may be STRICT (a seed's root policy),
+		// under which the namespace's DELETE leaves it STRICT (TestPeerAuthenticationWeakened
+		// judges the DELETE).
+		attack{finding: "F13", name: "the namespace's STRICT PeerAuthentication made PERMISSIVE under a DENY on namespaces", steps: []attackStep{
+			denyTenantB,
+			{want: "MG307", eventually: true, args: []string{"patch", "peerauthentication", "strict", "--type=merge", "-p", `{"spec":{"mtls":{"mode":"PERMISSIVE"}}}`, "--dry-run=server"}},
+			tenant("MG307", "patch", "peerauthentication", "strict", "--type=merge", "-p", `{"spec":{"mtls":{"mode":"PERMISSIVE"}}}`),
 		}},
 		attack{finding: "F13", name: "a workload-level PERMISSIVE PeerAuthentication", steps: []attackStep{
 			tenantApplies("MG601", workloadPA(`"mtls":{"mode":"PERMISSIVE"}`)),
 		}},
 		attack{finding: "F13", name: "a port DISABLE under a workload-level STRICT", steps: []attackStep{
-			denyTenantB, tenantApplies("MG601", workloadPA(`"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}`)),
+			tenantApplies("MG601", workloadPA(`"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}`)),
 		}})
 	for _, optOut := range []string{`labels: {app: payments, sidecar.istio.io/inject: "False"}`, `labels: {app: payments}, annotations: {sidecar.istio.io/interceptionMode: NONE}`,
 		`labels: {app: payments}, annotations: {traffic.sidecar.istio.io/includeInboundPorts: ""}`} {
