@@ -564,7 +564,7 @@ func TestManifestsNameTheImage(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(root, "hack", "release-manifests.sh"), pinned, dist).CombinedOutput(); err != nil {
 		t.Fatalf("hack/release-manifests.sh: %v\n%s", err, out)
 	}
-	for _, overlay := range []string{"cert-manager", "self-signed"} {
+	for _, overlay := range []string{"cert-manager", "cert-manager-client-auth", "self-signed"} {
 		data := read(filepath.Join(dist, "meshguard-"+overlay+".yaml"), nil)
 		images := 0
 		for _, doc := range strings.Split(string(data), "\n---\n") {
