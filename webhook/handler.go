@@ -77,6 +77,7 @@ type Server struct {
 	Leader *Leader
 
 	pending pendingWrites
+	dryRuns dryRunWrites
 	// consistentSlots bound the reviews reading from the API server at once (readSlots).
 	consistentSlots chan struct{}
 	readSlotsOnce   sync.Once
@@ -173,8 +174,8 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	// meanwhile; else judged again, the other laid over. Unless this replica has led for
 	// a while, it is judged against the API server's policies of its namespace and the
 	// root namespace: another replica may have allowed a write there a moment ago. A dry
-	// run is judged as the write would be, and commits nothing. Each attempt reads the
-	// state afresh.
+	// run is judged as the write would be, after its user's dry runs of a moment before
+	// (dryRunWrites), and commits nothing. Each attempt reads the state afresh.
 	w := &openingWrite{commit: !dryRun(req)}
 	if s.APIReader != nil && !s.Leader.settled() {
 		w.consistent = &consistentReads{reader: s.APIReader, slots: s.readSlots()}
@@ -229,6 +230,8 @@ func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request
 		st.consistent, st.world = w.consistent, &pendingWorld{}
 		if w.commit {
 			st.seen = map[string]uint64{}
+		} else {
+			st.dryRuns = s.dryRuns.of(req.UserInfo.Username, time.Now())
 		}
 	}
 	if g, ok := obj.(*policy.MeshGuardrail); ok {
@@ -266,11 +269,14 @@ func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request
 	if denied := s.inEveryWorld(ctx, st.world, req, obj, old, w); denied != nil {
 		return *denied
 	}
+	after := obj
+	if req.Operation == admissionv1.Delete {
+		after = nil
+	}
+	if st.dryRuns != nil {
+		st.dryRuns.commit(nil, kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now())
+	}
 	if st.seen != nil {
-		after := obj
-		if req.Operation == admissionv1.Delete {
-			after = nil
-		}
 		switch s.pending.commit(st.seen, kind.Kind, obj.GetNamespace(), obj.GetName(), after, old, time.Now()) {
 		case overtaken:
 			w.conflict = true

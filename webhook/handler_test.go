@@ -111,6 +111,18 @@ func newServer(t testing.TB, synced bool, live ...string) *Server {
 	return &Server{Engine: policy.NewEngine(), Reader: fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).Build(), Synced: &ok, Log: logr.Discard()}
 }
 
+// reviewAs is review, of a request by user.
+func reviewAs(t *testing.T, h admission.Handler, user string, op admissionv1.Operation, obj, old string, dry bool) *admissionv1.AdmissionResponse {
+	t.Helper()
+	var ar admissionv1.AdmissionReview
+	if err := json.Unmarshal(reviewBody(t, op, obj, old, dry), &ar); err != nil {
+		t.Fatal(err)
+	}
+	ar.Request.UserInfo.Username = user
+	body, _ := json.Marshal(ar)
+	return post(t, h, body)
+}
+
 // review posts an AdmissionReview to a handler over HTTP, as the API server does.
 func review(t *testing.T, h admission.Handler, op admissionv1.Operation, obj, old string, dry bool) *admissionv1.AdmissionResponse {
 	t.Helper()
@@ -206,13 +218,7 @@ func TestValidate(t *testing.T) {
 		}
 	})
 	byCleanup := func(t *testing.T, h admission.Handler, user string) *admissionv1.AdmissionResponse {
-		var ar admissionv1.AdmissionReview
-		if err := json.Unmarshal(reviewBody(t, admissionv1.Delete, "", apRequire, false), &ar); err != nil {
-			t.Fatal(err)
-		}
-		ar.Request.UserInfo.Username = user
-		body, _ := json.Marshal(ar)
-		return post(t, h, body)
+		return reviewAs(t, h, user, admissionv1.Delete, "", apRequire, false)
 	}
 	t.Run("DELETE by the namespace controller: the namespace is going", func(t *testing.T) {
 		going := "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, deletionTimestamp: '2026-01-01T00:00:00Z', finalizers: [example.com/hold]}"
@@ -580,5 +586,26 @@ func TestWritesThatMayFail(t *testing.T) {
 	}
 	if r := review(t, v, admissionv1.Update, at(other, current.ResourceVersion), at(weaker, current.ResourceVersion), false); !r.Allowed {
 		t.Errorf("an UPDATE of the version the first made: %s", r.Result.Message)
+	}
+}
+
+// TestDryRunsOfSeveralObjects: the dry run of a DELETE of a collection (or of an apply of
+// several objects) is judged object after object, each with the user's dry runs just
+// before it laid over, as the real call is; another user's dry runs are not, and nothing
+// is committed.
+func TestDryRunsOfSeveralObjects(t *testing.T) {
+	srv := newServer(t, true, raGood, apRequire, apDenyAnonymous)
+	v := srv.Validating()
+	if r := reviewAs(t, v, "ci", admissionv1.Delete, "", apDenyAnonymous, true); !r.Allowed {
+		t.Fatalf("the first item: %s", r.Result.Message)
+	}
+	if r := reviewAs(t, v, "ci", admissionv1.Delete, "", apRequire, true); r.Allowed || !strings.Contains(r.Result.Message, "MG303") {
+		t.Errorf("the second item, the first gone: allowed=%v %s", r.Allowed, r.Result.Message)
+	}
+	if r := reviewAs(t, v, "someone-else", admissionv1.Delete, "", apRequire, true); !r.Allowed {
+		t.Errorf("another user's dry run: %s", r.Result.Message)
+	}
+	if r := reviewAs(t, v, "someone-else", admissionv1.Delete, "", apRequire, false); !r.Allowed {
+		t.Errorf("the real DELETE, with no write before it: %s", r.Result.Message)
 	}
 }

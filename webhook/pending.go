@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"slices"
 	"strconv"
 	"sync"
@@ -50,6 +51,8 @@ type pendingWrites struct {
 	commits    uint64
 	lastCommit map[string]commitMark
 	pruned     time.Time
+	// ttl is how long a write counts until the cache shows it (pendingTTL when zero).
+	ttl time.Duration
 }
 
 type commitMark struct {
@@ -102,7 +105,7 @@ func (p *pendingWrites) commit(seen map[string]uint64, kind, namespace, name str
 	if obj != nil && policy.Terminating(obj) {
 		obj = nil // gone, as in the cache
 	}
-	w := pendingWrite{object: obj, created: old == nil, expires: now.Add(pendingTTL)}
+	w := pendingWrite{object: obj, created: old == nil, expires: now.Add(cmp.Or(p.ttl, pendingTTL))}
 	if old != nil {
 		w.oldVersion = old.GetResourceVersion()
 	}
@@ -242,4 +245,42 @@ func lay[T metav1.Object](p *pendingWrites, key pendingKey, w pendingWrite, cach
 		out = append(out, w.object.(T))
 	}
 	return out, true
+}
+
+// dryRunTTL is how long a dry run's write counts for the dry runs after it.
+const dryRunTTL = 10 * time.Second
+
+// dryRunWrites are the writes that may open of each user's dry runs, for dryRunTTL: a dry
+// run of several objects (kubectl apply -f DIR --dry-run=server, a DELETE of a collection)
+// is judged object after object, each with those before laid over, as the real call would
+// be. They count for that user's dry runs only.
+type dryRunWrites struct {
+	mu    sync.Mutex
+	users map[string]*dryRunsOf
+}
+
+type dryRunsOf struct {
+	writes pendingWrites
+	last   time.Time
+}
+
+// of returns the dry-run writes of user, forgetting the users with none for dryRunTTL.
+func (d *dryRunWrites) of(user string, now time.Time) *pendingWrites {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for u, w := range d.users {
+		if now.Sub(w.last) > dryRunTTL {
+			delete(d.users, u)
+		}
+	}
+	if d.users == nil {
+		d.users = map[string]*dryRunsOf{}
+	}
+	w := d.users[user]
+	if w == nil {
+		w = &dryRunsOf{writes: pendingWrites{ttl: dryRunTTL}}
+		d.users[user] = w
+	}
+	w.last = now
+	return &w.writes
 }

@@ -48,6 +48,8 @@ type liveState struct {
 	everywhere map[string][]*policy.Workload
 	// pending are the policy writes allowed that the cache may not show yet, as of now.
 	pending *pendingWrites
+	// dryRuns, for a dry run, are the writes of the user's dry runs just before it.
+	dryRuns *pendingWrites
 	now     time.Time
 	// consistent, when set, reads the security policies of some namespaces from the API
 	// server itself.
@@ -116,6 +118,9 @@ func (s *liveState) view(key viewKey) *policy.Snapshot {
 			s.now = time.Now() // one review, one instant
 		}
 		v = s.pending.overlay(key.namespace, v, s.now, s.world)
+		if s.dryRuns != nil {
+			v = s.dryRuns.overlay(key.namespace, v, s.now, nil)
+		}
 	}
 	r.views[key.part] = v
 	return v

@@ -372,6 +372,11 @@ func TestTenantAttacks(t *testing.T) {
 		tenant("", "label", "authorizationpolicy", "selects-nothing", "touched=1"),
 		{args: report, stdout: "2", eventually: true},
 	}})
+	attacks = append(attacks, attack{finding: "F18", name: "a dry run of the DELETE of every policy, which the real one would refuse", steps: []attackStep{
+		tenantApplies("", second),
+		{want: "MG303", eventually: true, args: []string{"delete", "--raw", "/apis/security.istio.io/v1/namespaces/NS/authorizationpolicies?dryRun=All"}},
+		{args: []string{"get", "authorizationpolicies", "-o", "name"}, stdout: "authorizationpolicy.security.istio.io/require-jwt\nauthorizationpolicy.security.istio.io/require-jwt-2\n"},
+	}})
 	attacks = append(attacks, attack{finding: "F12", name: "the RequestAuthentication deleted, then the policy that demanded a token", leaves: "locked", steps: []attackStep{
 		tenant("", "delete", "requestauthentication", "web-jwt"),
 		tenant("MG303", "delete", "authorizationpolicy", "require-jwt"),
