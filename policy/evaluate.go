@@ -276,6 +276,23 @@ func (e enforcement) anonymousPeers() []request {
 	if e.plaintext {
 		out = []request{{}, genericPeer()}
 	}
+	for _, pv := range e.peerValues() {
+		if !pinnedIdentity(pv.attr, pv.pattern) {
+			peer := genericPeer()
+			peer[pv.attr] = pv.value
+			out = append(out, peer)
+		}
+	}
+	return out
+}
+
+// peerValue is a value worth trying for a peer attribute: one inside a pattern a policy
+// gives it.
+type peerValue struct{ attr, pattern, value string }
+
+// peerValues are the values worth trying for peer attributes, each once, but "*".
+func (e enforcement) peerValues() []peerValue {
+	var out []peerValue
 	seen := map[[2]string]bool{}
 	for _, c := range e.conditions() {
 		if !slices.Contains(peerAttributes, c.attr) {
@@ -283,13 +300,11 @@ func (e enforcement) anonymousPeers() []request {
 		}
 		for _, p := range slices.Concat(c.values, c.notValues) {
 			v := representative(p)
-			if v == "" || pinnedIdentity(c.attr, p) || seen[[2]string{c.attr, v}] {
+			if v == "" || seen[[2]string{c.attr, v}] {
 				continue
 			}
 			seen[[2]string{c.attr, v}] = true
-			peer := genericPeer()
-			peer[c.attr] = v
-			out = append(out, peer)
+			out = append(out, peerValue{c.attr, p, v})
 		}
 	}
 	return out
@@ -563,28 +578,19 @@ func representative(p string) string {
 // namespace, service account and trust domain a rule names.
 func (e enforcement) peers() []request {
 	out := e.anonymousPeers()
-	generic := genericPeer()
-	seen := map[[2]string]bool{}
-	for _, c := range e.conditions() {
-		if !slices.Contains(peerAttributes, c.attr) {
-			continue
+	for _, pv := range e.peerValues() {
+		if !pinnedIdentity(pv.attr, pv.pattern) {
+			continue // among the anonymous ones
 		}
-		for _, p := range slices.Concat(c.values, c.notValues) {
-			v := representative(p)
-			if v == "" || seen[[2]string{c.attr, v}] {
-				continue
+		peer := genericPeer()
+		peer[pv.attr] = pv.value
+		if pv.attr == attrPeerPrincipal {
+			// An identity is <trust domain>/ns/<namespace>/sa/<service account>.
+			if parts := strings.Split(pv.value, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
+				peer[attrTrustDomain], peer[attrNamespace], peer[attrServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
 			}
-			seen[[2]string{c.attr, v}] = true
-			peer := maps.Clone(generic)
-			peer[c.attr] = v
-			if c.attr == attrPeerPrincipal {
-				// An identity is <trust domain>/ns/<namespace>/sa/<service account>.
-				if parts := strings.Split(v, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
-					peer[attrTrustDomain], peer[attrNamespace], peer[attrServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
-				}
-			}
-			out = append(out, peer)
 		}
+		out = append(out, peer)
 	}
 	return out
 }

@@ -68,6 +68,17 @@ func rules(fs []Finding) []string {
 	return out
 }
 
+// change is the review of one change against a live state, for tables of them.
+type change struct {
+	op       Operation
+	obj, old metav1.Object
+	live     []metav1.Object
+}
+
+func (c change) findings(e *Engine) []Finding {
+	return e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)})
+}
+
 func has(fs []Finding, rule string) bool {
 	return slices.ContainsFunc(fs, func(f Finding) bool { return f.Rule == rule })
 }
@@ -757,19 +768,17 @@ func TestPeerAuthenticationWeakened(t *testing.T) {
 	workloadStrict := newPA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"}}`)
 	e := NewEngine()
 	for _, c := range []struct {
-		name     string
-		op       Operation
-		obj, old metav1.Object
-		live     []metav1.Object
-		want     []string // findings, as rule@field
+		name string
+		change
+		want []string // findings, as rule@field
 	}{
-		{"the namespace's STRICT deleted", Delete, strict, strict, []metav1.Object{strict, denyOthers, web}, []string{"MG307@metadata.name", "MG601@metadata.name"}},
-		{"a workload's own PERMISSIVE", Create, workloadPermissive, nil, []metav1.Object{strict, web}, []string{"MG601@spec.mtls.mode"}},
-		{"one port DISABLE", Update, portDisabled, workloadStrict, []metav1.Object{workloadStrict, denyOthers, web}, []string{"MG307@spec.portLevelMtls", "MG601@spec.portLevelMtls"}},
-		{"a STRICT one deleted under a STRICT namespace", Delete, workloadStrict, workloadStrict, []metav1.Object{strict, workloadStrict, denyOthers, web}, nil},
+		{"the namespace's STRICT deleted", change{Delete, strict, strict, []metav1.Object{strict, denyOthers, web}}, []string{"MG307@metadata.name", "MG601@metadata.name"}},
+		{"a workload's own PERMISSIVE", change{Create, workloadPermissive, nil, []metav1.Object{strict, web}}, []string{"MG601@spec.mtls.mode"}},
+		{"one port DISABLE", change{Update, portDisabled, workloadStrict, []metav1.Object{workloadStrict, denyOthers, web}}, []string{"MG307@spec.portLevelMtls", "MG601@spec.portLevelMtls"}},
+		{"a STRICT one deleted under a STRICT namespace", change{Delete, workloadStrict, workloadStrict, []metav1.Object{strict, workloadStrict, denyOthers, web}}, nil},
 	} {
 		var got []string
-		for _, f := range e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)}) {
+		for _, f := range c.findings(e) {
 			got = append(got, f.Rule+"@"+f.Field)
 		}
 		slices.Sort(got)
@@ -796,19 +805,17 @@ func TestWaypointUnboundOtherwise(t *testing.T) {
 	ra := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`)
 	e := NewEngine()
 	for _, c := range []struct {
-		name     string
-		op       Operation
-		obj, old metav1.Object
-		live     []metav1.Object
-		want     string // the field of MG812, or ""
+		name string
+		change
+		want string // the field of MG812, or ""
 	}{
-		{"the waypoint made to serve workloads only", Update, forWorkloads, waypoint, []metav1.Object{ns, waypoint, bound, ra}, "metadata.labels[istio.io/waypoint-for]"},
-		{"the waypoint of another class", Update, otherClass, waypoint, []metav1.Object{ns, waypoint, bound, ra}, "spec.gatewayClassName"},
-		{"the Service created again without its binding", Create, unlabelled, nil, []metav1.Object{ns, waypoint, ra}, "metadata.labels[istio.io/use-waypoint]"},
-		{"the Service created again bound", Create, bound, nil, []metav1.Object{ns, waypoint, ra}, ""},
+		{"the waypoint made to serve workloads only", change{Update, forWorkloads, waypoint, []metav1.Object{ns, waypoint, bound, ra}}, "metadata.labels[istio.io/waypoint-for]"},
+		{"the waypoint of another class", change{Update, otherClass, waypoint, []metav1.Object{ns, waypoint, bound, ra}}, "spec.gatewayClassName"},
+		{"the Service created again without its binding", change{Create, unlabelled, nil, []metav1.Object{ns, waypoint, ra}}, "metadata.labels[istio.io/use-waypoint]"},
+		{"the Service created again bound", change{Create, bound, nil, []metav1.Object{ns, waypoint, ra}}, ""},
 	} {
 		got := ""
-		for _, f := range e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)}) {
+		for _, f := range c.findings(e) {
 			if f.Rule == "MG812" {
 				got = f.Field
 			}

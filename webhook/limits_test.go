@@ -105,34 +105,35 @@ func TestLimits(t *testing.T) {
 			t.Errorf("a small body while the budget is spent: HTTP %d", code)
 		}
 	})
-	t.Run("a Pod review has slots of its own", func(t *testing.T) {
+	// holdSlot has a review take the one slot until release; the function it returns
+	// waits for that review to end.
+	holdSlot := func(t *testing.T) (ended func()) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
 			send(t, ts.URL+"/block", []byte("{}"))
 		}()
 		time.Sleep(50 * time.Millisecond)
+		return func() { <-done }
+	}
+	t.Run("a Pod review has slots of its own", func(t *testing.T) {
+		ended := holdSlot(t)
 		pod := reviewBody(t, admissionv1.Create, "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop}\nspec: {containers: [{name: web, image: web}]}", "", false)
 		if code, _ := send(t, ts.URL, pod); code != http.StatusOK {
 			t.Errorf("a Pod review while a policy review holds every slot: HTTP %d", code)
 		}
 		release <- struct{}{}
-		<-done
+		ended()
 	})
 	t.Run("beyond InFlight, a review waits QueueWait, then is refused", func(t *testing.T) {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			send(t, ts.URL+"/block", []byte("{}"))
-		}()
-		time.Sleep(50 * time.Millisecond)
+		ended := holdSlot(t)
 		start := time.Now()
 		code, _ := send(t, ts.URL, []byte("{}"))
 		if code != http.StatusTooManyRequests || time.Since(start) > time.Second {
 			t.Errorf("HTTP %d after %v", code, time.Since(start))
 		}
 		close(release)
-		<-done
+		ended()
 	})
 }
 
