@@ -55,6 +55,13 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: meshguar
 subjects: [{kind: ServiceAccount, name: alice, namespace: NS}]
 `
 
+// strictMTLS is a namespace's STRICT PeerAuthentication.
+const strictMTLS = `apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict}
+spec: {mtls: {mode: STRICT}}
+`
+
 // tenantWorkload is the tenant's protected workload: STRICT mTLS, and a token required by
 // the policy selecting the coverage label (the ALLOW first: MG301 is at deny).
 const tenantWorkload = `apiVersion: v1
@@ -62,11 +69,7 @@ kind: Pod
 metadata: {name: web, labels: {app: web}}
 spec: {containers: [{name: c, image: registry.example/web:1}]}
 ---
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: strict}
-spec: {mtls: {mode: STRICT}}
----
+` + strictMTLS + `---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: require-jwt}
@@ -231,11 +234,7 @@ kind: Service
 metadata: {name: api, labels: {istio.io/use-waypoint: waypoint}}
 spec: {selector: {app: api}, ports: [{port: 80, targetPort: 8080}]}
 ---
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {name: strict}
-spec: {mtls: {mode: STRICT}}
----
+` + strictMTLS + `---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: only-waypoint}
