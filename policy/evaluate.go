@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"maps"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -126,14 +127,27 @@ func (c condition) holds(r request) bool {
 	return !slices.ContainsFunc(c.notValues, func(p string) bool { return valueMatches(c.attr, v, p) })
 }
 
-// valueMatches is Istio's string match: exact, prefix "abc*", suffix "*abc", or "*" for any
-// value present. IP ranges are compared as written; 0.0.0.0/0 and ::/0 hold every address.
+// valueMatches is the match Envoy makes of the matcher istiod generates for a value of a
+// policy, the one place every rule and explain match by: exact, prefix "abc*", suffix
+// "*abc", or "*" for any value present; hosts ignoring case; paths without their query or
+// fragment, and path templates ({*} a segment, {**} the rest); addresses by CIDR range.
 func valueMatches(attr, v, pattern string) bool {
-	switch {
-	case v == "":
+	if v == "" {
 		return false
-	case attr == attrSourceIP || attr == attrRemoteIP || attr == "destination.ip":
-		return v == pattern || pattern == "0.0.0.0/0" || pattern == "::/0"
+	}
+	switch attr {
+	case attrSourceIP, attrRemoteIP, "destination.ip":
+		return ipMatches(v, pattern)
+	case attrHost:
+		v, pattern = strings.ToLower(v), strings.ToLower(pattern)
+	case attrPath:
+		v, _, _ = strings.Cut(v, "?")
+		v, _, _ = strings.Cut(v, "#")
+		if isPathTemplate(pattern) {
+			return templateMatches(v, pattern)
+		}
+	}
+	switch {
 	case pattern == "*":
 		return true
 	case strings.HasPrefix(pattern, "*"):
@@ -142,6 +156,47 @@ func valueMatches(attr, v, pattern string) bool {
 		return strings.HasPrefix(v, strings.TrimSuffix(pattern, "*"))
 	}
 	return v == pattern
+}
+
+// ipMatches tells whether address v is in the range of pattern, an address or a CIDR range.
+// A value that is no address (the engine's "other address") is in 0.0.0.0/0 and ::/0 only.
+func ipMatches(v, pattern string) bool {
+	if pattern == "0.0.0.0/0" || pattern == "::/0" {
+		return true
+	}
+	addr, err := netip.ParseAddr(v)
+	if err != nil {
+		return v == pattern
+	}
+	if prefix, err := netip.ParsePrefix(pattern); err == nil {
+		return prefix.Contains(addr)
+	}
+	p, err := netip.ParseAddr(pattern)
+	return err == nil && p == addr
+}
+
+// isPathTemplate tells whether a path pattern is a template: {*} or {**} segments.
+func isPathTemplate(p string) bool { return strings.Contains(p, "{*}") || strings.Contains(p, "{**}") }
+
+// templateMatches is Envoy's uri_template match: {*} matches one segment, {**} the rest of
+// the path, zero segments or more.
+func templateMatches(path, template string) bool {
+	segments, want := strings.Split(path, "/"), strings.Split(template, "/")
+	for i, w := range want {
+		switch {
+		case w == "{**}":
+			return i < len(segments)
+		case i >= len(segments):
+			return false
+		case w == "{*}":
+			if segments[i] == "" {
+				return false
+			}
+		case w != segments[i]:
+			return false
+		}
+	}
+	return len(segments) == len(want)
 }
 
 // compiledRule is an AuthorizationPolicy rule as conditions.
@@ -168,10 +223,10 @@ func allHold(cs []condition, req request) bool {
 }
 
 // compileRule returns a rule's conditions; false for a rule Istio skips.
-func compileRule(r *apRule) (compiledRule, bool) {
+func compileRule(namespace string, r *apRule) (compiledRule, bool) {
 	var out compiledRule
 	for i, f := range r.From {
-		out.from = append(out.from, conditions(sourceFields, 'f', i, f.GetSource()))
+		out.from = append(out.from, qualifyServiceAccounts(namespace, conditions(sourceFields, 'f', i, f.GetSource())))
 	}
 	for i, t := range r.To {
 		out.to = append(out.to, conditions(operationFields, 't', i, t.GetOperation()))
@@ -183,6 +238,26 @@ func compileRule(r *apRule) (compiledRule, bool) {
 		out.when = append(out.when, condition{w.Key, w.Values, w.NotValues, fieldRef{'w', i, 0}})
 	}
 	return out, true
+}
+
+// qualifyServiceAccounts names the namespace of each service account a condition names
+// without one: the policy's, as istiod reads it.
+func qualifyServiceAccounts(namespace string, cs []condition) []condition {
+	qualify := func(names []string) []string {
+		out := slices.Clone(names)
+		for i, n := range out {
+			if !strings.Contains(n, "/") {
+				out[i] = namespace + "/" + n
+			}
+		}
+		return out
+	}
+	for i, c := range cs {
+		if c.attr == attrServiceAccount {
+			cs[i].values, cs[i].notValues = qualify(c.values), qualify(c.notValues)
+		}
+	}
+	return cs
 }
 
 func nonEmpty(cs ...condition) []condition {
@@ -216,7 +291,7 @@ func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, translate func(*A
 			e.allowPolicies = true
 		}
 		for _, r := range ap.Spec.Rules {
-			c, ok := compileRule(r)
+			c, ok := compileRule(ap.Namespace, r)
 			if ok {
 				c, ok = translate(ap, r, c)
 			}
@@ -385,9 +460,7 @@ func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenles
 			}
 			for _, c := range cs {
 				for _, p := range slices.Concat(c.values, c.notValues) {
-					if v := representative(p); v != "" {
-						candidates = append(candidates, v)
-					}
+					candidates = append(candidates, worthTrying(attr, p)...)
 				}
 			}
 		}
@@ -542,8 +615,10 @@ func (e enforcement) dimensions(skip func(attr string) bool) []dimension {
 		}
 		dims[i].conditions = append(dims[i].conditions, c)
 		for _, p := range slices.Concat(c.values, c.notValues) {
-			if v := representative(p); v != "" && !slices.Contains(dims[i].values, v) {
-				dims[i].values = append(dims[i].values, v)
+			for _, v := range worthTrying(c.attr, p) {
+				if !slices.Contains(dims[i].values, v) {
+					dims[i].values = append(dims[i].values, v)
+				}
 			}
 		}
 	}
@@ -560,10 +635,36 @@ func mayBeAbsent(attr string) bool {
 	return true
 }
 
+// worthTrying are the values to try for a pattern of attr: a value it matches
+// (representative); for an address range, its first address and the one after its last,
+// so that every part of the address space the ranges cut out is tried.
+func worthTrying(attr, p string) []string {
+	if attr == attrSourceIP || attr == attrRemoteIP || attr == "destination.ip" {
+		if prefix, err := netip.ParsePrefix(p); err == nil {
+			prefix = prefix.Masked()
+			out := []string{prefix.Addr().String()}
+			last := prefix.Addr().AsSlice()
+			for i := prefix.Bits(); i < len(last)*8; i++ {
+				last[i/8] |= 1 << (7 - i%8)
+			}
+			if addr, _ := netip.AddrFromSlice(last); addr.Next().IsValid() {
+				out = append(out, addr.Next().String())
+			}
+			return out
+		}
+	}
+	if v := representative(p); v != "" {
+		return []string{v}
+	}
+	return nil
+}
+
 // representative returns a value a pattern matches and no wider one need: the value
 // itself, or one inside a prefix or suffix; "" for "*".
 func representative(p string) string {
 	switch {
+	case isPathTemplate(p):
+		return strings.NewReplacer("{**}", anyOther, "{*}", anyOther).Replace(p)
 	case p == "*":
 		return ""
 	case strings.HasPrefix(p, "*"):

@@ -416,3 +416,44 @@ func TestMG812CrossNamespace(t *testing.T) {
 		t.Errorf("deleting the shared waypoint: %v", rules(fs))
 	}
 }
+
+// TestValueMatches: values are matched as Envoy matches what istiod generates for them.
+func TestValueMatches(t *testing.T) {
+	for _, c := range []struct {
+		attr, value, pattern string
+		want                 bool
+	}{
+		{attrPath, "/admin?x=1", "/admin", true}, // url_path drops the query
+		{attrPath, "/admin#top", "/admin", true}, // and the fragment
+		{attrPath, "/items/42", "/items/{*}", true},
+		{attrPath, "/items/42/x", "/items/{*}", false},
+		{attrPath, "/items/", "/items/{*}", false},
+		{attrPath, "/items/42/x", "/items/{**}", true},
+		{attrPath, "/items", "/items/{**}", false},
+		{attrPath, "/a/b/c", "/a/{*}/c", true},
+		{attrHost, "Web.Example.com", "web.example.com", true}, // :authority, ignore_case
+		{attrHost, "WEB.example.com", "*.example.com", true},
+		{attrHost, "web.example.com:8080", "web.example.com", false},
+		{attrSourceIP, "203.0.113.9", "203.0.113.0/24", true},
+		{attrSourceIP, "203.0.114.9", "203.0.113.0/24", false},
+		{attrSourceIP, "203.0.113.9", "203.0.113.9", true},
+		{attrRemoteIP, "2001:db8::1", "2001:db8::/32", true},
+		{attrMethod, "get", "GET", false}, // methods are matched as written
+	} {
+		if got := valueMatches(c.attr, c.value, c.pattern); got != c.want {
+			t.Errorf("%s %q against %q: %v", c.attr, c.value, c.pattern, got)
+		}
+	}
+}
+
+// TestNormalizedPath: the dot segments of a request's path are resolved before matching.
+func TestNormalizedPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/public/../admin": "/admin", "/../admin": "/admin", "/a/./b": "/a/b", "/a/b/..": "/a/",
+		"//admin": "//admin", "/a/../b?x=/../c": "/b?x=/../c",
+	} {
+		if got := normalizedPath(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}

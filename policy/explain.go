@@ -229,7 +229,7 @@ func requestAttributes(req Request) map[string][]string {
 		}
 	}
 	set(attrMethod, req.Method)
-	set(attrPath, req.Path)
+	set(attrPath, normalizedPath(req.Path))
 	set(attrHost, req.Host)
 	set(attrPort, req.Port)
 	set(attrSourceIP, req.FromIP)
@@ -238,9 +238,39 @@ func requestAttributes(req Request) map[string][]string {
 		set("request.headers["+strings.ToLower(name)+"]", v)
 	}
 	if req.FromPrincipal != "" {
-		return withPeer(attrs, peerOf(req.FromPrincipal))
+		// As Envoy logs it, or as policies name it: one identity.
+		return withPeer(attrs, peerOf(strings.TrimPrefix(req.FromPrincipal, "spiffe://")))
 	}
 	return attrs
+}
+
+// normalizedPath is a request's path as the proxies match it: its dot segments resolved
+// (RFC 3986, Istio's default path normalization, BASE), slashes and query kept.
+func normalizedPath(p string) string {
+	path, query, hasQuery := strings.Cut(p, "?")
+	segments := strings.Split(path, "/")
+	out := make([]string, 0, len(segments))
+	for i, seg := range segments {
+		last := i == len(segments)-1
+		switch seg {
+		case ".":
+		case "..":
+			if len(out) > 1 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, seg)
+			continue
+		}
+		if last {
+			out = append(out, "") // a/b/.. is a/, as a directory
+		}
+	}
+	path = strings.Join(out, "/")
+	if hasQuery {
+		path += "?" + query
+	}
+	return path
 }
 
 // peerOf is the caller of an mTLS identity: <trust domain>/ns/<namespace>/sa/<name>.
@@ -421,7 +451,7 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 
 // ruleTrace evaluates one rule as the proxy receives it (ztunnelRule at ztunnel).
 func (h hop) ruleTrace(ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
-	c, ok := compileRule(r)
+	c, ok := compileRule(ap.Namespace, r)
 	if !ok {
 		return RuleTrace{Skipped: "a when key Istio does not know: the rule is skipped"}
 	}

@@ -27,7 +27,7 @@ func authorizationPolicyRules() []Rule {
 		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			// Fields of one source, and every condition, are ANDed: requestPrincipals
 			// ["*"] beside notRequestPrincipals [partner] admits no token-less caller.
-			return perMatch(admittingOnly(r, jwtMatcher.negative(r, at), matchesTokenless), func(m match) Finding {
+			return perMatch(admittingOnly(p.Namespace, r, jwtMatcher.negative(r, at), matchesTokenless), func(m match) Finding {
 				return finding(m.field(),
 					fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", quoteList(m.values)),
 					"allow on positive values (requestPrincipals / values), or deny on this negative match instead")
@@ -138,7 +138,7 @@ func authorizationPolicyRules() []Rule {
 			if len(out) == 0 {
 				return nil
 			}
-			if cr, ok := compileRule(r); !ok || !matchesTokenless(cr) {
+			if cr, ok := compileRule(p.Namespace, r); !ok || !matchesTokenless(cr) {
 				return nil // the rule demands a verified token besides
 			}
 			return out
@@ -233,8 +233,8 @@ func knownWhenKey(k string) bool {
 // admittingOnly keeps the matches of a rule through which some request that admits lets
 // in: for a match in a source, the rule with that source alone; for a condition, the rule
 // whole. A rule Istio skips (an unknown when key) admits nothing.
-func admittingOnly(r *apRule, ms []match, admits func(compiledRule) bool) []match {
-	cr, ok := compileRule(r)
+func admittingOnly(namespace string, r *apRule, ms []match, admits func(compiledRule) bool) []match {
+	cr, ok := compileRule(namespace, r)
 	if !ok {
 		return nil
 	}

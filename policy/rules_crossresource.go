@@ -441,7 +441,7 @@ func identityMatchesPlaintext(c *Context) []Finding {
 		if isAllow(p) {
 			// A negative match lets a plaintext caller in only if nothing ANDed with
 			// it demands an identity (principals beside notPrincipals does).
-			opens, closes = admittingOnly(r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
+			opens, closes = admittingOnly(p.Namespace, r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
 		}
 		// A waypoint receives only mTLS, from ztunnel: its callers always carry an identity.
 		if len(opens)+len(closes) == 0 || scopeOf(p).waypointOnly() {
@@ -478,7 +478,7 @@ func identityPoliciesOpened(c *Context, p *PeerAuthentication) []Finding {
 				if isDeny(ap) {
 					return len(mtlsMatcher.positive(r, "")) > 0
 				}
-				return len(admittingOnly(r, mtlsMatcher.negative(r, ""), matchesPlaintext)) > 0
+				return len(admittingOnly(ap.Namespace, r, mtlsMatcher.negative(r, ""), matchesPlaintext)) > 0
 			}) {
 				opened = append(opened, ref(ap))
 			}
