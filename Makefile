@@ -9,7 +9,7 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 FUZZTIME        ?= 30s
 BIN             := bin/meshguard
 
-.PHONY: all build run test unit e2e control-plane cert-manager lint fuzz bench load load-growth load-check load-apiserver load-writes docs generate image clean
+.PHONY: all build run test conformance unit e2e control-plane cert-manager lint fuzz bench load load-growth load-check load-apiserver load-writes docs generate image clean
 
 all: build
 
@@ -18,6 +18,13 @@ build: ## Build bin/meshguard
 
 test: lint control-plane cert-manager ## Everything CI runs: lint, unit and end-to-end tests, fuzz seed corpora
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -timeout 20m ./...
+
+conformance: ## meshguard's verdicts against what istiod generates (test/conformance, a module of its own); ends with one line: conformance: N cases, D divergences
+	@mkdir -p bin && cd test/conformance && $(GO) vet ./... && \
+	  { $(GO) test -count=1 -timeout 30m -v ./... > ../../bin/conformance.log 2>&1; status=$$?; \
+	    if [ $$status -ne 0 ]; then grep -v -e '^=== RUN' -e '^--- PASS' -e '^conformance:' ../../bin/conformance.log | tail -n 80; fi; \
+	    grep '^conformance:' ../../bin/conformance.log || echo 'conformance: 0 cases, the suite did not finish (bin/conformance.log)'; \
+	    exit $$status; }
 
 unit: ## Unit tests, golden fixtures, seed verdicts and fuzz seed corpora (no control plane)
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/certmanager)

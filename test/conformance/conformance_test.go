@@ -1,0 +1,290 @@
+package conformance
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+	securityv1beta1 "istio.io/api/security/v1beta1"
+	typev1beta1 "istio.io/api/type/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/meshguard/meshguard/policy"
+)
+
+var (
+	seeds = flag.Int("seeds", 2500, "policy sets generated, each judged on every request")
+	seed0 = flag.Uint64("seed", 1, "the first seed")
+)
+
+// The vocabulary the generator draws from: values of each field, with their wildcards,
+// templates and ranges, and the requests that tell them apart.
+var (
+	pathValues      = []string{"/admin", "/admin/*", "*/info", "/items/{*}", "/files/{**}", "*", "/"}
+	methodValues    = []string{"GET", "POST", "DELETE"}
+	hostValues      = []string{"web.example.com", "*.example.com", "web.*", "*"}
+	portValues      = []string{"8080", "9090"}
+	principalValues = []string{"cluster.local/ns/shop/sa/frontend", "cluster.local/*", "*/ns/other/sa/client", "*", "cluster.local/ns/tenant-a/*"}
+	namespaceValues = []string{"shop", "other", "tenant-*", "*"}
+	accountValues   = []string{"frontend", "other/client"}
+	ipValues        = []string{"203.0.113.0/24", "198.51.100.7", "10.0.0.0/8"}
+	headerValues    = []string{"blue", "gr*", "*"}
+
+	requestMethods    = []string{"GET", "POST", "get"}
+	requestPaths      = []string{"/", "/admin", "/admin?x=1", "/admin/", "/admin/x", "/x/info", "/items/42", "/items/42/x", "/files/a/b", "/files", "/files/"}
+	requestHosts      = []string{"web.example.com", "Web.Example.COM", "api.example.com", "web.example.com:8080", "other.org"}
+	requestPorts      = []string{"8080", "9090", "80"}
+	requestPrincipals = []string{"", "cluster.local/ns/shop/sa/frontend", "cluster.local/ns/other/sa/client", "cluster.local/ns/tenant-a/sa/x", "other.td/ns/shop/sa/frontend"}
+	requestIPs        = []string{"203.0.113.9", "198.51.100.7", "10.1.2.3", "192.0.2.1"}
+	requestTeams      = []string{"", "blue", "green", "red"}
+)
+
+// workload is the one whose sidecar every case asks of.
+var workload = map[string]string{"app": "web"}
+
+// TestConformance: for policy sets generated from a seed, and every request of the
+// vocabulary, meshguard's verdict for the workload's sidecar is the one Envoy gives under
+// the RBAC istiod generates. It ends with one line: conformance: N cases, D divergences.
+func TestConformance(t *testing.T) {
+	cases, divergences, skipped := 0, 0, 0
+	for s := range uint64(*seeds) {
+		r := rand.New(rand.NewPCG(*seed0+s, 0))
+		policies := generatePolicies(r)
+		if !allValid(policies) {
+			skipped++
+			continue
+		}
+		filters, err := sidecarRBAC(policies, "shop", workload)
+		if err != nil {
+			t.Fatalf("seed %d: istiod's translation: %v", *seed0+s, err)
+		}
+		st, w := meshguardState(policies)
+		for _, req := range requests() {
+			cases++
+			want, _, err := envoyAllows(filters, req.envoy())
+			if err != nil {
+				t.Fatalf("seed %d: evaluating istiod's RBAC: %v", *seed0+s, err)
+			}
+			e, err := policy.Explain(st, rootNamespace, w, policy.ViaDirect, req.meshguard())
+			if err != nil {
+				t.Fatalf("seed %d: meshguard explain: %v", *seed0+s, err)
+			}
+			if got := e.Verdict == policy.VerdictAllow; got != want {
+				divergences++
+				if divergences <= 10 {
+					t.Errorf("seed %d: %s: Envoy allows %v, meshguard says %s (decided by %s)\n%s", *seed0+s, req, want, e.Verdict, e.DecidedBy, reproduction(policies))
+				}
+			}
+		}
+	}
+	fmt.Printf("conformance: %d cases, %d divergences (%d policy sets istiod's validation refuses, not judged)\n", cases, divergences, skipped)
+	if cases < 100_000 && *seeds >= 2500 {
+		t.Errorf("only %d cases", cases)
+	}
+}
+
+// request is a request of the vocabulary.
+type request struct {
+	method, path, host, port, principal, ip, team string
+}
+
+func requests() []request {
+	var out []request
+	// Every value of each attribute, the others at their first value, and then a sample of
+	// combinations: enough to meet every pair a rule may AND.
+	base := request{requestMethods[0], requestPaths[0], requestHosts[0], requestPorts[0], requestPrincipals[0], requestIPs[0], requestTeams[0]}
+	for _, m := range requestMethods {
+		for _, p := range requestPaths {
+			for _, pr := range requestPrincipals {
+				q := base
+				q.method, q.path, q.principal = m, p, pr
+				out = append(out, q)
+			}
+		}
+	}
+	for _, h := range requestHosts {
+		for _, port := range requestPorts {
+			for _, ip := range requestIPs {
+				for _, team := range requestTeams {
+					q := base
+					q.host, q.port, q.ip, q.team = h, port, ip, team
+					q.principal = requestPrincipals[len(out)%len(requestPrincipals)]
+					out = append(out, q)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (q request) String() string {
+	return fmt.Sprintf("%s %s host %s port %s from %q at %s team %q", q.method, q.path, q.host, q.port, q.principal, q.ip, q.team)
+}
+
+func (q request) envoy() envoyRequest {
+	headers := map[string]string{":method": q.method, ":path": q.path, ":authority": q.host}
+	if q.team != "" {
+		headers["x-team"] = q.team
+	}
+	port, _ := strconv.Atoi(q.port)
+	principal := ""
+	if q.principal != "" {
+		principal = "spiffe://" + q.principal
+	}
+	return envoyRequest{headers: headers, principal: principal, sourceIP: q.ip, port: uint32(port)}
+}
+
+func (q request) meshguard() policy.Request {
+	req := policy.Request{Method: q.method, Path: q.path, Host: q.host, Port: q.port, FromPrincipal: q.principal, FromIP: q.ip}
+	if q.team != "" {
+		req.Headers = map[string]string{"x-team": q.team}
+	}
+	return req
+}
+
+// generatePolicies draws one to three ALLOW or DENY policies of namespace shop (selecting
+// the workload, another one, or the whole namespace), of the root namespace, or of another
+// namespace, some in dry run.
+func generatePolicies(r *rand.Rand) []namedPolicy {
+	var out []namedPolicy
+	for i := range 1 + r.IntN(3) {
+		p := namedPolicy{name: fmt.Sprintf("p%d", i), namespace: pick(r, []string{"shop", "shop", "shop", rootNamespace, "other"}), spec: &securityv1beta1.AuthorizationPolicy{}}
+		switch r.IntN(4) {
+		case 0, 1:
+			p.spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "web"}}
+		case 2:
+			p.spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "api"}}
+		}
+		if r.IntN(2) == 0 {
+			p.spec.Action = securityv1beta1.AuthorizationPolicy_DENY
+		}
+		if r.IntN(10) == 0 {
+			p.annotations = map[string]string{"istio.io/dry-run": "true"}
+		}
+		for range r.IntN(3) {
+			p.spec.Rules = append(p.spec.Rules, generateRule(r))
+		}
+		if r.IntN(8) == 0 && len(p.spec.Rules) == 0 {
+			p.spec.Rules = []*securityv1beta1.Rule{{}}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func generateRule(r *rand.Rand) *securityv1beta1.Rule {
+	rule := &securityv1beta1.Rule{}
+	for range r.IntN(3) {
+		s := &securityv1beta1.Source{}
+		switch r.IntN(5) {
+		case 0:
+			s.Principals = some(r, principalValues)
+		case 1:
+			s.Namespaces = some(r, namespaceValues)
+		case 2:
+			s.ServiceAccounts = some(r, accountValues)
+		case 3:
+			s.IpBlocks = some(r, ipValues)
+		case 4:
+			s.NotPrincipals = some(r, principalValues)
+		}
+		if r.IntN(4) == 0 {
+			s.NotIpBlocks = some(r, ipValues)
+		}
+		rule.From = append(rule.From, &securityv1beta1.Rule_From{Source: s})
+	}
+	for range r.IntN(3) {
+		o := &securityv1beta1.Operation{}
+		switch r.IntN(5) {
+		case 0:
+			o.Paths = some(r, pathValues)
+		case 1:
+			o.Methods = some(r, methodValues)
+		case 2:
+			o.Hosts = some(r, hostValues)
+		case 3:
+			o.Ports = some(r, portValues)
+		case 4:
+			o.NotPaths = some(r, pathValues)
+		}
+		if r.IntN(4) == 0 {
+			o.NotMethods = some(r, methodValues)
+		}
+		rule.To = append(rule.To, &securityv1beta1.Rule_To{Operation: o})
+	}
+	for range r.IntN(2) {
+		c := &securityv1beta1.Condition{}
+		switch r.IntN(4) {
+		case 0:
+			c.Key, c.Values = "request.headers[x-team]", some(r, headerValues)
+		case 1:
+			c.Key, c.NotValues = "request.headers[x-team]", some(r, headerValues)
+		case 2:
+			c.Key, c.Values = "source.namespace", some(r, namespaceValues)
+		case 3:
+			c.Key, c.Values = "destination.port", some(r, portValues)
+		}
+		rule.When = append(rule.When, c)
+	}
+	return rule
+}
+
+func pick(r *rand.Rand, from []string) string { return from[r.IntN(len(from))] }
+
+// some draws one to three values, the first more often alone.
+func some(r *rand.Rand, from []string) []string {
+	out := []string{pick(r, from)}
+	for range r.IntN(3) {
+		out = append(out, pick(r, from))
+	}
+	return out
+}
+
+func allValid(policies []namedPolicy) bool {
+	for _, p := range policies {
+		if !p.valid() {
+			return false
+		}
+	}
+	return true
+}
+
+// meshguardState is the state meshguard judges the cases in: the namespaces, the workload's
+// Pod, and the policies.
+func meshguardState(policies []namedPolicy) (*policy.Snapshot, *policy.Workload) {
+	st := policy.NewSnapshot()
+	for _, ns := range []string{"shop", "other", rootNamespace} {
+		st.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"istio-injection": "enabled"}}})
+	}
+	w := &policy.Workload{Kind: policy.KindPod, ObjectMeta: &metav1.ObjectMeta{Name: "web-0", Namespace: "shop", Labels: workload}}
+	st.Add(w)
+	for _, p := range policies {
+		ap := &policy.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: p.namespace, Annotations: p.annotations}}
+		proto.Merge(&ap.Spec, p.spec)
+		st.Add(ap)
+	}
+	return st, w
+}
+
+// reproduction is the policies of a case as YAML, ready to become a fixture.
+func reproduction(policies []namedPolicy) string {
+	var b strings.Builder
+	for _, p := range policies {
+		ap := &policy.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: p.namespace, Annotations: p.annotations}}
+		ap.APIVersion, ap.Kind = "security.istio.io/v1", "AuthorizationPolicy"
+		proto.Merge(&ap.Spec, p.spec)
+		out, err := yaml.Marshal(ap)
+		if err != nil {
+			fmt.Fprintf(&b, "# %v\n", err)
+		}
+		b.WriteString("---\n")
+		b.Write(out)
+	}
+	return b.String()
+}
