@@ -17,6 +17,7 @@ import (
 
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -218,7 +219,20 @@ func Sync(ctx context.Context, c client.Client, kind schema.GroupVersionKind, de
 		}
 		if !ok {
 			err = c.Create(ctx, obj)
-		} else {
+			if apierrors.IsAlreadyExists(err) {
+				// The list was behind the API server (a watch broken a moment ago, a write
+				// of the replica that led before): write over what is there.
+				// Read whole: a read of metadata would come from the same cache.
+				var there unstructured.Unstructured
+				there.SetGroupVersionKind(kind)
+				if err = c.Get(ctx, client.ObjectKeyFromObject(obj), &there); err == nil {
+					have = &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{ResourceVersion: there.GetResourceVersion(),
+						Labels: there.GetLabels(), Annotations: there.GetAnnotations()}}
+					ok = true
+				}
+			}
+		}
+		if ok {
 			// What others set on the report (labels, annotations) is kept.
 			obj.SetResourceVersion(have.ResourceVersion)
 			obj.SetLabels(merged(have.Labels, obj.GetLabels()))

@@ -269,3 +269,33 @@ func TestDesiredWhateverTheOrder(t *testing.T) {
 		}
 	}
 }
+
+// staleMetadata is a client whose lists of metadata come from a cache that does not show
+// the reports yet (a watch broken a moment ago).
+type staleMetadata struct{ client.Client }
+
+func (s staleMetadata) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*metav1.PartialObjectMetadataList); ok {
+		return nil
+	}
+	return s.Client.List(ctx, list, opts...)
+}
+
+// TestSyncBehindTheAPIServer: a report the listed metadata does not show yet, but which is
+// there, is written over, not failed on.
+func TestSyncBehindTheAPIServer(t *testing.T) {
+	ctx := context.Background()
+	c := fakeClient(t)
+	e := policy.NewEngine()
+	st := policy.NewSnapshot()
+	st.Add(ra(t, "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`))
+	desired := Desired(e, st, st.NamespaceNames())
+	var known Written
+	if _, err := Sync(ctx, c, OpenReports, desired, nil, &known); err != nil {
+		t.Fatal(err)
+	}
+	var again Written
+	if _, err := Sync(ctx, staleMetadata{c}, OpenReports, desired, nil, &again); err != nil {
+		t.Errorf("a pass behind the API server: %v", err)
+	}
+}
