@@ -35,6 +35,8 @@ var (
 	accountValues   = []string{"frontend", "other/client"}
 	ipValues        = []string{"203.0.113.0/24", "198.51.100.7", "10.0.0.0/8"}
 	headerValues    = []string{"blue", "gr*", "*"}
+	rpValues        = []string{"https://idp.example.com/alice", "https://idp.example.com/*", "*", "*/alice", "https://other.example.com/*"}
+	groupValues     = []string{"admins", "dev*"}
 
 	requestMethods    = []string{"GET", "POST", "get"}
 	requestPaths      = []string{"/", "/admin", "/admin?x=1", "/admin/", "/admin/x", "/x/info", "/items/42", "/items/42/x", "/files/a/b", "/files", "/files/"}
@@ -43,7 +45,13 @@ var (
 	requestPrincipals = []string{"", "cluster.local/ns/shop/sa/frontend", "cluster.local/ns/other/sa/client", "cluster.local/ns/tenant-a/sa/x", "other.td/ns/shop/sa/frontend"}
 	requestIPs        = []string{"203.0.113.9", "198.51.100.7", "10.1.2.3", "192.0.2.1"}
 	requestTeams      = []string{"", "blue", "green", "red"}
+	// requestTokens are tokens of the issuer the RequestAuthentication configures, valid
+	// for its audience; "" for none.
+	requestTokens = []string{"", "alice admins,devs", "bob devs"}
 )
+
+// issuer is the one the workload's RequestAuthentication configures, when it has one.
+const issuer = "https://idp.example.com"
 
 // workload is the one whose sidecar every case asks of.
 var workload = map[string]string{"app": "web"}
@@ -56,6 +64,7 @@ func TestConformance(t *testing.T) {
 	for s := range uint64(*seeds) {
 		r := rand.New(rand.NewPCG(*seed0+s, 0))
 		policies := generatePolicies(r)
+		verifies := r.IntN(4) != 0 // the workload has a RequestAuthentication
 		if !allValid(policies) {
 			skipped++
 			continue
@@ -64,10 +73,10 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatalf("seed %d: istiod's translation: %v", *seed0+s, err)
 		}
-		st, w := meshguardState(policies)
+		st, w := meshguardState(policies, verifies)
 		for _, req := range requests() {
 			cases++
-			want, _, err := envoyAllows(filters, req.envoy())
+			want, _, err := envoyAllows(filters, req.envoy(verifies))
 			if err != nil {
 				t.Fatalf("seed %d: evaluating istiod's RBAC: %v", *seed0+s, err)
 			}
@@ -78,7 +87,7 @@ func TestConformance(t *testing.T) {
 			if got := e.Verdict == policy.VerdictAllow; got != want {
 				divergences++
 				if divergences <= 10 {
-					t.Errorf("seed %d: %s: Envoy allows %v, meshguard says %s (decided by %s)\n%s", *seed0+s, req, want, e.Verdict, e.DecidedBy, reproduction(policies))
+					t.Errorf("seed %d: %s (a RequestAuthentication: %v): Envoy allows %v, meshguard says %s (decided by %s)\n%s", *seed0+s, req, verifies, want, e.Verdict, e.DecidedBy, reproduction(policies))
 				}
 			}
 		}
@@ -91,14 +100,23 @@ func TestConformance(t *testing.T) {
 
 // request is a request of the vocabulary.
 type request struct {
-	method, path, host, port, principal, ip, team string
+	method, path, host, port, principal, ip, team, token string
 }
 
 func requests() []request {
 	var out []request
 	// Every value of each attribute, the others at their first value, and then a sample of
 	// combinations: enough to meet every pair a rule may AND.
-	base := request{requestMethods[0], requestPaths[0], requestHosts[0], requestPorts[0], requestPrincipals[0], requestIPs[0], requestTeams[0]}
+	base := request{requestMethods[0], requestPaths[0], requestHosts[0], requestPorts[0], requestPrincipals[0], requestIPs[0], requestTeams[0], requestTokens[0]}
+	for _, token := range requestTokens {
+		for _, pr := range requestPrincipals {
+			for _, p := range requestPaths[:4] {
+				q := base
+				q.token, q.principal, q.path = token, pr, p
+				out = append(out, q)
+			}
+		}
+	}
 	for _, m := range requestMethods {
 		for _, p := range requestPaths {
 			for _, pr := range requestPrincipals {
@@ -124,10 +142,18 @@ func requests() []request {
 }
 
 func (q request) String() string {
-	return fmt.Sprintf("%s %s host %s port %s from %q at %s team %q", q.method, q.path, q.host, q.port, q.principal, q.ip, q.team)
+	return fmt.Sprintf("%s %s host %s port %s from %q at %s team %q token %q", q.method, q.path, q.host, q.port, q.principal, q.ip, q.team, q.token)
 }
 
-func (q request) envoy() envoyRequest {
+// claims are the token's: its subject, and its groups.
+func (q request) claims() (sub string, groups []string) {
+	sub, list, _ := strings.Cut(q.token, " ")
+	return sub, strings.Split(list, ",")
+}
+
+// envoy is the request as the sidecar's RBAC filter sees it: with the token's payload in
+// jwt_authn's metadata where the workload's RequestAuthentication verifies it.
+func (q request) envoy(verifies bool) envoyRequest {
 	headers := map[string]string{":method": q.method, ":path": q.path, ":authority": q.host}
 	if q.team != "" {
 		headers["x-team"] = q.team
@@ -137,13 +163,26 @@ func (q request) envoy() envoyRequest {
 	if q.principal != "" {
 		principal = "spiffe://" + q.principal
 	}
-	return envoyRequest{headers: headers, principal: principal, sourceIP: q.ip, port: uint32(port)}
+	var payload map[string]any
+	if verifies && q.token != "" {
+		sub, groups := q.claims()
+		list := make([]any, len(groups))
+		for i, g := range groups {
+			list[i] = g
+		}
+		payload = map[string]any{"iss": issuer, "sub": sub, "aud": "web", "groups": list}
+	}
+	return envoyRequest{headers: headers, principal: principal, sourceIP: q.ip, port: uint32(port), payload: payload}
 }
 
 func (q request) meshguard() policy.Request {
 	req := policy.Request{Method: q.method, Path: q.path, Host: q.host, Port: q.port, FromPrincipal: q.principal, FromIP: q.ip}
 	if q.team != "" {
 		req.Headers = map[string]string{"x-team": q.team}
+	}
+	if q.token != "" {
+		sub, groups := q.claims()
+		req.Token = &policy.Token{Claims: map[string][]string{"iss": {issuer}, "sub": {sub}, "aud": {"web"}, "groups": groups}}
 	}
 	return req
 }
@@ -182,7 +221,11 @@ func generateRule(r *rand.Rand) *securityv1beta1.Rule {
 	rule := &securityv1beta1.Rule{}
 	for range r.IntN(3) {
 		s := &securityv1beta1.Source{}
-		switch r.IntN(5) {
+		switch r.IntN(7) {
+		case 5:
+			s.RequestPrincipals = some(r, rpValues)
+		case 6:
+			s.NotRequestPrincipals = some(r, rpValues)
 		case 0:
 			s.Principals = some(r, principalValues)
 		case 1:
@@ -220,7 +263,13 @@ func generateRule(r *rand.Rand) *securityv1beta1.Rule {
 	}
 	for range r.IntN(2) {
 		c := &securityv1beta1.Condition{}
-		switch r.IntN(4) {
+		switch r.IntN(7) {
+		case 4:
+			c.Key, c.Values = "request.auth.claims[groups]", some(r, groupValues)
+		case 5:
+			c.Key, c.Values = "request.auth.audiences", []string{pick(r, []string{"web", "api"})}
+		case 6:
+			c.Key, c.NotValues = "request.auth.principal", some(r, rpValues)
 		case 0:
 			c.Key, c.Values = "request.headers[x-team]", some(r, headerValues)
 		case 1:
@@ -256,14 +305,20 @@ func allValid(policies []namedPolicy) bool {
 }
 
 // meshguardState is the state meshguard judges the cases in: the namespaces, the workload's
-// Pod, and the policies.
-func meshguardState(policies []namedPolicy) (*policy.Snapshot, *policy.Workload) {
+// Pod, its RequestAuthentication where it verifies tokens, and the policies.
+func meshguardState(policies []namedPolicy, verifies bool) (*policy.Snapshot, *policy.Workload) {
 	st := policy.NewSnapshot()
 	for _, ns := range []string{"shop", "other", rootNamespace} {
 		st.Add(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"istio-injection": "enabled"}}})
 	}
 	w := &policy.Workload{Kind: policy.KindPod, ObjectMeta: &metav1.ObjectMeta{Name: "web-0", Namespace: "shop", Labels: workload}}
 	st.Add(w)
+	if verifies {
+		ra := &policy.RequestAuthentication{ObjectMeta: metav1.ObjectMeta{Name: "web-jwt", Namespace: "shop"}}
+		ra.Spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: workload}
+		ra.Spec.JwtRules = []*securityv1beta1.JWTRule{{Issuer: issuer, JwksUri: issuer + "/keys", Audiences: []string{"web"}}}
+		st.Add(ra)
+	}
 	for _, p := range policies {
 		ap := &policy.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: p.namespace, Annotations: p.annotations}}
 		proto.Merge(&ap.Spec, p.spec)

@@ -26,7 +26,13 @@ type envoyRequest struct {
 	sourceIP      string
 	port          uint32
 	destinationIP string
+	// payload is the verified token's claims, as jwt_authn writes them to the filter
+	// metadata (strings, or lists of them); nil where no token was verified.
+	payload map[string]any
 }
+
+// jwtFilter is the filter whose metadata holds the payload of the verified token.
+const jwtFilter = "envoy.filters.http.jwt_authn"
 
 // policyMatches is Envoy's RBAC policy: some permission and some principal match.
 func policyMatches(p *rbacpb.Policy, r envoyRequest) (bool, error) {
@@ -122,8 +128,74 @@ func principalMatches(p *rbacpb.Principal, r envoyRequest) (bool, error) {
 		return cidrContains(id.RemoteIp, r.sourceIP)
 	case *rbacpb.Principal_Header:
 		return headerMatches(id.Header, r.headers)
+	case *rbacpb.Principal_Metadata:
+		return metadataMatches(id.Metadata, r)
 	}
 	return false, fmt.Errorf("principal %T is not evaluated", p.GetIdentifier())
+}
+
+// metadataMatches is Envoy's MetadataMatcher on jwt_authn's metadata: the value at the
+// path, matched by the value matcher; a path that leads nowhere matches nothing.
+func metadataMatches(m *matcherpb.MetadataMatcher, r envoyRequest) (bool, error) {
+	if m.GetFilter() != jwtFilter {
+		return false, fmt.Errorf("metadata of filter %s is not evaluated", m.GetFilter())
+	}
+	var v any = map[string]any{"payload": r.payload}
+	if r.payload == nil {
+		v = map[string]any{}
+	}
+	for _, seg := range m.GetPath() {
+		fields, ok := v.(map[string]any)
+		if !ok {
+			v = nil
+			break
+		}
+		v = fields[seg.GetKey()]
+	}
+	ok := false
+	if v != nil {
+		var err error
+		if ok, err = valueMatches(m.GetValue(), v); err != nil {
+			return false, err
+		}
+	}
+	if m.GetInvert() {
+		ok = !ok
+	}
+	return ok, nil
+}
+
+// valueMatches is Envoy's ValueMatcher for the kinds istiod emits.
+func valueMatches(m *matcherpb.ValueMatcher, v any) (bool, error) {
+	switch p := m.GetMatchPattern().(type) {
+	case *matcherpb.ValueMatcher_StringMatch:
+		s, ok := v.(string)
+		if !ok {
+			return false, nil
+		}
+		return stringMatches(p.StringMatch, s)
+	case *matcherpb.ValueMatcher_PresentMatch:
+		return p.PresentMatch, nil
+	case *matcherpb.ValueMatcher_ListMatch:
+		list, ok := v.([]any)
+		if !ok {
+			return false, nil
+		}
+		for _, e := range list {
+			if ok, err := valueMatches(p.ListMatch.GetOneOf(), e); err != nil || ok {
+				return ok, err
+			}
+		}
+		return false, nil
+	case *matcherpb.ValueMatcher_OrMatch:
+		for _, q := range p.OrMatch.GetValueMatchers() {
+			if ok, err := valueMatches(q, v); err != nil || ok {
+				return ok, err
+			}
+		}
+		return false, nil
+	}
+	return false, fmt.Errorf("value matcher %T is not evaluated", m.GetMatchPattern())
 }
 
 // headerMatches is Envoy's HeaderMatcher for the kinds istiod emits: present_match and
