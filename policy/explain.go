@@ -306,7 +306,13 @@ func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict
 		t.Verdict, t.DecidedBy = v, why
 		return t, v, why, nil
 	}
-	if h.mtlsStrict && len(attrs[attrPeerPrincipal]) == 0 {
+	strict := h.mtlsStrict
+	if port := attrs[attrPort]; len(port) > 0 {
+		if s, named := h.strictPorts[port[0]]; named {
+			strict = s
+		}
+	}
+	if strict && len(attrs[attrPeerPrincipal]) == 0 {
 		return fail(VerdictDeny, "PeerAuthentication STRICT: the caller has no mTLS, and its connection is refused")
 	}
 	attrs, t.Authentication = h.authenticate(attrs, token)

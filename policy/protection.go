@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -174,6 +175,13 @@ type mtls = securityv1beta1.PeerAuthentication_MutualTLS_Mode
 // else its namespace's, else the mesh's, else PERMISSIVE. Among equals the oldest wins, and
 // UNSET defers to the next level.
 func mtlsMode(st State, root string, w *Workload) mtls {
+	mode, own := mtlsModes(st, root, w)
+	return weakestPort(own, mode)
+}
+
+// mtlsModes is the mode in force for a workload on the ports its own PeerAuthentication
+// sets no mode for, and that policy (nil for none).
+func mtlsModes(st State, root string, w *Workload) (mtls, *PeerAuthentication) {
 	type level struct {
 		namespace string
 		workload  bool // selector policies, or namespace-wide ones
@@ -195,12 +203,29 @@ func mtlsMode(st State, root string, w *Workload) mtls {
 				own = pa
 			}
 			if pa.Spec.Mtls != nil && pa.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-				return weakestPort(own, pa.Spec.Mtls.Mode)
+				return pa.Spec.Mtls.Mode, own
 			}
 			break
 		}
 	}
-	return weakestPort(own, securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE)
+	return securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE, own
+}
+
+// strictPorts tells, for each port the workload's own PeerAuthentication (nil for none)
+// sets a mode for, whether it is STRICT; mode is that of the other ports.
+func strictPorts(own *PeerAuthentication, mode mtls) map[string]bool {
+	if own == nil || len(own.Spec.PortLevelMtls) == 0 {
+		return nil
+	}
+	out := map[string]bool{}
+	for port, m := range own.Spec.PortLevelMtls {
+		portMode := m.GetMode()
+		if portMode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
+			portMode = mode
+		}
+		out[strconv.FormatUint(uint64(port), 10)] = portMode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+	}
+	return out
 }
 
 // weakestPort is mode, or the weakest mode the workload's own PeerAuthentication (nil for

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -27,8 +28,10 @@ type hop struct {
 	aps         []*AuthorizationPolicy
 	ztunnel     bool
 	enforcement enforcement
-	// mtlsStrict: callers without mTLS are refused before any policy.
-	mtlsStrict bool
+	// mtlsStrict: callers without mTLS are refused before any policy; strictPorts, where
+	// set, say it of the ports a workload's own PeerAuthentication names.
+	mtlsStrict  bool
+	strictPorts map[string]bool
 	// forwardsAs is the caller the next hop sees; nil at the last hop.
 	forwardsAs request
 }
@@ -106,7 +109,9 @@ func localHop(st State, root string, w *Workload) []hop {
 	if field, _ := notEnforceable(w); field != "" {
 		return nil
 	}
-	return []hop{{proxy: "sidecar", ras: forWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, !strict), mtlsStrict: strict}}
+	mode, own := mtlsModes(st, root, w)
+	return []hop{{proxy: "sidecar", ras: forWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, !strict),
+		mtlsStrict: mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT, strictPorts: strictPorts(own, mode)}}
 }
 
 // ingressUsesWaypoint tells whether ingress traffic to the Services of namespace ns passes

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,6 +23,18 @@ var (
 	seeds = flag.Int("seeds", 2500, "policy sets generated, each judged on every request")
 	seed0 = flag.Uint64("seed", 1, "the first seed")
 )
+
+// tally counts the cases of every test, for the one line the suite ends with.
+var tally struct{ cases, divergences, refused int }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fmt.Printf("conformance: %d cases, %d divergences (%d generated policy sets istiod's validation refuses, not judged)\n", tally.cases, tally.divergences, tally.refused)
+	if code == 0 && tally.divergences > 0 {
+		code = 1
+	}
+	os.Exit(code)
+}
 
 // The vocabulary the generator draws from: values of each field, with their wildcards,
 // templates and ranges, and the requests that tell them apart.
@@ -92,7 +105,7 @@ func TestConformance(t *testing.T) {
 			}
 		}
 	}
-	fmt.Printf("conformance: %d cases, %d divergences (%d policy sets istiod's validation refuses, not judged)\n", cases, divergences, skipped)
+	tally.cases, tally.divergences, tally.refused = tally.cases+cases, tally.divergences+divergences, tally.refused+skipped
 	if cases < 100_000 && *seeds >= 2500 {
 		t.Errorf("only %d cases", cases)
 	}
