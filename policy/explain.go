@@ -171,8 +171,9 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 		case VerdictDeny, VerdictUnauthenticated:
 			e.Verdict, e.DecidedBy = verdict, decided
 			e.Status = map[Verdict]*int{VerdictDeny: status(403), VerdictUnauthenticated: status(401)}[verdict]
-			if strings.HasPrefix(decided, "PeerAuthentication") {
-				e.Status = nil // the connection is refused: no HTTP answer
+			if strings.HasPrefix(decided, "PeerAuthentication") || h.ztunnel {
+				// The connection is refused, or ztunnel resets it: no HTTP answer.
+				e.Status = nil
 			}
 			e.Shadow = shadow
 			return e, nil

@@ -228,7 +228,10 @@ func writeExplanation(w io.Writer, req requestFlags, target *policy.Workload, e 
 		}
 		fmt.Fprintf(tw, "  → %s: %s\n", h.Verdict, h.DecidedBy)
 	}
-	status := "no HTTP status"
+	status := "no HTTP status: the external authorizer decides"
+	if e.Verdict == policy.VerdictDeny {
+		status = "no HTTP status: the connection is refused or reset"
+	}
 	if e.Status != nil {
 		status = fmt.Sprint(*e.Status)
 	}
