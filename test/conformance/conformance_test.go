@@ -204,15 +204,24 @@ func (q request) meshguard() policy.Request {
 // the workload, another one, or the whole namespace), of the root namespace, or of another
 // namespace, some in dry run.
 func generatePolicies(r *rand.Rand) []namedPolicy {
-	var out []namedPolicy
-	for i := range 1 + r.IntN(3) {
-		p := namedPolicy{name: fmt.Sprintf("p%d", i), namespace: pick(r, []string{"shop", "shop", "shop", rootNamespace, "other"}), spec: &securityv1beta1.AuthorizationPolicy{}}
+	return generate(r, func(p *namedPolicy) {
+		p.namespace = pick(r, []string{"shop", "shop", "shop", rootNamespace, "other"})
 		switch r.IntN(4) {
 		case 0, 1:
 			p.spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "web"}}
 		case 2:
 			p.spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"app": "api"}}
 		}
+	})
+}
+
+// generate draws one to three ALLOW or DENY policies, some in dry run, attach saying where
+// each applies.
+func generate(r *rand.Rand, attach func(*namedPolicy)) []namedPolicy {
+	var out []namedPolicy
+	for i := range 1 + r.IntN(3) {
+		p := namedPolicy{name: fmt.Sprintf("p%d", i), spec: &securityv1beta1.AuthorizationPolicy{}}
+		attach(&p)
 		if r.IntN(2) == 0 {
 			p.spec.Action = securityv1beta1.AuthorizationPolicy_DENY
 		}
@@ -332,12 +341,17 @@ func meshguardState(policies []namedPolicy, verifies bool) (*policy.Snapshot, *p
 		ra.Spec.JwtRules = []*securityv1beta1.JWTRule{{Issuer: issuer, JwksUri: issuer + "/keys", Audiences: []string{"web"}}}
 		st.Add(ra)
 	}
+	addPolicies(st, policies)
+	return st, w
+}
+
+// addPolicies adds the policies to meshguard's state.
+func addPolicies(st *policy.Snapshot, policies []namedPolicy) {
 	for _, p := range policies {
 		ap := &policy.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: p.name, Namespace: p.namespace, Annotations: p.annotations}}
 		proto.Merge(&ap.Spec, p.spec)
 		st.Add(ap)
 	}
-	return st, w
 }
 
 // reproduction is the policies of a case as YAML, ready to become a fixture.

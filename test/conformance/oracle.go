@@ -9,6 +9,7 @@ import (
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/pkg/security/authz/builder"
 	"istio.io/istio/pilot/pkg/security/trustdomain"
+	"istio.io/istio/pilot/pkg/serviceregistry/provider"
 	"istio.io/istio/pkg/config"
 	"istio.io/istio/pkg/config/labels"
 	"istio.io/istio/pkg/config/schema/gvk"
@@ -39,13 +40,28 @@ func (p namedPolicy) valid() bool {
 // labels: the HTTP filters of its inbound chains, as listener_builder.go builds them
 // (authz.NewBuilder with the mesh's trust domain, principals matched as authenticated).
 func sidecarRBAC(policies []namedPolicy, ns string, workloadLabels map[string]string) ([]*rbacpb.RBAC, error) {
+	return istiodRBAC(policies, model.PolicyMatcherFor(ns, labels.Instance(workloadLabels), false), builder.Option{})
+}
+
+// waypointRBAC is the RBAC istiod gives waypoint gateway of namespace ns for the chain of
+// Service service: listener_waypoint.go builds it with NewBuilderForService, the caller's
+// identity read from the filter state HBONE sets.
+func waypointRBAC(policies []namedPolicy, ns, gateway, service string) ([]*rbacpb.RBAC, error) {
+	waypoint := labels.Instance{"gateway.networking.k8s.io/gateway-name": gateway}
+	svc := &model.Service{Attributes: model.ServiceAttributes{Name: service, Namespace: ns, ServiceRegistry: provider.Kubernetes}}
+	return istiodRBAC(policies, model.PolicyMatcherFor(ns, waypoint, true).WithService(svc), builder.Option{UseFilterState: true})
+}
+
+// istiodRBAC is the RBAC of the HTTP filters istiod builds for the policies the matcher
+// selects.
+func istiodRBAC(policies []namedPolicy, m model.WorkloadPolicyMatcher, option builder.Option) ([]*rbacpb.RBAC, error) {
 	aps := &model.AuthorizationPolicies{NamespaceToPolicies: map[string][]model.AuthorizationPolicy{}, RootNamespace: rootNamespace}
 	for _, p := range policies {
 		aps.NamespaceToPolicies[p.namespace] = append(aps.NamespaceToPolicies[p.namespace],
 			model.AuthorizationPolicy{Name: p.name, Namespace: p.namespace, Annotations: p.annotations, Spec: p.spec})
 	}
-	matched := aps.ListAuthorizationPolicies(model.PolicyMatcherFor(ns, labels.Instance(workloadLabels), false).WithRootNamespace(rootNamespace))
-	b := builder.New(trustdomain.NewBundle("cluster.local", nil), nil, matched, builder.Option{})
+	matched := aps.ListAuthorizationPolicies(m.WithRootNamespace(rootNamespace))
+	b := builder.New(trustdomain.NewBundle("cluster.local", nil), nil, matched, option)
 	if b == nil {
 		return nil, nil
 	}

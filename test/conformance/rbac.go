@@ -122,6 +122,15 @@ func principalMatches(p *rbacpb.Principal, r envoyRequest) (bool, error) {
 			return false, nil // no certificate: nothing to match
 		}
 		return stringMatches(id.Authenticated.GetPrincipalName(), r.principal)
+	case *rbacpb.Principal_FilterState:
+		// The peer's identity HBONE sets (io.istio.peer_principal); none without mTLS.
+		if id.FilterState.GetKey() != "io.istio.peer_principal" {
+			return false, fmt.Errorf("filter state %s is not evaluated", id.FilterState.GetKey())
+		}
+		if r.principal == "" {
+			return false, nil
+		}
+		return stringMatches(id.FilterState.GetStringMatch(), r.principal)
 	case *rbacpb.Principal_DirectRemoteIp:
 		return cidrContains(id.DirectRemoteIp, r.sourceIP)
 	case *rbacpb.Principal_RemoteIp:
