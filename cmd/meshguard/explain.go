@@ -124,21 +124,37 @@ func (o *explainOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wri
 	if err != nil {
 		return usageError("%v", err)
 	}
-	findings := findingsOn(report, e, w)
+	findings := findingsOn(report, e.Explanation, w)
 	if o.output == "json" {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
-			*policy.Explanation
+			*explanation
 			Findings []policy.Finding `json:"findings"`
 		}{e, findings})
 	}
 	return writeExplanation(stdout, o.request, w, e, findings)
 }
 
-// explain explains a request to the workload to names (KIND/NAMESPACE/NAME).
-func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*policy.Explanation, *policy.Workload, error) {
-	w, err := in.target(ctx, to)
+// explanation is a request's explanation; for a Service of several workloads, the first
+// one's, and each one's verdict.
+type explanation struct {
+	*policy.Explanation
+	Backends []backend `json:"backends,omitempty"`
+}
+
+// backend is the verdict of one workload behind a Service.
+type backend struct {
+	Workload  string         `json:"workload"`
+	Verdict   policy.Verdict `json:"verdict"`
+	DecidedBy string         `json:"decidedBy"`
+}
+
+// explain explains a request to the workloads to names (KIND/NAMESPACE/NAME). Where a
+// Service's workloads would answer it differently, the verdict is undetermined: it depends
+// on the one the request reaches.
+func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*explanation, *policy.Workload, error) {
+	ws, err := in.targets(ctx, to)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -146,8 +162,29 @@ func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*p
 	if err != nil {
 		return nil, nil, err
 	}
-	e, err := policy.Explain(in.bundle.State, policy.RootNamespace(in.bundle.State.Rails), w, flags.Via, req)
-	return e, w, err
+	var out *explanation
+	for _, w := range ws {
+		e, err := policy.Explain(in.bundle.State, policy.RootNamespace(in.bundle.State.Rails), w, flags.Via, req)
+		if err != nil {
+			return nil, nil, err
+		}
+		if out == nil {
+			out = &explanation{Explanation: e}
+		}
+		if len(ws) > 1 {
+			out.Backends = append(out.Backends, backend{fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name), e.Verdict, e.DecidedBy})
+		}
+	}
+	for _, b := range out.Backends {
+		if b.Verdict != out.Verdict {
+			undetermined := *out.Explanation
+			undetermined.Verdict, undetermined.Status = policy.VerdictUndetermined, nil
+			undetermined.DecidedBy = "the Service's workloads answer differently: it depends on the one the request reaches"
+			out.Explanation = &undetermined
+			break
+		}
+	}
+	return out, ws[0], nil
 }
 
 // request reads the flags of a request.
@@ -194,7 +231,7 @@ func findingsOn(report check.Report, e *policy.Explanation, w *policy.Workload) 
 
 // writeExplanation writes an explanation for a person: the request, each proxy on its path
 // and what it did, the verdict, and the findings that bear on it.
-func writeExplanation(w io.Writer, req requestFlags, target *policy.Workload, e *policy.Explanation, findings []policy.Finding) error {
+func writeExplanation(w io.Writer, req requestFlags, target *policy.Workload, e *explanation, findings []policy.Finding) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	caller := "a caller without mTLS"
 	switch {
@@ -229,13 +266,19 @@ func writeExplanation(w io.Writer, req requestFlags, target *policy.Workload, e 
 		fmt.Fprintf(tw, "  → %s: %s\n", h.Verdict, h.DecidedBy)
 	}
 	status := "no HTTP status: the external authorizer decides"
-	if e.Verdict == policy.VerdictDeny {
+	switch {
+	case e.Verdict == policy.VerdictDeny:
 		status = "no HTTP status: the connection is refused or reset"
+	case e.Verdict == policy.VerdictUndetermined && len(e.Backends) > 0:
+		status = "the status of the workload the request reaches"
 	}
 	if e.Status != nil {
 		status = fmt.Sprint(*e.Status)
 	}
 	fmt.Fprintf(tw, "\nverdict: %s (%s), decided by %s\n", e.Verdict, status, e.DecidedBy)
+	for _, b := range e.Backends {
+		fmt.Fprintf(tw, "  %s: %s, decided by %s\n", b.Workload, b.Verdict, b.DecidedBy)
+	}
 	if e.Shadow != nil {
 		fmt.Fprintf(tw, "dry-run policies would: %s, decided by %s\n", e.Shadow.Verdict, e.Shadow.DecidedBy)
 	}

@@ -107,35 +107,36 @@ func (in *input) workloads(ns string) []*policy.Workload {
 	return out
 }
 
-// target finds the workload to names, KIND/NAMESPACE/NAME: a Pod or pod template by kind
-// and name, or the first workload a Service (live: a controller too) selects.
-func (in *input) target(ctx context.Context, to string) (*policy.Workload, error) {
+// targets finds the workloads to names, KIND/NAMESPACE/NAME: a Pod or pod template by
+// kind and name, every workload a Service selects, or (live) the first of a controller.
+func (in *input) targets(ctx context.Context, to string) ([]*policy.Workload, error) {
 	parts := strings.Split(to, "/")
 	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
 		return nil, fmt.Errorf("--to %q: want KIND/NAMESPACE/NAME, e.g. Deployment/shop/web", to)
 	}
 	kind, ns, name := parts[0], parts[1], parts[2]
 	st := in.bundle.State
-	first := func(ws []*policy.Workload, what string) (*policy.Workload, error) {
-		if len(ws) == 0 {
-			return nil, fmt.Errorf("--to %s: %s", to, what)
-		}
-		return ws[0], nil
-	}
 	if strings.EqualFold(kind, policy.KindService) {
 		for _, svc := range st.Services(ns) {
 			if svc.Name == name {
 				if len(svc.Spec.Selector) == 0 {
 					return nil, fmt.Errorf("--to %s: the Service selects no Pod (no selector)", to)
 				}
-				return first(st.Workloads(ns, svc.Spec.Selector), "the Service selects no workload")
+				ws := st.Workloads(ns, svc.Spec.Selector)
+				if in.client != nil {
+					ws = live.Owners(ws) // one Pod of each controller
+				}
+				if len(ws) == 0 {
+					return nil, fmt.Errorf("--to %s: the Service selects no workload", to)
+				}
+				return ws, nil
 			}
 		}
 		return nil, fmt.Errorf("--to %s: no such Service", to)
 	}
 	for _, w := range st.Workloads(ns, nil) {
 		if strings.EqualFold(w.Kind, kind) && w.Name == name {
-			return w, nil
+			return []*policy.Workload{w}, nil
 		}
 	}
 	if in.client != nil && !strings.EqualFold(kind, policy.KindPod) {
@@ -143,7 +144,10 @@ func (in *input) target(ctx context.Context, to string) (*policy.Workload, error
 		if err != nil {
 			return nil, fmt.Errorf("--to %s: %w", to, err)
 		}
-		return first(ws, "it runs no Pod")
+		if len(ws) == 0 {
+			return nil, fmt.Errorf("--to %s: it runs no Pod", to)
+		}
+		return ws[:1], nil
 	}
 	return nil, fmt.Errorf("--to %s: no such workload", to)
 }
