@@ -24,6 +24,7 @@ const (
 	managedLabel                   = "gateway.istio.io/managed"
 	// waypointClass is the GatewayClass of Istio's waypoints.
 	waypointClass      = "istio-waypoint"
+	istioGatewayClass  = "istio" // ingress and egress gateways istiod deploys
 	useWaypointLabel   = "istio.io/use-waypoint"
 	useWaypointNSLabel = "istio.io/use-waypoint-namespace"
 	waypointForLabel   = "istio.io/waypoint-for"

@@ -91,7 +91,7 @@ func authorizationPolicyRules() []Rule {
 		}),
 	}, {
 		ID: "MG207", Name: "ap-deny-positive-http", Default: Warn, Kinds: ap,
-		Summary: "A DENY or CUSTOM (ext-authz) policy on positive `paths`, `hosts` or `methods`.",
+		Summary: "A DENY or CUSTOM (ext-authz) policy on positive `paths`, `hosts` or `methods`, but a catch-all (`*`, or `/*` for paths), which matches every request.",
 		Why:     "Path normalisation, case and `host:port` variants slip past a positive DENY, and past the external check a CUSTOM policy sends only the matching requests to.",
 		Check: eachAPRule(denyOrCustom, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
@@ -104,7 +104,8 @@ func authorizationPolicyRules() []Rule {
 					name string
 					vals []string
 				}{{"paths", o.Paths}, {"hosts", o.Hosts}, {"methods", o.Methods}} {
-					if len(f.vals) > 0 {
+					// A catch-all value matches every request: no variant slips past it.
+					if len(f.vals) > 0 && !slices.ContainsFunc(f.vals, func(v string) bool { return v == "*" || f.name == "paths" && v == "/*" }) {
 						out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.name),
 							fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.name, quoteList(f.vals)),
 							"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))

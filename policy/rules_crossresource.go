@@ -444,7 +444,7 @@ func identityMatchesPlaintext(c *Context) []Finding {
 			opens, closes = admittingOnly(p.Namespace, r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
 		}
 		// A waypoint receives only mTLS, from ztunnel: its callers always carry an identity.
-		if len(opens)+len(closes) == 0 || scopeOf(p).waypointOnly() {
+		if len(opens)+len(closes) == 0 || scopeOf(p).waypointOnly(c.State) {
 			return nil
 		}
 		plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
@@ -471,7 +471,7 @@ func identityPoliciesOpened(c *Context, p *PeerAuthentication) []Finding {
 	var opened []string
 	for _, w := range weakened {
 		for _, ap := range forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies) {
-			if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) || scopeOf(ap).waypointOnly() || slices.Contains(opened, ref(ap)) {
+			if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) || scopeOf(ap).waypointOnly(c.State) || slices.Contains(opened, ref(ap)) {
 				continue
 			}
 			if slices.ContainsFunc(ap.Spec.Rules, func(r *apRule) bool {

@@ -81,13 +81,14 @@ func scopeRules() []Rule {
 		},
 	}, {
 		ID: "MG403", Name: "policy-selector-matches-nothing", Default: Warn, Kinds: all,
-		Summary: "A selector that matches no Pod (offline: no pod template) in scope. Policies attached to waypoints (targetRefs to a Service, ServiceEntry or GatewayClass) select no Pod and are not judged here.",
+		Summary: "A selector that matches no Pod (offline: no pod template) in scope. Policies attached to waypoints (targetRefs to a Service, ServiceEntry, GatewayClass or waypoint Gateway) select no Pod and are not judged here, nor policies attached to Gateways of class istio-waypoint or istio, whose Pods istiod deploys.",
 		Why:     "The policy protects nothing: the workloads it was written for run without it.",
 		Check: func(c *Context) []Finding {
 			s := scopeOf(c.Object)
 			// A policy attached to a waypoint selects no Pod: whether a waypoint takes it is
-			// the question of its binding, not of a selector.
-			if !hasSelector(s) || s.waypointOnly() || !c.State.KnowsWorkloads() || len(s.selected(c.State, c.Settings.Root)) > 0 {
+			// the question of its binding, not of a selector. istiod deploys the Pods of its
+			// Gateways itself: no manifest bundle holds them.
+			if !hasSelector(s) || s.waypointOnly(c.State) || s.podsByIstiod(c.State) || !c.State.KnowsWorkloads() || len(s.selected(c.State, c.Settings.Root)) > 0 {
 				return nil
 			}
 			return []Finding{finding(selectorField(s),

@@ -1,9 +1,10 @@
 package policy
 
 import (
+	"slices"
+
 	typev1beta1 "istio.io/api/type/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"slices"
 )
 
 // gatewayNameLabel is the label Istio puts on the Pods of a Gateway API gateway.
@@ -66,9 +67,31 @@ func (s scope) gatewayRefs() []*typev1beta1.PolicyTargetReference {
 }
 
 // waypointOnly tells whether the policy is attached to waypoints only: by targetRefs to a
-// Service, ServiceEntry or GatewayClass, none to a Gateway (which may be an ingress).
-func (s scope) waypointOnly() bool {
-	return len(s.targetRefs) > 0 && len(s.gatewayRefs()) == 0
+// Service, ServiceEntry or GatewayClass, or to Gateways st holds of the waypoint class.
+func (s scope) waypointOnly(st State) bool {
+	return len(s.targetRefs) > 0 && !slices.ContainsFunc(s.gatewayRefs(), func(r *typev1beta1.PolicyTargetReference) bool {
+		gw := s.gateway(st, r)
+		return gw == nil || string(gw.Spec.GatewayClassName) != waypointClass
+	})
+}
+
+// podsByIstiod tells whether the policy is attached by targetRefs only to Gateways whose
+// Pods istiod deploys itself (of class istio-waypoint or istio): no manifest holds them.
+func (s scope) podsByIstiod(st State) bool {
+	refs := s.gatewayRefs()
+	return len(refs) > 0 && len(refs) == len(s.targetRefs) && !slices.ContainsFunc(refs, func(r *typev1beta1.PolicyTargetReference) bool {
+		gw := s.gateway(st, r)
+		return gw == nil || gw.Spec.GatewayClassName != waypointClass && gw.Spec.GatewayClassName != istioGatewayClass
+	})
+}
+
+// gateway is the Gateway of the policy's namespace a targetRef names, or nil.
+func (s scope) gateway(st State, r *typev1beta1.PolicyTargetReference) *Gateway {
+	i := slices.IndexFunc(st.Gateways(s.namespace), func(g *Gateway) bool { return g.Name == r.Name })
+	if i < 0 {
+		return nil
+	}
+	return st.Gateways(s.namespace)[i]
 }
 
 // applies tells whether the policy applies to workload w.
