@@ -171,7 +171,7 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 		case VerdictDeny, VerdictUnauthenticated:
 			e.Verdict, e.DecidedBy = verdict, decided
 			e.Status = map[Verdict]*int{VerdictDeny: status(403), VerdictUnauthenticated: status(401)}[verdict]
-			if strings.HasPrefix(decided, "PeerAuthentication") || h.ztunnel {
+			if strings.HasPrefix(decided, refusedConnection) || h.ztunnel {
 				// The connection is refused, or ztunnel resets it: no HTTP answer.
 				e.Status = nil
 			}
@@ -299,6 +299,9 @@ func withPeer(attrs map[string][]string, peer request) map[string][]string {
 	return out
 }
 
+// refusedConnection begins what decided a verdict where no HTTP request was made.
+const refusedConnection = "the connection is refused: "
+
 // explain is what the proxy does with a request of attrs carrying token: its trace, its
 // verdict and what decided it, and the verdict of its dry-run policies.
 func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict, string, *Shadow) {
@@ -314,7 +317,10 @@ func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict
 		}
 	}
 	if strict && len(attrs[attrPeerPrincipal]) == 0 {
-		return fail(VerdictDeny, "PeerAuthentication STRICT: the caller has no mTLS, and its connection is refused")
+		if h.hboneOnly {
+			return fail(VerdictDeny, refusedConnection+"the proxy takes HBONE only, and the caller has no mTLS")
+		}
+		return fail(VerdictDeny, refusedConnection+"PeerAuthentication STRICT, and the caller has no mTLS")
 	}
 	attrs, t.Authentication = h.authenticate(attrs, token)
 	if strings.HasPrefix(t.Authentication, "rejected") {

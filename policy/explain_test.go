@@ -49,7 +49,7 @@ func TestExplain(t *testing.T) {
 			"", Request{Path: "/"}, VerdictUndetermined, 0, "provider opa", ""},
 		{"CUSTOM, and a DENY that matches: denied", []string{`ap:{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}`, `ap:{"action":"DENY","rules":[{}]}`},
 			"", Request{Path: "/"}, VerdictDeny, 403, "ns[shop]-policy[p1]-rule[0]", ""},
-		{"STRICT mTLS, a caller without it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/"}, VerdictDeny, 0, "PeerAuthentication STRICT", ""},
+		{"STRICT mTLS, a caller without it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/"}, VerdictDeny, 0, "the connection is refused: PeerAuthentication STRICT", ""},
 		{"STRICT mTLS, a caller with it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/", FromPrincipal: frontend}, VerdictAllow, 200, "no policy denies it", ""},
 		{"ALLOW from a namespace", []string{`ap:{"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`}, "", Request{Path: "/", FromPrincipal: "cluster.local/ns/other/sa/x"},
 			VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},

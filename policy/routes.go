@@ -29,9 +29,11 @@ type hop struct {
 	ztunnel     bool
 	enforcement enforcement
 	// mtlsStrict: callers without mTLS are refused before any policy; strictPorts, where
-	// set, say it of the ports a workload's own PeerAuthentication names.
+	// set, say it of the ports a workload's own PeerAuthentication names. hboneOnly: it is
+	// so because the proxy takes HBONE only (a waypoint), not by a PeerAuthentication.
 	mtlsStrict  bool
 	strictPorts map[string]bool
+	hboneOnly   bool
 	// forwardsAs is the caller the next hop sees; nil at the last hop.
 	forwardsAs request
 }
@@ -56,7 +58,8 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 			ras:         atWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications),
 			aps:         aps,
 			enforcement: enforcementOf(aps, false),
-			mtlsStrict:  true, // it takes HBONE only
+			mtlsStrict:  true,
+			hboneOnly:   true,
 			forwardsAs:  peer(waypointIdentity(gw), gw.Namespace, gw.Namespace+"/"+gw.Name),
 		}}
 		routes = append(routes, route{via: waypoint[0].proxy, hops: slices.Concat(waypoint, last)})

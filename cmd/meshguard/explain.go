@@ -71,7 +71,9 @@ provider decides).
 --token: none (the default), invalid (a signature no key verifies), or the token's claims:
 iss=https://idp.example.com,sub=alice,aud=web|api,groups=dev (values of a claim joined by |).
 The caller: --from-principal cluster.local/ns/X/sa/Y, --from-namespace X (its default
-service account), or --from-plaintext (the default: a client without mTLS).
+service account), or --from-plaintext (the default: a client without mTLS; with --via
+waypoint, which takes callers of the mesh only, the default service account of the
+workload's namespace).
 
 With --cases FILE, a YAML list of {name, source, to, request: {method, path, host, port,
 token, headers, fromPrincipal, fromNamespace, fromPlaintext, fromIP, via}, expect}, it explains each
@@ -161,6 +163,11 @@ func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*e
 	req, err := flags.request()
 	if err != nil {
 		return nil, nil, err
+	}
+	if flags.Via == policy.ViaWaypoint && req.FromPrincipal == "" && !flags.FromPlaintext {
+		// A waypoint takes callers of the mesh only: by default one of the workload's
+		// namespace.
+		req.FromPrincipal = "cluster.local/ns/" + ws[0].Namespace + "/sa/default"
 	}
 	var out *explanation
 	for _, w := range ws {

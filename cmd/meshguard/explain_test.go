@@ -172,3 +172,26 @@ func TestExplainSeeds(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainThroughWaypointDefaultCaller: a waypoint takes callers of the mesh only, so
+// explain --via waypoint without a caller asks for one of the workload's namespace, and a
+// caller without mTLS is refused for what the waypoint is, not for a PeerAuthentication
+// the input does not hold.
+func TestExplainThroughWaypointDefaultCaller(t *testing.T) {
+	bundle := "testdata/explain/ambient-waypoint/bundle.yaml"
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "rbac_access_denied_matched_policy[none]"},
+		{[]string{"--from-plaintext"}, "the connection is refused: the proxy takes HBONE only"},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"explain", "-f", bundle, "--to", "Service/ambient-wp/productpage", "--path", "/productpage", "--via", "waypoint", "-o", "json"}, c.args...)
+		run(args, nil, &stdout, &stderr)
+		var e struct{ DecidedBy string }
+		if err := json.Unmarshal(stdout.Bytes(), &e); err != nil || !strings.Contains(e.DecidedBy, c.want) {
+			t.Errorf("%v: decided by %q (%v)\n%s", c.args, e.DecidedBy, err, stderr.String())
+		}
+	}
+}
