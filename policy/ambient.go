@@ -8,6 +8,7 @@ import (
 	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -236,15 +237,27 @@ func serviceWaypoint(st State, t waypointTarget) (*Gateway, string) {
 		return nil, fmt.Sprintf("waypoint %s/%s serves %s traffic only (%s), not a Service's", ns, name, f, waypointForLabel)
 	}
 	if ns != t.namespace && !slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool {
-		from := gatewayv1.NamespacesFromSame
-		if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil {
-			from = *l.AllowedRoutes.Namespaces.From
-		}
-		return from != gatewayv1.NamespacesFromSame
+		return admitsNamespace(l.AllowedRoutes, st.Settings(t.namespace).NamespaceLabels)
 	}) {
-		return nil, fmt.Sprintf("waypoint %s/%s admits only its own namespace (allowedRoutes), not %s", ns, name, t.namespace)
+		return nil, fmt.Sprintf("waypoint %s/%s admits no Service of namespace %s (its listeners' allowedRoutes)", ns, name, t.namespace)
 	}
 	return gw, ""
+}
+
+// admitsNamespace tells whether a listener's allowedRoutes admit another namespace than
+// the Gateway's, of these labels: All, or a Selector they match; Same (the default) not.
+func admitsNamespace(allowed *gatewayv1.AllowedRoutes, namespaceLabels map[string]string) bool {
+	if allowed == nil || allowed.Namespaces == nil || allowed.Namespaces.From == nil {
+		return false
+	}
+	switch *allowed.Namespaces.From {
+	case gatewayv1.NamespacesFromAll:
+		return true
+	case gatewayv1.NamespacesFromSelector:
+		selector, err := metav1.LabelSelectorAsSelector(allowed.Namespaces.Selector)
+		return err == nil && allowed.Namespaces.Selector != nil && selector.Matches(labels.Set(namespaceLabels))
+	}
+	return false
 }
 
 // waypointFor is the traffic a waypoint serves: its istio.io/waypoint-for label, else its
