@@ -189,6 +189,8 @@ func TestInternalHost(t *testing.T) {
 		"169.254.169.254": true, "127.0.0.1": true, "10.0.0.1": true, "::1": true, "localhost": true,
 		"keycloak": true, "keycloak.auth": true, "myorg.github.io": false, "keycloak.auth.svc": true, "keycloak.auth.svc.cluster.local": true,
 		"metadata.google.internal": true, "login.microsoftonline.com": false, "8.8.8.8": false, "": false,
+		// Documentation names stand for public hosts; longer names are no service.namespace.
+		"id.payroll.example": false, "idp.test": false, "auth.example": false, "keycloak.auth.corp": false,
 	} {
 		if got := internalHost(host) != ""; got != internal {
 			t.Errorf("internalHost(%q) = %q", host, internalHost(host))

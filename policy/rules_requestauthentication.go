@@ -400,9 +400,16 @@ func internalHost(host string) string {
 	case strings.HasSuffix(host, ".internal") || strings.HasSuffix(host, ".local"):
 		return "an internal name"
 	}
-	// A top-level domain no registry serves (keycloak.auth: service.namespace) resolves
-	// only through the cluster's DNS search path.
-	if suffix, icann := publicsuffix.PublicSuffix(host); !icann && !strings.Contains(suffix, ".") {
+	// A name of two labels under a top-level domain no registry serves (keycloak.auth:
+	// service.namespace) resolves only through the cluster's DNS search path. Names under
+	// the domains reserved for documentation and tests (RFC 2606, RFC 6761) stand for public
+	// hosts, and longer names are no service.namespace.
+	labels := strings.Split(host, ".")
+	switch labels[len(labels)-1] {
+	case "example", "test", "invalid":
+		return ""
+	}
+	if suffix, icann := publicsuffix.PublicSuffix(host); !icann && !strings.Contains(suffix, ".") && len(labels) == 2 {
 		return "a name no public DNS serves (service.namespace), resolved inside the cluster"
 	}
 	return ""
