@@ -64,15 +64,23 @@ func authorizationPolicyRules() []Rule {
 		}),
 	}, {
 		ID: "MG205", Name: "ap-unknown-when-key", Default: Deny, Kinds: ap,
-		Summary: "A `when` key Istio does not know, or a claim key with bad syntax.",
-		Why:     "Istio skips the whole rule, DENY rules included: what it was meant to deny gets through.",
+		Summary: "A `when` key Istio does not know, or a claim key with bad syntax. Warn for a claim named with a dot (`request.auth.claims[realm_access.roles]`), which Istio reads as one top-level claim, not a nested one.",
+		Why:     "Istio skips the whole rule, DENY rules included: what it was meant to deny gets through. A dotted claim name matches no nested claim (Keycloak's roles): an ALLOW on it admits no one, a DENY on it denies no one.",
 		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var out []Finding
 			for k, w := range r.When {
-				if !knownWhenKey(w.Key) {
+				claim, isClaim := strings.CutPrefix(w.Key, "request.auth.claims[")
+				switch {
+				case !knownWhenKey(w.Key):
 					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
 						fmt.Sprintf("Istio does not know the key %q and skips this whole rule: a DENY rule stops denying", w.Key),
 						"use a key from Istio's condition reference, e.g. request.auth.claims[groups], source.namespace, request.headers[x-name]"))
+				// A namespaced claim (Auth0's https://example.com/roles) is one claim with dots.
+				case isClaim && !strings.Contains(claim, "][") && strings.Contains(claim, ".") && !strings.ContainsAny(claim, "/:"):
+					nested := "[" + strings.ReplaceAll(strings.TrimSuffix(claim, "]"), ".", "][") + "]"
+					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+						fmt.Sprintf("%q names one top-level claim %q, not a nested one: a token's nested claim never matches it", w.Key, strings.TrimSuffix(claim, "]")),
+						fmt.Sprintf("name a nested claim level by level: request.auth.claims%s", nested)).as(Warn))
 				}
 			}
 			return out
