@@ -458,8 +458,12 @@ func identityMatchesPlaintext(c *Context) []Finding {
 			return finding(m.field(),
 				fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", c.describe(plain), quoteList(m.values)), fix)
 		}), perMatch(closes, func(m match) Finding {
+			effect := "are denied (403)"
+			if len(c.ambientOf(plain)) > 0 {
+				effect = "are refused: ztunnel resets their connections"
+			}
 			return finding(m.field(),
-				fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and are denied (403)", c.describe(plain)), fix).as(Warn)
+				fmt.Sprintf("mTLS is not STRICT for %s: plaintext callers have no identity and %s", c.describe(plain), effect), fix).as(Warn)
 		})...)
 	})(c)
 }

@@ -48,9 +48,14 @@ func requestAuthenticationRules() []Rule {
 			if len(r.Audiences) > 0 {
 				return nil
 			}
+			example, fix := "", "list the audiences tokens for this API carry, e.g. audiences: [\"<the aud of this API's tokens>\"]"
+			if _, entra := parseEntra(r.Issuer); entra {
+				example = " (an Azure management token from `az account get-access-token`, say)"
+				fix = "list the audiences tokens for this API carry, e.g. audiences: [\"api://<app-id>\", \"<app-client-id>\"]"
+			}
 			return []Finding{finding(at+".audiences",
-				fmt.Sprintf("jwtRule %s has no audiences, so Envoy skips the aud check: a token this issuer minted for any other app (an Azure management token from `az account get-access-token`, say) is accepted", issuerName(r)),
-				"list the audiences tokens for this API carry, e.g. audiences: [\"api://<app-id>\", \"<app-client-id>\"]")}
+				fmt.Sprintf("jwtRule %s has no audiences, so Envoy skips the aud check: a token this issuer minted for any other app%s is accepted", issuerName(r), example),
+				fix)}
 		}),
 	}, {
 		ID: "MG102", Name: "ra-missing-issuer", Default: Deny, Kinds: ra,
