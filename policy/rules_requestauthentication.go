@@ -71,13 +71,18 @@ func requestAuthenticationRules() []Rule {
 		}),
 	}, {
 		ID: "MG103", Name: "ra-jwks-insecure-uri", Default: Deny, Kinds: ra,
-		Summary: "A key set istiod fetches over `http://`: the `jwksUri`, or without one the issuer's discovery document (`<issuer>/.well-known/openid-configuration`).",
-		Why:     "The key set is fetched in clear: whoever can intercept the fetch injects keys and mints tokens.",
+		Summary: "A key set istiod fetches over `http://`: the `jwksUri`, or without one the issuer's discovery document (`<issuer>/.well-known/openid-configuration`). Warn where the host is within the cluster (an in-cluster identity provider's Service, a private address).",
+		Why:     "The key set is fetched in clear: whoever can intercept the fetch injects keys and mints tokens. Inside the cluster that takes a foothold on its network; outside it, anyone on the way.",
 		Check: eachJWTRule(func(c *Context, r *jwtRule, at string) []Finding {
 			raw, field := fetched(r, at)
 			u, err := url.Parse(raw)
 			if raw == "" || err != nil || !strings.EqualFold(u.Scheme, "http") {
 				return nil
+			}
+			if _, inCluster := hostInside(u.Hostname()); inCluster {
+				return []Finding{finding(field,
+					fmt.Sprintf("istiod fetches %q over plain HTTP inside the cluster: whoever can intercept traffic there can inject a key and mint tokens that are accepted", raw),
+					"serve the key set over https:// (or through the mesh's mTLS), or inline its keys in jwks").as(Warn)}
 			}
 			return []Finding{finding(field,
 				fmt.Sprintf("istiod fetches %q over plain HTTP: whoever can intercept the fetch can inject a key and mint tokens that are accepted", raw),
@@ -156,14 +161,19 @@ func requestAuthenticationRules() []Rule {
 		}),
 	}, {
 		ID: "MG110", Name: "ra-jwks-internal-address", Default: Deny, Kinds: ra,
-		Summary: "A host istiod fetches keys from (the `jwksUri`, or without one the issuer's discovery document) that is loopback, link-local (169.254.169.254), a cluster-internal name (`svc`, `svc.namespace`, `*.svc.cluster.local`) or a private IP.",
-		Why:     "istiod fetches it: server-side request forgery into the cluster or the cloud metadata service.",
+		Summary: "A host istiod fetches keys from (the `jwksUri`, or without one the issuer's discovery document) that is loopback, link-local (169.254.169.254) or an internal name; warn for a cluster-internal name (`svc`, `svc.namespace`, `*.svc.cluster.local`) or a private IP, where an in-cluster identity provider (Keycloak, Dex) runs.",
+		Why:     "istiod fetches it: server-side request forgery into the cluster or the cloud metadata service. An in-cluster identity provider is a common, legitimate setup; whoever can write RequestAuthentications can also point istiod at any Service of the cluster.",
 		Check: eachJWTRule(func(c *Context, r *jwtRule, at string) []Finding {
 			raw, field := fetched(r, at)
 			host := urlHost(raw)
-			why := internalHost(host)
+			why, inCluster := hostInside(host)
 			if why == "" {
 				return nil
+			}
+			if inCluster {
+				return []Finding{finding(field,
+					fmt.Sprintf("istiod fetches %q, whose host %q is %s: right for an identity provider running in the cluster, and a way to make istiod call any Service of it (SSRF)", raw, host, why),
+					"if this is your in-cluster identity provider, a guardrail can set MG110 to off for its namespace; else use the issuer's public key set URL, or inline its keys in jwks").as(Warn)}
 			}
 			return []Finding{finding(field,
 				fmt.Sprintf("istiod fetches %q, whose host %q is %s, from inside the cluster (SSRF)", raw, host, why),
@@ -381,29 +391,39 @@ func reservedHeader(h string) bool {
 
 // internalHost says why a host is internal to the cluster or the node, or "" if it is not.
 func internalHost(host string) string {
+	why, _ := hostInside(host)
+	return why
+}
+
+// hostInside says why a host is not a public one ("" where it is), and whether it is
+// within the cluster: a Service's name or a private address, where an identity provider
+// may run (Keycloak, Dex), rather than loopback, link-local or a metadata service.
+func hostInside(host string) (why string, inCluster bool) {
 	if host == "" {
-		return ""
+		return "", false
 	}
 	if ip := net.ParseIP(host); ip != nil {
 		switch {
 		case ip.IsLoopback():
-			return "a loopback address"
+			return "a loopback address", false
 		case ip.IsLinkLocalUnicast():
-			return "link-local (the cloud metadata service lives there)"
-		case ip.IsPrivate(), ip.IsUnspecified():
-			return "a private address"
+			return "link-local (the cloud metadata service lives there)", false
+		case ip.IsUnspecified():
+			return "the unspecified address", false
+		case ip.IsPrivate():
+			return "a private address", true
 		}
-		return ""
+		return "", false
 	}
 	switch {
 	case host == "localhost" || strings.HasSuffix(host, ".localhost"):
-		return "a loopback name"
+		return "a loopback name", false
 	case !strings.Contains(host, "."):
-		return "a single-label name, resolved inside the cluster"
+		return "a single-label name, resolved inside the cluster", true
 	case strings.HasSuffix(host, ".svc") || strings.Contains(host, ".svc.") || strings.HasSuffix(host, ".cluster.local"):
-		return "a cluster-internal service name"
+		return "a cluster-internal service name", true
 	case strings.HasSuffix(host, ".internal") || strings.HasSuffix(host, ".local"):
-		return "an internal name"
+		return "an internal name", false
 	}
 	// A name of two labels under a top-level domain no registry serves (keycloak.auth:
 	// service.namespace) resolves only through the cluster's DNS search path. Names under
@@ -412,12 +432,12 @@ func internalHost(host string) string {
 	labels := strings.Split(host, ".")
 	switch labels[len(labels)-1] {
 	case "example", "test", "invalid":
-		return ""
+		return "", false
 	}
 	if suffix, icann := publicsuffix.PublicSuffix(host); !icann && !strings.Contains(suffix, ".") && len(labels) == 2 {
-		return "a name no public DNS serves (service.namespace), resolved inside the cluster"
+		return "a name no public DNS serves (service.namespace), resolved inside the cluster", true
 	}
-	return ""
+	return "", false
 }
 
 // fetched is the URL istiod fetches for a jwtRule, and the field that makes it: the
