@@ -163,7 +163,7 @@ func ambientRules() []Rule {
 		},
 	}, {
 		ID: "MG808", Name: "waypoint-bypass", Default: Warn, Kinds: []string{KindRequestAuthentication, KindAuthorizationPolicy}, OnDelete: true,
-		Summary: "A RequestAuthentication enforced only at a Service's waypoint (serving Services) while ztunnel lets other callers reach the Pods directly: no policy without targetRefs admits only the waypoint's identity. Deny where coverage is required. Also an AuthorizationPolicy change (its DELETE too) after which ztunnel lets them.",
+		Summary: "A RequestAuthentication enforced only at a Service's waypoint (serving Services), attached to the Service or to the waypoint Gateway, while ztunnel lets other callers reach the Pods directly: no policy without targetRefs admits only the waypoint's identity. Deny where coverage is required. Also an AuthorizationPolicy change (its DELETE too) after which ztunnel lets them.",
 		Why:     "Callers by Pod address, sidecar callers and plaintext callers skip the waypoint, and with it the token check.",
 		Check:   reJudgedOnChanges(waypointBypass),
 	}, {
@@ -450,35 +450,51 @@ func waypointBypass(c *Context, ra *RequestAuthentication) []Finding {
 	s := scopeOf(ra)
 	var out []Finding
 	for i, r := range s.targetRefs {
-		j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return r.Kind == "Service" && svc.Name == r.Name })
-		if j < 0 {
-			continue
-		}
-		svc := c.State.Services(s.namespace)[j]
-		gw, _ := serviceWaypoint(c.State, serviceTarget(svc))
-		if gw == nil || waypointFor(c.State, gw) == "all" {
-			continue
-		}
-		ws := c.State.Workloads(svc.Namespace, svc.Spec.Selector)
-		if len(ws) == 0 {
-			ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
-		}
-		for _, w := range c.ambientOf(ws) {
-			who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
-			if who == "" {
-				continue
+		// The Services whose tokens are checked at a waypoint only: the one named, or every
+		// Service of the namespace bound to the waypoint Gateway named.
+		var services []*corev1.Service
+		for _, svc := range c.State.Services(s.namespace) {
+			switch gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); {
+			case r.Kind == "Service" && svc.Name == r.Name,
+				r.Kind == "Gateway" && gw != nil && gw.Namespace == s.namespace && gw.Name == r.Name:
+				services = append(services, svc)
 			}
-			f := finding(fmt.Sprintf("spec.targetRefs[%d]", i),
-				fmt.Sprintf("tokens are checked at waypoint %s/%s only, and ztunnel lets %s reach %s directly, with no token", gw.Namespace, gw.Name, who, c.describe([]*Workload{w})),
-				fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", waypointIdentity(gw)))
-			if c.Settings.Coverage != nil {
-				f = f.as(Deny)
+		}
+		for _, svc := range services {
+			if f, ok := serviceBypass(c, svc, fmt.Sprintf("spec.targetRefs[%d]", i)); ok {
+				out = append(out, f)
+				break
 			}
-			out = append(out, f)
-			break
 		}
 	}
 	return out
+}
+
+// serviceBypass is MG808's finding at field for a Service whose tokens its waypoint
+// checks, where ztunnel lets another caller reach one of its workloads directly.
+func serviceBypass(c *Context, svc *corev1.Service, field string) (Finding, bool) {
+	gw, _ := serviceWaypoint(c.State, serviceTarget(svc))
+	if gw == nil || waypointFor(c.State, gw) == "all" {
+		return Finding{}, false
+	}
+	ws := c.State.Workloads(svc.Namespace, svc.Spec.Selector)
+	if len(ws) == 0 {
+		ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
+	}
+	for _, w := range c.ambientOf(ws) {
+		who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
+		if who == "" {
+			continue
+		}
+		f := finding(field,
+			fmt.Sprintf("tokens are checked at waypoint %s/%s only, and ztunnel lets %s reach %s directly, with no token", gw.Namespace, gw.Name, who, c.describe([]*Workload{w})),
+			fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", waypointIdentity(gw)))
+		if c.Settings.Coverage != nil {
+			f = f.as(Deny)
+		}
+		return f, true
+	}
+	return Finding{}, false
 }
 
 // ingressSkipsWaypoint is MG809 of a RequestAuthentication.
