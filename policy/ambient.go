@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -285,6 +286,20 @@ func waypointOf(st State, w *Workload) (gw *Gateway, services []string) {
 		}
 	}
 	return gw, services
+}
+
+// namespaceWaypoint is the waypoint a namespace's istio.io/use-waypoint label binds its
+// Services to (the Gateway as the state holds it, else by its name alone), or nil.
+func namespaceWaypoint(st State, ns string) *Gateway {
+	nsLabels := st.Settings(ns).NamespaceLabels
+	name, gwNamespace := nsLabels[useWaypointLabel], cmp.Or(nsLabels[useWaypointNSLabel], ns)
+	if name == "" || name == "none" {
+		return nil
+	}
+	if i := slices.IndexFunc(st.Gateways(gwNamespace), func(g *Gateway) bool { return g.Name == name }); i >= 0 {
+		return st.Gateways(gwNamespace)[i]
+	}
+	return &Gateway{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: gwNamespace}}
 }
 
 // waypointIdentity is the principal a waypoint's Pods run as: the service account Istio

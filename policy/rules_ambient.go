@@ -181,6 +181,12 @@ func ambientRules() []Rule {
 				if gw, _ = waypointOf(c.State, w); gw != nil {
 					break
 				}
+				// The namespace's label binds every Service of it, those the input lacks too.
+				if !slices.ContainsFunc(c.State.Services(w.Namespace), func(svc *corev1.Service) bool { return Selects(svc.Spec.Selector, w.Labels) }) {
+					if gw = namespaceWaypoint(c.State, w.Namespace); gw != nil {
+						break
+					}
+				}
 			}
 			if gw == nil {
 				return nil
