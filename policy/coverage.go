@@ -82,6 +82,10 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 		}
 	}
 	switch {
+	case len(ras) == 0 && inAmbient(st, w) && len(forWorkload(w, root, st.RequestAuthentications)) > 0:
+		// Its RequestAuthentications select it, and no proxy loads them (MG801): its JWT
+		// policies are enforced nowhere.
+		c.Verdict = NotEnforced
 	case len(ras) == 0 && len(aps) == 0:
 		c.Verdict = Open
 	case !r.admitsAnything():

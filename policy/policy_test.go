@@ -827,3 +827,15 @@ func TestWaypointUnboundOtherwise(t *testing.T) {
 		}
 	}
 }
+
+// TestCoverageOfUnloadedRequestAuthentication: an ambient workload whose only
+// RequestAuthentication selects it, which no proxy loads (MG801), has its JWT policies
+// enforced nowhere.
+func TestCoverageOfUnloadedRequestAuthentication(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
+	w := pod("shop", "web-1", map[string]string{"app": "web"})
+	st := snapshot(ns, w, newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP))
+	if got := CoverageOf(st, DefaultRootNamespace, w); got.Verdict != NotEnforced {
+		t.Errorf("coverage: %s, want %s", got.Verdict, NotEnforced)
+	}
+}
