@@ -243,7 +243,7 @@ func crossResourceRules() []Rule {
 		},
 	}, {
 		ID: "MG308", Name: "http-fields-on-tcp", Default: Warn, Kinds: ap,
-		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`).",
+		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`). Not on gateways, whose protocols are their listeners'.",
 		Why:     "On a TCP port Istio drops an ALLOW rule with HTTP fields (traffic denied) and widens such a DENY rule to match everything.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			if !usesHTTPFields(r) {
@@ -251,6 +251,9 @@ func crossResourceRules() []Rule {
 			}
 			var tcp []string
 			for _, w := range c.workloadsOf(p) {
+				if isProxy(w) {
+					continue // a gateway's protocols are its listeners', not its Service's port names
+				}
 				for _, port := range nonHTTPPorts(c.State.Services(w.Namespace), w) {
 					if ruleOnPort(r, port.target) {
 						tcp = append(tcp, port.name)
