@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	rbacpb "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
@@ -87,27 +88,47 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("seed %d: istiod's translation: %v", *seed0+s, err)
 		}
 		st, w := meshguardState(policies, verifies)
+		c := httpCase{*seed0 + s, filters, st, w, policy.ViaDirect, verifies, policies}
 		for _, req := range requests() {
 			cases++
-			want, _, err := envoyAllows(filters, req.envoy(verifies))
-			if err != nil {
-				t.Fatalf("seed %d: evaluating istiod's RBAC: %v", *seed0+s, err)
-			}
-			e, err := policy.Explain(st, rootNamespace, w, policy.ViaDirect, req.meshguard())
-			if err != nil {
-				t.Fatalf("seed %d: meshguard explain: %v", *seed0+s, err)
-			}
-			if got := e.Verdict == policy.VerdictAllow; got != want {
-				divergences++
-				if divergences <= 10 {
-					t.Errorf("seed %d: %s (a RequestAuthentication: %v): Envoy allows %v, meshguard says %s (decided by %s)\n%s", *seed0+s, req, verifies, want, e.Verdict, e.DecidedBy, reproduction(policies))
-				}
-			}
+			c.judge(t, req, &divergences)
 		}
 	}
 	tally.cases, tally.divergences, tally.refused = tally.cases+cases, tally.divergences+divergences, tally.refused+skipped
 	if cases < 100_000 && *seeds >= 2500 {
 		t.Errorf("only %d cases", cases)
+	}
+}
+
+// httpCase is a policy set as istiod translates it for one proxy, and as meshguard's state
+// holds it, judged on the route via to the workload w.
+type httpCase struct {
+	seed     uint64
+	filters  []*rbacpb.RBAC
+	st       *policy.Snapshot
+	w        *policy.Workload
+	via      string
+	verifies bool
+	policies []namedPolicy
+}
+
+// judge compares meshguard's verdict on req with Envoy's under the filters, and reports a
+// divergence (the first ten of a test) with its reproduction.
+func (c httpCase) judge(t *testing.T, req request, divergences *int) {
+	t.Helper()
+	want, _, err := envoyAllows(c.filters, req.envoy(c.verifies))
+	if err != nil {
+		t.Fatalf("seed %d: evaluating istiod's RBAC: %v", c.seed, err)
+	}
+	e, err := policy.Explain(c.st, rootNamespace, c.w, c.via, req.meshguard())
+	if err != nil {
+		t.Fatalf("seed %d: meshguard explain: %v", c.seed, err)
+	}
+	if got := e.Verdict == policy.VerdictAllow; got != want {
+		*divergences++
+		if *divergences <= 10 {
+			t.Errorf("seed %d: %s (a RequestAuthentication: %v): Envoy allows %v, meshguard says %s (decided by %s)\n%s", c.seed, req, c.verifies, want, e.Verdict, e.DecidedBy, reproduction(c.policies))
+		}
 	}
 }
 

@@ -43,25 +43,13 @@ func TestWaypointConformance(t *testing.T) {
 			t.Fatalf("seed %d: istiod's translation: %v", *seed0+s, err)
 		}
 		st, w := ambientState(policies, verifies)
+		c := httpCase{*seed0 + s, filters, st, w, policy.ViaWaypoint, verifies, policies}
 		for _, req := range requests() {
 			if req.principal == "" {
 				continue // a waypoint takes HBONE only
 			}
 			cases++
-			want, _, err := envoyAllows(filters, req.envoy(verifies))
-			if err != nil {
-				t.Fatalf("seed %d: evaluating istiod's RBAC: %v", *seed0+s, err)
-			}
-			e, err := policy.Explain(st, rootNamespace, w, policy.ViaWaypoint, req.meshguard())
-			if err != nil {
-				t.Fatalf("seed %d: meshguard explain: %v", *seed0+s, err)
-			}
-			if got := e.Verdict == policy.VerdictAllow; got != want {
-				divergences++
-				if divergences <= 10 {
-					t.Errorf("seed %d: %s (a RequestAuthentication: %v): Envoy allows %v, meshguard says %s (decided by %s)\n%s", *seed0+s, req, verifies, want, e.Verdict, e.DecidedBy, reproduction(policies))
-				}
-			}
+			c.judge(t, req, &divergences)
 		}
 	}
 	tally.cases, tally.divergences, tally.refused = tally.cases+cases, tally.divergences+divergences, tally.refused+skipped
