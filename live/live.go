@@ -33,16 +33,24 @@ func Read(ctx context.Context, c client.Reader, mapper meta.RESTMapper) (*policy
 		if err := c.List(ctx, list); err != nil {
 			return nil, fmt.Errorf("listing %s: %w", k, err)
 		}
+		var objects []metav1.Object
 		err := meta.EachListItem(list, func(o runtime.Object) error {
-			if pod, ok := o.(*metav1.PartialObjectMetadata); ok {
-				s.Add(kinds.PodWorkload(pod))
-			} else if obj, ok := o.(metav1.Object); ok {
-				s.Add(obj)
+			if obj, ok := o.(metav1.Object); ok {
+				objects = append(objects, obj)
 			}
 			return nil
 		})
 		if err != nil {
 			return nil, err
+		}
+		// A State lists objects oldest first, as admission's views do: the oldest
+		// PeerAuthentication of a level is the one Istio applies.
+		for _, o := range policy.OldestFirst(objects) {
+			if pod, ok := o.(*metav1.PartialObjectMetadata); ok {
+				s.Add(kinds.PodWorkload(pod))
+			} else {
+				s.Add(o)
+			}
 		}
 	}
 	return s, nil

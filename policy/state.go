@@ -3,6 +3,7 @@ package policy
 import (
 	"maps"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -357,6 +358,18 @@ func withChange(st State, removed, added metav1.Object) State {
 		added = nil
 	}
 	return &changed{State: st, removed: removed, added: added}
+}
+
+// OldestFirst sorts objects as a State lists them: oldest first, by name among equals
+// (Istio ranks equals by age: the oldest PeerAuthentication of a level wins).
+func OldestFirst[T metav1.Object](items []T) []T {
+	slices.SortStableFunc(items, func(a, b T) int {
+		if c := a.GetCreationTimestamp().Compare(b.GetCreationTimestamp().Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.GetName(), b.GetName())
+	})
+	return items
 }
 
 // Terminating tells whether o is a policy or Gateway being deleted: it has a

@@ -139,17 +139,6 @@ func (s *liveState) stored(kind *kinds.Kind, ns, name string) metav1.Object {
 // Err returns the first error met reading the cache.
 func (s *liveState) Err() error { return s.err }
 
-// oldestFirst orders objects as Istio breaks ties: by age, then by name.
-func oldestFirst[T metav1.Object](items []T) []T {
-	slices.SortStableFunc(items, func(a, b T) int {
-		if c := a.GetCreationTimestamp().Compare(b.GetCreationTimestamp().Time); c != 0 {
-			return c
-		}
-		return strings.Compare(a.GetName(), b.GetName())
-	})
-	return items
-}
-
 func (s *liveState) RequestAuthentications(ns string) []*policy.RequestAuthentication {
 	return s.policies(ns).RequestAuthentications(ns)
 }

@@ -328,13 +328,13 @@ func (v *Views) build(key viewKey, list func(i int) ([]any, error)) (*policy.Sna
 	if len(pods) > 0 {
 		s.AddWorkloads(ns, kinds.PodWorkloads(pods)...)
 	}
-	for _, o := range oldestFirst(ras) {
+	for _, o := range policy.OldestFirst(ras) {
 		s.Add(o)
 	}
-	for _, o := range oldestFirst(aps) {
+	for _, o := range policy.OldestFirst(aps) {
 		s.Add(o)
 	}
-	for _, o := range oldestFirst(pas) {
+	for _, o := range policy.OldestFirst(pas) {
 		s.Add(o)
 	}
 	return s, nil

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestExplainLive: `meshguard explain --cluster` and `meshguard coverage --cluster`, read
@@ -188,4 +190,26 @@ func dumpCluster(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return file
+}
+
+// TestLiveStateOldestFirst: of two PeerAuthentications of one workload, Istio applies the
+// oldest; read live, as admission reads them, meshguard does too, whatever order the API
+// server lists them in (by name: the newer one first here).
+func TestLiveStateOldestFirst(t *testing.T) {
+	namespace(t, "ages", "")
+	pa := "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: %s, namespace: ages}\nspec: {selector: {matchLabels: {app: web}}, mtls: {mode: %s}}\n"
+	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: ages, labels: {app: web}}\nspec: {containers: [{name: web, image: registry.example/web:1}]}\n"
+	for i, manifest := range []string{pod + "---\n" + fmt.Sprintf(pa, "z-old", "STRICT"), fmt.Sprintf(pa, "a-new", "PERMISSIVE")} {
+		if i > 0 {
+			time.Sleep(1100 * time.Millisecond) // creation times are in seconds
+		}
+		if _, stderr, err := kubectl(t, manifest, "apply", "-f", "-"); err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+	}
+	out, err := exec.Command(local.Binary, "explain", "--cluster", "--kubeconfig", local.Kubeconfig, "--to", "Pod/ages/web", "--from-plaintext", "-o", "json").Output()
+	var e struct{ Verdict, DecidedBy string }
+	if jerr := json.Unmarshal(out, &e); err != nil || jerr != nil || e.Verdict != "deny" {
+		t.Errorf("a plaintext caller under the oldest policy (STRICT): %s by %q (%v %v)", e.Verdict, e.DecidedBy, err, jerr)
+	}
 }
