@@ -78,6 +78,9 @@ type Loader struct {
 	// Read, if set, reads each object instead of kinds.Kind.Decode from a manifest: the
 	// golden tests read fixtures as the webhook does.
 	Read func(kind *kinds.Kind, js []byte) (metav1.Object, error)
+	// Root is Istio's root namespace (--root-namespace); "" takes istiod's namespace where
+	// a manifest holds its Deployment (policy.Snapshot.Root).
+	Root string
 
 	bundle *Bundle
 	errs   []error
@@ -102,6 +105,7 @@ func NewBundle() *Bundle {
 // into one bundle. The error joins every InputError met.
 func (l *Loader) Load(paths ...string) (*Bundle, error) {
 	l.bundle, l.errs, l.files = NewBundle(), nil, nil
+	l.bundle.State.Root = l.Root
 	// Documents are decoded as they are read, on every core (parsing YAML is most of what
 	// `check` costs), and kept only until decoded; then added in reading order.
 	l.pending = make(chan *document, 64)
@@ -285,10 +289,15 @@ func (l *Loader) merge(doc *document, fileName string) {
 		l.errs = append(l.errs, &InputError{Source: src, Err: err})
 	}
 	for _, d := range doc.objects {
+		l.add(src, d.kind, d.object)
 		if d.istiod != "" {
 			l.bundle.State.Istiod = append(l.bundle.State.Istiod, d.istiod)
+			// istiod's namespace is the mesh's root namespace unless its meshConfig says
+			// otherwise (the AKS add-on's aks-istio-system).
+			if l.bundle.State.Root == "" {
+				l.bundle.State.Root = d.object.GetNamespace()
+			}
 		}
-		l.add(src, d.kind, d.object)
 	}
 }
 

@@ -113,13 +113,30 @@ func Owners(pods []*policy.Workload) []*policy.Workload {
 	return out
 }
 
-// IstiodVersions reads the versions of the istiod Deployments of the cluster (labelled
-// app=istiod, as Istio's charts label them) from their images.
-func IstiodVersions(ctx context.Context, c client.Reader) ([]string, error) {
+// istiodDeployments lists the istiod Deployments of the cluster (labelled app=istiod, as
+// Istio's charts label them).
+func istiodDeployments(ctx context.Context, c client.Reader) (*unstructured.UnstructuredList, error) {
 	list := &unstructured.UnstructuredList{}
 	list.SetAPIVersion("apps/v1")
 	list.SetKind("DeploymentList")
-	if err := c.List(ctx, list, client.MatchingLabels{"app": "istiod"}); err != nil {
+	return list, c.List(ctx, list, client.MatchingLabels{"app": "istiod"})
+}
+
+// IstiodNamespace is the namespace of the cluster's istiod, Istio's root namespace unless
+// its meshConfig says otherwise; "" where no istiod runs.
+func IstiodNamespace(ctx context.Context, c client.Reader) (string, error) {
+	list, err := istiodDeployments(ctx, c)
+	if err != nil || len(list.Items) == 0 {
+		return "", err
+	}
+	return list.Items[0].GetNamespace(), nil
+}
+
+// IstiodVersions reads the versions of the istiod Deployments of the cluster from their
+// images.
+func IstiodVersions(ctx context.Context, c client.Reader) ([]string, error) {
+	list, err := istiodDeployments(ctx, c)
+	if err != nil {
 		return nil, err
 	}
 	var versions []string

@@ -60,6 +60,9 @@ type Snapshot struct {
 	Namespaces map[string]map[string]string
 	Rails      []*MeshGuardrail
 	Istiod     []string
+	// Root is Istio's root namespace as the input states it (--root-namespace, else the
+	// namespace of istiod's Deployment), where no guardrail names one; "" for istio-system.
+	Root string
 	// podsByLabel indexes each namespace's workloads by label: a selector's candidates are
 	// the workloads carrying one of its labels, not the whole namespace.
 	podsByLabel map[string]map[labelPair][]*Workload
@@ -306,7 +309,11 @@ func (s *Snapshot) Selected(ns string, matchLabels map[string]string) (selected 
 }
 
 func (s *Snapshot) Settings(ns string) Settings {
-	return MergeGuardrails(s.Rails, ns, WithNameLabel(ns, s.Namespaces[ns]))
+	settings := MergeGuardrails(s.Rails, ns, WithNameLabel(ns, s.Namespaces[ns]))
+	if s.Root != "" && !slices.ContainsFunc(s.Rails, func(g *MeshGuardrail) bool { return g.Spec.RootNamespace != "" }) {
+		settings.Root = s.Root
+	}
+	return settings
 }
 
 // WithNameLabel adds the label the API server puts on every namespace.

@@ -80,7 +80,7 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 		return usageError("-n and -A: give one")
 	}
 	engine := policy.NewEngine()
-	loader := &check.Loader{Namespace: o.namespace, Stdin: stdin, Engine: engine}
+	loader := &check.Loader{Namespace: o.namespace, Stdin: stdin, Engine: engine, Root: o.input.root}
 	var bundle *check.Bundle
 	var err error
 	if o.input.cluster {

@@ -80,7 +80,7 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 		return err
 	}
 	results := check.Run(engine, in.bundle).Results // labels covered workloads, as admission would
-	root := policy.RootNamespace(in.bundle.State.Rails)
+	root := in.bundle.State.Settings("").Root
 	report := coverageReport{Workloads: []policy.WorkloadCoverage{}, Summary: map[string]int{}}
 	exposed := false
 	for _, w := range in.workloads(o.namespace) {

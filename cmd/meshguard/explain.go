@@ -171,7 +171,7 @@ func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*e
 	}
 	var out *explanation
 	for _, w := range ws {
-		e, err := policy.Explain(in.bundle.State, policy.RootNamespace(in.bundle.State.Rails), w, flags.Via, req)
+		e, err := policy.Explain(in.bundle.State, in.bundle.State.Settings("").Root, w, flags.Via, req)
 		if err != nil {
 			return nil, nil, err
 		}

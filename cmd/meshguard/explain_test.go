@@ -195,3 +195,24 @@ func TestExplainThroughWaypointDefaultCaller(t *testing.T) {
 		}
 	}
 }
+
+// TestRootNamespace: the root namespace is istiod's where the input holds its Deployment
+// (AKS's aks-istio-system), or --root-namespace: its policies cover every namespace.
+func TestRootNamespace(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "protected"},
+		{[]string{"--root-namespace", "istio-system"}, "open"},
+	} {
+		var stdout, stderr bytes.Buffer
+		run(append([]string{"coverage", "-f", "testdata/root-namespace.yaml", "-n", "shop", "-o", "json"}, c.args...), nil, &stdout, &stderr)
+		var report struct {
+			Workloads []struct{ Name, Verdict string }
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &report); err != nil || len(report.Workloads) != 1 || report.Workloads[0].Verdict != c.want {
+			t.Errorf("%v: %+v (%v)\n%s", c.args, report, err, stderr.String())
+		}
+	}
+}

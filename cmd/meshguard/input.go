@@ -23,9 +23,11 @@ type inputFlags struct {
 	cluster    bool
 	kubeconfig string
 	context    string
+	root       string
 }
 
 func (f *inputFlags) addTo(fs *pflag.FlagSet) {
+	fs.StringVar(&f.root, "root-namespace", "", "Istio's root namespace (meshConfig.rootNamespace), where no MeshGuardrail names it (default: the namespace of istiod's Deployment in the input, else istio-system)")
 	fs.StringArrayVarP(&f.files, "filename", "f", nil, "file, folder or - (standard input) to read; repeatable")
 	fs.BoolVar(&f.cluster, "cluster", false, "read the live cluster instead of files (read-only)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file of --cluster (default: KUBECONFIG, then ~/.kube/config)")
@@ -48,7 +50,7 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 	case !f.cluster && len(f.files) == 0:
 		return nil, usageError("no input: give -f PATH (a file, a folder, or - for standard input), or --cluster")
 	case !f.cluster:
-		bundle, err := (&check.Loader{Namespace: namespace, Stdin: stdin, Engine: engine}).Load(f.files...)
+		bundle, err := (&check.Loader{Namespace: namespace, Stdin: stdin, Engine: engine, Root: f.root}).Load(f.files...)
 		if err != nil {
 			return nil, &exitError{code: exitUsage, err: inputErrors(err)}
 		}
@@ -71,6 +73,11 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 	st, err := live.Read(ctx, c, c.RESTMapper())
 	if err != nil {
 		return nil, fmt.Errorf("--cluster: reading the cluster: %w", err)
+	}
+	if st.Root = f.root; st.Root == "" {
+		if st.Root, err = live.IstiodNamespace(ctx, c); err != nil {
+			return nil, fmt.Errorf("--cluster: reading istiod's namespace: %w", err)
+		}
 	}
 	// The bundle judged: the cluster's policies, and its workloads, one Pod for each.
 	bundle := check.NewBundle()
