@@ -262,8 +262,8 @@ func requestAuthenticationRules() []Rule {
 		}),
 	}, {
 		ID: "MG116", Name: "ra-issuer-format", Default: Warn, Kinds: ra,
-		Summary: "An Entra issuer written in a form tokens never carry (v1 without trailing `/`, v2 with one, v1 issuer with v2 keys).",
-		Why:     "No token matches the issuer: every request with a token gets 401.",
+		Summary: "An Entra issuer written in a form tokens never carry (v1 without trailing `/`, v2 with one), or a v1 issuer paired with the v2.0 key set.",
+		Why:     "No token matches an issuer written so: every request with a token gets 401. With the v2.0 key set, a v1 issuer's tokens signed by an app's own keys fail with 401; the others pass.",
 		Check: eachJWTRule(func(c *Context, r *jwtRule, at string) []Finding {
 			iss, ok := parseEntra(r.Issuer)
 			if !ok {
