@@ -18,7 +18,6 @@ import (
 
 type checkOptions struct {
 	input     inputFlags
-	config    string
 	output    string
 	failOn    string
 	namespace string
@@ -55,7 +54,6 @@ Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage 
 	o.input.addTo(f)
 	f.BoolVarP(&o.all, "all-namespaces", "A", false, "with --cluster, report every namespace (the default)")
 	f.BoolVar(&o.delete, "delete", false, "with --cluster and -f, judge deleting the files' objects")
-	f.StringVar(&o.config, "config", "", "YAML file of MeshGuardrail objects to apply")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(check.Formats, ", "))
 	f.StringVar(&o.failOn, "fail-on", string(policy.Deny), "exit 1 when a finding of this action or stricter is found: deny or warn")
 	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of objects that name none")
@@ -93,11 +91,6 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 		if live.bundle.State.Istiod, err = live.IstiodVersions(ctx); err != nil {
 			return fmt.Errorf("--cluster: reading istiod's version: %w", err)
 		}
-		if o.config != "" {
-			if err := o.addGuardrails(loader, live.bundle); err != nil {
-				return err
-			}
-		}
 		report := check.Run(engine, live.bundle)
 		if len(files) > 0 {
 			changes, err := loader.Load(files...)
@@ -118,10 +111,8 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 	if err != nil {
 		return &exitError{code: exitUsage, err: inputErrors(err)}
 	}
-	if o.config != "" {
-		if err := o.addGuardrails(loader, bundle); err != nil {
-			return err
-		}
+	if err := o.input.addGuardrails(loader, bundle); err != nil {
+		return err
 	}
 	return o.write(stdout, engine, check.Run(engine, bundle), failOn)
 }
@@ -134,23 +125,6 @@ func (o *checkOptions) write(stdout io.Writer, engine *policy.Engine, report che
 	if report.Fails(failOn) {
 		return &exitError{code: exitFindings}
 	}
-	return nil
-}
-
-// addGuardrails reads --config, which must hold MeshGuardrails only, into the bundle's state.
-func (o *checkOptions) addGuardrails(loader *check.Loader, bundle *check.Bundle) error {
-	cfg, err := loader.Load(o.config)
-	if err != nil {
-		return &exitError{code: exitUsage, err: fmt.Errorf("--config: %w", inputErrors(err))}
-	}
-	if len(cfg.Objects) > 0 {
-		obj := cfg.Objects[0]
-		return usageError("--config %s: %s holds %s %q; it may hold only MeshGuardrail objects", o.config, cfg.Sources[obj], policy.KindOf(obj), obj.GetName())
-	}
-	if len(cfg.State.Rails) == 0 {
-		return usageError("--config %s: holds no MeshGuardrail", o.config)
-	}
-	bundle.State.Rails = append(bundle.State.Rails, cfg.State.Rails...)
 	return nil
 }
 

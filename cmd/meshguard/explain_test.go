@@ -197,7 +197,8 @@ func TestExplainThroughWaypointDefaultCaller(t *testing.T) {
 }
 
 // TestRootNamespace: the root namespace is istiod's where the input holds its Deployment
-// (AKS's aks-istio-system), or --root-namespace: its policies cover every namespace.
+// (AKS's aks-istio-system), or --root-namespace, or what a guardrail names (--config):
+// its policies cover every namespace.
 func TestRootNamespace(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -205,6 +206,8 @@ func TestRootNamespace(t *testing.T) {
 	}{
 		{nil, "protected"},
 		{[]string{"--root-namespace", "istio-system"}, "open"},
+		// A guardrail naming the root namespace (given with --config, as to check) wins.
+		{[]string{"--root-namespace", "istio-system", "--config", "testdata/root-guardrail.yaml"}, "protected"},
 	} {
 		var stdout, stderr bytes.Buffer
 		run(append([]string{"coverage", "-f", "testdata/root-namespace.yaml", "-n", "shop", "-o", "json"}, c.args...), nil, &stdout, &stderr)

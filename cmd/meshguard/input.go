@@ -16,17 +16,20 @@ import (
 	"github.com/meshguard/meshguard/policy"
 )
 
-// inputFlags say where explain and coverage read the state they judge: manifests (-f), or
-// a live cluster (--cluster, read-only: the kinds the webhook watches).
+// inputFlags say where check, explain and coverage read the state they judge: manifests
+// (-f), or a live cluster (--cluster, read-only: the kinds the webhook watches); the
+// guardrails they apply besides (--config), and Istio's root namespace (--root-namespace).
 type inputFlags struct {
 	files      []string
 	cluster    bool
 	kubeconfig string
 	context    string
 	root       string
+	config     string
 }
 
 func (f *inputFlags) addTo(fs *pflag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "YAML file of MeshGuardrail objects to apply")
 	fs.StringVar(&f.root, "root-namespace", "", "Istio's root namespace (meshConfig.rootNamespace), where no MeshGuardrail names it (default: the namespace of istiod's Deployment in the input, else istio-system)")
 	fs.StringArrayVarP(&f.files, "filename", "f", nil, "file, folder or - (standard input) to read; repeatable")
 	fs.BoolVar(&f.cluster, "cluster", false, "read the live cluster instead of files (read-only)")
@@ -50,9 +53,13 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 	case !f.cluster && len(f.files) == 0:
 		return nil, usageError("no input: give -f PATH (a file, a folder, or - for standard input), or --cluster")
 	case !f.cluster:
-		bundle, err := (&check.Loader{Namespace: namespace, Stdin: stdin, Engine: engine, Root: f.root}).Load(f.files...)
+		loader := &check.Loader{Namespace: namespace, Stdin: stdin, Engine: engine, Root: f.root}
+		bundle, err := loader.Load(f.files...)
 		if err != nil {
 			return nil, &exitError{code: exitUsage, err: inputErrors(err)}
+		}
+		if err := f.addGuardrails(loader, bundle); err != nil {
+			return nil, err
 		}
 		return &input{bundle: bundle}, nil
 	}
@@ -96,7 +103,31 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 	for _, w := range live.Owners(policy.Covered(st, "")) {
 		bundle.Objects = append(bundle.Objects, w)
 	}
+	if err := f.addGuardrails(&check.Loader{Namespace: namespace, Engine: engine}, bundle); err != nil {
+		return nil, err
+	}
 	return &input{bundle: bundle, client: c}, nil
+}
+
+// addGuardrails reads --config, which must hold MeshGuardrails only, into the bundle's
+// state; nothing without --config.
+func (f *inputFlags) addGuardrails(loader *check.Loader, bundle *check.Bundle) error {
+	if f.config == "" {
+		return nil
+	}
+	cfg, err := loader.Load(f.config)
+	if err != nil {
+		return &exitError{code: exitUsage, err: fmt.Errorf("--config: %w", inputErrors(err))}
+	}
+	if len(cfg.Objects) > 0 {
+		obj := cfg.Objects[0]
+		return usageError("--config %s: %s holds %s %q; it may hold only MeshGuardrail objects", f.config, cfg.Sources[obj], policy.KindOf(obj), obj.GetName())
+	}
+	if len(cfg.State.Rails) == 0 {
+		return usageError("--config %s: holds no MeshGuardrail", f.config)
+	}
+	bundle.State.Rails = append(bundle.State.Rails, cfg.State.Rails...)
+	return nil
 }
 
 // workloads are the workloads of namespace ns ("" for all) to report: offline the Pods and
