@@ -839,3 +839,14 @@ func TestCoverageOfUnloadedRequestAuthentication(t *testing.T) {
 		t.Errorf("coverage: %s, want %s", got.Verdict, NotEnforced)
 	}
 }
+
+// TestCoverageUnderDisabledInjection: the Pods of a namespace that turns injection off run
+// no sidecar: their policies are enforced nowhere.
+func TestCoverageUnderDisabledInjection(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{injectionLabel: "disabled"}}}
+	w := pod("shop", "web-1", map[string]string{"app": "web"})
+	st := snapshot(ns, w, newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP))
+	if got := CoverageOf(st, DefaultRootNamespace, w); got.Verdict != NotEnforced {
+		t.Errorf("coverage: %s, want %s", got.Verdict, NotEnforced)
+	}
+}

@@ -109,7 +109,7 @@ func localHop(st State, root string, w *Workload) []hop {
 	case leavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
 		return nil // out of ambient mode, and no sidecar either
 	}
-	if field, _ := notEnforceable(w); field != "" {
+	if field, _ := notEnforceable(w); field != "" || injectionDisabled(st, w) {
 		return nil
 	}
 	mode, own := mtlsModes(st, root, w)

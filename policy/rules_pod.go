@@ -77,6 +77,12 @@ func requiredLabels(s Settings, w *Workload) map[string]string {
 	return s.Coverage.Labels
 }
 
+// injectionDisabled tells whether a workload's namespace turns sidecar injection off
+// (istio-injection: disabled): the injector then gives none of its Pods a sidecar.
+func injectionDisabled(st State, w *Workload) bool {
+	return st.Settings(w.Namespace).NamespaceLabels[injectionLabel] == "disabled"
+}
+
 // notEnforceable says why Istio cannot enforce policy on a workload, or "".
 func notEnforceable(w *Workload) (field, why string) {
 	include, narrowed := w.Annotations[IncludeInboundAnnotation]
@@ -145,7 +151,7 @@ func podRules() []Rule {
 		}),
 	}, {
 		ID: "MG504", Name: "pod-not-enforceable", Default: Warn, Kinds: pod,
-		Summary: "A covered or JWT-selected Pod with sidecar injection disabled (`sidecar.istio.io/inject` set to anything but y, yes, true or on, as Istio's injector reads it), `hostNetwork`, inbound ports excluded from interception (`excludeInboundPorts`, an `includeInboundPorts` other than `*`), or `interceptionMode: NONE`. Istio's gateway and waypoint Pods are proxies, not workloads: they enforce the policies attached to them. Ambient Pods are MG813's.",
+		Summary: "A covered or JWT-selected Pod with sidecar injection disabled (`sidecar.istio.io/inject` set to anything but y, yes, true or on, as Istio's injector reads it, or `istio-injection: disabled` on its namespace), `hostNetwork`, inbound ports excluded from interception (`excludeInboundPorts`, an `includeInboundPorts` other than `*`), or `interceptionMode: NONE`. Istio's gateway and waypoint Pods are proxies, not workloads: they enforce the policies attached to them. Ambient Pods are MG813's.",
 		Why:     "Istio cannot enforce anything on it: its policies are dead letters.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
 			// An ambient Pod needs no sidecar: MG813 judges what ztunnel does not intercept.
@@ -153,6 +159,9 @@ func podRules() []Rule {
 				return nil
 			}
 			field, why := notEnforceable(w)
+			if why == "" && injectionDisabled(c.State, w) {
+				field, why = "metadata.namespace", "its namespace disables sidecar injection (istio-injection: disabled)"
+			}
 			if why == "" || (c.Settings.Coverage == nil && len(c.protection(c.State, w).ras) == 0) {
 				return nil
 			}
