@@ -828,25 +828,19 @@ func TestWaypointUnboundOtherwise(t *testing.T) {
 	}
 }
 
-// TestCoverageOfUnloadedRequestAuthentication: an ambient workload whose only
-// RequestAuthentication selects it, which no proxy loads (MG801), has its JWT policies
-// enforced nowhere.
-func TestCoverageOfUnloadedRequestAuthentication(t *testing.T) {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
-	w := pod("shop", "web-1", map[string]string{"app": "web"})
-	st := snapshot(ns, w, newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP))
-	if got := CoverageOf(st, DefaultRootNamespace, w); got.Verdict != NotEnforced {
-		t.Errorf("coverage: %s, want %s", got.Verdict, NotEnforced)
-	}
-}
-
-// TestCoverageUnderDisabledInjection: the Pods of a namespace that turns injection off run
-// no sidecar: their policies are enforced nowhere.
-func TestCoverageUnderDisabledInjection(t *testing.T) {
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{injectionLabel: "disabled"}}}
-	w := pod("shop", "web-1", map[string]string{"app": "web"})
-	st := snapshot(ns, w, newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP))
-	if got := CoverageOf(st, DefaultRootNamespace, w); got.Verdict != NotEnforced {
-		t.Errorf("coverage: %s, want %s", got.Verdict, NotEnforced)
+// TestCoverageNotEnforced: a workload protected as written is not-enforced where no proxy
+// applies its JWT policies: ambient, its RequestAuthentication selecting it, which no
+// proxy loads (MG801); or in a namespace that turns injection off, with no sidecar.
+func TestCoverageNotEnforced(t *testing.T) {
+	for name, nsLabels := range map[string]map[string]string{
+		"ambient, its RequestAuthentication by selector": {DataplaneModeLabel: "ambient"},
+		"injection disabled":                             {injectionLabel: "disabled"},
+	} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: nsLabels}}
+		w := pod("shop", "web-1", map[string]string{"app": "web"})
+		st := snapshot(ns, w, newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP))
+		if got := CoverageOf(st, DefaultRootNamespace, w); got.Verdict != NotEnforced {
+			t.Errorf("%s: coverage %s, want %s", name, got.Verdict, NotEnforced)
+		}
 	}
 }
