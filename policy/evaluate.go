@@ -334,7 +334,12 @@ func undecidedRequest() request { return request{attrUndecided: "true"} }
 // workloads of one namespace over STRICT mTLS). When the policies name too many values to
 // try every class, it is undecidedRequest: the engine fails closed.
 func (e enforcement) tokenlessOpening() request {
-	found, decided := e.find(request{attrPath: anyPath, attrHost: anyOther}, true, e.anonymousPeers(), e.admits)
+	return e.tokenlessOpeningWith(request{attrPath: anyPath, attrHost: anyOther})
+}
+
+// tokenlessOpeningWith is tokenlessOpening among the requests with fixed's values.
+func (e enforcement) tokenlessOpeningWith(fixed request) request {
+	found, decided := e.find(fixed, true, e.anonymousPeers(), e.admits)
 	if !decided {
 		return undecidedRequest()
 	}
@@ -717,6 +722,9 @@ func describeRequest(r request) string {
 		parts = append(parts, "from namespace "+r[attrNamespace])
 	default:
 		parts = append(parts, "from any workload of the mesh")
+	}
+	if r[attrPort] == anyOther {
+		parts = append(parts, "to a port no policy names")
 	}
 	for _, a := range []string{attrMethod, attrPort} {
 		if v, ok := r[a]; ok && v != anyOther && !strings.Contains(v, anyOther) {

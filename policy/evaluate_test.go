@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
@@ -202,6 +203,47 @@ func TestMessagesNameTheScope(t *testing.T) {
 		}
 		if !strings.Contains(msg, c.want) || strings.Contains(msg, c.never) {
 			t.Errorf("MG301 on %s says %q; want %q, never %q", c.ra.Name, msg, c.want, c.never)
+		}
+	}
+}
+
+// TestMG301NamesTheOpenPorts: a DENY of token-less requests narrowed to ports leaves the
+// others open; MG301 names those of the workload's Services it leaves open, and says
+// nothing once they are all covered. A selector no running workload matches speaks of the
+// workloads to come, beside MG403.
+func TestMG301NamesTheOpenPorts(t *testing.T) {
+	e := NewEngine()
+	ra := newRA(t, "shop", "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	deny := func(ports string) *AuthorizationPolicy {
+		return newAP(t, "shop", "web-deny", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"ports":[`+ports+`]}}]}]}`)
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "web"},
+		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080)}, {Name: "http-admin", Port: 9090}},
+	}}
+	named := svc.DeepCopy()
+	named.Spec.Ports[1].TargetPort = intstr.FromString("admin")
+	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	other := pod("shop", "api-1", map[string]string{"app": "api"})
+	for _, c := range []struct {
+		name  string
+		state []metav1.Object
+		want  string // "" for no MG301
+	}{
+		{"one port of two covered", []metav1.Object{deny(`"8080"`), svc, web}, "for Pod shop/web-1 on port 9090 of its Services: a request with no token, from a caller without mTLS gets in"},
+		{"both covered", []metav1.Object{deny(`"8080","9090"`), svc, web}, ""},
+		{"no Service", []metav1.Object{deny(`"8080","9090"`), web}, "from a caller without mTLS, to a port no policy names gets in"},
+		{"a named target port", []metav1.Object{deny(`"8080","9090"`), named, web}, "to a port no policy names"},
+		{"no workload selected yet", []metav1.Object{other}, "for workloads labelled app=web in namespace shop: once they run, a request with no token"},
+	} {
+		var msg string
+		for _, f := range e.Review(Review{Operation: Audit, Object: ra, State: snapshot(append(c.state, ra)...)}) {
+			if f.Rule == "MG301" {
+				msg = f.Message
+			}
+		}
+		if c.want == "" && msg != "" || !strings.Contains(msg, c.want) {
+			t.Errorf("%s: MG301 says %q, want %q", c.name, msg, c.want)
 		}
 	}
 }

@@ -134,6 +134,11 @@ func (p protection) tokenless() request {
 	return witness
 }
 
+// tokenlessOn is tokenless for requests to one port of the workload.
+func (p protection) tokenlessOn(port string) request {
+	return enforcementOf(p.aps, p.opening.plaintext()).tokenlessOpeningWith(request{attrPath: anyPath, attrHost: anyOther, attrPort: port})
+}
+
 // admitsUnverified tells whether the workload admits some request without a verified
 // token, on any path, from any caller: with no RequestAuthentication, whether anything
 // gets in at all.

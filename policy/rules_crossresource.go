@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,14 +17,36 @@ func crossResourceRules() []Rule {
 	ap := []string{KindAuthorizationPolicy}
 	return []Rule{{
 		ID: "MG301", Name: "ra-without-enforcement", Default: Warn, Kinds: ra,
-		Summary: "Workloads selected by a RequestAuthentication that admit a request with no token on a path no policy names, from a caller no policy names (without mTLS, or any workload of the mesh), as Envoy evaluates their AuthorizationPolicies: a rule of any ALLOW policy admits, a DENY covers what it matches. Token-less access on named paths or from named callers is an exemption on purpose. Ambient Pods under a selector RequestAuthentication are MG801's.",
+		Summary: "Workloads selected by a RequestAuthentication that admit a request with no token on a path no policy names, from a caller no policy names (without mTLS, or any workload of the mesh), as Envoy evaluates their AuthorizationPolicies: a rule of any ALLOW policy admits, a DENY covers what it matches. Token-less access on named paths or from named callers is an exemption on purpose. Where the policies name ports and the workload's Services send to port numbers, the finding names the ports left open, and there is none when they are all covered. Ambient Pods under a selector RequestAuthentication are MG801's.",
 		Why:     "A RequestAuthentication only rejects bad tokens: requests with no token pass, with no identity.",
 		Check: judge(func(c *Context, ra *RequestAuthentication) []Finding {
 			// Ambient Pods are MG801's: no proxy loads a selector RequestAuthentication there,
 			// and the fix is a waypoint's, not another selector policy.
-			open := c.workloadsWhere(ra, func(f workloadFacts) bool {
-				return !f.protection.enforces() && (len(scopeOf(ra).targetRefs) > 0 || !f.ambient)
-			})
+			var open []*Workload
+			var openPorts []string // of open[0], where its policies name ports and its Services' are known
+			type served struct {
+				open  []string
+				known bool
+			}
+			byLabels := map[*protection]served{} // workloads of one label set share a protection
+			for w, f := range c.eachWorkload(ra) {
+				if f.protection.enforces() || len(scopeOf(ra).targetRefs) == 0 && f.ambient {
+					continue
+				}
+				s, seen := byLabels[f.protection]
+				if !seen {
+					s.open, s.known = openServedPorts(c, w, *f.protection)
+					byLabels[f.protection] = s
+				}
+				ports, known := s.open, s.known
+				if known && len(ports) == 0 {
+					continue // the ports its policies leave open are none its Services send to
+				}
+				if len(open) == 0 {
+					openPorts = ports
+				}
+				open = append(open, w)
+			}
 			if len(open) == 0 {
 				return nil
 			}
@@ -31,8 +54,24 @@ func crossResourceRules() []Rule {
 			if len(scopeOf(ra).targetRefs) > 0 {
 				field = "spec.targetRefs"
 			}
+			who, witness := c.describe(open), c.protection(c.State, open[0]).tokenless()
+			if len(openPorts) > 0 {
+				word := "port"
+				if len(openPorts) > 1 {
+					word = "ports"
+				}
+				who += fmt.Sprintf(" on %s %s of its Services", word, strings.Join(openPorts, ", "))
+				witness = maps.Clone(c.protection(c.State, open[0]).tokenlessOn(openPorts[0]))
+				delete(witness, attrPort) // named above
+			}
+			gets := describeRequest(witness) + " gets in on a path no policy names"
+			if open[0].Virtual {
+				// No such workload runs yet (MG403 says so where others do): the finding is
+				// about the ones to come.
+				gets = "once they run, " + gets
+			}
 			return []Finding{finding(field,
-				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s gets in on a path no policy names", c.describe(open), describeRequest(c.protection(c.State, open[0]).tokenless())),
+				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s", who, gets),
 				fmt.Sprintf("add an ALLOW policy for the same workloads with requestPrincipals: [%q], or a DENY with notRequestPrincipals: [\"*\"]", firstIssuer(ra)+"/*"))}
 		}),
 	}, {
@@ -419,6 +458,44 @@ func nonHTTPPorts(svcs []*corev1.Service, w *Workload) []servicePort {
 		}
 	}
 	return out
+}
+
+// openServedPorts returns the ports of a workload's Services on which its policies admit
+// token-less requests, and whether that is known: the policies name ports, the workload's
+// sidecar enforces them, and its Services send to port numbers. A port no Service sends to
+// may still be served; the finding names the ports users reach.
+func openServedPorts(c *Context, w *Workload, p protection) ([]string, bool) {
+	if _, readsPort := p.tokenless()[attrPort]; !readsPort || p.opening.viaWaypoint {
+		return nil, false
+	}
+	var served []string
+	for _, s := range c.State.Services(w.Namespace) {
+		if len(s.Spec.Selector) == 0 || !Selects(s.Spec.Selector, w.Labels) {
+			continue
+		}
+		for _, sp := range s.Spec.Ports {
+			target := sp.TargetPort.IntValue()
+			switch {
+			case sp.TargetPort.StrVal != "":
+				return nil, false // a container port's name: only the Pod's spec tells its number
+			case target == 0:
+				target = int(sp.Port)
+			}
+			if t := strconv.Itoa(target); !slices.Contains(served, t) {
+				served = append(served, t)
+			}
+		}
+	}
+	if len(served) == 0 {
+		return nil, false
+	}
+	var open []string
+	for _, port := range served {
+		if p.tokenlessOn(port) != nil {
+			open = append(open, port)
+		}
+	}
+	return open, true
 }
 
 // portProtocol is the protocol Istio selects for a Service port: appProtocol, else the port
