@@ -145,7 +145,34 @@ func (r route) tokenRequirement() (string, []string) {
 }
 
 // Covered lists the workloads CoverageOf judges in a state: every Pod and pod template but
-// Istio's own proxies, of namespace ns or of all ("").
+// Istio's own proxies and control plane, of namespace ns or of all ("").
 func Covered(st State, ns string) []*Workload {
-	return lacking(st.Workloads(ns, nil), func(w *Workload) bool { return !isProxy(w) && !strings.HasPrefix(w.Namespace, "kube-") })
+	root := st.Settings("").Root
+	return lacking(st.Workloads(ns, nil), func(w *Workload) bool {
+		return !isProxy(w) && !controlPlane(w, root) && !strings.HasPrefix(w.Namespace, "kube-")
+	})
+}
+
+// IngressGateways are the Pods (or pod templates) of Istio's ingress gateways, of namespace
+// ns or of all (""): its proxies but the waypoints, egress and east-west gateways, which
+// take no request from outside the mesh to check.
+func IngressGateways(st State, ns string) []*Workload {
+	return lacking(st.Workloads(ns, nil), func(w *Workload) bool {
+		istio := w.Labels["istio"]
+		return isProxy(w) && !isWaypoint(w.Labels) && !strings.Contains(istio, "egress") && !strings.Contains(istio, "eastwest")
+	})
+}
+
+// controlPlane tells whether a workload is one of Istio's control plane, in the root
+// namespace, which no tenant writes: istiod, ztunnel and the CNI node agent take no
+// requests a JWT policy is for.
+func controlPlane(w *Workload, root string) bool {
+	if w.Namespace != root {
+		return false
+	}
+	switch w.Labels["app"] {
+	case "istiod", "ztunnel", "istio-cni-node":
+		return true
+	}
+	return w.Labels["k8s-app"] == "istio-cni-node"
 }

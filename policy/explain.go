@@ -125,7 +125,7 @@ const (
 // checks the token against its RequestAuthentications, then evaluates its
 // AuthorizationPolicies as Envoy does: CUSTOM, then DENY, then ALLOW.
 func Explain(st State, root string, w *Workload, via string, req Request) (*Explanation, error) {
-	routes := routesTo(st, root, w, ingressGateways(st))
+	routes := routesTo(st, root, w, IngressGateways(st, ""))
 	pick := func(prefix string) *route {
 		i := slices.IndexFunc(routes, func(r route) bool { return strings.HasPrefix(r.via, prefix) })
 		if i < 0 {
@@ -200,14 +200,6 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 }
 
 func status(code int) *int { return &code }
-
-// ingressGateways are the Pods (or pod templates) of Istio's ingress gateways: its
-// proxies but the waypoints and egress gateways.
-func ingressGateways(st State) []*Workload {
-	return lacking(st.Workloads("", nil), func(w *Workload) bool {
-		return isProxy(w) && !isWaypoint(w.Labels) && !strings.Contains(w.Labels["istio"], "egress")
-	})
-}
 
 func noRoute(via string) string {
 	switch via {

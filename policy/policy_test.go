@@ -844,3 +844,21 @@ func TestCoverageNotEnforced(t *testing.T) {
 		}
 	}
 }
+
+// TestCoveredLeavesOutTheControlPlane: istiod, ztunnel and the CNI agent of the root
+// namespace are not workloads to report; a tenant's Pod labelled like them is.
+func TestCoveredLeavesOutTheControlPlane(t *testing.T) {
+	st := snapshot(
+		pod(DefaultRootNamespace, "istiod-1", map[string]string{"app": "istiod"}),
+		pod(DefaultRootNamespace, "ztunnel-1", map[string]string{"app": "ztunnel"}),
+		pod(DefaultRootNamespace, "istio-cni-node-1", map[string]string{"k8s-app": "istio-cni-node"}),
+		pod("shop", "istiod-1", map[string]string{"app": "istiod"}),
+	)
+	var got []string
+	for _, w := range Covered(st, "") {
+		got = append(got, w.Namespace+"/"+w.Name)
+	}
+	if !slices.Equal(got, []string{"shop/istiod-1"}) {
+		t.Errorf("covered %v, want only shop/istiod-1", got)
+	}
+}

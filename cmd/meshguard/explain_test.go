@@ -113,6 +113,37 @@ func TestCoverageCLI(t *testing.T) {
 			t.Errorf("no %q in %v", field, report.Workloads[0])
 		}
 	}
+	// Ingress gateways are listed apart, judged at the gateway (Istio's task, before and
+	// after its AuthorizationPolicy); istiod is not a workload to report.
+	for _, c := range []struct {
+		bundle, workloads, gateways string
+	}{
+		{"testdata/explain/ingress-jwt-1/bundle.yaml", "Deployment/httpbin open", "Deployment/istio-ingressgateway token-optional"},
+		{"testdata/explain/ingress-jwt-2/bundle.yaml", "Deployment/httpbin open", "Deployment/istio-ingressgateway protected"},
+		{"testdata/root-namespace.yaml", "Deployment/web protected", ""},
+	} {
+		stdout.Reset()
+		if code := run([]string{"coverage", "-f", c.bundle, "-o", "json"}, nil, &stdout, &stderr); code != 0 {
+			t.Fatalf("%s: exit %d\n%s", c.bundle, code, stderr.String())
+		}
+		var report struct{ Workloads, IngressGateways []policy.WorkloadCoverage }
+		if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
+			t.Fatal(err)
+		}
+		list := func(cs []policy.WorkloadCoverage) string {
+			var out []string
+			for _, c := range cs {
+				out = append(out, c.Kind+"/"+c.Name+" "+c.Verdict)
+			}
+			return strings.Join(out, "; ")
+		}
+		if got := list(report.Workloads); got != c.workloads {
+			t.Errorf("%s: workloads %q, want %q", c.bundle, got, c.workloads)
+		}
+		if got := list(report.IngressGateways); got != c.gateways {
+			t.Errorf("%s: ingress gateways %q, want %q", c.bundle, got, c.gateways)
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		want int

@@ -145,6 +145,16 @@ func (in *input) workloads(ns string) []*policy.Workload {
 	return out
 }
 
+// ingressGateways are the ingress gateways of namespace ns ("" for all) to report: offline
+// the Pods and pod templates read, live one Pod for each owner.
+func (in *input) ingressGateways(ns string) []*policy.Workload {
+	gateways := policy.IngressGateways(in.bundle.State, ns)
+	if in.client == nil {
+		return gateways
+	}
+	return live.Owners(gateways)
+}
+
 // targets finds the workloads to names, KIND/NAMESPACE/NAME: a Pod or pod template by
 // kind and name, every workload a Service selects, or (live) the first of a controller.
 func (in *input) targets(ctx context.Context, to string) ([]*policy.Workload, error) {
