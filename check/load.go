@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -49,7 +50,22 @@ type Bundle struct {
 	// Live: the objects run in a cluster. Their Pods are judged as they are, not labelled
 	// first as admission would label new ones.
 	Live bool
+	// Skipped is what a folder walk left out, and why.
+	Skipped []Skip
 }
+
+// Skip is a file or folder a folder walk left out: what is in it is not for meshguard to
+// read as it is (a Helm chart, a CI workflow, values, documentation).
+type Skip struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// Skip reasons.
+const (
+	SkipNoObjects = "no Kubernetes objects"
+	SkipHelmChart = "a Helm chart"
+)
 
 // InputError is a document or file that could not be read. Loading goes on past it, so that
 // one run reports every broken input.
@@ -71,8 +87,9 @@ func (e *InputError) Unwrap() error { return e.Err }
 type Loader struct {
 	// Namespace is given to namespaced objects that name none, as kubectl does.
 	Namespace string
-	// Stdin is read for the path "-".
-	Stdin io.Reader
+	// Stdin is read for the path "-"; StdinName, if set, names it in sources.
+	Stdin     io.Reader
+	StdinName string
 	// Engine validates the guardrails read.
 	Engine *policy.Engine
 	// Read, if set, reads each object instead of kinds.Kind.Decode from a manifest: the
@@ -84,6 +101,10 @@ type Loader struct {
 
 	bundle *Bundle
 	errs   []error
+	// seen is where each object was read, by kind, namespace and name.
+	seen map[objectKey]Source
+	// objects counts the objects read, of every kind.
+	objects int
 	// files are the inputs read, in order; pending, their documents to decode.
 	files   []*file
 	pending chan *document
@@ -94,7 +115,13 @@ type file struct {
 	name string
 	err  error
 	docs []document
+	// walked: found by a folder walk, not named; what is not a Kubernetes object in it is
+	// skipped rather than an error.
+	walked bool
 }
+
+// objectKey names an object as the API server does.
+type objectKey struct{ group, kind, namespace, name string }
 
 // NewBundle returns an empty bundle.
 func NewBundle() *Bundle {
@@ -104,7 +131,7 @@ func NewBundle() *Bundle {
 // Load reads files, folders (recursively: .yaml, .yml and .json) and "-" (standard input)
 // into one bundle. The error joins every InputError met.
 func (l *Loader) Load(paths ...string) (*Bundle, error) {
-	l.bundle, l.errs, l.files = NewBundle(), nil, nil
+	l.bundle, l.errs, l.files, l.seen, l.objects = NewBundle(), nil, nil, map[objectKey]Source{}, 0
 	l.bundle.State.Root = l.Root
 	// Documents are decoded as they are read, on every core (parsing YAML is most of what
 	// `check` costs), and kept only until decoded; then added in reading order.
@@ -127,12 +154,33 @@ func (l *Loader) Load(paths ...string) (*Bundle, error) {
 		if f.err != nil {
 			l.errs = append(l.errs, f.err)
 		}
+		skipped := 0
 		for i := range f.docs {
 			l.merge(&f.docs[i], f.name)
+			if f.docs[i].skipped {
+				skipped++
+			}
+		}
+		if skipped > 0 && f.err == nil && skipped == countContent(f.docs) {
+			l.bundle.Skipped = append(l.bundle.Skipped, Skip{Path: f.name, Reason: SkipNoObjects})
 		}
 	}
 	l.files = nil
+	if l.objects == 0 && len(l.errs) == 0 {
+		l.errs = append(l.errs, &InputError{Source: Source{File: strings.Join(paths, ", ")}, Err: errors.New("no Kubernetes objects in the input")})
+	}
 	return l.bundle, errors.Join(l.errs...)
+}
+
+// countContent counts the documents that are more than space and comments.
+func countContent(docs []document) int {
+	n := 0
+	for _, d := range docs {
+		if d.line != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // failed is an input that could not be read at all.
@@ -151,7 +199,11 @@ func (l *Loader) loadPath(p string) {
 			l.failed(Source{File: p}, "reading standard input: %w", err)
 			return
 		}
-		l.loadData(p, data)
+		name := p
+		if l.StdinName != "" {
+			name = l.StdinName
+		}
+		l.loadData(name, data, false)
 		return
 	}
 	info, err := os.Stat(p)
@@ -160,7 +212,7 @@ func (l *Loader) loadPath(p string) {
 		return
 	}
 	if !info.IsDir() {
-		l.loadFile(p)
+		l.loadFile(p, false)
 		return
 	}
 	var files []string
@@ -169,20 +221,36 @@ func (l *Loader) loadPath(p string) {
 			l.failed(Source{File: path}, "%w", unwrapPathError(err))
 			return nil
 		}
-		if !d.IsDir() && isManifest(path) {
-			files = append(files, path)
+		if !d.IsDir() {
+			if isManifest(path) {
+				files = append(files, path)
+			}
+			return nil
+		}
+		switch {
+		case path != p && strings.HasPrefix(d.Name(), "."):
+			return filepath.SkipDir // .git, and the like: no manifests of the repository's
+		case exists(filepath.Join(path, "Chart.yaml")):
+			// Templates are not YAML until Helm renders them, with the release's values.
+			l.bundle.Skipped = append(l.bundle.Skipped, Skip{Path: path, Reason: SkipHelmChart})
+			return filepath.SkipDir
 		}
 		return nil
 	})
 	if err != nil {
 		l.failed(Source{File: p}, "%w", err)
 	}
-	if len(files) == 0 {
+	if len(files) == 0 && len(l.bundle.Skipped) == 0 {
 		l.failed(Source{File: p}, "no .yaml, .yml or .json files in this folder")
 	}
 	for _, f := range files {
-		l.loadFile(f)
+		l.loadFile(f, true)
 	}
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 func unwrapPathError(err error) error {
@@ -201,29 +269,37 @@ func isManifest(path string) bool {
 	return false
 }
 
-func (l *Loader) loadFile(path string) {
+func (l *Loader) loadFile(path string, walked bool) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		l.failed(Source{File: path}, "%w", unwrapPathError(err))
 		return
 	}
-	l.loadData(path, data)
+	l.loadData(path, data, walked)
 }
 
 // document is one YAML document of a file, and once decoded, what it holds.
 type document struct {
-	index, line int
-	data        []byte
+	// index is the document's, from 1; start the line of the file its data starts on,
+	// line that of its first content.
+	index, start, line int
+	data               []byte
+	// lenient: of a walked file, where a document that is no Kubernetes object is skipped.
+	lenient bool
 
 	objects []decoded
 	errs    []error
 	ignored int
+	// skipped: the document is no Kubernetes object, and its file was walked.
+	skipped bool
 }
 
-// decoded is an object read from a document, and the istiod version a workload runs.
+// decoded is an object read from a document (kind and object nil for kinds meshguard does
+// not judge), its name, and the istiod version a workload runs.
 type decoded struct {
 	kind   *kinds.Kind
 	object metav1.Object
+	key    objectKey
 	istiod string
 }
 
@@ -233,7 +309,7 @@ var separator = regexp.MustCompile(`^---(\s|#|$)`)
 // the line of its first content (comments skipped) for messages. JSON comes back whole.
 func splitDocuments(data []byte) []document {
 	var docs []document
-	cur := document{index: 1}
+	cur := document{index: 1, start: 1}
 	var buf bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 64*1024), len(data)+1)
@@ -244,7 +320,7 @@ func splitDocuments(data []byte) []document {
 			cur.data = slices.Clone(buf.Bytes())
 			docs = append(docs, cur)
 			buf.Reset()
-			cur = document{index: cur.index + 1}
+			cur = document{index: cur.index + 1, start: line + 1}
 			continue
 		}
 		if t := bytes.TrimSpace(sc.Bytes()); cur.line == 0 && len(t) > 0 && t[0] != '#' {
@@ -257,29 +333,57 @@ func splitDocuments(data []byte) []document {
 	return append(docs, cur)
 }
 
-func (l *Loader) loadData(name string, data []byte) {
-	f := &file{name: name, docs: splitDocuments(data)}
+func (l *Loader) loadData(name string, data []byte, walked bool) {
+	f := &file{name: name, docs: splitDocuments(data), walked: walked}
 	l.files = append(l.files, f)
 	for i := range f.docs {
+		f.docs[i].lenient = walked
 		if f.docs[i].line != 0 { // nothing but space and comments otherwise
 			l.pending <- &f.docs[i]
 		}
 	}
 }
 
+// yamlLine is a line number in a YAML parser's message.
+var yamlLine = regexp.MustCompile(`\bline (\d+)`)
+
+// decode reads a document as kubectl does, duplicate keys refused as its strict field
+// validation refuses duplicate fields.
 func (l *Loader) decode(doc *document) {
-	js, err := yaml.YAMLToJSON(doc.data)
+	js, err := yaml.YAMLToJSONStrict(doc.data)
 	if err != nil {
-		doc.errs = append(doc.errs, fmt.Errorf("not valid YAML: %v", err))
+		if doc.lenient && !looksLikeObject(doc.data) {
+			doc.skipped = true // a template, or YAML of another tool's dialect
+			return
+		}
+		// The parser counts lines from the document's start; messages name the file's.
+		msg := yamlLine.ReplaceAllStringFunc(err.Error(), func(m string) string {
+			n, _ := strconv.Atoi(strings.TrimPrefix(m, "line "))
+			return fmt.Sprintf("line %d", n+doc.start-1)
+		})
+		doc.errs = append(doc.errs, fmt.Errorf("not valid YAML: %s", strings.TrimPrefix(msg, "error converting YAML to JSON: ")))
 		return
 	}
 	l.decodeObject(doc, js)
 }
 
+// topLevelKey matches a key of a document's top-level mapping.
+var topLevelKey = regexp.MustCompile(`(?m)^(apiVersion|kind):`)
+
+// looksLikeObject tells whether a document that does not parse was meant as a Kubernetes
+// object: it has apiVersion and kind at its top level.
+func looksLikeObject(data []byte) bool {
+	keys := map[string]bool{}
+	for _, m := range topLevelKey.FindAllSubmatch(data, -1) {
+		keys[string(m[1])] = true
+	}
+	return len(keys) == 2
+}
+
 // merge adds a decoded document to the bundle, its errors to the loader's, with the file
 // named.
 func (l *Loader) merge(doc *document, fileName string) {
-	if doc.line == 0 {
+	if doc.line == 0 || doc.skipped {
 		return
 	}
 	l.bundle.Documents++
@@ -289,6 +393,20 @@ func (l *Loader) merge(doc *document, fileName string) {
 		l.errs = append(l.errs, &InputError{Source: src, Err: err})
 	}
 	for _, d := range doc.objects {
+		l.objects++
+		if d.kind != nil && !d.kind.ClusterScoped && d.key.namespace == "" {
+			d.key.namespace = l.Namespace
+		}
+		// Two objects of one name would be one in the cluster, the last applied: the
+		// bundle judged would not be what runs.
+		if first, dup := l.seen[d.key]; dup && d.key.name != "" {
+			l.errs = append(l.errs, &InputError{Source: src, Err: fmt.Errorf("%s %s is also at %s: the last applied would replace the other", d.key.kind, objectName(d.key), first)})
+			continue
+		}
+		l.seen[d.key] = src
+		if d.kind == nil {
+			continue
+		}
 		l.add(src, d.kind, d.object)
 		if d.istiod != "" {
 			l.bundle.State.Istiod = append(l.bundle.State.Istiod, d.istiod)
@@ -299,6 +417,14 @@ func (l *Loader) merge(doc *document, fileName string) {
 			}
 		}
 	}
+}
+
+// objectName is namespace/name, or name for objects of no namespace.
+func objectName(k objectKey) string {
+	if k.namespace == "" {
+		return k.name
+	}
+	return k.namespace + "/" + k.name
 }
 
 // typeMeta is what every manifest starts with; Items is set on lists.
@@ -320,8 +446,16 @@ func (l *Loader) decodeObject(doc *document, js []byte) {
 		fail("not a Kubernetes object: %v", jsonError(err))
 		return
 	}
-	if tm.Kind == "" {
-		fail("the document has no kind")
+	if tm.Kind == "" || tm.APIVersion == "" {
+		if doc.lenient {
+			doc.skipped = true // Chart.yaml, values, a workflow, mkdocs.yml
+			return
+		}
+		if tm.Kind == "" {
+			fail("the document has no kind")
+		} else {
+			fail("%s has no apiVersion", tm.Kind)
+		}
 		return
 	}
 	if tm.Kind == "List" || strings.HasSuffix(tm.Kind, "List") && tm.Items != nil {
@@ -336,6 +470,8 @@ func (l *Loader) decodeObject(doc *document, js []byte) {
 	}
 	kind := kinds.Lookup(group, tm.Kind)
 	if kind == nil {
+		ns, name, _, _ := kinds.Identity(js)
+		doc.objects = append(doc.objects, decoded{key: objectKey{group, tm.Kind, ns, name}})
 		doc.ignored++
 		return
 	}
@@ -363,7 +499,11 @@ func (l *Loader) decodeObject(doc *document, js []byte) {
 			return
 		}
 	}
-	d := decoded{kind: kind, object: o}
+	if o.GetName() == "" && o.GetGenerateName() == "" {
+		fail("%s has no metadata.name", tm.Kind)
+		return
+	}
+	d := decoded{kind: kind, object: o, key: objectKey{group, tm.Kind, o.GetNamespace(), o.GetName()}}
 	if kind.Role == kinds.Workload {
 		d.istiod = kinds.IstiodVersion(js)
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 // Formats are the output formats of `meshguard check`.
-var Formats = []string{"text", "json", "sarif"}
+var Formats = []string{"text", "json", "sarif", "github"}
 
 // Write prints the report in one of Formats. Colour is for terminals only.
 func Write(w io.Writer, format string, r Report, rules []policy.Rule, colour bool) error {
@@ -25,8 +25,96 @@ func Write(w io.Writer, format string, r Report, rules []policy.Rule, colour boo
 		return enc.Encode(r)
 	case "sarif":
 		return writeSARIF(w, r, rules)
+	case "github":
+		return writeGitHub(w, r)
 	}
 	return fmt.Errorf("unknown output format %q (want %s)", format, strings.Join(Formats, ", "))
+}
+
+// WriteInputErrors prints, in the formats CI reads from a file or a log (SARIF, GitHub
+// workflow commands), the input errors a run stopped at: a report that is empty would say
+// the input is clean. Other formats print nothing: the errors go to standard error.
+func WriteInputErrors(w io.Writer, format string, err error, rules []policy.Rule) error {
+	var errs []*InputError
+	for _, e := range flatten(err) {
+		ie, ok := e.(*InputError)
+		if !ok {
+			ie = &InputError{Err: e}
+		}
+		errs = append(errs, ie)
+	}
+	switch format {
+	case "sarif":
+		report, run, err := newSARIF(rules)
+		if err != nil {
+			return err
+		}
+		inv := sarif.NewInvocation().WithExecutionSuccess(false)
+		for _, e := range errs {
+			n := sarif.NewNotification().WithLevel("error").WithMessage(sarif.NewTextMessage(e.Err.Error()))
+			if loc := location(e.Source); loc != nil {
+				n.WithLocations([]*sarif.Location{loc})
+			}
+			inv.ToolExecutionNotifications = append(inv.ToolExecutionNotifications, n)
+		}
+		run.AddInvocations(inv)
+		return report.PrettyWrite(w)
+	case "github":
+		var b strings.Builder
+		for _, e := range errs {
+			b.WriteString(workflowCommand("error", e.Source, "meshguard: input error", e.Err.Error()))
+		}
+		_, err := io.WriteString(w, b.String())
+		return err
+	}
+	return nil
+}
+
+// flatten lists the errors errors.Join joined.
+func flatten(err error) []error {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		return joined.Unwrap()
+	}
+	return []error{err}
+}
+
+// writeGitHub prints a GitHub Actions workflow command per finding, which the run's page
+// shows on the line of the file, with no code scanning needed.
+func writeGitHub(w io.Writer, r Report) error {
+	var b strings.Builder
+	for _, res := range r.Results {
+		level := "warning"
+		if res.Action == policy.Deny {
+			level = "error"
+		}
+		b.WriteString(workflowCommand(level, res.Source, res.Rule+" "+res.Name, fmt.Sprintf("%s %s %s: %s. Fix: %s", res.Kind, objectRef(res.Namespace, res.ObjectName), res.Field, res.Message, res.Fix)))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// workflowCommand is one ::error or ::warning line, its properties and message escaped as
+// GitHub's runner reads them.
+func workflowCommand(level string, src Source, title, message string) string {
+	property := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A", ":", "%3A", ",", "%2C")
+	data := strings.NewReplacer("%", "%25", "\r", "%0D", "\n", "%0A")
+	var props []string
+	if src.File != "" && src.File != "-" {
+		props = append(props, "file="+property.Replace(src.File))
+		if src.Line > 0 {
+			props = append(props, fmt.Sprintf("line=%d", src.Line))
+		}
+	}
+	props = append(props, "title="+property.Replace(title))
+	return fmt.Sprintf("::%s %s::%s\n", level, strings.Join(props, ","), data.Replace(message))
+}
+
+// objectRef is namespace/name, or name for objects of no namespace.
+func objectRef(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
 }
 
 // ANSI styles for the text format.
@@ -80,9 +168,42 @@ func writeText(w io.Writer, r Report, colour bool) error {
 
 // writeSARIF prints SARIF 2.1.0, as GitHub code scanning reads it.
 func writeSARIF(w io.Writer, r Report, rules []policy.Rule) error {
-	report, err := sarif.New(sarif.Version210)
+	report, run, err := newSARIF(rules)
 	if err != nil {
 		return err
+	}
+	for _, res := range r.Results {
+		level := "warning"
+		if res.Action == policy.Deny {
+			level = "error"
+		}
+		msg := fmt.Sprintf("%s %s %s: %s. Fix: %s", res.Kind, objectRef(res.Namespace, res.ObjectName), res.Field, res.Message, res.Fix)
+		result := run.CreateResultForRule(res.Rule).WithLevel(level).WithMessage(sarif.NewTextMessage(msg))
+		if loc := location(res.Source); loc != nil {
+			result.AddLocation(loc)
+		}
+	}
+	return report.PrettyWrite(w)
+}
+
+// location is where a source is in the repository, for SARIF; nil for standard input
+// not named by --stdin-filename.
+func location(src Source) *sarif.Location {
+	if src.File == "" || src.File == "-" {
+		return nil
+	}
+	loc := sarif.NewPhysicalLocation().WithArtifactLocation(sarif.NewSimpleArtifactLocation(src.File))
+	if src.Line > 0 {
+		loc = loc.WithRegion(sarif.NewSimpleRegion(src.Line, src.Line))
+	}
+	return sarif.NewLocationWithPhysicalLocation(loc)
+}
+
+// newSARIF starts a SARIF report of one run, with meshguard's rules.
+func newSARIF(rules []policy.Rule) (*sarif.Report, *sarif.Run, error) {
+	report, err := sarif.New(sarif.Version210)
+	if err != nil {
+		return nil, nil, err
 	}
 	run := sarif.NewRunWithInformationURI("meshguard", "https://github.com/meshguard/meshguard")
 	for _, rule := range rules {
@@ -97,21 +218,6 @@ func writeSARIF(w io.Writer, r Report, rules []policy.Rule) error {
 			WithHelpURI("https://github.com/meshguard/meshguard/blob/main/docs/rules.md#" + strings.ToLower(rule.ID)).
 			WithDefaultConfiguration(sarif.NewReportingConfiguration().WithLevel(level))
 	}
-	for _, res := range r.Results {
-		level := "warning"
-		if res.Action == policy.Deny {
-			level = "error"
-		}
-		msg := fmt.Sprintf("%s %s/%s %s: %s. Fix: %s", res.Kind, res.Namespace, res.ObjectName, res.Field, res.Message, res.Fix)
-		result := run.CreateResultForRule(res.Rule).WithLevel(level).WithMessage(sarif.NewTextMessage(msg))
-		if res.File != "" && res.File != "-" {
-			loc := sarif.NewPhysicalLocation().WithArtifactLocation(sarif.NewSimpleArtifactLocation(res.File))
-			if res.Line > 0 {
-				loc = loc.WithRegion(sarif.NewSimpleRegion(res.Line, res.Line))
-			}
-			result.AddLocation(sarif.NewLocationWithPhysicalLocation(loc))
-		}
-	}
 	report.AddRun(run)
-	return report.PrettyWrite(w)
+	return report, run, nil
 }

@@ -28,7 +28,7 @@ type checkOptions struct {
 func newCheckCommand() *cobra.Command {
 	o := &checkOptions{}
 	cmd := &cobra.Command{
-		Use:   "check [-f PATH]... [--cluster [--delete]] [--config FILE] [-o text|json|sarif] [--fail-on deny|warn]",
+		Use:   "check [-f PATH]... [--cluster [--delete]] [--config FILE] [-o text|json|sarif|github] [--fail-on deny|warn|none]",
 		Short: "Judge a folder of manifests offline, for CI, or what a cluster runs",
 		Long: `check reads Kubernetes manifests (files, folders searched for .yaml, .yml and .json, or - for
 standard input, e.g. the output of kustomize build or helm template) and judges every Istio
@@ -46,7 +46,7 @@ Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage 
   meshguard check --cluster -A
   meshguard check --cluster -f k8s/policies.yaml --delete`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.input.files = append(o.input.files, args...)
+			o.input.files, o.input.notices = append(o.input.files, args...), cmd.ErrOrStderr()
 			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.Flags().Changed("namespace"))
 		},
 	}
@@ -55,10 +55,14 @@ Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage 
 	f.BoolVarP(&o.all, "all-namespaces", "A", false, "with --cluster, report every namespace (the default)")
 	f.BoolVar(&o.delete, "delete", false, "with --cluster and -f, judge deleting the files' objects")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(check.Formats, ", "))
-	f.StringVar(&o.failOn, "fail-on", string(policy.Deny), "exit 1 when a finding of this action or stricter is found: deny or warn")
+	f.StringVar(&o.failOn, "fail-on", string(policy.Deny), "exit 1 when a finding of this action or stricter is found: deny or warn; none reports and exits 0")
 	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of objects that name none")
 	return cmd
 }
+
+// failNever is --fail-on's value that reports and exits 0, so that the steps after it
+// (a SARIF upload) run.
+const failNever = "none"
 
 func usageError(format string, args ...any) error {
 	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
@@ -70,15 +74,15 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 	}
 	failOn := policy.Action(o.failOn)
 	switch {
-	case failOn != policy.Deny && failOn != policy.Warn:
-		return usageError("--fail-on %q: want deny or warn", o.failOn)
+	case failOn != policy.Deny && failOn != policy.Warn && o.failOn != failNever:
+		return usageError("--fail-on %q: want deny, warn or %s", o.failOn, failNever)
 	case o.delete && (!o.input.cluster || len(o.input.files) == 0):
 		return usageError("--delete previews deleting files' objects from a cluster: give --cluster and -f")
 	case o.all && namespaceGiven:
 		return usageError("-n and -A: give one")
 	}
 	engine := policy.NewEngine()
-	loader := &check.Loader{Namespace: o.namespace, Stdin: stdin, Engine: engine, Root: o.input.root}
+	loader := o.input.loader(stdin, engine, o.namespace)
 	var bundle *check.Bundle
 	var err error
 	if o.input.cluster {
@@ -93,9 +97,9 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 		}
 		report := check.Run(engine, live.bundle)
 		if len(files) > 0 {
-			changes, err := loader.Load(files...)
+			changes, err := o.input.read(loader, files)
 			if err != nil {
-				return &exitError{code: exitUsage, err: inputErrors(err)}
+				return o.inputFailed(stdout, engine, err)
 			}
 			report = check.Preview(engine, live.bundle.State, changes, o.delete)
 		}
@@ -107,9 +111,9 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 	if len(o.input.files) == 0 {
 		return usageError("no input: give -f PATH (a file, a folder, or - for standard input), or --cluster")
 	}
-	bundle, err = loader.Load(o.input.files...)
+	bundle, err = o.input.read(loader, o.input.files)
 	if err != nil {
-		return &exitError{code: exitUsage, err: inputErrors(err)}
+		return o.inputFailed(stdout, engine, err)
 	}
 	if err := o.input.addGuardrails(loader, bundle); err != nil {
 		return err
@@ -117,12 +121,21 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 	return o.write(stdout, engine, check.Run(engine, bundle), failOn)
 }
 
+// inputFailed reports input errors where CI reads the report (SARIF, GitHub), as well as
+// on standard error, and gives exit code 2.
+func (o *checkOptions) inputFailed(stdout io.Writer, engine *policy.Engine, err error) error {
+	if werr := check.WriteInputErrors(stdout, o.output, err, engine.Rules()); werr != nil {
+		return &exitError{code: exitUsage, err: werr}
+	}
+	return inputFailed(err)
+}
+
 // write prints the report and gives the exit code.
 func (o *checkOptions) write(stdout io.Writer, engine *policy.Engine, report check.Report, failOn policy.Action) error {
 	if err := check.Write(stdout, o.output, report, engine.Rules(), o.output == "text" && colourful(stdout)); err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
-	if report.Fails(failOn) {
+	if o.failOn != failNever && report.Fails(failOn) {
 		return &exitError{code: exitFindings}
 	}
 	return nil

@@ -48,6 +48,7 @@ token-optional: that too), 2 on bad usage or input.`,
   kustomize build overlays/prod | meshguard coverage -f - --fail-on token-optional`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.input.notices = cmd.ErrOrStderr()
 			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}

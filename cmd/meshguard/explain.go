@@ -83,6 +83,7 @@ and exits 1 when a verdict differs from what is expected.`,
   meshguard explain -f k8s/ --cases cases.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.input.notices = cmd.ErrOrStderr()
 			return o.run(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout())
 		},
 	}

@@ -26,6 +26,10 @@ type inputFlags struct {
 	context    string
 	root       string
 	config     string
+	// stdinName names standard input in messages and reports (--stdin-filename).
+	stdinName string
+	// notices is where what a folder walk skipped is told (standard error).
+	notices io.Writer
 }
 
 func (f *inputFlags) addTo(fs *pflag.FlagSet) {
@@ -35,6 +39,61 @@ func (f *inputFlags) addTo(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.cluster, "cluster", false, "read the live cluster instead of files (read-only)")
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file of --cluster (default: KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&f.context, "context", "", "kubeconfig context of --cluster")
+	fs.StringVar(&f.stdinName, "stdin-filename", "", "the file name standard input (-f -) is given in messages and reports")
+}
+
+// loader reads manifests as these flags say.
+func (f *inputFlags) loader(stdin io.Reader, engine *policy.Engine, namespace string) *check.Loader {
+	return &check.Loader{Namespace: namespace, Stdin: stdin, StdinName: f.stdinName, Engine: engine, Root: f.root}
+}
+
+// read loads paths into a bundle, and tells what a folder walk skipped. The error is the
+// loader's (inputFailed makes it an exit).
+func (f *inputFlags) read(loader *check.Loader, paths []string) (*check.Bundle, error) {
+	bundle, err := loader.Load(paths...)
+	if err != nil {
+		return nil, err
+	}
+	if line := skipped(bundle.Skipped); line != "" && f.notices != nil {
+		fmt.Fprintln(f.notices, line)
+	}
+	return bundle, nil
+}
+
+// inputFailed is the exit of a run whose input could not be read: 2, an error a line.
+func inputFailed(err error) error {
+	return &exitError{code: exitUsage, err: inputErrors(err)}
+}
+
+// skipped says in one line what a folder walk left out, and why.
+func skipped(skips []check.Skip) string {
+	var charts, others []string
+	for _, s := range skips {
+		if s.Reason == check.SkipHelmChart {
+			charts = append(charts, s.Path)
+		} else {
+			others = append(others, s.Path)
+		}
+	}
+	// A repository has many such files: the first few are named.
+	names := func(paths []string) string {
+		const shown = 5
+		if len(paths) > shown {
+			return strings.Join(paths[:shown], ", ") + fmt.Sprintf(" and %d more", len(paths)-shown)
+		}
+		return strings.Join(paths, ", ")
+	}
+	var parts []string
+	if len(charts) > 0 {
+		parts = append(parts, fmt.Sprintf("Helm charts, which are not manifests until rendered (helm template %s | meshguard check -f -): %s", charts[0], names(charts)))
+	}
+	if len(others) > 0 {
+		parts = append(parts, "files with no Kubernetes object: "+names(others))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "meshguard: skipped " + strings.Join(parts, "; ")
 }
 
 // input is the state judged, and how to find its workloads.
@@ -53,10 +112,10 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 	case !f.cluster && len(f.files) == 0:
 		return nil, usageError("no input: give -f PATH (a file, a folder, or - for standard input), or --cluster")
 	case !f.cluster:
-		loader := &check.Loader{Namespace: namespace, Stdin: stdin, Engine: engine, Root: f.root}
-		bundle, err := loader.Load(f.files...)
+		loader := f.loader(stdin, engine, namespace)
+		bundle, err := f.read(loader, f.files)
 		if err != nil {
-			return nil, &exitError{code: exitUsage, err: inputErrors(err)}
+			return nil, inputFailed(err)
 		}
 		if err := f.addGuardrails(loader, bundle); err != nil {
 			return nil, err

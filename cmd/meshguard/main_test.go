@@ -26,7 +26,7 @@ func TestCheckExitCodes(t *testing.T) {
 		{[]string{"check", "-f", seeds + "01-aks-ingress-entra/unsafe.yaml", "-o", "json"}, exitFindings},
 		{[]string{"check", "-f", warnOnly, "-o", "json"}, 0},
 		{[]string{"check", "-f", warnOnly, "-o", "json", "--fail-on", "warn"}, exitFindings},
-		{[]string{"check", seeds, "-o", "sarif"}, exitFindings},
+		{[]string{"check", seeds, "-o", "sarif"}, exitUsage}, // the unsafe and fixed variants name the same objects
 		{[]string{"check"}, exitUsage},
 		{[]string{"check", "-f", broken}, exitUsage},
 		{[]string{"check", "-f", filepath.Join(dir, "missing")}, exitUsage},

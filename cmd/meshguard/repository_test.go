@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+// repo is a repository as GitOps keeps one: a Helm chart, a CI workflow, documentation
+// settings, and plain manifests beside them.
+const repo = "testdata/repo"
+
+// TestCheckRepository: `check -f .` from a repository's root judges its Kubernetes objects,
+// and says in one line on standard error what it skipped and why; a file named on the
+// command line is read as strictly as ever.
+func TestCheckRepository(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check", "-f", repo, "-o", "json"}, nil, &stdout, &stderr); code != exitFindings {
+		t.Fatalf("exit %d, want %d\n%s", code, exitFindings, stderr.String())
+	}
+	var report struct {
+		Findings []struct{ Rule, File string }
+		Summary  struct{ Documents, Objects int }
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
+		t.Fatal(err)
+	}
+	if len(report.Findings) == 0 || report.Findings[0].Rule != "MG101" || report.Findings[0].File != repo+"/k8s/web.yaml" || report.Summary.Documents != 2 {
+		t.Errorf("report %+v", report)
+	}
+	notice := stderr.String()
+	for _, want := range []string{"meshguard: skipped Helm charts", "helm template " + repo + "/charts/web | meshguard check -f -", "files with no Kubernetes object: " + repo + "/mkdocs.yml"} {
+		if !strings.Contains(notice, want) {
+			t.Errorf("standard error %q lacks %q", notice, want)
+		}
+	}
+	if strings.Count(notice, "\n") != 1 {
+		t.Errorf("standard error is not one line: %q", notice)
+	}
+	for _, named := range []string{repo + "/charts/web/Chart.yaml", repo + "/charts/web/templates/deployment.yaml", repo + "/mkdocs.yml"} {
+		stderr.Reset()
+		if code := run([]string{"check", "-f", named}, nil, &stdout, &stderr); code != exitUsage {
+			t.Errorf("%s named: exit %d, want %d\n%s", named, code, exitUsage, stderr.String())
+		}
+	}
+}
+
+// TestCheckInputErrors: an input that cannot be what the cluster gets is an error that
+// names where, never a pass.
+func TestCheckInputErrors(t *testing.T) {
+	const ra = `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: web-jwt, namespace: shop}
+spec:
+  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys", audiences: [web]}]
+`
+	for _, c := range []struct {
+		name, stdin, want string
+	}{
+		{"nothing", "", "-: no Kubernetes objects in the input"},
+		{"comments only", "# rendered nothing\n---\n", "no Kubernetes objects in the input"},
+		{"the same object twice", ra + "---\n" + ra, "-:7 (document 2): RequestAuthentication shop/web-jwt is also at -:1 (document 1)"},
+		{"a duplicate key", ra + "---\n" + strings.Replace(ra, "metadata: {name: web-jwt, namespace: shop}", "metadata: {name: web-jwt, name: api-jwt, namespace: shop}", 1), `line 9: key "name" already set in map`},
+		{"no name", strings.Replace(ra, "name: web-jwt, ", "", 1), "RequestAuthentication has no metadata.name"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{"check", "-f", "-"}, strings.NewReader(c.stdin), &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("%s: exit %d, want %d and %q in\n%s", c.name, code, exitUsage, c.want, stderr.String())
+		}
+	}
+}
+
+// TestCheckForCI: the formats CI reads carry every finding at its file and line, input
+// errors included, and --fail-on none lets the steps after check run.
+func TestCheckForCI(t *testing.T) {
+	web := repo + "/k8s/web.yaml"
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check", "-f", web, "-o", "github", "--fail-on", "none"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("--fail-on none: exit %d\n%s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "::error file="+web+",line=") || !strings.Contains(lines[0], ",title=MG101 ra-missing-audiences::RequestAuthentication shop/web-jwt") || !strings.HasPrefix(lines[1], "::warning file="+web+",") {
+		t.Errorf("-o github:\n%s", stdout.String())
+	}
+
+	// Standard input named by --stdin-filename is located in SARIF.
+	stdin := strings.NewReader(mustRead(t, web))
+	stdout.Reset()
+	if code := run([]string{"check", "-f", "-", "--stdin-filename", "k8s/web.yaml", "-o", "sarif"}, stdin, &stdout, &stderr); code != exitFindings {
+		t.Fatalf("sarif: exit %d\n%s", code, stderr.String())
+	}
+	var sarif struct {
+		Runs []struct {
+			Results []struct {
+				Locations []struct {
+					PhysicalLocation struct {
+						ArtifactLocation struct{ URI string }
+						Region           struct{ StartLine int }
+					}
+				}
+			}
+			Invocations []struct {
+				ExecutionSuccessful        bool
+				ToolExecutionNotifications []struct{ Message struct{ Text string } }
+			}
+		}
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &sarif); err != nil {
+		t.Fatal(err)
+	}
+	results := sarif.Runs[0].Results
+	if len(results) != 2 || len(results[0].Locations) != 1 || results[0].Locations[0].PhysicalLocation.ArtifactLocation.URI != "k8s/web.yaml" || results[0].Locations[0].PhysicalLocation.Region.StartLine == 0 {
+		t.Errorf("sarif results %+v", results)
+	}
+
+	// An input error is in the SARIF file, not an empty one.
+	stdout.Reset()
+	if code := run([]string{"check", "-f", "-", "-o", "sarif"}, strings.NewReader(""), &stdout, &stderr); code != exitUsage {
+		t.Fatalf("empty input: exit %d", code)
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &sarif); err != nil {
+		t.Fatal(err)
+	}
+	inv := sarif.Runs[0].Invocations
+	if len(inv) != 1 || inv[0].ExecutionSuccessful || len(inv[0].ToolExecutionNotifications) != 1 || !strings.Contains(inv[0].ToolExecutionNotifications[0].Message.Text, "no Kubernetes objects") {
+		t.Errorf("sarif of an input error: %s", stdout.String())
+	}
+}
+
+// TestRulesCommand: the catalog, whole or by ID, for people and for tooling.
+func TestRulesCommand(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"rules", "MG101", "mg301"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr.String())
+	}
+	for _, want := range []string{"MG101 ra-missing-audiences (default deny; judges RequestAuthentication)", "Why: ", "Unsafe:\n\n    # expect: MG101", "MG301 ra-without-enforcement"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("rules MG101 MG301 lacks %q", want)
+		}
+	}
+	stdout.Reset()
+	if code := run([]string{"rules", "-o", "json"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("-o json: exit %d", code)
+	}
+	var entries []ruleEntry
+	if err := json.Unmarshal(stdout.Bytes(), &entries); err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) < 70 || entries[0].ID != "MG101" || entries[0].Examples.Unsafe == "" || entries[0].Examples.Fixed == "" || entries[0].Why == "" {
+		t.Errorf("%d entries, the first %+v", len(entries), entries[0])
+	}
+	if code := run([]string{"rules", "MG999"}, nil, &stdout, &stderr); code != exitUsage {
+		t.Errorf("rules MG999: exit %d, want %d", code, exitUsage)
+	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
