@@ -85,6 +85,16 @@ func Preview(e *policy.Engine, live *policy.Snapshot, changes *Bundle, deleting 
 	return r
 }
 
+// Append adds the findings and counts of another report, of another bundle.
+func (r *Report) Append(o Report) {
+	for _, res := range o.Results {
+		r.add(res)
+	}
+	r.Summary.Documents += o.Summary.Documents
+	r.Summary.Objects += o.Summary.Objects
+	r.Summary.Ignored += o.Summary.Ignored
+}
+
 // In keeps the findings on objects of namespace ns.
 func (r Report) In(ns string) Report {
 	out := Report{Results: []Result{}, Summary: Summary{Documents: r.Summary.Documents, Objects: r.Summary.Objects, Ignored: r.Summary.Ignored}}

@@ -65,6 +65,9 @@ type Skip struct {
 const (
 	SkipNoObjects = "no Kubernetes objects"
 	SkipHelmChart = "a Helm chart"
+	// SkipKustomization: a folder walk of a command that judges one bundle meets a
+	// kustomization, which only rendered is what is applied.
+	SkipKustomization = "a kustomization"
 )
 
 // InputError is a document or file that could not be read. Loading goes on past it, so that
@@ -101,6 +104,9 @@ type Loader struct {
 
 	bundle *Bundle
 	errs   []error
+	// render: kustomizations a folder walk meets are rendered (LoadEach), found.
+	render bool
+	found  []string
 	// seen is where each object was read, by kind, namespace and name.
 	seen map[objectKey]Source
 	// objects counts the objects read, of every kind.
@@ -129,8 +135,59 @@ func NewBundle() *Bundle {
 }
 
 // Load reads files, folders (recursively: .yaml, .yml and .json) and "-" (standard input)
-// into one bundle. The error joins every InputError met.
+// into one bundle. The error joins every InputError met. A folder walk skips the
+// kustomizations it meets (SkipKustomization): LoadEach renders them.
 func (l *Loader) Load(paths ...string) (*Bundle, error) {
+	l.render, l.found = false, nil
+	b, err := l.pass(func() {
+		for _, p := range paths {
+			l.loadPath(p)
+		}
+	})
+	if err == nil && l.objects == 0 {
+		err = noObjects(paths)
+	}
+	return b, err
+}
+
+// LoadEach reads paths as Load does into one bundle, and renders each kustomization
+// (those given, and those a folder walk meets) into a bundle of its own, as `kubectl
+// kustomize` renders it: each overlay is what one apply sends. The plain files' bundle
+// is left out when it holds no object and kustomizations were rendered.
+func (l *Loader) LoadEach(paths, kustomizations []string) ([]*Bundle, error) {
+	l.render, l.found = true, nil
+	var bundles []*Bundle
+	var errs []error
+	objects := 0
+	add := func(b *Bundle, err error) {
+		bundles, errs, objects = append(bundles, b), append(errs, err), objects+l.objects
+	}
+	if len(paths) > 0 {
+		add(l.pass(func() {
+			for _, p := range paths {
+				l.loadPath(p)
+			}
+		}))
+	}
+	for _, dir := range slices.Concat(kustomizations, l.found) {
+		add(l.pass(func() { l.loadKustomization(dir) }))
+	}
+	if len(bundles) > 1 && bundles[0].Documents == 0 && len(paths) > 0 {
+		bundles = bundles[1:]
+	}
+	err := errors.Join(errs...)
+	if err == nil && objects == 0 {
+		err = noObjects(slices.Concat(paths, kustomizations))
+	}
+	return bundles, err
+}
+
+func noObjects(paths []string) error {
+	return &InputError{Source: Source{File: strings.Join(paths, ", ")}, Err: errors.New("no Kubernetes objects in the input")}
+}
+
+// pass reads into a new bundle what feed sends to the loader's files.
+func (l *Loader) pass(feed func()) (*Bundle, error) {
 	l.bundle, l.errs, l.files, l.seen, l.objects = NewBundle(), nil, nil, map[objectKey]Source{}, 0
 	l.bundle.State.Root = l.Root
 	// Documents are decoded as they are read, on every core (parsing YAML is most of what
@@ -145,9 +202,7 @@ func (l *Loader) Load(paths ...string) (*Bundle, error) {
 			}
 		})
 	}
-	for _, p := range paths {
-		l.loadPath(p)
-	}
+	feed()
 	close(l.pending)
 	wg.Wait()
 	for _, f := range l.files {
@@ -166,9 +221,6 @@ func (l *Loader) Load(paths ...string) (*Bundle, error) {
 		}
 	}
 	l.files = nil
-	if l.objects == 0 && len(l.errs) == 0 {
-		l.errs = append(l.errs, &InputError{Source: Source{File: strings.Join(paths, ", ")}, Err: errors.New("no Kubernetes objects in the input")})
-	}
 	return l.bundle, errors.Join(l.errs...)
 }
 
@@ -234,13 +286,21 @@ func (l *Loader) loadPath(p string) {
 			// Templates are not YAML until Helm renders them, with the release's values.
 			l.bundle.Skipped = append(l.bundle.Skipped, Skip{Path: path, Reason: SkipHelmChart})
 			return filepath.SkipDir
+		case isKustomization(path):
+			// Its files are bases and patches: what is applied is what kustomize renders.
+			if l.render {
+				l.found = append(l.found, path)
+			} else {
+				l.bundle.Skipped = append(l.bundle.Skipped, Skip{Path: path, Reason: SkipKustomization})
+			}
+			return filepath.SkipDir
 		}
 		return nil
 	})
 	if err != nil {
 		l.failed(Source{File: p}, "%w", err)
 	}
-	if len(files) == 0 && len(l.bundle.Skipped) == 0 {
+	if len(files) == 0 && len(l.bundle.Skipped) == 0 && len(l.found) == 0 {
 		l.failed(Source{File: p}, "no .yaml, .yml or .json files in this folder")
 	}
 	for _, f := range files {
@@ -292,6 +352,8 @@ type document struct {
 	ignored int
 	// skipped: the document is no Kubernetes object, and its file was walked.
 	skipped bool
+	// source, for a document kustomize rendered, is the file and line its object came from.
+	source *Source
 }
 
 // decoded is an object read from a document (kind and object nil for kinds meshguard does
@@ -389,6 +451,9 @@ func (l *Loader) merge(doc *document, fileName string) {
 	l.bundle.Documents++
 	l.bundle.Ignored += doc.ignored
 	src := Source{File: fileName, Document: doc.index, Line: doc.line}
+	if doc.source != nil {
+		src = *doc.source
+	}
 	for _, err := range doc.errs {
 		l.errs = append(l.errs, &InputError{Source: src, Err: err})
 	}

@@ -23,16 +23,21 @@ type checkOptions struct {
 	namespace string
 	all       bool
 	delete    bool
+	// kustomizations are rendered each as a bundle of its own (-k).
+	kustomizations []string
 }
 
 func newCheckCommand() *cobra.Command {
 	o := &checkOptions{}
 	cmd := &cobra.Command{
-		Use:   "check [-f PATH]... [--cluster [--delete]] [--config FILE] [-o text|json|sarif|github] [--fail-on deny|warn|none]",
+		Use:   "check [-f PATH]... [-k DIR]... [--cluster [--delete]] [--config FILE] [-o text|json|sarif|github] [--fail-on deny|warn|none]",
 		Short: "Judge a folder of manifests offline, for CI, or what a cluster runs",
 		Long: `check reads Kubernetes manifests (files, folders searched for .yaml, .yml and .json, or - for
-standard input, e.g. the output of kustomize build or helm template) and judges every Istio
-security resource and workload against the whole bundle.
+standard input, e.g. the output of helm template) and judges every Istio security resource
+and workload against the whole bundle. In a folder it judges the documents that are
+Kubernetes objects and skips, saying so on standard error, the rest and Helm charts; a
+kustomization it meets there, or names with -k, is rendered as kubectl kustomize renders it
+and judged as a bundle of its own, findings pointing at the files the objects came from.
 
 With --cluster it judges what the cluster runs instead (read-only, the kinds the webhook
 watches; -n limits the report to a namespace). With --cluster and -f, it previews the files
@@ -40,7 +45,8 @@ against the cluster as admission would judge them when applied, each one on its 
 --delete as well, when deleted (MG303 before kubectl delete).
 
 Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage or input.`,
-		Example: `  meshguard check -f manifests/
+		Example: `  meshguard check -f .
+  meshguard check -k overlays/prod -o github
   kustomize build overlays/prod | meshguard check -f - -o sarif > meshguard.sarif
   meshguard check -f k8s/ --config guardrails.yaml --fail-on warn
   meshguard check --cluster -A
@@ -54,6 +60,7 @@ Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage 
 	o.input.addTo(f)
 	f.BoolVarP(&o.all, "all-namespaces", "A", false, "with --cluster, report every namespace (the default)")
 	f.BoolVar(&o.delete, "delete", false, "with --cluster and -f, judge deleting the files' objects")
+	f.StringArrayVarP(&o.kustomizations, "kustomize", "k", nil, "kustomization folder to render as kubectl kustomize does and judge as a bundle of its own; repeatable")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(check.Formats, ", "))
 	f.StringVar(&o.failOn, "fail-on", string(policy.Deny), "exit 1 when a finding of this action or stricter is found: deny or warn; none reports and exits 0")
 	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of objects that name none")
@@ -76,15 +83,13 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 	switch {
 	case failOn != policy.Deny && failOn != policy.Warn && o.failOn != failNever:
 		return usageError("--fail-on %q: want deny, warn or %s", o.failOn, failNever)
-	case o.delete && (!o.input.cluster || len(o.input.files) == 0):
+	case o.delete && (!o.input.cluster || len(o.input.files) == 0 && len(o.kustomizations) == 0):
 		return usageError("--delete previews deleting files' objects from a cluster: give --cluster and -f")
 	case o.all && namespaceGiven:
 		return usageError("-n and -A: give one")
 	}
 	engine := policy.NewEngine()
 	loader := o.input.loader(stdin, engine, o.namespace)
-	var bundle *check.Bundle
-	var err error
 	if o.input.cluster {
 		files := o.input.files
 		o.input.files = nil
@@ -96,29 +101,36 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 			return fmt.Errorf("--cluster: reading istiod's version: %w", err)
 		}
 		report := check.Run(engine, live.bundle)
-		if len(files) > 0 {
-			changes, err := o.input.read(loader, files)
+		if len(files) > 0 || len(o.kustomizations) > 0 {
+			changes, err := o.input.readEach(loader, files, o.kustomizations)
 			if err != nil {
 				return o.inputFailed(stdout, engine, err)
 			}
-			report = check.Preview(engine, live.bundle.State, changes, o.delete)
+			report = check.Report{Results: []check.Result{}}
+			for _, b := range changes {
+				report.Append(check.Preview(engine, live.bundle.State, b, o.delete))
+			}
 		}
-		if namespaceGiven && len(files) == 0 {
+		if namespaceGiven && len(files) == 0 && len(o.kustomizations) == 0 {
 			report = report.In(o.namespace)
 		}
 		return o.write(stdout, engine, report, failOn)
 	}
-	if len(o.input.files) == 0 {
-		return usageError("no input: give -f PATH (a file, a folder, or - for standard input), or --cluster")
+	if len(o.input.files) == 0 && len(o.kustomizations) == 0 {
+		return usageError("no input: give -f PATH (a file, a folder, or - for standard input), -k DIR, or --cluster")
 	}
-	bundle, err = o.input.read(loader, o.input.files)
+	bundles, err := o.input.readEach(loader, o.input.files, o.kustomizations)
 	if err != nil {
 		return o.inputFailed(stdout, engine, err)
 	}
-	if err := o.input.addGuardrails(loader, bundle); err != nil {
-		return err
+	report := check.Report{Results: []check.Result{}}
+	for _, b := range bundles {
+		if err := o.input.addGuardrails(loader, b); err != nil {
+			return err
+		}
+		report.Append(check.Run(engine, b))
 	}
-	return o.write(stdout, engine, check.Run(engine, bundle), failOn)
+	return o.write(stdout, engine, report, failOn)
 }
 
 // inputFailed reports input errors where CI reads the report (SARIF, GitHub), as well as

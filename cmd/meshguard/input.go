@@ -54,10 +54,30 @@ func (f *inputFlags) read(loader *check.Loader, paths []string) (*check.Bundle, 
 	if err != nil {
 		return nil, err
 	}
-	if line := skipped(bundle.Skipped); line != "" && f.notices != nil {
+	f.tell(bundle)
+	return bundle, nil
+}
+
+// readEach loads paths into a bundle and each kustomization into its own (check.LoadEach),
+// and tells what a folder walk skipped.
+func (f *inputFlags) readEach(loader *check.Loader, paths, kustomizations []string) ([]*check.Bundle, error) {
+	bundles, err := loader.LoadEach(paths, kustomizations)
+	if err != nil {
+		return nil, err
+	}
+	f.tell(bundles...)
+	return bundles, nil
+}
+
+// tell says on notices what the folder walks of bundles skipped.
+func (f *inputFlags) tell(bundles ...*check.Bundle) {
+	var skips []check.Skip
+	for _, b := range bundles {
+		skips = append(skips, b.Skipped...)
+	}
+	if line := skipped(skips); line != "" && f.notices != nil {
 		fmt.Fprintln(f.notices, line)
 	}
-	return bundle, nil
 }
 
 // inputFailed is the exit of a run whose input could not be read: 2, an error a line.
@@ -67,11 +87,14 @@ func inputFailed(err error) error {
 
 // skipped says in one line what a folder walk left out, and why.
 func skipped(skips []check.Skip) string {
-	var charts, others []string
+	var charts, kustomizations, others []string
 	for _, s := range skips {
-		if s.Reason == check.SkipHelmChart {
+		switch s.Reason {
+		case check.SkipHelmChart:
 			charts = append(charts, s.Path)
-		} else {
+		case check.SkipKustomization:
+			kustomizations = append(kustomizations, s.Path)
+		default:
 			others = append(others, s.Path)
 		}
 	}
@@ -86,6 +109,9 @@ func skipped(skips []check.Skip) string {
 	var parts []string
 	if len(charts) > 0 {
 		parts = append(parts, fmt.Sprintf("Helm charts, which are not manifests until rendered (helm template %s | meshguard check -f -): %s", charts[0], names(charts)))
+	}
+	if len(kustomizations) > 0 {
+		parts = append(parts, fmt.Sprintf("kustomizations, which are not manifests until rendered (kubectl kustomize %s | meshguard ... -f -; meshguard check renders them): %s", kustomizations[0], names(kustomizations)))
 	}
 	if len(others) > 0 {
 		parts = append(parts, "files with no Kubernetes object: "+names(others))
