@@ -4,10 +4,13 @@ import (
 	"github.com/meshguard/meshguard/policy"
 )
 
-// Result is a finding and where its object was read.
+// Result is a finding and where it was read: the file and document of its object, and the
+// line of its field there (of the nearest enclosing field present where it is missing).
 type Result struct {
 	policy.Finding
 	Source
+	// objectLine is the line the object starts on.
+	objectLine int
 }
 
 // Summary counts what a run saw and found.
@@ -51,6 +54,7 @@ func Run(e *policy.Engine, b *Bundle) Report {
 			r.add(Result{Finding: f, Source: b.Sources[o]})
 		}
 	}
+	locateFields(b, r.Results)
 	return r
 }
 
@@ -82,6 +86,7 @@ func Preview(e *policy.Engine, live *policy.Snapshot, changes *Bundle, deleting 
 			r.add(Result{Finding: f, Source: changes.Sources[o]})
 		}
 	}
+	locateFields(changes, r.Results)
 	return r
 }
 

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
@@ -52,6 +53,9 @@ type Bundle struct {
 	Live bool
 	// Skipped is what a folder walk left out, and why.
 	Skipped []Skip
+	// stdin is standard input as read, by the name sources give it: findings are located
+	// in it after it is gone.
+	stdin map[string][]byte
 }
 
 // Skip is a file or folder a folder walk left out: what is in it is not for meshguard to
@@ -255,6 +259,7 @@ func (l *Loader) loadPath(p string) {
 		if l.StdinName != "" {
 			name = l.StdinName
 		}
+		l.bundle.stdin = map[string][]byte{name: data}
 		l.loadData(name, data, false)
 		return
 	}
@@ -354,6 +359,8 @@ type document struct {
 	skipped bool
 	// source, for a document kustomize rendered, is the file and line its object came from.
 	source *Source
+	// errLines are the lines of the file errs point at.
+	errLines []int
 }
 
 // decoded is an object read from a document (kind and object nil for kinds meshguard does
@@ -427,6 +434,30 @@ func (l *Loader) decode(doc *document) {
 		return
 	}
 	l.decodeObject(doc, js)
+	for _, err := range doc.errs {
+		doc.errLines = append(doc.errLines, errorLine(doc, err))
+	}
+}
+
+// fieldInError finds the field an error of the decoders names: unknown field
+// "spec.rules[0]...", or spec.jwtRules[0].issuer: expected string, got ...
+var fieldInError = regexp.MustCompile(`(?:unknown field "|: |^)((?:metadata|spec)(?:[.\[][^\s":]*)?)`)
+
+// errorLine is the line of the file an error of a document points at: of the field it
+// names where it names one, else of the document.
+func errorLine(doc *document, err error) int {
+	m := fieldInError.FindStringSubmatch(err.Error())
+	if m == nil {
+		return doc.line
+	}
+	var tree yamlv3.Node
+	if yamlv3.Unmarshal(doc.data, &tree) != nil || len(tree.Content) != 1 {
+		return doc.line
+	}
+	if line := fieldLine(tree.Content[0], m[1]); line > 0 {
+		return line + doc.start - 1
+	}
+	return doc.line
 }
 
 // topLevelKey matches a key of a document's top-level mapping.
@@ -454,8 +485,12 @@ func (l *Loader) merge(doc *document, fileName string) {
 	if doc.source != nil {
 		src = *doc.source
 	}
-	for _, err := range doc.errs {
-		l.errs = append(l.errs, &InputError{Source: src, Err: err})
+	for i, err := range doc.errs {
+		at := src
+		if i < len(doc.errLines) && doc.source == nil {
+			at.Line = doc.errLines[i]
+		}
+		l.errs = append(l.errs, &InputError{Source: at, Err: err})
 	}
 	for _, d := range doc.objects {
 		l.objects++

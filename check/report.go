@@ -145,14 +145,20 @@ func writeText(w io.Writer, r Report, colour bool) error {
 			if res.Namespace != "" {
 				name = res.Namespace + "/" + name
 			}
-			fmt.Fprintf(&b, "%s %s  %s\n", paint(bold, res.Kind), paint(bold, name), paint(dim, res.Source.String()))
+			object := res.Source
+			object.Line = res.objectLine
+			fmt.Fprintf(&b, "%s %s  %s\n", paint(bold, res.Kind), paint(bold, name), paint(dim, object.String()))
 		}
 		last = res.Finding
 		label := paint(yellow, "WARN")
 		if res.Action == policy.Deny {
 			label = paint(red, "DENY")
 		}
-		fmt.Fprintf(&b, "  %s  %s %s  %s\n", label, res.Rule, res.Name, paint(dim, res.Field))
+		field := res.Field
+		if res.Line > 0 && res.File != "" {
+			field += fmt.Sprintf(" (line %d)", res.Line)
+		}
+		fmt.Fprintf(&b, "  %s  %s %s  %s\n", label, res.Rule, res.Name, paint(dim, field))
 		fmt.Fprintf(&b, "        %s\n", res.Message)
 		fmt.Fprintf(&b, "        fix: %s\n", res.Fix)
 	}

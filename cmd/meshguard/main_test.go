@@ -71,7 +71,7 @@ spec:
 	if got := run([]string{"check", "-f", bundle}, nil, io.Discard, &stderr); got != exitUsage {
 		t.Errorf("exit %d, want %d", got, exitUsage)
 	}
-	for _, want := range []string{bundle + ":8 (document 2)", `AuthorizationPolicy "require-jwt"`, `unknown field "spec.rules[0].from[0].source.not_request_principals"`, `"notRequestPrincipals"`} {
+	for _, want := range []string{bundle + ":14 (document 2)", `AuthorizationPolicy "require-jwt"`, `unknown field "spec.rules[0].from[0].source.not_request_principals"`, `"notRequestPrincipals"`} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr does not name %s:\n%s", want, stderr.String())
 		}

@@ -39,7 +39,7 @@ func TestCheckRepository(t *testing.T) {
 	for _, f := range report.Findings {
 		found = append(found, fmt.Sprintf("%s %s:%d", f.Rule, f.File, f.Line))
 	}
-	want := []string{"MG101 " + repo + "/k8s/web.yaml:10", "MG301 " + repo + "/k8s/web.yaml:10", "MG301 " + repo + "/deploy/base/security.yaml:2"}
+	want := []string{"MG101 " + repo + "/k8s/web.yaml:16", "MG301 " + repo + "/k8s/web.yaml:14", "MG301 " + repo + "/deploy/base/security.yaml:6"}
 	if !slices.Equal(found, want) || report.Summary.Documents != 2+3*3 {
 		t.Errorf("found %q in %d documents, want %q in 11", found, report.Summary.Documents, want)
 	}
@@ -186,7 +186,7 @@ func TestCheckKustomize(t *testing.T) {
 	if code := run([]string{"check", "-k", repo + "/deploy/overlays/prod", "-k", repo + "/deploy/overlays/staging", "-o", "github"}, nil, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
-	if got := stdout.String(); strings.Count(got, "\n") != 1 || !strings.HasPrefix(got, "::warning file="+repo+"/deploy/base/security.yaml,line=2,title=MG301") {
+	if got := stdout.String(); strings.Count(got, "\n") != 1 || !strings.HasPrefix(got, "::warning file="+repo+"/deploy/base/security.yaml,line=6,title=MG301") {
 		t.Errorf("-o github:\n%s", got)
 	}
 	stderr.Reset()
