@@ -104,17 +104,24 @@ func report(o metav1.Object, findings []policy.Finding) *reportsv1alpha1.Report 
 	}
 	for _, f := range findings {
 		result, severity := reportsv1alpha1.Result("warn"), reportsv1alpha1.ResultSeverity("medium")
-		if f.Action == policy.Deny {
+		properties := map[string]string{"field": f.Field, "fix": f.Fix}
+		switch {
+		case f.Suppressed != nil:
+			// Accepted on the object: the reason is kept, and the finding fails nothing.
+			result = "skip"
+			properties["suppressed"] = f.Suppressed.Reason
+			r.Summary.Skip++
+		case f.Action == policy.Deny:
 			result, severity = "fail", "high"
 			r.Summary.Fail++
-		} else {
+		default:
 			r.Summary.Warn++
 		}
 		r.Results = append(r.Results, reportsv1alpha1.ReportResult{
 			Source: managedBy, Policy: f.Rule, Rule: f.Name, Category: category(f.Rule), Severity: severity, Result: result,
 			Subjects:    []corev1.ObjectReference{ref},
 			Description: f.Message,
-			Properties:  map[string]string{"field": f.Field, "fix": f.Fix},
+			Properties:  properties,
 		})
 	}
 	slices.SortStableFunc(r.Results, func(a, b reportsv1alpha1.ReportResult) int {

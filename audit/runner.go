@@ -246,7 +246,10 @@ func (m *Metrics) observe(reports []*reportsv1alpha1.Report, namespaces []string
 	for _, r := range reports {
 		for _, res := range r.Results {
 			action := policy.Warn
-			if res.Result == "fail" {
+			switch res.Result {
+			case "skip":
+				continue // suppressed on the object
+			case "fail":
 				action = policy.Deny
 			}
 			m.findings.WithLabelValues(res.Policy, string(action), r.Namespace).Inc()

@@ -20,6 +20,9 @@ type Summary struct {
 	Ignored   int `json:"ignored"`
 	Deny      int `json:"deny"`
 	Warn      int `json:"warn"`
+	// Suppressed counts the findings objects accept (ignore.meshguard.io/<rule>), which
+	// fail nothing.
+	Suppressed int `json:"suppressed"`
 }
 
 // Report is the outcome of judging a bundle.
@@ -113,9 +116,12 @@ func (r Report) In(ns string) Report {
 
 func (r *Report) add(res Result) {
 	r.Results = append(r.Results, res)
-	if res.Action == policy.Deny {
+	switch {
+	case res.Suppressed != nil:
+		r.Summary.Suppressed++
+	case res.Action == policy.Deny:
 		r.Summary.Deny++
-	} else {
+	default:
 		r.Summary.Warn++
 	}
 }

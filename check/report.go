@@ -84,7 +84,10 @@ func writeGitHub(w io.Writer, r Report) error {
 	var b strings.Builder
 	for _, res := range r.Results {
 		level := "warning"
-		if res.Action == policy.Deny {
+		switch {
+		case res.Suppressed != nil:
+			continue // accepted on the object: the run's page shows what needs doing
+		case res.Action == policy.Deny:
 			level = "error"
 		}
 		b.WriteString(workflowCommand(level, res.Source, res.Rule+" "+res.Name, fmt.Sprintf("%s %s %s: %s. Fix: %s", res.Kind, objectRef(res.Namespace, res.ObjectName), res.Field, res.Message, res.Fix)))
@@ -151,7 +154,10 @@ func writeText(w io.Writer, r Report, colour bool) error {
 		}
 		last = res.Finding
 		label := paint(yellow, "WARN")
-		if res.Action == policy.Deny {
+		switch {
+		case res.Suppressed != nil:
+			label = paint(dim, "SKIP")
+		case res.Action == policy.Deny:
 			label = paint(red, "DENY")
 		}
 		field := res.Field
@@ -160,14 +166,22 @@ func writeText(w io.Writer, r Report, colour bool) error {
 		}
 		fmt.Fprintf(&b, "  %s  %s %s  %s\n", label, res.Rule, res.Name, paint(dim, field))
 		fmt.Fprintf(&b, "        %s\n", res.Message)
+		if res.Suppressed != nil {
+			fmt.Fprintf(&b, "        suppressed (%s%s): %s\n", policy.SuppressAnnotationPrefix, res.Rule, res.Suppressed.Reason)
+			continue
+		}
 		fmt.Fprintf(&b, "        fix: %s\n", res.Fix)
 	}
 	if len(r.Results) > 0 {
 		b.WriteByte('\n')
 	}
 	s := r.Summary
-	fmt.Fprintf(&b, "%d deny, %d warn in %d objects (%d documents read, %d of kinds meshguard does not judge)\n",
-		s.Deny, s.Warn, s.Objects, s.Documents, s.Ignored)
+	suppressed := ""
+	if s.Suppressed > 0 {
+		suppressed = fmt.Sprintf(" (and %d suppressed)", s.Suppressed)
+	}
+	fmt.Fprintf(&b, "%d deny, %d warn%s in %d objects (%d documents read, %d of kinds meshguard does not judge)\n",
+		s.Deny, s.Warn, suppressed, s.Objects, s.Documents, s.Ignored)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
@@ -187,6 +201,10 @@ func writeSARIF(w io.Writer, r Report, rules []policy.Rule) error {
 		result := run.CreateResultForRule(res.Rule).WithLevel(level).WithMessage(sarif.NewTextMessage(msg))
 		if loc := location(res.Source); loc != nil {
 			result.AddLocation(loc)
+		}
+		if res.Suppressed != nil {
+			// WithJustifcation is the library's spelling.
+			result.WithSuppression([]*sarif.Suppression{sarif.NewSuppression("inSource").WithJustifcation(res.Suppressed.Reason)})
 		}
 	}
 	return report.PrettyWrite(w)

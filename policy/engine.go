@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"hash/maphash"
 	"iter"
 	"maps"
@@ -350,11 +351,28 @@ func (e *Engine) Review(r Review) []Finding {
 				continue
 			}
 			f.Kind, f.Namespace, f.ObjectName, f.Object = kind, r.Object.GetNamespace(), r.Object.GetName(), r.Object
+			suppress(&f, r.Object, c.Settings)
 			out = append(out, f)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b Finding) int { return actionRank(a.Action) - actionRank(b.Action) })
 	return out
+}
+
+// suppress marks a finding its object accepts (SuppressAnnotationPrefix), or says in its
+// fix why the annotation does not suppress it.
+func suppress(f *Finding, o metav1.Object, s Settings) {
+	annotation := SuppressAnnotationPrefix + f.Rule
+	reason, asked := o.GetAnnotations()[annotation]
+	switch {
+	case !asked:
+	case strings.TrimSpace(reason) == "":
+		f.Fix += fmt.Sprintf(" (%s suppresses this finding only with a reason as its value)", annotation)
+	case f.Action == Deny && !slices.Contains(s.Suppressible, f.Rule):
+		f.Fix += fmt.Sprintf(" (%s suppresses a deny finding only where a MeshGuardrail names %s in spec.suppressible)", annotation, f.Rule)
+	default:
+		f.Suppressed = &Suppression{Reason: reason}
+	}
 }
 
 // judgedAs is the kind whose rules judge o: every workload, Pod or pod template, is judged

@@ -45,6 +45,9 @@ type Settings struct {
 	// NamespaceLabels are the labels of the namespace: they tell Istio's data plane there
 	// (istio.io/dataplane-mode, istio-injection) as they tell the guardrails that govern it.
 	NamespaceLabels map[string]string
+	// Suppressible are the deny rules an object may suppress on itself: those any guardrail
+	// governing the namespace names.
+	Suppressible []string
 }
 
 // IssuerList is the trustedIssuers of one guardrail.
@@ -117,6 +120,11 @@ func MergeGuardrails(guardrails []*MeshGuardrail, namespace string, nsLabels map
 			}
 		}
 		s.RequireSelectors = s.RequireSelectors || g.Spec.RequireSelectors
+		for _, id := range g.Spec.Suppressible {
+			if !slices.Contains(s.Suppressible, id) {
+				s.Suppressible = append(s.Suppressible, id)
+			}
+		}
 		if g.Spec.JWT != nil && len(g.Spec.JWT.TrustedIssuers) > 0 {
 			s.TrustedIssuers = append(s.TrustedIssuers, IssuerList{g.Name, g.Spec.JWT.TrustedIssuers})
 		}
@@ -168,6 +176,11 @@ func (e *Engine) ValidateGuardrail(g *MeshGuardrail, namespaces map[string]map[s
 		case Deny, Warn, Off:
 		default:
 			errs = append(errs, field.NotSupported(p, a, []string{string(Deny), string(Warn), string(Off)}))
+		}
+	}
+	for i, id := range g.Spec.Suppressible {
+		if _, known := e.Rule(id); !known {
+			errs = append(errs, field.Invalid(spec.Child("suppressible").Index(i), id, "not a meshguard rule ID; see the rule reference"))
 		}
 	}
 	if g.Spec.JWT != nil {

@@ -862,3 +862,11 @@ func TestCoveredLeavesOutTheControlPlane(t *testing.T) {
 		t.Errorf("covered %v, want only shop/istiod-1", got)
 	}
 }
+
+// TestSuppressibleNamesRules: spec.suppressible names rules of the catalog.
+func TestSuppressibleNamesRules(t *testing.T) {
+	errs := NewEngine().ValidateGuardrail(guardrail("g", v1alpha1.MeshGuardrailSpec{Suppressible: []string{"MG101", "MG999"}}), nil)
+	if len(errs) != 1 || errs[0].Field != "spec.suppressible[1]" {
+		t.Errorf("errors %v, want one at spec.suppressible[1]", errs)
+	}
+}

@@ -133,7 +133,22 @@ type Finding struct {
 	Field   string `json:"field"`   // JSON path of the offending field, e.g. spec.jwtRules[0].audiences
 	Message string `json:"message"` // what goes wrong at runtime: who gets in, or who is locked out
 	Fix     string `json:"fix"`     // how to fix it
+
+	// Suppressed is set where the object accepts the finding (SuppressAnnotationPrefix):
+	// it is reported, and blocks nothing.
+	Suppressed *Suppression `json:"suppressed,omitempty"`
 }
+
+// Suppression is why a finding was accepted on its object.
+type Suppression struct {
+	Reason string `json:"reason"`
+}
+
+// SuppressAnnotationPrefix, followed by a rule ID, is the annotation with which an
+// object accepts that rule's findings on it; its value, the reason, is required. A warn
+// finding is suppressed so; a deny finding only where a MeshGuardrail governing the
+// namespace names the rule in spec.suppressible.
+const SuppressAnnotationPrefix = "ignore.meshguard.io/"
 
 // Rule is one entry of the catalog.
 type Rule struct {

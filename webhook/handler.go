@@ -471,6 +471,9 @@ func respond(findings []policy.Finding, dryRun, warnOnly bool) admission.Respons
 	perRule := map[string]int{}
 	var order []string
 	for _, f := range findings {
+		if f.Suppressed != nil {
+			continue // accepted on the object, as check reports it: neither denied nor warned
+		}
 		key := f.Rule + "=" + string(f.Action)
 		if perRule[key] == 0 {
 			order = append(order, key)

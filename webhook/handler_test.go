@@ -268,6 +268,20 @@ func TestValidate(t *testing.T) {
 			t.Errorf("allowed=%v warnings=%v audit=%v", r.Allowed, r.Warnings, r.AuditAnnotations)
 		}
 	})
+	t.Run("a finding accepted on the object, as check reports it", func(t *testing.T) {
+		accepted := strings.Replace(raNoAudiences, "metadata: {name: web-jwt, namespace: shop}",
+			`metadata: {name: web-jwt, namespace: shop, annotations: {ignore.meshguard.io/MG101: "tokens of this issuer are minted for this API only", ignore.meshguard.io/MG301: "the gateway requires tokens"}}`, 1)
+		// A deny finding stays a denial unless a guardrail lets it be accepted.
+		r := review(t, v, admissionv1.Create, accepted, "", false)
+		if r.Allowed || !strings.Contains(r.Result.Message, "ignore.meshguard.io/MG101 suppresses a deny finding only where a MeshGuardrail names MG101 in spec.suppressible") {
+			t.Errorf("without spec.suppressible: allowed=%v %v", r.Allowed, r.Result)
+		}
+		rail := "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: g}\nspec: {suppressible: [MG101]}"
+		r = review(t, newServer(t, true, rail).Validating(), admissionv1.Create, accepted, "", false)
+		if !r.Allowed || slices.ContainsFunc(r.Warnings, func(w string) bool { return strings.Contains(w, "MG101") || strings.Contains(w, "MG301") }) {
+			t.Errorf("with spec.suppressible: [MG101]: allowed=%v warnings=%v", r.Allowed, r.Warnings)
+		}
+	})
 	t.Run("invalid MeshGuardrail", func(t *testing.T) {
 		r := review(t, v, admissionv1.Create, "apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: g}\nspec: {rules: {MG999: deny}}", "", false)
 		if r.Allowed || !strings.Contains(r.Result.Message, "spec.rules[MG999]") {

@@ -45,6 +45,13 @@ type MeshGuardrailSpec struct {
 	// +optional
 	EnforcementAction EnforcementAction `json:"enforcementAction,omitempty"`
 
+	// Suppressible names the deny rules whose findings an object in the namespaces governed
+	// may accept on itself, with the annotation ignore.meshguard.io/<rule ID>: "<reason>".
+	// Warn findings may always be accepted so; deny findings only of the rules named here.
+	// +optional
+	// +listType=set
+	Suppressible []string `json:"suppressible,omitempty"`
+
 	// RequireSelectors denies RequestAuthentications and AuthorizationPolicies that have no
 	// selector or targetRefs (MG401 as deny).
 	// +optional

@@ -126,6 +126,11 @@ func (in *MeshGuardrailSpec) DeepCopyInto(out *MeshGuardrailSpec) {
 			(*out)[key] = val
 		}
 	}
+	if in.Suppressible != nil {
+		in, out := &in.Suppressible, &out.Suppressible
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.JWT != nil {
 		in, out := &in.JWT, &out.JWT
 		*out = new(JWTGuardrail)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -196,5 +197,73 @@ func TestCheckKustomize(t *testing.T) {
 	stderr.Reset()
 	if code := run([]string{"coverage", "-f", repo}, nil, &stdout, &stderr); code != 0 || !strings.Contains(stderr.String(), "kubectl kustomize "+repo+"/deploy/base") {
 		t.Errorf("coverage -f %s: exit %d\n%s", repo, code, stderr.String())
+	}
+}
+
+// TestCheckSuppression: a finding accepted on its object, with a reason, is reported as
+// such and fails nothing; a deny finding only where a guardrail lets it be accepted.
+func TestCheckSuppression(t *testing.T) {
+	const ra = `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata:
+  name: web-jwt
+  namespace: shop
+  annotations:
+    ignore.meshguard.io/MG301: "the ingress gateway requires tokens on every path"
+    ignore.meshguard.io/MG101: "the issuer mints tokens for this API only"
+spec:
+  selector: {matchLabels: {app: web}}
+  jwtRules: [{issuer: "https://idp.example.com", jwksUri: "https://idp.example.com/keys"}]
+`
+	config := filepath.Join(t.TempDir(), "guardrails.yaml")
+	if err := os.WriteFile(config, []byte("apiVersion: meshguard.io/v1alpha1\nkind: MeshGuardrail\nmetadata: {name: platform}\nspec: {suppressible: [MG101]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	type report struct {
+		Findings []struct {
+			Rule       string
+			Suppressed *struct{ Reason string }
+		}
+		Summary struct{ Deny, Warn, Suppressed int }
+	}
+	for _, c := range []struct {
+		name       string
+		args       []string
+		code       int
+		suppressed []string
+	}{
+		{"warnings only", []string{"--fail-on", "warn"}, exitFindings, []string{"MG301"}},
+		{"MG101 suppressible", []string{"--fail-on", "warn", "--config", config}, 0, []string{"MG301", "MG101"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"check", "-f", "-", "-o", "json"}, c.args...)
+		if code := run(args, strings.NewReader(ra), &stdout, &stderr); code != c.code {
+			t.Errorf("%s: exit %d, want %d\n%s", c.name, code, c.code, stderr.String())
+		}
+		var r report
+		if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		var suppressed []string
+		for _, f := range r.Findings {
+			if f.Suppressed != nil && f.Suppressed.Reason != "" {
+				suppressed = append(suppressed, f.Rule)
+			}
+		}
+		slices.Sort(suppressed)
+		slices.Sort(c.suppressed)
+		if !slices.Equal(suppressed, c.suppressed) || r.Summary.Suppressed != len(c.suppressed) || r.Summary.Deny+r.Summary.Warn+r.Summary.Suppressed != len(r.Findings) {
+			t.Errorf("%s: suppressed %v, summary %+v", c.name, suppressed, r.Summary)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	run([]string{"check", "-f", "-", "-o", "sarif"}, strings.NewReader(ra), &stdout, &stderr)
+	if !strings.Contains(stdout.String(), `"justification": "the ingress gateway requires tokens on every path"`) {
+		t.Errorf("SARIF has no suppression:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	run([]string{"check", "-f", "-"}, strings.NewReader(ra), &stdout, &stderr)
+	if !strings.Contains(stdout.String(), "SKIP  MG301") || !strings.Contains(stdout.String(), "1 deny, 0 warn (and 1 suppressed)") {
+		t.Errorf("text:\n%s", stdout.String())
 	}
 }
