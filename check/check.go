@@ -9,6 +9,8 @@ import (
 type Result struct {
 	policy.Finding
 	Source
+	// Baselined: the finding was there when the baseline was written (--baseline).
+	Baselined bool `json:"baselined,omitempty"`
 	// objectLine is the line the object starts on.
 	objectLine int
 }
@@ -23,6 +25,8 @@ type Summary struct {
 	// Suppressed counts the findings objects accept (ignore.meshguard.io/<rule>), which
 	// fail nothing.
 	Suppressed int `json:"suppressed"`
+	// Baselined counts the findings of the baseline (--baseline), which fail nothing.
+	Baselined int `json:"baselined"`
 }
 
 // Report is the outcome of judging a bundle.
@@ -119,6 +123,8 @@ func (r *Report) add(res Result) {
 	switch {
 	case res.Suppressed != nil:
 		r.Summary.Suppressed++
+	case res.Baselined:
+		r.Summary.Baselined++
 	case res.Action == policy.Deny:
 		r.Summary.Deny++
 	default:

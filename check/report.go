@@ -85,8 +85,8 @@ func writeGitHub(w io.Writer, r Report) error {
 	for _, res := range r.Results {
 		level := "warning"
 		switch {
-		case res.Suppressed != nil:
-			continue // accepted on the object: the run's page shows what needs doing
+		case res.Suppressed != nil, res.Baselined:
+			continue // accepted: the run's page shows what needs doing
 		case res.Action == policy.Deny:
 			level = "error"
 		}
@@ -157,6 +157,8 @@ func writeText(w io.Writer, r Report, colour bool) error {
 		switch {
 		case res.Suppressed != nil:
 			label = paint(dim, "SKIP")
+		case res.Baselined:
+			label = paint(dim, "BASE")
 		case res.Action == policy.Deny:
 			label = paint(red, "DENY")
 		}
@@ -176,9 +178,16 @@ func writeText(w io.Writer, r Report, colour bool) error {
 		b.WriteByte('\n')
 	}
 	s := r.Summary
-	suppressed := ""
+	var others []string
 	if s.Suppressed > 0 {
-		suppressed = fmt.Sprintf(" (and %d suppressed)", s.Suppressed)
+		others = append(others, fmt.Sprintf("%d suppressed", s.Suppressed))
+	}
+	if s.Baselined > 0 {
+		others = append(others, fmt.Sprintf("%d in the baseline", s.Baselined))
+	}
+	suppressed := ""
+	if len(others) > 0 {
+		suppressed = " (and " + strings.Join(others, ", ") + ")"
 	}
 	fmt.Fprintf(&b, "%d deny, %d warn%s in %d objects (%d documents read, %d of kinds meshguard does not judge)\n",
 		s.Deny, s.Warn, suppressed, s.Objects, s.Documents, s.Ignored)
@@ -201,6 +210,9 @@ func writeSARIF(w io.Writer, r Report, rules []policy.Rule) error {
 		result := run.CreateResultForRule(res.Rule).WithLevel(level).WithMessage(sarif.NewTextMessage(msg))
 		if loc := location(res.Source); loc != nil {
 			result.AddLocation(loc)
+		}
+		if res.Baselined {
+			result.WithBaselineState("unchanged")
 		}
 		if res.Suppressed != nil {
 			// WithJustifcation is the library's spelling.

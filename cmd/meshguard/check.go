@@ -25,6 +25,8 @@ type checkOptions struct {
 	delete    bool
 	// kustomizations are rendered each as a bundle of its own (-k).
 	kustomizations []string
+	// baseline fails only on findings not in it; writeBaseline records them.
+	baseline, writeBaseline string
 }
 
 func newCheckCommand() *cobra.Command {
@@ -60,6 +62,8 @@ Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage 
 	o.input.addTo(f)
 	f.BoolVarP(&o.all, "all-namespaces", "A", false, "with --cluster, report every namespace (the default)")
 	f.BoolVar(&o.delete, "delete", false, "with --cluster and -f, judge deleting the files' objects")
+	f.StringVar(&o.baseline, "baseline", "", "file of findings --write-baseline recorded: only findings not in it fail, the others are reported as baselined")
+	f.StringVar(&o.writeBaseline, "write-baseline", "", "record the findings in this file (by rule, kind, namespace, name and field) and exit 0, to adopt meshguard in a repository with findings")
 	f.StringArrayVarP(&o.kustomizations, "kustomize", "k", nil, "kustomization folder to render as kubectl kustomize does and judge as a bundle of its own; repeatable")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: "+strings.Join(check.Formats, ", "))
 	f.StringVar(&o.failOn, "fail-on", string(policy.Deny), "exit 1 when a finding of this action or stricter is found: deny or warn; none reports and exits 0")
@@ -69,7 +73,7 @@ Exit code: 0 when no finding reaches --fail-on, 1 when one does, 2 on bad usage 
 
 // failNever is --fail-on's value that reports and exits 0, so that the steps after it
 // (a SARIF upload) run.
-const failNever = "none"
+const failNever policy.Action = "none"
 
 func usageError(format string, args ...any) error {
 	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
@@ -81,7 +85,7 @@ func (o *checkOptions) run(ctx context.Context, stdin io.Reader, stdout io.Write
 	}
 	failOn := policy.Action(o.failOn)
 	switch {
-	case failOn != policy.Deny && failOn != policy.Warn && o.failOn != failNever:
+	case failOn != policy.Deny && failOn != policy.Warn && failOn != failNever:
 		return usageError("--fail-on %q: want deny, warn or %s", o.failOn, failNever)
 	case o.delete && (!o.input.cluster || len(o.input.files) == 0 && len(o.kustomizations) == 0):
 		return usageError("--delete previews deleting files' objects from a cluster: give --cluster and -f")
@@ -144,10 +148,23 @@ func (o *checkOptions) inputFailed(stdout io.Writer, engine *policy.Engine, err 
 
 // write prints the report and gives the exit code.
 func (o *checkOptions) write(stdout io.Writer, engine *policy.Engine, report check.Report, failOn policy.Action) error {
+	if o.writeBaseline != "" {
+		if err := check.WriteBaseline(o.writeBaseline, report); err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--write-baseline: %w", err)}
+		}
+		failOn = failNever
+	}
+	if o.baseline != "" {
+		b, err := check.ReadBaseline(o.baseline)
+		if err != nil {
+			return &exitError{code: exitUsage, err: fmt.Errorf("--baseline: %w", err)}
+		}
+		report = report.Against(b)
+	}
 	if err := check.Write(stdout, o.output, report, engine.Rules(), o.output == "text" && colourful(stdout)); err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
-	if o.failOn != failNever && report.Fails(failOn) {
+	if failOn != failNever && report.Fails(failOn) {
 		return &exitError{code: exitFindings}
 	}
 	return nil

@@ -267,3 +267,31 @@ spec:
 		t.Errorf("text:\n%s", stdout.String())
 	}
 }
+
+// TestCheckBaseline: a repository adopts meshguard with its findings recorded; later runs
+// fail only on new ones, and say how many were in the baseline.
+func TestCheckBaseline(t *testing.T) {
+	baseline := filepath.Join(t.TempDir(), "meshguard-baseline.json")
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check", "-f", repo + "/k8s", "--write-baseline", baseline, "--fail-on", "warn"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("--write-baseline: exit %d\n%s", code, stderr.String())
+	}
+	recorded := mustRead(t, baseline)
+	if !strings.Contains(recorded, `"rule": "MG101"`) || strings.Contains(recorded, `"line"`) {
+		t.Errorf("baseline:\n%s", recorded)
+	}
+	stdout.Reset()
+	if code := run([]string{"check", "-f", repo + "/k8s", "--baseline", baseline, "--fail-on", "warn"}, nil, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "0 deny, 0 warn (and 2 in the baseline)") {
+		t.Errorf("--baseline, nothing new: exit %d\n%s", code, stdout.String())
+	}
+	// A second RequestAuthentication without audiences is new.
+	_, ra, _ := strings.Cut(mustRead(t, repo+"/k8s/web.yaml"), "---\n")
+	added := strings.ReplaceAll(ra, "web-jwt", "web-jwt-2")
+	stdout.Reset()
+	if code := run([]string{"check", "-f", repo + "/k8s", "-f", "-", "--baseline", baseline, "-o", "json"}, strings.NewReader(added), &stdout, &stderr); code != exitFindings {
+		t.Errorf("--baseline, a new finding: exit %d\n%s", code, stdout.String())
+	}
+	if code := run([]string{"check", "-f", repo + "/k8s", "--baseline", repo + "/k8s/web.yaml"}, nil, &stdout, &stderr); code != exitUsage {
+		t.Errorf("--baseline of another file: exit %d", code)
+	}
+}
