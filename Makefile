@@ -16,8 +16,8 @@ all: build
 build: ## Build bin/meshguard
 	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/meshguard
 
-test: lint control-plane cert-manager ## Everything CI runs: lint, unit and end-to-end tests, fuzz seed corpora
-	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -timeout 20m ./...
+test: lint control-plane cert-manager ## Everything CI runs: lint, unit and end-to-end tests, fuzz seed corpora, access maps rendered
+	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) MESHGUARD_MERMAID_JS=$$(hack/render-tools.sh) $(GO) test -count=1 -timeout 20m ./...
 
 conformance: ## meshguard's verdicts against what istiod generates (test/conformance, a module of its own); ends with one line: conformance: N cases, D divergences
 	@mkdir -p bin && cd test/conformance && $(GO) vet ./... && \
@@ -27,7 +27,7 @@ conformance: ## meshguard's verdicts against what istiod generates (test/conform
 	    exit $$status; }
 
 unit: ## Unit tests, golden fixtures, seed verdicts and fuzz seed corpora (no control plane)
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/certmanager)
+	MESHGUARD_MERMAID_JS=$$(hack/render-tools.sh) $(GO) test -count=1 $$($(GO) list ./... | grep -v -e /test/e2e -e /test/certmanager)
 
 e2e: control-plane cert-manager ## The end-to-end suites: real kube-apiserver, etcd, Istio CRDs, cert-manager and kubectl
 	KUBEBUILDER_ASSETS=$$(hack/control-plane-bins.sh) $(GO) test -count=1 -v ./test/e2e ./test/certmanager

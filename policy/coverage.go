@@ -45,6 +45,10 @@ type WorkloadCoverage struct {
 	// Rules are the IDs of the findings on the workload and its policies (filled by the
 	// caller, which judged them).
 	Rules []string `json:"rules"`
+	// Services select it; Access tells what a request needs to reach it from each entry
+	// point (filled by callers that draw access maps, AccessTo).
+	Services []string `json:"services,omitempty"`
+	Access   []Access `json:"access,omitempty"`
 	// Policies are the RequestAuthentications and AuthorizationPolicies its proxies apply.
 	Policies []PolicyRef `json:"-"`
 }
@@ -93,7 +97,7 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 	case len(ras) == 0:
 		c.Verdict = TokenOptional // nothing validates a token: none is ever required
 	default:
-		c.Verdict, c.Exempt = r.tokenRequirement()
+		c.Verdict, c.Exempt = r.tokenRequirement(anyCaller)
 	}
 	return c
 }
@@ -108,14 +112,19 @@ func (r route) admitsAnything() bool {
 
 // tokenRequirement tells whether a request without a token gets through the route: on a
 // path no policy names (token-optional), only on named paths (partial, with those paths),
-// or nowhere (protected).
-func (r route) tokenRequirement() (string, []string) {
+// or nowhere (protected). The callers tried are each hop's anonymous ones that keep
+// (every one, for coverage).
+func (r route) tokenRequirement(keep func(peer request) bool) (string, []string) {
 	tokenless := func(path string) bool {
 		for _, h := range r.hops {
 			e := h.enforcement
 			fixed := request{attrPath: path, attrHost: anyOther}
+			peers := slices.DeleteFunc(e.anonymousPeers(), func(p request) bool { return !keep(p) })
+			if len(peers) == 0 {
+				continue
+			}
 			// Undecided counts as admitted: meshguard never calls protected what it cannot tell.
-			if found, decided := e.find(fixed, true, e.anonymousPeers(), func(req request) bool { return r.admits(req) }); found != nil || !decided {
+			if found, decided := e.find(fixed, true, peers, func(req request) bool { return r.admits(req) }); found != nil || !decided {
 				return true
 			}
 		}
@@ -143,6 +152,9 @@ func (r route) tokenRequirement() (string, []string) {
 	}
 	return Protected, exempt
 }
+
+// anyCaller keeps every caller.
+func anyCaller(request) bool { return true }
 
 // Covered lists the workloads CoverageOf judges in a state: every Pod and pod template but
 // Istio's own proxies and control plane, of namespace ns or of all ("").

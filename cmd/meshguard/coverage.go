@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -22,12 +23,18 @@ type coverageOptions struct {
 	all       bool
 	output    string
 	failOn    string
+	// baseline is coverage -o json of before a change: -o markdown says what it opens
+	// and closes.
+	baseline string
 }
+
+// coverageFormats are coverage's output formats.
+var coverageFormats = []string{"text", "json", "mermaid", "dot", "markdown"}
 
 func newCoverageCommand() *cobra.Command {
 	o := &coverageOptions{}
 	cmd := &cobra.Command{
-		Use:   "coverage (-f PATH... | --cluster) [-n NAMESPACE | -A] [-o text|json] [--fail-on open|token-optional]",
+		Use:   "coverage (-f PATH... | --cluster) [-n NAMESPACE | -A] [-o text|json|mermaid|dot|markdown [--baseline FILE]] [--fail-on open|token-optional]",
 		Short: "Tell, for every workload, whether its requests need a token",
 		Long: `coverage judges every workload (Pods and pod templates, Istio's own proxies and control
 plane aside) at the proxies that enforce its policies, and tells:
@@ -41,9 +48,17 @@ plane aside) at the proxies that enforce its policies, and tells:
 
 with the issuers and audiences accepted, and the IDs of the rules whose findings explain a
 bad verdict. Ingress gateways are judged the same way at the gateway, and listed apart:
-they are not counted by --fail-on. Exit 1 when a workload is as exposed as --fail-on (open: open or not-enforced;
+they are not counted by --fail-on.
+
+-o mermaid and -o dot draw who can reach what: entry points (outside the mesh, the mesh's
+workloads, each ingress gateway) to Services to workloads, coloured by verdict, each edge
+labelled with what a request needs there. -o markdown is a pull-request comment: counts,
+the workloads that are not protected and why, and the map; with --baseline (coverage -o
+json of before), what the change opens and closes. Exit 1 when a workload is as exposed as --fail-on (open: open or not-enforced;
 token-optional: that too), 2 on bad usage or input.`,
-		Example: `  meshguard coverage -f k8s/
+		Example: `  meshguard coverage -f k8s/ -o markdown --baseline main-coverage.json > comment.md
+  meshguard coverage --cluster -o dot | dot -Tsvg > access.svg
+  meshguard coverage -f k8s/
   meshguard coverage -f k8s/ -n shop -o json
   kustomize build overlays/prod | meshguard coverage -f - --fail-on token-optional`,
 		Args: cobra.NoArgs,
@@ -56,7 +71,8 @@ token-optional: that too), 2 on bad usage or input.`,
 	o.input.addTo(f)
 	f.StringVarP(&o.namespace, "namespace", "n", "", "the namespace to report (objects that name none are in default)")
 	f.BoolVarP(&o.all, "all-namespaces", "A", false, "report every namespace (the default)")
-	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text, json, or an access map: mermaid, dot (Graphviz), markdown (a pull-request comment)")
+	f.StringVar(&o.baseline, "baseline", "", "with -o markdown, coverage -o json of before the change: say which workloads it opens and closes")
 	f.StringVar(&o.failOn, "fail-on", "", "exit 1 when a workload is this exposed: open or token-optional")
 	return cmd
 }
@@ -73,8 +89,10 @@ type coverageReport struct {
 
 func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
 	switch {
-	case o.output != "text" && o.output != "json":
-		return usageError("-o %q: want text or json", o.output)
+	case !slices.Contains(coverageFormats, o.output):
+		return usageError("-o %q: want one of %s", o.output, strings.Join(coverageFormats, ", "))
+	case o.baseline != "" && o.output != "markdown":
+		return usageError("--baseline compares for -o markdown only")
 	case o.failOn != "" && o.failOn != policy.Open && o.failOn != policy.TokenOptional:
 		return usageError("--fail-on %q: want open or token-optional", o.failOn)
 	case o.all && o.namespace != "":
@@ -88,10 +106,14 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 	results := check.Run(engine, in.bundle).Results // labels covered workloads, as admission would
 	root := in.bundle.State.Settings("").Root
 	report := coverageReport{Summary: map[string]int{}}
+	gateways := policy.IngressGateways(in.bundle.State, "")
 	judge := func(ws []*policy.Workload) []policy.WorkloadCoverage {
 		out := []policy.WorkloadCoverage{}
 		for _, w := range ws {
 			c := policy.CoverageOf(in.bundle.State, root, w)
+			if o.output != "text" {
+				c.Services, c.Access = policy.ServicesOf(in.bundle.State, w), policy.AccessTo(in.bundle.State, root, w, gateways)
+			}
 			for _, r := range results {
 				if (r.Object == metav1.Object(w) || slices.Contains(c.Policies, policy.PolicyRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.ObjectName})) && !slices.Contains(c.Rules, r.Rule) {
 					c.Rules = append(c.Rules, r.Rule)
@@ -108,11 +130,24 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 		report.Summary[c.Verdict]++
 		exposed = exposed || o.failOn != "" && policy.Exposure(c.Verdict) >= policy.Exposure(o.failOn)
 	}
-	if o.output == "json" {
+	switch o.output {
+	case "json":
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		err = enc.Encode(report)
-	} else {
+	case "mermaid":
+		err = writeMermaid(stdout, newAccessMap(report))
+	case "dot":
+		err = writeDOT(stdout, newAccessMap(report))
+	case "markdown":
+		var before *coverageReport
+		if o.baseline != "" {
+			if before, err = readCoverageReport(o.baseline); err != nil {
+				return &exitError{code: exitUsage, err: fmt.Errorf("--baseline: %w", err)}
+			}
+		}
+		err = writeMarkdown(stdout, report, before)
+	default:
 		err = writeCoverage(stdout, report)
 	}
 	if err != nil {
@@ -175,3 +210,116 @@ func verdicts(total int, thing string, n map[string]int) string {
 	}
 	return line
 }
+
+func readCoverageReport(path string) (*coverageReport, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r coverageReport
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("%s: not coverage -o json: %w", path, err)
+	}
+	return &r, nil
+}
+
+// writeMarkdown writes a pull-request comment: the counts, what the change opens and
+// closes (against before, when given), every workload that is not protected with why, and
+// the access map.
+func writeMarkdown(w io.Writer, r coverageReport, before *coverageReport) error {
+	var b strings.Builder
+	b.WriteString("### meshguard coverage\n\n")
+	fmt.Fprintf(&b, "**%s**", verdicts(len(r.Workloads), "workload", r.Summary))
+	if len(r.IngressGateways) > 0 {
+		byVerdict := map[string]int{}
+		for _, c := range r.IngressGateways {
+			byVerdict[c.Verdict]++
+		}
+		fmt.Fprintf(&b, "; %s", verdicts(len(r.IngressGateways), "ingress gateway", byVerdict))
+	}
+	b.WriteString("\n\n")
+	row := func(c policy.WorkloadCoverage, verdict string) {
+		rules := strings.Join(c.Rules, ", ")
+		if rules == "" {
+			rules = "–"
+		}
+		fmt.Fprintf(&b, "| %s | %s %s | %s | %s | %s |\n", c.Namespace, c.Kind, c.Name, verdict, cell(why(c)), rules)
+	}
+	header := "| Namespace | Workload | Verdict | Who gets in | Rules |\n|---|---|---|---|---|\n"
+	if before != nil {
+		was := map[string]policy.WorkloadCoverage{}
+		for _, c := range before.Workloads {
+			was[c.Kind+"/"+c.Namespace+"/"+c.Name] = c
+		}
+		var opens, closes []policy.WorkloadCoverage
+		for _, c := range r.Workloads {
+			old, ok := was[c.Kind+"/"+c.Namespace+"/"+c.Name]
+			switch {
+			case !ok && policy.Exposure(c.Verdict) > 0, ok && policy.Exposure(c.Verdict) > policy.Exposure(old.Verdict):
+				opens = append(opens, c)
+			case ok && policy.Exposure(c.Verdict) < policy.Exposure(old.Verdict):
+				closes = append(closes, c)
+			}
+		}
+		fmt.Fprintf(&b, "This change **opens %d** and **closes %d** workloads.\n\n", len(opens), len(closes))
+		for _, part := range []struct {
+			title string
+			rows  []policy.WorkloadCoverage
+		}{{"Opened", opens}, {"Closed", closes}} {
+			if len(part.rows) == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, "%s:\n\n%s", part.title, header)
+			for _, c := range part.rows {
+				verdict := c.Verdict
+				if old, ok := was[c.Kind+"/"+c.Namespace+"/"+c.Name]; ok {
+					verdict = old.Verdict + " → " + c.Verdict
+				}
+				row(c, verdict)
+			}
+			b.WriteString("\n")
+		}
+	}
+	var exposed []policy.WorkloadCoverage
+	for _, c := range r.Workloads {
+		if policy.Exposure(c.Verdict) > 0 {
+			exposed = append(exposed, c)
+		}
+	}
+	if len(exposed) == 0 {
+		b.WriteString("Every workload requires a token, or lets nothing in.\n\n")
+	} else {
+		fmt.Fprintf(&b, "Not protected:\n\n%s", header)
+		for _, c := range exposed {
+			row(c, c.Verdict)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("<details><summary>Who can reach what</summary>\n\n```mermaid\n")
+	if err := writeMermaid(&b, newAccessMap(r)); err != nil {
+		return err
+	}
+	b.WriteString("```\n\n</details>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// why says who gets in without a token, from where.
+func why(c policy.WorkloadCoverage) string {
+	var parts []string
+	for _, a := range c.Access {
+		if a.Needs == policy.NeedsNothing || a.Needs == policy.NeedsToken && len(a.Exempt) > 0 {
+			parts = append(parts, a.From+": "+needs(a))
+		}
+	}
+	if c.Verdict == policy.NotEnforced {
+		parts = append([]string{"no proxy enforces its policies"}, parts...)
+	}
+	if len(parts) == 0 {
+		return "–"
+	}
+	return strings.Join(parts, "; ")
+}
+
+// cell escapes a Markdown table cell.
+func cell(s string) string { return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s) }

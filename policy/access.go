@@ -1,0 +1,136 @@
+package policy
+
+import (
+	"maps"
+	"slices"
+	"strings"
+)
+
+// Entry points a request comes from, in access maps; ingress gateways are "ingress
+// ns/name", as routes name them.
+const (
+	// FromOutside: a caller without mTLS (outside the mesh, or a plaintext client).
+	FromOutside = "outside the mesh"
+	// FromMesh: a workload of the mesh, over mTLS, to a Service (through its waypoint
+	// where it has one).
+	FromMesh = "mesh workloads"
+)
+
+// What a request from an entry point needs to reach a workload.
+const (
+	NeedsNothing  = "nothing"  // a request with no token gets in
+	NeedsToken    = "token"    // a token of Issuers, but on Exempt paths; or Identities
+	NeedsIdentity = "identity" // one of Identities, over mTLS; no token opens it
+	Refused       = "refused"  // nothing from there gets in: mTLS required, or every request denied
+)
+
+// Access is what a request from one entry point needs to reach a workload.
+type Access struct {
+	From       string   `json:"from"`
+	Needs      string   `json:"needs"`
+	Issuers    []string `json:"issuers,omitempty"`
+	Exempt     []string `json:"exempt,omitempty"`
+	Identities []string `json:"identities,omitempty"`
+	// Only, where a request with no token gets in on named paths alone and no token is
+	// validated, are those paths.
+	Only []string `json:"only,omitempty"`
+}
+
+// AccessTo tells what a request needs to reach workload w from outside the mesh (by the
+// Pod's address, past any waypoint), from the mesh (to its Services, through their
+// waypoint where they have one), and from each of ingresses, as Envoy and ztunnel would
+// judge it on each route.
+func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Access {
+	// A gateway is not an entry point to itself.
+	ingresses = slices.DeleteFunc(slices.Clone(ingresses), func(g *Workload) bool { return g == w })
+	routes := routesTo(st, root, w, ingresses)
+	mesh := routes[0]
+	if len(routes) > 1 && strings.HasPrefix(routes[1].via, "waypoint ") {
+		mesh = routes[1]
+	}
+	out := []Access{routes[0].access(FromOutside, withoutMTLS), mesh.access(FromMesh, overMTLS)}
+	for _, r := range routes[1:] {
+		if strings.HasPrefix(r.via, "ingress ") {
+			out = append(out, r.access(r.via, withoutMTLS)) // clients of a gateway come from outside
+		}
+	}
+	return out
+}
+
+func withoutMTLS(peer request) bool { _, ok := peer[attrPeerPrincipal]; return !ok }
+func overMTLS(peer request) bool    { return !withoutMTLS(peer) }
+
+// access is what a request from callers that keep accepts needs on the route.
+func (r route) access(from string, keep func(request) bool) Access {
+	a := Access{From: from, Needs: NeedsNothing}
+	if len(r.hops) == 0 {
+		return a // nothing intercepts it
+	}
+	first := r.hops[0]
+	if first.mtlsStrict && keep(request{}) {
+		a.Needs = Refused
+		return a
+	}
+	peers := slices.DeleteFunc(first.enforcement.peers(), func(p request) bool { return !keep(p) })
+	admitted := func(tokenless bool, peers []request) bool {
+		found, decided := first.enforcement.find(request{attrPath: anyPath, attrHost: anyOther}, tokenless, peers, r.admits)
+		return found != nil || !decided
+	}
+	if found, decided := first.enforcement.find(request{}, false, peers, r.admits); found == nil && decided {
+		a.Needs = Refused
+		return a
+	}
+	verdict, exempt := r.tokenRequirement(keep)
+	if verdict == TokenOptional {
+		return a
+	}
+	anonymous := slices.DeleteFunc(first.enforcement.anonymousPeers(), func(p request) bool { return !keep(p) })
+	for _, p := range peers {
+		if !slices.ContainsFunc(anonymous, func(q request) bool { return maps.Equal(p, q) }) && admitted(true, []request{p}) {
+			a.Identities = append(a.Identities, describePeer(p))
+		}
+	}
+	a.Exempt = exempt
+	for _, h := range r.hops {
+		for _, iss := range issuersOf(h.ras) {
+			if !slices.Contains(a.Issuers, iss) {
+				a.Issuers = append(a.Issuers, iss)
+			}
+		}
+	}
+	switch {
+	case len(a.Issuers) > 0 && admitted(false, anonymous):
+		a.Needs = NeedsToken
+	case len(a.Identities) > 0:
+		a.Needs, a.Issuers = NeedsIdentity, nil
+	case len(exempt) > 0:
+		a.Needs, a.Only, a.Exempt = NeedsNothing, exempt, nil
+	default:
+		a.Needs = Refused
+	}
+	return a
+}
+
+// describePeer names a caller a policy names: its identity, namespace or service account.
+func describePeer(p request) string {
+	switch {
+	case p[attrPeerPrincipal] != anyOther:
+		return p[attrPeerPrincipal]
+	case p[attrNamespace] != anyOther:
+		return "namespace " + p[attrNamespace]
+	case p[attrServiceAccount] != anyOther:
+		return "service account " + p[attrServiceAccount]
+	}
+	return "trust domain " + p[attrTrustDomain]
+}
+
+// ServicesOf names the Services of w's namespace whose selector selects it.
+func ServicesOf(st State, w *Workload) []string {
+	var out []string
+	for _, svc := range st.Services(w.Namespace) {
+		if len(svc.Spec.Selector) > 0 && Selects(svc.Spec.Selector, w.Labels) {
+			out = append(out, svc.Name)
+		}
+	}
+	return out
+}
