@@ -29,6 +29,7 @@ type Access struct {
 	From       string   `json:"from"`
 	Needs      string   `json:"needs"`
 	Issuers    []string `json:"issuers,omitempty"`
+	Audiences  []string `json:"audiences,omitempty"`
 	Exempt     []string `json:"exempt,omitempty"`
 	Identities []string `json:"identities,omitempty"`
 	// Only, where a request with no token gets in on named paths alone and no token is
@@ -92,17 +93,13 @@ func (r route) access(from string, keep func(request) bool) Access {
 	}
 	a.Exempt = exempt
 	for _, h := range r.hops {
-		for _, iss := range issuersOf(h.ras) {
-			if !slices.Contains(a.Issuers, iss) {
-				a.Issuers = append(a.Issuers, iss)
-			}
-		}
+		a.Issuers, a.Audiences = tokensOf(h.ras, a.Issuers, a.Audiences)
 	}
 	switch {
 	case len(a.Issuers) > 0 && admitted(false, anonymous):
 		a.Needs = NeedsToken
 	case len(a.Identities) > 0:
-		a.Needs, a.Issuers = NeedsIdentity, nil
+		a.Needs, a.Issuers, a.Audiences = NeedsIdentity, nil, nil
 	case len(exempt) > 0:
 		a.Needs, a.Only, a.Exempt = NeedsNothing, exempt, nil
 	default:
@@ -133,4 +130,21 @@ func ServicesOf(st State, w *Workload) []string {
 		}
 	}
 	return out
+}
+
+// tokensOf adds to issuers and audiences those RequestAuthentications accept, once each.
+func tokensOf(ras []*RequestAuthentication, issuers, audiences []string) ([]string, []string) {
+	for _, ra := range ras {
+		for _, jr := range ra.Spec.JwtRules {
+			if !slices.Contains(issuers, jr.Issuer) {
+				issuers = append(issuers, jr.Issuer)
+			}
+			for _, aud := range jr.Audiences {
+				if !slices.Contains(audiences, aud) {
+					audiences = append(audiences, aud)
+				}
+			}
+		}
+	}
+	return issuers, audiences
 }

@@ -73,18 +73,7 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 		ras, aps = append(ras, h.ras...), append(aps, h.aps...)
 		c.Policies = append(c.Policies, h.policies()...)
 	}
-	for _, ra := range ras {
-		for _, jr := range ra.Spec.JwtRules {
-			if !slices.Contains(c.Issuers, jr.Issuer) {
-				c.Issuers = append(c.Issuers, jr.Issuer)
-			}
-			for _, a := range jr.Audiences {
-				if !slices.Contains(c.Audiences, a) {
-					c.Audiences = append(c.Audiences, a)
-				}
-			}
-		}
-	}
+	c.Issuers, c.Audiences = tokensOf(ras, c.Issuers, c.Audiences)
 	switch {
 	case len(ras) == 0 && inAmbient(st, w) && len(forWorkload(w, root, st.RequestAuthentications)) > 0:
 		// Its RequestAuthentications select it, and no proxy loads them (MG801): its JWT

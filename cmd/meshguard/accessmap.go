@@ -184,6 +184,9 @@ func needs(a policy.Access) string {
 		return "mTLS as " + strings.Join(a.Identities, ", ")
 	}
 	s := "token of " + strings.Join(a.Issuers, ", ")
+	if len(a.Audiences) > 0 {
+		s += " for " + strings.Join(a.Audiences, ", ")
+	}
 	if len(a.Exempt) > 0 {
 		s += "; none on " + strings.Join(a.Exempt, ", ")
 	}
