@@ -32,6 +32,7 @@ func checkFigure(sizes []int, runs int, out io.Writer) error {
 	defer os.RemoveAll(dir)
 	binary := filepath.Join(dir, "meshguard")
 	build := exec.Command("go", "build", "-trimpath", "-o", binary, "./cmd/meshguard")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as released: see the Makefile
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("building meshguard: %w", err)

@@ -225,6 +225,7 @@ func StartControlPlane(ctx context.Context, o Options) (_ *Cluster, err error) {
 func (c *Cluster) Build(ctx context.Context, o Options) error {
 	c.Binary = filepath.Join(o.Dir, "meshguard")
 	build := exec.CommandContext(ctx, "go", "build", "-o", c.Binary, "./cmd/meshguard")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as released: see the Makefile
 	build.Dir = o.Root
 	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("building meshguard: %v\n%s", err, out)
