@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -355,5 +356,26 @@ spec:
 	}
 	if code := run([]string{"coverage", "-f", "-", "--baseline", before}, strings.NewReader(web), &stdout, &stderr); code != exitUsage {
 		t.Errorf("--baseline without -o markdown: exit %d", code)
+	}
+}
+
+// TestAccessMapCollapsesReplicas: the Pods of one owner, alike in all the map shows, are
+// one node; a Pod that differs is its own.
+func TestAccessMapCollapsesReplicas(t *testing.T) {
+	var b strings.Builder
+	for _, name := range []string{"web-7d9f-a1", "web-7d9f-b2", "web-7d9f-c3", "api-5c4b-a1"} {
+		app := strings.SplitN(name, "-", 2)[0]
+		fmt.Fprintf(&b, "---\napiVersion: v1\nkind: Pod\nmetadata: {name: %s, namespace: shop, labels: {app: %s}}\nspec: {containers: [{name: app, image: app}]}\n", name, app)
+	}
+	var labels []string
+	for _, ns := range newAccessMap(coverageJSON(t, []string{"-f", "-"}, b.String())).namespaces {
+		for _, n := range ns.nodes {
+			labels = append(labels, n.label)
+		}
+	}
+	want := []string{"Pod api-5c4b-a1\nopen", "Pod web-7d9f-a1 (+2 alike)\nopen"}
+	slices.Sort(labels)
+	if !slices.Equal(labels, want) {
+		t.Errorf("nodes %q, want %q", labels, want)
 	}
 }
