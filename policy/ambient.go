@@ -329,7 +329,10 @@ func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement 
 // naming any HTTP field is dropped, a DENY rule with a clause of HTTP fields only is
 // skipped, and the other DENY rules keep their L4 part.
 func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, string) {
+	c, holds := c.withoutTrustDomains()
 	switch {
+	case !holds:
+		return compiledRule{}, "its sources name trust domains only, which istiod does not send to ztunnel: they arrive empty and match no connection"
 	case isAllow(ap) && httpLevel(r):
 		return compiledRule{}, "it names an HTTP field: ztunnel drops the rule, which admits nothing"
 	case isAllow(ap):
@@ -338,6 +341,25 @@ func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRu
 		return compiledRule{}, "a clause of HTTP fields only: ztunnel skips the rule, which denies nothing"
 	}
 	return c.l4Only(), ""
+}
+
+// withoutTrustDomains is a rule as istiod sends it to ztunnel, which never gets trust
+// domains (handleRule does not read them): a source that named only them arrives as an
+// empty match, which ztunnel's rbac.rs never holds. holds is false when no source is left
+// that can: the rule matches no connection.
+func (r compiledRule) withoutTrustDomains() (c compiledRule, holds bool) {
+	isTrustDomain := func(c condition) bool { return c.attr == attrTrustDomain }
+	if !slices.ContainsFunc(r.from, func(e []condition) bool { return slices.ContainsFunc(e, isTrustDomain) }) {
+		return r, true
+	}
+	var from [][]condition
+	for _, e := range r.from {
+		if kept := slices.DeleteFunc(slices.Clone(e), isTrustDomain); len(kept) > 0 {
+			from = append(from, kept)
+		}
+	}
+	r.from = from
+	return r, len(from) > 0
 }
 
 // l4Only is a DENY rule as istiod translates it for ztunnel: its HTTP fields stripped, an

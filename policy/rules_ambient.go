@@ -327,7 +327,7 @@ func ambientRules() []Rule {
 	}, {
 		ID: "MG814", Name: "ambient-silent-field", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A policy without `targetRefs`, on ambient Pods, using `trustDomains`/`notTrustDomains` or the `when` keys `source.serviceAccount`, `source.trustDomain`, `remote.ip`, `connection.sni`. Deny for a DENY, warn for an ALLOW.",
-		Why:     "ztunnel drops them with no status: a DENY does not check what it names, an ALLOW does not either.",
+		Why:     "istiod does not send them to ztunnel, with no status: a source that names only trust domains arrives empty and matches no connection (an ALLOW rule admits nothing by it, a DENY rule never fires), and beside other fields they are not checked.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			fields := silentFields(r, at)
 			ambient := c.ztunnelWorkloads(p)
@@ -336,8 +336,12 @@ func ambientRules() []Rule {
 			}
 			var out []Finding
 			for _, field := range fields {
+				effect := "it is not checked"
+				if strings.HasSuffix(field, ".source") {
+					effect = "a source of trust domains only arrives empty and matches no connection; beside other fields they are not checked"
+				}
 				f := finding(field,
-					fmt.Sprintf("%s run in ambient mode, and ztunnel drops this field with no status: it is not checked", c.describe(ambient)),
+					fmt.Sprintf("%s run in ambient mode, and istiod does not send this field to ztunnel, with no status: %s", c.describe(ambient), effect),
 					"match principals or namespaces instead, or attach the policy to the workloads' waypoint with targetRefs (kind: Service)")
 				if isAllow(p) {
 					f = f.as(Warn)

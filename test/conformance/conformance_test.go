@@ -47,10 +47,12 @@ var (
 	principalValues = []string{"cluster.local/ns/shop/sa/frontend", "cluster.local/*", "*/ns/other/sa/client", "*", "cluster.local/ns/tenant-a/*"}
 	namespaceValues = []string{"shop", "other", "tenant-*", "*"}
 	accountValues   = []string{"frontend", "other/client"}
-	ipValues        = []string{"203.0.113.0/24", "198.51.100.7", "10.0.0.0/8"}
-	headerValues    = []string{"blue", "gr*", "*"}
-	rpValues        = []string{"https://idp.example.com/alice", "https://idp.example.com/*", "*", "*/alice", "https://other.example.com/*"}
-	groupValues     = []string{"admins", "dev*"}
+	// trustDomainValues: the mesh's, another's that callers come from, and any.
+	trustDomainValues = []string{"cluster.local", "other.td", "*"}
+	ipValues          = []string{"203.0.113.0/24", "198.51.100.7", "10.0.0.0/8"}
+	headerValues      = []string{"blue", "gr*", "*"}
+	rpValues          = []string{"https://idp.example.com/alice", "https://idp.example.com/*", "*", "*/alice", "https://other.example.com/*"}
+	groupValues       = []string{"admins", "dev*"}
 
 	requestMethods    = []string{"GET", "POST", "get"}
 	requestPaths      = []string{"/", "/admin", "/admin?x=1", "/admin/", "/admin/x", "/x/info", "/items/42", "/items/42/x", "/files/a/b", "/files", "/files/"}
@@ -264,7 +266,11 @@ func generateRule(r *rand.Rand) *securityv1beta1.Rule {
 	rule := &securityv1beta1.Rule{}
 	for range r.IntN(3) {
 		s := &securityv1beta1.Source{}
-		switch r.IntN(7) {
+		switch r.IntN(9) {
+		case 7:
+			s.TrustDomains = some(r, trustDomainValues)
+		case 8:
+			s.NotTrustDomains = some(r, trustDomainValues)
 		case 5:
 			s.RequestPrincipals = some(r, rpValues)
 		case 6:
