@@ -213,3 +213,64 @@ func TestLiveStateOldestFirst(t *testing.T) {
 		t.Errorf("a plaintext caller under the oldest policy (STRICT): %s by %q (%v %v)", e.Verdict, e.DecidedBy, err, jerr)
 	}
 }
+
+// TestOldestPeerAuthenticationWins: of two PeerAuthentications selecting one workload
+// Istio applies the older, whatever their names; the API server lists them by name.
+// Admission and `check --cluster` pick the same one: a PERMISSIVE policy named before an
+// older STRICT one weakens nothing (no MG601), and a policy on identities there gets no
+// MG307 from either; where PERMISSIVE is the only mode, both find MG307.
+func TestOldestPeerAuthenticationWins(t *testing.T) {
+	pa := func(ns, name, selector, mode string) string {
+		return fmt.Sprintf("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: %s, namespace: %s}\nspec: {selector: {matchLabels: {%s}}, mtls: {mode: %s}}\n", name, ns, selector, mode)
+	}
+	identities := func(ns string) string {
+		return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: %[1]s, labels: {app: web, tier: api}}
+spec: {containers: [{name: web, image: registry.example/web:1}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: web-from-frontend, namespace: %[1]s}
+spec:
+  selector: {matchLabels: {app: web}}
+  rules: [{from: [{source: {principals: ["cluster.local/ns/%[1]s/sa/frontend"]}}]}]
+`, ns)
+	}
+	apply := func(manifest string) string {
+		t.Helper()
+		_, stderr, err := kubectl(t, manifest, "apply", "-f", "-")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		return stderr // kubectl prints admission's warnings there
+	}
+	namespace(t, "pa-oldest", "")
+	namespace(t, "pa-permissive", "")
+	apply(pa("pa-oldest", "zz-strict", "app: web", "STRICT"))
+	time.Sleep(1100 * time.Millisecond) // creation times are to the second
+	if warnings := apply(pa("pa-oldest", "aa-permissive", "tier: api", "PERMISSIVE")); strings.Contains(warnings, "MG601") {
+		t.Errorf("admission took the newer PeerAuthentication: %s", warnings)
+	}
+	apply(pa("pa-permissive", "web", "app: web", "PERMISSIVE"))
+	admission := map[string]bool{}
+	for _, ns := range []string{"pa-oldest", "pa-permissive"} {
+		admission[ns] = strings.Contains(apply(identities(ns)), "MG307")
+	}
+	out, _ := exec.Command(local.Binary, "check", "--cluster", "--kubeconfig", local.Kubeconfig, "-o", "json").Output()
+	var report struct{ Findings []struct{ Rule, Namespace string } }
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("check --cluster: %v\n%s", err, out)
+	}
+	cluster := map[string]bool{}
+	for _, f := range report.Findings {
+		if f.Rule == "MG307" {
+			cluster[f.Namespace] = true
+		}
+	}
+	for ns, want := range map[string]bool{"pa-oldest": false, "pa-permissive": true} {
+		if admission[ns] != want || cluster[ns] != want {
+			t.Errorf("%s: MG307 from admission %v, from check --cluster %v; want %v", ns, admission[ns], cluster[ns], want)
+		}
+	}
+}
