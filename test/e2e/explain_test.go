@@ -258,7 +258,9 @@ spec:
 		admission[ns] = strings.Contains(apply(identities(ns)), "MG307")
 	}
 	out, _ := exec.Command(local.Binary, "check", "--cluster", "--kubeconfig", local.Kubeconfig, "-o", "json").Output()
-	var report struct{ Findings []struct{ Rule, Namespace string } }
+	var report struct {
+		Findings []struct{ Rule, Namespace string }
+	}
 	if err := json.Unmarshal(out, &report); err != nil {
 		t.Fatalf("check --cluster: %v\n%s", err, out)
 	}
