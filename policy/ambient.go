@@ -305,7 +305,7 @@ func namespaceWaypoint(st State, ns string) *Gateway {
 // waypointIdentity is the principal a waypoint's Pods run as: the service account Istio
 // names after the Gateway, in the cluster's trust domain.
 func waypointIdentity(gw *Gateway) string {
-	return "cluster.local/ns/" + gw.Namespace + "/sa/" + gw.Name
+	return trustDomain + "/ns/" + gw.Namespace + "/sa/" + gw.Name
 }
 
 // ztunnelEnforcement is how ztunnel enforces the AuthorizationPolicies of an ambient

@@ -689,12 +689,10 @@ func (e enforcement) peers() []request {
 			continue // among the anonymous ones
 		}
 		peer := genericPeer()
-		peer[pv.attr] = pv.value
 		if pv.attr == attrPeerPrincipal {
-			// An identity is <trust domain>/ns/<namespace>/sa/<service account>.
-			if parts := strings.Split(pv.value, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
-				peer[attrTrustDomain], peer[attrNamespace], peer[attrServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
-			}
+			maps.Copy(peer, peerOf(pv.value))
+		} else {
+			peer[pv.attr] = pv.value
 		}
 		out = append(out, peer)
 	}

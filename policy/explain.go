@@ -266,7 +266,12 @@ func normalizedPath(p string) string {
 	return path
 }
 
-// peerOf is the caller of an mTLS identity: <trust domain>/ns/<namespace>/sa/<name>.
+// trustDomain is the mesh's trust domain, as Istio's default meshConfig sets it: the
+// identities meshguard gives the mesh's own proxies and callers are in it.
+const trustDomain = "cluster.local"
+
+// peerOf is the caller of an mTLS identity: <trust domain>/ns/<namespace>/sa/<name>. It
+// is the one reading of a SPIFFE path in the engine.
 func peerOf(principal string) request {
 	p := request{attrPeerPrincipal: principal}
 	if parts := strings.Split(principal, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {

@@ -131,7 +131,7 @@ func ingressUsesWaypoint(st State, ns string, services []string) bool {
 // peer is the caller a proxy's mTLS presents: its principal, namespace and service account
 // (namespace/name).
 func peer(principal, namespace, serviceAccount string) request {
-	return request{attrPeerPrincipal: principal, attrNamespace: namespace, attrServiceAccount: serviceAccount, attrTrustDomain: "cluster.local"}
+	return request{attrPeerPrincipal: principal, attrNamespace: namespace, attrServiceAccount: serviceAccount, attrTrustDomain: trustDomain}
 }
 
 // admits tells whether a request gets through every proxy of the route. A proxy without a
