@@ -192,44 +192,25 @@ func dumpCluster(t *testing.T) string {
 	return file
 }
 
-// TestLiveStateOldestFirst: of two PeerAuthentications of one workload, Istio applies the
-// oldest; read live, as admission reads them, meshguard does too, whatever order the API
-// server lists them in (by name: the newer one first here).
-func TestLiveStateOldestFirst(t *testing.T) {
-	namespace(t, "ages", "")
-	pa := "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: %s, namespace: ages}\nspec: {selector: {matchLabels: {app: web}}, mtls: {mode: %s}}\n"
-	pod := "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: ages, labels: {app: web}}\nspec: {containers: [{name: web, image: registry.example/web:1}]}\n"
-	for i, manifest := range []string{pod + "---\n" + fmt.Sprintf(pa, "z-old", "STRICT"), fmt.Sprintf(pa, "a-new", "PERMISSIVE")} {
-		if i > 0 {
-			time.Sleep(1100 * time.Millisecond) // creation times are in seconds
-		}
-		if _, stderr, err := kubectl(t, manifest, "apply", "-f", "-"); err != nil {
-			t.Fatalf("%v\n%s", err, stderr)
-		}
-	}
-	out, err := exec.Command(local.Binary, "explain", "--cluster", "--kubeconfig", local.Kubeconfig, "--to", "Pod/ages/web", "--from-plaintext", "-o", "json").Output()
-	var e struct{ Verdict, DecidedBy string }
-	if jerr := json.Unmarshal(out, &e); err != nil || jerr != nil || e.Verdict != "deny" {
-		t.Errorf("a plaintext caller under the oldest policy (STRICT): %s by %q (%v %v)", e.Verdict, e.DecidedBy, err, jerr)
-	}
-}
-
 // TestOldestPeerAuthenticationWins: of two PeerAuthentications selecting one workload
 // Istio applies the older, whatever their names; the API server lists them by name.
-// Admission and `check --cluster` pick the same one: a PERMISSIVE policy named before an
-// older STRICT one weakens nothing (no MG601), and a policy on identities there gets no
-// MG307 from either; where PERMISSIVE is the only mode, both find MG307.
+// Admission, `check --cluster` and `explain --cluster` pick the same one: a PERMISSIVE
+// policy named before an older STRICT one weakens nothing (no MG601), a policy on
+// identities there gets no MG307 from either, and a plaintext caller is refused; where
+// PERMISSIVE is the only mode, both find MG307.
 func TestOldestPeerAuthenticationWins(t *testing.T) {
 	pa := func(ns, name, selector, mode string) string {
 		return fmt.Sprintf("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: %s, namespace: %s}\nspec: {selector: {matchLabels: {%s}}, mtls: {mode: %s}}\n", name, ns, selector, mode)
 	}
-	identities := func(ns string) string {
+	web := func(ns string) string {
 		return fmt.Sprintf(`apiVersion: v1
 kind: Pod
-metadata: {name: web-0, namespace: %[1]s, labels: {app: web, tier: api}}
+metadata: {name: web-0, namespace: %s, labels: {app: web, tier: api}}
 spec: {containers: [{name: web, image: registry.example/web:1}]}
----
-apiVersion: security.istio.io/v1
+`, ns)
+	}
+	identities := func(ns string) string {
+		return fmt.Sprintf(`apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: web-from-frontend, namespace: %[1]s}
 spec:
@@ -245,8 +226,12 @@ spec:
 		}
 		return stderr // kubectl prints admission's warnings there
 	}
-	namespace(t, "pa-oldest", "")
-	namespace(t, "pa-permissive", "")
+	// The Pods first: a PeerAuthentication is judged for the workloads it selects, and
+	// another test's mesh-wide STRICT policy may be in force for those to come.
+	for _, ns := range []string{"pa-oldest", "pa-permissive"} {
+		namespace(t, ns, "")
+		apply(web(ns))
+	}
 	apply(pa("pa-oldest", "zz-strict", "app: web", "STRICT"))
 	time.Sleep(1100 * time.Millisecond) // creation times are to the second
 	if warnings := apply(pa("pa-oldest", "aa-permissive", "tier: api", "PERMISSIVE")); strings.Contains(warnings, "MG601") {
@@ -274,5 +259,10 @@ spec:
 		if admission[ns] != want || cluster[ns] != want {
 			t.Errorf("%s: MG307 from admission %v, from check --cluster %v; want %v", ns, admission[ns], cluster[ns], want)
 		}
+	}
+	out, err := exec.Command(local.Binary, "explain", "--cluster", "--kubeconfig", local.Kubeconfig, "--to", "Pod/pa-oldest/web-0", "--from-plaintext", "-o", "json").Output()
+	var e struct{ Verdict, DecidedBy string }
+	if jerr := json.Unmarshal(out, &e); err != nil || jerr != nil || e.Verdict != "deny" {
+		t.Errorf("explain: a plaintext caller under the older policy (STRICT): %s by %q (%v %v)", e.Verdict, e.DecidedBy, err, jerr)
 	}
 }
