@@ -92,8 +92,14 @@ func (r route) access(from string, keep func(request) bool) Access {
 		}
 	}
 	a.Exempt = exempt
+	// The token a caller sends is the first proxy's to validate: the issuers it takes.
+	// (One it validates goes on only if forwarded; a later proxy that requires one of
+	// its own then refuses the request, which the evaluation above found.)
 	for _, h := range r.hops {
-		a.Issuers, a.Audiences = tokensOf(h.ras, a.Issuers, a.Audiences)
+		if len(h.ras) > 0 {
+			a.Issuers, a.Audiences = tokensOf(h.ras, nil, nil)
+			break
+		}
 	}
 	switch {
 	case len(a.Issuers) > 0 && admitted(false, anonymous):
