@@ -130,10 +130,8 @@ func describePeer(p request) string {
 // ServicesOf names the Services of w's namespace whose selector selects it.
 func ServicesOf(st State, w *Workload) []string {
 	var out []string
-	for _, svc := range st.Services(w.Namespace) {
-		if len(svc.Spec.Selector) > 0 && Selects(svc.Spec.Selector, w.Labels) {
-			out = append(out, svc.Name)
-		}
+	for svc := range servicesSelecting(st, w) {
+		out = append(out, svc.Name)
 	}
 	return out
 }

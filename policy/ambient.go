@@ -277,10 +277,7 @@ func waypointFor(st State, gw *Gateway) string {
 // selecting it, bound to a working waypoint; nil when none is known), and the Services
 // selecting it that are bound to that waypoint.
 func waypointOf(st State, w *Workload) (gw *Gateway, services []string) {
-	for _, svc := range st.Services(w.Namespace) {
-		if len(svc.Spec.Selector) == 0 || !Selects(svc.Spec.Selector, w.Labels) {
-			continue
-		}
+	for svc := range servicesSelecting(st, w) {
 		if bound, _ := serviceWaypoint(st, serviceTarget(svc)); bound != nil && (gw == nil || bound == gw) {
 			gw, services = bound, append(services, svc.Name)
 		}

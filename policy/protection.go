@@ -134,9 +134,18 @@ func (p protection) tokenless() request {
 	return witness
 }
 
-// tokenlessOn is tokenless for requests to one port of the workload.
-func (p protection) tokenlessOn(port string) request {
-	return enforcementOf(p.aps, p.opening.plaintext()).tokenlessOpeningWith(request{attrPath: anyPath, attrHost: anyOther, attrPort: port})
+// tokenlessOn is tokenless for requests to each of ports of the workload: those on which
+// one gets in, and such a request on the first of them.
+func (p protection) tokenlessOn(ports []string) (open []string, witness request) {
+	e := enforcementOf(p.aps, p.opening.plaintext())
+	for _, port := range ports {
+		if found := e.tokenlessOpeningWith(request{attrPath: anyPath, attrHost: anyOther, attrPort: port}); found != nil {
+			if open = append(open, port); witness == nil {
+				witness = found
+			}
+		}
+	}
+	return open, witness
 }
 
 // admitsUnverified tells whether the workload admits some request without a verified

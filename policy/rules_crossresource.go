@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"iter"
 	"maps"
 	"slices"
 	"strconv"
@@ -23,27 +24,22 @@ func crossResourceRules() []Rule {
 			// Ambient Pods are MG801's: no proxy loads a selector RequestAuthentication there,
 			// and the fix is a waypoint's, not another selector policy.
 			var open []*Workload
-			var openPorts []string // of open[0], where its policies name ports and its Services' are known
-			type served struct {
-				open  []string
-				known bool
-			}
-			byLabels := map[*protection]served{} // workloads of one label set share a protection
+			var first servedPorts                     // open[0]'s
+			byLabels := map[*protection]servedPorts{} // workloads of one label set share a protection
 			for w, f := range c.eachWorkload(ra) {
 				if f.protection.enforces() || len(scopeOf(ra).targetRefs) == 0 && f.ambient {
 					continue
 				}
 				s, seen := byLabels[f.protection]
 				if !seen {
-					s.open, s.known = openServedPorts(c, w, *f.protection)
+					s = openServedPorts(c.State, w, *f.protection)
 					byLabels[f.protection] = s
 				}
-				ports, known := s.open, s.known
-				if known && len(ports) == 0 {
+				if s.known && len(s.open) == 0 {
 					continue // the ports its policies leave open are none its Services send to
 				}
 				if len(open) == 0 {
-					openPorts = ports
+					first = s
 				}
 				open = append(open, w)
 			}
@@ -55,14 +51,13 @@ func crossResourceRules() []Rule {
 				field = "spec.targetRefs"
 			}
 			who, witness := c.describe(open), c.protection(c.State, open[0]).tokenless()
-			if len(openPorts) > 0 {
+			if len(first.open) > 0 {
 				word := "port"
-				if len(openPorts) > 1 {
+				if len(first.open) > 1 {
 					word = "ports"
 				}
-				who += fmt.Sprintf(" on %s %s of its Services", word, strings.Join(openPorts, ", "))
-				witness = maps.Clone(c.protection(c.State, open[0]).tokenlessOn(openPorts[0]))
-				delete(witness, attrPort) // named above
+				who += fmt.Sprintf(" on %s %s of its Services", word, strings.Join(first.open, ", "))
+				witness = first.witness
 			}
 			gets := describeRequest(witness) + " gets in on a path no policy names"
 			if open[0].Virtual {
@@ -293,7 +288,7 @@ func crossResourceRules() []Rule {
 				if isProxy(w) {
 					continue // a gateway's protocols are its listeners', not its Service's port names
 				}
-				for _, port := range nonHTTPPorts(c.State.Services(w.Namespace), w) {
+				for _, port := range nonHTTPPorts(c.State, w) {
 					if ruleOnPort(r, port.target) {
 						tcp = append(tcp, port.name)
 					}
@@ -441,18 +436,12 @@ func ruleOnPort(r *apRule, port string) bool {
 type servicePort struct{ name, target string }
 
 // nonHTTPPorts returns the ports of the Services selecting w that Istio treats as opaque TCP.
-func nonHTTPPorts(svcs []*corev1.Service, w *Workload) []servicePort {
+func nonHTTPPorts(st State, w *Workload) []servicePort {
 	var out []servicePort
-	for _, s := range svcs {
-		if len(s.Spec.Selector) == 0 || !Selects(s.Spec.Selector, w.Labels) {
-			continue
-		}
+	for s := range servicesSelecting(st, w) {
 		for _, p := range s.Spec.Ports {
 			if proto := portProtocol(p); tcpProtocols[proto] {
-				target := strconv.Itoa(int(p.Port))
-				if p.TargetPort.IntValue() != 0 {
-					target = strconv.Itoa(p.TargetPort.IntValue())
-				}
+				target, _ := workloadPort(p)
 				out = append(out, servicePort{fmt.Sprintf("Service %s/%s port %d (%s)", s.Namespace, s.Name, p.Port, proto), target})
 			}
 		}
@@ -460,42 +449,62 @@ func nonHTTPPorts(svcs []*corev1.Service, w *Workload) []servicePort {
 	return out
 }
 
-// openServedPorts returns the ports of a workload's Services on which its policies admit
-// token-less requests, and whether that is known: the policies name ports, the workload's
-// sidecar enforces them, and its Services send to port numbers. A port no Service sends to
-// may still be served; the finding names the ports users reach.
-func openServedPorts(c *Context, w *Workload, p protection) ([]string, bool) {
+// servedPorts are the ports of a workload's Services on which its policies admit token-less
+// requests, and whether that is known; witness is such a request on the first of them,
+// its port left out (the finding names the ports).
+type servedPorts struct {
+	open    []string
+	witness request
+	known   bool
+}
+
+// openServedPorts finds a workload's servedPorts. They are known where the policies name
+// ports, the workload's sidecar enforces them, and its Services send to port numbers. A
+// port no Service sends to may still be served; the finding names the ports users reach.
+func openServedPorts(st State, w *Workload, p protection) servedPorts {
 	if _, readsPort := p.tokenless()[attrPort]; !readsPort || p.opening.viaWaypoint {
-		return nil, false
+		return servedPorts{}
 	}
 	var served []string
-	for _, s := range c.State.Services(w.Namespace) {
-		if len(s.Spec.Selector) == 0 || !Selects(s.Spec.Selector, w.Labels) {
-			continue
-		}
+	for s := range servicesSelecting(st, w) {
 		for _, sp := range s.Spec.Ports {
-			target := sp.TargetPort.IntValue()
-			switch {
-			case sp.TargetPort.StrVal != "":
-				return nil, false // a container port's name: only the Pod's spec tells its number
-			case target == 0:
-				target = int(sp.Port)
+			port, numbered := workloadPort(sp)
+			if !numbered {
+				return servedPorts{} // a container port's name: only the Pod's spec tells its number
 			}
-			if t := strconv.Itoa(target); !slices.Contains(served, t) {
-				served = append(served, t)
+			if !slices.Contains(served, port) {
+				served = append(served, port)
 			}
 		}
 	}
 	if len(served) == 0 {
-		return nil, false
+		return servedPorts{}
 	}
-	var open []string
-	for _, port := range served {
-		if p.tokenlessOn(port) != nil {
-			open = append(open, port)
+	open, witness := p.tokenlessOn(served)
+	witness = maps.Clone(witness)
+	delete(witness, attrPort)
+	return servedPorts{open: open, witness: witness, known: true}
+}
+
+// workloadPort is the port of the workload a Service port sends to, and whether a number
+// says it: a target port named is a container port's name, which only the Pod's spec
+// resolves (the Service's own port is given for it then).
+func workloadPort(p corev1.ServicePort) (string, bool) {
+	if n := p.TargetPort.IntValue(); n != 0 {
+		return strconv.Itoa(n), true
+	}
+	return strconv.Itoa(int(p.Port)), p.TargetPort.StrVal == ""
+}
+
+// servicesSelecting are the Services of w's namespace whose selector selects it.
+func servicesSelecting(st State, w *Workload) iter.Seq[*corev1.Service] {
+	return func(yield func(*corev1.Service) bool) {
+		for _, svc := range st.Services(w.Namespace) {
+			if len(svc.Spec.Selector) > 0 && Selects(svc.Spec.Selector, w.Labels) && !yield(svc) {
+				return
+			}
 		}
 	}
-	return open, true
 }
 
 // portProtocol is the protocol Istio selects for a Service port: appProtocol, else the port
