@@ -116,7 +116,7 @@ func locate(path string, r *resource.Resource) (index, line int) {
 			continue
 		}
 		ofKind = append(ofKind, d)
-		if _, name, _, _ := kinds.Identity(js); name != "" && containsName(r.GetName(), name) {
+		if _, name, _, _ := kinds.Identity(js); name != "" && strings.Contains(r.GetName(), name) {
 			return d.index, d.line
 		}
 	}
@@ -124,12 +124,6 @@ func locate(path string, r *resource.Resource) (index, line int) {
 		return ofKind[0].index, ofKind[0].line
 	}
 	return 0, 0
-}
-
-// containsName tells whether a rendered name is an original one, with kustomize's prefix
-// or suffix.
-func containsName(rendered, original string) bool {
-	return strings.Contains(rendered, original)
 }
 
 // originTracking reads the root kustomization with originAnnotations in its

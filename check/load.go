@@ -500,7 +500,7 @@ func (l *Loader) merge(doc *document, fileName string) {
 		// Two objects of one name would be one in the cluster, the last applied: the
 		// bundle judged would not be what runs.
 		if first, dup := l.seen[d.key]; dup && d.key.name != "" {
-			l.errs = append(l.errs, &InputError{Source: src, Err: fmt.Errorf("%s %s is also at %s: the last applied would replace the other", d.key.kind, objectName(d.key), first)})
+			l.errs = append(l.errs, &InputError{Source: src, Err: fmt.Errorf("%s %s is also at %s: the last applied would replace the other", d.key.kind, objectRef(d.key.namespace, d.key.name), first)})
 			continue
 		}
 		l.seen[d.key] = src
@@ -517,14 +517,6 @@ func (l *Loader) merge(doc *document, fileName string) {
 			}
 		}
 	}
-}
-
-// objectName is namespace/name, or name for objects of no namespace.
-func objectName(k objectKey) string {
-	if k.namespace == "" {
-		return k.name
-	}
-	return k.namespace + "/" + k.name
 }
 
 // typeMeta is what every manifest starts with; Items is set on lists.

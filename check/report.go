@@ -144,10 +144,7 @@ func writeText(w io.Writer, r Report, colour bool) error {
 			if i > 0 {
 				b.WriteByte('\n')
 			}
-			name := res.ObjectName
-			if res.Namespace != "" {
-				name = res.Namespace + "/" + name
-			}
+			name := objectRef(res.Namespace, res.ObjectName)
 			object := res.Source
 			object.Line = res.objectLine
 			fmt.Fprintf(&b, "%s %s  %s\n", paint(bold, res.Kind), paint(bold, name), paint(dim, object.String()))

@@ -104,13 +104,13 @@ func newAccessMap(r coverageReport) accessMap {
 		var edges []mapEdge
 		wid := fmt.Sprintf("w%d", i)
 		var targets []string
-		var newServices []mapNode
+		newServices := map[string]mapNode{} // by namespace/name, until the workload is drawn
 		for _, svc := range c.Services {
 			key := c.Namespace + "/" + svc
 			id, ok := serviceID[key]
 			if !ok {
 				id = fmt.Sprintf("s%d", len(serviceID)+len(newServices))
-				newServices = append(newServices, mapNode{id: id, label: "Service " + svc, class: "service"})
+				newServices[key] = mapNode{id: id, label: "Service " + svc, class: "service"}
 			}
 			targets = append(targets, id)
 			edges = append(edges, mapEdge{id, wid, ""})
@@ -144,9 +144,11 @@ func newAccessMap(r coverageReport) accessMap {
 			m.namespaces = append(m.namespaces, mapNamespace{name: c.Namespace})
 		}
 		ns := &m.namespaces[at]
-		for _, s := range newServices {
-			serviceID[c.Namespace+"/"+strings.TrimPrefix(s.label, "Service ")] = s.id
-			ns.nodes = append(ns.nodes, s)
+		for _, svc := range c.Services {
+			if s, ok := newServices[c.Namespace+"/"+svc]; ok {
+				serviceID[c.Namespace+"/"+svc] = s.id
+				ns.nodes = append(ns.nodes, s)
+			}
 		}
 		label := c.Kind + " " + c.Name
 		if g.alike > 0 {
