@@ -88,7 +88,7 @@ func (r route) access(from string, keep func(request) bool) Access {
 	anonymous := slices.DeleteFunc(first.enforcement.anonymousPeers(), func(p request) bool { return !keep(p) })
 	for _, p := range peers {
 		if !slices.ContainsFunc(anonymous, func(q request) bool { return maps.Equal(p, q) }) && admitted(true, []request{p}) {
-			a.Identities = append(a.Identities, describePeer(p))
+			a.Identities = append(a.Identities, describeCaller(p))
 		}
 	}
 	a.Exempt = exempt
@@ -112,19 +112,6 @@ func (r route) access(from string, keep func(request) bool) Access {
 		a.Needs = Refused
 	}
 	return a
-}
-
-// describePeer names a caller a policy names: its identity, namespace or service account.
-func describePeer(p request) string {
-	switch {
-	case p[attrPeerPrincipal] != anyOther:
-		return p[attrPeerPrincipal]
-	case p[attrNamespace] != anyOther:
-		return "namespace " + p[attrNamespace]
-	case p[attrServiceAccount] != anyOther:
-		return "service account " + p[attrServiceAccount]
-	}
-	return "trust domain " + p[attrTrustDomain]
 }
 
 // ServicesOf names the Services of w's namespace whose selector selects it.

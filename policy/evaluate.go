@@ -699,28 +699,41 @@ func (e enforcement) peers() []request {
 	return out
 }
 
+// describeCaller names the caller of a request, for messages: one without mTLS, the
+// workloads a pattern admits, an identity, namespace or service account a policy names,
+// or any workload of the mesh.
+func describeCaller(r request) string {
+	pattern := func(attr string) bool { return strings.Contains(r[attr], anyOther) && r[attr] != anyOther }
+	wildcard := func(attr string) string { return strings.ReplaceAll(r[attr], anyOther, "*") }
+	switch {
+	case r[attrPeerPrincipal] == "":
+		return "a caller without mTLS"
+	case pattern(attrPeerPrincipal):
+		return "any workload whose identity matches " + wildcard(attrPeerPrincipal)
+	case pattern(attrNamespace):
+		return "any workload of a namespace matching " + wildcard(attrNamespace)
+	case pattern(attrServiceAccount):
+		return "any workload whose service account matches " + wildcard(attrServiceAccount)
+	case pattern(attrTrustDomain):
+		return "any workload of a trust domain matching " + wildcard(attrTrustDomain)
+	case r[attrPeerPrincipal] != anyOther:
+		return r[attrPeerPrincipal]
+	case r[attrNamespace] != anyOther:
+		return "namespace " + r[attrNamespace]
+	case r[attrServiceAccount] != anyOther:
+		return "service account " + r[attrServiceAccount]
+	case r[attrTrustDomain] != anyOther:
+		return "trust domain " + r[attrTrustDomain]
+	}
+	return "any workload of the mesh"
+}
+
 // describeRequest says, for messages, who sends a request of this class.
 func describeRequest(r request) string {
 	if _, ok := r[attrUndecided]; ok {
 		return fmt.Sprintf("a request with no token that meshguard cannot rule out: the policies name more than %d combinations of values to try (shorten or split their lists)", maxRequestClasses)
 	}
-	parts := []string{"a request with no token"}
-	switch {
-	case r[attrPeerPrincipal] == "":
-		parts = append(parts, "from a caller without mTLS")
-	case strings.Contains(r[attrPeerPrincipal], anyOther) && r[attrPeerPrincipal] != anyOther:
-		parts = append(parts, "from any workload whose identity matches "+strings.ReplaceAll(r[attrPeerPrincipal], anyOther, "*"))
-	case strings.Contains(r[attrNamespace], anyOther) && r[attrNamespace] != anyOther:
-		parts = append(parts, "from any workload of a namespace matching "+strings.ReplaceAll(r[attrNamespace], anyOther, "*"))
-	case strings.Contains(r[attrServiceAccount], anyOther) && r[attrServiceAccount] != anyOther:
-		parts = append(parts, "from any workload whose service account matches "+strings.ReplaceAll(r[attrServiceAccount], anyOther, "*"))
-	case r[attrPeerPrincipal] != anyOther:
-		parts = append(parts, "from "+r[attrPeerPrincipal])
-	case r[attrNamespace] != anyOther:
-		parts = append(parts, "from namespace "+r[attrNamespace])
-	default:
-		parts = append(parts, "from any workload of the mesh")
-	}
+	parts := []string{"a request with no token", "from " + describeCaller(r)}
 	if r[attrPort] == anyOther {
 		parts = append(parts, "to a port no policy names")
 	}
