@@ -27,7 +27,11 @@ func isDeny(ap *AuthorizationPolicy) bool {
 // isDryRun reads the annotation as Istio does, with strconv.ParseBool: "true", "True",
 // "1" and "t" all switch enforcement off.
 func isDryRun(ap *AuthorizationPolicy) bool {
-	on, err := strconv.ParseBool(ap.Annotations[DryRunAnnotation])
+	v, set := ap.Annotations[DryRunAnnotation]
+	if !set { // asked of every policy on every review: no parse error to allocate
+		return false
+	}
+	on, err := strconv.ParseBool(v)
 	return err == nil && on
 }
 

@@ -110,11 +110,19 @@ var (
 // conditions are the conditions of entry i of a from or to list (list 'f' or 't'), one per
 // field set.
 func conditions[T any](fields []ruleField[T], list byte, i int, entry T) []condition {
-	var cs []condition
-	for j, f := range fields {
-		cs = append(cs, condition{f.attr, f.values(entry), f.notValues(entry), fieldRef{list, i, j}})
+	set := 0
+	for _, f := range fields {
+		if len(f.values(entry))+len(f.notValues(entry)) > 0 {
+			set++
+		}
 	}
-	return nonEmpty(cs...)
+	cs := make([]condition, 0, set) // one allocation: a policy is compiled on every review
+	for j, f := range fields {
+		if values, notValues := f.values(entry), f.notValues(entry); len(values)+len(notValues) > 0 {
+			cs = append(cs, condition{f.attr, values, notValues, fieldRef{list, i, j}})
+		}
+	}
+	return cs
 }
 
 // holds tells whether the condition holds for request r. An attribute the request lacks
@@ -224,7 +232,7 @@ func allHold(cs []condition, req request) bool {
 
 // compileRule returns a rule's conditions; false for a rule Istio skips.
 func compileRule(namespace string, r *apRule) (compiledRule, bool) {
-	var out compiledRule
+	out := compiledRule{from: make([][]condition, 0, len(r.From)), to: make([][]condition, 0, len(r.To))}
 	for i, f := range r.From {
 		out.from = append(out.from, qualifyServiceAccounts(namespace, conditions(sourceFields, 'f', i, f.GetSource())))
 	}
@@ -258,10 +266,6 @@ func qualifyServiceAccounts(namespace string, cs []condition) []condition {
 		}
 	}
 	return cs
-}
-
-func nonEmpty(cs ...condition) []condition {
-	return slices.DeleteFunc(cs, func(c condition) bool { return len(c.values)+len(c.notValues) == 0 })
 }
 
 // enforcement is how the AuthorizationPolicies of one workload are enforced.
