@@ -101,19 +101,6 @@ func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
 	return c.workloadsWhere(o, func(f workloadFacts) bool { return f.ambient })
 }
 
-// l4Source and l4Operation tell whether a source or operation names a field ztunnel
-// enforces; l4WhenKeys are the when keys it does (istiod's l4WhenAttributes).
-func l4Source(s *securityv1beta1.Source) bool {
-	return len(s.IpBlocks)+len(s.NotIpBlocks)+len(s.Namespaces)+len(s.NotNamespaces)+
-		len(s.Principals)+len(s.NotPrincipals)+len(s.ServiceAccounts)+len(s.NotServiceAccounts) > 0
-}
-
-func l4Operation(o *securityv1beta1.Operation) bool { return len(o.Ports)+len(o.NotPorts) > 0 }
-
-var l4WhenKeys = map[string]bool{
-	"source.ip": true, "source.namespace": true, "source.principal": true, "destination.ip": true, "destination.port": true,
-}
-
 // ztunnelNoOpClause returns the path of a clause of a DENY rule that ztunnel cannot match:
 // a from or to list whose every entry names only HTTP-level fields, or a when condition on
 // an HTTP-level key. ztunnel receives such a clause empty and skips it, so the rule never
@@ -126,28 +113,11 @@ func ztunnelNoOpClause(r *apRule, at string) string {
 		return at + ".to"
 	}
 	for k, w := range r.When {
-		if !l4WhenKeys[w.Key] {
+		if ztunnelReadingOf(w.Key) != ztunnelL4 {
 			return element(at+".when", k)
 		}
 	}
 	return ""
-}
-
-// httpSource and httpOperation tell whether a source or operation names a field istiod
-// flags as HTTP-level for ztunnel.
-func httpSource(s *securityv1beta1.Source) bool {
-	return len(s.RequestPrincipals)+len(s.NotRequestPrincipals)+len(s.RemoteIpBlocks)+len(s.NotRemoteIpBlocks) > 0
-}
-
-func httpOperation(o *securityv1beta1.Operation) bool {
-	return len(o.Hosts)+len(o.NotHosts)+len(o.Methods)+len(o.NotMethods)+len(o.Paths)+len(o.NotPaths) > 0
-}
-
-// httpLevel tells whether a rule names any field or when key ztunnel cannot enforce.
-func httpLevel(r *apRule) bool {
-	return slices.ContainsFunc(r.From, func(f *securityv1beta1.Rule_From) bool { return f.Source != nil && httpSource(f.Source) }) ||
-		slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool { return t.Operation != nil && httpOperation(t.Operation) }) ||
-		slices.ContainsFunc(r.When, func(w *securityv1beta1.Condition) bool { return !l4WhenKeys[w.Key] })
 }
 
 // mixedEntry returns the path of a from or to entry of a rule that names both L4 and
@@ -171,19 +141,17 @@ func mixedEntry(r *apRule, at string) string {
 func silentFields(r *apRule, at string) []string {
 	var out []string
 	for j, f := range r.From {
-		if s := f.Source; s != nil && len(s.TrustDomains)+len(s.NotTrustDomains) > 0 {
+		if s := f.Source; s != nil && unsentSource(s) {
 			out = append(out, fmt.Sprintf("%s.from[%d].source", at, j))
 		}
 	}
 	for k, w := range r.When {
-		if silentWhenKeys[w.Key] {
+		if ztunnelReadingOf(w.Key) == ztunnelHTTPSilent {
 			out = append(out, fmt.Sprintf("%s.when[%d].key", at, k))
 		}
 	}
 	return out
 }
-
-var silentWhenKeys = map[string]bool{"source.serviceAccount": true, "source.trustDomain": true, "remote.ip": true, "connection.sni": true}
 
 // waypointTarget is what a waypoint serves: a Service, or a ServiceEntry (an egress
 // waypoint).
@@ -326,7 +294,7 @@ func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement 
 // naming any HTTP field is dropped, a DENY rule with a clause of HTTP fields only is
 // skipped, and the other DENY rules keep their L4 part.
 func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, string) {
-	c, holds := c.withoutTrustDomains()
+	c, holds := c.withoutUnsent()
 	switch {
 	case !holds:
 		return compiledRule{}, "its sources name trust domains only, which istiod does not send to ztunnel: they arrive empty and match no connection"
@@ -340,18 +308,18 @@ func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRu
 	return c.l4Only(), ""
 }
 
-// withoutTrustDomains is a rule as istiod sends it to ztunnel, which never gets trust
-// domains (handleRule does not read them): a source that named only them arrives as an
-// empty match, which ztunnel's rbac.rs never holds. holds is false when no source is left
-// that can: the rule matches no connection.
-func (r compiledRule) withoutTrustDomains() (c compiledRule, holds bool) {
-	isTrustDomain := func(c condition) bool { return c.attr == attrTrustDomain }
-	if !slices.ContainsFunc(r.from, func(e []condition) bool { return slices.ContainsFunc(e, isTrustDomain) }) {
+// withoutUnsent is a rule as istiod sends it to ztunnel, without the fields it never
+// sends (trust domains: handleRule does not read them): a source that named only them
+// arrives as an empty match, which ztunnel's rbac.rs never holds. holds is false when no
+// source is left that can: the rule matches no connection.
+func (r compiledRule) withoutUnsent() (c compiledRule, holds bool) {
+	unsent := func(c condition) bool { return c.ztunnelReading() == ztunnelUnsent }
+	if !slices.ContainsFunc(r.from, func(e []condition) bool { return slices.ContainsFunc(e, unsent) }) {
 		return r, true
 	}
 	var from [][]condition
 	for _, e := range r.from {
-		if kept := slices.DeleteFunc(slices.Clone(e), isTrustDomain); len(kept) > 0 {
+		if kept := slices.DeleteFunc(slices.Clone(e), unsent); len(kept) > 0 {
 			from = append(from, kept)
 		}
 	}
@@ -363,20 +331,17 @@ func (r compiledRule) withoutTrustDomains() (c compiledRule, holds bool) {
 // entry left with none skipped (an empty match), so that the rule fires on its L4 part
 // alone (MG804). Rules with a clause made only of HTTP fields are not sent at all.
 func (r compiledRule) l4Only() compiledRule {
-	l4 := func(entries [][]condition, attrs ...string) [][]condition {
+	notL4 := func(c condition) bool { return c.ztunnelReading() != ztunnelL4 }
+	l4 := func(entries [][]condition) [][]condition {
 		var out [][]condition
 		for _, e := range entries {
-			if kept := slices.DeleteFunc(slices.Clone(e), func(c condition) bool { return !slices.Contains(attrs, c.attr) }); len(kept) > 0 {
+			if kept := slices.DeleteFunc(slices.Clone(e), notL4); len(kept) > 0 {
 				out = append(out, kept)
 			}
 		}
 		return out
 	}
-	return compiledRule{
-		from: l4(r.from, attrPeerPrincipal, attrNamespace, attrServiceAccount, attrSourceIP),
-		to:   l4(r.to, attrPort),
-		when: slices.DeleteFunc(slices.Clone(r.when), func(c condition) bool { return !l4WhenKeys[c.attr] }),
-	}
+	return compiledRule{from: l4(r.from), to: l4(r.to), when: slices.DeleteFunc(slices.Clone(r.when), notL4)}
 }
 
 // ztunnelAdmits tells whether ztunnel lets some connection without a token reach an

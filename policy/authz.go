@@ -35,9 +35,6 @@ func isDryRun(ap *AuthorizationPolicy) bool {
 	return err == nil && on
 }
 
-// isJWTKey tells whether a `when` key reads the validated token.
-func isJWTKey(key string) bool { return strings.HasPrefix(key, "request.auth.") }
-
 // match is a place where a rule matches an attribute, and the values it matches. Its path
 // is rendered only when a finding names it: most matches are looked at and dropped.
 type match struct {

@@ -20,25 +20,6 @@ import (
 // field with its negative form alike; every when condition must hold. A policy in dry run
 // enforces nothing, and a rule with a `when` key Istio does not know is skipped.
 
-// Attributes of a request, by the names of Istio's `when` keys. The fields of a source and
-// an operation read the same attributes.
-const (
-	attrRequestPrincipal = "request.auth.principal"
-	attrPeerPrincipal    = "source.principal"
-	attrNamespace        = "source.namespace"
-	attrServiceAccount   = "source.serviceAccount"
-	attrTrustDomain      = "source.trustDomain"
-	attrSourceIP         = "source.ip"
-	attrRemoteIP         = "remote.ip"
-	attrHost             = "request.host"
-	attrPort             = "destination.port"
-	attrMethod           = "request.method"
-	attrPath             = "request.path"
-)
-
-// peerAttributes are filled by mTLS only: a plaintext caller has none of them.
-var peerAttributes = []string{attrPeerPrincipal, attrNamespace, attrServiceAccount, attrTrustDomain}
-
 // request is one class of request: a value per attribute, "" where the request has none.
 // Attributes no policy reads are left out.
 type request map[string]string
@@ -55,6 +36,12 @@ type condition struct {
 	attr              string
 	values, notValues []string
 	at                fieldRef
+	match             valueMatch
+}
+
+// newCondition is the condition on attr of these values, at.
+func newCondition(attr string, values, notValues []string, at fieldRef) condition {
+	return condition{attr, values, notValues, at, attributeOf(attr).match}
 }
 
 // fieldRef is where a condition is in its rule: the entry of from (list 'f') or to ('t') and
@@ -81,45 +68,19 @@ func (f fieldRef) path(negative bool) string {
 	return fmt.Sprintf("when[%d]", f.entry)
 }
 
-// ruleField is a field of a rule's sources (T Source) or operations (T Operation): its JSON
-// names, positive and negative, the attribute it reads, and its values.
-type ruleField[T any] struct {
-	name, not, attr   string
-	values, notValues func(T) []string
-}
-
-// sourceFields and operationFields are the fields of a rule's sources and operations.
-var (
-	sourceFields = []ruleField[*securityv1beta1.Source]{
-		{"principals", "notPrincipals", attrPeerPrincipal, (*securityv1beta1.Source).GetPrincipals, (*securityv1beta1.Source).GetNotPrincipals},
-		{"requestPrincipals", "notRequestPrincipals", attrRequestPrincipal, (*securityv1beta1.Source).GetRequestPrincipals, (*securityv1beta1.Source).GetNotRequestPrincipals},
-		{"namespaces", "notNamespaces", attrNamespace, (*securityv1beta1.Source).GetNamespaces, (*securityv1beta1.Source).GetNotNamespaces},
-		{"serviceAccounts", "notServiceAccounts", attrServiceAccount, (*securityv1beta1.Source).GetServiceAccounts, (*securityv1beta1.Source).GetNotServiceAccounts},
-		{"trustDomains", "notTrustDomains", attrTrustDomain, (*securityv1beta1.Source).GetTrustDomains, (*securityv1beta1.Source).GetNotTrustDomains},
-		{"ipBlocks", "notIpBlocks", attrSourceIP, (*securityv1beta1.Source).GetIpBlocks, (*securityv1beta1.Source).GetNotIpBlocks},
-		{"remoteIpBlocks", "notRemoteIpBlocks", attrRemoteIP, (*securityv1beta1.Source).GetRemoteIpBlocks, (*securityv1beta1.Source).GetNotRemoteIpBlocks},
-	}
-	operationFields = []ruleField[*securityv1beta1.Operation]{
-		{"hosts", "notHosts", attrHost, (*securityv1beta1.Operation).GetHosts, (*securityv1beta1.Operation).GetNotHosts},
-		{"ports", "notPorts", attrPort, (*securityv1beta1.Operation).GetPorts, (*securityv1beta1.Operation).GetNotPorts},
-		{"methods", "notMethods", attrMethod, (*securityv1beta1.Operation).GetMethods, (*securityv1beta1.Operation).GetNotMethods},
-		{"paths", "notPaths", attrPath, (*securityv1beta1.Operation).GetPaths, (*securityv1beta1.Operation).GetNotPaths},
-	}
-)
-
 // conditions are the conditions of entry i of a from or to list (list 'f' or 't'), one per
 // field set.
 func conditions[T any](fields []ruleField[T], list byte, i int, entry T) []condition {
 	set := 0
 	for _, f := range fields {
-		if len(f.values(entry))+len(f.notValues(entry)) > 0 {
+		if f.set(entry) {
 			set++
 		}
 	}
 	cs := make([]condition, 0, set) // one allocation: a policy is compiled on every review
 	for j, f := range fields {
-		if values, notValues := f.values(entry), f.notValues(entry); len(values)+len(notValues) > 0 {
-			cs = append(cs, condition{f.attr, values, notValues, fieldRef{list, i, j}})
+		if f.set(entry) {
+			cs = append(cs, newCondition(f.attr, f.values(entry), f.notValues(entry), fieldRef{list, i, j}))
 		}
 	}
 	return cs
@@ -129,26 +90,29 @@ func conditions[T any](fields []ruleField[T], list byte, i int, entry T) []condi
 // matches no positive value and every negative one.
 func (c condition) holds(r request) bool {
 	v := r[c.attr]
-	if len(c.values) > 0 && !slices.ContainsFunc(c.values, func(p string) bool { return valueMatches(c.attr, v, p) }) {
+	if len(c.values) > 0 && !slices.ContainsFunc(c.values, func(p string) bool { return c.match.matches(v, p) }) {
 		return false
 	}
-	return !slices.ContainsFunc(c.notValues, func(p string) bool { return valueMatches(c.attr, v, p) })
+	return !slices.ContainsFunc(c.notValues, func(p string) bool { return c.match.matches(v, p) })
 }
 
 // valueMatches is the match Envoy makes of the matcher istiod generates for a value of a
 // policy, the one place every rule and explain match by: exact, prefix "abc*", suffix
 // "*abc", or "*" for any value present; hosts ignoring case; paths without their query or
 // fragment, and path templates ({*} a segment, {**} the rest); addresses by CIDR range.
-func valueMatches(attr, v, pattern string) bool {
+func valueMatches(attr, v, pattern string) bool { return attributeOf(attr).match.matches(v, pattern) }
+
+// matches is valueMatches by the attribute's kind of match.
+func (m valueMatch) matches(v, pattern string) bool {
 	if v == "" {
 		return false
 	}
-	switch attr {
-	case attrSourceIP, attrRemoteIP, "destination.ip":
+	switch m {
+	case matchAddress:
 		return ipMatches(v, pattern)
-	case attrHost:
+	case matchHost:
 		v, pattern = strings.ToLower(v), strings.ToLower(pattern)
-	case attrPath:
+	case matchPath:
 		v, _, _ = strings.Cut(v, "?")
 		v, _, _ = strings.Cut(v, "#")
 		if isPathTemplate(pattern) {
@@ -243,7 +207,7 @@ func compileRule(namespace string, r *apRule) (compiledRule, bool) {
 		if !knownWhenKey(w.Key) {
 			return compiledRule{}, false
 		}
-		out.when = append(out.when, condition{w.Key, w.Values, w.NotValues, fieldRef{'w', i, 0}})
+		out.when = append(out.when, newCondition(w.Key, w.Values, w.NotValues, fieldRef{'w', i, 0}))
 	}
 	return out, true
 }
@@ -460,7 +424,7 @@ func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenles
 		switch {
 		case slices.Contains(peerAttributes, attr):
 			candidates = []string{peer[attr]}
-		case tokenless && strings.HasPrefix(attr, "request.auth."):
+		case tokenless && isJWTKey(attr):
 			candidates = []string{""}
 		default:
 			candidates = []string{anyOther}
@@ -497,7 +461,7 @@ func (e enforcement) admitsTokenless() bool {
 func (e enforcement) find(fixed request, tokenless bool, peers []request, ok func(request) bool) (found request, decided bool) {
 	dims := e.dimensions(func(attr string) bool {
 		_, isFixed := fixed[attr]
-		return isFixed || tokenless && strings.HasPrefix(attr, "request.auth.") || slices.Contains(peerAttributes, attr)
+		return isFixed || tokenless && isJWTKey(attr) || slices.Contains(peerAttributes, attr)
 	})
 	if classesOf(dims, len(peers)) > maxRequestClasses {
 		// Values the conditions treat alike are one class: a padded list is one value.
@@ -636,19 +600,13 @@ func (e enforcement) dimensions(skip func(attr string) bool) []dimension {
 
 // mayBeAbsent tells whether a request can lack an attribute: every request has a method,
 // a port, addresses and a host.
-func mayBeAbsent(attr string) bool {
-	switch attr {
-	case attrMethod, attrPort, attrSourceIP, attrRemoteIP, "destination.ip", attrHost, attrPath:
-		return false
-	}
-	return true
-}
+func mayBeAbsent(attr string) bool { return !attributeOf(attr).always }
 
 // worthTrying are the values to try for a pattern of attr: a value it matches
 // (representative); for an address range, its first address and the one after its last,
 // so that every part of the address space the ranges cut out is tried.
 func worthTrying(attr, p string) []string {
-	if attr == attrSourceIP || attr == attrRemoteIP || attr == "destination.ip" {
+	if attributeOf(attr).match == matchAddress {
 		if prefix, err := netip.ParsePrefix(p); err == nil {
 			prefix = prefix.Masked()
 			out := []string{prefix.Addr().String()}

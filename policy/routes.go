@@ -3,7 +3,6 @@ package policy
 import (
 	"maps"
 	"slices"
-	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
@@ -159,7 +158,7 @@ func (r route) admits(req request) bool {
 // withoutToken returns req without its token's attributes.
 func withoutToken(req request) request {
 	out := maps.Clone(req)
-	maps.DeleteFunc(out, func(attr, _ string) bool { return strings.HasPrefix(attr, "request.auth.") })
+	maps.DeleteFunc(out, func(attr, _ string) bool { return isJWTKey(attr) })
 	return out
 }
 

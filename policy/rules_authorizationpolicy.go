@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 )
@@ -108,16 +107,15 @@ func authorizationPolicyRules() []Rule {
 				if o == nil {
 					continue
 				}
-				for _, f := range []struct {
-					name string
-					vals []string
-				}{{"paths", o.Paths}, {"hosts", o.Hosts}, {"methods", o.Methods}} {
+				for _, f := range operationFields {
+					vals := f.values(o)
 					// A catch-all value matches every request: no variant slips past it.
-					if len(f.vals) > 0 && !slices.ContainsFunc(f.vals, func(v string) bool { return v == "*" || f.name == "paths" && v == "/*" }) {
-						out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.name),
-							fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.name, quoteList(f.vals)),
-							"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))
+					if !attributeOf(f.attr).httpOnly || len(vals) == 0 || slices.ContainsFunc(vals, func(v string) bool { return v == "*" || f.attr == attrPath && v == "/*" }) {
+						continue
 					}
+					out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.name),
+						fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.name, quoteList(vals)),
+						"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))
 				}
 			}
 			return out
@@ -172,7 +170,7 @@ func authorizationPolicyRules() []Rule {
 					cs = append(cs, conditions(operationFields, 't', k, o.GetOperation())...)
 				}
 				for k, w := range r.When {
-					cs = append(cs, condition{w.Key, w.Values, w.NotValues, fieldRef{'w', k, 0}})
+					cs = append(cs, newCondition(w.Key, w.Values, w.NotValues, fieldRef{'w', k, 0}))
 				}
 				for _, cond := range cs {
 					total += len(cond.values) + len(cond.notValues)
@@ -219,25 +217,7 @@ var identityHeaders = map[string]bool{
 }
 
 // principalMatcher picks request principals: the source field and request.auth.principal.
-var principalMatcher = matcher{source: jwtMatcher.source, when: func(k string) bool { return k == "request.auth.principal" }}
-
-// whenKeys are the `when` keys Istio knows (pkg/config/security ValidateAttribute).
-var whenKeys = map[string]bool{
-	"source.ip": true, "remote.ip": true, "source.namespace": true, "source.serviceAccount": true,
-	"source.principal": true, "source.trustDomain": true,
-	"request.auth.principal": true, "request.auth.audiences": true, "request.auth.presenter": true,
-	"destination.ip": true, "destination.port": true, "connection.sni": true,
-}
-
-var (
-	headerKey = regexp.MustCompile(`^request\.headers\[[^\[\]]+\]$`)
-	claimKey  = regexp.MustCompile(`^request\.auth\.claims(\[[^\[\]]+\])+$`)
-)
-
-func knownWhenKey(k string) bool {
-	return whenKeys[k] || headerKey.MatchString(k) || claimKey.MatchString(k) ||
-		strings.HasPrefix(k, "experimental.envoy.filters.")
-}
+var principalMatcher = matcher{source: jwtMatcher.source, when: func(k string) bool { return k == attrRequestPrincipal }}
 
 // admittingOnly keeps the matches of a rule through which some request that admits lets
 // in: for a match in a source, the rule with that source alone; for a condition, the rule

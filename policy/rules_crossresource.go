@@ -404,21 +404,6 @@ func firstIssuer(ra *RequestAuthentication) string {
 	return "<issuer>"
 }
 
-// usesHTTPFields tells whether a rule matches on attributes only HTTP carries.
-func usesHTTPFields(r *apRule) bool {
-	for _, f := range r.From {
-		if s := f.Source; s != nil && len(s.RequestPrincipals)+len(s.NotRequestPrincipals) > 0 {
-			return true
-		}
-	}
-	for _, t := range r.To {
-		if o := t.Operation; o != nil && len(o.Hosts)+len(o.NotHosts)+len(o.Methods)+len(o.NotMethods)+len(o.Paths)+len(o.NotPaths) > 0 {
-			return true
-		}
-	}
-	return slices.ContainsFunc(r.When, func(w *securityv1beta1.Condition) bool { return strings.HasPrefix(w.Key, "request.") })
-}
-
 // ruleOnPort tells whether a rule applies on a workload port: some entry of its to names
 // no ports, names the port, or leaves it out of its notPorts.
 func ruleOnPort(r *apRule, port string) bool {
