@@ -170,7 +170,7 @@ func entryTarget(se *ServiceEntry) waypointTarget {
 }
 
 // serviceWaypoint resolves the waypoint that takes a Service's (or ServiceEntry's)
-// traffic, as istiod binds it (ambient.md §6.4): its istio.io/use-waypoint label, else its
+// traffic, as istiod binds it (pilot/pkg/serviceregistry/ambient/waypoints.go): its istio.io/use-waypoint label, else its
 // namespace's ("none" opts out); a Gateway of class istio-waypoint by that name, serving
 // Services (istio.io/waypoint-for service or all), whose listeners admit the target's
 // namespace. It returns the waypoint, or why there is none; neither when the state cannot
@@ -276,7 +276,7 @@ func waypointIdentity(gw *Gateway) string {
 // ztunnelEnforcement is how ztunnel enforces the AuthorizationPolicies of an ambient
 // workload: those without targetRefs, an ALLOW rule naming any HTTP field dropped, a DENY
 // rule with a clause it cannot match skipped, and the other DENY rules cut to their L4
-// part (ambient.md §3.1).
+// part (istiod's handleRule, pilot/pkg/serviceregistry/ambient/authorization.go).
 func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement {
 	var sent []*AuthorizationPolicy
 	for _, ap := range aps {

@@ -274,7 +274,8 @@ func TestAffectedReleases(t *testing.T) {
 }
 
 // TestEnforcementPoints: the same policies and request, at a sidecar (as Envoy evaluates
-// them) and at ztunnel (as istiod translates them for it, ambient.md §3.1).
+// them) and at ztunnel (as istiod's handleRule translates them for it, in
+// pilot/pkg/serviceregistry/ambient/authorization.go).
 func TestEnforcementPoints(t *testing.T) {
 	cases := []struct {
 		name             string
@@ -342,7 +343,7 @@ func TestMG812ServiceEntry(t *testing.T) {
 // through an ingress gateway) and per request class, whether it gets through every proxy
 // on the way. The mesh: namespace shop in ambient mode, its Service web bound to waypoint
 // shop/waypoint, which checks tokens, and ztunnel admitting only the waypoint (the form
-// ambient.md §7 recommends); namespace legacy with sidecars checking tokens; an ingress
+// Istio's ambient security guide recommends); namespace legacy with sidecars checking tokens; an ingress
 // gateway ingress/public routing to both.
 func TestRoutes(t *testing.T) {
 	const (

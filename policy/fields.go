@@ -90,7 +90,8 @@ func attributeOf(name string) attribute {
 func isJWTKey(key string) bool { return strings.HasPrefix(key, "request.auth.") }
 
 // ztunnelReading is what istiod sends ztunnel of a field or `when` key of a rule
-// (handleRule, as ambient.md §3.1 reads it).
+// (handleRule and l4WhenAttributes in istiod's
+// pilot/pkg/serviceregistry/ambient/authorization.go).
 type ztunnelReading int
 
 const (
