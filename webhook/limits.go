@@ -123,11 +123,20 @@ func (l *limiter) wrap(h http.Handler) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), l.ReviewTimeout)
 		defer cancel()
 		r = r.WithContext(ctx)
-		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		r.Body, r.ContentLength = heldBody{bytes.NewReader(body), body}, int64(len(body))
 		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 		h.ServeHTTP(w, r)
 	})
 }
+
+// heldBody is a request body the limiter has read whole: readReview takes its bytes rather
+// than copying them again.
+type heldBody struct {
+	*bytes.Reader
+	bytes []byte
+}
+
+func (heldBody) Close() error { return nil }
 
 // readBody reads a request's body, at most max bytes and one more to tell it is longer:
 // into a buffer of its announced length where it has one within max (the API server's

@@ -57,7 +57,13 @@ func readReview(r *http.Request) (*admissionv1.AdmissionReview, error) {
 	if r.ContentLength > maxReviewBody {
 		return nil, fmt.Errorf("the request body is too large: over %d bytes", maxReviewBody)
 	}
-	body, err := readBody(r, maxReviewBody)
+	var body []byte
+	var err error
+	if held, ok := r.Body.(heldBody); ok {
+		body = held.bytes
+	} else {
+		body, err = readBody(r, maxReviewBody)
+	}
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("reading the request body: %w", err)

@@ -152,3 +152,28 @@ func BenchmarkHandle(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkServe measures a review through meshguard's own server stack as `meshguard
+// serve` registers it (controller-runtime's webhook mux and metrics, the limiter, the
+// AdmissionReview envelope), without TLS and the socket: what a review costs the process
+// beyond the bare handler's floor.
+func BenchmarkServe(b *testing.B) {
+	reviews, err := loadReviews()
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, srv := server(b, 1000)
+	ws := ctrlwebhook.NewServer(ctrlwebhook.Options{})
+	srv.Register(ws)
+	mux := ws.WebhookMux()
+	for _, r := range reviews {
+		b.Run(r.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := r.verdict(serveOne(mux, r.Path, r.Review)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
