@@ -421,7 +421,7 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 			}
 			pt := PolicyTrace{Namespace: ap.Namespace, Name: ap.Name, Action: action.String(), DryRun: isDryRun(ap), Provider: ap.Spec.GetProvider().GetName()}
 			if h.ztunnel && action == securityv1beta1.AuthorizationPolicy_CUSTOM {
-				pt.Rules = []RuleTrace{{Skipped: "ztunnel is not sent CUSTOM policies"}}
+				pt.Rules = []RuleTrace{{Skipped: ztunnelNoCustom}}
 				traces = append(traces, pt)
 				continue
 			}
@@ -461,15 +461,9 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 
 // ruleTrace evaluates one rule as the proxy receives it (ztunnelRule at ztunnel).
 func (h hop) ruleTrace(ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
-	c, ok := compileRule(ap.Namespace, r)
-	if !ok {
-		return RuleTrace{Skipped: "a when key Istio does not know: the rule is skipped"}
-	}
-	if h.ztunnel {
-		var dropped string
-		if c, dropped = ztunnelRule(ap, r, c); dropped != "" {
-			return RuleTrace{Skipped: dropped}
-		}
+	c, skipped := h.received(ap, r)
+	if skipped != "" {
+		return RuleTrace{Skipped: skipped}
 	}
 	if miss := c.mismatch(attrs); miss != "" {
 		return RuleTrace{Mismatch: miss}

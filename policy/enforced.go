@@ -1,0 +1,172 @@
+package policy
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	securityv1beta1 "istio.io/api/security/v1beta1"
+)
+
+// ProxyEnforcement is what one proxy on the way to a workload enforces, as the data plane
+// model reads istiod's translation for it: whether it refuses callers without mTLS, the
+// RequestAuthentications it loads, and each rule of the AuthorizationPolicies it
+// receives, as it receives it. It is what Explain evaluates a request against.
+type ProxyEnforcement struct {
+	// Proxy is "sidecar", "ztunnel", "gateway", "waypoint ns/name" or "ingress ns/name".
+	Proxy string `json:"proxy"`
+	// Routes are the routes to the workload the proxy is on (Explanation.Route's names).
+	Routes                 []string       `json:"routes"`
+	MTLS                   string         `json:"mtls"`
+	RequestAuthentications []string       `json:"requestAuthentications,omitempty"`
+	Rules                  []EnforcedRule `json:"rules,omitempty"`
+}
+
+// EnforcedRule is one rule of an AuthorizationPolicy as a proxy receives it.
+type EnforcedRule struct {
+	Policy string `json:"policy"` // namespace/name
+	Action string `json:"action"`
+	DryRun bool   `json:"dryRun,omitempty"`
+	Rule   int    `json:"rule"`
+	// Matches is the rule as the proxy matches it: its from and to entries, ORed, each of
+	// conditions ANDed, and its when conditions.
+	Matches string `json:"matches,omitempty"`
+	// Skipped says why the proxy does not enforce the rule.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// EnforcementAt lists the proxies on the routes to workload w and what each enforces, in
+// the order a request meets them: ingress gateways, the waypoint, then the workload's own
+// proxy (its sidecar or ztunnel, or the gateway itself).
+func EnforcementAt(st State, root string, w *Workload) []ProxyEnforcement {
+	var out []ProxyEnforcement
+	at := map[string]int{}
+	for _, r := range routesTo(st, root, w, IngressGateways(st, "")) {
+		for _, h := range r.hops {
+			if i, seen := at[h.proxy]; seen {
+				out[i].Routes = append(out[i].Routes, r.via)
+				continue
+			}
+			at[h.proxy] = len(out)
+			out = append(out, h.enforced(r.via))
+		}
+	}
+	// Ingress gateways first, then the waypoint, then the workload's own proxy.
+	order := func(p ProxyEnforcement) int {
+		switch {
+		case strings.HasPrefix(p.Proxy, "ingress "):
+			return 0
+		case strings.HasPrefix(p.Proxy, "waypoint "):
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(out, func(a, b ProxyEnforcement) int { return order(a) - order(b) })
+	return out
+}
+
+// enforced is what the proxy of h enforces.
+func (h hop) enforced(via string) ProxyEnforcement {
+	p := ProxyEnforcement{Proxy: h.proxy, Routes: []string{via}, MTLS: h.mtls()}
+	for _, ra := range h.ras {
+		p.RequestAuthentications = append(p.RequestAuthentications, ra.Namespace+"/"+ra.Name)
+	}
+	for _, ap := range h.aps {
+		for i, r := range ap.Spec.Rules {
+			e := EnforcedRule{Policy: ap.Namespace + "/" + ap.Name, Action: ap.Spec.Action.String(), DryRun: isDryRun(ap), Rule: i}
+			if c, skipped := h.received(ap, r); skipped != "" {
+				e.Skipped = skipped
+			} else {
+				e.Matches = c.String()
+			}
+			p.Rules = append(p.Rules, e)
+		}
+	}
+	return p
+}
+
+// ztunnelNoCustom is why ztunnel enforces no rule of a CUSTOM policy.
+const ztunnelNoCustom = "ztunnel is not sent CUSTOM policies"
+
+// received is a rule of ap as the proxy of h receives it, or why it receives none.
+func (h hop) received(ap *AuthorizationPolicy, r *apRule) (compiledRule, string) {
+	if h.ztunnel && ap.Spec.Action == securityv1beta1.AuthorizationPolicy_CUSTOM {
+		return compiledRule{}, ztunnelNoCustom
+	}
+	c, ok := compileRule(ap.Namespace, r)
+	if !ok {
+		return compiledRule{}, "a when key Istio does not know: the rule is skipped"
+	}
+	if h.ztunnel {
+		var dropped string
+		if c, dropped = ztunnelRule(ap, r, c); dropped != "" {
+			return compiledRule{}, dropped
+		}
+	}
+	return c, ""
+}
+
+// mtls says which callers the proxy takes before any policy: with mTLS only, or also
+// without it, and on which ports a workload's own PeerAuthentication says otherwise.
+func (h hop) mtls() string {
+	mode := "mTLS or plaintext"
+	switch {
+	case h.hboneOnly:
+		mode = "HBONE (mTLS) only"
+	case h.mtlsStrict:
+		mode = "mTLS only (STRICT)"
+	}
+	for _, port := range slices.Sorted(maps.Keys(h.strictPorts)) {
+		if h.strictPorts[port] {
+			mode += "; port " + port + " mTLS only"
+		} else {
+			mode += "; port " + port + " mTLS or plaintext"
+		}
+	}
+	return mode
+}
+
+// String renders a rule as a proxy matches it: "from: (a and b) or (c); to: (d); when: e
+// and f", every request where it names nothing.
+func (r compiledRule) String() string {
+	var parts []string
+	for _, list := range []struct {
+		name    string
+		entries [][]condition
+	}{{"from", r.from}, {"to", r.to}} {
+		if len(list.entries) == 0 {
+			continue
+		}
+		entries := make([]string, len(list.entries))
+		for i, e := range list.entries {
+			entries[i] = "(" + conditionsString(e) + ")"
+		}
+		parts = append(parts, list.name+": "+strings.Join(entries, " or "))
+	}
+	if len(r.when) > 0 {
+		parts = append(parts, "when: "+conditionsString(r.when))
+	}
+	if len(parts) == 0 {
+		return "every request"
+	}
+	return strings.Join(parts, "; ")
+}
+
+func conditionsString(cs []condition) string {
+	if len(cs) == 0 {
+		return "anything" // an entry with nothing set matches every request
+	}
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		var s []string
+		if len(c.values) > 0 {
+			s = append(s, fmt.Sprintf("%s in [%s]", c.attr, strings.Join(c.values, ", ")))
+		}
+		if len(c.notValues) > 0 {
+			s = append(s, fmt.Sprintf("%s not in [%s]", c.attr, strings.Join(c.notValues, ", ")))
+		}
+		out[i] = strings.Join(s, " and ")
+	}
+	return strings.Join(out, " and ")
+}
