@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/meshguard/meshguard/check"
 	"github.com/meshguard/meshguard/policy"
 )
@@ -14,7 +16,7 @@ import (
 // TestEnforcementGolden pins, in the style of istiod's builder testdata, what each proxy
 // enforces for every workload of a bundle (testdata/proxies/NAME.yaml): the sidecar,
 // ztunnel, waypoint or gateway, with each rule as it receives it or why it receives none.
-// The expected text is NAME.golden; `go test ./policy -run TestEnforcementGolden
+// The expected text is NAME.golden.yaml; `go test ./policy -run TestEnforcementGolden
 // -update` writes it, to be reviewed as a diff.
 func TestEnforcementGolden(t *testing.T) {
 	bundles, err := filepath.Glob(filepath.Join("testdata", "proxies", "*.yaml"))
@@ -22,13 +24,16 @@ func TestEnforcementGolden(t *testing.T) {
 		t.Fatalf("no bundles in testdata/proxies: %v", err)
 	}
 	for _, file := range bundles {
+		if strings.HasSuffix(file, ".golden.yaml") {
+			continue
+		}
 		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
 			bundle, err := (&check.Loader{Namespace: "default", Engine: policy.NewEngine()}).Load(file)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := renderEnforcement(bundle)
-			golden := strings.TrimSuffix(file, ".yaml") + ".golden"
+			got := renderEnforcement(t, bundle)
+			golden := strings.TrimSuffix(file, ".yaml") + ".golden.yaml"
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
 					t.Fatal(err)
@@ -45,35 +50,21 @@ func TestEnforcementGolden(t *testing.T) {
 	}
 }
 
-func renderEnforcement(bundle *check.Bundle) string {
-	var b strings.Builder
+// renderEnforcement is what each proxy enforces for every workload of the bundle, as YAML.
+func renderEnforcement(t *testing.T, bundle *check.Bundle) string {
+	type workload struct {
+		Workload string                    `json:"workload"`
+		Proxies  []policy.ProxyEnforcement `json:"proxies"`
+	}
+	var out []workload
 	for _, o := range bundle.Objects {
-		w, ok := o.(*policy.Workload)
-		if !ok {
-			continue
-		}
-		fmt.Fprintf(&b, "%s %s/%s\n", w.Kind, w.Namespace, w.Name)
-		proxies := policy.EnforcementAt(bundle.State, bundle.State.Settings(w.Namespace).Root, w)
-		if len(proxies) == 0 {
-			b.WriteString("  no proxy intercepts its inbound traffic\n")
-		}
-		for _, p := range proxies {
-			fmt.Fprintf(&b, "  %s (routes: %s)\n    callers: %s\n", p.Proxy, strings.Join(p.Routes, ", "), p.MTLS)
-			if len(p.RequestAuthentications) > 0 {
-				fmt.Fprintf(&b, "    validates tokens: %s\n", strings.Join(p.RequestAuthentications, ", "))
-			}
-			for _, r := range p.Rules {
-				dryRun := ""
-				if r.DryRun {
-					dryRun = " (dry run)"
-				}
-				what := r.Matches
-				if r.Skipped != "" {
-					what = "not enforced: " + r.Skipped
-				}
-				fmt.Fprintf(&b, "    %s %s%s rule %d: %s\n", r.Action, r.Policy, dryRun, r.Rule, what)
-			}
+		if w, ok := o.(*policy.Workload); ok {
+			out = append(out, workload{fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name), policy.EnforcementAt(bundle.State, bundle.State.Settings(w.Namespace).Root, w)})
 		}
 	}
-	return b.String()
+	data, err := yaml.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

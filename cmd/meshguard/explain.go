@@ -25,6 +25,7 @@ type explainOptions struct {
 	to        string
 	request   requestFlags
 	cases     string
+	proxies   bool
 	output    string
 }
 
@@ -75,12 +76,17 @@ service account), or --from-plaintext (the default: a client without mTLS; with 
 waypoint, which takes callers of the mesh only, the default service account of the
 workload's namespace).
 
+With --proxies, it follows no request: it lists the proxies on the routes to the workload
+and what each enforces, every rule as the proxy receives it (ztunnel takes the L4 part of
+the rules), or why it does not.
+
 With --cases FILE, a YAML list of {name, source, to, request: {method, path, host, port,
 token, headers, fromPrincipal, fromNamespace, fromPlaintext, fromIP, via}, expect}, it explains each
 and exits 1 when a verdict differs from what is expected.`,
 		Example: `  meshguard explain -f k8s/ --to Deployment/shop/web --path /api --token iss=https://idp.example.com,sub=alice,aud=web
   meshguard explain -f k8s/ --to Service/shop/web --from-namespace frontend -o json
-  meshguard explain -f k8s/ --cases cases.yaml`,
+  meshguard explain -f k8s/ --cases cases.yaml
+  meshguard explain --cluster --to Pod/shop/web-5d8f7 --proxies`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.input.notices = cmd.ErrOrStderr()
@@ -103,6 +109,7 @@ and exits 1 when a verdict differs from what is expected.`,
 	f.StringToStringVar(&o.request.Headers, "header", nil, "a header of the request, NAME=VALUE; repeatable")
 	f.StringVar(&o.request.Via, "via", "", "the route: direct (to the Pod), waypoint or gateway; by default the one Istio takes for Service traffic")
 	f.StringVar(&o.cases, "cases", "", "YAML file of cases to explain, each with its expected verdict")
+	f.BoolVar(&o.proxies, "proxies", false, "list what each proxy on the routes to the workload enforces, instead of following a request")
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
@@ -114,6 +121,9 @@ func (o *explainOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wri
 	if (o.to == "") == (o.cases == "") {
 		return usageError("give --to KIND/NAMESPACE/NAME, or --cases FILE")
 	}
+	if o.proxies && o.to == "" {
+		return usageError("--proxies lists the proxies on the way to the workload --to names")
+	}
 	engine := policy.NewEngine()
 	in, err := o.input.load(ctx, stdin, engine, o.namespace)
 	if err != nil {
@@ -122,6 +132,9 @@ func (o *explainOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wri
 	report := check.Run(engine, in.bundle) // labels covered workloads, as admission would
 	if o.cases != "" {
 		return o.runCases(ctx, in, stdout)
+	}
+	if o.proxies {
+		return o.writeProxies(ctx, in, stdout)
 	}
 	e, w, err := in.explain(ctx, o.to, o.request)
 	if err != nil {
@@ -335,4 +348,50 @@ func (o *explainOptions) runCases(ctx context.Context, in *input, stdout io.Writ
 		return &exitError{code: exitFindings}
 	}
 	return nil
+}
+
+// writeProxies writes what each proxy on the routes to the workloads --to names enforces.
+func (o *explainOptions) writeProxies(ctx context.Context, in *input, stdout io.Writer) error {
+	ws, err := in.targets(ctx, o.to)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	type workload struct {
+		Workload string                    `json:"workload"`
+		Proxies  []policy.ProxyEnforcement `json:"proxies"`
+	}
+	out := make([]workload, len(ws))
+	for i, w := range ws {
+		out[i] = workload{fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name), policy.EnforcementAt(in.bundle.State, in.bundle.State.Settings("").Root, w)}
+	}
+	if o.output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	for _, w := range out {
+		fmt.Fprintln(tw, w.Workload)
+		if len(w.Proxies) == 0 {
+			fmt.Fprintln(tw, "  no proxy intercepts its inbound traffic: nothing is enforced")
+		}
+		for _, p := range w.Proxies {
+			fmt.Fprintf(tw, "\n  %s (routes: %s)\n    callers: %s\n", p.Proxy, strings.Join(p.Routes, ", "), p.MTLS)
+			if len(p.RequestAuthentications) > 0 {
+				fmt.Fprintf(tw, "    validates tokens: %s\n", strings.Join(p.RequestAuthentications, ", "))
+			}
+			for _, r := range p.Rules {
+				dry := ""
+				if r.DryRun {
+					dry = " (dry run)"
+				}
+				what := r.Matches
+				if r.Skipped != "" {
+					what = "not enforced: " + r.Skipped
+				}
+				fmt.Fprintf(tw, "    %s %s%s rule[%d]\t%s\n", r.Action, r.Policy, dry, r.Rule, what)
+			}
+		}
+	}
+	return tw.Flush()
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -248,5 +249,62 @@ func TestRootNamespace(t *testing.T) {
 		if err := json.Unmarshal(stdout.Bytes(), &report); err != nil || len(report.Workloads) != 1 || report.Workloads[0].Verdict != c.want {
 			t.Errorf("%v: %+v (%v)\n%s", c.args, report, err, stderr.String())
 		}
+	}
+}
+
+// TestExplainProxies: --proxies lists what each proxy on the routes to a Service's
+// workload enforces, in text and JSON, and wants --to.
+func TestExplainProxies(t *testing.T) {
+	bundle := "testdata/explain/ambient-waypoint/bundle.yaml"
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"explain", "-f", bundle, "--to", "Service/ambient-wp/productpage", "--proxies", "-o", "json"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	var out []struct {
+		Workload string                    `json:"workload"`
+		Proxies  []policy.ProxyEnforcement `json:"proxies"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || len(out) != 1 {
+		t.Fatalf("%v: %s", err, stdout.String())
+	}
+	var proxies []string
+	for _, p := range out[0].Proxies {
+		proxies = append(proxies, p.Proxy)
+	}
+	if want := []string{"waypoint ambient-wp/waypoint", "ztunnel"}; !slices.Equal(proxies, want) {
+		t.Errorf("proxies %v, want %v", proxies, want)
+	}
+	stdout.Reset()
+	if code := run([]string{"explain", "-f", bundle, "--to", "Service/ambient-wp/productpage", "--proxies"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"waypoint ambient-wp/waypoint (routes: waypoint ambient-wp/waypoint)", "callers: HBONE (mTLS) only", "ztunnel (routes: direct, waypoint ambient-wp/waypoint)"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("the text lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if code := run([]string{"explain", "-f", bundle, "--cases", "testdata/explain/ambient-waypoint/cases.yaml", "--proxies"}, nil, &stdout, &stderr); code != 2 {
+		t.Errorf("--proxies with --cases: exit %d, want 2", code)
+	}
+}
+
+// TestReadmeProxies: the README's example of --proxies is what the command prints.
+func TestReadmeProxies(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const command = "$ meshguard explain -f policy/testdata/proxies/ambient-waypoint.yaml --to Service/shop/web --proxies\n"
+	_, example, found := strings.Cut(string(readme), command)
+	example, _, closed := strings.Cut(example, "```")
+	if !found || !closed {
+		t.Fatalf("the README has no example beginning %q", command)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"explain", "-f", "../../policy/testdata/proxies/ambient-waypoint.yaml", "--to", "Service/shop/web", "--proxies"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if stdout.String() != example {
+		t.Errorf("the README shows:\n%s\nthe command prints:\n%s", example, stdout.String())
 	}
 }
