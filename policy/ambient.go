@@ -284,10 +284,7 @@ func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement 
 			sent = append(sent, ap)
 		}
 	}
-	return enforcementBy(sent, plaintext, func(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, bool) {
-		c, dropped := ztunnelRule(ap, r, c)
-		return c, dropped == ""
-	})
+	return enforcementBy(sent, plaintext, true)
 }
 
 // ztunnelRule is a rule as istiod sends it to ztunnel, or why it sends none: an ALLOW rule

@@ -5,8 +5,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-
-	securityv1beta1 "istio.io/api/security/v1beta1"
 )
 
 // ProxyEnforcement is what one proxy on the way to a workload enforces, as the data plane
@@ -75,7 +73,7 @@ func (h hop) enforced(via string) ProxyEnforcement {
 	for _, ap := range h.aps {
 		for i, r := range ap.Spec.Rules {
 			e := EnforcedRule{Policy: ap.Namespace + "/" + ap.Name, Action: ap.Spec.Action.String(), DryRun: isDryRun(ap), Rule: i}
-			if c, skipped := h.received(ap, r); skipped != "" {
+			if c, skipped := receive(h.ztunnel, ap, r); skipped != "" {
 				e.Skipped = skipped
 			} else {
 				e.Matches = c.String()
@@ -84,27 +82,6 @@ func (h hop) enforced(via string) ProxyEnforcement {
 		}
 	}
 	return p
-}
-
-// ztunnelNoCustom is why ztunnel enforces no rule of a CUSTOM policy.
-const ztunnelNoCustom = "ztunnel is not sent CUSTOM policies"
-
-// received is a rule of ap as the proxy of h receives it, or why it receives none.
-func (h hop) received(ap *AuthorizationPolicy, r *apRule) (compiledRule, string) {
-	if h.ztunnel && ap.Spec.Action == securityv1beta1.AuthorizationPolicy_CUSTOM {
-		return compiledRule{}, ztunnelNoCustom
-	}
-	c, ok := compileRule(ap.Namespace, r)
-	if !ok {
-		return compiledRule{}, "a when key Istio does not know: the rule is skipped"
-	}
-	if h.ztunnel {
-		var dropped string
-		if c, dropped = ztunnelRule(ap, r, c); dropped != "" {
-			return compiledRule{}, dropped
-		}
-	}
-	return c, ""
 }
 
 // mtls says which callers the proxy takes before any policy: with mTLS only, or also

@@ -86,14 +86,26 @@ func conditions[T any](fields []ruleField[T], list byte, i int, entry T) []condi
 	return cs
 }
 
-// holds tells whether the condition holds for request r. An attribute the request lacks
-// matches no positive value and every negative one.
+// holds tells whether the condition holds for request r.
 func (c condition) holds(r request) bool {
 	v := r[c.attr]
-	if len(c.values) > 0 && !slices.ContainsFunc(c.values, func(p string) bool { return c.match.matches(v, p) }) {
-		return false
+	if v == "" {
+		return c.holdsFor(nil)
 	}
-	return !slices.ContainsFunc(c.notValues, func(p string) bool { return c.match.matches(v, p) })
+	one := [1]string{v}
+	return c.holdsFor(one[:])
+}
+
+// holdsFor tells whether the condition holds for an attribute of these values (a claim
+// may have several): a positive condition if one of them matches, a negative one if none
+// does. An attribute the request lacks matches no positive value and every negative one.
+func (c condition) holdsFor(values []string) bool {
+	matchesAny := func(patterns []string) bool {
+		return slices.ContainsFunc(values, func(v string) bool {
+			return slices.ContainsFunc(patterns, func(p string) bool { return c.match.matches(v, p) })
+		})
+	}
+	return (len(c.values) == 0 || matchesAny(c.values)) && !matchesAny(c.notValues)
 }
 
 // valueMatches is the match Envoy makes of the matcher istiod generates for a value of a
@@ -244,12 +256,12 @@ type enforcement struct {
 }
 
 func enforcementOf(aps []*AuthorizationPolicy, plaintext bool) enforcement {
-	return enforcementBy(aps, plaintext, func(_ *AuthorizationPolicy, _ *apRule, c compiledRule) (compiledRule, bool) { return c, true })
+	return enforcementBy(aps, plaintext, false)
 }
 
-// enforcementBy is enforcementOf by a proxy that receives each rule as translate makes it,
-// or not at all.
-func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, translate func(*AuthorizationPolicy, *apRule, compiledRule) (compiledRule, bool)) enforcement {
+// enforcementBy is enforcementOf at a proxy that receives each rule as receive says: ztunnel,
+// or another.
+func enforcementBy(aps []*AuthorizationPolicy, plaintext, ztunnel bool) enforcement {
 	e := enforcement{plaintext: plaintext}
 	for _, ap := range aps {
 		if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) {
@@ -259,12 +271,9 @@ func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, translate func(*A
 			e.allowPolicies = true
 		}
 		for _, r := range ap.Spec.Rules {
-			c, ok := compileRule(ap.Namespace, r)
-			if ok {
-				c, ok = translate(ap, r, c)
-			}
+			c, skipped := receive(ztunnel, ap, r)
 			switch {
-			case !ok:
+			case skipped != "":
 			case isAllow(ap):
 				e.allow = append(e.allow, c)
 			default:
@@ -275,12 +284,54 @@ func enforcementBy(aps []*AuthorizationPolicy, plaintext bool, translate func(*A
 	return e
 }
 
-// admits tells whether a request gets past the workload's DENY and ALLOW policies.
-func (e enforcement) admits(req request) bool {
-	if slices.ContainsFunc(e.deny, func(r compiledRule) bool { return r.matches(req) }) {
-		return false
+// Why a proxy receives no rule of a policy.
+const (
+	unknownWhenKey  = "a when key Istio does not know: the rule is skipped"
+	ztunnelNoCustom = "ztunnel is not sent CUSTOM policies"
+)
+
+// receive is a rule of ap as a proxy receives it, or why it receives none: a sidecar, a
+// waypoint or a gateway the rule as written, but for one with a when key Istio does not
+// know; ztunnel no CUSTOM policy, and each rule as istiod translates it for ztunnel
+// (ztunnelRule).
+func receive(ztunnel bool, ap *AuthorizationPolicy, r *apRule) (compiledRule, string) {
+	if ztunnel && ap.Spec.Action == securityv1beta1.AuthorizationPolicy_CUSTOM {
+		return compiledRule{}, ztunnelNoCustom
 	}
-	return !e.allowPolicies || slices.ContainsFunc(e.allow, func(r compiledRule) bool { return r.matches(req) })
+	c, ok := compileRule(ap.Namespace, r)
+	if !ok {
+		return compiledRule{}, unknownWhenKey
+	}
+	if ztunnel {
+		var dropped string
+		if c, dropped = ztunnelRule(ap, r, c); dropped != "" {
+			return compiledRule{}, dropped
+		}
+	}
+	return c, ""
+}
+
+// decide is Envoy's RBAC decision, given what matched: a DENY rule denies; where ALLOW
+// policies apply, a request no ALLOW rule matches is denied; then a matching CUSTOM rule
+// leaves the verdict to its provider; else the request is allowed.
+func decide(denied, allowPolicies, allowed, custom bool) Verdict {
+	switch {
+	case denied, allowPolicies && !allowed:
+		return VerdictDeny
+	case custom:
+		return VerdictUndetermined
+	}
+	return VerdictAllow
+}
+
+// admits tells whether a request gets past the workload's DENY and ALLOW policies.
+// CUSTOM policies are left out: their provider's verdict is not known here, and no
+// CUSTOM match makes decide deny.
+func (e enforcement) admits(req request) bool {
+	matches := func(r compiledRule) bool { return r.matches(req) }
+	denied := slices.ContainsFunc(e.deny, matches)
+	allowed := !denied && e.allowPolicies && slices.ContainsFunc(e.allow, matches)
+	return decide(denied, e.allowPolicies, allowed, false) != VerdictDeny
 }
 
 // maxRequestClasses bounds the requests one question tries: the product of the values the

@@ -446,22 +446,23 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 			traces = append(traces, pt)
 		}
 	}
+	verdict := decide(denied != "", allowPolicies, allowed != "", custom != "")
 	switch {
-	case denied != "":
-		return VerdictDeny, denied, traces
-	case allowPolicies && allowed == "":
-		return VerdictDeny, "no rule of an ALLOW policy matched (rbac_access_denied_matched_policy[none])", traces
-	case custom != "":
-		return VerdictUndetermined, custom, traces
+	case verdict == VerdictDeny && denied != "":
+		return verdict, denied, traces
+	case verdict == VerdictDeny:
+		return verdict, "no rule of an ALLOW policy matched (rbac_access_denied_matched_policy[none])", traces
+	case verdict == VerdictUndetermined:
+		return verdict, custom, traces
 	case allowed != "":
-		return VerdictAllow, allowed, traces
+		return verdict, allowed, traces
 	}
-	return VerdictAllow, "no policy denies it, and no ALLOW policy applies", traces
+	return verdict, "no policy denies it, and no ALLOW policy applies", traces
 }
 
 // ruleTrace evaluates one rule as the proxy receives it (ztunnelRule at ztunnel).
 func (h hop) ruleTrace(ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
-	c, skipped := h.received(ap, r)
+	c, skipped := receive(h.ztunnel, ap, r)
 	if skipped != "" {
 		return RuleTrace{Skipped: skipped}
 	}
@@ -502,21 +503,19 @@ func (r compiledRule) mismatch(attrs map[string][]string) string {
 func conditionsMismatch(cs []condition, attrs map[string][]string) string {
 	for _, c := range cs {
 		values := attrs[c.attr]
-		matchesAny := func(patterns []string) bool {
-			return slices.ContainsFunc(values, func(v string) bool {
-				return slices.ContainsFunc(patterns, func(p string) bool { return valueMatches(c.attr, v, p) })
-			})
+		if c.holdsFor(values) {
+			continue
 		}
 		has := "no " + c.attr
 		if len(values) > 0 {
 			has = c.attr + " " + strings.Join(values, ", ")
 		}
-		switch {
-		case len(c.values) > 0 && !matchesAny(c.values):
+		positive := c
+		positive.notValues = nil
+		if !positive.holdsFor(values) {
 			return fmt.Sprintf("%s: the request has %s, none of %s", c.at.path(false), has, quoteList(c.values))
-		case matchesAny(c.notValues):
-			return fmt.Sprintf("%s: the request has %s, one of %s", c.at.path(true), has, quoteList(c.notValues))
 		}
+		return fmt.Sprintf("%s: the request has %s, one of %s", c.at.path(true), has, quoteList(c.notValues))
 	}
 	return ""
 }
