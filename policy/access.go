@@ -4,6 +4,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // Entry points a request comes from, in access maps; ingress gateways are "ingress
@@ -58,7 +60,7 @@ func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Acces
 	return out
 }
 
-func withoutMTLS(peer request) bool { _, ok := peer[attrPeerPrincipal]; return !ok }
+func withoutMTLS(peer request) bool { _, ok := peer[rulefields.PeerPrincipal]; return !ok }
 func overMTLS(peer request) bool    { return !withoutMTLS(peer) }
 
 // access is what a request from callers that keep accepts needs on the route.
@@ -74,7 +76,7 @@ func (r route) access(from string, keep func(request) bool) Access {
 	}
 	peers := slices.DeleteFunc(first.enforcement.peers(), func(p request) bool { return !keep(p) })
 	admitted := func(tokenless bool, peers []request) bool {
-		found, decided := first.enforcement.find(request{attrPath: anyPath, attrHost: anyOther}, tokenless, peers, r.admits)
+		found, decided := first.enforcement.find(request{rulefields.Path: anyPath, rulefields.Host: anyOther}, tokenless, peers, r.admits)
 		return found != nil || !decided
 	}
 	if found, decided := first.enforcement.find(request{}, false, peers, r.admits); found == nil && decided {

@@ -6,13 +6,14 @@ import (
 	"slices"
 	"strings"
 
+	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	securityv1beta1 "istio.io/api/security/v1beta1"
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // Istio's ambient data plane: ztunnel intercepts an enrolled Pod's traffic on its node and
@@ -106,14 +107,16 @@ func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
 // an HTTP-level key. ztunnel receives such a clause empty and skips it, so the rule never
 // fires (istio#61126). "" when every clause keeps an L4 part.
 func ztunnelNoOpClause(r *apRule, at string) string {
-	if len(r.From) > 0 && !slices.ContainsFunc(r.From, func(f *securityv1beta1.Rule_From) bool { return f.Source != nil && l4Source(f.Source) }) {
+	if len(r.From) > 0 && !slices.ContainsFunc(r.From, func(f *securityv1beta1.Rule_From) bool { return f.Source != nil && rulefields.L4Source(f.Source) }) {
 		return at + ".from"
 	}
-	if len(r.To) > 0 && !slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool { return t.Operation != nil && l4Operation(t.Operation) }) {
+	if len(r.To) > 0 && !slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool {
+		return t.Operation != nil && rulefields.L4Operation(t.Operation)
+	}) {
 		return at + ".to"
 	}
 	for k, w := range r.When {
-		if ztunnelReadingOf(w.Key) != ztunnelL4 {
+		if rulefields.ZtunnelOf(w.Key) != rulefields.ZtunnelL4 {
 			return element(at+".when", k)
 		}
 	}
@@ -124,12 +127,12 @@ func ztunnelNoOpClause(r *apRule, at string) string {
 // HTTP-level fields, or "": ztunnel keeps the L4 part alone.
 func mixedEntry(r *apRule, at string) string {
 	for j, f := range r.From {
-		if s := f.Source; s != nil && l4Source(s) && httpSource(s) {
+		if s := f.Source; s != nil && rulefields.L4Source(s) && rulefields.HTTPSource(s) {
 			return fmt.Sprintf("%s.from[%d].source", at, j)
 		}
 	}
 	for j, t := range r.To {
-		if o := t.Operation; o != nil && l4Operation(o) && httpOperation(o) {
+		if o := t.Operation; o != nil && rulefields.L4Operation(o) && rulefields.HTTPOperation(o) {
 			return fmt.Sprintf("%s.to[%d].operation", at, j)
 		}
 	}
@@ -141,12 +144,12 @@ func mixedEntry(r *apRule, at string) string {
 func silentFields(r *apRule, at string) []string {
 	var out []string
 	for j, f := range r.From {
-		if s := f.Source; s != nil && unsentSource(s) {
+		if s := f.Source; s != nil && rulefields.UnsentSource(s) {
 			out = append(out, fmt.Sprintf("%s.from[%d].source", at, j))
 		}
 	}
 	for k, w := range r.When {
-		if ztunnelReadingOf(w.Key) == ztunnelHTTPSilent {
+		if rulefields.ZtunnelOf(w.Key) == rulefields.ZtunnelHTTPSilent {
 			out = append(out, fmt.Sprintf("%s.when[%d].key", at, k))
 		}
 	}
@@ -295,7 +298,7 @@ func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRu
 	switch {
 	case !holds:
 		return compiledRule{}, "its sources name trust domains only, which istiod does not send to ztunnel: they arrive empty and match no connection"
-	case isAllow(ap) && httpLevel(r):
+	case isAllow(ap) && rulefields.HTTPLevel(r):
 		return compiledRule{}, "it names an HTTP field: ztunnel drops the rule, which admits nothing"
 	case isAllow(ap):
 		return c, ""
@@ -310,7 +313,7 @@ func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRu
 // arrives as an empty match, which ztunnel's rbac.rs never holds. holds is false when no
 // source is left that can: the rule matches no connection.
 func (r compiledRule) withoutUnsent() (c compiledRule, holds bool) {
-	unsent := func(c condition) bool { return c.ztunnelReading() == ztunnelUnsent }
+	unsent := func(c condition) bool { return c.ztunnelReading() == rulefields.ZtunnelUnsent }
 	if !slices.ContainsFunc(r.from, func(e []condition) bool { return slices.ContainsFunc(e, unsent) }) {
 		return r, true
 	}
@@ -328,7 +331,7 @@ func (r compiledRule) withoutUnsent() (c compiledRule, holds bool) {
 // entry left with none skipped (an empty match), so that the rule fires on its L4 part
 // alone (MG804). Rules with a clause made only of HTTP fields are not sent at all.
 func (r compiledRule) l4Only() compiledRule {
-	notL4 := func(c condition) bool { return c.ztunnelReading() != ztunnelL4 }
+	notL4 := func(c condition) bool { return c.ztunnelReading() != rulefields.ZtunnelL4 }
 	l4 := func(entries [][]condition) [][]condition {
 		var out [][]condition
 		for _, e := range entries {
@@ -351,17 +354,17 @@ func ztunnelAdmits(st State, root string, w *Workload) bool {
 // workload directly, described, or "" when ztunnel admits only the waypoint.
 func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*AuthorizationPolicy) string {
 	e := ztunnelEnforcement(aps, !mtlsStrict(st, root, w))
-	peers := slices.DeleteFunc(e.peers(), func(p request) bool { return p[attrPeerPrincipal] == waypointIdentity(gw) })
+	peers := slices.DeleteFunc(e.peers(), func(p request) bool { return p[rulefields.PeerPrincipal] == waypointIdentity(gw) })
 	found, decided := e.find(request{}, false, peers, e.admits)
 	switch {
 	case !decided:
 		return fmt.Sprintf("callers meshguard cannot rule out: the policies name more than %d combinations of values to try", maxRequestClasses)
 	case found == nil:
 		return ""
-	case found[attrPeerPrincipal] == "":
+	case found[rulefields.PeerPrincipal] == "":
 		return "a caller without mTLS"
-	case found[attrPeerPrincipal] != anyOther:
-		return found[attrPeerPrincipal]
+	case found[rulefields.PeerPrincipal] != anyOther:
+		return found[rulefields.PeerPrincipal]
 	}
 	return "any workload of the mesh, by the Pods' addresses"
 }

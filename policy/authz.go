@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 type apRule = securityv1beta1.Rule
@@ -73,7 +75,7 @@ var jwtMatcher = matcher{
 	source: func(s *securityv1beta1.Source) ([]string, []string, string) {
 		return s.RequestPrincipals, s.NotRequestPrincipals, "requestPrincipals"
 	},
-	when: isJWTKey,
+	when: rulefields.IsJWT,
 }
 
 // positive and negative return where rule r (at spec.rules[i]) matches m's attributes.

@@ -3,6 +3,8 @@ package policy
 import (
 	"slices"
 	"strings"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // Protection verdicts of a workload, from best to worst.
@@ -107,7 +109,7 @@ func (r route) tokenRequirement(keep func(peer request) bool) (string, []string)
 	tokenless := func(path string) bool {
 		for _, h := range r.hops {
 			e := h.enforcement
-			fixed := request{attrPath: path, attrHost: anyOther}
+			fixed := request{rulefields.Path: path, rulefields.Host: anyOther}
 			peers := slices.DeleteFunc(e.anonymousPeers(), func(p request) bool { return !keep(p) })
 			if len(peers) == 0 {
 				continue
@@ -125,7 +127,7 @@ func (r route) tokenRequirement(keep func(peer request) bool) (string, []string)
 	exempt := []string{}
 	for _, h := range r.hops {
 		for _, c := range h.enforcement.conditions() {
-			if c.attr != attrPath {
+			if c.attr != rulefields.Path {
 				continue
 			}
 			for _, p := range slices.Concat(c.values, c.notValues) {

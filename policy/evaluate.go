@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // The evaluator answers what Envoy's RBAC filters do with a class of request at one
@@ -36,16 +38,16 @@ type condition struct {
 	attr              string
 	values, notValues []string
 	at                fieldRef
-	match             valueMatch
+	match             rulefields.Match
 }
 
 // newCondition is the condition on attr of these values, at.
 func newCondition(attr string, values, notValues []string, at fieldRef) condition {
-	return condition{attr, values, notValues, at, attributeOf(attr).match}
+	return condition{attr, values, notValues, at, rulefields.Of(attr).Match}
 }
 
 // fieldRef is where a condition is in its rule: the entry of from (list 'f') or to ('t') and
-// the index of its field in sourceFields or operationFields, or the index in when ('w').
+// the index of its field in rulefields.Source or rulefields.Operation, or the index in when ('w').
 type fieldRef struct {
 	list         byte
 	entry, field int
@@ -61,26 +63,26 @@ func (f fieldRef) path(negative bool) string {
 	}
 	switch f.list {
 	case 'f':
-		return fmt.Sprintf("from[%d].source.%s", f.entry, pick(sourceFields[f.field].name, sourceFields[f.field].not))
+		return fmt.Sprintf("from[%d].source.%s", f.entry, pick(rulefields.Source[f.field].Name, rulefields.Source[f.field].Not))
 	case 't':
-		return fmt.Sprintf("to[%d].operation.%s", f.entry, pick(operationFields[f.field].name, operationFields[f.field].not))
+		return fmt.Sprintf("to[%d].operation.%s", f.entry, pick(rulefields.Operation[f.field].Name, rulefields.Operation[f.field].Not))
 	}
 	return fmt.Sprintf("when[%d]", f.entry)
 }
 
 // conditions are the conditions of entry i of a from or to list (list 'f' or 't'), one per
 // field set.
-func conditions[T any](fields []ruleField[T], list byte, i int, entry T) []condition {
+func conditions[T any](fields []rulefields.Field[T], list byte, i int, entry T) []condition {
 	set := 0
 	for _, f := range fields {
-		if f.set(entry) {
+		if f.Set(entry) {
 			set++
 		}
 	}
 	cs := make([]condition, 0, set) // one allocation: a policy is compiled on every review
 	for j, f := range fields {
-		if f.set(entry) {
-			cs = append(cs, newCondition(f.attr, f.values(entry), f.notValues(entry), fieldRef{list, i, j}))
+		if f.Set(entry) {
+			cs = append(cs, newCondition(f.Attr, f.Values(entry), f.NotValues(entry), fieldRef{list, i, j}))
 		}
 	}
 	return cs
@@ -102,7 +104,7 @@ func (c condition) holds(r request) bool {
 func (c condition) holdsFor(values []string) bool {
 	matchesAny := func(patterns []string) bool {
 		return slices.ContainsFunc(values, func(v string) bool {
-			return slices.ContainsFunc(patterns, func(p string) bool { return c.match.matches(v, p) })
+			return slices.ContainsFunc(patterns, func(p string) bool { return c.match.Matches(v, p) })
 		})
 	}
 	return (len(c.values) == 0 || matchesAny(c.values)) && !matchesAny(c.notValues)
@@ -112,76 +114,7 @@ func (c condition) holdsFor(values []string) bool {
 // policy, the one place every rule and explain match by: exact, prefix "abc*", suffix
 // "*abc", or "*" for any value present; hosts ignoring case; paths without their query or
 // fragment, and path templates ({*} a segment, {**} the rest); addresses by CIDR range.
-func valueMatches(attr, v, pattern string) bool { return attributeOf(attr).match.matches(v, pattern) }
-
-// matches is valueMatches by the attribute's kind of match.
-func (m valueMatch) matches(v, pattern string) bool {
-	if v == "" {
-		return false
-	}
-	switch m {
-	case matchAddress:
-		return ipMatches(v, pattern)
-	case matchHost:
-		v, pattern = strings.ToLower(v), strings.ToLower(pattern)
-	case matchPath:
-		v, _, _ = strings.Cut(v, "?")
-		v, _, _ = strings.Cut(v, "#")
-		if isPathTemplate(pattern) {
-			return templateMatches(v, pattern)
-		}
-	}
-	switch {
-	case pattern == "*":
-		return true
-	case strings.HasPrefix(pattern, "*"):
-		return strings.HasSuffix(v, pattern[1:])
-	case strings.HasSuffix(pattern, "*"):
-		return strings.HasPrefix(v, strings.TrimSuffix(pattern, "*"))
-	}
-	return v == pattern
-}
-
-// ipMatches tells whether address v is in the range of pattern, an address or a CIDR range.
-// A value that is no address (the engine's "other address") is in 0.0.0.0/0 and ::/0 only.
-func ipMatches(v, pattern string) bool {
-	if pattern == "0.0.0.0/0" || pattern == "::/0" {
-		return true
-	}
-	addr, err := netip.ParseAddr(v)
-	if err != nil {
-		return v == pattern
-	}
-	if prefix, err := netip.ParsePrefix(pattern); err == nil {
-		return prefix.Contains(addr)
-	}
-	p, err := netip.ParseAddr(pattern)
-	return err == nil && p == addr
-}
-
-// isPathTemplate tells whether a path pattern is a template: {*} or {**} segments.
-func isPathTemplate(p string) bool { return strings.Contains(p, "{*}") || strings.Contains(p, "{**}") }
-
-// templateMatches is Envoy's uri_template match: {*} matches one segment, {**} the rest of
-// the path, zero segments or more.
-func templateMatches(path, template string) bool {
-	segments, want := strings.Split(path, "/"), strings.Split(template, "/")
-	for i, w := range want {
-		switch {
-		case w == "{**}":
-			return i < len(segments)
-		case i >= len(segments):
-			return false
-		case w == "{*}":
-			if segments[i] == "" {
-				return false
-			}
-		case w != segments[i]:
-			return false
-		}
-	}
-	return len(segments) == len(want)
-}
+func valueMatches(attr, v, pattern string) bool { return rulefields.Of(attr).Match.Matches(v, pattern) }
 
 // compiledRule is an AuthorizationPolicy rule as conditions.
 type compiledRule struct {
@@ -210,13 +143,13 @@ func allHold(cs []condition, req request) bool {
 func compileRule(namespace string, r *apRule) (compiledRule, bool) {
 	out := compiledRule{from: make([][]condition, 0, len(r.From)), to: make([][]condition, 0, len(r.To))}
 	for i, f := range r.From {
-		out.from = append(out.from, qualifyServiceAccounts(namespace, conditions(sourceFields, 'f', i, f.GetSource())))
+		out.from = append(out.from, qualifyServiceAccounts(namespace, conditions(rulefields.Source, 'f', i, f.GetSource())))
 	}
 	for i, t := range r.To {
-		out.to = append(out.to, conditions(operationFields, 't', i, t.GetOperation()))
+		out.to = append(out.to, conditions(rulefields.Operation, 't', i, t.GetOperation()))
 	}
 	for i, w := range r.When {
-		if !knownWhenKey(w.Key) {
+		if !rulefields.KnownWhenKey(w.Key) {
 			return compiledRule{}, false
 		}
 		out.when = append(out.when, newCondition(w.Key, w.Values, w.NotValues, fieldRef{'w', i, 0}))
@@ -237,7 +170,7 @@ func qualifyServiceAccounts(namespace string, cs []condition) []condition {
 		return out
 	}
 	for i, c := range cs {
-		if c.attr == attrServiceAccount {
+		if c.attr == rulefields.ServiceAccount {
 			cs[i].values, cs[i].notValues = qualify(c.values), qualify(c.notValues)
 		}
 	}
@@ -353,7 +286,7 @@ func undecidedRequest() request { return request{attrUndecided: "true"} }
 // workloads of one namespace over STRICT mTLS). When the policies name too many values to
 // try every class, it is undecidedRequest: the engine fails closed.
 func (e enforcement) tokenlessOpening() request {
-	return e.tokenlessOpeningWith(request{attrPath: anyPath, attrHost: anyOther})
+	return e.tokenlessOpeningWith(request{rulefields.Path: anyPath, rulefields.Host: anyOther})
 }
 
 // tokenlessOpeningWith is tokenlessOpening among the requests with fixed's values.
@@ -394,7 +327,7 @@ func (e enforcement) peerValues() []peerValue {
 	var out []peerValue
 	seen := map[[2]string]bool{}
 	for _, c := range e.conditions() {
-		if !slices.Contains(peerAttributes, c.attr) {
+		if !slices.Contains(rulefields.PeerAttributes, c.attr) {
 			continue
 		}
 		for _, p := range slices.Concat(c.values, c.notValues) {
@@ -412,7 +345,7 @@ func (e enforcement) peerValues() []peerValue {
 // genericPeer is any workload of the mesh: an identity no policy names.
 func genericPeer() request {
 	generic := request{}
-	for _, a := range peerAttributes {
+	for _, a := range rulefields.PeerAttributes {
 		generic[a] = anyOther
 	}
 	return generic
@@ -428,7 +361,7 @@ func pinnedIdentity(attr, p string) bool {
 	if !strings.Contains(p, "*") {
 		return true
 	}
-	return attr == attrPeerPrincipal && pinnedIdentityPattern.MatchString(p)
+	return attr == rulefields.PeerPrincipal && pinnedIdentityPattern.MatchString(p)
 }
 
 // matchesTokenless tells whether a rule matches some request with no token, on any path.
@@ -473,9 +406,9 @@ func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenles
 	for attr, cs := range byAttr {
 		var candidates []string
 		switch {
-		case slices.Contains(peerAttributes, attr):
+		case slices.Contains(rulefields.PeerAttributes, attr):
 			candidates = []string{peer[attr]}
-		case tokenless && isJWTKey(attr):
+		case tokenless && rulefields.IsJWT(attr):
 			candidates = []string{""}
 		default:
 			candidates = []string{anyOther}
@@ -512,7 +445,7 @@ func (e enforcement) admitsTokenless() bool {
 func (e enforcement) find(fixed request, tokenless bool, peers []request, ok func(request) bool) (found request, decided bool) {
 	dims := e.dimensions(func(attr string) bool {
 		_, isFixed := fixed[attr]
-		return isFixed || tokenless && isJWTKey(attr) || slices.Contains(peerAttributes, attr)
+		return isFixed || tokenless && rulefields.IsJWT(attr) || slices.Contains(rulefields.PeerAttributes, attr)
 	})
 	if classesOf(dims, len(peers)) > maxRequestClasses {
 		// Values the conditions treat alike are one class: a padded list is one value.
@@ -529,7 +462,7 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 		if i == len(dims) {
 			// The peer's attributes are set in place, and a copy taken only of a find.
 			for _, peer := range peers {
-				for _, a := range peerAttributes {
+				for _, a := range rulefields.PeerAttributes {
 					req[a] = peer[a]
 				}
 				if ok(req) {
@@ -651,13 +584,13 @@ func (e enforcement) dimensions(skip func(attr string) bool) []dimension {
 
 // mayBeAbsent tells whether a request can lack an attribute: every request has a method,
 // a port, addresses and a host.
-func mayBeAbsent(attr string) bool { return !attributeOf(attr).always }
+func mayBeAbsent(attr string) bool { return !rulefields.Of(attr).Always }
 
 // worthTrying are the values to try for a pattern of attr: a value it matches
 // (representative); for an address range, its first address and the one after its last,
 // so that every part of the address space the ranges cut out is tried.
 func worthTrying(attr, p string) []string {
-	if attributeOf(attr).match == matchAddress {
+	if rulefields.Of(attr).Match == rulefields.MatchAddress {
 		if prefix, err := netip.ParsePrefix(p); err == nil {
 			prefix = prefix.Masked()
 			out := []string{prefix.Addr().String()}
@@ -681,7 +614,7 @@ func worthTrying(attr, p string) []string {
 // itself, or one inside a prefix or suffix; "" for "*".
 func representative(p string) string {
 	switch {
-	case isPathTemplate(p):
+	case rulefields.IsPathTemplate(p):
 		return strings.NewReplacer("{**}", anyOther, "{*}", anyOther).Replace(p)
 	case p == "*":
 		return ""
@@ -702,7 +635,7 @@ func (e enforcement) peers() []request {
 			continue // among the anonymous ones
 		}
 		peer := genericPeer()
-		if pv.attr == attrPeerPrincipal {
+		if pv.attr == rulefields.PeerPrincipal {
 			maps.Copy(peer, peerOf(pv.value))
 		} else {
 			peer[pv.attr] = pv.value
@@ -719,24 +652,24 @@ func describeCaller(r request) string {
 	pattern := func(attr string) bool { return strings.Contains(r[attr], anyOther) && r[attr] != anyOther }
 	wildcard := func(attr string) string { return strings.ReplaceAll(r[attr], anyOther, "*") }
 	switch {
-	case r[attrPeerPrincipal] == "":
+	case r[rulefields.PeerPrincipal] == "":
 		return "a caller without mTLS"
-	case pattern(attrPeerPrincipal):
-		return "any workload whose identity matches " + wildcard(attrPeerPrincipal)
-	case pattern(attrNamespace):
-		return "any workload of a namespace matching " + wildcard(attrNamespace)
-	case pattern(attrServiceAccount):
-		return "any workload whose service account matches " + wildcard(attrServiceAccount)
-	case pattern(attrTrustDomain):
-		return "any workload of a trust domain matching " + wildcard(attrTrustDomain)
-	case r[attrPeerPrincipal] != anyOther:
-		return r[attrPeerPrincipal]
-	case r[attrNamespace] != anyOther:
-		return "namespace " + r[attrNamespace]
-	case r[attrServiceAccount] != anyOther:
-		return "service account " + r[attrServiceAccount]
-	case r[attrTrustDomain] != anyOther:
-		return "trust domain " + r[attrTrustDomain]
+	case pattern(rulefields.PeerPrincipal):
+		return "any workload whose identity matches " + wildcard(rulefields.PeerPrincipal)
+	case pattern(rulefields.Namespace):
+		return "any workload of a namespace matching " + wildcard(rulefields.Namespace)
+	case pattern(rulefields.ServiceAccount):
+		return "any workload whose service account matches " + wildcard(rulefields.ServiceAccount)
+	case pattern(rulefields.TrustDomain):
+		return "any workload of a trust domain matching " + wildcard(rulefields.TrustDomain)
+	case r[rulefields.PeerPrincipal] != anyOther:
+		return r[rulefields.PeerPrincipal]
+	case r[rulefields.Namespace] != anyOther:
+		return "namespace " + r[rulefields.Namespace]
+	case r[rulefields.ServiceAccount] != anyOther:
+		return "service account " + r[rulefields.ServiceAccount]
+	case r[rulefields.TrustDomain] != anyOther:
+		return "trust domain " + r[rulefields.TrustDomain]
 	}
 	return "any workload of the mesh"
 }
@@ -747,10 +680,10 @@ func describeRequest(r request) string {
 		return fmt.Sprintf("a request with no token that meshguard cannot rule out: the policies name more than %d combinations of values to try (shorten or split their lists)", maxRequestClasses)
 	}
 	parts := []string{"a request with no token", "from " + describeCaller(r)}
-	if r[attrPort] == anyOther {
+	if r[rulefields.Port] == anyOther {
 		parts = append(parts, "to a port no policy names")
 	}
-	for _, a := range []string{attrMethod, attrPort} {
+	for _, a := range []string{rulefields.Method, rulefields.Port} {
 		if v, ok := r[a]; ok && v != anyOther && !strings.Contains(v, anyOther) {
 			parts = append(parts, fmt.Sprintf("%s %s", strings.TrimPrefix(strings.TrimPrefix(a, "request."), "destination."), v))
 		}
@@ -761,4 +694,15 @@ func describeRequest(r request) string {
 // mtlsStrict tells whether mTLS is STRICT for a workload.
 func mtlsStrict(st State, root string, w *Workload) bool {
 	return mtlsMode(st, root, w) == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+}
+
+// ztunnelReading is what ztunnel gets of the field of the condition.
+func (c condition) ztunnelReading() rulefields.Ztunnel {
+	switch c.at.list {
+	case 'f':
+		return rulefields.Source[c.at.field].Ztunnel
+	case 't':
+		return rulefields.Operation[c.at.field].Ztunnel
+	}
+	return rulefields.ZtunnelOf(c.attr)
 }

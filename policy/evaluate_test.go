@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // TestEvaluator: policies × a request → admitted or not, as Envoy's RBAC filters decide,
@@ -466,22 +468,22 @@ func TestValueMatches(t *testing.T) {
 		attr, value, pattern string
 		want                 bool
 	}{
-		{attrPath, "/admin?x=1", "/admin", true}, // url_path drops the query
-		{attrPath, "/admin#top", "/admin", true}, // and the fragment
-		{attrPath, "/items/42", "/items/{*}", true},
-		{attrPath, "/items/42/x", "/items/{*}", false},
-		{attrPath, "/items/", "/items/{*}", false},
-		{attrPath, "/items/42/x", "/items/{**}", true},
-		{attrPath, "/items", "/items/{**}", false},
-		{attrPath, "/a/b/c", "/a/{*}/c", true},
-		{attrHost, "Web.Example.com", "web.example.com", true}, // :authority, ignore_case
-		{attrHost, "WEB.example.com", "*.example.com", true},
-		{attrHost, "web.example.com:8080", "web.example.com", false},
-		{attrSourceIP, "203.0.113.9", "203.0.113.0/24", true},
-		{attrSourceIP, "203.0.114.9", "203.0.113.0/24", false},
-		{attrSourceIP, "203.0.113.9", "203.0.113.9", true},
-		{attrRemoteIP, "2001:db8::1", "2001:db8::/32", true},
-		{attrMethod, "get", "GET", false}, // methods are matched as written
+		{rulefields.Path, "/admin?x=1", "/admin", true}, // url_path drops the query
+		{rulefields.Path, "/admin#top", "/admin", true}, // and the fragment
+		{rulefields.Path, "/items/42", "/items/{*}", true},
+		{rulefields.Path, "/items/42/x", "/items/{*}", false},
+		{rulefields.Path, "/items/", "/items/{*}", false},
+		{rulefields.Path, "/items/42/x", "/items/{**}", true},
+		{rulefields.Path, "/items", "/items/{**}", false},
+		{rulefields.Path, "/a/b/c", "/a/{*}/c", true},
+		{rulefields.Host, "Web.Example.com", "web.example.com", true}, // :authority, ignore_case
+		{rulefields.Host, "WEB.example.com", "*.example.com", true},
+		{rulefields.Host, "web.example.com:8080", "web.example.com", false},
+		{rulefields.SourceIP, "203.0.113.9", "203.0.113.0/24", true},
+		{rulefields.SourceIP, "203.0.114.9", "203.0.113.0/24", false},
+		{rulefields.SourceIP, "203.0.113.9", "203.0.113.9", true},
+		{rulefields.RemoteIP, "2001:db8::1", "2001:db8::/32", true},
+		{rulefields.Method, "get", "GET", false}, // methods are matched as written
 	} {
 		if got := valueMatches(c.attr, c.value, c.pattern); got != c.want {
 			t.Errorf("%s %q against %q: %v", c.attr, c.value, c.pattern, got)

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // Request is one request to explain, as it leaves its caller.
@@ -221,12 +223,12 @@ func requestAttributes(req Request) map[string][]string {
 			attrs[attr] = []string{v}
 		}
 	}
-	set(attrMethod, req.Method)
-	set(attrPath, normalizedPath(req.Path))
-	set(attrHost, req.Host)
-	set(attrPort, req.Port)
-	set(attrSourceIP, req.FromIP)
-	set(attrRemoteIP, req.FromIP)
+	set(rulefields.Method, req.Method)
+	set(rulefields.Path, normalizedPath(req.Path))
+	set(rulefields.Host, req.Host)
+	set(rulefields.Port, req.Port)
+	set(rulefields.SourceIP, req.FromIP)
+	set(rulefields.RemoteIP, req.FromIP)
 	for name, v := range req.Headers {
 		set("request.headers["+strings.ToLower(name)+"]", v)
 	}
@@ -273,9 +275,9 @@ const trustDomain = "cluster.local"
 // peerOf is the caller of an mTLS identity: <trust domain>/ns/<namespace>/sa/<name>. It
 // is the one reading of a SPIFFE path in the engine.
 func peerOf(principal string) request {
-	p := request{attrPeerPrincipal: principal}
+	p := request{rulefields.PeerPrincipal: principal}
 	if parts := strings.Split(principal, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
-		p[attrTrustDomain], p[attrNamespace], p[attrServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
+		p[rulefields.TrustDomain], p[rulefields.Namespace], p[rulefields.ServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
 	}
 	return p
 }
@@ -284,7 +286,7 @@ func peerOf(principal string) request {
 func withPeer(attrs map[string][]string, peer request) map[string][]string {
 	out := map[string][]string{}
 	for k, v := range attrs {
-		if !slices.Contains(peerAttributes, k) {
+		if !slices.Contains(rulefields.PeerAttributes, k) {
 			out[k] = v
 		}
 	}
@@ -308,12 +310,12 @@ func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict
 		return t, v, why, nil
 	}
 	strict := h.mtlsStrict
-	if port := attrs[attrPort]; len(port) > 0 {
+	if port := attrs[rulefields.Port]; len(port) > 0 {
 		if s, named := h.strictPorts[port[0]]; named {
 			strict = s
 		}
 	}
-	if strict && len(attrs[attrPeerPrincipal]) == 0 {
+	if strict && len(attrs[rulefields.PeerPrincipal]) == 0 {
 		if h.hboneOnly {
 			return fail(VerdictDeny, refusedConnection+"the proxy takes HBONE only, and the caller has no mTLS")
 		}
@@ -385,7 +387,7 @@ func withToken(attrs map[string][]string, token *Token) map[string][]string {
 		out[k] = v
 	}
 	if iss, sub := first(token.Claims["iss"]), first(token.Claims["sub"]); iss != "" {
-		out[attrRequestPrincipal] = []string{iss + "/" + sub}
+		out[rulefields.RequestPrincipal] = []string{iss + "/" + sub}
 	}
 	for name, values := range token.Claims {
 		out["request.auth.claims["+strings.ReplaceAll(name, ".", "][")+"]"] = values

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // protection is what guards one workload's JWT security, in one state.
@@ -139,7 +141,7 @@ func (p protection) tokenless() request {
 func (p protection) tokenlessOn(ports []string) (open []string, witness request) {
 	e := enforcementOf(p.aps, p.opening.plaintext())
 	for _, port := range ports {
-		if found := e.tokenlessOpeningWith(request{attrPath: anyPath, attrHost: anyOther, attrPort: port}); found != nil {
+		if found := e.tokenlessOpeningWith(request{rulefields.Path: anyPath, rulefields.Host: anyOther, rulefields.Port: port}); found != nil {
 			if open = append(open, port); witness == nil {
 				witness = found
 			}

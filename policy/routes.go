@@ -6,6 +6,8 @@ import (
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // A route is one way a request reaches a workload, and the proxies that enforce policy on
@@ -130,7 +132,7 @@ func ingressUsesWaypoint(st State, ns string, services []string) bool {
 // peer is the caller a proxy's mTLS presents: its principal, namespace and service account
 // (namespace/name).
 func peer(principal, namespace, serviceAccount string) request {
-	return request{attrPeerPrincipal: principal, attrNamespace: namespace, attrServiceAccount: serviceAccount, attrTrustDomain: trustDomain}
+	return request{rulefields.PeerPrincipal: principal, rulefields.Namespace: namespace, rulefields.ServiceAccount: serviceAccount, rulefields.TrustDomain: trustDomain}
 }
 
 // admits tells whether a request gets through every proxy of the route. A proxy without a
@@ -158,7 +160,7 @@ func (r route) admits(req request) bool {
 // withoutToken returns req without its token's attributes.
 func withoutToken(req request) request {
 	out := maps.Clone(req)
-	maps.DeleteFunc(out, func(attr, _ string) bool { return isJWTKey(attr) })
+	maps.DeleteFunc(out, func(attr, _ string) bool { return rulefields.IsJWT(attr) })
 	return out
 }
 

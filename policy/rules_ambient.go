@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 // ambientRules judge policies by the proxy that enforces them in Istio's ambient data plane:
@@ -55,12 +57,12 @@ func ambientRules() []Rule {
 				return nil
 			}
 			effect := "the other rules still admit what they match"
-			if !slices.ContainsFunc(p.Spec.Rules, func(r *apRule) bool { return !httpLevel(r) }) {
+			if !slices.ContainsFunc(p.Spec.Rules, func(r *apRule) bool { return !rulefields.HTTPLevel(r) }) {
 				effect = "no rule is left, so every connection to them is denied"
 			}
 			var out []Finding
 			for i, r := range p.Spec.Rules {
-				if !httpLevel(r) {
+				if !rulefields.HTTPLevel(r) {
 					continue
 				}
 				f := finding(element("spec.rules", i),
@@ -198,7 +200,7 @@ func ambientRules() []Rule {
 			var out []Finding
 			for _, m := range mtlsMatcher.positive(r, at) {
 				if slices.ContainsFunc(m.values, func(v string) bool {
-					return valueMatches(attrPeerPrincipal, waypointIdentity(gw), v) || valueMatches(attrNamespace, gw.Namespace, v)
+					return valueMatches(rulefields.PeerPrincipal, waypointIdentity(gw), v) || valueMatches(rulefields.Namespace, gw.Namespace, v)
 				}) {
 					continue // names the waypoint itself
 				}

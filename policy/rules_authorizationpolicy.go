@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 func authorizationPolicyRules() []Rule {
@@ -70,7 +72,7 @@ func authorizationPolicyRules() []Rule {
 			for k, w := range r.When {
 				claim, isClaim := strings.CutPrefix(w.Key, "request.auth.claims[")
 				switch {
-				case !knownWhenKey(w.Key):
+				case !rulefields.KnownWhenKey(w.Key):
 					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
 						fmt.Sprintf("Istio does not know the key %q and skips this whole rule: a DENY rule stops denying", w.Key),
 						"use a key from Istio's condition reference, e.g. request.auth.claims[groups], source.namespace, request.headers[x-name]"))
@@ -107,14 +109,14 @@ func authorizationPolicyRules() []Rule {
 				if o == nil {
 					continue
 				}
-				for _, f := range operationFields {
-					vals := f.values(o)
+				for _, f := range rulefields.Operation {
+					vals := f.Values(o)
 					// A catch-all value matches every request: no variant slips past it.
-					if !attributeOf(f.attr).httpOnly || len(vals) == 0 || slices.ContainsFunc(vals, func(v string) bool { return v == "*" || f.attr == attrPath && v == "/*" }) {
+					if !rulefields.Of(f.Attr).HTTPOnly || len(vals) == 0 || slices.ContainsFunc(vals, func(v string) bool { return v == "*" || f.Attr == rulefields.Path && v == "/*" }) {
 						continue
 					}
-					out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.name),
-						fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.name, quoteList(vals)),
+					out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.Name),
+						fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.Name, quoteList(vals)),
 						"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))
 				}
 			}
@@ -164,10 +166,10 @@ func authorizationPolicyRules() []Rule {
 				at := element("spec.rules", i)
 				var cs []condition
 				for k, f := range r.From {
-					cs = append(cs, conditions(sourceFields, 'f', k, f.GetSource())...)
+					cs = append(cs, conditions(rulefields.Source, 'f', k, f.GetSource())...)
 				}
 				for k, o := range r.To {
-					cs = append(cs, conditions(operationFields, 't', k, o.GetOperation())...)
+					cs = append(cs, conditions(rulefields.Operation, 't', k, o.GetOperation())...)
 				}
 				for k, w := range r.When {
 					cs = append(cs, newCondition(w.Key, w.Values, w.NotValues, fieldRef{'w', k, 0}))
@@ -217,7 +219,7 @@ var identityHeaders = map[string]bool{
 }
 
 // principalMatcher picks request principals: the source field and request.auth.principal.
-var principalMatcher = matcher{source: jwtMatcher.source, when: func(k string) bool { return k == attrRequestPrincipal }}
+var principalMatcher = matcher{source: jwtMatcher.source, when: func(k string) bool { return k == rulefields.RequestPrincipal }}
 
 // admittingOnly keeps the matches of a rule through which some request that admits lets
 // in: for a match in a source, the rule with that source alone; for a condition, the rule

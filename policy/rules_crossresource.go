@@ -11,6 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 func crossResourceRules() []Rule {
@@ -280,7 +282,7 @@ func crossResourceRules() []Rule {
 		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`). Not on gateways, whose protocols are their listeners'.",
 		Why:     "On a TCP port Istio drops an ALLOW rule with HTTP fields (traffic denied) and widens such a DENY rule to match everything.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
-			if !usesHTTPFields(r) {
+			if !rulefields.UsesHTTP(r) {
 				return nil
 			}
 			var tcp []string
@@ -447,7 +449,7 @@ type servedPorts struct {
 // ports, the workload's sidecar enforces them, and its Services send to port numbers. A
 // port no Service sends to may still be served; the finding names the ports users reach.
 func openServedPorts(st State, w *Workload, p protection) servedPorts {
-	if _, readsPort := p.tokenless()[attrPort]; !readsPort || p.opening.viaWaypoint {
+	if _, readsPort := p.tokenless()[rulefields.Port]; !readsPort || p.opening.viaWaypoint {
 		return servedPorts{}
 	}
 	var served []string
@@ -467,7 +469,7 @@ func openServedPorts(st State, w *Workload, p protection) servedPorts {
 	}
 	open, witness := p.tokenlessOn(served)
 	witness = maps.Clone(witness)
-	delete(witness, attrPort)
+	delete(witness, rulefields.Port)
 	return servedPorts{open: open, witness: witness, known: true}
 }
 

@@ -1,4 +1,4 @@
-package policy
+package rulefields
 
 import (
 	"slices"
@@ -25,16 +25,16 @@ func TestFieldRowsCoverTheAPI(t *testing.T) {
 		}
 	}
 	var source, operation []string
-	for _, f := range sourceFields {
-		source = append(source, f.name, f.not)
-		if _, ok := attributes[f.attr]; !ok {
-			t.Errorf("source field %s reads %s, which has no row", f.name, f.attr)
+	for _, f := range Source {
+		source = append(source, f.Name, f.Not)
+		if _, ok := attributes[f.Attr]; !ok {
+			t.Errorf("source field %s reads %s, which has no row", f.Name, f.Attr)
 		}
 	}
-	for _, f := range operationFields {
-		operation = append(operation, f.name, f.not)
-		if _, ok := attributes[f.attr]; !ok {
-			t.Errorf("operation field %s reads %s, which has no row", f.name, f.attr)
+	for _, f := range Operation {
+		operation = append(operation, f.Name, f.Not)
+		if _, ok := attributes[f.Attr]; !ok {
+			t.Errorf("operation field %s reads %s, which has no row", f.Name, f.Attr)
 		}
 	}
 	check((&securityv1beta1.Source{}).ProtoReflect().Descriptor(), source)
@@ -49,25 +49,25 @@ func TestFieldRowsCoverTheAPI(t *testing.T) {
 // TestFieldReadings pins what each proxy makes of the fields, as the lists the rules used
 // before the table said it.
 func TestFieldReadings(t *testing.T) {
-	if want := []string{attrPeerPrincipal, attrNamespace, attrServiceAccount, attrTrustDomain}; !slices.Equal(peerAttributes, want) {
-		t.Errorf("peer attributes %v, want %v", peerAttributes, want)
+	if want := []string{PeerPrincipal, Namespace, ServiceAccount, TrustDomain}; !slices.Equal(PeerAttributes, want) {
+		t.Errorf("peer attributes %v, want %v", PeerAttributes, want)
 	}
-	for key, want := range map[string]ztunnelReading{
-		"source.ip": ztunnelL4, "source.namespace": ztunnelL4, "source.principal": ztunnelL4, "destination.ip": ztunnelL4, "destination.port": ztunnelL4,
-		"source.serviceAccount": ztunnelHTTPSilent, "source.trustDomain": ztunnelHTTPSilent, "remote.ip": ztunnelHTTPSilent, "connection.sni": ztunnelHTTPSilent,
-		"request.auth.principal": ztunnelHTTP, "request.auth.claims[groups]": ztunnelHTTP, "request.headers[x-a]": ztunnelHTTP, "experimental.envoy.filters.a.b[c]": ztunnelHTTP,
+	for key, want := range map[string]Ztunnel{
+		"source.ip": ZtunnelL4, "source.namespace": ZtunnelL4, "source.principal": ZtunnelL4, "destination.ip": ZtunnelL4, "destination.port": ZtunnelL4,
+		"source.serviceAccount": ZtunnelHTTPSilent, "source.trustDomain": ZtunnelHTTPSilent, "remote.ip": ZtunnelHTTPSilent, "connection.sni": ZtunnelHTTPSilent,
+		"request.auth.principal": ZtunnelHTTP, "request.auth.claims[groups]": ZtunnelHTTP, "request.headers[x-a]": ZtunnelHTTP, "experimental.envoy.filters.a.b[c]": ZtunnelHTTP,
 	} {
-		if z, known := whenKey(key); z != want || !known {
+		if z, known := WhenKey(key); z != want || !known {
 			t.Errorf("when key %s: ztunnel reading %d (known %v), want %d", key, z, known, want)
 		}
 	}
 	for _, key := range []string{"request.auth.claims.groups", "source.user", "request.headers[a][b]"} {
-		if knownWhenKey(key) {
+		if KnownWhenKey(key) {
 			t.Errorf("when key %s is known, want unknown", key)
 		}
 	}
-	rule := func(from *securityv1beta1.Source, to *securityv1beta1.Operation, when ...string) *apRule {
-		r := &apRule{}
+	rule := func(from *securityv1beta1.Source, to *securityv1beta1.Operation, when ...string) *securityv1beta1.Rule {
+		r := &securityv1beta1.Rule{}
 		if from != nil {
 			r.From = []*securityv1beta1.Rule_From{{Source: from}}
 		}
@@ -81,7 +81,7 @@ func TestFieldReadings(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name            string
-		r               *apRule
+		r               *securityv1beta1.Rule
 		httpOnly, httpZ bool
 	}{
 		{"principals", rule(&securityv1beta1.Source{Principals: []string{"a"}}, nil), false, false},
@@ -94,10 +94,10 @@ func TestFieldReadings(t *testing.T) {
 		{"remote.ip key", rule(nil, nil, "remote.ip"), false, true},
 		{"destination.port key", rule(nil, nil, "destination.port"), false, false},
 	} {
-		if got := usesHTTPFields(c.r); got != c.httpOnly {
-			t.Errorf("%s: usesHTTPFields %v, want %v", c.name, got, c.httpOnly)
+		if got := UsesHTTP(c.r); got != c.httpOnly {
+			t.Errorf("%s: UsesHTTP %v, want %v", c.name, got, c.httpOnly)
 		}
-		if got := httpLevel(c.r); got != c.httpZ {
+		if got := HTTPLevel(c.r); got != c.httpZ {
 			t.Errorf("%s: HTTP-level at ztunnel %v, want %v", c.name, got, c.httpZ)
 		}
 	}
