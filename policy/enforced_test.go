@@ -50,16 +50,13 @@ func TestEnforcementGolden(t *testing.T) {
 	}
 }
 
-// renderEnforcement is what each proxy enforces for every workload of the bundle, as YAML.
+// renderEnforcement is what each proxy enforces for every workload of the bundle, as YAML
+// keyed by workload.
 func renderEnforcement(t *testing.T, bundle *check.Bundle) string {
-	type workload struct {
-		Workload string                    `json:"workload"`
-		Proxies  []policy.ProxyEnforcement `json:"proxies"`
-	}
-	var out []workload
+	out := map[string][]policy.ProxyEnforcement{}
 	for _, o := range bundle.Objects {
 		if w, ok := o.(*policy.Workload); ok {
-			out = append(out, workload{fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name), policy.EnforcementAt(bundle.State, bundle.State.Settings(w.Namespace).Root, w)})
+			out[fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name)] = policy.EnforcementAt(bundle.State, bundle.State.Settings(w.Namespace).Root, w)
 		}
 	}
 	data, err := yaml.Marshal(out)
