@@ -4,7 +4,8 @@ import (
 	"math/bits"
 	"slices"
 	"sync"
-	"sync/atomic"
+
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // A sidecar workload's protection follows from which policies select it: the
@@ -144,52 +145,24 @@ func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*Auth
 	return witness
 }
 
-// PolicyMemo keeps what the engine compiles of each namespace's policies, for a State
-// whose policies outlive a review: the webhook's views hand every review the memo of the
-// view it reads. What it keeps of a namespace holds until the namespace's policies change:
-// the State forgets it then, or hands out another memo.
-type PolicyMemo struct {
-	namespaces sync.Map // namespace → *namespacePolicies
-	// last is the namespace last stored: a webhook's view holds one namespace.
-	last atomic.Pointer[namespacePolicies]
-}
-
-// policyMemos is a State that keeps a PolicyMemo with its policies (nil where it keeps
-// none of a namespace).
-type policyMemos interface {
-	PolicyMemo(ns string) *PolicyMemo
-}
-
 // compiledPolicies returns the policies of namespace ns in st, compiled, from st's memo
 // where it keeps one.
 func compiledPolicies(st State, ns string) *namespacePolicies {
-	var memo *PolicyMemo
-	if m, ok := st.(policyMemos); ok {
+	var memo *mesh.Memo
+	if m, ok := st.(mesh.Memos); ok {
 		memo = m.PolicyMemo(ns)
 	}
 	if memo != nil {
-		if n := memo.last.Load(); n != nil && n.namespace == ns {
-			return n
-		}
-		if n, ok := memo.namespaces.Load(ns); ok {
+		if n, ok := memo.Load(ns); ok {
 			return n.(*namespacePolicies)
 		}
 	}
 	n := compileNamespace(st.RequestAuthentications(ns), st.AuthorizationPolicies(ns), st.PeerAuthentications(ns))
 	if memo != nil {
 		n.namespace, n.kept = ns, true
-		memo.namespaces.Store(ns, n)
-		memo.last.Store(n)
+		memo.Store(ns, n)
 	}
 	return n
-}
-
-// forget drops what is kept of the policies of ns: they changed.
-func (m *PolicyMemo) forget(ns string) {
-	if m != nil {
-		m.namespaces.Delete(ns)
-		m.last.Store(nil)
-	}
 }
 
 // candidates are what may protect the sidecar workloads of one namespace, in one state:
@@ -218,7 +191,7 @@ func enrolmentOf(namespaceLabels map[string]string) enrolment {
 
 // keptFacts are what only a workload's labels and its namespace's own policies and labels
 // decide: which of those policies select it, and whether it is enrolled in ambient mode.
-// A workload keeps them while they hold (Workload.kept): its labels never change (a Pod's
+// A workload keeps them while they hold (Workload.Memo): its labels never change (a Pod's
 // change is another object, Cover resets them), and they name the policies and labels
 // they were worked out against.
 type keptFacts struct {
@@ -230,26 +203,32 @@ type keptFacts struct {
 	ambient   bool
 }
 
-// namespace is w's namespace, read from its kept facts when it has some: the name there is
+// namespaceOf is w's namespace, read from its kept facts when it has some: the name there is
 // its namespace's candidates', shared by its workloads, and asking it of 100,000 Pods
 // does not read their metadata.
-func (w *Workload) namespace() string {
-	if k := w.kept.Load(); k != nil {
+func namespaceOf(w *Workload) string {
+	if k := keptFactsIn(w); k != nil {
 		return k.namespace
 	}
 	return w.Namespace
 }
 
+// keptFactsIn are the facts w keeps (Workload.Memo), or nil.
+func keptFactsIn(w *Workload) *keptFacts {
+	k, _ := w.Memo.Load().(*keptFacts)
+	return k
+}
+
 // keptFactsOf returns the kept facts of w, working them out if they are missing or were
 // worked out against other policies or labels of its namespace.
 func (c *candidates) keptFactsOf(w *Workload, root string) *keptFacts {
-	if k := w.kept.Load(); k != nil && k.policies == c.own && k.enrolment == c.enrolment {
+	if k := keptFactsIn(w); k != nil && k.policies == c.own && k.enrolment == c.enrolment {
 		return k
 	}
 	k := &keptFacts{policies: c.own, enrolment: c.enrolment, namespace: c.namespace, ambient: c.inAmbient(w)}
 	k.own, k.ownOK = c.own.selecting(w, root)
 	if c.own.kept {
-		w.kept.Store(k)
+		w.Memo.Store(k)
 	}
 	return k
 }

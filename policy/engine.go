@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // Review is a change to judge. Offline, Operation is Audit and Object an object of the
@@ -272,7 +274,7 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 
 // candidatesOf returns the candidates of w's namespace.
 func (m *protectionMemo) candidatesOf(w *Workload, root string) *candidates {
-	return m.candidatesIn(w.namespace(), root)
+	return m.candidatesIn(namespaceOf(w), root)
 }
 
 // candidatesIn returns the candidates of a namespace, listing them on first use.
@@ -396,9 +398,9 @@ func (e *Engine) context(r Review) *Context {
 	c := &Context{Operation: r.Operation, Object: r.Object, OldObject: r.OldObject, State: r.State, done: r.Done}
 	switch r.Operation {
 	case Create, Update:
-		c.Before, c.State = r.State, withChange(r.State, r.OldObject, r.Object)
+		c.Before, c.State = r.State, mesh.WithChange(r.State, r.OldObject, r.Object)
 	case Delete:
-		c.Before, c.State = r.State, withChange(r.State, r.Object, nil)
+		c.Before, c.State = r.State, mesh.WithChange(r.State, r.Object, nil)
 	}
 	c.Settings = c.State.Settings(r.Object.GetNamespace())
 	return c
@@ -462,6 +464,6 @@ func (e *Engine) Cover(st State, w *Workload) bool {
 		w.Annotations = map[string]string{}
 	}
 	w.Annotations[CoveredByAnnotation] = strings.Join(l.Guardrails, ",")
-	w.kept.Store(nil) // worked out from the labels it had
+	w.Memo.Store((*keptFacts)(nil)) // worked out from the labels it had
 	return true
 }

@@ -542,38 +542,6 @@ func TestProtectionByLabels(t *testing.T) {
 	}
 }
 
-// TestSnapshotSelection: selection through the label index gives exactly the workloads,
-// in order, that a scan of every workload gives.
-func TestSnapshotSelection(t *testing.T) {
-	s := NewSnapshot()
-	values := []string{"a", "b", "c"}
-	for i := range 60 {
-		labels := map[string]string{"app": values[i%3], "tier": values[i/3%3]}
-		if i%4 == 0 {
-			labels["canary"] = "true"
-		}
-		s.Add(pod([]string{"shop", "dev"}[i%2], fmt.Sprintf("p-%d", i), labels))
-	}
-	scan := func(ns string, sel map[string]string) []*Workload {
-		var out []*Workload
-		for _, n := range sortedKeys(s.Pods) {
-			for _, w := range s.Pods[n] {
-				if (ns == "" || n == ns) && Selects(sel, w.Labels) {
-					out = append(out, w)
-				}
-			}
-		}
-		return out
-	}
-	for _, sel := range []map[string]string{nil, {"app": "a"}, {"app": "b", "tier": "c"}, {"canary": "true", "app": "c"}, {"app": "z"}, {"missing": "a"}} {
-		for _, ns := range []string{"shop", "dev", "", "none"} {
-			if got, want := s.Workloads(ns, sel), scan(ns, sel); !slices.Equal(got, want) {
-				t.Errorf("Workloads(%q, %v): %d workloads, want %d", ns, sel, len(got), len(want))
-			}
-		}
-	}
-}
-
 func TestPeerAuthenticationAge(t *testing.T) {
 	e := NewEngine()
 	older := newPA(t, "shop", "default", `{"mtls":{"mode":"STRICT"}}`)

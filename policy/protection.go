@@ -9,6 +9,7 @@ import (
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -291,7 +292,7 @@ func (c *Context) describe(ws []*Workload) string {
 	// A mesh-wide policy names 100,000 of them: the first few are picked, not all sorted.
 	const shown = 3
 	byName := func(a, b *Workload) int {
-		if c := cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(a.namespace(), b.namespace())); c != 0 {
+		if c := cmp.Or(strings.Compare(a.Kind, b.Kind), strings.Compare(namespaceOf(a), namespaceOf(b))); c != 0 {
 			return c
 		}
 		return strings.Compare(a.Name, b.Name)
@@ -315,7 +316,7 @@ func (c *Context) describe(ws []*Workload) string {
 
 func labelString(l map[string]string) string {
 	var parts []string
-	for _, k := range sortedKeys(l) {
+	for _, k := range mesh.SortedKeys(l) {
 		parts = append(parts, k+"="+l[k])
 	}
 	return strings.Join(parts, ",")

@@ -12,6 +12,7 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -165,7 +166,7 @@ func crossResourceRules() []Rule {
 				}
 				last = f.protection
 				for _, other := range f.protection.ras {
-					if sameObject(other, ra) {
+					if mesh.SameObject(other, ra) {
 						continue
 					}
 					for i, r := range ra.Spec.JwtRules {

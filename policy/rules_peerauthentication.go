@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // mtlsField is where a PeerAuthentication change weakens mTLS: its name for a DELETE, its
@@ -67,7 +69,7 @@ func peerAuthenticationRules() []Rule {
 				return nil
 			}
 			for _, other := range c.State.PeerAuthentications(p.Namespace) {
-				if sameObject(other, p) {
+				if mesh.SameObject(other, p) {
 					return nil // only newer ones follow
 				}
 				if wideScope(other) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // Istio's sidecar controls on Pods, read by the rules (kinds keeps them in its cache).
@@ -124,7 +126,7 @@ func podRules() []Rule {
 				return nil
 			}
 			var out []Finding
-			for _, k := range sortedKeys(cov.Labels) {
+			for _, k := range mesh.SortedKeys(cov.Labels) {
 				if v, had := old.Labels[k]; had && v == cov.Labels[k] && w.Labels[k] != v {
 					out = append(out, finding(fmt.Sprintf("metadata.labels[%s]", k),
 						fmt.Sprintf("removing coverage label %s=%s takes the Pod out of the JWT policies that select it: its requests go unchecked", k, v),
@@ -195,7 +197,7 @@ func podRules() []Rule {
 			}
 			required := requiredLabels(c.Settings, w)
 			var out []Finding
-			for _, k := range sortedKeys(required) {
+			for _, k := range mesh.SortedKeys(required) {
 				want, at := required[k], "metadata.labels["+k+"]"
 				have, has := w.Labels[k]
 				switch {

@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // isJWTPolicy tells whether a policy is about tokens: every RequestAuthentication, and
@@ -179,7 +181,7 @@ func describeSelector(s scope) string {
 // yamlPairs renders labels as YAML flow pairs: a: "b", c: "d".
 func yamlPairs(l map[string]string) string {
 	var out string
-	for i, k := range sortedKeys(l) {
+	for i, k := range mesh.SortedKeys(l) {
 		if i > 0 {
 			out += ", "
 		}

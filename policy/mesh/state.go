@@ -1,4 +1,4 @@
-package policy
+package mesh
 
 import (
 	"maps"
@@ -67,20 +67,20 @@ type Snapshot struct {
 	// the workloads carrying one of its labels, not the whole namespace.
 	podsByLabel map[string]map[labelPair][]*Workload
 	// memo keeps what reviews compile of the snapshot's policies.
-	memo *PolicyMemo
+	memo *Memo
 }
 
 type labelPair struct{ key, value string }
 
 // NewSnapshot returns an empty snapshot. Its maps are made when first added to: the
 // webhook keeps a snapshot per namespace and part, most of them holding one kind.
-func NewSnapshot() *Snapshot { return &Snapshot{memo: &PolicyMemo{}} }
+func NewSnapshot() *Snapshot { return &Snapshot{memo: &Memo{}} }
 
 // WithPolicies returns a copy of s whose policies of namespace ns are these.
 func (s *Snapshot) WithPolicies(ns string, ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *Snapshot {
 	out := *s
 	out.RAs, out.APs, out.PAs = withEntry(s.RAs, ns, ras), withEntry(s.APs, ns, aps), withEntry(s.PAs, ns, pas)
-	out.memo = &PolicyMemo{}
+	out.memo = &Memo{}
 	return &out
 }
 
@@ -102,7 +102,7 @@ func appendTo[T any](m *map[string][]T, ns string, o T) {
 
 // PolicyMemo is the memo of the snapshot's policies: reviews against one snapshot share
 // what they compile of them.
-func (s *Snapshot) PolicyMemo(string) *PolicyMemo { return s.memo }
+func (s *Snapshot) PolicyMemo(string) *Memo { return s.memo }
 
 // Add puts an object into the snapshot, after those already there (so: newer).
 // It reports false for objects the engine does not use.
@@ -113,7 +113,7 @@ func (s *Snapshot) Add(o metav1.Object) bool {
 	ns := o.GetNamespace()
 	switch o.(type) {
 	case *RequestAuthentication, *AuthorizationPolicy, *PeerAuthentication:
-		s.memo.forget(ns)
+		s.memo.Forget(ns)
 	}
 	switch o := o.(type) {
 	case *RequestAuthentication:
@@ -253,7 +253,7 @@ func (s *Snapshot) NamespaceNames() []string {
 	addKeys(seen, s.GWs)
 	addKeys(seen, s.SEs)
 	addKeys(seen, s.Routes)
-	return sortedKeys(seen)
+	return SortedKeys(seen)
 }
 
 func addKeys[T any](seen map[string]bool, m map[string][]T) {
@@ -277,7 +277,7 @@ func (s *Snapshot) Workloads(ns string, matchLabels map[string]string) []*Worklo
 		return selected
 	}
 	var out []*Workload
-	for _, n := range sortedKeys(s.Pods) {
+	for _, n := range SortedKeys(s.Pods) {
 		selected, _ := s.Selected(n, matchLabels)
 		out = append(out, selected...)
 	}
@@ -341,7 +341,8 @@ func Selects(selector, workloadLabels map[string]string) bool {
 	return true
 }
 
-func sortedKeys[V any](m map[string]V) []string {
+// SortedKeys are the keys of m, sorted.
+func SortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -358,9 +359,9 @@ type changed struct {
 	added   metav1.Object // may be nil
 }
 
-// withChange returns the state after replacing removed by added (either may be nil). An
+// WithChange returns the state after replacing removed by added (either may be nil). An
 // object written while terminating is gone.
-func withChange(st State, removed, added metav1.Object) State {
+func WithChange(st State, removed, added metav1.Object) State {
 	if added != nil && Terminating(added) {
 		added = nil
 	}
@@ -406,11 +407,11 @@ func applyChange[T metav1.Object](c *changed, list []T, keep func(T) bool) []T {
 	placed := false
 	for _, o := range list {
 		switch {
-		case addOK && sameObject(o, add):
+		case addOK && SameObject(o, add):
 			if !placed {
 				out, placed = append(out, add), true
 			}
-		case rmOK && sameObject(o, rm):
+		case rmOK && SameObject(o, rm):
 		default:
 			out = append(out, o)
 		}
@@ -439,7 +440,7 @@ func (c *changed) PeerAuthentications(ns string) []*PeerAuthentication {
 
 // PolicyMemo is the memo of the state changed, but for the namespace whose policies the
 // change is to.
-func (c *changed) PolicyMemo(ns string) *PolicyMemo {
+func (c *changed) PolicyMemo(ns string) *Memo {
 	for _, o := range []metav1.Object{c.removed, c.added} {
 		switch o.(type) {
 		case *RequestAuthentication, *AuthorizationPolicy, *PeerAuthentication:
@@ -448,7 +449,7 @@ func (c *changed) PolicyMemo(ns string) *PolicyMemo {
 			}
 		}
 	}
-	if m, ok := c.State.(policyMemos); ok {
+	if m, ok := c.State.(Memos); ok {
 		return m.PolicyMemo(ns)
 	}
 	return nil
