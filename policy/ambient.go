@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -25,12 +26,9 @@ const (
 	revisionLabel                  = "istio.io/rev"
 	injectionLabel                 = "istio-injection"
 	managedLabel                   = "gateway.istio.io/managed"
-	// waypointClass is the GatewayClass of Istio's waypoints.
-	waypointClass      = "istio-waypoint"
-	istioGatewayClass  = "istio" // ingress and egress gateways istiod deploys
-	useWaypointLabel   = "istio.io/use-waypoint"
-	useWaypointNSLabel = "istio.io/use-waypoint-namespace"
-	waypointForLabel   = "istio.io/waypoint-for"
+	useWaypointLabel               = "istio.io/use-waypoint"
+	useWaypointNSLabel             = "istio.io/use-waypoint-namespace"
+	waypointForLabel               = "istio.io/waypoint-for"
 	// ingressUseWaypointLabel sends an ingress gateway's traffic through the waypoint.
 	ingressUseWaypointLabel = "istio.io/ingress-use-waypoint"
 	// removedGatewayNameLabel was put on gateway Pods before Istio 1.24.
@@ -96,7 +94,7 @@ func sidecarInjected(ns map[string]string, w *Workload) bool {
 // ztunnelWorkloads returns the ambient workloads a policy reaches through ztunnel: those it
 // selects (or its namespace's, or the mesh's), unless it is attached by targetRefs.
 func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
-	if len(scopeOf(o).targetRefs) > 0 {
+	if len(mesh.ScopeOf(o).TargetRefs) > 0 {
 		return nil
 	}
 	return c.workloadsWhere(o, func(f workloadFacts) bool { return f.ambient })
@@ -202,8 +200,8 @@ func serviceWaypoint(st State, t waypointTarget) (*Gateway, string) {
 		return nil, fmt.Sprintf("%s names waypoint %s/%s, and there is no such Gateway", bound, ns, name)
 	}
 	gw := st.Gateways(ns)[i]
-	if string(gw.Spec.GatewayClassName) != waypointClass {
-		return nil, fmt.Sprintf("Gateway %s/%s is of class %q, not a waypoint (%s)", ns, name, gw.Spec.GatewayClassName, waypointClass)
+	if string(gw.Spec.GatewayClassName) != mesh.WaypointClass {
+		return nil, fmt.Sprintf("Gateway %s/%s is of class %q, not a waypoint (%s)", ns, name, gw.Spec.GatewayClassName, mesh.WaypointClass)
 	}
 	if f := waypointFor(st, gw); f != "service" && f != "all" {
 		return nil, fmt.Sprintf("waypoint %s/%s serves %s traffic only (%s), not a Service's", ns, name, f, waypointForLabel)
@@ -283,7 +281,7 @@ func waypointIdentity(gw *Gateway) string {
 func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement {
 	var sent []*AuthorizationPolicy
 	for _, ap := range aps {
-		if len(scopeOf(ap).targetRefs) == 0 {
+		if len(mesh.ScopeOf(ap).TargetRefs) == 0 {
 			sent = append(sent, ap)
 		}
 	}
@@ -347,7 +345,7 @@ func (r compiledRule) l4Only() compiledRule {
 // ztunnelAdmits tells whether ztunnel lets some connection without a token reach an
 // ambient workload, under the policies it enforces for it.
 func ztunnelAdmits(st State, root string, w *Workload) bool {
-	return ztunnelEnforcement(forWorkload(w, root, st.AuthorizationPolicies), !mtlsStrict(st, root, w)).admitsTokenless()
+	return ztunnelEnforcement(mesh.ForWorkload(w, root, st.AuthorizationPolicies), !mtlsStrict(st, root, w)).admitsTokenless()
 }
 
 // bypassesWaypoint returns a caller other than the waypoint that ztunnel lets reach a
@@ -378,13 +376,13 @@ func atWaypoint[T metav1.Object](root, ns string, gw *Gateway, services []string
 		return nil
 	}
 	attached := func(o T, kind string, names ...string) bool {
-		return slices.ContainsFunc(scopeOf(o).targetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
+		return slices.ContainsFunc(mesh.ScopeOf(o).TargetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
 			return r.Kind == kind && slices.Contains(names, r.Name)
 		})
 	}
 	var out []T
 	for _, o := range list(root) {
-		if attached(o, KindGatewayClass, waypointClass) {
+		if attached(o, KindGatewayClass, mesh.WaypointClass) {
 			out = append(out, o)
 		}
 	}

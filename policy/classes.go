@@ -21,9 +21,9 @@ import (
 // their selectors name, once each, and what each selector asks of them. A workload's labels
 // are then each looked up once, however many policies select by them.
 type selectors struct {
-	scopes []scope
+	scopes []mesh.Scope
 	keys   []string
-	// wants[i] is what scopes[i] asks; nil for a scope asked with applies (targetRefs).
+	// wants[i] is what scopes[i] asks; nil for a scope asked with Applies (targetRefs).
 	wants [][]labelWant
 }
 
@@ -36,14 +36,14 @@ type labelWant struct {
 // maxSelecting is how many policies, and label keys, selecting tells apart: a bit each.
 const maxSelecting = 64
 
-func (s *selectors) add(sc scope) {
+func (s *selectors) add(sc mesh.Scope) {
 	s.scopes = append(s.scopes, sc)
-	if len(sc.targetRefs) > 0 {
+	if len(sc.TargetRefs) > 0 {
 		s.wants = append(s.wants, nil)
 		return
 	}
-	wants := make([]labelWant, 0, len(sc.labels))
-	for k, v := range sc.labels {
+	wants := make([]labelWant, 0, len(sc.Labels))
+	for k, v := range sc.Labels {
 		at := slices.Index(s.keys, k)
 		if at < 0 {
 			at = len(s.keys)
@@ -69,7 +69,7 @@ func (s *selectors) selecting(w *Workload, root string) (uint64, bool) {
 	}
 	var selected uint64
 	for i, wants := range s.wants {
-		applies := wants != nil || s.scopes[i].applies(w, root)
+		applies := wants != nil || s.scopes[i].Applies(w, root)
 		for _, want := range wants {
 			if present&(1<<want.key) == 0 || values[want.key] != want.value {
 				applies = false
@@ -110,13 +110,13 @@ type keptOpening struct {
 func compileNamespace(ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *namespacePolicies {
 	n := &namespacePolicies{ras: ras, aps: aps}
 	for _, ra := range ras {
-		n.add(scopeOf(ra))
+		n.add(mesh.ScopeOf(ra))
 	}
 	for _, ap := range aps {
-		n.add(scopeOf(ap))
+		n.add(mesh.ScopeOf(ap))
 	}
 	for _, pa := range pas {
-		if sc := scopeOf(pa); len(sc.labels) > 0 {
+		if sc := mesh.ScopeOf(pa); len(sc.Labels) > 0 {
 			n.add(sc)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -77,7 +78,7 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 	}
 	c.Issuers, c.Audiences = tokensOf(ras, c.Issuers, c.Audiences)
 	switch {
-	case len(ras) == 0 && inAmbient(st, w) && len(forWorkload(w, root, st.RequestAuthentications)) > 0:
+	case len(ras) == 0 && inAmbient(st, w) && len(mesh.ForWorkload(w, root, st.RequestAuthentications)) > 0:
 		// Its RequestAuthentications select it, and no proxy loads them (MG801): its JWT
 		// policies are enforced nowhere.
 		c.Verdict = NotEnforced

@@ -138,7 +138,7 @@ func (c *Context) selectionOf(o metav1.Object) *selection {
 	if c.selections == nil {
 		c.selections = map[metav1.Object]*selection{}
 	}
-	s := &selection{workloads: scopeOf(o).workloads(c.State, c.Settings.Root)}
+	s := &selection{workloads: mesh.ScopeOf(o).Workloads(c.State, c.Settings.Root)}
 	c.selections[o] = s
 	return s
 }

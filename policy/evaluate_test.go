@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -310,7 +311,7 @@ func TestEnforcementPoints(t *testing.T) {
 		req := parseRequest(c.request)
 		// A waypoint's policy reaches no sidecar either; the sidecar column is Envoy's
 		// evaluation of the rules as written.
-		if got := enforcementOf(aps, true).admits(req); got != c.sidecar && len(scopeOf(aps[0]).targetRefs) == 0 {
+		if got := enforcementOf(aps, true).admits(req); got != c.sidecar && len(mesh.ScopeOf(aps[0]).TargetRefs) == 0 {
 			t.Errorf("%s, at a sidecar: admitted %v, want %v", c.name, got, c.sidecar)
 		}
 		if got := ztunnelEnforcement(aps, true).admits(req); got != c.ztunnel {
@@ -324,7 +325,7 @@ func TestEnforcementPoints(t *testing.T) {
 func TestMG812ServiceEntry(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
 	gw := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "egress", Namespace: "shop"}}
-	gw.Spec.GatewayClassName = waypointClass
+	gw.Spec.GatewayClassName = mesh.WaypointClass
 	bound := &ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "payments", Namespace: "shop", Labels: map[string]string{useWaypointLabel: "egress"}}}
 	unbound := bound.DeepCopy()
 	unbound.Labels = nil
@@ -361,14 +362,14 @@ func TestRoutes(t *testing.T) {
 	atSelector := func(app, spec string) string {
 		return `{"selector":{"matchLabels":{"app":"` + app + `"}},` + spec[1:]
 	}
-	mesh := func(ingressRA string, shopLabels map[string]string) State {
+	meshOf := func(ingressRA string, shopLabels map[string]string) State {
 		shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", useWaypointLabel: "waypoint"}}}
 		for k, v := range shopLabels {
 			shop.Labels[k] = v
 		}
 		legacy := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Labels: map[string]string{injectionLabel: "enabled"}}}
 		wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
-		wp.Spec.GatewayClassName = waypointClass
+		wp.Spec.GatewayClassName = mesh.WaypointClass
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
 		objs := []metav1.Object{shop, legacy, wp, svc,
 			pod("shop", "web", map[string]string{"app": "web"}),
@@ -384,7 +385,7 @@ func TestRoutes(t *testing.T) {
 		}
 		return snapshot(objs...)
 	}
-	ingress := pod("ingress", "public-7d9f", map[string]string{gatewayNameLabel: "public"})
+	ingress := pod("ingress", "public-7d9f", map[string]string{mesh.GatewayNameLabel: "public"})
 	cases := []struct {
 		name       string
 		ingressRA  string
@@ -409,7 +410,7 @@ func TestRoutes(t *testing.T) {
 		{"sidecar, from the ingress that drops the token", jwtRule, nil, "legacy/api", "ingress ingress/public", token, false},
 	}
 	for _, c := range cases {
-		st := mesh(c.ingressRA, c.shopLabels)
+		st := meshOf(c.ingressRA, c.shopLabels)
 		ns, name, _ := strings.Cut(c.workload, "/")
 		w := st.Workloads(ns, nil)[0]
 		if w.Name != name {
@@ -450,7 +451,7 @@ func TestMG812CrossNamespace(t *testing.T) {
 	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{
 		DataplaneModeLabel: "ambient", useWaypointLabel: "shared", useWaypointNSLabel: "waypoints"}}}
 	gw := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: "waypoints"}}
-	gw.Spec.GatewayClassName = waypointClass
+	gw.Spec.GatewayClassName = mesh.WaypointClass
 	from := gatewayv1.NamespacesFromAll
 	gw.Spec.Listeners = []gatewayv1.Listener{{Name: "mesh", Port: 15008, Protocol: "HBONE", AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &from}}}}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}

@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // TestExplain: a request's verdict, the status its caller gets and what decided, through
@@ -98,7 +100,7 @@ func TestExplain(t *testing.T) {
 func TestExplainAmbient(t *testing.T) {
 	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", useWaypointLabel: "waypoint"}}}
 	wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
-	wp.Spec.GatewayClassName = waypointClass
+	wp.Spec.GatewayClassName = mesh.WaypointClass
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
 	st := snapshot(shop, wp, svc, pod("shop", "web-0", map[string]string{"app": "web"}),
 		newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`),

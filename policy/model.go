@@ -61,6 +61,7 @@ var (
 	WithNameLabel    = mesh.WithNameLabel
 	RootNamespace    = mesh.RootNamespace
 	MergeGuardrails  = mesh.MergeGuardrails
+	Selected         = mesh.Selected
 )
 
 // OldestFirst is mesh.OldestFirst.

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 const iss = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
@@ -764,7 +765,7 @@ func TestPeerAuthenticationWeakened(t *testing.T) {
 func TestWaypointUnboundOtherwise(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
 	waypoint := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop", Labels: map[string]string{waypointForLabel: "service"}}}
-	waypoint.Spec.GatewayClassName = waypointClass
+	waypoint.Spec.GatewayClassName = mesh.WaypointClass
 	forWorkloads := waypoint.DeepCopy()
 	forWorkloads.Labels = map[string]string{waypointForLabel: "workload"}
 	otherClass := waypoint.DeepCopy()

@@ -76,8 +76,8 @@ type openingKey struct {
 
 func protectionOf(st State, root string, w *Workload, openings map[openingKey]request) protection {
 	p := protection{
-		ras:     forWorkload(w, root, st.RequestAuthentications),
-		aps:     forWorkload(w, root, st.AuthorizationPolicies),
+		ras:     mesh.ForWorkload(w, root, st.RequestAuthentications),
+		aps:     mesh.ForWorkload(w, root, st.AuthorizationPolicies),
 		opening: &opening{st: st, root: root, w: w, byPolicies: openings},
 	}
 	// An ambient Pod's tokens are checked at its waypoint, by the policies attached to it,
@@ -212,7 +212,7 @@ func mtlsModes(st State, root string, w *Workload) (mtls, *PeerAuthentication) {
 	var own *PeerAuthentication
 	for _, l := range levels {
 		for _, pa := range st.PeerAuthentications(l.namespace) {
-			sel := selectorLabels(pa.Spec.Selector)
+			sel := mesh.SelectorLabels(pa.Spec.Selector)
 			if l.workload != (len(sel) > 0) || !Selects(sel, w.Labels) {
 				continue
 			}
@@ -277,11 +277,11 @@ func (c *Context) describe(ws []*Workload) string {
 			where = "the mesh (root namespace " + w.Namespace + ")"
 		}
 		switch {
-		case w.Labels[targetLabel] != "":
-			kind, name, _ := strings.Cut(w.Labels[targetLabel], ".")
+		case w.Labels[mesh.TargetLabel] != "":
+			kind, name, _ := strings.Cut(w.Labels[mesh.TargetLabel], ".")
 			return fmt.Sprintf("the workloads behind %s %s/%s, through its waypoint", kind, w.Namespace, name)
-		case w.Labels[gatewayNameLabel] != "":
-			return fmt.Sprintf("the Pods of Gateway %s/%s", w.Namespace, w.Labels[gatewayNameLabel])
+		case w.Labels[mesh.GatewayNameLabel] != "":
+			return fmt.Sprintf("the Pods of Gateway %s/%s", w.Namespace, w.Labels[mesh.GatewayNameLabel])
 		case len(w.Labels) == 0:
 			return "every workload of " + where
 		}

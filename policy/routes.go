@@ -7,6 +7,7 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -67,13 +68,13 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 	}
 	for _, g := range ingresses {
 		name := g.Name
-		if gwName := g.Labels[gatewayNameLabel]; gwName != "" {
+		if gwName := g.Labels[mesh.GatewayNameLabel]; gwName != "" {
 			name = gwName // the Gateway its Pods serve
 		}
-		aps := forWorkload(g, root, st.AuthorizationPolicies)
+		aps := mesh.ForWorkload(g, root, st.AuthorizationPolicies)
 		in := hop{
 			proxy: "ingress " + g.Namespace + "/" + name,
-			ras:   forWorkload(g, root, st.RequestAuthentications),
+			ras:   mesh.ForWorkload(g, root, st.RequestAuthentications),
 			aps:   aps,
 			// Clients reach an ingress gateway from outside the mesh, without mTLS.
 			enforcement: enforcementOf(aps, true),
@@ -95,11 +96,11 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 // policies; else the sidecar. None when nothing intercepts it.
 func localHop(st State, root string, w *Workload) []hop {
 	strict := mtlsStrict(st, root, w)
-	aps := forWorkload(w, root, st.AuthorizationPolicies)
+	aps := mesh.ForWorkload(w, root, st.AuthorizationPolicies)
 	switch {
 	case isProxy(w):
 		// A gateway is its own proxy, whatever its injection labels say.
-		return []hop{{proxy: "gateway", ras: forWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, true)}}
+		return []hop{{proxy: "gateway", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, true)}}
 	case inAmbient(st, w):
 		if w.Annotations[BypassInboundCaptureAnnotation] == "true" || w.Namespace == "kube-system" {
 			return nil
@@ -114,7 +115,7 @@ func localHop(st State, root string, w *Workload) []hop {
 		return nil
 	}
 	mode, own := mtlsModes(st, root, w)
-	return []hop{{proxy: "sidecar", ras: forWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, !strict),
+	return []hop{{proxy: "sidecar", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, !strict),
 		mtlsStrict: mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT, strictPorts: strictPorts(own, mode)}}
 }
 

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -118,10 +119,10 @@ func ambientRules() []Rule {
 		Summary: "`targetRefs` to a Service or ServiceEntry that resolves to no working waypoint: no `istio.io/use-waypoint` on it or its Namespace, `none`, the Gateway missing or not of class `istio-waypoint`, `istio.io/waypoint-for` not `service` or `all`, `allowedRoutes` refusing the Service's namespace, or a headless Service.",
 		Why:     "A policy attached to a Service is enforced by its waypoint only: with none, it is enforced nowhere.",
 		Check: func(c *Context) []Finding {
-			s := scopeOf(c.Object)
+			s := mesh.ScopeOf(c.Object)
 			var out []Finding
-			for i, r := range s.targetRefs {
-				t, known := targetOf(c.State, s.namespace, r.Kind, r.Name)
+			for i, r := range s.TargetRefs {
+				t, known := targetOf(c.State, s.Namespace, r.Kind, r.Name)
 				if !known {
 					continue // MG407: no such Service
 				}
@@ -141,24 +142,24 @@ func ambientRules() []Rule {
 			if !isJWTPolicy(c.Object) {
 				return nil
 			}
-			s := scopeOf(c.Object)
+			s := mesh.ScopeOf(c.Object)
 			var out []Finding
 			fix := "target an existing Gateway or waypoint, a Service bound to a waypoint, or GatewayClass istio-waypoint from the root namespace"
-			for i, r := range s.targetRefs {
+			for i, r := range s.TargetRefs {
 				field := fmt.Sprintf("spec.targetRefs[%d]", i)
 				switch {
-				case !slices.Contains(attachableKinds, r.Kind):
+				case !slices.Contains(mesh.AttachableKinds, r.Kind):
 					out = append(out, finding(field+".kind",
 						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: this policy is enforced nowhere", r.Kind), fix))
-				case r.Kind == "Gateway" && c.State.KnowsGateways() && !slices.ContainsFunc(c.State.Gateways(s.namespace), func(g *Gateway) bool { return g.Name == r.Name }):
+				case r.Kind == "Gateway" && c.State.KnowsGateways() && !slices.ContainsFunc(c.State.Gateways(s.Namespace), func(g *Gateway) bool { return g.Name == r.Name }):
 					out = append(out, finding(field+".name",
-						fmt.Sprintf("no Gateway %q in namespace %s: this policy is enforced nowhere", r.Name, s.namespace), fix))
-				case r.Kind == KindGatewayClass && r.Name != waypointClass:
+						fmt.Sprintf("no Gateway %q in namespace %s: this policy is enforced nowhere", r.Name, s.Namespace), fix))
+				case r.Kind == KindGatewayClass && r.Name != mesh.WaypointClass:
 					out = append(out, finding(field+".name",
-						fmt.Sprintf("Istio attaches policies to GatewayClass %s only, not %q: this policy is enforced nowhere", waypointClass, r.Name), fix))
-				case r.Kind == KindGatewayClass && s.namespace != c.Settings.Root:
+						fmt.Sprintf("Istio attaches policies to GatewayClass %s only, not %q: this policy is enforced nowhere", mesh.WaypointClass, r.Name), fix))
+				case r.Kind == KindGatewayClass && s.Namespace != c.Settings.Root:
 					out = append(out, finding(field,
-						fmt.Sprintf("a GatewayClass is attached to only from the root namespace %s, not %s: this policy is enforced nowhere", c.Settings.Root, s.namespace), fix))
+						fmt.Sprintf("a GatewayClass is attached to only from the root namespace %s, not %s: this policy is enforced nowhere", c.Settings.Root, s.Namespace), fix))
 				}
 			}
 			return out
@@ -215,17 +216,17 @@ func ambientRules() []Rule {
 		Summary: "A selector on waypoint Pods, or on the label `istio.io/gateway-name` (removed in Istio 1.24).",
 		Why:     "Waypoints take only policies attached by targetRefs, and gateways created since 1.24 lack the old label: the policy reaches none of them.",
 		Check: func(c *Context) []Finding {
-			s := scopeOf(c.Object)
-			if len(s.targetRefs) > 0 || len(s.labels) == 0 {
+			s := mesh.ScopeOf(c.Object)
+			if len(s.TargetRefs) > 0 || len(s.Labels) == 0 {
 				return nil
 			}
-			if _, old := s.labels[removedGatewayNameLabel]; old {
+			if _, old := s.Labels[removedGatewayNameLabel]; old {
 				return []Finding{finding("spec.selector.matchLabels",
 					fmt.Sprintf("Istio 1.24 and later no longer label gateway Pods %s: gateways created since match no selector on it", removedGatewayNameLabel),
 					"attach the policy to the Gateway: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <gateway>}]")}
 			}
-			waypoints := lacking(s.selected(c.State, c.Settings.Root), func(w *Workload) bool { return isWaypoint(w.Labels) })
-			if len(waypoints) == 0 && !isWaypoint(s.labels) {
+			waypoints := lacking(s.SelectedBy(c.State, c.Settings.Root), func(w *Workload) bool { return isWaypoint(w.Labels) })
+			if len(waypoints) == 0 && !isWaypoint(s.Labels) {
 				return nil
 			}
 			return []Finding{finding("spec.selector.matchLabels",
@@ -317,7 +318,7 @@ func ambientRules() []Rule {
 			}
 			// In scope: covered, or selected by a JWT policy (as written, or at its waypoint,
 			// before the change too).
-			inScope := c.Settings.Coverage != nil || len(forWorkload(w, c.Settings.Root, c.State.RequestAuthentications))+len(c.protection(c.State, w).ras) > 0 ||
+			inScope := c.Settings.Coverage != nil || len(mesh.ForWorkload(w, c.Settings.Root, c.State.RequestAuthentications))+len(c.protection(c.State, w).ras) > 0 ||
 				old != nil && len(c.protection(c.Before, old).ras) > 0
 			if !inScope {
 				return nil
@@ -383,7 +384,7 @@ func createdUnbound(c *Context) []Finding {
 // ServiceEntry.
 func hasJWTPolicyOn(st State, t waypointTarget) bool {
 	attached := func(o metav1.Object) bool {
-		return isJWTPolicy(o) && slices.ContainsFunc(scopeOf(o).targetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
+		return isJWTPolicy(o) && slices.ContainsFunc(mesh.ScopeOf(o).TargetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
 			return r.Kind == t.kind && r.Name == t.name
 		})
 	}
@@ -446,7 +447,7 @@ func isIngressParent(st State, ns string, p gatewayv1.ParentReference) bool {
 		ns = string(*p.Namespace)
 	}
 	i := slices.IndexFunc(st.Gateways(ns), func(g *Gateway) bool { return g.Name == string(p.Name) })
-	return i < 0 && !st.KnowsGateways() || i >= 0 && string(st.Gateways(ns)[i].Spec.GatewayClassName) != waypointClass
+	return i < 0 && !st.KnowsGateways() || i >= 0 && string(st.Gateways(ns)[i].Spec.GatewayClassName) != mesh.WaypointClass
 }
 
 // isServiceRef tells whether a backend reference names the Service.
@@ -459,16 +460,16 @@ func isServiceRef(b gatewayv1.BackendObjectReference, ns string, svc *corev1.Ser
 
 // waypointBypass is MG808 of a RequestAuthentication.
 func waypointBypass(c *Context, ra *RequestAuthentication) []Finding {
-	s := scopeOf(ra)
+	s := mesh.ScopeOf(ra)
 	var out []Finding
-	for i, r := range s.targetRefs {
+	for i, r := range s.TargetRefs {
 		// The Services whose tokens are checked at a waypoint only: the one named, or every
 		// Service of the namespace bound to the waypoint Gateway named.
 		var services []*corev1.Service
-		for _, svc := range c.State.Services(s.namespace) {
+		for _, svc := range c.State.Services(s.Namespace) {
 			switch gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); {
 			case r.Kind == "Service" && svc.Name == r.Name,
-				r.Kind == "Gateway" && gw != nil && gw.Namespace == s.namespace && gw.Name == r.Name:
+				r.Kind == "Gateway" && gw != nil && gw.Namespace == s.Namespace && gw.Name == r.Name:
 				services = append(services, svc)
 			}
 		}
@@ -494,7 +495,7 @@ func serviceBypass(c *Context, svc *corev1.Service, field string) (Finding, bool
 		ws = []*Workload{{ObjectMeta: &metav1.ObjectMeta{Namespace: svc.Namespace, Labels: svc.Spec.Selector}, Kind: KindPod, Virtual: true}}
 	}
 	for _, w := range c.ambientOf(ws) {
-		who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
+		who := bypassesWaypoint(c.State, c.Settings.Root, w, gw, mesh.ForWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies))
 		if who == "" {
 			continue
 		}
@@ -511,17 +512,17 @@ func serviceBypass(c *Context, svc *corev1.Service, field string) (Finding, bool
 
 // ingressSkipsWaypoint is MG809 of a RequestAuthentication.
 func ingressSkipsWaypoint(c *Context, ra *RequestAuthentication) []Finding {
-	s := scopeOf(ra)
+	s := mesh.ScopeOf(ra)
 	var out []Finding
-	for i, r := range s.targetRefs {
+	for i, r := range s.TargetRefs {
 		if r.Kind != "Service" {
 			continue
 		}
-		j := slices.IndexFunc(c.State.Services(s.namespace), func(svc *corev1.Service) bool { return svc.Name == r.Name })
+		j := slices.IndexFunc(c.State.Services(s.Namespace), func(svc *corev1.Service) bool { return svc.Name == r.Name })
 		if j < 0 {
 			continue
 		}
-		svc := c.State.Services(s.namespace)[j]
+		svc := c.State.Services(s.Namespace)[j]
 		if gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); gw == nil || ingressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
 			continue
 		}
@@ -564,7 +565,7 @@ func reJudgedOnChanges(check func(*Context, *RequestAuthentication) []Finding) f
 		}
 		verb := strings.ToLower(string(c.Operation))
 		for _, ra := range c.State.RequestAuthentications(ns) {
-			if len(scopeOf(ra).targetRefs) == 0 {
+			if len(mesh.ScopeOf(ra).TargetRefs) == 0 {
 				continue
 			}
 			found := check(c, ra)

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // parseVersion reads major.minor.patch from an Istio version or image tag ("1.24.2",
@@ -173,7 +175,7 @@ func controlPlaneRules() []Rule {
 				return nil
 			}
 			var out []Finding
-			for i, r := range scopeOf(c.Object).targetRefs {
+			for i, r := range mesh.ScopeOf(c.Object).TargetRefs {
 				if r.Kind == KindGatewayClass {
 					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
 						fmt.Sprintf("istiod %s attaches no policy to GatewayClass %q: this policy is enforced nowhere", v, r.Name),

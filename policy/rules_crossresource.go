@@ -30,7 +30,7 @@ func crossResourceRules() []Rule {
 			var first servedPorts                     // open[0]'s
 			byLabels := map[*protection]servedPorts{} // workloads of one label set share a protection
 			for w, f := range c.eachWorkload(ra) {
-				if f.protection.enforces() || len(scopeOf(ra).targetRefs) == 0 && f.ambient {
+				if f.protection.enforces() || len(mesh.ScopeOf(ra).TargetRefs) == 0 && f.ambient {
 					continue
 				}
 				s, seen := byLabels[f.protection]
@@ -50,7 +50,7 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			field := "spec.selector"
-			if len(scopeOf(ra).targetRefs) > 0 {
+			if len(mesh.ScopeOf(ra).TargetRefs) > 0 {
 				field = "spec.targetRefs"
 			}
 			who, witness := c.describe(open), c.protection(c.State, open[0]).tokenless()
@@ -94,7 +94,7 @@ func crossResourceRules() []Rule {
 			}
 			effect := "so every request there is denied (403)"
 			switch w := bare[0]; {
-			case c.inAmbient(w) && len(scopeOf(p).targetRefs) == 0:
+			case c.inAmbient(w) && len(mesh.ScopeOf(p).TargetRefs) == 0:
 				// ztunnel enforces the policy for them, L4 only: its rules on token
 				// attributes are dropped there (MG803), not left unmatched.
 				effect = "and ztunnel, which enforces this policy for them, drops its rules on token attributes: every connection there is refused"
@@ -521,7 +521,7 @@ func identityMatchesPlaintext(c *Context) []Finding {
 			opens, closes = admittingOnly(p.Namespace, r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
 		}
 		// A waypoint receives only mTLS, from ztunnel: its callers always carry an identity.
-		if len(opens)+len(closes) == 0 || scopeOf(p).waypointOnly(c.State) {
+		if len(opens)+len(closes) == 0 || mesh.ScopeOf(p).WaypointOnly(c.State) {
 			return nil
 		}
 		plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
@@ -551,8 +551,8 @@ func identityPoliciesOpened(c *Context, p *PeerAuthentication) []Finding {
 	weakened := c.lostStrictMTLS()
 	var opened []string
 	for _, w := range weakened {
-		for _, ap := range forWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies) {
-			if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) || scopeOf(ap).waypointOnly(c.State) || slices.Contains(opened, ref(ap)) {
+		for _, ap := range mesh.ForWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies) {
+			if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) || mesh.ScopeOf(ap).WaypointOnly(c.State) || slices.Contains(opened, ref(ap)) {
 				continue
 			}
 			if slices.ContainsFunc(ap.Spec.Rules, func(r *apRule) bool {

@@ -24,7 +24,7 @@ func mtlsField(c *Context, p *PeerAuthentication) string {
 
 // wideScope tells whether a PeerAuthentication is namespace-wide (mesh-wide in the root
 // namespace): no selector, or an empty one.
-func wideScope(pa *PeerAuthentication) bool { return len(selectorLabels(pa.Spec.Selector)) == 0 }
+func wideScope(pa *PeerAuthentication) bool { return len(mesh.SelectorLabels(pa.Spec.Selector)) == 0 }
 
 func peerAuthenticationRules() []Rule {
 	pa := []string{KindPeerAuthentication}

@@ -22,7 +22,7 @@ func isJWTPolicy(o metav1.Object) bool {
 	return false
 }
 
-func hasSelector(s scope) bool { return len(s.labels) > 0 || len(s.targetRefs) > 0 }
+func hasSelector(s mesh.Scope) bool { return len(s.Labels) > 0 || len(s.TargetRefs) > 0 }
 
 // emptySelector tells whether a policy has `selector: {}` or `matchLabels: {}`.
 func emptySelector(o metav1.Object) bool {
@@ -38,8 +38,8 @@ func emptySelector(o metav1.Object) bool {
 }
 
 // selectorField names where a policy says what it selects.
-func selectorField(s scope) string {
-	if len(s.targetRefs) > 0 {
+func selectorField(s mesh.Scope) string {
+	if len(s.TargetRefs) > 0 {
 		return "spec.targetRefs"
 	}
 	return "spec.selector"
@@ -53,12 +53,12 @@ func scopeRules() []Rule {
 		Summary: "A RequestAuthentication or AuthorizationPolicy outside the root namespace with no `selector` or `targetRefs`. Deny where a guardrail sets `requireSelectors`.",
 		Why:     "It applies to every workload of the namespace, present and future, gateways included.",
 		Check: func(c *Context) []Finding {
-			s := scopeOf(c.Object)
-			if s.namespace == c.Settings.Root || hasSelector(s) || emptySelector(c.Object) {
+			s := mesh.ScopeOf(c.Object)
+			if s.Namespace == c.Settings.Root || hasSelector(s) || emptySelector(c.Object) {
 				return nil
 			}
 			f := finding("spec.selector",
-				fmt.Sprintf("no selector: the policy applies to every workload of namespace %s, present and future, gateways included", s.namespace),
+				fmt.Sprintf("no selector: the policy applies to every workload of namespace %s, present and future, gateways included", s.Namespace),
 				"select the workloads it is for: selector: {matchLabels: {app: <name>}}")
 			if c.Settings.RequireSelectors {
 				f = f.as(Deny)
@@ -86,11 +86,11 @@ func scopeRules() []Rule {
 		Summary: "A selector that matches no Pod (offline: no pod template) in scope. Policies attached to waypoints (targetRefs to a Service, ServiceEntry, GatewayClass or waypoint Gateway) select no Pod and are not judged here, nor policies attached to Gateways of class istio-waypoint or istio, whose Pods istiod deploys.",
 		Why:     "The policy protects nothing: the workloads it was written for run without it.",
 		Check: func(c *Context) []Finding {
-			s := scopeOf(c.Object)
+			s := mesh.ScopeOf(c.Object)
 			// A policy attached to a waypoint selects no Pod: whether a waypoint takes it is
 			// the question of its binding, not of a selector. istiod deploys the Pods of its
 			// Gateways itself: no manifest bundle holds them.
-			if !hasSelector(s) || s.waypointOnly(c.State) || s.podsByIstiod(c.State) || !c.State.KnowsWorkloads() || len(s.selected(c.State, c.Settings.Root)) > 0 {
+			if !hasSelector(s) || s.WaypointOnly(c.State) || s.PodsByIstiod(c.State) || !c.State.KnowsWorkloads() || len(s.SelectedBy(c.State, c.Settings.Root)) > 0 {
 				return nil
 			}
 			return []Finding{finding(selectorField(s),
@@ -106,12 +106,12 @@ func scopeRules() []Rule {
 			if cov == nil || c.Object.GetNamespace() == c.Settings.Root || !isJWTPolicy(c.Object) {
 				return nil
 			}
-			s := scopeOf(c.Object)
-			if len(s.targetRefs) > 0 {
+			s := mesh.ScopeOf(c.Object)
+			if len(s.TargetRefs) > 0 {
 				return nil
 			}
 			for k, v := range cov.Labels {
-				if s.labels[k] == v {
+				if s.Labels[k] == v {
 					return nil
 				}
 			}
@@ -124,8 +124,8 @@ func scopeRules() []Rule {
 		Summary: "A root-namespace RequestAuthentication or AuthorizationPolicy with a selector.",
 		Why:     "In the root namespace a selector matches in every namespace: any team can opt its workloads in or out by labelling them.",
 		Check: func(c *Context) []Finding {
-			s := scopeOf(c.Object)
-			if s.namespace != c.Settings.Root || len(s.labels) == 0 {
+			s := mesh.ScopeOf(c.Object)
+			if s.Namespace != c.Settings.Root || len(s.Labels) == 0 {
 				return nil
 			}
 			return []Finding{finding("spec.selector",
@@ -137,8 +137,8 @@ func scopeRules() []Rule {
 		Summary: "A PeerAuthentication with a selector in the root namespace.",
 		Why:     "Istio ignores it: the mTLS mode it sets is not in force anywhere.",
 		Check: func(c *Context) []Finding {
-			s := scopeOf(c.Object)
-			if s.namespace != c.Settings.Root || len(s.labels) == 0 {
+			s := mesh.ScopeOf(c.Object)
+			if s.Namespace != c.Settings.Root || len(s.Labels) == 0 {
 				return nil
 			}
 			return []Finding{finding("spec.selector",
@@ -150,19 +150,19 @@ func scopeRules() []Rule {
 		Summary: "`targetRef(s)` to something that is not a Gateway, GatewayClass, Service or ServiceEntry (MG807 for JWT policies), or to a Service that does not exist.",
 		Why:     "Istio ignores the reference: the policy applies nowhere.",
 		Check: func(c *Context) []Finding {
-			s := scopeOf(c.Object)
+			s := mesh.ScopeOf(c.Object)
 			var out []Finding
-			svcs := c.State.Services(s.namespace)
-			for i, r := range s.targetRefs {
+			svcs := c.State.Services(s.Namespace)
+			for i, r := range s.TargetRefs {
 				field := fmt.Sprintf("spec.targetRefs[%d]", i)
 				switch {
-				case !slices.Contains(attachableKinds, r.Kind) && !isJWTPolicy(c.Object): // JWT policies: MG807
+				case !slices.Contains(mesh.AttachableKinds, r.Kind) && !isJWTPolicy(c.Object): // JWT policies: MG807
 					out = append(out, finding(field+".kind",
 						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: the policy applies nowhere", r.Kind),
 						"target the Gateway or the Service (through its waypoint), or use a selector for sidecar workloads"))
 				case r.Kind == "Service" && len(svcs) > 0 && !slices.ContainsFunc(svcs, func(sv *corev1.Service) bool { return sv.Name == r.Name }):
 					out = append(out, finding(field+".name",
-						fmt.Sprintf("no Service %q in namespace %s: the policy applies nowhere", r.Name, s.namespace),
+						fmt.Sprintf("no Service %q in namespace %s: the policy applies nowhere", r.Name, s.Namespace),
 						"name an existing Service"))
 				}
 			}
@@ -171,11 +171,11 @@ func scopeRules() []Rule {
 	}}
 }
 
-func describeSelector(s scope) string {
-	if len(s.targetRefs) > 0 {
+func describeSelector(s mesh.Scope) string {
+	if len(s.TargetRefs) > 0 {
 		return "the gateways in targetRefs"
 	}
-	return "selector " + labelString(s.labels)
+	return "selector " + labelString(s.Labels)
 }
 
 // yamlPairs renders labels as YAML flow pairs: a: "b", c: "d".
