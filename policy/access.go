@@ -44,8 +44,6 @@ type Access struct {
 // waypoint where they have one), and from each of ingresses, as Envoy and ztunnel would
 // judge it on each route.
 func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Access {
-	// A gateway is not an entry point to itself.
-	ingresses = slices.DeleteFunc(slices.Clone(ingresses), func(g *Workload) bool { return g == w })
 	routes := routesTo(st, root, w, ingresses)
 	mesh := routes[0]
 	if len(routes) > 1 && strings.HasPrefix(routes[1].via, "waypoint ") {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -187,5 +188,27 @@ func TestGatewaysAreProxies(t *testing.T) {
 		if hops := localHop(snapshot(w), "istio-system", w); (hops[0].proxy == "gateway") != want {
 			t.Errorf("%s: enforced at %s", labels, hops[0].proxy)
 		}
+	}
+}
+
+// TestGatewayNotItsOwnIngress: an ingress gateway's own traffic comes in directly; there
+// is no route through itself, on which it would judge a request twice, the second time as
+// if from a peer of its own namespace.
+func TestGatewayNotItsOwnIngress(t *testing.T) {
+	gw := pod("istio-system", "ingressgateway-1", map[string]string{"istio": "ingressgateway"})
+	app := pod("shop", "web-1", map[string]string{"app": "web"})
+	st := snapshot(gw, app)
+	var vias []string
+	for _, r := range routesTo(st, "istio-system", gw, []*Workload{gw}) {
+		vias = append(vias, r.via)
+	}
+	if !slices.Equal(vias, []string{"direct"}) {
+		t.Errorf("routes to the gateway: %v, want direct only", vias)
+	}
+	if _, err := Explain(st, "istio-system", gw, ViaIngress, Request{Method: "GET", Path: "/"}); err == nil {
+		t.Error("explain through the gateway to itself: no error")
+	}
+	if routes := routesTo(st, "istio-system", app, []*Workload{gw}); len(routes) != 2 || routes[1].via != "ingress istio-system/ingressgateway-1" {
+		t.Errorf("routes to a workload behind it: %+v", routes)
 	}
 }

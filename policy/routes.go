@@ -41,7 +41,8 @@ type hop struct {
 }
 
 // routesTo returns the routes requests take to workload w: direct (pod-addressed, or the
-// only one without a waypoint), through its waypoint, and from each gateway of ingresses.
+// only one without a waypoint), through its waypoint, and from each gateway of ingresses
+// but w itself.
 // Ingress traffic goes straight to an ambient workload, past its waypoint, unless its
 // Service or namespace asks for the waypoint (istio.io/ingress-use-waypoint). A route to
 // a workload nothing intercepts has no hop.
@@ -67,6 +68,9 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 		routes = append(routes, route{via: waypoint[0].proxy, hops: slices.Concat(waypoint, last)})
 	}
 	for _, g := range ingresses {
+		if g.Namespace == w.Namespace && g.Name == w.Name && g.Kind == w.Kind {
+			continue // a gateway's own traffic comes in directly, not through itself
+		}
 		name := g.Name
 		if gwName := g.Labels[mesh.GatewayNameLabel]; gwName != "" {
 			name = gwName // the Gateway its Pods serve
