@@ -79,7 +79,14 @@ type Workload struct {
 	// policy's review then does not read again the labels of 100,000 Pods. Only the engine
 	// reads and writes it.
 	Memo atomic.Value
+	_    noCopy
 }
+
+// noCopy has go vet flag a copied Workload (copylocks): a copy would share its Memo.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 // ProxyContainer is whether a workload runs Istio's proxy container, ProxyContainerName.
 type ProxyContainer uint8
