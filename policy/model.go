@@ -52,17 +52,24 @@ const (
 	DefaultRootNamespace = mesh.DefaultRootNamespace
 )
 
-var (
-	NewSnapshot      = mesh.NewSnapshot
-	IsProxyContainer = mesh.IsProxyContainer
-	KindOf           = mesh.KindOf
-	Terminating      = mesh.Terminating
-	Selects          = mesh.Selects
-	WithNameLabel    = mesh.WithNameLabel
-	RootNamespace    = mesh.RootNamespace
-	MergeGuardrails  = mesh.MergeGuardrails
-	Selected         = mesh.Selected
-)
+// The model's functions, as functions rather than variables: no state, and calls the
+// compiler inlines (Selects runs for every policy and workload pair).
+
+func NewSnapshot() *Snapshot                   { return mesh.NewSnapshot() }
+func IsProxyContainer(name, image string) bool { return mesh.IsProxyContainer(name, image) }
+func KindOf(o metav1.Object) string            { return mesh.KindOf(o) }
+func Terminating(o metav1.Object) bool         { return mesh.Terminating(o) }
+func Selects(selector, workloadLabels map[string]string) bool {
+	return mesh.Selects(selector, workloadLabels)
+}
+func WithNameLabel(ns string, l map[string]string) map[string]string {
+	return mesh.WithNameLabel(ns, l)
+}
+func RootNamespace(rails []*MeshGuardrail) string { return mesh.RootNamespace(rails) }
+func MergeGuardrails(guardrails []*MeshGuardrail, namespace string, nsLabels map[string]string) Settings {
+	return mesh.MergeGuardrails(guardrails, namespace, nsLabels)
+}
+func Selected(st State, o metav1.Object) []*Workload { return mesh.Selected(st, o) }
 
 // OldestFirst is mesh.OldestFirst.
 func OldestFirst[T metav1.Object](items []T) []T { return mesh.OldestFirst(items) }
