@@ -114,7 +114,7 @@ func ztunnelNoOpClause(r *apRule, at string) string {
 		return at + ".to"
 	}
 	for k, w := range r.When {
-		if rulefields.ZtunnelOf(w.Key) != rulefields.ZtunnelL4 {
+		if rulefields.ZtunnelOf(w.Key).HTTPLevel() {
 			return element(at+".when", k)
 		}
 	}
@@ -171,11 +171,11 @@ func entryTarget(se *ServiceEntry) waypointTarget {
 }
 
 // serviceWaypoint resolves the waypoint that takes a Service's (or ServiceEntry's)
-// traffic, as istiod binds it (pilot/pkg/serviceregistry/ambient/waypoints.go): its istio.io/use-waypoint label, else its
-// namespace's ("none" opts out); a Gateway of class istio-waypoint by that name, serving
-// Services (istio.io/waypoint-for service or all), whose listeners admit the target's
-// namespace. It returns the waypoint, or why there is none; neither when the state cannot
-// tell.
+// traffic, as istiod binds it (pilot/pkg/serviceregistry/ambient/waypoints.go): its
+// istio.io/use-waypoint label, else its namespace's ("none" opts out); a Gateway of class
+// istio-waypoint by that name, serving Services (istio.io/waypoint-for service or all),
+// whose listeners admit the target's namespace. It returns the waypoint, or why there is
+// none; neither when the state cannot tell.
 func serviceWaypoint(st State, t waypointTarget) (*Gateway, string) {
 	labels, bound := t.labels, t.kind+" "+t.namespace+"/"+t.name
 	if labels[useWaypointLabel] == "" {

@@ -346,8 +346,8 @@ func TestMG812ServiceEntry(t *testing.T) {
 // through an ingress gateway) and per request class, whether it gets through every proxy
 // on the way. The mesh: namespace shop in ambient mode, its Service web bound to waypoint
 // shop/waypoint, which checks tokens, and ztunnel admitting only the waypoint (the form
-// Istio's ambient security guide recommends); namespace legacy with sidecars checking tokens; an ingress
-// gateway ingress/public routing to both.
+// Istio's ambient security guide recommends); namespace legacy with sidecars checking
+// tokens; an ingress gateway ingress/public routing to both.
 func TestRoutes(t *testing.T) {
 	const (
 		token       = "request.auth.principal=https://idp.example.com/alice"

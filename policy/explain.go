@@ -422,11 +422,6 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 				continue
 			}
 			pt := PolicyTrace{Namespace: ap.Namespace, Name: ap.Name, Action: action.String(), DryRun: isDryRun(ap), Provider: ap.Spec.GetProvider().GetName()}
-			if h.ztunnel && action == securityv1beta1.AuthorizationPolicy_CUSTOM {
-				pt.Rules = []RuleTrace{{Skipped: ztunnelNoCustom}}
-				traces = append(traces, pt)
-				continue
-			}
 			allowPolicies = allowPolicies || action == securityv1beta1.AuthorizationPolicy_ALLOW
 			for i, r := range ap.Spec.Rules {
 				rt := h.ruleTrace(ap, r, attrs)
