@@ -299,3 +299,26 @@ func TestSyncBehindTheAPIServer(t *testing.T) {
 		t.Errorf("a pass behind the API server: %v", err)
 	}
 }
+
+// TestSuppressedAsCached: a suppression on a policy reaches the audit through the cache,
+// which keeps the annotation when it trims the object: the finding is reported as skip.
+func TestSuppressedAsCached(t *testing.T) {
+	o := ra(t, "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`)
+	o.Annotations = map[string]string{
+		policy.SuppressAnnotationPrefix + "MG101":          "tokens of this issuer are minted for this API only",
+		"kubectl.kubernetes.io/last-applied-configuration": "{}",
+	}
+	kinds.Lookup("security.istio.io", policy.KindRequestAuthentication).Keep(o)
+	st := policy.NewSnapshot()
+	st.Add(o)
+	st.Add(&policy.MeshGuardrail{ObjectMeta: metav1.ObjectMeta{Name: "suppressible"}, Spec: v1alpha1.MeshGuardrailSpec{Suppressible: []string{"MG101"}}})
+	var results []string
+	for _, r := range Desired(policy.NewEngine(), st, []string{"shop"}) {
+		for _, res := range r.Results {
+			results = append(results, res.Policy+" "+string(res.Result))
+		}
+	}
+	if !slices.Contains(results, "MG101 skip") {
+		t.Errorf("results %v, want MG101 skip", results)
+	}
+}

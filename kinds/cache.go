@@ -2,6 +2,7 @@ package kinds
 
 import (
 	"reflect"
+	"strings"
 	"sync"
 
 	reportsv1alpha1 "github.com/openreports/reports-api/apis/openreports.io/v1alpha1"
@@ -74,8 +75,8 @@ func (k *Kind) CacheObject() (client.Object, client.ObjectList) {
 }
 
 // Keep trims an object as the cache keeps it: no managed fields, and only the
-// annotations the rules read of its kind; of a kind cached as metadata, only identity,
-// age, labels and those annotations.
+// annotations the rules read of its kind and the object's suppressions; of a kind cached
+// as metadata, only identity, age, labels and those annotations.
 func (k *Kind) Keep(o metav1.Object) {
 	annotations := o.GetAnnotations()
 	if p, ok := o.(*metav1.PartialObjectMetadata); ok && k.Cache == MetadataOnly {
@@ -87,12 +88,22 @@ func (k *Kind) Keep(o metav1.Object) {
 	}
 	o.SetManagedFields(nil)
 	var kept map[string]string
+	keep := func(a, v string) {
+		if kept == nil {
+			kept = map[string]string{}
+		}
+		kept[a] = v
+	}
 	for _, a := range k.Annotations {
 		if v, ok := annotations[a]; ok {
-			if kept == nil {
-				kept = map[string]string{}
-			}
-			kept[a] = v
+			keep(a, v)
+		}
+	}
+	// An object's suppressions, of any kind: the audit judges the cached copy, and so does
+	// the review of a DELETE.
+	for a, v := range annotations {
+		if strings.HasPrefix(a, policy.SuppressAnnotationPrefix) {
+			keep(a, v)
 		}
 	}
 	o.SetAnnotations(kept)

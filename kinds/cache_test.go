@@ -36,12 +36,14 @@ func TestTable(t *testing.T) {
 
 // TestKeep: the cache keeps of a Pod's metadata its identity, age, labels and the
 // annotations the rules read, and of a policy all but its managed fields and other
-// annotations.
+// annotations; of every kind, the suppressions an object carries (the audit judges the
+// cached copy, and so does a DELETE's review).
 func TestKeep(t *testing.T) {
 	annotations := map[string]string{
 		policy.SidecarInjectLabel: "false", policy.ExcludeInboundAnnotation: "8080", policy.CoverageAnnotation: policy.CoverageExempt,
 		"sidecar.istio.io/status": `{"initContainers":["istio-proxy"]}`, policy.DryRunAnnotation: "true",
 		"kubectl.kubernetes.io/last-applied-configuration": "{}",
+		policy.SuppressAnnotationPrefix + "MG301":          "the gateway requires tokens",
 	}
 	full := metav1.ObjectMeta{
 		Name: "web-1", Namespace: "shop", UID: "u1", ResourceVersion: "9", Labels: map[string]string{"app": "web"},
@@ -52,14 +54,15 @@ func TestKeep(t *testing.T) {
 	pod := &metav1.PartialObjectMetadata{ObjectMeta: *full.DeepCopy()}
 	Lookup("", "Pod").Keep(pod)
 	want := metav1.ObjectMeta{Name: "web-1", Namespace: "shop", UID: "u1", ResourceVersion: "9", Labels: map[string]string{"app": "web"},
-		Annotations: map[string]string{policy.SidecarInjectLabel: "false", policy.ExcludeInboundAnnotation: "8080", policy.CoverageAnnotation: policy.CoverageExempt}}
+		Annotations: map[string]string{policy.SidecarInjectLabel: "false", policy.ExcludeInboundAnnotation: "8080", policy.CoverageAnnotation: policy.CoverageExempt,
+			policy.SuppressAnnotationPrefix + "MG301": "the gateway requires tokens"}}
 	if pod.Name != want.Name || pod.UID != want.UID || !maps.Equal(pod.Labels, want.Labels) || !maps.Equal(pod.Annotations, want.Annotations) ||
 		pod.OwnerReferences != nil || pod.ManagedFields != nil {
 		t.Errorf("Pod kept %+v, want %+v", pod.ObjectMeta, want)
 	}
 	ap := &securityv1.AuthorizationPolicy{ObjectMeta: *full.DeepCopy()}
 	Lookup("security.istio.io", "AuthorizationPolicy").Keep(ap)
-	if !maps.Equal(ap.Annotations, map[string]string{policy.DryRunAnnotation: "true"}) || ap.ManagedFields != nil || ap.OwnerReferences == nil {
+	if !maps.Equal(ap.Annotations, map[string]string{policy.DryRunAnnotation: "true", policy.SuppressAnnotationPrefix + "MG301": "the gateway requires tokens"}) || ap.ManagedFields != nil || ap.OwnerReferences == nil {
 		t.Errorf("AuthorizationPolicy kept %+v", ap.ObjectMeta)
 	}
 	svc := Lookup("", "Service")
