@@ -176,32 +176,69 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 	// root namespace: another replica may have allowed a write there a moment ago. A dry
 	// run is judged as the write would be, after its user's dry runs of a moment before
 	// (dryRunWrites), and commits nothing. Each attempt reads the state afresh.
+	// Where more writes allowed a moment ago are on their way than it can be judged
+	// beside, it waits a little for the cache to show them.
 	w := &openingWrite{commit: !dryRun(req)}
 	if s.APIReader != nil && !s.Leader.settled() {
 		w.consistent = &consistentReads{reader: s.APIReader, slots: s.readSlots()}
 	}
-	if !w.commit {
-		return s.judge(ctx, s.state(ctx), req, kind, obj, old, w)
-	}
-	for attempt := 1; ; attempt++ {
-		leave := s.pending.enter(attempt >= maxOptimisticAttempts)
+	wait := cacheWait{left: s.limits().CacheWait}
+	for conflicts := 0; ; {
+		leave := func() {}
+		if w.commit {
+			leave = s.pending.enter(conflicts >= maxOptimisticAttempts-1)
+		}
 		resp := s.judge(ctx, s.state(ctx), req, kind, obj, old, w)
 		leave()
-		if !w.conflict {
+		switch {
+		case w.conflict:
+			conflicts++
+			s.Metrics.conflict()
+		case !w.behind || !wait.pause(ctx):
 			return resp
 		}
-		s.Metrics.conflict()
 	}
 }
 
-// retry refuses a write meshguard cannot judge now, to be retried: the security kinds fail
-// closed.
 // readSlots are the slots of the reviews reading from the API server at once.
 func (s *Server) readSlots() chan struct{} {
 	s.readSlotsOnce.Do(func() { s.consistentSlots = make(chan struct{}, maxConsistentReads) })
 	return s.consistentSlots
 }
 
+// limits are s.Limits, or the defaults when unset.
+func (s *Server) limits() Limits {
+	if s.Limits.InFlight == 0 {
+		return DefaultLimits()
+	}
+	return s.Limits
+}
+
+// cacheWait is what is left of the time a write may wait for the cache to catch up.
+type cacheWait struct {
+	left, step time.Duration
+}
+
+// pause waits before the next look at the cache, a step twice as long as the last (the
+// first 5 ms, at most 100 ms); false when no time is left or ctx is done.
+func (c *cacheWait) pause(ctx context.Context) bool {
+	c.step = min(max(2*c.step, 5*time.Millisecond), 100*time.Millisecond, c.left)
+	if c.step <= 0 {
+		return false
+	}
+	c.left -= c.step
+	t := time.NewTimer(c.step)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// retry refuses a write meshguard cannot judge now, to be retried: the security kinds fail
+// closed.
 func retry(why error) admission.Response {
 	return admission.Denied("meshguard: " + why.Error() + "; retry in a few seconds")
 }
@@ -217,13 +254,16 @@ type openingWrite struct {
 	consistent *consistentReads
 	// conflict tells that the last attempt was allowed but another write committed first.
 	conflict bool
+	// behind tells that the last attempt met more writes allowed a moment ago, and not in
+	// the cache yet, than it is judged beside (maxUnknownWrites).
+	behind bool
 }
 
 // judge judges a request's objects against the live state st; w, for a write that may
 // open, makes the state consistent and commits the write if allowed.
 func (s *Server) judge(ctx context.Context, st *liveState, req admission.Request, kind *kinds.Kind, obj, old metav1.Object, w *openingWrite) admission.Response {
 	if w != nil {
-		w.conflict = false
+		w.conflict, w.behind = false, false
 		if c := w.consistent; c != nil && c.namespaces == nil {
 			c.namespaces = []string{req.Namespace, st.Settings(req.Namespace).Root}
 		}
@@ -330,6 +370,7 @@ func (s *Server) inEveryWorld(ctx context.Context, first *pendingWorld, req admi
 		return cmp.Or(strings.Compare(a.namespace, b.namespace), strings.Compare(a.kind, b.kind), strings.Compare(a.name, b.name))
 	})
 	if len(keys) > maxUnknownWrites {
+		w.behind = true
 		resp := retry(fmt.Errorf("%d changes of these policies, allowed a moment ago, are not in effect yet", len(keys)))
 		return &resp
 	}

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -621,5 +623,47 @@ func TestDryRunsOfSeveralObjects(t *testing.T) {
 	}
 	if r := reviewAs(t, v, "someone-else", admissionv1.Delete, "", apRequire, false); !r.Allowed {
 		t.Errorf("the real DELETE, with no write before it: %s", r.Result.Message)
+	}
+}
+
+// TestManyWritesOnTheirWay: four ALLOW policies' CREATEs were allowed and the cache does
+// not show them yet, more than a write is judged beside (each doubles the states it is
+// judged in), as when a GitOps tool applies many policies at once. A fifth waits for the
+// cache: allowed once the others show there, refused (retry) when they do not in time.
+func TestManyWritesOnTheirWay(t *testing.T) {
+	allowPolicy := func(name string) string {
+		return strings.NewReplacer("web-require-jwt", name, "app: web", "app: "+name).Replace(apRequire)
+	}
+	for _, landing := range []bool{true, false} {
+		srv := newServer(t, true, shop, raGood)
+		srv.Limits = DefaultLimits()
+		if !landing {
+			srv.Limits.CacheWait = 50 * time.Millisecond
+		}
+		v := srv.Validating()
+		var onTheirWay []client.Object
+		for i := range maxUnknownWrites + 1 {
+			p := allowPolicy(fmt.Sprintf("p%d", i))
+			if r := review(t, v, admissionv1.Create, p, "", false); !r.Allowed {
+				t.Fatalf("CREATE %d: %s", i, r.Result.Message)
+			}
+			onTheirWay = append(onTheirWay, object(t, scheme(t), p))
+		}
+		if landing {
+			time.AfterFunc(30*time.Millisecond, func() {
+				for _, o := range onTheirWay {
+					if err := srv.Reader.(client.Client).Create(context.Background(), o); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		r := review(t, v, admissionv1.Create, allowPolicy("last"), "", false)
+		if landing && !r.Allowed {
+			t.Errorf("the others landed while it waited: %s", r.Result.Message)
+		}
+		if !landing && (r.Allowed || !strings.Contains(r.Result.Message, "are not in effect yet; retry")) {
+			t.Errorf("the others still on their way: allowed=%v %v", r.Allowed, r.Result)
+		}
 	}
 }

@@ -31,6 +31,10 @@ type Limits struct {
 	// ReviewTimeout bounds the work of one review, whether or not the API server is still
 	// waiting for it (it gives up after the webhook's timeoutSeconds, at most 30 s).
 	ReviewTimeout time.Duration
+	// CacheWait bounds how long a write that may open waits for the cache to show the
+	// writes allowed just before it, when more are on their way than it is judged beside
+	// (GitOps tools apply many at once); then it is refused, to be retried.
+	CacheWait time.Duration
 }
 
 // DefaultLimits are fitted to the webhook configurations (timeouts of 3 and 5 seconds)
@@ -45,6 +49,7 @@ func DefaultLimits() Limits {
 		ReadTimeout:   10 * time.Second,
 		WriteTimeout:  15 * time.Second,
 		ReviewTimeout: 10 * time.Second,
+		CacheWait:     2 * time.Second,
 	}
 }
 

@@ -42,11 +42,7 @@ func NewHTTPSServer(host string, port int, certDir, clientCAFile string) ctrlweb
 // Register serves the validating and mutating handlers on ws, under s.Limits (the
 // defaults when unset).
 func (s *Server) Register(ws ctrlwebhook.Server) {
-	limits := s.Limits
-	if limits.InFlight == 0 {
-		limits = DefaultLimits()
-	}
-	l := newLimiter(limits, s.Metrics)
+	l := newLimiter(s.limits(), s.Metrics)
 	ws.Register(ValidatePath, l.wrap(reviews{handler: s.Validating(), log: s.Log.WithName("validate")}))
 	ws.Register(MutatePath, l.wrap(reviews{handler: s.Mutating(), log: s.Log.WithName("mutate")}))
 }
