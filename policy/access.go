@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -72,12 +73,12 @@ func (r route) access(from string, keep func(request) bool) Access {
 		a.Needs = Refused
 		return a
 	}
-	peers := slices.DeleteFunc(first.enforcement.peers(), func(p request) bool { return !keep(p) })
+	peers := slices.DeleteFunc(first.enforcement.Peers(), func(p request) bool { return !keep(p) })
 	admitted := func(tokenless bool, peers []request) bool {
-		found, decided := first.enforcement.find(request{rulefields.Path: anyPath, rulefields.Host: anyOther}, tokenless, peers, r.admits)
+		found, decided := first.enforcement.Find(request{rulefields.Path: dataplane.AnyPath, rulefields.Host: dataplane.AnyOther}, tokenless, peers, r.admits)
 		return found != nil || !decided
 	}
-	if found, decided := first.enforcement.find(request{}, false, peers, r.admits); found == nil && decided {
+	if found, decided := first.enforcement.Find(request{}, false, peers, r.admits); found == nil && decided {
 		a.Needs = Refused
 		return a
 	}
@@ -85,10 +86,10 @@ func (r route) access(from string, keep func(request) bool) Access {
 	if verdict == TokenOptional {
 		return a
 	}
-	anonymous := slices.DeleteFunc(first.enforcement.anonymousPeers(), func(p request) bool { return !keep(p) })
+	anonymous := slices.DeleteFunc(first.enforcement.AnonymousPeers(), func(p request) bool { return !keep(p) })
 	for _, p := range peers {
 		if !slices.ContainsFunc(anonymous, func(q request) bool { return maps.Equal(p, q) }) && admitted(true, []request{p}) {
-			a.Identities = append(a.Identities, describeCaller(p))
+			a.Identities = append(a.Identities, dataplane.DescribeCaller(p))
 		}
 	}
 	a.Exempt = exempt

@@ -6,13 +6,13 @@ import (
 	"slices"
 	"strings"
 
-	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
@@ -98,27 +98,6 @@ func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
 		return nil
 	}
 	return c.workloadsWhere(o, func(f workloadFacts) bool { return f.ambient })
-}
-
-// ztunnelNoOpClause returns the path of a clause of a DENY rule that ztunnel cannot match:
-// a from or to list whose every entry names only HTTP-level fields, or a when condition on
-// an HTTP-level key. ztunnel receives such a clause empty and skips it, so the rule never
-// fires (istio#61126). "" when every clause keeps an L4 part.
-func ztunnelNoOpClause(r *apRule, at string) string {
-	if len(r.From) > 0 && !slices.ContainsFunc(r.From, func(f *securityv1beta1.Rule_From) bool { return f.Source != nil && rulefields.L4Source(f.Source) }) {
-		return at + ".from"
-	}
-	if len(r.To) > 0 && !slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool {
-		return t.Operation != nil && rulefields.L4Operation(t.Operation)
-	}) {
-		return at + ".to"
-	}
-	for k, w := range r.When {
-		if rulefields.ZtunnelOf(w.Key).HTTPLevel() {
-			return element(at+".when", k)
-		}
-	}
-	return ""
 }
 
 // mixedEntry returns the path of a from or to entry of a rule that names both L4 and
@@ -271,97 +250,29 @@ func namespaceWaypoint(st State, ns string) *Gateway {
 // waypointIdentity is the principal a waypoint's Pods run as: the service account Istio
 // names after the Gateway, in the cluster's trust domain.
 func waypointIdentity(gw *Gateway) string {
-	return trustDomain + "/ns/" + gw.Namespace + "/sa/" + gw.Name
-}
-
-// ztunnelEnforcement is how ztunnel enforces the AuthorizationPolicies of an ambient
-// workload: those without targetRefs, an ALLOW rule naming any HTTP field dropped, a DENY
-// rule with a clause it cannot match skipped, and the other DENY rules cut to their L4
-// part (istiod's handleRule, pilot/pkg/serviceregistry/ambient/authorization.go).
-func ztunnelEnforcement(aps []*AuthorizationPolicy, plaintext bool) enforcement {
-	var sent []*AuthorizationPolicy
-	for _, ap := range aps {
-		if len(mesh.ScopeOf(ap).TargetRefs) == 0 {
-			sent = append(sent, ap)
-		}
-	}
-	return enforcementBy(sent, plaintext, true)
-}
-
-// ztunnelRule is a rule as istiod sends it to ztunnel, or why it sends none: an ALLOW rule
-// naming any HTTP field is dropped, a DENY rule with a clause of HTTP fields only is
-// skipped, and the other DENY rules keep their L4 part.
-func ztunnelRule(ap *AuthorizationPolicy, r *apRule, c compiledRule) (compiledRule, string) {
-	c, holds := c.withoutUnsent()
-	switch {
-	case !holds:
-		return compiledRule{}, "its sources name trust domains only, which istiod does not send to ztunnel: they arrive empty and match no connection"
-	case isAllow(ap) && rulefields.HTTPLevel(r):
-		return compiledRule{}, "it names an HTTP field: ztunnel drops the rule, which admits nothing"
-	case isAllow(ap):
-		return c, ""
-	case ztunnelNoOpClause(r, "") != "":
-		return compiledRule{}, "a clause of HTTP fields only: ztunnel skips the rule, which denies nothing"
-	}
-	return c.l4Only(), ""
-}
-
-// withoutUnsent is a rule as istiod sends it to ztunnel, without the fields it never
-// sends (trust domains: handleRule does not read them): a source that named only them
-// arrives as an empty match, which ztunnel's rbac.rs never holds. holds is false when no
-// source is left that can: the rule matches no connection.
-func (r compiledRule) withoutUnsent() (c compiledRule, holds bool) {
-	unsent := func(c condition) bool { return c.ztunnelReading() == rulefields.ZtunnelUnsent }
-	if !slices.ContainsFunc(r.from, func(e []condition) bool { return slices.ContainsFunc(e, unsent) }) {
-		return r, true
-	}
-	var from [][]condition
-	for _, e := range r.from {
-		if kept := slices.DeleteFunc(slices.Clone(e), unsent); len(kept) > 0 {
-			from = append(from, kept)
-		}
-	}
-	r.from = from
-	return r, len(from) > 0
-}
-
-// l4Only is a DENY rule as istiod translates it for ztunnel: its HTTP fields stripped, an
-// entry left with none skipped (an empty match), so that the rule fires on its L4 part
-// alone (MG804). Rules with a clause made only of HTTP fields are not sent at all.
-func (r compiledRule) l4Only() compiledRule {
-	notL4 := func(c condition) bool { return c.ztunnelReading() != rulefields.ZtunnelL4 }
-	l4 := func(entries [][]condition) [][]condition {
-		var out [][]condition
-		for _, e := range entries {
-			if kept := slices.DeleteFunc(slices.Clone(e), notL4); len(kept) > 0 {
-				out = append(out, kept)
-			}
-		}
-		return out
-	}
-	return compiledRule{from: l4(r.from), to: l4(r.to), when: slices.DeleteFunc(slices.Clone(r.when), notL4)}
+	return dataplane.TrustDomain + "/ns/" + gw.Namespace + "/sa/" + gw.Name
 }
 
 // ztunnelAdmits tells whether ztunnel lets some connection without a token reach an
 // ambient workload, under the policies it enforces for it.
 func ztunnelAdmits(st State, root string, w *Workload) bool {
-	return ztunnelEnforcement(mesh.ForWorkload(w, root, st.AuthorizationPolicies), !mtlsStrict(st, root, w)).admitsTokenless()
+	return dataplane.ZtunnelEnforcement(mesh.ForWorkload(w, root, st.AuthorizationPolicies), !mtlsStrict(st, root, w)).AdmitsTokenless()
 }
 
 // bypassesWaypoint returns a caller other than the waypoint that ztunnel lets reach a
 // workload directly, described, or "" when ztunnel admits only the waypoint.
 func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*AuthorizationPolicy) string {
-	e := ztunnelEnforcement(aps, !mtlsStrict(st, root, w))
-	peers := slices.DeleteFunc(e.peers(), func(p request) bool { return p[rulefields.PeerPrincipal] == waypointIdentity(gw) })
-	found, decided := e.find(request{}, false, peers, e.admits)
+	e := dataplane.ZtunnelEnforcement(aps, !mtlsStrict(st, root, w))
+	peers := slices.DeleteFunc(e.Peers(), func(p request) bool { return p[rulefields.PeerPrincipal] == waypointIdentity(gw) })
+	found, decided := e.Find(request{}, false, peers, e.Admits)
 	switch {
 	case !decided:
-		return fmt.Sprintf("callers meshguard cannot rule out: the policies name more than %d combinations of values to try", maxRequestClasses)
+		return fmt.Sprintf("callers meshguard cannot rule out: the policies name more than %d combinations of values to try", dataplane.MaxRequestClasses)
 	case found == nil:
 		return ""
 	case found[rulefields.PeerPrincipal] == "":
 		return "a caller without mTLS"
-	case found[rulefields.PeerPrincipal] != anyOther:
+	case found[rulefields.PeerPrincipal] != dataplane.AnyOther:
 		return found[rulefields.PeerPrincipal]
 	}
 	return "any workload of the mesh, by the Pods' addresses"

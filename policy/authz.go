@@ -9,33 +9,11 @@ import (
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
 type apRule = securityv1beta1.Rule
-
-// DryRunAnnotation switches an AuthorizationPolicy to dry run: Istio logs its verdicts and
-// enforces nothing.
-const DryRunAnnotation = "istio.io/dry-run"
-
-func isAllow(ap *AuthorizationPolicy) bool {
-	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_ALLOW
-}
-
-func isDeny(ap *AuthorizationPolicy) bool {
-	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_DENY
-}
-
-// isDryRun reads the annotation as Istio does, with strconv.ParseBool: "true", "True",
-// "1" and "t" all switch enforcement off.
-func isDryRun(ap *AuthorizationPolicy) bool {
-	v, set := ap.Annotations[DryRunAnnotation]
-	if !set { // asked of every policy on every review: no parse error to allocate
-		return false
-	}
-	on, err := strconv.ParseBool(v)
-	return err == nil && on
-}
 
 // match is a place where a rule matches an attribute, and the values it matches. Its path
 // is rendered only when a finding names it: most matches are looked at and dropped.
@@ -164,7 +142,7 @@ func requestPrincipals(r *apRule, at string) []match {
 // deniesOnClaims tells whether a DENY policy matches token attributes positively: it fires
 // only while a RequestAuthentication validates tokens.
 func deniesOnClaims(ap *AuthorizationPolicy) bool {
-	if !isDeny(ap) || isDryRun(ap) {
+	if !dataplane.IsDeny(ap) || dataplane.IsDryRun(ap) {
 		return false
 	}
 	for _, r := range ap.Spec.Rules {
@@ -177,7 +155,7 @@ func deniesOnClaims(ap *AuthorizationPolicy) bool {
 
 // usesToken tells whether an ALLOW or DENY policy matches token attributes at all.
 func usesToken(ap *AuthorizationPolicy) bool {
-	if !isAllow(ap) && !isDeny(ap) {
+	if !dataplane.IsAllow(ap) && !dataplane.IsDeny(ap) {
 		return false
 	}
 	for _, r := range ap.Spec.Rules {

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
@@ -140,7 +141,7 @@ func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*Auth
 	if witness, ok := n.openings.Load(key); ok {
 		return witness.(request)
 	}
-	witness := enforcementOf(aps, plaintext).tokenlessOpening()
+	witness := dataplane.EnforcementOf(aps, plaintext).TokenlessOpening()
 	n.openings.Store(key, witness)
 	return witness
 }

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
@@ -97,8 +98,8 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 // admitsAnything tells whether some request, with or without a token, gets through.
 func (r route) admitsAnything() bool {
 	first := r.hops[0].enforcement
-	peers := first.peers()
-	found, decided := first.find(request{}, false, peers, func(req request) bool { return r.admits(req) })
+	peers := first.Peers()
+	found, decided := first.Find(request{}, false, peers, func(req request) bool { return r.admits(req) })
 	return found != nil || !decided
 }
 
@@ -110,29 +111,29 @@ func (r route) tokenRequirement(keep func(peer request) bool) (string, []string)
 	tokenless := func(path string) bool {
 		for _, h := range r.hops {
 			e := h.enforcement
-			fixed := request{rulefields.Path: path, rulefields.Host: anyOther}
-			peers := slices.DeleteFunc(e.anonymousPeers(), func(p request) bool { return !keep(p) })
+			fixed := request{rulefields.Path: path, rulefields.Host: dataplane.AnyOther}
+			peers := slices.DeleteFunc(e.AnonymousPeers(), func(p request) bool { return !keep(p) })
 			if len(peers) == 0 {
 				continue
 			}
 			// Undecided counts as admitted: meshguard never calls protected what it cannot tell.
-			if found, decided := e.find(fixed, true, peers, func(req request) bool { return r.admits(req) }); found != nil || !decided {
+			if found, decided := e.Find(fixed, true, peers, func(req request) bool { return r.admits(req) }); found != nil || !decided {
 				return true
 			}
 		}
 		return false
 	}
-	if tokenless(anyPath) {
+	if tokenless(dataplane.AnyPath) {
 		return TokenOptional, []string{}
 	}
 	exempt := []string{}
 	for _, h := range r.hops {
-		for _, c := range h.enforcement.conditions() {
-			if c.attr != rulefields.Path {
+		for _, c := range h.enforcement.Conditions() {
+			if c.Attr != rulefields.Path {
 				continue
 			}
-			for _, p := range slices.Concat(c.values, c.notValues) {
-				if v := representative(p); v != "" && !slices.Contains(exempt, p) && tokenless(v) {
+			for _, p := range slices.Concat(c.Values, c.NotValues) {
+				if v := dataplane.Representative(p); v != "" && !slices.Contains(exempt, p) && tokenless(v) {
 					exempt = append(exempt, p)
 				}
 			}

@@ -1,10 +1,11 @@
 package policy
 
 import (
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/meshguard/meshguard/policy/dataplane"
 )
 
 // ProxyEnforcement is what one proxy on the way to a workload enforces, as the data plane
@@ -72,8 +73,8 @@ func (h hop) enforced(via string) ProxyEnforcement {
 	}
 	for _, ap := range h.aps {
 		for i, r := range ap.Spec.Rules {
-			e := EnforcedRule{Policy: ap.Namespace + "/" + ap.Name, Action: ap.Spec.Action.String(), DryRun: isDryRun(ap), Rule: i}
-			if c, skipped := receive(h.ztunnel, ap, r); skipped != "" {
+			e := EnforcedRule{Policy: ap.Namespace + "/" + ap.Name, Action: ap.Spec.Action.String(), DryRun: dataplane.IsDryRun(ap), Rule: i}
+			if c, skipped := dataplane.Receive(h.ztunnel, ap, r); skipped != "" {
 				e.Skipped = skipped
 			} else {
 				e.Matches = c.String()
@@ -102,48 +103,4 @@ func (h hop) mtls() string {
 		}
 	}
 	return mode
-}
-
-// String renders a rule as a proxy matches it: "from: (a and b) or (c); to: (d); when: e
-// and f", every request where it names nothing.
-func (r compiledRule) String() string {
-	var parts []string
-	for _, list := range []struct {
-		name    string
-		entries [][]condition
-	}{{"from", r.from}, {"to", r.to}} {
-		if len(list.entries) == 0 {
-			continue
-		}
-		entries := make([]string, len(list.entries))
-		for i, e := range list.entries {
-			entries[i] = "(" + conditionsString(e) + ")"
-		}
-		parts = append(parts, list.name+": "+strings.Join(entries, " or "))
-	}
-	if len(r.when) > 0 {
-		parts = append(parts, "when: "+conditionsString(r.when))
-	}
-	if len(parts) == 0 {
-		return "every request"
-	}
-	return strings.Join(parts, "; ")
-}
-
-func conditionsString(cs []condition) string {
-	if len(cs) == 0 {
-		return "anything" // an entry with nothing set matches every request
-	}
-	out := make([]string, len(cs))
-	for i, c := range cs {
-		var s []string
-		if len(c.values) > 0 {
-			s = append(s, fmt.Sprintf("%s in [%s]", c.attr, strings.Join(c.values, ", ")))
-		}
-		if len(c.notValues) > 0 {
-			s = append(s, fmt.Sprintf("%s not in [%s]", c.attr, strings.Join(c.notValues, ", ")))
-		}
-		out[i] = strings.Join(s, " and ")
-	}
-	return strings.Join(out, " and ")
 }

@@ -7,6 +7,7 @@ import (
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -29,19 +30,6 @@ type Token struct {
 	Invalid bool
 	Claims  map[string][]string
 }
-
-// Verdict is what happens to a request.
-type Verdict string
-
-const (
-	VerdictAllow Verdict = "allow"
-	// VerdictDeny is a 403, or a connection refused before any HTTP (mTLS STRICT).
-	VerdictDeny Verdict = "deny"
-	// VerdictUnauthenticated is a 401: a token was presented, and rejected.
-	VerdictUnauthenticated Verdict = "unauthenticated"
-	// VerdictUndetermined is left to an external authorizer (a CUSTOM policy).
-	VerdictUndetermined Verdict = "undetermined"
-)
 
 // Explanation is a request's verdict, and why: what each proxy on its path did.
 type Explanation struct {
@@ -234,7 +222,7 @@ func requestAttributes(req Request) map[string][]string {
 	}
 	if req.FromPrincipal != "" {
 		// As Envoy logs it, or as policies name it: one identity.
-		return withPeer(attrs, peerOf(strings.TrimPrefix(req.FromPrincipal, "spiffe://")))
+		return withPeer(attrs, dataplane.PeerOf(strings.TrimPrefix(req.FromPrincipal, "spiffe://")))
 	}
 	return attrs
 }
@@ -268,20 +256,6 @@ func normalizedPath(p string) string {
 	return path
 }
 
-// trustDomain is the mesh's trust domain, as Istio's default meshConfig sets it: the
-// identities meshguard gives the mesh's own proxies and callers are in it.
-const trustDomain = "cluster.local"
-
-// peerOf is the caller of an mTLS identity: <trust domain>/ns/<namespace>/sa/<name>. It
-// is the one reading of a SPIFFE path in the engine.
-func peerOf(principal string) request {
-	p := request{rulefields.PeerPrincipal: principal}
-	if parts := strings.Split(principal, "/"); len(parts) == 5 && parts[1] == "ns" && parts[3] == "sa" {
-		p[rulefields.TrustDomain], p[rulefields.Namespace], p[rulefields.ServiceAccount] = parts[0], parts[2], parts[2]+"/"+parts[4]
-	}
-	return p
-}
-
 // withPeer returns attrs with the caller's attributes those of peer.
 func withPeer(attrs map[string][]string, peer request) map[string][]string {
 	out := map[string][]string{}
@@ -291,7 +265,7 @@ func withPeer(attrs map[string][]string, peer request) map[string][]string {
 		}
 	}
 	for k, v := range peer {
-		if v != "" && v != anyOther {
+		if v != "" && v != dataplane.AnyOther {
 			out[k] = []string{v}
 		}
 	}
@@ -327,7 +301,7 @@ func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict
 	}
 	var enforced, dryRun []*AuthorizationPolicy
 	for _, ap := range h.aps {
-		if isDryRun(ap) {
+		if dataplane.IsDryRun(ap) {
 			dryRun = append(dryRun, ap)
 		} else {
 			enforced = append(enforced, ap)
@@ -421,7 +395,7 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 			if ap.Spec.Action != action {
 				continue
 			}
-			pt := PolicyTrace{Namespace: ap.Namespace, Name: ap.Name, Action: action.String(), DryRun: isDryRun(ap), Provider: ap.Spec.GetProvider().GetName()}
+			pt := PolicyTrace{Namespace: ap.Namespace, Name: ap.Name, Action: action.String(), DryRun: dataplane.IsDryRun(ap), Provider: ap.Spec.GetProvider().GetName()}
 			allowPolicies = allowPolicies || action == securityv1beta1.AuthorizationPolicy_ALLOW
 			for i, r := range ap.Spec.Rules {
 				rt := h.ruleTrace(ap, r, attrs)
@@ -443,7 +417,7 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 			traces = append(traces, pt)
 		}
 	}
-	verdict := decide(denied != "", allowPolicies, allowed != "", custom != "")
+	verdict := dataplane.Decide(denied != "", allowPolicies, allowed != "", custom != "")
 	switch {
 	case verdict == VerdictDeny && denied != "":
 		return verdict, denied, traces
@@ -459,20 +433,20 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 
 // ruleTrace evaluates one rule as the proxy receives it (ztunnelRule at ztunnel).
 func (h hop) ruleTrace(ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
-	c, skipped := receive(h.ztunnel, ap, r)
+	c, skipped := dataplane.Receive(h.ztunnel, ap, r)
 	if skipped != "" {
 		return RuleTrace{Skipped: skipped}
 	}
-	if miss := c.mismatch(attrs); miss != "" {
+	if miss := mismatch(c, attrs); miss != "" {
 		return RuleTrace{Mismatch: miss}
 	}
 	return RuleTrace{Matched: true}
 }
 
-// mismatch returns the first field of the rule that the request does not match, or "" when
+// mismatch returns the first field of rule r that the request does not match, or "" when
 // the rule matches: of from, of to (an entry of each must match whole), then of when.
-func (r compiledRule) mismatch(attrs map[string][]string) string {
-	for _, entries := range [][][]condition{r.from, r.to} {
+func mismatch(r compiledRule, attrs map[string][]string) string {
+	for _, entries := range [][][]condition{r.From, r.To} {
 		if len(entries) == 0 {
 			continue
 		}
@@ -491,7 +465,7 @@ func (r compiledRule) mismatch(attrs map[string][]string) string {
 			return firstMiss
 		}
 	}
-	return conditionsMismatch(r.when, attrs)
+	return conditionsMismatch(r.When, attrs)
 }
 
 // conditionsMismatch returns the first condition the request does not meet, described.
@@ -499,20 +473,20 @@ func (r compiledRule) mismatch(attrs map[string][]string) string {
 // matches, a negative one if none does.
 func conditionsMismatch(cs []condition, attrs map[string][]string) string {
 	for _, c := range cs {
-		values := attrs[c.attr]
-		if c.holdsFor(values) {
+		values := attrs[c.Attr]
+		if c.HoldsFor(values) {
 			continue
 		}
-		has := "no " + c.attr
+		has := "no " + c.Attr
 		if len(values) > 0 {
-			has = c.attr + " " + strings.Join(values, ", ")
+			has = c.Attr + " " + strings.Join(values, ", ")
 		}
 		positive := c
-		positive.notValues = nil
-		if !positive.holdsFor(values) {
-			return fmt.Sprintf("%s: the request has %s, none of %s", c.at.path(false), has, quoteList(c.values))
+		positive.NotValues = nil
+		if !positive.HoldsFor(values) {
+			return fmt.Sprintf("%s: the request has %s, none of %s", c.At.Path(false), has, quoteList(c.Values))
 		}
-		return fmt.Sprintf("%s: the request has %s, one of %s", c.at.path(true), has, quoteList(c.notValues))
+		return fmt.Sprintf("%s: the request has %s, one of %s", c.At.Path(true), has, quoteList(c.NotValues))
 	}
 	return ""
 }

@@ -6,6 +6,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy/dataplane"
 )
 
 // MayOpen tells whether a change of a security policy may leave a workload less protected
@@ -25,7 +27,7 @@ func MayOpen(op Operation, obj, old metav1.Object) bool {
 	}
 	switch o := obj.(type) {
 	case *AuthorizationPolicy:
-		return isAllow(o)
+		return dataplane.IsAllow(o)
 	case *PeerAuthentication:
 		return !strictEverywhere(o)
 	}

@@ -9,6 +9,7 @@ import (
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
@@ -109,7 +110,7 @@ func (p protection) verifies() bool { return len(p.ras) > 0 }
 
 // tokenless returns a request with no token, on a path no policy names, that the
 // workload's AuthorizationPolicies admit, or nil when they turn every such request away;
-// undecidedRequest when they name too many values to tell (see maxRequestClasses).
+// undecidedRequest when they name too many values to tell (see dataplane.MaxRequestClasses).
 func (p protection) tokenless() request {
 	o := p.opening
 	if o.evaluated {
@@ -128,7 +129,7 @@ func (p protection) tokenless() request {
 		key.policies = names.String()
 		known, ok := o.byPolicies[key]
 		if !ok {
-			known = enforcementOf(p.aps, plaintext).tokenlessOpening()
+			known = dataplane.EnforcementOf(p.aps, plaintext).TokenlessOpening()
 			o.byPolicies[key] = known
 		}
 		witness = known
@@ -140,9 +141,9 @@ func (p protection) tokenless() request {
 // tokenlessOn is tokenless for requests to each of ports of the workload: those on which
 // one gets in, and such a request on the first of them.
 func (p protection) tokenlessOn(ports []string) (open []string, witness request) {
-	e := enforcementOf(p.aps, p.opening.plaintext())
+	e := dataplane.EnforcementOf(p.aps, p.opening.plaintext())
 	for _, port := range ports {
-		if found := e.tokenlessOpeningWith(request{rulefields.Path: anyPath, rulefields.Host: anyOther, rulefields.Port: port}); found != nil {
+		if found := e.TokenlessOpeningWith(request{rulefields.Path: dataplane.AnyPath, rulefields.Host: dataplane.AnyOther, rulefields.Port: port}); found != nil {
 			if open = append(open, port); witness == nil {
 				witness = found
 			}
@@ -155,7 +156,7 @@ func (p protection) tokenlessOn(ports []string) (open []string, witness request)
 // token, on any path, from any caller: with no RequestAuthentication, whether anything
 // gets in at all.
 func (p protection) admitsUnverified() bool {
-	return enforcementOf(p.aps, p.opening.plaintext()).admitsTokenless()
+	return dataplane.EnforcementOf(p.aps, p.opening.plaintext()).AdmitsTokenless()
 }
 
 // enforces tells whether the workload's AuthorizationPolicies turn away requests without
@@ -331,4 +332,9 @@ func lacking(ws []*Workload, bad func(w *Workload) bool) []*Workload {
 		}
 	}
 	return out
+}
+
+// mtlsStrict tells whether mTLS is STRICT for a workload.
+func mtlsStrict(st State, root string, w *Workload) bool {
+	return mtlsMode(st, root, w) == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
 }

@@ -7,6 +7,7 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
@@ -60,7 +61,7 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 			proxy:       "waypoint " + gw.Namespace + "/" + gw.Name,
 			ras:         atWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications),
 			aps:         aps,
-			enforcement: enforcementOf(aps, false),
+			enforcement: dataplane.EnforcementOf(aps, false),
 			mtlsStrict:  true,
 			hboneOnly:   true,
 			forwardsAs:  peer(waypointIdentity(gw), gw.Namespace, gw.Namespace+"/"+gw.Name),
@@ -81,10 +82,10 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 			ras:   mesh.ForWorkload(g, root, st.RequestAuthentications),
 			aps:   aps,
 			// Clients reach an ingress gateway from outside the mesh, without mTLS.
-			enforcement: enforcementOf(aps, true),
+			enforcement: dataplane.EnforcementOf(aps, true),
 			// Pods are kept by their metadata: a gateway's service account is not known,
 			// only that it calls from its namespace.
-			forwardsAs: peer(anyOther, g.Namespace, anyOther),
+			forwardsAs: peer(dataplane.AnyOther, g.Namespace, dataplane.AnyOther),
 		}
 		hops := []hop{in}
 		if gw != nil && ingressUsesWaypoint(st, w.Namespace, services) {
@@ -104,12 +105,12 @@ func localHop(st State, root string, w *Workload) []hop {
 	switch {
 	case isProxy(w):
 		// A gateway is its own proxy, whatever its injection labels say.
-		return []hop{{proxy: "gateway", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, true)}}
+		return []hop{{proxy: "gateway", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: dataplane.EnforcementOf(aps, true)}}
 	case inAmbient(st, w):
 		if w.Annotations[BypassInboundCaptureAnnotation] == "true" || w.Namespace == "kube-system" {
 			return nil
 		}
-		return []hop{{proxy: "ztunnel", aps: aps, ztunnel: true, enforcement: ztunnelEnforcement(aps, !strict), mtlsStrict: strict}}
+		return []hop{{proxy: "ztunnel", aps: aps, ztunnel: true, enforcement: dataplane.ZtunnelEnforcement(aps, !strict), mtlsStrict: strict}}
 	case meantForAmbient(st, w):
 		return nil // on the host's network: ztunnel does not intercept it
 	case leavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
@@ -119,7 +120,7 @@ func localHop(st State, root string, w *Workload) []hop {
 		return nil
 	}
 	mode, own := mtlsModes(st, root, w)
-	return []hop{{proxy: "sidecar", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: enforcementOf(aps, !strict),
+	return []hop{{proxy: "sidecar", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: dataplane.EnforcementOf(aps, !strict),
 		mtlsStrict: mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT, strictPorts: strictPorts(own, mode)}}
 }
 
@@ -137,7 +138,7 @@ func ingressUsesWaypoint(st State, ns string, services []string) bool {
 // peer is the caller a proxy's mTLS presents: its principal, namespace and service account
 // (namespace/name).
 func peer(principal, namespace, serviceAccount string) request {
-	return request{rulefields.PeerPrincipal: principal, rulefields.Namespace: namespace, rulefields.ServiceAccount: serviceAccount, rulefields.TrustDomain: trustDomain}
+	return request{rulefields.PeerPrincipal: principal, rulefields.Namespace: namespace, rulefields.ServiceAccount: serviceAccount, rulefields.TrustDomain: dataplane.TrustDomain}
 }
 
 // admits tells whether a request gets through every proxy of the route. A proxy without a
@@ -151,7 +152,7 @@ func (r route) admits(req request) bool {
 		if len(h.ras) == 0 {
 			seen = withoutToken(req)
 		}
-		if !h.enforcement.admits(seen) {
+		if !h.enforcement.Admits(seen) {
 			return false
 		}
 		if len(h.ras) > 0 && !forwardsToken(h.ras) {

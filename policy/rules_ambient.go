@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
@@ -36,7 +37,7 @@ func ambientRules() []Rule {
 		Summary: "A DENY policy without `targetRefs`, on ambient Pods, with a rule that has a clause (`from`, `to`, or one `when`) made only of HTTP-level fields.",
 		Why:     "ztunnel receives that clause empty and skips it: the rule never fires, and what it should deny gets through (istio#61126).",
 		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
-			clause := ztunnelNoOpClause(r, at)
+			clause := dataplane.ZtunnelNoOpClause(r, at)
 			ambient := c.ztunnelWorkloads(p)
 			if clause == "" || len(ambient) == 0 {
 				return nil
@@ -50,7 +51,7 @@ func ambientRules() []Rule {
 		Summary: "An ALLOW policy without `targetRefs`, on ambient Pods, with a rule holding any HTTP-level field. Deny in the root namespace.",
 		Why:     "istiod drops the whole rule for ztunnel; with no rule left the ALLOW admits nothing, and every connection is denied, from waypoints and gateways too.",
 		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isAllow(p) || isDryRun(p) {
+			if !dataplane.IsAllow(p) || dataplane.IsDryRun(p) {
 				return nil
 			}
 			ambient := c.ztunnelWorkloads(p)
@@ -82,7 +83,7 @@ func ambientRules() []Rule {
 		Why:     "ztunnel keeps the L4 part alone: the DENY turns away more than meant (all of a port, all of a namespace's callers).",
 		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			entry := mixedEntry(r, at)
-			if entry == "" || ztunnelNoOpClause(r, at) != "" {
+			if entry == "" || dataplane.ZtunnelNoOpClause(r, at) != "" {
 				return nil
 			}
 			ambient := c.ztunnelWorkloads(p)
@@ -195,13 +196,13 @@ func ambientRules() []Rule {
 				return nil
 			}
 			effect, action := "this DENY never sees the clients it names, and they get through", Deny
-			if isAllow(p) {
+			if dataplane.IsAllow(p) {
 				effect, action = "this ALLOW never sees the clients it names, and locks them out", Warn
 			}
 			var out []Finding
 			for _, m := range mtlsMatcher.positive(r, at) {
 				if slices.ContainsFunc(m.values, func(v string) bool {
-					return valueMatches(rulefields.PeerPrincipal, waypointIdentity(gw), v) || valueMatches(rulefields.Namespace, gw.Namespace, v)
+					return dataplane.ValueMatches(rulefields.PeerPrincipal, waypointIdentity(gw), v) || dataplane.ValueMatches(rulefields.Namespace, gw.Namespace, v)
 				}) {
 					continue // names the waypoint itself
 				}
@@ -346,7 +347,7 @@ func ambientRules() []Rule {
 				f := finding(field,
 					fmt.Sprintf("%s run in ambient mode, and istiod does not send this field to ztunnel, with no status: %s", c.describe(ambient), effect),
 					"match principals or namespaces instead, or attach the policy to the workloads' waypoint with targetRefs (kind: Service)")
-				if isAllow(p) {
+				if dataplane.IsAllow(p) {
 					f = f.as(Warn)
 				}
 				out = append(out, f)

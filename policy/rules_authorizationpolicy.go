@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -28,7 +29,7 @@ func authorizationPolicyRules() []Rule {
 		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			// Fields of one source, and every condition, are ANDed: requestPrincipals
 			// ["*"] beside notRequestPrincipals [partner] admits no token-less caller.
-			return perMatch(admittingOnly(p.Namespace, r, jwtMatcher.negative(r, at), matchesTokenless), func(m match) Finding {
+			return perMatch(admittingOnly(p.Namespace, r, jwtMatcher.negative(r, at), dataplane.MatchesTokenless), func(m match) Finding {
 				return finding(m.field(),
 					fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", quoteList(m.values)),
 					"allow on positive values (requestPrincipals / values), or deny on this negative match instead")
@@ -91,7 +92,7 @@ func authorizationPolicyRules() []Rule {
 		Summary: "The annotation `istio.io/dry-run` set to a true value as Go's `strconv.ParseBool` reads it (`\"true\"`, `\"True\"`, `\"1\"`, `\"t\"`), as Istio reads it.",
 		Why:     "The policy is only logged, never enforced.",
 		Check: judge(func(c *Context, p *AuthorizationPolicy) []Finding {
-			if !isDryRun(p) {
+			if !dataplane.IsDryRun(p) {
 				return nil
 			}
 			return []Finding{finding("metadata.annotations[istio.io/dry-run]",
@@ -147,7 +148,7 @@ func authorizationPolicyRules() []Rule {
 			if len(out) == 0 {
 				return nil
 			}
-			if cr, ok := compileRule(p.Namespace, r); !ok || !matchesTokenless(cr) {
+			if cr, ok := dataplane.CompileRule(p.Namespace, r); !ok || !dataplane.MatchesTokenless(cr) {
 				return nil // the rule demands a verified token besides
 			}
 			return out
@@ -164,28 +165,18 @@ func authorizationPolicyRules() []Rule {
 			total := 0
 			for i, r := range p.Spec.Rules {
 				at := element("spec.rules", i)
-				var cs []condition
-				for k, f := range r.From {
-					cs = append(cs, conditions(rulefields.Source, 'f', k, f.GetSource())...)
-				}
-				for k, o := range r.To {
-					cs = append(cs, conditions(rulefields.Operation, 't', k, o.GetOperation())...)
-				}
-				for k, w := range r.When {
-					cs = append(cs, newCondition(w.Key, w.Values, w.NotValues, fieldRef{'w', k, 0}))
-				}
-				for _, cond := range cs {
-					total += len(cond.values) + len(cond.notValues)
+				for _, cond := range dataplane.WrittenConditions(r) {
+					total += len(cond.Values) + len(cond.NotValues)
 					for _, list := range []struct {
 						values   []string
 						negative bool
 						when     string
-					}{{cond.values, false, ".values"}, {cond.notValues, true, ".notValues"}} {
+					}{{cond.Values, false, ".values"}, {cond.NotValues, true, ".notValues"}} {
 						if len(list.values) <= maxFieldValues {
 							continue
 						}
-						field := at + "." + cond.at.path(list.negative)
-						if cond.at.list == 'w' {
+						field := at + "." + cond.At.Path(list.negative)
+						if cond.At.List == 'w' {
 							field += list.when
 						}
 						out = append(out, finding(field, fmt.Sprintf("%d values, over meshguard's limit of %d for one field", len(list.values), maxFieldValues),
@@ -225,14 +216,14 @@ var principalMatcher = matcher{source: jwtMatcher.source, when: func(k string) b
 // in: for a match in a source, the rule with that source alone; for a condition, the rule
 // whole. A rule Istio skips (an unknown when key) admits nothing.
 func admittingOnly(namespace string, r *apRule, ms []match, admits func(compiledRule) bool) []match {
-	cr, ok := compileRule(namespace, r)
+	cr, ok := dataplane.CompileRule(namespace, r)
 	if !ok {
 		return nil
 	}
 	return slices.DeleteFunc(ms, func(m match) bool {
 		rule := cr
 		if m.fromList {
-			rule.from = cr.from[m.index : m.index+1]
+			rule.From = cr.From[m.index : m.index+1]
 		}
 		return !admits(rule)
 	})

@@ -7,6 +7,7 @@ import (
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
@@ -206,7 +207,7 @@ func regexFindings(p *AuthorizationPolicy, r *apRule, at, version string, field 
 				}
 				fd := finding(fmt.Sprintf("%s.from[%d].source.%s", at, j, form.name),
 					fmt.Sprintf("istiod %s reads %q as a regular expression: it matches more than written", version, v), fix)
-				if isAllow(p) {
+				if dataplane.IsAllow(p) {
 					fd = fd.as(Warn)
 				}
 				out = append(out, fd)

@@ -12,6 +12,7 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
@@ -62,7 +63,7 @@ func crossResourceRules() []Rule {
 				who += fmt.Sprintf(" on %s %s of its Services", word, strings.Join(first.open, ", "))
 				witness = first.witness
 			}
-			gets := describeRequest(witness) + " gets in on a path no policy names"
+			gets := dataplane.DescribeRequest(witness) + " gets in on a path no policy names"
 			if open[0].Virtual {
 				// No such workload runs yet (MG403 says so where others do): the finding is
 				// about the ones to come.
@@ -88,7 +89,7 @@ func crossResourceRules() []Rule {
 			if len(c.ambientOf(bare)) > 0 {
 				fix = "ambient workloads have their tokens checked at a waypoint only: attach a RequestAuthentication, and this policy, to their Service by targetRefs, and bind the Service to a waypoint (" + useWaypointLabel + ")"
 			}
-			if isDeny(p) && deniesOnClaims(p) {
+			if dataplane.IsDeny(p) && deniesOnClaims(p) {
 				return []Finding{finding("spec.rules",
 					fmt.Sprintf("no RequestAuthentication validates tokens for %s, so this DENY on token attributes never fires", c.describe(bare)), fix).as(Deny)}
 			}
@@ -137,7 +138,7 @@ func crossResourceRules() []Rule {
 			var out []Finding
 			if len(opened) > 0 {
 				out = append(out, finding("spec",
-					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on a path no policy names); today they require one", verb, c.describe(opened), describeRequest(c.protection(c.State, opened[0]).tokenless())),
+					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on a path no policy names); today they require one", verb, c.describe(opened), dataplane.DescribeRequest(c.protection(c.State, opened[0]).tokenless())),
 					"first apply another AuthorizationPolicy that requires a token for these workloads, or keep this one"))
 			}
 			if len(undenied) > 0 {
@@ -191,7 +192,7 @@ func crossResourceRules() []Rule {
 		Why:     "No token from that issuer is ever validated: an ALLOW on it locks callers out, a DENY on it never fires.",
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			effect, action := "no token of it is validated: callers are locked out", Warn
-			if isDeny(p) {
+			if dataplane.IsDeny(p) {
 				effect, action = "this DENY never fires", Deny
 			}
 			// Workloads under the same RequestAuthentications share one issuer list: each
@@ -301,7 +302,7 @@ func crossResourceRules() []Rule {
 				return nil
 			}
 			effect := "Istio drops this ALLOW rule there, so that traffic is denied"
-			if isDeny(p) {
+			if dataplane.IsDeny(p) {
 				effect = "this DENY rule matches all traffic there, so every connection is denied"
 			}
 			return []Finding{finding(at,
@@ -515,10 +516,10 @@ func identityMatchesPlaintext(c *Context) []Finding {
 		// A positive DENY and a negative ALLOW let plaintext callers in; a positive
 		// ALLOW locks them out.
 		opens, closes := mtlsMatcher.positive(r, at), []match(nil)
-		if isAllow(p) {
+		if dataplane.IsAllow(p) {
 			// A negative match lets a plaintext caller in only if nothing ANDed with
 			// it demands an identity (principals beside notPrincipals does).
-			opens, closes = admittingOnly(p.Namespace, r, mtlsMatcher.negative(r, at), matchesPlaintext), mtlsMatcher.positive(r, at)
+			opens, closes = admittingOnly(p.Namespace, r, mtlsMatcher.negative(r, at), dataplane.MatchesPlaintext), mtlsMatcher.positive(r, at)
 		}
 		// A waypoint receives only mTLS, from ztunnel: its callers always carry an identity.
 		if len(opens)+len(closes) == 0 || mesh.ScopeOf(p).WaypointOnly(c.State) {
@@ -552,14 +553,14 @@ func identityPoliciesOpened(c *Context, p *PeerAuthentication) []Finding {
 	var opened []string
 	for _, w := range weakened {
 		for _, ap := range mesh.ForWorkload(w, c.Settings.Root, c.State.AuthorizationPolicies) {
-			if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) || mesh.ScopeOf(ap).WaypointOnly(c.State) || slices.Contains(opened, ref(ap)) {
+			if dataplane.IsDryRun(ap) || !dataplane.IsAllow(ap) && !dataplane.IsDeny(ap) || mesh.ScopeOf(ap).WaypointOnly(c.State) || slices.Contains(opened, ref(ap)) {
 				continue
 			}
 			if slices.ContainsFunc(ap.Spec.Rules, func(r *apRule) bool {
-				if isDeny(ap) {
+				if dataplane.IsDeny(ap) {
 					return len(mtlsMatcher.positive(r, "")) > 0
 				}
-				return len(admittingOnly(ap.Namespace, r, mtlsMatcher.negative(r, ""), matchesPlaintext)) > 0
+				return len(admittingOnly(ap.Namespace, r, mtlsMatcher.negative(r, ""), dataplane.MatchesPlaintext)) > 0
 			}) {
 				opened = append(opened, ref(ap))
 			}

@@ -1,4 +1,9 @@
-package policy
+// Package dataplane is what the proxies do with a class of request: AuthorizationPolicies
+// compiled into rules as istiod translates them for a sidecar, a waypoint, a gateway or
+// ztunnel, and Envoy's RBAC evaluation of them (CUSTOM, then DENY, then ALLOW). It knows
+// the policies and the meaning of their fields (rulefields), not where a policy applies
+// nor which proxy serves a workload.
+package dataplane
 
 import (
 	"fmt"
@@ -10,6 +15,7 @@ import (
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -24,142 +30,158 @@ import (
 
 // request is one class of request: a value per attribute, "" where the request has none.
 // Attributes no policy reads are left out.
-type request map[string]string
+type Request map[string]string
 
-// anyOther is a value no policy names: only wildcards match it.
-const anyOther = "\x00"
+// AnyOther is a value no policy names: only wildcards match it.
+const AnyOther = "\x00"
 
-// anyPath is a path no policy names: it matches "/*" and "*", nothing narrower.
-const anyPath = "/" + anyOther
+// AnyPath is a path no policy names: it matches "/*" and "*", nothing narrower.
+const AnyPath = "/" + AnyOther
 
 // condition is one field of a rule: the attribute it reads, and its positive and negative
 // values (either may be empty); at says where it is in the rule, for explanations.
-type condition struct {
-	attr              string
-	values, notValues []string
-	at                fieldRef
-	match             rulefields.Match
+type Condition struct {
+	Attr              string
+	Values, NotValues []string
+	At                FieldRef
+	Match             rulefields.Match
 }
 
-// newCondition is the condition on attr of these values, at.
-func newCondition(attr string, values, notValues []string, at fieldRef) condition {
-	return condition{attr, values, notValues, at, rulefields.Of(attr).Match}
+// NewCondition is the condition on attr of these values, at.
+func NewCondition(attr string, values, notValues []string, at FieldRef) Condition {
+	return Condition{attr, values, notValues, at, rulefields.Of(attr).Match}
 }
 
 // fieldRef is where a condition is in its rule: the entry of from (list 'f') or to ('t') and
 // the index of its field in rulefields.Source or rulefields.Operation, or the index in when ('w').
-type fieldRef struct {
-	list         byte
-	entry, field int
+type FieldRef struct {
+	List         byte
+	Entry, Field int
 }
 
-// path names the field in the rule, its negative form if negative: from[0].source.notPaths.
-func (f fieldRef) path(negative bool) string {
+// Path names the field in the rule, its negative form if negative: from[0].source.notPaths.
+func (f FieldRef) Path(negative bool) string {
 	pick := func(name, not string) string {
 		if negative {
 			return not
 		}
 		return name
 	}
-	switch f.list {
+	switch f.List {
 	case 'f':
-		return fmt.Sprintf("from[%d].source.%s", f.entry, pick(rulefields.Source[f.field].Name, rulefields.Source[f.field].Not))
+		return fmt.Sprintf("from[%d].source.%s", f.Entry, pick(rulefields.Source[f.Field].Name, rulefields.Source[f.Field].Not))
 	case 't':
-		return fmt.Sprintf("to[%d].operation.%s", f.entry, pick(rulefields.Operation[f.field].Name, rulefields.Operation[f.field].Not))
+		return fmt.Sprintf("to[%d].operation.%s", f.Entry, pick(rulefields.Operation[f.Field].Name, rulefields.Operation[f.Field].Not))
 	}
-	return fmt.Sprintf("when[%d]", f.entry)
+	return fmt.Sprintf("when[%d]", f.Entry)
 }
 
 // conditions are the conditions of entry i of a from or to list (list 'f' or 't'), one per
 // field set.
-func conditions[T any](fields []rulefields.Field[T], list byte, i int, entry T) []condition {
+func conditions[T any](fields []rulefields.Field[T], list byte, i int, entry T) []Condition {
 	set := 0
 	for _, f := range fields {
 		if f.Set(entry) {
 			set++
 		}
 	}
-	cs := make([]condition, 0, set) // one allocation: a policy is compiled on every review
+	cs := make([]Condition, 0, set) // one allocation: a policy is compiled on every review
 	for j, f := range fields {
 		if f.Set(entry) {
-			cs = append(cs, newCondition(f.Attr, f.Values(entry), f.NotValues(entry), fieldRef{list, i, j}))
+			cs = append(cs, NewCondition(f.Attr, f.Values(entry), f.NotValues(entry), FieldRef{list, i, j}))
 		}
 	}
 	return cs
 }
 
-// holds tells whether the condition holds for request r.
-func (c condition) holds(r request) bool {
-	v := r[c.attr]
+// WrittenConditions are every condition of a rule as written, unknown when keys included:
+// its from entries' fields, its to entries', then its when conditions.
+func WrittenConditions(r *apRule) []Condition {
+	var cs []Condition
+	for k, f := range r.From {
+		cs = append(cs, conditions(rulefields.Source, 'f', k, f.GetSource())...)
+	}
+	for k, o := range r.To {
+		cs = append(cs, conditions(rulefields.Operation, 't', k, o.GetOperation())...)
+	}
+	for k, w := range r.When {
+		cs = append(cs, NewCondition(w.Key, w.Values, w.NotValues, FieldRef{'w', k, 0}))
+	}
+	return cs
+}
+
+// Holds tells whether the condition holds for request r.
+func (c Condition) Holds(r Request) bool {
+	v := r[c.Attr]
 	if v == "" {
-		return c.holdsFor(nil)
+		return c.HoldsFor(nil)
 	}
 	one := [1]string{v}
-	return c.holdsFor(one[:])
+	return c.HoldsFor(one[:])
 }
 
-// holdsFor tells whether the condition holds for an attribute of these values (a claim
+// HoldsFor tells whether the condition holds for an attribute of these values (a claim
 // may have several): a positive condition if one of them matches, a negative one if none
 // does. An attribute the request lacks matches no positive value and every negative one.
-func (c condition) holdsFor(values []string) bool {
+func (c Condition) HoldsFor(values []string) bool {
 	matchesAny := func(patterns []string) bool {
 		return slices.ContainsFunc(values, func(v string) bool {
-			return slices.ContainsFunc(patterns, func(p string) bool { return c.match.Matches(v, p) })
+			return slices.ContainsFunc(patterns, func(p string) bool { return c.Match.Matches(v, p) })
 		})
 	}
-	return (len(c.values) == 0 || matchesAny(c.values)) && !matchesAny(c.notValues)
+	return (len(c.Values) == 0 || matchesAny(c.Values)) && !matchesAny(c.NotValues)
 }
 
-// valueMatches is the match Envoy makes of the matcher istiod generates for a value of a
+// ValueMatches is the match Envoy makes of the matcher istiod generates for a value of a
 // policy, the one place every rule and explain match by: exact, prefix "abc*", suffix
 // "*abc", or "*" for any value present; hosts ignoring case; paths without their query or
 // fragment, and path templates ({*} a segment, {**} the rest); addresses by CIDR range.
-func valueMatches(attr, v, pattern string) bool { return rulefields.Of(attr).Match.Matches(v, pattern) }
+func ValueMatches(attr, v, pattern string) bool { return rulefields.Of(attr).Match.Matches(v, pattern) }
 
 // compiledRule is an AuthorizationPolicy rule as conditions.
-type compiledRule struct {
-	from, to [][]condition // entries, ORed; conditions of one entry, ANDed
-	when     []condition
+type Rule struct {
+	From, To [][]Condition // entries, ORed; conditions of one entry, ANDed
+	When     []Condition
 }
 
-func (r compiledRule) matches(req request) bool {
-	return anyEntryHolds(r.from, req) && anyEntryHolds(r.to, req) && allHold(r.when, req)
+func (r Rule) Matches(req Request) bool {
+	return anyEntryHolds(r.From, req) && anyEntryHolds(r.To, req) && allHold(r.When, req)
 }
 
-func anyEntryHolds(entries [][]condition, req request) bool {
-	return len(entries) == 0 || slices.ContainsFunc(entries, func(cs []condition) bool { return allHold(cs, req) })
+func anyEntryHolds(entries [][]Condition, req Request) bool {
+	return len(entries) == 0 || slices.ContainsFunc(entries, func(cs []Condition) bool { return allHold(cs, req) })
 }
 
-func allHold(cs []condition, req request) bool {
+func allHold(cs []Condition, req Request) bool {
 	for _, c := range cs {
-		if !c.holds(req) {
+		if !c.Holds(req) {
 			return false
 		}
 	}
 	return true
 }
 
-// compileRule returns a rule's conditions; false for a rule Istio skips.
-func compileRule(namespace string, r *apRule) (compiledRule, bool) {
-	out := compiledRule{from: make([][]condition, 0, len(r.From)), to: make([][]condition, 0, len(r.To))}
+// CompileRule returns a rule's conditions; false for a rule Istio skips.
+func CompileRule(namespace string, r *apRule) (Rule, bool) {
+	out := Rule{From: make([][]Condition, 0, len(r.From)), To: make([][]Condition, 0, len(r.To))}
 	for i, f := range r.From {
-		out.from = append(out.from, qualifyServiceAccounts(namespace, conditions(rulefields.Source, 'f', i, f.GetSource())))
+		out.From = append(out.From, qualifyServiceAccounts(namespace, conditions(rulefields.Source, 'f', i, f.GetSource())))
 	}
 	for i, t := range r.To {
-		out.to = append(out.to, conditions(rulefields.Operation, 't', i, t.GetOperation()))
+		out.To = append(out.To, conditions(rulefields.Operation, 't', i, t.GetOperation()))
 	}
 	for i, w := range r.When {
 		if !rulefields.KnownWhenKey(w.Key) {
-			return compiledRule{}, false
+			return Rule{}, false
 		}
-		out.when = append(out.when, newCondition(w.Key, w.Values, w.NotValues, fieldRef{'w', i, 0}))
+		out.When = append(out.When, NewCondition(w.Key, w.Values, w.NotValues, FieldRef{'w', i, 0}))
 	}
 	return out, true
 }
 
 // qualifyServiceAccounts names the namespace of each service account a condition names
 // without one: the policy's, as istiod reads it.
-func qualifyServiceAccounts(namespace string, cs []condition) []condition {
+func qualifyServiceAccounts(namespace string, cs []Condition) []Condition {
 	qualify := func(names []string) []string {
 		out := slices.Clone(names)
 		for i, n := range out {
@@ -170,47 +192,49 @@ func qualifyServiceAccounts(namespace string, cs []condition) []condition {
 		return out
 	}
 	for i, c := range cs {
-		if c.attr == rulefields.ServiceAccount {
-			cs[i].values, cs[i].notValues = qualify(c.values), qualify(c.notValues)
+		if c.Attr == rulefields.ServiceAccount {
+			cs[i].Values, cs[i].NotValues = qualify(c.Values), qualify(c.NotValues)
 		}
 	}
 	return cs
 }
 
 // enforcement is how the AuthorizationPolicies of one workload are enforced.
-type enforcement struct {
-	deny, allow []compiledRule
-	// allowPolicies tells whether an ALLOW policy applies: then only what one of its rules
+type Enforcement struct {
+	Deny, Allow []Rule
+	// AllowPolicies tells whether an ALLOW policy applies: then only what one of its rules
 	// matches is admitted (an ALLOW policy without rules admits nothing).
-	allowPolicies bool
-	// plaintext tells whether callers without mTLS reach the workload (PeerAuthentication
+	AllowPolicies bool
+	// Plaintext tells whether callers without mTLS reach the workload (PeerAuthentication
 	// not STRICT).
-	plaintext bool
+	Plaintext bool
 }
 
-func enforcementOf(aps []*AuthorizationPolicy, plaintext bool) enforcement {
-	return enforcementBy(aps, plaintext, false)
+// EnforcementOf is how a sidecar, a waypoint or a gateway enforces aps; plaintext tells
+// whether callers without mTLS reach the workload.
+func EnforcementOf(aps []*mesh.AuthorizationPolicy, plaintext bool) Enforcement {
+	return EnforcementBy(aps, plaintext, false)
 }
 
-// enforcementBy is enforcementOf at a proxy that receives each rule as receive says: ztunnel,
+// EnforcementBy is EnforcementOf at a proxy that receives each rule as Receive says: ztunnel,
 // or another.
-func enforcementBy(aps []*AuthorizationPolicy, plaintext, ztunnel bool) enforcement {
-	e := enforcement{plaintext: plaintext}
+func EnforcementBy(aps []*mesh.AuthorizationPolicy, plaintext, ztunnel bool) Enforcement {
+	e := Enforcement{Plaintext: plaintext}
 	for _, ap := range aps {
-		if isDryRun(ap) || !isAllow(ap) && !isDeny(ap) {
+		if IsDryRun(ap) || !IsAllow(ap) && !IsDeny(ap) {
 			continue
 		}
-		if isAllow(ap) {
-			e.allowPolicies = true
+		if IsAllow(ap) {
+			e.AllowPolicies = true
 		}
 		for _, r := range ap.Spec.Rules {
-			c, skipped := receive(ztunnel, ap, r)
+			c, skipped := Receive(ztunnel, ap, r)
 			switch {
 			case skipped != "":
-			case isAllow(ap):
-				e.allow = append(e.allow, c)
+			case IsAllow(ap):
+				e.Allow = append(e.Allow, c)
 			default:
-				e.deny = append(e.deny, c)
+				e.Deny = append(e.Deny, c)
 			}
 		}
 	}
@@ -223,31 +247,31 @@ const (
 	ztunnelNoCustom = "ztunnel is not sent CUSTOM policies"
 )
 
-// receive is a rule of ap as a proxy receives it, or why it receives none: a sidecar, a
+// Receive is a rule of ap as a proxy receives it, or why it receives none: a sidecar, a
 // waypoint or a gateway the rule as written, but for one with a when key Istio does not
 // know; ztunnel no CUSTOM policy, and each rule as istiod translates it for ztunnel
 // (ztunnelRule).
-func receive(ztunnel bool, ap *AuthorizationPolicy, r *apRule) (compiledRule, string) {
+func Receive(ztunnel bool, ap *mesh.AuthorizationPolicy, r *apRule) (Rule, string) {
 	if ztunnel && ap.Spec.Action == securityv1beta1.AuthorizationPolicy_CUSTOM {
-		return compiledRule{}, ztunnelNoCustom
+		return Rule{}, ztunnelNoCustom
 	}
-	c, ok := compileRule(ap.Namespace, r)
+	c, ok := CompileRule(ap.Namespace, r)
 	if !ok {
-		return compiledRule{}, unknownWhenKey
+		return Rule{}, unknownWhenKey
 	}
 	if ztunnel {
 		var dropped string
 		if c, dropped = ztunnelRule(ap, r, c); dropped != "" {
-			return compiledRule{}, dropped
+			return Rule{}, dropped
 		}
 	}
 	return c, ""
 }
 
-// decide is Envoy's RBAC decision, given what matched: a DENY rule denies; where ALLOW
+// Decide is Envoy's RBAC decision, given what matched: a DENY rule denies; where ALLOW
 // policies apply, a request no ALLOW rule matches is denied; then a matching CUSTOM rule
 // leaves the verdict to its provider; else the request is allowed.
-func decide(denied, allowPolicies, allowed, custom bool) Verdict {
+func Decide(denied, allowPolicies, allowed, custom bool) Verdict {
 	switch {
 	case denied, allowPolicies && !allowed:
 		return VerdictDeny
@@ -257,56 +281,56 @@ func decide(denied, allowPolicies, allowed, custom bool) Verdict {
 	return VerdictAllow
 }
 
-// admits tells whether a request gets past the workload's DENY and ALLOW policies.
+// Admits tells whether a request gets past the workload's DENY and ALLOW policies.
 // CUSTOM policies are left out: their provider's verdict is not known here, and no
-// CUSTOM match makes decide deny.
-func (e enforcement) admits(req request) bool {
-	matches := func(r compiledRule) bool { return r.matches(req) }
-	denied := slices.ContainsFunc(e.deny, matches)
-	allowed := !denied && e.allowPolicies && slices.ContainsFunc(e.allow, matches)
-	return decide(denied, e.allowPolicies, allowed, false) != VerdictDeny
+// CUSTOM match makes Decide deny.
+func (e Enforcement) Admits(req Request) bool {
+	matches := func(r Rule) bool { return r.Matches(req) }
+	denied := slices.ContainsFunc(e.Deny, matches)
+	allowed := !denied && e.AllowPolicies && slices.ContainsFunc(e.Allow, matches)
+	return Decide(denied, e.AllowPolicies, allowed, false) != VerdictDeny
 }
 
-// maxRequestClasses bounds the requests one question tries: the product of the values the
+// MaxRequestClasses bounds the requests one question tries: the product of the values the
 // policies of one workload name. Beyond it the question is left undecided.
-const maxRequestClasses = 4096
+const MaxRequestClasses = 4096
 
 // attrUndecided marks the request that stands for all those the engine did not try: the
-// policies name more than maxRequestClasses combinations of values. It is read as an
+// policies name more than MaxRequestClasses combinations of values. It is read as an
 // opening, so that padding a policy with values never makes a workload look protected.
 const attrUndecided = "meshguard.undecided"
 
 // undecidedRequest is a request the engine cannot rule out (see attrUndecided).
-func undecidedRequest() request { return request{attrUndecided: "true"} }
+func undecidedRequest() Request { return Request{attrUndecided: "true"} }
 
-// tokenlessOpening returns a request with no token that the workload admits, on a path
+// TokenlessOpening returns a request with no token that the workload admits, on a path
 // no policy names and from a caller no policy names (without mTLS, or any workload of the
 // mesh), or nil when every such request is turned away. Token-less requests admitted only
 // on named paths or from named callers are exemptions made on purpose (a health check, the
 // workloads of one namespace over STRICT mTLS). When the policies name too many values to
 // try every class, it is undecidedRequest: the engine fails closed.
-func (e enforcement) tokenlessOpening() request {
-	return e.tokenlessOpeningWith(request{rulefields.Path: anyPath, rulefields.Host: anyOther})
+func (e Enforcement) TokenlessOpening() Request {
+	return e.TokenlessOpeningWith(Request{rulefields.Path: AnyPath, rulefields.Host: AnyOther})
 }
 
-// tokenlessOpeningWith is tokenlessOpening among the requests with fixed's values.
-func (e enforcement) tokenlessOpeningWith(fixed request) request {
-	found, decided := e.find(fixed, true, e.anonymousPeers(), e.admits)
+// TokenlessOpeningWith is TokenlessOpening among the requests with fixed's values.
+func (e Enforcement) TokenlessOpeningWith(fixed Request) Request {
+	found, decided := e.Find(fixed, true, e.AnonymousPeers(), e.Admits)
 	if !decided {
 		return undecidedRequest()
 	}
 	return found
 }
 
-// anonymousPeers are the callers no policy names: one without mTLS (where mTLS is not
+// AnonymousPeers are the callers no policy names: one without mTLS (where mTLS is not
 // STRICT), any workload of the mesh, and a workload of the mesh matching each pattern a
 // policy gives that is not pinned to one namespace (pinnedIdentity): such a pattern
 // names no caller in particular. cluster.local/* or tenant-* admits the workloads of
 // namespaces any tenant may create.
-func (e enforcement) anonymousPeers() []request {
-	out := []request{genericPeer()}
-	if e.plaintext {
-		out = []request{{}, genericPeer()}
+func (e Enforcement) AnonymousPeers() []Request {
+	out := []Request{genericPeer()}
+	if e.Plaintext {
+		out = []Request{{}, genericPeer()}
 	}
 	for _, pv := range e.peerValues() {
 		if !pinnedIdentity(pv.attr, pv.pattern) {
@@ -323,30 +347,30 @@ func (e enforcement) anonymousPeers() []request {
 type peerValue struct{ attr, pattern, value string }
 
 // peerValues are the values worth trying for peer attributes, each once, but "*".
-func (e enforcement) peerValues() []peerValue {
+func (e Enforcement) peerValues() []peerValue {
 	var out []peerValue
 	seen := map[[2]string]bool{}
-	for _, c := range e.conditions() {
-		if !slices.Contains(rulefields.PeerAttributes, c.attr) {
+	for _, c := range e.Conditions() {
+		if !slices.Contains(rulefields.PeerAttributes, c.Attr) {
 			continue
 		}
-		for _, p := range slices.Concat(c.values, c.notValues) {
-			v := representative(p)
-			if v == "" || seen[[2]string{c.attr, v}] {
+		for _, p := range slices.Concat(c.Values, c.NotValues) {
+			v := Representative(p)
+			if v == "" || seen[[2]string{c.Attr, v}] {
 				continue
 			}
-			seen[[2]string{c.attr, v}] = true
-			out = append(out, peerValue{c.attr, p, v})
+			seen[[2]string{c.Attr, v}] = true
+			out = append(out, peerValue{c.Attr, p, v})
 		}
 	}
 	return out
 }
 
 // genericPeer is any workload of the mesh: an identity no policy names.
-func genericPeer() request {
-	generic := request{}
+func genericPeer() Request {
+	generic := Request{}
 	for _, a := range rulefields.PeerAttributes {
-		generic[a] = anyOther
+		generic[a] = AnyOther
 	}
 	return generic
 }
@@ -364,30 +388,30 @@ func pinnedIdentity(attr, p string) bool {
 	return attr == rulefields.PeerPrincipal && pinnedIdentityPattern.MatchString(p)
 }
 
-// matchesTokenless tells whether a rule matches some request with no token, on any path.
-func matchesTokenless(r compiledRule) bool {
-	return r.satisfiable(true, enforcement{allow: []compiledRule{r}, plaintext: true}.peers())
+// MatchesTokenless tells whether a rule matches some request with no token, on any path.
+func MatchesTokenless(r Rule) bool {
+	return r.satisfiable(true, Enforcement{Allow: []Rule{r}, Plaintext: true}.Peers())
 }
 
-// matchesPlaintext tells whether a rule matches some request from a caller without mTLS.
-func matchesPlaintext(r compiledRule) bool { return r.satisfiable(false, []request{{}}) }
+// MatchesPlaintext tells whether a rule matches some request from a caller without mTLS.
+func MatchesPlaintext(r Rule) bool { return r.satisfiable(false, []Request{{}}) }
 
 // satisfiable tells whether some request from one of peers, with no token attribute if
 // tokenless, matches the rule. For one rule, attributes are independent once an entry of
 // from and of to is chosen: each needs one value that all its conditions accept.
-func (r compiledRule) satisfiable(tokenless bool, peers []request) bool {
-	froms, tos := r.from, r.to
+func (r Rule) satisfiable(tokenless bool, peers []Request) bool {
+	froms, tos := r.From, r.To
 	if len(froms) == 0 {
-		froms = [][]condition{nil}
+		froms = [][]Condition{nil}
 	}
 	if len(tos) == 0 {
-		tos = [][]condition{nil}
+		tos = [][]Condition{nil}
 	}
 	for _, from := range froms {
 		for _, to := range tos {
-			byAttr := map[string][]condition{}
-			for _, c := range slices.Concat(from, to, r.when) {
-				byAttr[c.attr] = append(byAttr[c.attr], c)
+			byAttr := map[string][]Condition{}
+			for _, c := range slices.Concat(from, to, r.When) {
+				byAttr[c.Attr] = append(byAttr[c.Attr], c)
 			}
 			for _, peer := range peers {
 				if attributesSatisfiable(byAttr, peer, tokenless) {
@@ -402,7 +426,7 @@ func (r compiledRule) satisfiable(tokenless bool, peers []request) bool {
 // attributesSatisfiable tells whether each attribute has a value its conditions all
 // accept: the peer's for peer attributes, none for token attributes if tokenless, else
 // one of the values worth trying.
-func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenless bool) bool {
+func attributesSatisfiable(byAttr map[string][]Condition, peer Request, tokenless bool) bool {
 	for attr, cs := range byAttr {
 		var candidates []string
 		switch {
@@ -411,18 +435,18 @@ func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenles
 		case tokenless && rulefields.IsJWT(attr):
 			candidates = []string{""}
 		default:
-			candidates = []string{anyOther}
+			candidates = []string{AnyOther}
 			if mayBeAbsent(attr) {
 				candidates = append(candidates, "")
 			}
 			for _, c := range cs {
-				for _, p := range slices.Concat(c.values, c.notValues) {
+				for _, p := range slices.Concat(c.Values, c.NotValues) {
 					candidates = append(candidates, worthTrying(attr, p)...)
 				}
 			}
 		}
 		if !slices.ContainsFunc(candidates, func(v string) bool {
-			req := request{attr: v}
+			req := Request{attr: v}
 			return allHold(cs, req)
 		}) {
 			return false
@@ -431,28 +455,28 @@ func attributesSatisfiable(byAttr map[string][]condition, peer request, tokenles
 	return true
 }
 
-// admitsTokenless tells whether some request without a token, on any path, from any
+// AdmitsTokenless tells whether some request without a token, on any path, from any
 // caller, gets in; also when there are too many to tell.
-func (e enforcement) admitsTokenless() bool {
-	found, decided := e.find(request{}, true, e.peers(), e.admits)
+func (e Enforcement) AdmitsTokenless() bool {
+	found, decided := e.Find(Request{}, true, e.Peers(), e.Admits)
 	return found != nil || !decided
 }
 
-// find returns a request that ok accepts, or nil: one with fixed's values, from one of
+// Find returns a request that ok accepts, or nil: one with fixed's values, from one of
 // peers, with no token attribute if tokenless, and for every other attribute the rules
 // read one of the values worth trying. decided is false when there are more classes than
-// maxRequestClasses.
-func (e enforcement) find(fixed request, tokenless bool, peers []request, ok func(request) bool) (found request, decided bool) {
+// MaxRequestClasses.
+func (e Enforcement) Find(fixed Request, tokenless bool, peers []Request, ok func(Request) bool) (found Request, decided bool) {
 	dims := e.dimensions(func(attr string) bool {
 		_, isFixed := fixed[attr]
 		return isFixed || tokenless && rulefields.IsJWT(attr) || slices.Contains(rulefields.PeerAttributes, attr)
 	})
-	if classesOf(dims, len(peers)) > maxRequestClasses {
+	if classesOf(dims, len(peers)) > MaxRequestClasses {
 		// Values the conditions treat alike are one class: a padded list is one value.
 		for i := range dims {
 			dims[i].values = distinct(dims[i].values, dims[i].conditions)
 		}
-		if classesOf(dims, len(peers)) > maxRequestClasses {
+		if classesOf(dims, len(peers)) > MaxRequestClasses {
 			return nil, false
 		}
 	}
@@ -489,17 +513,17 @@ func (e enforcement) find(fixed request, tokenless bool, peers []request, ok fun
 type dimension struct {
 	attr       string
 	values     []string
-	conditions []condition
+	conditions []Condition
 }
 
 // classesOf is the number of requests find tries: every value of every dimension, from
-// each of peers; maxRequestClasses+1 once past it.
+// each of peers; MaxRequestClasses+1 once past it.
 func classesOf(dims []dimension, peers int) int {
 	classes := peers
 	for _, d := range dims {
 		classes *= len(d.values)
-		if classes > maxRequestClasses {
-			return maxRequestClasses + 1
+		if classes > MaxRequestClasses {
+			return MaxRequestClasses + 1
 		}
 	}
 	return classes
@@ -512,10 +536,10 @@ const maxDistinctWork = 1 << 22
 // fails alike: they are interchangeable in every rule that reads the attribute. Where
 // telling them apart would take more than maxDistinctWork matches, values are kept as
 // they are.
-func distinct(values []string, cs []condition) []string {
+func distinct(values []string, cs []Condition) []string {
 	patterns := 0
 	for _, c := range cs {
-		patterns += len(c.values) + len(c.notValues)
+		patterns += len(c.Values) + len(c.NotValues)
 	}
 	if len(values)*patterns > maxDistinctWork {
 		return values
@@ -526,7 +550,7 @@ func distinct(values []string, cs []condition) []string {
 	for _, v := range values {
 		for i, c := range cs {
 			signature[i] = '0'
-			if c.holds(request{c.attr: v}) {
+			if c.Holds(Request{c.Attr: v}) {
 				signature[i] = '1'
 			}
 		}
@@ -538,14 +562,14 @@ func distinct(values []string, cs []condition) []string {
 	return out
 }
 
-// conditions returns every condition of the workload's rules.
-func (e enforcement) conditions() []condition {
-	var out []condition
-	for _, r := range slices.Concat(e.deny, e.allow) {
-		for _, entry := range slices.Concat(r.from, r.to) {
+// Conditions returns every condition of the workload's rules.
+func (e Enforcement) Conditions() []Condition {
+	var out []Condition
+	for _, r := range slices.Concat(e.Deny, e.Allow) {
+		for _, entry := range slices.Concat(r.From, r.To) {
 			out = append(out, entry...)
 		}
-		out = append(out, r.when...)
+		out = append(out, r.When...)
 	}
 	return out
 }
@@ -553,26 +577,26 @@ func (e enforcement) conditions() []condition {
 // dimensions returns, for each attribute the rules read but skip, the values to try: one
 // no policy names, each value named, one inside each prefix or suffix, and "" where a
 // request may lack the attribute (headers, claims).
-func (e enforcement) dimensions(skip func(attr string) bool) []dimension {
+func (e Enforcement) dimensions(skip func(attr string) bool) []dimension {
 	var dims []dimension
 	index := map[string]int{}
-	for _, c := range e.conditions() {
-		if skip(c.attr) {
+	for _, c := range e.Conditions() {
+		if skip(c.Attr) {
 			continue
 		}
-		i, ok := index[c.attr]
+		i, ok := index[c.Attr]
 		if !ok {
 			i = len(dims)
-			index[c.attr] = i
-			values := []string{anyOther}
-			if mayBeAbsent(c.attr) {
+			index[c.Attr] = i
+			values := []string{AnyOther}
+			if mayBeAbsent(c.Attr) {
 				values = append(values, "")
 			}
-			dims = append(dims, dimension{attr: c.attr, values: values})
+			dims = append(dims, dimension{attr: c.Attr, values: values})
 		}
 		dims[i].conditions = append(dims[i].conditions, c)
-		for _, p := range slices.Concat(c.values, c.notValues) {
-			for _, v := range worthTrying(c.attr, p) {
+		for _, p := range slices.Concat(c.Values, c.NotValues) {
+			for _, v := range worthTrying(c.Attr, p) {
 				if !slices.Contains(dims[i].values, v) {
 					dims[i].values = append(dims[i].values, v)
 				}
@@ -604,39 +628,39 @@ func worthTrying(attr, p string) []string {
 			return out
 		}
 	}
-	if v := representative(p); v != "" {
+	if v := Representative(p); v != "" {
 		return []string{v}
 	}
 	return nil
 }
 
-// representative returns a value a pattern matches and no wider one need: the value
+// Representative returns a value a pattern matches and no wider one need: the value
 // itself, or one inside a prefix or suffix; "" for "*".
-func representative(p string) string {
+func Representative(p string) string {
 	switch {
 	case rulefields.IsPathTemplate(p):
-		return strings.NewReplacer("{**}", anyOther, "{*}", anyOther).Replace(p)
+		return strings.NewReplacer("{**}", AnyOther, "{*}", AnyOther).Replace(p)
 	case p == "*":
 		return ""
 	case strings.HasPrefix(p, "*"):
-		return anyOther + p[1:]
+		return AnyOther + p[1:]
 	case strings.HasSuffix(p, "*"):
-		return strings.TrimSuffix(p, "*") + anyOther
+		return strings.TrimSuffix(p, "*") + AnyOther
 	}
 	return p
 }
 
-// peers returns the callers worth trying: the anonymous ones, and each identity,
+// Peers returns the callers worth trying: the anonymous ones, and each identity,
 // namespace, service account and trust domain a rule names.
-func (e enforcement) peers() []request {
-	out := e.anonymousPeers()
+func (e Enforcement) Peers() []Request {
+	out := e.AnonymousPeers()
 	for _, pv := range e.peerValues() {
 		if !pinnedIdentity(pv.attr, pv.pattern) {
 			continue // among the anonymous ones
 		}
 		peer := genericPeer()
 		if pv.attr == rulefields.PeerPrincipal {
-			maps.Copy(peer, peerOf(pv.value))
+			maps.Copy(peer, PeerOf(pv.value))
 		} else {
 			peer[pv.attr] = pv.value
 		}
@@ -645,12 +669,12 @@ func (e enforcement) peers() []request {
 	return out
 }
 
-// describeCaller names the caller of a request, for messages: one without mTLS, the
+// DescribeCaller names the caller of a request, for messages: one without mTLS, the
 // workloads a pattern admits, an identity, namespace or service account a policy names,
 // or any workload of the mesh.
-func describeCaller(r request) string {
-	pattern := func(attr string) bool { return strings.Contains(r[attr], anyOther) && r[attr] != anyOther }
-	wildcard := func(attr string) string { return strings.ReplaceAll(r[attr], anyOther, "*") }
+func DescribeCaller(r Request) string {
+	pattern := func(attr string) bool { return strings.Contains(r[attr], AnyOther) && r[attr] != AnyOther }
+	wildcard := func(attr string) string { return strings.ReplaceAll(r[attr], AnyOther, "*") }
 	switch {
 	case r[rulefields.PeerPrincipal] == "":
 		return "a caller without mTLS"
@@ -662,47 +686,42 @@ func describeCaller(r request) string {
 		return "any workload whose service account matches " + wildcard(rulefields.ServiceAccount)
 	case pattern(rulefields.TrustDomain):
 		return "any workload of a trust domain matching " + wildcard(rulefields.TrustDomain)
-	case r[rulefields.PeerPrincipal] != anyOther:
+	case r[rulefields.PeerPrincipal] != AnyOther:
 		return r[rulefields.PeerPrincipal]
-	case r[rulefields.Namespace] != anyOther:
+	case r[rulefields.Namespace] != AnyOther:
 		return "namespace " + r[rulefields.Namespace]
-	case r[rulefields.ServiceAccount] != anyOther:
+	case r[rulefields.ServiceAccount] != AnyOther:
 		return "service account " + r[rulefields.ServiceAccount]
-	case r[rulefields.TrustDomain] != anyOther:
+	case r[rulefields.TrustDomain] != AnyOther:
 		return "trust domain " + r[rulefields.TrustDomain]
 	}
 	return "any workload of the mesh"
 }
 
-// describeRequest says, for messages, who sends a request of this class.
-func describeRequest(r request) string {
+// DescribeRequest says, for messages, who sends a request of this class.
+func DescribeRequest(r Request) string {
 	if _, ok := r[attrUndecided]; ok {
-		return fmt.Sprintf("a request with no token that meshguard cannot rule out: the policies name more than %d combinations of values to try (shorten or split their lists)", maxRequestClasses)
+		return fmt.Sprintf("a request with no token that meshguard cannot rule out: the policies name more than %d combinations of values to try (shorten or split their lists)", MaxRequestClasses)
 	}
-	parts := []string{"a request with no token", "from " + describeCaller(r)}
-	if r[rulefields.Port] == anyOther {
+	parts := []string{"a request with no token", "from " + DescribeCaller(r)}
+	if r[rulefields.Port] == AnyOther {
 		parts = append(parts, "to a port no policy names")
 	}
 	for _, a := range []string{rulefields.Method, rulefields.Port} {
-		if v, ok := r[a]; ok && v != anyOther && !strings.Contains(v, anyOther) {
+		if v, ok := r[a]; ok && v != AnyOther && !strings.Contains(v, AnyOther) {
 			parts = append(parts, fmt.Sprintf("%s %s", strings.TrimPrefix(strings.TrimPrefix(a, "request."), "destination."), v))
 		}
 	}
 	return strings.Join(parts, ", ")
 }
 
-// mtlsStrict tells whether mTLS is STRICT for a workload.
-func mtlsStrict(st State, root string, w *Workload) bool {
-	return mtlsMode(st, root, w) == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
-}
-
-// ztunnelReading is what ztunnel gets of the field of the condition.
-func (c condition) ztunnelReading() rulefields.Ztunnel {
-	switch c.at.list {
+// ZtunnelReading is what ztunnel gets of the field of the condition.
+func (c Condition) ZtunnelReading() rulefields.Ztunnel {
+	switch c.At.List {
 	case 'f':
-		return rulefields.Source[c.at.field].Ztunnel
+		return rulefields.Source[c.At.Field].Ztunnel
 	case 't':
-		return rulefields.Operation[c.at.field].Ztunnel
+		return rulefields.Operation[c.At.Field].Ztunnel
 	}
-	return rulefields.ZtunnelOf(c.attr)
+	return rulefields.ZtunnelOf(c.Attr)
 }

@@ -1,0 +1,22 @@
+package policy
+
+import "github.com/meshguard/meshguard/policy/dataplane"
+
+// What the proxies do with a class of request (policy/dataplane), under the names the
+// engine and the front doors know it by.
+type (
+	Verdict      = dataplane.Verdict
+	request      = dataplane.Request
+	condition    = dataplane.Condition
+	compiledRule = dataplane.Rule
+	enforcement  = dataplane.Enforcement
+)
+
+const (
+	VerdictAllow           = dataplane.VerdictAllow
+	VerdictDeny            = dataplane.VerdictDeny
+	VerdictUnauthenticated = dataplane.VerdictUnauthenticated
+	VerdictUndetermined    = dataplane.VerdictUndetermined
+
+	DryRunAnnotation = dataplane.DryRunAnnotation
+)
