@@ -41,20 +41,12 @@ func growthFigure(o options, out io.Writer) error {
 	}
 	var servers []*server
 	for _, pods := range o.pods {
-		ready := filepath.Join(dir, strconv.Itoa(pods))
-		cmd := exec.Command(exe, "-serve-size", strconv.Itoa(pods), "-ready-file", ready,
+		base, ca, stop, err := serverProcess(exe, filepath.Join(dir, strconv.Itoa(pods)), "-serve-size", strconv.Itoa(pods),
 			"-pods-per-namespace", strconv.Itoa(o.podsPerNamespace), "-policies-per-namespace", strconv.Itoa(o.policiesPerNamespace))
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			return err
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); <-exited }()
-		base, ca, err := awaitServer(ready, exited)
 		if err != nil {
 			return fmt.Errorf("%d Pods: %w", pods, err)
 		}
+		defer stop()
 		s := shape{pods: pods, podsPerNamespace: o.podsPerNamespace, policiesPerNamespace: o.policiesPerNamespace}
 		e := newEndpoint(base, o.conns, nil, ca)
 		if err := e.warmViews(s, reviews); err != nil {
@@ -108,7 +100,25 @@ func growthFigure(o options, out io.Writer) error {
 	return tw.Flush()
 }
 
-// awaitServer waits for a -serve-size process to write its base URL and CA to ready.
+// serverProcess starts this command again with args (-serve-size, -serve-bare) and waits
+// for it to write its base URL and CA to the file ready; stop ends it.
+func serverProcess(exe, ready string, args ...string) (base string, ca []byte, stop func(), err error) {
+	cmd := exec.Command(exe, append(args, "-ready-file", ready)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, nil, err
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM); <-exited }
+	if base, ca, err = awaitServer(ready, exited); err != nil {
+		stop()
+		return "", nil, nil, err
+	}
+	return base, ca, stop, nil
+}
+
+// awaitServer waits for a server process to write its base URL and CA to ready.
 func awaitServer(ready string, exited chan error) (base string, ca []byte, _ error) {
 	for deadline := time.Now().Add(10 * time.Minute); time.Now().Before(deadline); {
 		if data, err := os.ReadFile(ready); err == nil {
@@ -138,6 +148,23 @@ func serveOneSize(o options, pods int, ready string) error {
 	if err != nil {
 		return err
 	}
+	return announce(ctx, ready, base, ca)
+}
+
+// serveBare is the bare handler in a process of its own, as a webhook runs (-serve-bare),
+// served until SIGTERM.
+func serveBare(ready string) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	base, ca, err := startBare(ctx)
+	if err != nil {
+		return err
+	}
+	return announce(ctx, ready, base, ca)
+}
+
+// announce writes a server's base URL and CA to the file ready, and waits for ctx to end.
+func announce(ctx context.Context, ready, base string, ca []byte) error {
 	// Written whole, then renamed: the parent never reads half a file.
 	if err := os.WriteFile(ready+".tmp", append([]byte(base+"\n"), ca...), 0o600); err != nil {
 		return err

@@ -91,8 +91,9 @@ func run(args []string, out io.Writer) error {
 	fs.BoolVar(&o.growth, "growth", false, "instead: serve each size from its own process, all at once, and alternate the load between them")
 	fs.StringVar(&o.check, "check", "", "instead: `meshguard check -o json` as a process over generated bundles of these sizes in objects, comma-separated")
 	fs.IntVar(&o.runs, "runs", 11, "with -check: runs per size")
-	// Internal: the server processes of -growth.
+	// Internal: the server processes of -growth and -writes.
 	serveSize := fs.Int("serve-size", 0, "")
+	serveBareHandler := fs.Bool("serve-bare", false, "")
 	readyFile := fs.String("ready-file", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -105,6 +106,9 @@ func run(args []string, out io.Writer) error {
 	}
 	if *serveSize > 0 {
 		return serveOneSize(o, *serveSize, *readyFile)
+	}
+	if *serveBareHandler {
+		return serveBare(*readyFile)
 	}
 	if o.check != "" {
 		sizes, err := positives("-check", o.check)
