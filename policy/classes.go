@@ -110,6 +110,9 @@ type keptOpening struct {
 
 func compileNamespace(ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *namespacePolicies {
 	n := &namespacePolicies{ras: ras, aps: aps}
+	// Room for every scope at once: a namespace's policies are compiled on most writes.
+	room := len(ras) + len(aps) + len(pas)
+	n.scopes, n.wants = make([]mesh.Scope, 0, room), make([][]labelWant, 0, room)
 	for _, ra := range ras {
 		n.add(mesh.ScopeOf(ra))
 	}

@@ -76,7 +76,8 @@ type labelPair struct{ key, value string }
 // webhook keeps a snapshot per namespace and part, most of them holding one kind.
 func NewSnapshot() *Snapshot { return &Snapshot{memo: &Memo{}} }
 
-// WithPolicies returns a copy of s whose policies of namespace ns are these.
+// WithPolicies returns a copy of s whose policies of namespace ns are these. The copy
+// shares with s what it does not change: neither is added to afterwards.
 func (s *Snapshot) WithPolicies(ns string, ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *Snapshot {
 	out := *s
 	out.RAs, out.APs, out.PAs = withEntry(s.RAs, ns, ras), withEntry(s.APs, ns, aps), withEntry(s.PAs, ns, pas)
@@ -84,9 +85,13 @@ func (s *Snapshot) WithPolicies(ns string, ras []*RequestAuthentication, aps []*
 	return &out
 }
 
-// withEntry returns a copy of m with the entry of key k set to v.
-func withEntry[V any](m map[string]V, k string, v V) map[string]V {
-	out := make(map[string]V, len(m)+1)
+// withEntry returns a copy of m with the entry of key k set to v; m itself where v is
+// already its list there (an overlay most often changes one kind).
+func withEntry[T any](m map[string][]T, k string, v []T) map[string][]T {
+	if old, ok := m[k]; ok && len(old) == len(v) && (len(v) == 0 || &old[0] == &v[0]) {
+		return m
+	}
+	out := make(map[string][]T, len(m)+1)
 	maps.Copy(out, m)
 	out[k] = v
 	return out

@@ -31,15 +31,19 @@ func TestMain(m *testing.M) {
 // handlers serves meshguard's webhooks and the null handler over a synthetic cluster of
 // the given size, without TLS: the hot path of one review.
 func handlers(tb testing.TB, pods int) http.Handler {
-	mux, _ := server(tb, pods)
+	mux, _ := server(tb, benchShape(pods))
 	return mux
 }
 
+// benchShape is the synthetic cluster of the benchmarks: Pods in namespaces of 20, four
+// policies each.
+func benchShape(pods int) shape { return shape{pods: pods, podsPerNamespace: 20, policiesPerNamespace: 4} }
+
 // server returns meshguard's webhooks and the null handler, served, over a synthetic
 // cluster of the given size, and meshguard's own Server behind them.
-func server(tb testing.TB, pods int) (http.Handler, *webhook.Server) {
+func server(tb testing.TB, s shape) (http.Handler, *webhook.Server) {
 	ctx, cancel := context.WithCancel(context.Background())
-	c, _, wait, err := startCache(ctx, shape{pods: pods, podsPerNamespace: 20, policiesPerNamespace: 4})
+	c, _, wait, err := startCache(ctx, s)
 	if err != nil {
 		cancel()
 		tb.Fatal(err)
@@ -130,7 +134,7 @@ func BenchmarkHandle(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, pods := range []int{1000, 10000, 100000} {
-		_, srv := server(b, pods)
+		_, srv := server(b, benchShape(pods))
 		for _, r := range reviews {
 			var ar admissionv1.AdmissionReview
 			if err := json.Unmarshal(r.Review, &ar); err != nil {
@@ -162,10 +166,7 @@ func BenchmarkServe(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, srv := server(b, 1000)
-	ws := ctrlwebhook.NewServer(ctrlwebhook.Options{})
-	srv.Register(ws)
-	mux := ws.WebhookMux()
+	mux := serveMux(b, benchShape(1000))
 	for _, r := range reviews {
 		b.Run(r.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -175,5 +176,42 @@ func BenchmarkServe(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// serveMux is meshguard's server stack as `meshguard serve` registers it, over the
+// synthetic cluster s.
+func serveMux(b *testing.B, s shape) http.Handler {
+	_, srv := server(b, s)
+	ws := ctrlwebhook.NewServer(ctrlwebhook.Options{})
+	srv.Register(ws)
+	return ws.WebhookMux()
+}
+
+// BenchmarkWrites measures the policy-write reviews `-writes` posts (writeReviews), in
+// namespaces of the policies that protect web and no Pods, through meshguard's server stack
+// as BenchmarkServe: each op is the next review of the cycle, as one of the load's
+// connections posts them.
+func BenchmarkWrites(b *testing.B) {
+	const namespaces = 8
+	versions := make([]string, namespaces)
+	for n := range versions {
+		versions[n] = objectMeta("", "", 0).ResourceVersion
+	}
+	reviews, err := writeReviews(versions)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := benchShape(1000)
+	s.writes = namespaces
+	mux := serveMux(b, s)
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r := reviews[i%len(reviews)]
+		if err := r.verdict(serveOne(mux, r.Path, r.Review)); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"strings"
 	"time"
 
 	securityapi "istio.io/api/security/v1beta1"
@@ -20,6 +22,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/kinds"
@@ -31,6 +34,9 @@ import (
 // a coverage guardrail. Nine namespaces in ten are covered by the guardrail.
 type shape struct {
 	pods, podsPerNamespace, policiesPerNamespace int
+	// writes adds the namespaces writes-0, writes-1… that -writes posts reviews in: the
+	// policies that protect web, and the ALLOW policy extra, without Pods.
+	writes int
 }
 
 const (
@@ -70,6 +76,9 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 			}
 			l.Items = append(l.Items, ns)
 		}
+		for i := range s.writes {
+			l.Items = append(l.Items, corev1.Namespace{ObjectMeta: objectMeta(writesNamespace(i), "", n+i)})
+		}
 		return l, nil
 	case *metav1.PartialObjectMetadata:
 		l := &metav1.PartialObjectMetadataList{}
@@ -98,6 +107,9 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 			l.Items = append(l.Items, ra)
 			return applied(ra)
 		})
+		if err == nil {
+			l.Items, err = writesPolicies(s, l.Items)
+		}
 		return l, err
 	case *securityv1.AuthorizationPolicy:
 		l := &securityv1.AuthorizationPolicyList{}
@@ -108,6 +120,9 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 			l.Items = append(l.Items, ap)
 			return applied(ap)
 		})
+		if err == nil {
+			l.Items, err = writesPolicies(s, l.Items)
+		}
 		return l, err
 	case *securityv1.PeerAuthentication:
 		pa := &securityv1.PeerAuthentication{ObjectMeta: objectMeta("default", rootNamespace, 0)}
@@ -120,6 +135,33 @@ func (s shape) list(example runtime.Object) (runtime.Object, error) {
 		return &v1alpha1.MeshGuardrailList{Items: []v1alpha1.MeshGuardrail{g}}, nil
 	}
 	return nil, fmt.Errorf("the synthetic cluster has no %T", example)
+}
+
+func writesNamespace(i int) string { return fmt.Sprintf("writes-%d", i) }
+
+// writesPolicies appends to items the policies of their kind in the writes namespaces,
+// from the manifests -writes applies, at the synthetic cluster's resourceVersion.
+func writesPolicies[T client.Object](s shape, items []T) ([]T, error) {
+	typ := reflect.TypeFor[T]().Elem()
+	for i := range s.writes {
+		ns := writesNamespace(i)
+		docs := strings.Split(strings.ReplaceAll(protectedWeb, "NS", ns)+"---\n"+policyYAML(ns, "extra", "extra"), "---\n")
+		for k, doc := range docs {
+			if !strings.Contains(doc, "\nkind: "+typ.Name()+"\n") {
+				continue
+			}
+			o := reflect.New(typ).Interface().(T)
+			if err := yaml.Unmarshal([]byte(doc), o); err != nil {
+				return nil, fmt.Errorf("%s in %s: %w", typ.Name(), ns, err)
+			}
+			m := objectMeta(o.GetName(), ns, 1_000_000+i*len(docs)+k) // UIDs apart from the others'
+			o.SetUID(m.UID)
+			o.SetResourceVersion(m.ResourceVersion)
+			o.SetCreationTimestamp(m.CreationTimestamp)
+			items = append(items, o)
+		}
+	}
+	return items, nil
 }
 
 // applied gives o the annotation `kubectl apply` leaves on what it applies: the object as

@@ -26,7 +26,7 @@ func BenchmarkMeshWideReview(b *testing.B) {
 	}
 	i := slices.IndexFunc(reviews, func(r review) bool { return r.name == "ra-create" })
 	for _, pods := range []int{1000, 10000, 100000} {
-		_, srv := server(b, pods)
+		_, srv := server(b, benchShape(pods))
 		for _, c := range []struct {
 			selector map[string]any
 			rule     string // the warning the review must give
