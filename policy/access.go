@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -118,7 +119,7 @@ func (r route) access(from string, keep func(request) bool) Access {
 // ServicesOf names the Services of w's namespace whose selector selects it.
 func ServicesOf(st State, w *Workload) []string {
 	var out []string
-	for svc := range servicesSelecting(st, w) {
+	for svc := range mesh.ServicesSelecting(st, w) {
 		out = append(out, svc.Name)
 	}
 	return out

@@ -11,7 +11,7 @@ import (
 
 // A sidecar workload's protection follows from which policies select it: the
 // RequestAuthentications and AuthorizationPolicies of its namespace and the root namespace,
-// and its namespace's PeerAuthentications with a selector (mtlsMode). Workloads of a
+// and its namespace's PeerAuthentications with a selector (mesh.MTLSMode). Workloads of a
 // namespace the same policies select share one protection, whatever else their labels
 // say. A mesh-wide policy's review asks of every Pod of the cluster, each with its own
 // pod-template-hash; it then works per namespace and set of policies, and, where the
@@ -186,11 +186,11 @@ type candidates struct {
 }
 
 // enrolment is what of a namespace's labels decides whether its workloads are enrolled
-// in ambient mode (enrolledInAmbient).
+// in ambient mode (mesh.EnrolledInAmbient).
 type enrolment struct{ mode, injection, revision string }
 
 func enrolmentOf(namespaceLabels map[string]string) enrolment {
-	return enrolment{namespaceLabels[DataplaneModeLabel], namespaceLabels[injectionLabel], namespaceLabels[revisionLabel]}
+	return enrolment{namespaceLabels[DataplaneModeLabel], namespaceLabels[mesh.InjectionLabel], namespaceLabels[mesh.RevisionLabel]}
 }
 
 // keptFacts are what only a workload's labels and its namespace's own policies and labels
@@ -285,7 +285,7 @@ func (c *candidates) class(w *Workload, root string, k *keptFacts) (classKey, bo
 }
 
 func (c *candidates) inAmbient(w *Workload) bool {
-	return !w.HostNetwork && enrolledInAmbient(c.namespaceLabels, w)
+	return !w.HostNetwork && mesh.EnrolledInAmbient(c.namespaceLabels, w)
 }
 
 // protection is the protection of the sidecar workloads of class k, w one of them:

@@ -79,7 +79,7 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 	}
 	c.Issuers, c.Audiences = tokensOf(ras, c.Issuers, c.Audiences)
 	switch {
-	case len(ras) == 0 && inAmbient(st, w) && len(mesh.ForWorkload(w, root, st.RequestAuthentications)) > 0:
+	case len(ras) == 0 && mesh.InAmbient(st, w) && len(mesh.ForWorkload(w, root, st.RequestAuthentications)) > 0:
 		// Its RequestAuthentications select it, and no proxy loads them (MG801): its JWT
 		// policies are enforced nowhere.
 		c.Verdict = NotEnforced
@@ -154,7 +154,7 @@ func anyCaller(request) bool { return true }
 func Covered(st State, ns string) []*Workload {
 	root := st.Settings("").Root
 	return lacking(st.Workloads(ns, nil), func(w *Workload) bool {
-		return !isProxy(w) && !controlPlane(w, root) && !strings.HasPrefix(w.Namespace, "kube-")
+		return !mesh.IsProxy(w) && !controlPlane(w, root) && !strings.HasPrefix(w.Namespace, "kube-")
 	})
 }
 
@@ -164,7 +164,7 @@ func Covered(st State, ns string) []*Workload {
 func IngressGateways(st State, ns string) []*Workload {
 	return lacking(st.Workloads(ns, nil), func(w *Workload) bool {
 		istio := w.Labels["istio"]
-		return isProxy(w) && !isWaypoint(w.Labels) && !strings.Contains(istio, "egress") && !strings.Contains(istio, "eastwest")
+		return mesh.IsProxy(w) && !mesh.IsWaypoint(w.Labels) && !strings.Contains(istio, "egress") && !strings.Contains(istio, "eastwest")
 	})
 }
 

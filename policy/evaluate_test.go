@@ -140,7 +140,7 @@ func TestMG812ServiceEntry(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
 	gw := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "egress", Namespace: "shop"}}
 	gw.Spec.GatewayClassName = mesh.WaypointClass
-	bound := &ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "payments", Namespace: "shop", Labels: map[string]string{useWaypointLabel: "egress"}}}
+	bound := &ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "payments", Namespace: "shop", Labels: map[string]string{mesh.UseWaypointLabel: "egress"}}}
 	unbound := bound.DeepCopy()
 	unbound.Labels = nil
 	ap := newAP(t, "shop", "payments-jwt", `{"targetRefs":[{"kind":"ServiceEntry","group":"networking.istio.io","name":"payments"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
@@ -177,11 +177,11 @@ func TestRoutes(t *testing.T) {
 		return `{"selector":{"matchLabels":{"app":"` + app + `"}},` + spec[1:]
 	}
 	meshOf := func(ingressRA string, shopLabels map[string]string) State {
-		shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", useWaypointLabel: "waypoint"}}}
+		shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", mesh.UseWaypointLabel: "waypoint"}}}
 		for k, v := range shopLabels {
 			shop.Labels[k] = v
 		}
-		legacy := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Labels: map[string]string{injectionLabel: "enabled"}}}
+		legacy := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Labels: map[string]string{mesh.InjectionLabel: "enabled"}}}
 		wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
 		wp.Spec.GatewayClassName = mesh.WaypointClass
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
@@ -213,10 +213,10 @@ func TestRoutes(t *testing.T) {
 		{"ambient, through the waypoint, with a token", "", nil, "shop/web", "waypoint shop/waypoint", token + " " + frontend, true},
 		{"ambient, through the waypoint, no token", "", nil, "shop/web", "waypoint shop/waypoint", frontend, false},
 		{"ambient, from the ingress: past the waypoint, and ztunnel turns the gateway away", "", nil, "shop/web", "ingress ingress/public", token, false},
-		{"ambient, from the ingress through the waypoint (ingress-use-waypoint)", "", map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
-		{"ambient, from the ingress through the waypoint, no token", "", map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", "", false},
-		{"ambient, the gateway validates the token and drops it: the waypoint sees none", jwtRule, map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, false},
-		{"ambient, the gateway forwards the token it validated", forwardRule, map[string]string{ingressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
+		{"ambient, from the ingress through the waypoint (ingress-use-waypoint)", "", map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
+		{"ambient, from the ingress through the waypoint, no token", "", map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", "", false},
+		{"ambient, the gateway validates the token and drops it: the waypoint sees none", jwtRule, map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, false},
+		{"ambient, the gateway forwards the token it validated", forwardRule, map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
 		{"sidecar, direct, with a token", "", nil, "legacy/api", "direct", token + " " + frontend, true},
 		{"sidecar, direct, no token", "", nil, "legacy/api", "direct", frontend, false},
 		{"sidecar, direct, no token, no mTLS", "", nil, "legacy/api", "direct", "", false},
@@ -263,7 +263,7 @@ func TestAmbientFixes(t *testing.T) {
 // (istio.io/use-waypoint-namespace) unbinds them too.
 func TestMG812CrossNamespace(t *testing.T) {
 	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{
-		DataplaneModeLabel: "ambient", useWaypointLabel: "shared", useWaypointNSLabel: "waypoints"}}}
+		DataplaneModeLabel: "ambient", mesh.UseWaypointLabel: "shared", mesh.UseWaypointNamespaceLabel: "waypoints"}}}
 	gw := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "shared", Namespace: "waypoints"}}
 	gw.Spec.GatewayClassName = mesh.WaypointClass
 	from := gatewayv1.NamespacesFromAll

@@ -99,7 +99,7 @@ func TestExplain(t *testing.T) {
 // and policies, then ztunnel, which sees the waypoint as the caller; addressed to the Pod,
 // it meets ztunnel alone.
 func TestExplainAmbient(t *testing.T) {
-	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", useWaypointLabel: "waypoint"}}}
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", mesh.UseWaypointLabel: "waypoint"}}}
 	wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
 	wp.Spec.GatewayClassName = mesh.WaypointClass
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
@@ -182,7 +182,7 @@ func TestGatewaysAreProxies(t *testing.T) {
 	} {
 		k, v, _ := strings.Cut(labels, "=")
 		w := pod("ns", "p", map[string]string{k: v})
-		if got := isProxy(w); got != want {
+		if got := mesh.IsProxy(w); got != want {
 			t.Errorf("%s: a proxy %v", labels, got)
 		}
 		if hops := localHop(snapshot(w), "istio-system", w); (hops[0].proxy == "gateway") != want {

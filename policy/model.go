@@ -40,6 +40,10 @@ const (
 	KindServiceEntry          = mesh.KindServiceEntry
 	KindHTTPRoute             = mesh.KindHTTPRoute
 
+	DataplaneModeLabel             = mesh.DataplaneModeLabel
+	AmbientRedirectionAnnotation   = mesh.AmbientRedirectionAnnotation
+	BypassInboundCaptureAnnotation = mesh.BypassInboundCaptureAnnotation
+
 	Deny = mesh.Deny
 	Warn = mesh.Warn
 	Off  = mesh.Off

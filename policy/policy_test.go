@@ -210,36 +210,6 @@ func TestLeaksFallbackKey(t *testing.T) {
 	}
 }
 
-func TestMTLSMode(t *testing.T) {
-	w := pod("shop", "web-1", map[string]string{"app": "web"})
-	mesh := newPA(t, "istio-system", "mesh", `{"mtls":{"mode":"STRICT"}}`)
-	nsUnset := newPA(t, "shop", "unset", `{}`)
-	nsPerm := newPA(t, "shop", "perm", `{"mtls":{"mode":"PERMISSIVE"}}`)
-	wlDisable := newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"DISABLE"}}`)
-	cases := []struct {
-		name string
-		pas  []metav1.Object
-		want string
-	}{
-		{"nothing means PERMISSIVE", nil, "PERMISSIVE"},
-		{"mesh", []metav1.Object{mesh}, "STRICT"},
-		{"namespace UNSET defers to mesh", []metav1.Object{mesh, nsUnset}, "STRICT"},
-		{"namespace beats mesh", []metav1.Object{mesh, nsPerm}, "PERMISSIVE"},
-		{"oldest namespace-wide wins", []metav1.Object{mesh, nsUnset, nsPerm}, "STRICT"},
-		{"workload beats namespace", []metav1.Object{mesh, nsPerm, wlDisable}, "DISABLE"},
-		// A port of the workload's own policy lets plaintext in: mTLS is not STRICT for it.
-		{"a port DISABLE under STRICT", []metav1.Object{newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "DISABLE"},
-		{"a port PERMISSIVE, the mode the mesh's", []metav1.Object{mesh, newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"portLevelMtls":{"8080":{"mode":"PERMISSIVE"}}}`)}, "PERMISSIVE"},
-		{"a port STRICT under STRICT", []metav1.Object{newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"STRICT"}}}`)}, "STRICT"},
-		{"ports of a namespace-wide policy are not read", []metav1.Object{newPA(t, "shop", "ns", `{"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "STRICT"},
-	}
-	for _, c := range cases {
-		if got := mtlsMode(snapshot(c.pas...), DefaultRootNamespace, w).String(); got != c.want {
-			t.Errorf("%s: %s, want %s", c.name, got, c.want)
-		}
-	}
-}
-
 func guardrail(name string, s v1alpha1.MeshGuardrailSpec) *MeshGuardrail {
 	return &MeshGuardrail{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: s}
 }
@@ -764,13 +734,13 @@ func TestPeerAuthenticationWeakened(t *testing.T) {
 // class; the Service deleted and created again without its binding.
 func TestWaypointUnboundOtherwise(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
-	waypoint := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop", Labels: map[string]string{waypointForLabel: "service"}}}
+	waypoint := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop", Labels: map[string]string{mesh.WaypointForLabel: "service"}}}
 	waypoint.Spec.GatewayClassName = mesh.WaypointClass
 	forWorkloads := waypoint.DeepCopy()
-	forWorkloads.Labels = map[string]string{waypointForLabel: "workload"}
+	forWorkloads.Labels = map[string]string{mesh.WaypointForLabel: "workload"}
 	otherClass := waypoint.DeepCopy()
 	otherClass.Spec.GatewayClassName = "other"
-	bound := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Labels: map[string]string{useWaypointLabel: "waypoint"}}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+	bound := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Labels: map[string]string{mesh.UseWaypointLabel: "waypoint"}}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
 	unlabelled := bound.DeepCopy()
 	unlabelled.Labels = nil
 	ra := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`)
@@ -803,7 +773,7 @@ func TestWaypointUnboundOtherwise(t *testing.T) {
 func TestCoverageNotEnforced(t *testing.T) {
 	for name, nsLabels := range map[string]map[string]string{
 		"ambient, its RequestAuthentication by selector": {DataplaneModeLabel: "ambient"},
-		"injection disabled":                             {injectionLabel: "disabled"},
+		"injection disabled":                             {mesh.InjectionLabel: "disabled"},
 	} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: nsLabels}}
 		w := pod("shop", "web-1", map[string]string{"app": "web"})

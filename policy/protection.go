@@ -4,10 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
-
-	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
@@ -60,10 +57,10 @@ func (o *opening) plaintext() bool {
 	}
 	m := o.namespaceMTLS
 	if m == nil {
-		return !mtlsStrict(o.st, o.root, o.w)
+		return !mesh.MTLSStrict(o.st, o.root, o.w)
 	}
 	if !m.known {
-		m.strict, m.known = mtlsStrict(o.st, o.root, o.w), true
+		m.strict, m.known = mesh.MTLSStrict(o.st, o.root, o.w), true
 	}
 	return !m.strict
 }
@@ -83,8 +80,8 @@ func protectionOf(st State, root string, w *Workload, openings map[openingKey]re
 	}
 	// An ambient Pod's tokens are checked at its waypoint, by the policies attached to it,
 	// and nowhere without one: ztunnel loads no RequestAuthentication (MG801).
-	if !w.Virtual && inAmbient(st, w) {
-		gw, services := waypointOf(st, w)
+	if !w.Virtual && mesh.InAmbient(st, w) {
+		gw, services := mesh.WaypointOf(st, w)
 		p.ras = atWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications)
 		p.aps = atWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
 		p.opening.viaWaypoint = true
@@ -187,86 +184,6 @@ func (p protection) issuers() []string {
 	return p.opening.issuers
 }
 
-type mtls = securityv1beta1.PeerAuthentication_MutualTLS_Mode
-
-// mtlsMode is the PeerAuthentication mode in force for a workload: the workload's own policy,
-// else its namespace's, else the mesh's, else PERMISSIVE. Among equals the oldest wins, and
-// UNSET defers to the next level.
-func mtlsMode(st State, root string, w *Workload) mtls {
-	mode, own := mtlsModes(st, root, w)
-	return weakestPort(own, mode)
-}
-
-// mtlsModes is the mode in force for a workload on the ports its own PeerAuthentication
-// sets no mode for, and that policy (nil for none).
-func mtlsModes(st State, root string, w *Workload) (mtls, *PeerAuthentication) {
-	type level struct {
-		namespace string
-		workload  bool // selector policies, or namespace-wide ones
-	}
-	levels := []level{{root, false}}
-	if w.Namespace != root {
-		levels = []level{{w.Namespace, true}, {w.Namespace, false}, {root, false}}
-	}
-	// The workload's own policy may set ports' modes (portLevelMtls, read there only),
-	// whatever level sets the mode of the rest.
-	var own *PeerAuthentication
-	for _, l := range levels {
-		for _, pa := range st.PeerAuthentications(l.namespace) {
-			sel := mesh.SelectorLabels(pa.Spec.Selector)
-			if l.workload != (len(sel) > 0) || !Selects(sel, w.Labels) {
-				continue
-			}
-			if l.workload {
-				own = pa
-			}
-			if pa.Spec.Mtls != nil && pa.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-				return pa.Spec.Mtls.Mode, own
-			}
-			break
-		}
-	}
-	return securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE, own
-}
-
-// strictPorts tells, for each port the workload's own PeerAuthentication (nil for none)
-// sets a mode for, whether it is STRICT; mode is that of the other ports.
-func strictPorts(own *PeerAuthentication, mode mtls) map[string]bool {
-	if own == nil || len(own.Spec.PortLevelMtls) == 0 {
-		return nil
-	}
-	out := map[string]bool{}
-	for port, m := range own.Spec.PortLevelMtls {
-		portMode := m.GetMode()
-		if portMode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
-			portMode = mode
-		}
-		out[strconv.FormatUint(uint64(port), 10)] = portMode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
-	}
-	return out
-}
-
-// weakestPort is mode, or the weakest mode the workload's own PeerAuthentication (nil for
-// none) sets for one of its ports: plaintext callers reach the workload on that port.
-func weakestPort(pa *PeerAuthentication, mode mtls) mtls {
-	if pa == nil {
-		return mode
-	}
-	for _, port := range pa.Spec.PortLevelMtls {
-		if m := port.GetMode(); m != securityv1beta1.PeerAuthentication_MutualTLS_UNSET && weaker(m, mode) {
-			mode = m
-		}
-	}
-	return mode
-}
-
-// weaker tells whether mTLS mode a admits plaintext callers where b does not, or more of
-// them: DISABLE, then PERMISSIVE, then STRICT.
-func weaker(a, b mtls) bool {
-	rank := map[mtls]int{securityv1beta1.PeerAuthentication_MutualTLS_DISABLE: 0, securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE: 1, securityv1beta1.PeerAuthentication_MutualTLS_STRICT: 2}
-	return rank[a] < rank[b]
-}
-
 // describe names workloads for messages: a few by name, or what a virtual one stands for,
 // in Istio's terms (a policy of the root namespace covers the mesh), never by the labels
 // meshguard gives virtual workloads.
@@ -332,9 +249,4 @@ func lacking(ws []*Workload, bad func(w *Workload) bool) []*Workload {
 		}
 	}
 	return out
-}
-
-// mtlsStrict tells whether mTLS is STRICT for a workload.
-func mtlsStrict(st State, root string, w *Workload) bool {
-	return mtlsMode(st, root, w) == securityv1beta1.PeerAuthentication_MutualTLS_STRICT
 }

@@ -51,8 +51,8 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 	last := localHop(st, root, w)
 	routes := []route{{via: "direct", hops: last}}
 	gw, services := (*Gateway)(nil), []string(nil)
-	if inAmbient(st, w) {
-		gw, services = waypointOf(st, w)
+	if mesh.InAmbient(st, w) {
+		gw, services = mesh.WaypointOf(st, w)
 	}
 	var waypoint []hop
 	if gw != nil {
@@ -64,7 +64,7 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 			enforcement: dataplane.EnforcementOf(aps, false),
 			mtlsStrict:  true,
 			hboneOnly:   true,
-			forwardsAs:  peer(waypointIdentity(gw), gw.Namespace, gw.Namespace+"/"+gw.Name),
+			forwardsAs:  peer(mesh.WaypointIdentity(gw), gw.Namespace, gw.Namespace+"/"+gw.Name),
 		}}
 		routes = append(routes, route{via: waypoint[0].proxy, hops: slices.Concat(waypoint, last)})
 	}
@@ -100,45 +100,45 @@ func routesTo(st State, root string, w *Workload, ingresses []*Workload) []route
 // for an ambient workload, loading no RequestAuthentication and the L4 part of its
 // policies; else the sidecar. None when nothing intercepts it.
 func localHop(st State, root string, w *Workload) []hop {
-	strict := mtlsStrict(st, root, w)
+	strict := mesh.MTLSStrict(st, root, w)
 	aps := mesh.ForWorkload(w, root, st.AuthorizationPolicies)
 	switch {
-	case isProxy(w):
+	case mesh.IsProxy(w):
 		// A gateway is its own proxy, whatever its injection labels say.
 		return []hop{{proxy: "gateway", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: dataplane.EnforcementOf(aps, true)}}
-	case inAmbient(st, w):
+	case mesh.InAmbient(st, w):
 		if w.Annotations[BypassInboundCaptureAnnotation] == "true" || w.Namespace == "kube-system" {
 			return nil
 		}
 		return []hop{{proxy: "ztunnel", aps: aps, ztunnel: true, enforcement: dataplane.ZtunnelEnforcement(aps, !strict), mtlsStrict: strict}}
-	case meantForAmbient(st, w):
+	case mesh.MeantForAmbient(st, w):
 		return nil // on the host's network: ztunnel does not intercept it
-	case leavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
+	case mesh.LeavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
 		return nil // out of ambient mode, and no sidecar either
 	}
 	if field, _ := notEnforceable(w); field != "" || injectionDisabled(st, w) {
 		return nil
 	}
-	mode, own := mtlsModes(st, root, w)
+	mode, own := mesh.MTLSModes(st, root, w)
 	return []hop{{proxy: "sidecar", ras: mesh.ForWorkload(w, root, st.RequestAuthentications), aps: aps, enforcement: dataplane.EnforcementOf(aps, !strict),
-		mtlsStrict: mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT, strictPorts: strictPorts(own, mode)}}
+		mtlsStrict: mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT, strictPorts: mesh.StrictPorts(own, mode)}}
 }
 
 // ingressUsesWaypoint tells whether ingress traffic to the Services of namespace ns passes
 // their waypoint: a Service, or the namespace, labelled istio.io/ingress-use-waypoint.
 func ingressUsesWaypoint(st State, ns string, services []string) bool {
-	if st.Settings(ns).NamespaceLabels[ingressUseWaypointLabel] == "true" {
+	if st.Settings(ns).NamespaceLabels[mesh.IngressUseWaypointLabel] == "true" {
 		return true
 	}
 	return slices.ContainsFunc(st.Services(ns), func(svc *corev1.Service) bool {
-		return slices.Contains(services, svc.Name) && svc.Labels[ingressUseWaypointLabel] == "true"
+		return slices.Contains(services, svc.Name) && svc.Labels[mesh.IngressUseWaypointLabel] == "true"
 	})
 }
 
 // peer is the caller a proxy's mTLS presents: its principal, namespace and service account
 // (namespace/name).
 func peer(principal, namespace, serviceAccount string) request {
-	return request{rulefields.PeerPrincipal: principal, rulefields.Namespace: namespace, rulefields.ServiceAccount: serviceAccount, rulefields.TrustDomain: dataplane.TrustDomain}
+	return request{rulefields.PeerPrincipal: principal, rulefields.Namespace: namespace, rulefields.ServiceAccount: serviceAccount, rulefields.TrustDomain: mesh.TrustDomain}
 }
 
 // admits tells whether a request gets through every proxy of the route. A proxy without a

@@ -127,7 +127,7 @@ func ambientRules() []Rule {
 				if !known {
 					continue // MG407: no such Service
 				}
-				if _, why := serviceWaypoint(c.State, t); why != "" {
+				if _, why := mesh.ServiceWaypoint(c.State, t); why != "" {
 					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
 						why+": this policy is enforced nowhere",
 						"bind the Service to a waypoint: label it, or its namespace, istio.io/use-waypoint: <waypoint>, with a Gateway of class istio-waypoint serving Services"))
@@ -182,12 +182,12 @@ func ambientRules() []Rule {
 		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			var gw *Gateway
 			for _, w := range c.ztunnelWorkloads(p) {
-				if gw, _ = waypointOf(c.State, w); gw != nil {
+				if gw, _ = mesh.WaypointOf(c.State, w); gw != nil {
 					break
 				}
 				// The namespace's label binds every Service of it, those the input lacks too.
 				if !slices.ContainsFunc(c.State.Services(w.Namespace), func(svc *corev1.Service) bool { return Selects(svc.Spec.Selector, w.Labels) }) {
-					if gw = namespaceWaypoint(c.State, w.Namespace); gw != nil {
+					if gw = mesh.NamespaceWaypoint(c.State, w.Namespace); gw != nil {
 						break
 					}
 				}
@@ -202,7 +202,7 @@ func ambientRules() []Rule {
 			var out []Finding
 			for _, m := range mtlsMatcher.positive(r, at) {
 				if slices.ContainsFunc(m.values, func(v string) bool {
-					return dataplane.ValueMatches(rulefields.PeerPrincipal, waypointIdentity(gw), v) || dataplane.ValueMatches(rulefields.Namespace, gw.Namespace, v)
+					return dataplane.ValueMatches(rulefields.PeerPrincipal, mesh.WaypointIdentity(gw), v) || dataplane.ValueMatches(rulefields.Namespace, gw.Namespace, v)
 				}) {
 					continue // names the waypoint itself
 				}
@@ -221,13 +221,13 @@ func ambientRules() []Rule {
 			if len(s.TargetRefs) > 0 || len(s.Labels) == 0 {
 				return nil
 			}
-			if _, old := s.Labels[removedGatewayNameLabel]; old {
+			if _, old := s.Labels[mesh.RemovedGatewayNameLabel]; old {
 				return []Finding{finding("spec.selector.matchLabels",
-					fmt.Sprintf("Istio 1.24 and later no longer label gateway Pods %s: gateways created since match no selector on it", removedGatewayNameLabel),
+					fmt.Sprintf("Istio 1.24 and later no longer label gateway Pods %s: gateways created since match no selector on it", mesh.RemovedGatewayNameLabel),
 					"attach the policy to the Gateway: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <gateway>}]")}
 			}
-			waypoints := lacking(s.SelectedBy(c.State, c.Settings.Root), func(w *Workload) bool { return isWaypoint(w.Labels) })
-			if len(waypoints) == 0 && !isWaypoint(s.Labels) {
+			waypoints := lacking(s.SelectedBy(c.State, c.Settings.Root), func(w *Workload) bool { return mesh.IsWaypoint(w.Labels) })
+			if len(waypoints) == 0 && !mesh.IsWaypoint(s.Labels) {
 				return nil
 			}
 			return []Finding{finding("spec.selector.matchLabels",
@@ -256,29 +256,29 @@ func ambientRules() []Rule {
 			var unbound []string
 			for _, ns := range namespaces {
 				for _, before := range waypointTargets(c.Before, ns) {
-					if gw, _ := serviceWaypoint(c.Before, before); gw == nil || !hasJWTPolicyOn(c.Before, before) {
+					if gw, _ := mesh.ServiceWaypoint(c.Before, before); gw == nil || !hasJWTPolicyOn(c.Before, before) {
 						continue
 					}
-					after, known := targetOf(c.State, ns, before.kind, before.name)
+					after, known := targetOf(c.State, ns, before.Kind, before.Name)
 					if !known {
 						after = before
 					}
-					if gw, _ := serviceWaypoint(c.State, after); gw == nil {
-						unbound = append(unbound, before.kind+" "+ns+"/"+before.name)
+					if gw, _ := mesh.ServiceWaypoint(c.State, after); gw == nil {
+						unbound = append(unbound, before.Kind+" "+ns+"/"+before.Name)
 					}
 				}
 			}
 			if len(unbound) == 0 {
 				return nil
 			}
-			field := "metadata.labels[" + useWaypointLabel + "]"
+			field := "metadata.labels[" + mesh.UseWaypointLabel + "]"
 			if gw, ok := c.Object.(*Gateway); ok && c.Operation == Update {
 				old := c.OldObject.(*Gateway)
 				switch {
 				case gw.Spec.GatewayClassName != old.Spec.GatewayClassName:
 					field = "spec.gatewayClassName"
-				case gw.Labels[waypointForLabel] != old.Labels[waypointForLabel]:
-					field = "metadata.labels[" + waypointForLabel + "]"
+				case gw.Labels[mesh.WaypointForLabel] != old.Labels[mesh.WaypointForLabel]:
+					field = "metadata.labels[" + mesh.WaypointForLabel + "]"
 				default:
 					field = "spec.listeners"
 				}
@@ -296,12 +296,12 @@ func ambientRules() []Rule {
 		Why:     "No inbound enforcement and no mTLS: only traffic that happens to pass a waypoint is checked. istio-cni takes a running Pod out of the mesh as soon as its label says none.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
 			ns := c.State.Settings(w.Namespace).NamespaceLabels
-			leaving := leavesAmbient(ns, w)
+			leaving := mesh.LeavesAmbient(ns, w)
 			old, _ := c.OldObject.(*Workload)
 			switch {
-			case c.Operation == Update && (!leaving || old == nil || leavesAmbient(ns, old)):
+			case c.Operation == Update && (!leaving || old == nil || mesh.LeavesAmbient(ns, old)):
 				return nil // only the label takes effect on a running Pod
-			case !leaving && !meantForAmbient(c.State, w):
+			case !leaving && !mesh.MeantForAmbient(c.State, w):
 				return nil
 			}
 			field, why := "", ""
@@ -360,65 +360,65 @@ func ambientRules() []Rule {
 // createdUnbound is MG812 for a Service or ServiceEntry created in an ambient namespace:
 // the JWT policies attached to its name are enforced nowhere if no waypoint serves it.
 func createdUnbound(c *Context) []Finding {
-	var t waypointTarget
+	var t mesh.WaypointTarget
 	switch o := c.Object.(type) {
 	case *corev1.Service:
-		t = serviceTarget(o)
+		t = mesh.ServiceTarget(o)
 	case *ServiceEntry:
-		t = entryTarget(o)
+		t = mesh.EntryTarget(o)
 	default:
 		return nil
 	}
-	if c.State.Settings(t.namespace).NamespaceLabels[DataplaneModeLabel] != "ambient" || !hasJWTPolicyOn(c.State, t) {
+	if c.State.Settings(t.Namespace).NamespaceLabels[DataplaneModeLabel] != "ambient" || !hasJWTPolicyOn(c.State, t) {
 		return nil
 	}
-	gw, why := serviceWaypoint(c.State, t)
+	gw, why := mesh.ServiceWaypoint(c.State, t)
 	if gw != nil || why == "" {
 		return nil
 	}
-	return []Finding{finding("metadata.labels["+useWaypointLabel+"]",
-		fmt.Sprintf("JWT policies are attached to %s %s/%s, and no waypoint enforces them: %s", t.kind, t.namespace, t.name, why),
-		"bind it to the waypoint that enforces them ("+useWaypointLabel+": <waypoint>)")}
+	return []Finding{finding("metadata.labels["+mesh.UseWaypointLabel+"]",
+		fmt.Sprintf("JWT policies are attached to %s %s/%s, and no waypoint enforces them: %s", t.Kind, t.Namespace, t.Name, why),
+		"bind it to the waypoint that enforces them ("+mesh.UseWaypointLabel+": <waypoint>)")}
 }
 
 // hasJWTPolicyOn tells whether a JWT policy is attached by targetRefs to a Service or
 // ServiceEntry.
-func hasJWTPolicyOn(st State, t waypointTarget) bool {
+func hasJWTPolicyOn(st State, t mesh.WaypointTarget) bool {
 	attached := func(o metav1.Object) bool {
 		return isJWTPolicy(o) && slices.ContainsFunc(mesh.ScopeOf(o).TargetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
-			return r.Kind == t.kind && r.Name == t.name
+			return r.Kind == t.Kind && r.Name == t.Name
 		})
 	}
-	return slices.ContainsFunc(st.RequestAuthentications(t.namespace), func(ra *RequestAuthentication) bool { return attached(ra) }) ||
-		slices.ContainsFunc(st.AuthorizationPolicies(t.namespace), func(ap *AuthorizationPolicy) bool { return attached(ap) })
+	return slices.ContainsFunc(st.RequestAuthentications(t.Namespace), func(ra *RequestAuthentication) bool { return attached(ra) }) ||
+		slices.ContainsFunc(st.AuthorizationPolicies(t.Namespace), func(ap *AuthorizationPolicy) bool { return attached(ap) })
 }
 
 // waypointTargets are the Services and ServiceEntries of a namespace.
-func waypointTargets(st State, ns string) []waypointTarget {
-	var out []waypointTarget
+func waypointTargets(st State, ns string) []mesh.WaypointTarget {
+	var out []mesh.WaypointTarget
 	for _, svc := range st.Services(ns) {
-		out = append(out, serviceTarget(svc))
+		out = append(out, mesh.ServiceTarget(svc))
 	}
 	for _, se := range st.ServiceEntries(ns) {
-		out = append(out, entryTarget(se))
+		out = append(out, mesh.EntryTarget(se))
 	}
 	return out
 }
 
 // targetOf finds the Service or ServiceEntry a targetRef names; false when the state holds
 // no such object, or the reference names another kind.
-func targetOf(st State, ns, kind, name string) (waypointTarget, bool) {
+func targetOf(st State, ns, kind, name string) (mesh.WaypointTarget, bool) {
 	switch kind {
 	case "Service":
 		if i := slices.IndexFunc(st.Services(ns), func(s *corev1.Service) bool { return s.Name == name }); i >= 0 {
-			return serviceTarget(st.Services(ns)[i]), true
+			return mesh.ServiceTarget(st.Services(ns)[i]), true
 		}
 	case KindServiceEntry:
 		if i := slices.IndexFunc(st.ServiceEntries(ns), func(s *ServiceEntry) bool { return s.Name == name }); i >= 0 {
-			return entryTarget(st.ServiceEntries(ns)[i]), true
+			return mesh.EntryTarget(st.ServiceEntries(ns)[i]), true
 		}
 	}
-	return waypointTarget{}, false
+	return mesh.WaypointTarget{}, false
 }
 
 // ingressTo names an HTTPRoute of the Service's namespace that an ingress gateway (a
@@ -468,7 +468,7 @@ func waypointBypass(c *Context, ra *RequestAuthentication) []Finding {
 		// Service of the namespace bound to the waypoint Gateway named.
 		var services []*corev1.Service
 		for _, svc := range c.State.Services(s.Namespace) {
-			switch gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); {
+			switch gw, _ := mesh.ServiceWaypoint(c.State, mesh.ServiceTarget(svc)); {
 			case r.Kind == "Service" && svc.Name == r.Name,
 				r.Kind == "Gateway" && gw != nil && gw.Namespace == s.Namespace && gw.Name == r.Name:
 				services = append(services, svc)
@@ -487,8 +487,8 @@ func waypointBypass(c *Context, ra *RequestAuthentication) []Finding {
 // serviceBypass is MG808's finding at field for a Service whose tokens its waypoint
 // checks, where ztunnel lets another caller reach one of its workloads directly.
 func serviceBypass(c *Context, svc *corev1.Service, field string) (Finding, bool) {
-	gw, _ := serviceWaypoint(c.State, serviceTarget(svc))
-	if gw == nil || waypointFor(c.State, gw) == "all" {
+	gw, _ := mesh.ServiceWaypoint(c.State, mesh.ServiceTarget(svc))
+	if gw == nil || mesh.WaypointFor(c.State, gw) == "all" {
 		return Finding{}, false
 	}
 	ws := c.State.Workloads(svc.Namespace, svc.Spec.Selector)
@@ -502,7 +502,7 @@ func serviceBypass(c *Context, svc *corev1.Service, field string) (Finding, bool
 		}
 		f := finding(field,
 			fmt.Sprintf("tokens are checked at waypoint %s/%s only, and ztunnel lets %s reach %s directly, with no token", gw.Namespace, gw.Name, who, c.describe([]*Workload{w})),
-			fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", waypointIdentity(gw)))
+			fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", mesh.WaypointIdentity(gw)))
 		if c.Settings.Coverage != nil {
 			f = f.as(Deny)
 		}
@@ -524,13 +524,13 @@ func ingressSkipsWaypoint(c *Context, ra *RequestAuthentication) []Finding {
 			continue
 		}
 		svc := c.State.Services(s.Namespace)[j]
-		if gw, _ := serviceWaypoint(c.State, serviceTarget(svc)); gw == nil || ingressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
+		if gw, _ := mesh.ServiceWaypoint(c.State, mesh.ServiceTarget(svc)); gw == nil || ingressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
 			continue
 		}
 		if ingress := ingressTo(c.State, svc); ingress != "" {
 			out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
 				fmt.Sprintf("%s sends requests to Service %s/%s, and ingress traffic skips its waypoint: those requests reach the Pods with no token check", ingress, svc.Namespace, svc.Name),
-				fmt.Sprintf("label the Service, or its namespace, %s: \"true\"", ingressUseWaypointLabel)))
+				fmt.Sprintf("label the Service, or its namespace, %s: \"true\"", mesh.IngressUseWaypointLabel)))
 		}
 	}
 	return out

@@ -2,7 +2,6 @@ package policy
 
 import (
 	"fmt"
-	"iter"
 	"maps"
 	"slices"
 	"strconv"
@@ -87,7 +86,7 @@ func crossResourceRules() []Rule {
 			}
 			fix := "add a RequestAuthentication for the same workloads with the issuer, jwksUri and audiences of the tokens"
 			if len(c.ambientOf(bare)) > 0 {
-				fix = "ambient workloads have their tokens checked at a waypoint only: attach a RequestAuthentication, and this policy, to their Service by targetRefs, and bind the Service to a waypoint (" + useWaypointLabel + ")"
+				fix = "ambient workloads have their tokens checked at a waypoint only: attach a RequestAuthentication, and this policy, to their Service by targetRefs, and bind the Service to a waypoint (" + mesh.UseWaypointLabel + ")"
 			}
 			if dataplane.IsDeny(p) && deniesOnClaims(p) {
 				return []Finding{finding("spec.rules",
@@ -289,7 +288,7 @@ func crossResourceRules() []Rule {
 			}
 			var tcp []string
 			for _, w := range c.workloadsOf(p) {
-				if isProxy(w) {
+				if mesh.IsProxy(w) {
 					continue // a gateway's protocols are its listeners', not its Service's port names
 				}
 				for _, port := range nonHTTPPorts(c.State, w) {
@@ -427,7 +426,7 @@ type servicePort struct{ name, target string }
 // nonHTTPPorts returns the ports of the Services selecting w that Istio treats as opaque TCP.
 func nonHTTPPorts(st State, w *Workload) []servicePort {
 	var out []servicePort
-	for s := range servicesSelecting(st, w) {
+	for s := range mesh.ServicesSelecting(st, w) {
 		for _, p := range s.Spec.Ports {
 			if proto := portProtocol(p); tcpProtocols[proto] {
 				target, _ := workloadPort(p)
@@ -455,7 +454,7 @@ func openServedPorts(st State, w *Workload, p protection) servedPorts {
 		return servedPorts{}
 	}
 	var served []string
-	for s := range servicesSelecting(st, w) {
+	for s := range mesh.ServicesSelecting(st, w) {
 		for _, sp := range s.Spec.Ports {
 			port, numbered := workloadPort(sp)
 			if !numbered {
@@ -483,17 +482,6 @@ func workloadPort(p corev1.ServicePort) (string, bool) {
 		return strconv.Itoa(n), true
 	}
 	return strconv.Itoa(int(p.Port)), p.TargetPort.StrVal == ""
-}
-
-// servicesSelecting are the Services of w's namespace whose selector selects it.
-func servicesSelecting(st State, w *Workload) iter.Seq[*corev1.Service] {
-	return func(yield func(*corev1.Service) bool) {
-		for _, svc := range st.Services(w.Namespace) {
-			if len(svc.Spec.Selector) > 0 && Selects(svc.Spec.Selector, w.Labels) && !yield(svc) {
-				return
-			}
-		}
-	}
 }
 
 // portProtocol is the protocol Istio selects for a Service port: appProtocol, else the port
@@ -526,7 +514,7 @@ func identityMatchesPlaintext(c *Context) []Finding {
 			return nil
 		}
 		plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
-			return mtlsMode(c.State, c.Settings.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
+			return mesh.MTLSMode(c.State, c.Settings.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
 		})
 		if len(plain) == 0 {
 			return nil

@@ -15,7 +15,7 @@ func mtlsField(c *Context, p *PeerAuthentication) string {
 	switch {
 	case c.Operation == Delete:
 		return "metadata.name"
-	case p.Spec.Mtls != nil && p.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET && weakestPort(p, p.Spec.Mtls.Mode) != p.Spec.Mtls.Mode,
+	case p.Spec.Mtls != nil && p.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET && mesh.WeakestPort(p, p.Spec.Mtls.Mode) != p.Spec.Mtls.Mode,
 		(p.Spec.Mtls == nil || p.Spec.Mtls.Mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET) && len(p.Spec.PortLevelMtls) > 0:
 		return "spec.portLevelMtls"
 	}

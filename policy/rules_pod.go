@@ -11,41 +11,11 @@ import (
 
 // Istio's sidecar controls on Pods, read by the rules (kinds keeps them in its cache).
 const (
-	SidecarInjectLabel         = "sidecar.istio.io/inject" // a label, and as an annotation
+	SidecarInjectLabel         = mesh.SidecarInjectLabel
 	ExcludeInboundAnnotation   = "traffic.sidecar.istio.io/excludeInboundPorts"
 	IncludeInboundAnnotation   = "traffic.sidecar.istio.io/includeInboundPorts"
 	InterceptionModeAnnotation = "sidecar.istio.io/interceptionMode"
 )
-
-// injectionRefused tells whether a sidecar.istio.io/inject value keeps Istio's injector
-// from injecting: any value but y, yes, true or on, in any case (the injector's
-// injectRequired); "" (unset) leaves it to the namespace.
-func injectionRefused(value string) bool {
-	switch strings.ToLower(value) {
-	case "", "y", "yes", "true", "on":
-		return false
-	}
-	return true
-}
-
-// isProxy tells whether a workload is one of Istio's proxies rather than an application:
-// an ingress or egress gateway of the classic charts (istio: ingressgateway) or of AKS's
-// add-on (istio: aks-istio-ingressgateway-external), a Gateway
-// API gateway or a waypoint (gateway.istio.io/managed, gateway.networking.k8s.io/
-// gateway-name), running Istio's proxy container where its spec is known (IsProxyContainer):
-// an application labelled like a gateway is none. A proxy enforces the policies attached
-// to it, runs no sidecar (sidecar.istio.io/inject: "false" is normal there), and is no
-// workload to cover.
-func isProxy(w *Workload) bool {
-	if w.ProxyContainer == ProxyAbsent {
-		return false
-	}
-	_, managed := w.Labels["gateway.istio.io/managed"]
-	_, gatewayAPI := w.Labels["gateway.networking.k8s.io/gateway-name"]
-	// The AKS add-on's gateways are istio: aks-istio-ingressgateway-external (or -internal).
-	istio := w.Labels["istio"]
-	return managed || gatewayAPI || strings.HasSuffix(istio, "gateway") || strings.Contains(istio, "ingressgateway") || strings.Contains(istio, "egressgateway")
-}
 
 // optedOut tells whether a workload asks to be left out of coverage.
 func optedOut(w *Workload) bool { return w.Annotations[CoverageAnnotation] == CoverageExempt }
@@ -73,7 +43,7 @@ func coverageLabels(s Settings, w *Workload) (missing map[string]string, guardra
 // requiredLabels are the coverage labels guardrails require of a workload: none for a
 // proxy, or for a workload opted out where they allow it.
 func requiredLabels(s Settings, w *Workload) map[string]string {
-	if s.Coverage == nil || isProxy(w) || (optedOut(w) && s.Coverage.AllowOptOut) {
+	if s.Coverage == nil || mesh.IsProxy(w) || (optedOut(w) && s.Coverage.AllowOptOut) {
 		return nil
 	}
 	return s.Coverage.Labels
@@ -82,16 +52,16 @@ func requiredLabels(s Settings, w *Workload) map[string]string {
 // injectionDisabled tells whether a workload's namespace turns sidecar injection off
 // (istio-injection: disabled): the injector then gives none of its Pods a sidecar.
 func injectionDisabled(st State, w *Workload) bool {
-	return st.Settings(w.Namespace).NamespaceLabels[injectionLabel] == "disabled"
+	return st.Settings(w.Namespace).NamespaceLabels[mesh.InjectionLabel] == "disabled"
 }
 
 // notEnforceable says why Istio cannot enforce policy on a workload, or "".
 func notEnforceable(w *Workload) (field, why string) {
 	include, narrowed := w.Annotations[IncludeInboundAnnotation]
 	switch {
-	case injectionRefused(w.Labels[SidecarInjectLabel]):
+	case mesh.InjectionRefused(w.Labels[SidecarInjectLabel]):
 		return "metadata.labels[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
-	case injectionRefused(w.Annotations[SidecarInjectLabel]):
+	case mesh.InjectionRefused(w.Annotations[SidecarInjectLabel]):
 		return "metadata.annotations[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
 	case w.HostNetwork:
 		return "spec.hostNetwork", "it runs on the host network, where no sidecar intercepts"
@@ -140,11 +110,11 @@ func podRules() []Rule {
 		Summary: "A Pod in a covered namespace that no RequestAuthentication with an enforcing AuthorizationPolicy selects.",
 		Why:     "Nothing checks its tokens: requests without one reach it.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
-			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || isProxy(w) || c.protection(c.State, w).requiresToken() {
+			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || mesh.IsProxy(w) || c.protection(c.State, w).requiresToken() {
 				return nil
 			}
 			fix := fmt.Sprintf("apply a RequestAuthentication and an ALLOW policy with requestPrincipals selecting %s", labelString(c.Settings.Coverage.Labels))
-			if inAmbient(c.State, w) {
+			if mesh.InAmbient(c.State, w) {
 				fix = "the Pod runs in ambient mode: bind its Service to a waypoint and attach a RequestAuthentication and an ALLOW policy with requestPrincipals to the Service (targetRefs)"
 			}
 			return []Finding{finding("metadata.labels",
@@ -157,7 +127,7 @@ func podRules() []Rule {
 		Why:     "Istio cannot enforce anything on it: its policies are dead letters.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
 			// An ambient Pod needs no sidecar: MG813 judges what ztunnel does not intercept.
-			if c.Operation == Update || isProxy(w) || meantForAmbient(c.State, w) {
+			if c.Operation == Update || mesh.IsProxy(w) || mesh.MeantForAmbient(c.State, w) {
 				return nil
 			}
 			field, why := notEnforceable(w)

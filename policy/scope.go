@@ -34,6 +34,6 @@ func (c *Context) lostStrictMTLS() []*Workload {
 		return nil
 	}
 	return lacking(c.changedWorkloads(), func(w *Workload) bool {
-		return mtlsStrict(c.Before, c.Settings.Root, w) && !mtlsStrict(c.State, c.Settings.Root, w)
+		return mesh.MTLSStrict(c.Before, c.Settings.Root, w) && !mesh.MTLSStrict(c.State, c.Settings.Root, w)
 	})
 }

@@ -50,10 +50,6 @@ func IsDryRun(ap *mesh.AuthorizationPolicy) bool {
 	return err == nil && on
 }
 
-// TrustDomain is the mesh's trust domain, as Istio's default meshConfig sets it: the
-// identities meshguard gives the mesh's own proxies and callers are in it.
-const TrustDomain = "cluster.local"
-
 // PeerOf is the caller of an mTLS identity: <trust domain>/ns/<namespace>/sa/<name>. It
 // is the one reading of a SPIFFE path in the engine.
 func PeerOf(principal string) Request {

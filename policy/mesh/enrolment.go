@@ -1,0 +1,114 @@
+package mesh
+
+import "strings"
+
+// Which proxy takes a workload's inbound traffic: a sidecar Istio's injector adds, or, in
+// ambient mode, ztunnel on its node (and the waypoint its Services are bound to).
+
+// SidecarInjectLabel asks Istio's injector for a sidecar, or refuses one (also read as an
+// annotation).
+const SidecarInjectLabel = "sidecar.istio.io/inject"
+
+// Istio's ambient data plane: ztunnel intercepts an enrolled Pod's traffic on its node and
+// enforces L4 policy only; waypoints enforce what is attached to them by targetRefs.
+const (
+	DataplaneModeLabel             = "istio.io/dataplane-mode"
+	AmbientRedirectionAnnotation   = "ambient.istio.io/redirection"
+	BypassInboundCaptureAnnotation = "ambient.istio.io/bypass-inbound-capture"
+	RevisionLabel                  = "istio.io/rev"
+	InjectionLabel                 = "istio-injection"
+	ManagedLabel                   = "gateway.istio.io/managed"
+	UseWaypointLabel               = "istio.io/use-waypoint"
+	UseWaypointNamespaceLabel      = "istio.io/use-waypoint-namespace"
+	WaypointForLabel               = "istio.io/waypoint-for"
+	// IngressUseWaypointLabel sends an ingress gateway's traffic through the waypoint.
+	IngressUseWaypointLabel = "istio.io/ingress-use-waypoint"
+	// RemovedGatewayNameLabel was put on gateway Pods before Istio 1.24.
+	RemovedGatewayNameLabel = "istio.io/gateway-name"
+)
+
+// IsWaypoint tells whether workload labels are a waypoint's: Pods Istio's mesh controller
+// (or agentgateway's waypoint controller) deploys.
+func IsWaypoint(labels map[string]string) bool {
+	v := labels[ManagedLabel]
+	return v == "istio.io-mesh-controller" || strings.HasSuffix(v, "waypoint-controller")
+}
+
+// InAmbient tells whether ztunnel, not a sidecar, takes a workload's inbound traffic: the
+// Pod's redirection annotation once enrolled, else its istio.io/dataplane-mode label, else
+// its namespace's, a sidecar taking precedence. Proxies and Pods on the host's network are
+// never enrolled.
+func InAmbient(st State, w *Workload) bool {
+	return !w.HostNetwork && MeantForAmbient(st, w)
+}
+
+// MeantForAmbient tells whether a workload's labels, or its namespace's, enrol it in
+// ambient mode, whether or not ztunnel can intercept it.
+func MeantForAmbient(st State, w *Workload) bool {
+	return EnrolledInAmbient(st.Settings(w.Namespace).NamespaceLabels, w)
+}
+
+// EnrolledInAmbient is MeantForAmbient, given the labels of the workload's namespace. It
+// asks first what most Pods lack, as it is asked of every Pod a mesh-wide policy selects.
+func EnrolledInAmbient(ns map[string]string, w *Workload) bool {
+	enrolled := w.Annotations[AmbientRedirectionAnnotation] == "enabled"
+	if !enrolled {
+		switch w.Labels[DataplaneModeLabel] {
+		case "none":
+			return false
+		case "ambient":
+			enrolled = !SidecarInjected(ns, w)
+		default:
+			enrolled = ns[DataplaneModeLabel] == "ambient" && !SidecarInjected(ns, w)
+		}
+	}
+	return enrolled && !IsProxy(w)
+}
+
+// LeavesAmbient tells whether a workload of an ambient namespace opts out of ambient mode
+// (istio.io/dataplane-mode: none) with no sidecar to take its place: nothing intercepts it.
+// istio-cni acts on the label at once, on a running Pod too.
+func LeavesAmbient(ns map[string]string, w *Workload) bool {
+	return w.Labels[DataplaneModeLabel] == "none" && ns[DataplaneModeLabel] == "ambient" && !SidecarInjected(ns, w) && !IsProxy(w)
+}
+
+// SidecarInjected tells whether Istio's injector gives a Pod a sidecar: its namespace asks
+// for injection (istio-injection=enabled, or a revision label without istio-injection), or
+// the Pod does (sidecar.istio.io/inject=true, a revision label), unless the Pod opts out.
+func SidecarInjected(ns map[string]string, w *Workload) bool {
+	if InjectionRefused(w.Labels[SidecarInjectLabel]) {
+		return false
+	}
+	return ns[InjectionLabel] == "enabled" || ns[RevisionLabel] != "" && ns[InjectionLabel] == "" ||
+		w.Labels[SidecarInjectLabel] != "" && !InjectionRefused(w.Labels[SidecarInjectLabel]) || w.Labels[RevisionLabel] != ""
+}
+
+// InjectionRefused tells whether a sidecar.istio.io/inject value keeps Istio's injector
+// from injecting: any value but y, yes, true or on, in any case (the injector's
+// injectRequired); "" (unset) leaves it to the namespace.
+func InjectionRefused(value string) bool {
+	switch strings.ToLower(value) {
+	case "", "y", "yes", "true", "on":
+		return false
+	}
+	return true
+}
+
+// IsProxy tells whether a workload is one of Istio's proxies rather than an application:
+// an ingress or egress gateway of the classic charts (istio: ingressgateway) or of AKS's
+// add-on (istio: aks-istio-ingressgateway-external), a Gateway
+// API gateway or a waypoint (gateway.istio.io/managed, gateway.networking.k8s.io/
+// gateway-name), running Istio's proxy container where its spec is known (IsProxyContainer):
+// an application labelled like a gateway is none. A proxy enforces the policies attached
+// to it, runs no sidecar (sidecar.istio.io/inject: "false" is normal there), and is no
+// workload to cover.
+func IsProxy(w *Workload) bool {
+	if w.ProxyContainer == ProxyAbsent {
+		return false
+	}
+	_, managed := w.Labels["gateway.istio.io/managed"]
+	_, gatewayAPI := w.Labels["gateway.networking.k8s.io/gateway-name"]
+	// The AKS add-on's gateways are istio: aks-istio-ingressgateway-external (or -internal).
+	istio := w.Labels["istio"]
+	return managed || gatewayAPI || strings.HasSuffix(istio, "gateway") || strings.Contains(istio, "ingressgateway") || strings.Contains(istio, "egressgateway")
+}
