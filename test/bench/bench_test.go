@@ -37,7 +37,9 @@ func handlers(tb testing.TB, pods int) http.Handler {
 
 // benchShape is the synthetic cluster of the benchmarks: Pods in namespaces of 20, four
 // policies each.
-func benchShape(pods int) shape { return shape{pods: pods, podsPerNamespace: 20, policiesPerNamespace: 4} }
+func benchShape(pods int) shape {
+	return shape{pods: pods, podsPerNamespace: 20, policiesPerNamespace: 4}
+}
 
 // server returns meshguard's webhooks and the null handler, served, over a synthetic
 // cluster of the given size, and meshguard's own Server behind them.
