@@ -51,10 +51,10 @@ func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Acces
 	if len(routes) > 1 && strings.HasPrefix(routes[1].via, "waypoint ") {
 		mesh = routes[1]
 	}
-	out := []Access{routes[0].access(FromOutside, withoutMTLS), mesh.access(FromMesh, overMTLS)}
+	out := []Access{accessBy(routes[0], FromOutside, withoutMTLS), accessBy(mesh, FromMesh, overMTLS)}
 	for _, r := range routes[1:] {
 		if strings.HasPrefix(r.via, "ingress ") {
-			out = append(out, r.access(r.via, withoutMTLS)) // clients of a gateway come from outside
+			out = append(out, accessBy(r, r.via, withoutMTLS)) // clients of a gateway come from outside
 		}
 	}
 	return out
@@ -63,8 +63,8 @@ func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Acces
 func withoutMTLS(peer request) bool { _, ok := peer[rulefields.PeerPrincipal]; return !ok }
 func overMTLS(peer request) bool    { return !withoutMTLS(peer) }
 
-// access is what a request from callers that keep accepts needs on the route.
-func (r route) access(from string, keep func(request) bool) Access {
+// accessBy is what a request from callers that keep accepts needs on route r.
+func accessBy(r route, from string, keep func(request) bool) Access {
 	a := Access{From: from, Needs: NeedsNothing}
 	if len(r.hops) == 0 {
 		return a // nothing intercepts it
@@ -83,7 +83,7 @@ func (r route) access(from string, keep func(request) bool) Access {
 		a.Needs = Refused
 		return a
 	}
-	verdict, exempt := r.tokenRequirement(keep)
+	verdict, exempt := tokenRequirement(r, keep)
 	if verdict == TokenOptional {
 		return a
 	}

@@ -75,7 +75,7 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 	for _, h := range r.hops {
 		c.EnforcedBy = append(c.EnforcedBy, h.proxy)
 		ras, aps = append(ras, h.ras...), append(aps, h.aps...)
-		c.Policies = append(c.Policies, h.policies()...)
+		c.Policies = append(c.Policies, policiesOf(h)...)
 	}
 	c.Issuers, c.Audiences = tokensOf(ras, c.Issuers, c.Audiences)
 	switch {
@@ -85,29 +85,29 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 		c.Verdict = NotEnforced
 	case len(ras) == 0 && len(aps) == 0:
 		c.Verdict = Open
-	case !r.admitsAnything():
+	case !admitsAnything(r):
 		c.Verdict = Locked
 	case len(ras) == 0:
 		c.Verdict = TokenOptional // nothing validates a token: none is ever required
 	default:
-		c.Verdict, c.Exempt = r.tokenRequirement(anyCaller)
+		c.Verdict, c.Exempt = tokenRequirement(r, anyCaller)
 	}
 	return c
 }
 
-// admitsAnything tells whether some request, with or without a token, gets through.
-func (r route) admitsAnything() bool {
+// admitsAnything tells whether some request, with or without a token, gets through r.
+func admitsAnything(r route) bool {
 	first := r.hops[0].enforcement
 	peers := first.Peers()
 	found, decided := first.Find(request{}, false, peers, func(req request) bool { return r.admits(req) })
 	return found != nil || !decided
 }
 
-// tokenRequirement tells whether a request without a token gets through the route: on a
+// tokenRequirement tells whether a request without a token gets through route r: on a
 // path no policy names (token-optional), only on named paths (partial, with those paths),
 // or nowhere (protected). The callers tried are each hop's anonymous ones that keep
 // (every one, for coverage).
-func (r route) tokenRequirement(keep func(peer request) bool) (string, []string) {
+func tokenRequirement(r route, keep func(peer request) bool) (string, []string) {
 	tokenless := func(path string) bool {
 		for _, h := range r.hops {
 			e := h.enforcement

@@ -48,7 +48,7 @@ func EnforcementAt(st State, root string, w *Workload) []ProxyEnforcement {
 				continue
 			}
 			at[h.proxy] = len(out)
-			out = append(out, h.enforced(r.via))
+			out = append(out, enforcedAt(h, r.via))
 		}
 	}
 	// Ingress gateways first, then the waypoint, then the workload's own proxy.
@@ -65,9 +65,9 @@ func EnforcementAt(st State, root string, w *Workload) []ProxyEnforcement {
 	return out
 }
 
-// enforced is what the proxy of h enforces.
-func (h hop) enforced(via string) ProxyEnforcement {
-	p := ProxyEnforcement{Proxy: h.proxy, Routes: []string{via}, MTLS: h.mtls()}
+// enforcedAt is what the proxy of h enforces on the route via.
+func enforcedAt(h hop, via string) ProxyEnforcement {
+	p := ProxyEnforcement{Proxy: h.proxy, Routes: []string{via}, MTLS: mtlsOf(h)}
 	for _, ra := range h.ras {
 		p.RequestAuthentications = append(p.RequestAuthentications, ra.Namespace+"/"+ra.Name)
 	}
@@ -85,9 +85,9 @@ func (h hop) enforced(via string) ProxyEnforcement {
 	return p
 }
 
-// mtls says which callers the proxy takes before any policy: with mTLS only, or also
+// mtlsOf says which callers the proxy of h takes before any policy: with mTLS only, or also
 // without it, and on which ports a workload's own PeerAuthentication says otherwise.
-func (h hop) mtls() string {
+func mtlsOf(h hop) string {
 	mode := "mTLS or plaintext"
 	switch {
 	case h.hboneOnly:

@@ -60,8 +60,8 @@ type PolicyRef struct {
 	Kind, Namespace, Name string
 }
 
-// policies names the RequestAuthentications and AuthorizationPolicies a proxy applies.
-func (h hop) policies() []PolicyRef {
+// policiesOf names the RequestAuthentications and AuthorizationPolicies the proxy of h applies.
+func policiesOf(h hop) []PolicyRef {
 	var out []PolicyRef
 	for _, ra := range h.ras {
 		out = append(out, PolicyRef{KindRequestAuthentication, ra.Namespace, ra.Name})
@@ -151,9 +151,9 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 	e.Verdict = VerdictAllow
 	var shadow *Shadow
 	for _, h := range r.hops {
-		trace, verdict, decided, hopShadow := h.explain(attrs, token)
+		trace, verdict, decided, hopShadow := explainHop(h, attrs, token)
 		e.Path = append(e.Path, trace)
-		e.Objects = append(e.Objects, h.policies()...)
+		e.Objects = append(e.Objects, policiesOf(h)...)
 		if hopShadow != nil && (shadow == nil || shadow.Verdict == VerdictAllow) {
 			shadow = hopShadow
 		}
@@ -275,9 +275,9 @@ func withPeer(attrs map[string][]string, peer request) map[string][]string {
 // refusedConnection begins what decided a verdict where no HTTP request was made.
 const refusedConnection = "the connection is refused: "
 
-// explain is what the proxy does with a request of attrs carrying token: its trace, its
+// explainHop is what the proxy of h does with a request of attrs carrying token: its trace, its
 // verdict and what decided it, and the verdict of its dry-run policies.
-func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict, string, *Shadow) {
+func explainHop(h hop, attrs map[string][]string, token *Token) (HopTrace, Verdict, string, *Shadow) {
 	t := HopTrace{Proxy: h.proxy}
 	fail := func(v Verdict, why string) (HopTrace, Verdict, string, *Shadow) {
 		t.Verdict, t.DecidedBy = v, why
@@ -295,7 +295,7 @@ func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict
 		}
 		return fail(VerdictDeny, refusedConnection+"PeerAuthentication STRICT, and the caller has no mTLS")
 	}
-	attrs, t.Authentication = h.authenticate(attrs, token)
+	attrs, t.Authentication = authenticate(h, attrs, token)
 	if strings.HasPrefix(t.Authentication, "rejected") {
 		return fail(VerdictUnauthenticated, "RequestAuthentication: "+t.Authentication)
 	}
@@ -307,8 +307,8 @@ func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict
 			enforced = append(enforced, ap)
 		}
 	}
-	verdict, decided, traces := h.authorize(enforced, attrs)
-	shadowVerdict, shadowDecided, shadowTraces := h.authorize(dryRun, attrs)
+	verdict, decided, traces := authorize(h, enforced, attrs)
+	shadowVerdict, shadowDecided, shadowTraces := authorize(h, dryRun, attrs)
 	t.Policies = append(traces, shadowTraces...)
 	t.Verdict, t.DecidedBy = verdict, decided
 	var shadow *Shadow
@@ -318,12 +318,12 @@ func (h hop) explain(attrs map[string][]string, token *Token) (HopTrace, Verdict
 	return t, verdict, decided, shadow
 }
 
-// authenticate is the proxy's token check, as Envoy's jwt_authn filter runs it with the
+// authenticate is the token check of the proxy of h, as Envoy's jwt_authn filter runs it with the
 // providers istiod makes of its RequestAuthentications: a request without a token goes on
 // anonymous; a token is accepted by the jwtRule of its issuer, if its audience is one the
 // rule lists; any other token is rejected (401). It returns attrs with the token's
 // attributes set once accepted, and what happened.
-func (h hop) authenticate(attrs map[string][]string, token *Token) (map[string][]string, string) {
+func authenticate(h hop, attrs map[string][]string, token *Token) (map[string][]string, string) {
 	switch {
 	case len(h.ras) == 0 && token != nil:
 		return attrs, "no RequestAuthentication here: the token is not read, and no request.auth attribute is set"
@@ -382,11 +382,11 @@ func first(values []string) string {
 	return values[0]
 }
 
-// authorize evaluates AuthorizationPolicies as the proxy does: a matching CUSTOM rule
+// authorize evaluates AuthorizationPolicies as the proxy of h does: a matching CUSTOM rule
 // leaves the verdict to its provider, a matching DENY rule denies, and where ALLOW
 // policies apply only a matching ALLOW rule admits. It returns the verdict, the rule that
 // decided it, and every policy's trace.
-func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (Verdict, string, []PolicyTrace) {
+func authorize(h hop, aps []*AuthorizationPolicy, attrs map[string][]string) (Verdict, string, []PolicyTrace) {
 	var traces []PolicyTrace
 	var custom, denied, allowed string
 	allowPolicies := false
@@ -398,7 +398,7 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 			pt := PolicyTrace{Namespace: ap.Namespace, Name: ap.Name, Action: action.String(), DryRun: dataplane.IsDryRun(ap), Provider: ap.Spec.GetProvider().GetName()}
 			allowPolicies = allowPolicies || action == securityv1beta1.AuthorizationPolicy_ALLOW
 			for i, r := range ap.Spec.Rules {
-				rt := h.ruleTrace(ap, r, attrs)
+				rt := ruleTrace(h, ap, r, attrs)
 				rt.Rule = i
 				pt.Rules = append(pt.Rules, rt)
 				if !rt.Matched {
@@ -431,8 +431,8 @@ func (h hop) authorize(aps []*AuthorizationPolicy, attrs map[string][]string) (V
 	return verdict, "no policy denies it, and no ALLOW policy applies", traces
 }
 
-// ruleTrace evaluates one rule as the proxy receives it (ztunnelRule at ztunnel).
-func (h hop) ruleTrace(ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
+// ruleTrace evaluates one rule as the proxy of h receives it (ztunnelRule at ztunnel).
+func ruleTrace(h hop, ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
 	c, skipped := dataplane.Receive(h.ztunnel, ap, r)
 	if skipped != "" {
 		return RuleTrace{Skipped: skipped}
