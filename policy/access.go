@@ -46,15 +46,15 @@ type Access struct {
 // waypoint where they have one), and from each of ingresses, as Envoy and ztunnel would
 // judge it on each route.
 func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Access {
-	routes := routesTo(st, root, w, ingresses)
+	routes := dataplane.RoutesTo(st, root, w, ingresses)
 	mesh := routes[0]
-	if len(routes) > 1 && strings.HasPrefix(routes[1].via, "waypoint ") {
+	if len(routes) > 1 && strings.HasPrefix(routes[1].Via, "waypoint ") {
 		mesh = routes[1]
 	}
 	out := []Access{accessBy(routes[0], FromOutside, withoutMTLS), accessBy(mesh, FromMesh, overMTLS)}
 	for _, r := range routes[1:] {
-		if strings.HasPrefix(r.via, "ingress ") {
-			out = append(out, accessBy(r, r.via, withoutMTLS)) // clients of a gateway come from outside
+		if strings.HasPrefix(r.Via, "ingress ") {
+			out = append(out, accessBy(r, r.Via, withoutMTLS)) // clients of a gateway come from outside
 		}
 	}
 	return out
@@ -66,20 +66,20 @@ func overMTLS(peer request) bool    { return !withoutMTLS(peer) }
 // accessBy is what a request from callers that keep accepts needs on route r.
 func accessBy(r route, from string, keep func(request) bool) Access {
 	a := Access{From: from, Needs: NeedsNothing}
-	if len(r.hops) == 0 {
+	if len(r.Hops) == 0 {
 		return a // nothing intercepts it
 	}
-	first := r.hops[0]
-	if first.mtlsStrict && keep(request{}) {
+	first := r.Hops[0]
+	if first.MTLSStrict && keep(request{}) {
 		a.Needs = Refused
 		return a
 	}
-	peers := slices.DeleteFunc(first.enforcement.Peers(), func(p request) bool { return !keep(p) })
+	peers := slices.DeleteFunc(first.Enforcement.Peers(), func(p request) bool { return !keep(p) })
 	admitted := func(tokenless bool, peers []request) bool {
-		found, decided := first.enforcement.Find(request{rulefields.Path: dataplane.AnyPath, rulefields.Host: dataplane.AnyOther}, tokenless, peers, r.admits)
+		found, decided := first.Enforcement.Find(request{rulefields.Path: dataplane.AnyPath, rulefields.Host: dataplane.AnyOther}, tokenless, peers, r.Admits)
 		return found != nil || !decided
 	}
-	if found, decided := first.enforcement.Find(request{}, false, peers, r.admits); found == nil && decided {
+	if found, decided := first.Enforcement.Find(request{}, false, peers, r.Admits); found == nil && decided {
 		a.Needs = Refused
 		return a
 	}
@@ -87,7 +87,7 @@ func accessBy(r route, from string, keep func(request) bool) Access {
 	if verdict == TokenOptional {
 		return a
 	}
-	anonymous := slices.DeleteFunc(first.enforcement.AnonymousPeers(), func(p request) bool { return !keep(p) })
+	anonymous := slices.DeleteFunc(first.Enforcement.AnonymousPeers(), func(p request) bool { return !keep(p) })
 	for _, p := range peers {
 		if !slices.ContainsFunc(anonymous, func(q request) bool { return maps.Equal(p, q) }) && admitted(true, []request{p}) {
 			a.Identities = append(a.Identities, dataplane.DescribeCaller(p))
@@ -97,9 +97,9 @@ func accessBy(r route, from string, keep func(request) bool) Access {
 	// The token a caller sends is the first proxy's to validate: the issuers it takes.
 	// (One it validates goes on only if forwarded; a later proxy that requires one of
 	// its own then refuses the request, which the evaluation above found.)
-	for _, h := range r.hops {
-		if len(h.ras) > 0 {
-			a.Issuers, a.Audiences = tokensOf(h.ras, nil, nil)
+	for _, h := range r.Hops {
+		if len(h.RAs) > 0 {
+			a.Issuers, a.Audiences = tokensOf(h.RAs, nil, nil)
 			break
 		}
 	}

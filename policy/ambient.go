@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	typev1beta1 "istio.io/api/type/v1beta1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
@@ -77,36 +76,4 @@ func bypassesWaypoint(st State, root string, w *Workload, gw *Gateway, aps []*Au
 		return found[rulefields.PeerPrincipal]
 	}
 	return "any workload of the mesh, by the Pods' addresses"
-}
-
-// atWaypoint returns the policies of list a waypoint enforces for a workload of namespace
-// ns: those attached to the workload's Services bound to it (mesh.WaypointOf), to the
-// waypoint's Gateway, or to every waypoint (GatewayClass istio-waypoint, from the root
-// namespace). None without a waypoint.
-func atWaypoint[T metav1.Object](root, ns string, gw *Gateway, services []string, list func(string) []T) []T {
-	if gw == nil {
-		return nil
-	}
-	attached := func(o T, kind string, names ...string) bool {
-		return slices.ContainsFunc(mesh.ScopeOf(o).TargetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
-			return r.Kind == kind && slices.Contains(names, r.Name)
-		})
-	}
-	var out []T
-	for _, o := range list(root) {
-		if attached(o, KindGatewayClass, mesh.WaypointClass) {
-			out = append(out, o)
-		}
-	}
-	for _, o := range list(gw.Namespace) {
-		if attached(o, "Gateway", gw.Name) {
-			out = append(out, o)
-		}
-	}
-	for _, o := range list(ns) {
-		if attached(o, "Service", services...) {
-			out = append(out, o)
-		}
-	}
-	return out
 }

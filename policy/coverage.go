@@ -61,20 +61,20 @@ type WorkloadCoverage struct {
 // issuers and audiences they accept, and whether a request without a token gets in.
 func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 	c := WorkloadCoverage{Kind: w.Kind, Namespace: w.Namespace, Name: w.Name, EnforcedBy: []string{}, Issuers: []string{}, Audiences: []string{}, Exempt: []string{}, Rules: []string{}}
-	routes := routesTo(st, root, w, nil)
+	routes := dataplane.RoutesTo(st, root, w, nil)
 	r := routes[0]
 	if len(routes) > 1 {
 		r = routes[1] // through the waypoint, as Service traffic goes
 	}
-	if len(r.hops) == 0 {
+	if len(r.Hops) == 0 {
 		c.Verdict = NotEnforced
 		return c
 	}
 	var ras []*RequestAuthentication
 	var aps []*AuthorizationPolicy
-	for _, h := range r.hops {
-		c.EnforcedBy = append(c.EnforcedBy, h.proxy)
-		ras, aps = append(ras, h.ras...), append(aps, h.aps...)
+	for _, h := range r.Hops {
+		c.EnforcedBy = append(c.EnforcedBy, h.Proxy)
+		ras, aps = append(ras, h.RAs...), append(aps, h.APs...)
 		c.Policies = append(c.Policies, policiesOf(h)...)
 	}
 	c.Issuers, c.Audiences = tokensOf(ras, c.Issuers, c.Audiences)
@@ -97,9 +97,9 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 
 // admitsAnything tells whether some request, with or without a token, gets through r.
 func admitsAnything(r route) bool {
-	first := r.hops[0].enforcement
+	first := r.Hops[0].Enforcement
 	peers := first.Peers()
-	found, decided := first.Find(request{}, false, peers, func(req request) bool { return r.admits(req) })
+	found, decided := first.Find(request{}, false, peers, func(req request) bool { return r.Admits(req) })
 	return found != nil || !decided
 }
 
@@ -109,15 +109,15 @@ func admitsAnything(r route) bool {
 // (every one, for coverage).
 func tokenRequirement(r route, keep func(peer request) bool) (string, []string) {
 	tokenless := func(path string) bool {
-		for _, h := range r.hops {
-			e := h.enforcement
+		for _, h := range r.Hops {
+			e := h.Enforcement
 			fixed := request{rulefields.Path: path, rulefields.Host: dataplane.AnyOther}
 			peers := slices.DeleteFunc(e.AnonymousPeers(), func(p request) bool { return !keep(p) })
 			if len(peers) == 0 {
 				continue
 			}
 			// Undecided counts as admitted: meshguard never calls protected what it cannot tell.
-			if found, decided := e.Find(fixed, true, peers, func(req request) bool { return r.admits(req) }); found != nil || !decided {
+			if found, decided := e.Find(fixed, true, peers, func(req request) bool { return r.Admits(req) }); found != nil || !decided {
 				return true
 			}
 		}
@@ -127,8 +127,8 @@ func tokenRequirement(r route, keep func(peer request) bool) (string, []string) 
 		return TokenOptional, []string{}
 	}
 	exempt := []string{}
-	for _, h := range r.hops {
-		for _, c := range h.enforcement.Conditions() {
+	for _, h := range r.Hops {
+		for _, c := range h.Enforcement.Conditions() {
 			if c.Attr != rulefields.Path {
 				continue
 			}

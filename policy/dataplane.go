@@ -9,7 +9,8 @@ type (
 	request      = dataplane.Request
 	condition    = dataplane.Condition
 	compiledRule = dataplane.Rule
-	enforcement  = dataplane.Enforcement
+	route        = dataplane.Route
+	hop          = dataplane.Hop
 )
 
 const (

@@ -41,14 +41,14 @@ type EnforcedRule struct {
 func EnforcementAt(st State, root string, w *Workload) []ProxyEnforcement {
 	var out []ProxyEnforcement
 	at := map[string]int{}
-	for _, r := range routesTo(st, root, w, IngressGateways(st, "")) {
-		for _, h := range r.hops {
-			if i, seen := at[h.proxy]; seen {
-				out[i].Routes = append(out[i].Routes, r.via)
+	for _, r := range dataplane.RoutesTo(st, root, w, IngressGateways(st, "")) {
+		for _, h := range r.Hops {
+			if i, seen := at[h.Proxy]; seen {
+				out[i].Routes = append(out[i].Routes, r.Via)
 				continue
 			}
-			at[h.proxy] = len(out)
-			out = append(out, enforcedAt(h, r.via))
+			at[h.Proxy] = len(out)
+			out = append(out, enforcedAt(h, r.Via))
 		}
 	}
 	// Ingress gateways first, then the waypoint, then the workload's own proxy.
@@ -67,14 +67,14 @@ func EnforcementAt(st State, root string, w *Workload) []ProxyEnforcement {
 
 // enforcedAt is what the proxy of h enforces on the route via.
 func enforcedAt(h hop, via string) ProxyEnforcement {
-	p := ProxyEnforcement{Proxy: h.proxy, Routes: []string{via}, MTLS: mtlsOf(h)}
-	for _, ra := range h.ras {
+	p := ProxyEnforcement{Proxy: h.Proxy, Routes: []string{via}, MTLS: mtlsOf(h)}
+	for _, ra := range h.RAs {
 		p.RequestAuthentications = append(p.RequestAuthentications, ra.Namespace+"/"+ra.Name)
 	}
-	for _, ap := range h.aps {
+	for _, ap := range h.APs {
 		for i, r := range ap.Spec.Rules {
 			e := EnforcedRule{Policy: ap.Namespace + "/" + ap.Name, Action: ap.Spec.Action.String(), DryRun: dataplane.IsDryRun(ap), Rule: i}
-			if c, skipped := dataplane.Receive(h.ztunnel, ap, r); skipped != "" {
+			if c, skipped := dataplane.Receive(h.Ztunnel, ap, r); skipped != "" {
 				e.Skipped = skipped
 			} else {
 				e.Matches = c.String()
@@ -90,13 +90,13 @@ func enforcedAt(h hop, via string) ProxyEnforcement {
 func mtlsOf(h hop) string {
 	mode := "mTLS or plaintext"
 	switch {
-	case h.hboneOnly:
+	case h.HBONEOnly:
 		mode = "HBONE (mTLS) only"
-	case h.mtlsStrict:
+	case h.MTLSStrict:
 		mode = "mTLS only (STRICT)"
 	}
-	for _, port := range slices.Sorted(maps.Keys(h.strictPorts)) {
-		if h.strictPorts[port] {
+	for _, port := range slices.Sorted(maps.Keys(h.StrictPorts)) {
+		if h.StrictPorts[port] {
 			mode += "; port " + port + " mTLS only"
 		} else {
 			mode += "; port " + port + " mTLS or plaintext"

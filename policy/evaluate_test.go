@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
@@ -230,13 +231,13 @@ func TestRoutes(t *testing.T) {
 		if w.Name != name {
 			t.Fatalf("%s: workload %s/%s not found", c.name, ns, name)
 		}
-		routes := routesTo(st, "istio-system", w, []*Workload{ingress})
-		i := slices.IndexFunc(routes, func(r route) bool { return r.via == c.via })
+		routes := dataplane.RoutesTo(st, "istio-system", w, []*Workload{ingress})
+		i := slices.IndexFunc(routes, func(r route) bool { return r.Via == c.via })
 		if i < 0 {
 			t.Errorf("%s: no route %q", c.name, c.via)
 			continue
 		}
-		if got := routes[i].admits(parseRequest(c.request)); got != c.admitted {
+		if got := routes[i].Admits(parseRequest(c.request)); got != c.admitted {
 			t.Errorf("%s: admitted %v, want %v", c.name, got, c.admitted)
 		}
 	}

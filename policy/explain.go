@@ -63,10 +63,10 @@ type PolicyRef struct {
 // policiesOf names the RequestAuthentications and AuthorizationPolicies the proxy of h applies.
 func policiesOf(h hop) []PolicyRef {
 	var out []PolicyRef
-	for _, ra := range h.ras {
+	for _, ra := range h.RAs {
 		out = append(out, PolicyRef{KindRequestAuthentication, ra.Namespace, ra.Name})
 	}
-	for _, ap := range h.aps {
+	for _, ap := range h.APs {
 		out = append(out, PolicyRef{KindAuthorizationPolicy, ap.Namespace, ap.Name})
 	}
 	return out
@@ -115,9 +115,9 @@ const (
 // checks the token against its RequestAuthentications, then evaluates its
 // AuthorizationPolicies as Envoy does: CUSTOM, then DENY, then ALLOW.
 func Explain(st State, root string, w *Workload, via string, req Request) (*Explanation, error) {
-	routes := routesTo(st, root, w, IngressGateways(st, ""))
+	routes := dataplane.RoutesTo(st, root, w, IngressGateways(st, ""))
 	pick := func(prefix string) *route {
-		i := slices.IndexFunc(routes, func(r route) bool { return strings.HasPrefix(r.via, prefix) })
+		i := slices.IndexFunc(routes, func(r route) bool { return strings.HasPrefix(r.Via, prefix) })
 		if i < 0 {
 			return nil
 		}
@@ -141,8 +141,8 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 	if r == nil {
 		return nil, fmt.Errorf("no %s route to %s %s/%s: %s", via, w.Kind, w.Namespace, w.Name, noRoute(via))
 	}
-	e := &Explanation{Route: r.via}
-	if len(r.hops) == 0 {
+	e := &Explanation{Route: r.Via}
+	if len(r.Hops) == 0 {
 		e.Verdict, e.Status, e.DecidedBy = VerdictAllow, status(200), "no proxy intercepts the workload's inbound traffic: nothing is enforced"
 		return e, nil
 	}
@@ -150,7 +150,7 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 	token := req.Token
 	e.Verdict = VerdictAllow
 	var shadow *Shadow
-	for _, h := range r.hops {
+	for _, h := range r.Hops {
 		trace, verdict, decided, hopShadow := explainHop(h, attrs, token)
 		e.Path = append(e.Path, trace)
 		e.Objects = append(e.Objects, policiesOf(h)...)
@@ -161,7 +161,7 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 		case VerdictDeny, VerdictUnauthenticated:
 			e.Verdict, e.DecidedBy = verdict, decided
 			e.Status = map[Verdict]*int{VerdictDeny: status(403), VerdictUnauthenticated: status(401)}[verdict]
-			if strings.HasPrefix(decided, refusedConnection) || h.ztunnel {
+			if strings.HasPrefix(decided, refusedConnection) || h.Ztunnel {
 				// The connection is refused, or ztunnel resets it: no HTTP answer.
 				e.Status = nil
 			}
@@ -175,10 +175,10 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 			}
 		}
 		// The next proxy sees this one as the caller, and the token only if kept.
-		if h.forwardsAs != nil {
-			attrs = withPeer(attrs, h.forwardsAs)
+		if h.ForwardsAs != nil {
+			attrs = withPeer(attrs, h.ForwardsAs)
 		}
-		if len(h.ras) > 0 && !forwardsToken(h.ras) {
+		if len(h.RAs) > 0 && !dataplane.ForwardsToken(h.RAs) {
 			token = nil
 		}
 	}
@@ -278,19 +278,19 @@ const refusedConnection = "the connection is refused: "
 // explainHop is what the proxy of h does with a request of attrs carrying token: its trace, its
 // verdict and what decided it, and the verdict of its dry-run policies.
 func explainHop(h hop, attrs map[string][]string, token *Token) (HopTrace, Verdict, string, *Shadow) {
-	t := HopTrace{Proxy: h.proxy}
+	t := HopTrace{Proxy: h.Proxy}
 	fail := func(v Verdict, why string) (HopTrace, Verdict, string, *Shadow) {
 		t.Verdict, t.DecidedBy = v, why
 		return t, v, why, nil
 	}
-	strict := h.mtlsStrict
+	strict := h.MTLSStrict
 	if port := attrs[rulefields.Port]; len(port) > 0 {
-		if s, named := h.strictPorts[port[0]]; named {
+		if s, named := h.StrictPorts[port[0]]; named {
 			strict = s
 		}
 	}
 	if strict && len(attrs[rulefields.PeerPrincipal]) == 0 {
-		if h.hboneOnly {
+		if h.HBONEOnly {
 			return fail(VerdictDeny, refusedConnection+"the proxy takes HBONE only, and the caller has no mTLS")
 		}
 		return fail(VerdictDeny, refusedConnection+"PeerAuthentication STRICT, and the caller has no mTLS")
@@ -300,7 +300,7 @@ func explainHop(h hop, attrs map[string][]string, token *Token) (HopTrace, Verdi
 		return fail(VerdictUnauthenticated, "RequestAuthentication: "+t.Authentication)
 	}
 	var enforced, dryRun []*AuthorizationPolicy
-	for _, ap := range h.aps {
+	for _, ap := range h.APs {
 		if dataplane.IsDryRun(ap) {
 			dryRun = append(dryRun, ap)
 		} else {
@@ -325,16 +325,16 @@ func explainHop(h hop, attrs map[string][]string, token *Token) (HopTrace, Verdi
 // attributes set once accepted, and what happened.
 func authenticate(h hop, attrs map[string][]string, token *Token) (map[string][]string, string) {
 	switch {
-	case len(h.ras) == 0 && token != nil:
+	case len(h.RAs) == 0 && token != nil:
 		return attrs, "no RequestAuthentication here: the token is not read, and no request.auth attribute is set"
-	case len(h.ras) == 0:
+	case len(h.RAs) == 0:
 		return attrs, ""
 	case token == nil:
 		return attrs, "no token: the request goes on anonymous (a RequestAuthentication rejects bad tokens only)"
 	}
 	iss := first(token.Claims["iss"])
 	var issuers []string
-	for _, ra := range h.ras {
+	for _, ra := range h.RAs {
 		for i, r := range ra.Spec.JwtRules {
 			issuers = append(issuers, r.Issuer)
 			if r.Issuer != iss {
@@ -433,7 +433,7 @@ func authorize(h hop, aps []*AuthorizationPolicy, attrs map[string][]string) (Ve
 
 // ruleTrace evaluates one rule as the proxy of h receives it (ztunnelRule at ztunnel).
 func ruleTrace(h hop, ap *AuthorizationPolicy, r *apRule, attrs map[string][]string) RuleTrace {
-	c, skipped := dataplane.Receive(h.ztunnel, ap, r)
+	c, skipped := dataplane.Receive(h.Ztunnel, ap, r)
 	if skipped != "" {
 		return RuleTrace{Skipped: skipped}
 	}

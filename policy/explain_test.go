@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
@@ -185,8 +186,8 @@ func TestGatewaysAreProxies(t *testing.T) {
 		if got := mesh.IsProxy(w); got != want {
 			t.Errorf("%s: a proxy %v", labels, got)
 		}
-		if hops := localHop(snapshot(w), "istio-system", w); (hops[0].proxy == "gateway") != want {
-			t.Errorf("%s: enforced at %s", labels, hops[0].proxy)
+		if hops := dataplane.RoutesTo(snapshot(w), "istio-system", w, nil)[0].Hops; (hops[0].Proxy == "gateway") != want {
+			t.Errorf("%s: enforced at %s", labels, hops[0].Proxy)
 		}
 	}
 }
@@ -199,8 +200,8 @@ func TestGatewayNotItsOwnIngress(t *testing.T) {
 	app := pod("shop", "web-1", map[string]string{"app": "web"})
 	st := snapshot(gw, app)
 	var vias []string
-	for _, r := range routesTo(st, "istio-system", gw, []*Workload{gw}) {
-		vias = append(vias, r.via)
+	for _, r := range dataplane.RoutesTo(st, "istio-system", gw, []*Workload{gw}) {
+		vias = append(vias, r.Via)
 	}
 	if !slices.Equal(vias, []string{"direct"}) {
 		t.Errorf("routes to the gateway: %v, want direct only", vias)
@@ -208,7 +209,7 @@ func TestGatewayNotItsOwnIngress(t *testing.T) {
 	if _, err := Explain(st, "istio-system", gw, ViaIngress, Request{Method: "GET", Path: "/"}); err == nil {
 		t.Error("explain through the gateway to itself: no error")
 	}
-	if routes := routesTo(st, "istio-system", app, []*Workload{gw}); len(routes) != 2 || routes[1].via != "ingress istio-system/ingressgateway-1" {
+	if routes := dataplane.RoutesTo(st, "istio-system", app, []*Workload{gw}); len(routes) != 2 || routes[1].Via != "ingress istio-system/ingressgateway-1" {
 		t.Errorf("routes to a workload behind it: %+v", routes)
 	}
 }

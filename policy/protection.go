@@ -82,8 +82,8 @@ func protectionOf(st State, root string, w *Workload, openings map[openingKey]re
 	// and nowhere without one: ztunnel loads no RequestAuthentication (MG801).
 	if !w.Virtual && mesh.InAmbient(st, w) {
 		gw, services := mesh.WaypointOf(st, w)
-		p.ras = atWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications)
-		p.aps = atWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
+		p.ras = mesh.AtWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications)
+		p.aps = mesh.AtWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
 		p.opening.viaWaypoint = true
 	}
 	return p

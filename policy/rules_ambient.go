@@ -524,7 +524,7 @@ func ingressSkipsWaypoint(c *Context, ra *RequestAuthentication) []Finding {
 			continue
 		}
 		svc := c.State.Services(s.Namespace)[j]
-		if gw, _ := mesh.ServiceWaypoint(c.State, mesh.ServiceTarget(svc)); gw == nil || ingressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
+		if gw, _ := mesh.ServiceWaypoint(c.State, mesh.ServiceTarget(svc)); gw == nil || dataplane.IngressUsesWaypoint(c.State, svc.Namespace, []string{svc.Name}) {
 			continue
 		}
 		if ingress := ingressTo(c.State, svc); ingress != "" {

@@ -12,9 +12,9 @@ import (
 // Istio's sidecar controls on Pods, read by the rules (kinds keeps them in its cache).
 const (
 	SidecarInjectLabel         = mesh.SidecarInjectLabel
-	ExcludeInboundAnnotation   = "traffic.sidecar.istio.io/excludeInboundPorts"
-	IncludeInboundAnnotation   = "traffic.sidecar.istio.io/includeInboundPorts"
-	InterceptionModeAnnotation = "sidecar.istio.io/interceptionMode"
+	ExcludeInboundAnnotation   = mesh.ExcludeInboundAnnotation
+	IncludeInboundAnnotation   = mesh.IncludeInboundAnnotation
+	InterceptionModeAnnotation = mesh.InterceptionModeAnnotation
 )
 
 // optedOut tells whether a workload asks to be left out of coverage.
@@ -47,35 +47,6 @@ func requiredLabels(s Settings, w *Workload) map[string]string {
 		return nil
 	}
 	return s.Coverage.Labels
-}
-
-// injectionDisabled tells whether a workload's namespace turns sidecar injection off
-// (istio-injection: disabled): the injector then gives none of its Pods a sidecar.
-func injectionDisabled(st State, w *Workload) bool {
-	return st.Settings(w.Namespace).NamespaceLabels[mesh.InjectionLabel] == "disabled"
-}
-
-// notEnforceable says why Istio cannot enforce policy on a workload, or "".
-func notEnforceable(w *Workload) (field, why string) {
-	include, narrowed := w.Annotations[IncludeInboundAnnotation]
-	switch {
-	case mesh.InjectionRefused(w.Labels[SidecarInjectLabel]):
-		return "metadata.labels[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
-	case mesh.InjectionRefused(w.Annotations[SidecarInjectLabel]):
-		return "metadata.annotations[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
-	case w.HostNetwork:
-		return "spec.hostNetwork", "it runs on the host network, where no sidecar intercepts"
-	case w.Annotations[ExcludeInboundAnnotation] != "":
-		return "metadata.annotations[" + ExcludeInboundAnnotation + "]",
-			fmt.Sprintf("inbound ports %s bypass the sidecar", w.Annotations[ExcludeInboundAnnotation])
-	case narrowed && strings.TrimSpace(include) == "":
-		return "metadata.annotations[" + IncludeInboundAnnotation + "]", "no inbound port is redirected to the sidecar"
-	case narrowed && strings.TrimSpace(include) != "*":
-		return "metadata.annotations[" + IncludeInboundAnnotation + "]", fmt.Sprintf("inbound ports other than %s bypass the sidecar", include)
-	case strings.EqualFold(w.Annotations[InterceptionModeAnnotation], "NONE"):
-		return "metadata.annotations[" + InterceptionModeAnnotation + "]", "the sidecar intercepts no traffic"
-	}
-	return "", ""
 }
 
 func podRules() []Rule {
@@ -130,8 +101,8 @@ func podRules() []Rule {
 			if c.Operation == Update || mesh.IsProxy(w) || mesh.MeantForAmbient(c.State, w) {
 				return nil
 			}
-			field, why := notEnforceable(w)
-			if why == "" && injectionDisabled(c.State, w) {
+			field, why := mesh.NotEnforceable(w)
+			if why == "" && mesh.InjectionDisabled(c.State, w) {
 				field, why = "metadata.namespace", "its namespace disables sidecar injection (istio-injection: disabled)"
 			}
 			if why == "" || (c.Settings.Coverage == nil && len(c.protection(c.State, w).ras) == 0) {

@@ -1,8 +1,9 @@
-// Package dataplane is what the proxies do with a class of request: AuthorizationPolicies
-// compiled into rules as istiod translates them for a sidecar, a waypoint, a gateway or
-// ztunnel, and Envoy's RBAC evaluation of them (CUSTOM, then DENY, then ALLOW). It knows
-// the policies and the meaning of their fields (rulefields), not where a policy applies
-// nor which proxy serves a workload.
+// Package dataplane is what the proxies do with a class of request: the routes requests
+// take to a workload and the proxies on each (sidecar, ztunnel, waypoint, gateway), the
+// AuthorizationPolicies each receives, compiled into rules as istiod translates them for
+// it, and Envoy's RBAC evaluation of them (CUSTOM, then DENY, then ALLOW). It reads the
+// mesh model (which proxy takes a workload's traffic, where a policy applies) and the
+// meaning of the rules' fields (rulefields); it knows no meshguard rule.
 package dataplane
 
 import (

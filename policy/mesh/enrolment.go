@@ -1,13 +1,21 @@
 package mesh
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Which proxy takes a workload's inbound traffic: a sidecar Istio's injector adds, or, in
 // ambient mode, ztunnel on its node (and the waypoint its Services are bound to).
 
-// SidecarInjectLabel asks Istio's injector for a sidecar, or refuses one (also read as an
-// annotation).
-const SidecarInjectLabel = "sidecar.istio.io/inject"
+// Istio's sidecar controls on Pods: SidecarInjectLabel asks its injector for a sidecar, or
+// refuses one (also read as an annotation); the others narrow what the sidecar intercepts.
+const (
+	SidecarInjectLabel         = "sidecar.istio.io/inject"
+	ExcludeInboundAnnotation   = "traffic.sidecar.istio.io/excludeInboundPorts"
+	IncludeInboundAnnotation   = "traffic.sidecar.istio.io/includeInboundPorts"
+	InterceptionModeAnnotation = "sidecar.istio.io/interceptionMode"
+)
 
 // Istio's ambient data plane: ztunnel intercepts an enrolled Pod's traffic on its node and
 // enforces L4 policy only; waypoints enforce what is attached to them by targetRefs.
@@ -111,4 +119,33 @@ func IsProxy(w *Workload) bool {
 	// The AKS add-on's gateways are istio: aks-istio-ingressgateway-external (or -internal).
 	istio := w.Labels["istio"]
 	return managed || gatewayAPI || strings.HasSuffix(istio, "gateway") || strings.Contains(istio, "ingressgateway") || strings.Contains(istio, "egressgateway")
+}
+
+// InjectionDisabled tells whether a workload's namespace turns sidecar injection off
+// (istio-injection: disabled): the injector then gives none of its Pods a sidecar.
+func InjectionDisabled(st State, w *Workload) bool {
+	return st.Settings(w.Namespace).NamespaceLabels[InjectionLabel] == "disabled"
+}
+
+// NotEnforceable says why Istio cannot enforce policy on a workload, or "".
+func NotEnforceable(w *Workload) (field, why string) {
+	include, narrowed := w.Annotations[IncludeInboundAnnotation]
+	switch {
+	case InjectionRefused(w.Labels[SidecarInjectLabel]):
+		return "metadata.labels[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
+	case InjectionRefused(w.Annotations[SidecarInjectLabel]):
+		return "metadata.annotations[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
+	case w.HostNetwork:
+		return "spec.hostNetwork", "it runs on the host network, where no sidecar intercepts"
+	case w.Annotations[ExcludeInboundAnnotation] != "":
+		return "metadata.annotations[" + ExcludeInboundAnnotation + "]",
+			fmt.Sprintf("inbound ports %s bypass the sidecar", w.Annotations[ExcludeInboundAnnotation])
+	case narrowed && strings.TrimSpace(include) == "":
+		return "metadata.annotations[" + IncludeInboundAnnotation + "]", "no inbound port is redirected to the sidecar"
+	case narrowed && strings.TrimSpace(include) != "*":
+		return "metadata.annotations[" + IncludeInboundAnnotation + "]", fmt.Sprintf("inbound ports other than %s bypass the sidecar", include)
+	case strings.EqualFold(w.Annotations[InterceptionModeAnnotation], "NONE"):
+		return "metadata.annotations[" + InterceptionModeAnnotation + "]", "the sidecar intercepts no traffic"
+	}
+	return "", ""
 }

@@ -6,6 +6,7 @@ import (
 	"iter"
 	"slices"
 
+	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -148,4 +149,36 @@ func ServicesSelecting(st State, w *Workload) iter.Seq[*corev1.Service] {
 			}
 		}
 	}
+}
+
+// AtWaypoint returns the policies of list a waypoint enforces for a workload of namespace
+// ns: those attached to the workload's Services bound to it (WaypointOf), to the
+// waypoint's Gateway, or to every waypoint (GatewayClass istio-waypoint, from the root
+// namespace). None without a waypoint.
+func AtWaypoint[T metav1.Object](root, ns string, gw *Gateway, services []string, list func(string) []T) []T {
+	if gw == nil {
+		return nil
+	}
+	attached := func(o T, kind string, names ...string) bool {
+		return slices.ContainsFunc(ScopeOf(o).TargetRefs, func(r *typev1beta1.PolicyTargetReference) bool {
+			return r.Kind == kind && slices.Contains(names, r.Name)
+		})
+	}
+	var out []T
+	for _, o := range list(root) {
+		if attached(o, KindGatewayClass, WaypointClass) {
+			out = append(out, o)
+		}
+	}
+	for _, o := range list(gw.Namespace) {
+		if attached(o, "Gateway", gw.Name) {
+			out = append(out, o)
+		}
+	}
+	for _, o := range list(ns) {
+		if attached(o, "Service", services...) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
