@@ -6,24 +6,26 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
 // TestAccessTo: what a request needs to reach a workload from each entry point, as the
 // proxies on its route judge it.
 func TestAccessTo(t *testing.T) {
 	const idp = "https://idp.example.com"
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
 	gateway := &Workload{ObjectMeta: &metav1.ObjectMeta{Namespace: "istio-system", Name: "istio-ingressgateway", Labels: map[string]string{"istio": "ingressgateway"}}, Kind: KindPod}
 	ra := func(ns, selector string, forward bool) *RequestAuthentication {
-		return newRA(t, ns, "jwt-"+selector, fmt.Sprintf(`{"selector":{"matchLabels":{%s}},"jwtRules":[{"issuer":%q,"jwksUri":"https://idp.example.com/keys","audiences":["web"],"forwardOriginalToken":%t}]}`, selector, idp, forward))
+		return meshtest.RA(t, ns, "jwt-"+selector, fmt.Sprintf(`{"selector":{"matchLabels":{%s}},"jwtRules":[{"issuer":%q,"jwksUri":"https://idp.example.com/keys","audiences":["web"],"forwardOriginalToken":%t}]}`, selector, idp, forward))
 	}
 	webRA := func(forward bool) *RequestAuthentication { return ra("shop", `"app":"web"`, forward) }
-	requireToken := newAP(t, "shop", "require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
-	denyTokenless := newAP(t, "shop", "deny-tokenless", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"notPaths":["/healthz"]}}]}]}`)
-	curlOnly := newAP(t, "shop", "curl-only", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/curl"]}}]}]}`)
-	strict := newPA(t, "shop", "default", `{"mtls":{"mode":"STRICT"}}`)
+	requireToken := meshtest.AP(t, "shop", "require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
+	denyTokenless := meshtest.AP(t, "shop", "deny-tokenless", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"notPaths":["/healthz"]}}]}]}`)
+	curlOnly := meshtest.AP(t, "shop", "curl-only", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/curl"]}}]}]}`)
+	strict := meshtest.PA(t, "shop", "default", `{"mtls":{"mode":"STRICT"}}`)
 	gatewayRA := ra("istio-system", `"istio":"ingressgateway"`, true)
-	gatewayRequire := newAP(t, "istio-system", "require-jwt", `{"selector":{"matchLabels":{"istio":"ingressgateway"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
+	gatewayRequire := meshtest.AP(t, "istio-system", "require-jwt", `{"selector":{"matchLabels":{"istio":"ingressgateway"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
 	for _, c := range []struct {
 		name  string
 		state []metav1.Object
@@ -41,7 +43,7 @@ func TestAccessTo(t *testing.T) {
 		{"a gateway that strips the token", []metav1.Object{gateway, ra("istio-system", `"istio":"ingressgateway"`, false), gatewayRequire, webRA(false), requireToken},
 			"outside the mesh=token[https://idp.example.com]; mesh workloads=token[https://idp.example.com]; ingress istio-system/istio-ingressgateway=refused"},
 	} {
-		st := snapshot(append(c.state, web)...)
+		st := meshtest.Snapshot(append(c.state, web)...)
 		var got []string
 		for _, a := range AccessTo(st, DefaultRootNamespace, web, IngressGateways(st, "")) {
 			s := a.From + "=" + a.Needs

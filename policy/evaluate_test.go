@@ -10,17 +10,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
 // TestMG302SaysWhoIsDenied: without a RequestAuthentication, an ALLOW on token attributes
 // denies every request only when nothing else admits one.
 func TestMG302SaysWhoIsDenied(t *testing.T) {
 	e := NewEngine()
-	allow := newAP(t, "shop", "web-require-jwt", allowRP)
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
-	healthz := newAP(t, "shop", "web-healthz", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz"]}}]}]}`)
+	allow := meshtest.AP(t, "shop", "web-require-jwt", allowRP)
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	healthz := meshtest.AP(t, "shop", "web-healthz", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz"]}}]}]}`)
 	for _, c := range []struct {
 		live []string
 		want string
@@ -33,7 +33,7 @@ func TestMG302SaysWhoIsDenied(t *testing.T) {
 			state = append(state, healthz)
 		}
 		var msg string
-		for _, f := range e.Review(Review{Operation: Audit, Object: allow, State: snapshot(state...)}) {
+		for _, f := range e.Review(Review{Operation: Audit, Object: allow, State: meshtest.Snapshot(state...)}) {
 			if f.Rule == "MG302" {
 				msg = f.Message
 			}
@@ -48,8 +48,8 @@ func TestMG302SaysWhoIsDenied(t *testing.T) {
 // meshguard gives the workloads a policy is written for never show.
 func TestMessagesNameTheScope(t *testing.T) {
 	e := NewEngine()
-	meshWide := newRA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
-	byService := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","name":"web"}],"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	meshWide := meshtest.RA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	byService := meshtest.RA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","name":"web"}],"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
 	for _, c := range []struct {
 		ra          *RequestAuthentication
 		want, never string
@@ -58,7 +58,7 @@ func TestMessagesNameTheScope(t *testing.T) {
 		{byService, "the workloads behind Service shop/web, through its waypoint", "meshguard.io/"},
 	} {
 		var msg string
-		for _, f := range e.Review(Review{Operation: Audit, Object: c.ra, State: snapshot(c.ra)}) {
+		for _, f := range e.Review(Review{Operation: Audit, Object: c.ra, State: meshtest.Snapshot(c.ra)}) {
 			if f.Rule == "MG301" {
 				msg = f.Message
 			}
@@ -75,9 +75,9 @@ func TestMessagesNameTheScope(t *testing.T) {
 // workloads to come, beside MG403.
 func TestMG301NamesTheOpenPorts(t *testing.T) {
 	e := NewEngine()
-	ra := newRA(t, "shop", "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	ra := meshtest.RA(t, "shop", "web-jwt", `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
 	deny := func(ports string) *AuthorizationPolicy {
-		return newAP(t, "shop", "web-deny", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"ports":[`+ports+`]}}]}]}`)
+		return meshtest.AP(t, "shop", "web-deny", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"ports":[`+ports+`]}}]}]}`)
 	}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{
 		Selector: map[string]string{"app": "web"},
@@ -85,8 +85,8 @@ func TestMG301NamesTheOpenPorts(t *testing.T) {
 	}}
 	named := svc.DeepCopy()
 	named.Spec.Ports[1].TargetPort = intstr.FromString("admin")
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
-	other := pod("shop", "api-1", map[string]string{"app": "api"})
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	other := meshtest.Pod("shop", "api-1", map[string]string{"app": "api"})
 	for _, c := range []struct {
 		name  string
 		state []metav1.Object
@@ -99,7 +99,7 @@ func TestMG301NamesTheOpenPorts(t *testing.T) {
 		{"no workload selected yet", []metav1.Object{other}, "for workloads labelled app=web in namespace shop: once they run, a request with no token"},
 	} {
 		var msg string
-		for _, f := range e.Review(Review{Operation: Audit, Object: ra, State: snapshot(append(c.state, ra)...)}) {
+		for _, f := range e.Review(Review{Operation: Audit, Object: ra, State: meshtest.Snapshot(append(c.state, ra)...)}) {
 			if f.Rule == "MG301" {
 				msg = f.Message
 			}
@@ -144,8 +144,8 @@ func TestMG812ServiceEntry(t *testing.T) {
 	bound := &ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "payments", Namespace: "shop", Labels: map[string]string{mesh.UseWaypointLabel: "egress"}}}
 	unbound := bound.DeepCopy()
 	unbound.Labels = nil
-	ap := newAP(t, "shop", "payments-jwt", `{"targetRefs":[{"kind":"ServiceEntry","group":"networking.istio.io","name":"payments"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
-	live := snapshot(ns, gw, bound, ap)
+	ap := meshtest.AP(t, "shop", "payments-jwt", `{"targetRefs":[{"kind":"ServiceEntry","group":"networking.istio.io","name":"payments"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
+	live := meshtest.Snapshot(ns, gw, bound, ap)
 	fs := NewEngine().Review(Review{Operation: Update, Object: unbound, OldObject: bound, State: live})
 	if !has(fs, "MG812") {
 		t.Errorf("unbinding the ServiceEntry: %v", rules(fs))
@@ -157,99 +157,13 @@ func TestMG812ServiceEntry(t *testing.T) {
 	}
 }
 
-// TestRoutes: per workload, per route a request takes (direct, through the waypoint, in
-// through an ingress gateway) and per request class, whether it gets through every proxy
-// on the way. The mesh: namespace shop in ambient mode, its Service web bound to waypoint
-// shop/waypoint, which checks tokens, and ztunnel admitting only the waypoint (the form
-// Istio's ambient security guide recommends); namespace legacy with sidecars checking
-// tokens; an ingress gateway ingress/public routing to both.
-func TestRoutes(t *testing.T) {
-	const (
-		token       = "request.auth.principal=https://idp.example.com/alice"
-		frontend    = "source.principal=cluster.local/ns/shop/sa/frontend source.namespace=shop"
-		requireJWT  = `{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`
-		jwtRule     = `{"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
-		forwardRule = `{"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","forwardOriginalToken":true}]}`
-	)
-	atService := func(spec string) string {
-		return `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],` + spec[1:]
-	}
-	atSelector := func(app, spec string) string {
-		return `{"selector":{"matchLabels":{"app":"` + app + `"}},` + spec[1:]
-	}
-	meshOf := func(ingressRA string, shopLabels map[string]string) State {
-		shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", mesh.UseWaypointLabel: "waypoint"}}}
-		for k, v := range shopLabels {
-			shop.Labels[k] = v
-		}
-		legacy := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Labels: map[string]string{mesh.InjectionLabel: "enabled"}}}
-		wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
-		wp.Spec.GatewayClassName = mesh.WaypointClass
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
-		objs := []metav1.Object{shop, legacy, wp, svc,
-			pod("shop", "web", map[string]string{"app": "web"}),
-			pod("legacy", "api", map[string]string{"app": "api"}),
-			newRA(t, "shop", "web-jwt", atService(jwtRule)),
-			newAP(t, "shop", "web-require-jwt", atService(requireJWT)),
-			newAP(t, "shop", "web-only-waypoint", atSelector("web", `{"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/waypoint"]}}]}]}`)),
-			newRA(t, "legacy", "api-jwt", atSelector("api", jwtRule)),
-			newAP(t, "legacy", "api-require-jwt", atSelector("api", requireJWT)),
-		}
-		if ingressRA != "" {
-			objs = append(objs, newRA(t, "ingress", "public-jwt", `{"targetRefs":[{"kind":"Gateway","group":"gateway.networking.k8s.io","name":"public"}],`+ingressRA[1:]))
-		}
-		return snapshot(objs...)
-	}
-	ingress := pod("ingress", "public-7d9f", map[string]string{mesh.GatewayNameLabel: "public"})
-	cases := []struct {
-		name       string
-		ingressRA  string
-		shopLabels map[string]string
-		workload   string // namespace/name
-		via        string
-		request    string
-		admitted   bool
-	}{
-		{"ambient, direct: ztunnel admits the waypoint only", "", nil, "shop/web", "direct", token + " " + frontend, false},
-		{"ambient, through the waypoint, with a token", "", nil, "shop/web", "waypoint shop/waypoint", token + " " + frontend, true},
-		{"ambient, through the waypoint, no token", "", nil, "shop/web", "waypoint shop/waypoint", frontend, false},
-		{"ambient, from the ingress: past the waypoint, and ztunnel turns the gateway away", "", nil, "shop/web", "ingress ingress/public", token, false},
-		{"ambient, from the ingress through the waypoint (ingress-use-waypoint)", "", map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
-		{"ambient, from the ingress through the waypoint, no token", "", map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", "", false},
-		{"ambient, the gateway validates the token and drops it: the waypoint sees none", jwtRule, map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, false},
-		{"ambient, the gateway forwards the token it validated", forwardRule, map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
-		{"sidecar, direct, with a token", "", nil, "legacy/api", "direct", token + " " + frontend, true},
-		{"sidecar, direct, no token", "", nil, "legacy/api", "direct", frontend, false},
-		{"sidecar, direct, no token, no mTLS", "", nil, "legacy/api", "direct", "", false},
-		{"sidecar, from the ingress, with a token", "", nil, "legacy/api", "ingress ingress/public", token, true},
-		{"sidecar, from the ingress that drops the token", jwtRule, nil, "legacy/api", "ingress ingress/public", token, false},
-	}
-	for _, c := range cases {
-		st := meshOf(c.ingressRA, c.shopLabels)
-		ns, name, _ := strings.Cut(c.workload, "/")
-		w := st.Workloads(ns, nil)[0]
-		if w.Name != name {
-			t.Fatalf("%s: workload %s/%s not found", c.name, ns, name)
-		}
-		routes := dataplane.RoutesTo(st, "istio-system", w, []*Workload{ingress})
-		i := slices.IndexFunc(routes, func(r route) bool { return r.Via == c.via })
-		if i < 0 {
-			t.Errorf("%s: no route %q", c.name, c.via)
-			continue
-		}
-		if got := routes[i].Admits(parseRequest(c.request)); got != c.admitted {
-			t.Errorf("%s: admitted %v, want %v", c.name, got, c.admitted)
-		}
-	}
-}
-
 // TestAmbientFixes: a fix for an ambient workload names the form that works there, a
 // policy attached to its waypoint, not another selector policy that no proxy loads.
 func TestAmbientFixes(t *testing.T) {
-	ap := newAP(t, "store", "cart-require-jwt", `{"selector":{"matchLabels":{"app":"cart"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
+	ap := meshtest.AP(t, "store", "cart-require-jwt", `{"selector":{"matchLabels":{"app":"cart"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
 	for _, mode := range []string{"ambient", ""} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "store", Labels: map[string]string{DataplaneModeLabel: mode}}}
-		fs := NewEngine().Review(Review{Operation: Create, Object: ap, State: snapshot(ns, ap, pod("store", "cart-0", map[string]string{"app": "cart"}))})
+		fs := NewEngine().Review(Review{Operation: Create, Object: ap, State: meshtest.Snapshot(ns, ap, meshtest.Pod("store", "cart-0", map[string]string{"app": "cart"}))})
 		i := slices.IndexFunc(fs, func(f Finding) bool { return f.Rule == "MG302" })
 		if i < 0 {
 			t.Fatalf("mode %q: no MG302 in %v", mode, rules(fs))
@@ -270,8 +184,8 @@ func TestMG812CrossNamespace(t *testing.T) {
 	from := gatewayv1.NamespacesFromAll
 	gw.Spec.Listeners = []gatewayv1.Listener{{Name: "mesh", Port: 15008, Protocol: "HBONE", AllowedRoutes: &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &from}}}}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
-	ra := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`)
-	live := snapshot(shop, gw, svc, ra, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "waypoints"}})
+	ra := meshtest.RA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`)
+	live := meshtest.Snapshot(shop, gw, svc, ra, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "waypoints"}})
 	fs := NewEngine().Review(Review{Operation: Delete, Object: gw, OldObject: gw, State: live})
 	if !has(fs, "MG812") {
 		t.Errorf("deleting the shared waypoint: %v", rules(fs))
@@ -288,14 +202,4 @@ func TestNormalizedPath(t *testing.T) {
 			t.Errorf("%q: %q, want %q", in, got, want)
 		}
 	}
-}
-
-// parseRequest reads a request class written as attr=value pairs, space-separated.
-func parseRequest(s string) request {
-	req := request{}
-	for _, kv := range strings.Fields(s) {
-		k, v, _ := strings.Cut(kv, "=")
-		req[k] = v
-	}
-	return req
 }

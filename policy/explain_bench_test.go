@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"testing"
+
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
 // explainCluster is a cluster of 10,000 Pods in 100 namespaces, each namespace with a
@@ -11,14 +13,14 @@ func explainCluster(b *testing.B) *Snapshot {
 	s := NewSnapshot()
 	for n := range 100 {
 		ns := fmt.Sprintf("team-%d", n)
-		s.Add(newRA(b, ns, "jwt", `{"selector":{"matchLabels":{"tier":"api"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["api"]}]}`))
-		s.Add(newAP(b, ns, "require-jwt", `{"selector":{"matchLabels":{"tier":"api"}},"rules":[{"from":[{"source":{"requestPrincipals":["https://idp.example.com/*"]}}]},{"to":[{"operation":{"paths":["/healthz"]}}]}]}`))
+		s.Add(meshtest.RA(b, ns, "jwt", `{"selector":{"matchLabels":{"tier":"api"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["api"]}]}`))
+		s.Add(meshtest.AP(b, ns, "require-jwt", `{"selector":{"matchLabels":{"tier":"api"}},"rules":[{"from":[{"source":{"requestPrincipals":["https://idp.example.com/*"]}}]},{"to":[{"operation":{"paths":["/healthz"]}}]}]}`))
 		for i := range 100 {
 			tier := "api"
 			if i%2 == 1 {
 				tier = "web"
 			}
-			s.Add(pod(ns, fmt.Sprintf("app-%d", i), map[string]string{"app": fmt.Sprintf("app-%d", i%10), "tier": tier}))
+			s.Add(meshtest.Pod(ns, fmt.Sprintf("app-%d", i), map[string]string{"app": fmt.Sprintf("app-%d", i%10), "tier": tier}))
 		}
 	}
 	return s

@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
 // TestExplain: a request's verdict, the status its caller gets and what decided, through
@@ -59,25 +60,25 @@ func TestExplain(t *testing.T) {
 			VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
 	}
 	for _, c := range cases {
-		objs := []metav1.Object{pod("shop", "web-0", map[string]string{"app": "web"})}
+		objs := []metav1.Object{meshtest.Pod("shop", "web-0", map[string]string{"app": "web"})}
 		for i, o := range c.objects {
 			kind, spec, _ := strings.Cut(o, ":")
 			spec, dry := strings.CutSuffix(spec, "|dry-run")
 			name := "p" + string(rune('0'+i))
 			switch kind {
 			case "ra":
-				objs = append(objs, newRA(t, "shop", name, spec))
+				objs = append(objs, meshtest.RA(t, "shop", name, spec))
 			case "ap":
-				ap := newAP(t, "shop", name, spec)
+				ap := meshtest.AP(t, "shop", name, spec)
 				if dry {
 					ap.Annotations = map[string]string{DryRunAnnotation: "true"}
 				}
 				objs = append(objs, ap)
 			case "pa":
-				objs = append(objs, newPA(t, "shop", name, spec))
+				objs = append(objs, meshtest.PA(t, "shop", name, spec))
 			}
 		}
-		st := snapshot(objs...)
+		st := meshtest.Snapshot(objs...)
 		e, err := Explain(st, "istio-system", st.Workloads("shop", nil)[0], c.via, c.req)
 		if err != nil {
 			t.Errorf("%s: %v", c.name, err)
@@ -104,10 +105,10 @@ func TestExplainAmbient(t *testing.T) {
 	wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
 	wp.Spec.GatewayClassName = mesh.WaypointClass
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
-	st := snapshot(shop, wp, svc, pod("shop", "web-0", map[string]string{"app": "web"}),
-		newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`),
-		newAP(t, "shop", "web-require-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`),
-		newAP(t, "shop", "only-waypoint", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/waypoint"]}}]}]}`))
+	st := meshtest.Snapshot(shop, wp, svc, meshtest.Pod("shop", "web-0", map[string]string{"app": "web"}),
+		meshtest.RA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`),
+		meshtest.AP(t, "shop", "web-require-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`),
+		meshtest.AP(t, "shop", "only-waypoint", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/waypoint"]}}]}]}`))
 	w := st.Workloads("shop", nil)[0]
 	token := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}}}
 	from := "cluster.local/ns/shop/sa/frontend"
@@ -153,18 +154,18 @@ func TestCoverage(t *testing.T) {
 		{"on the host's network", []string{jwt, requireJWT}, true, NotEnforced, nil},
 	}
 	for _, c := range cases {
-		w := pod("shop", "web-0", map[string]string{"app": "web"})
+		w := meshtest.Pod("shop", "web-0", map[string]string{"app": "web"})
 		w.HostNetwork = c.host
 		objs := []metav1.Object{w}
 		for i, o := range c.objects {
 			kind, spec, _ := strings.Cut(o, ":")
 			if kind == "ra" {
-				objs = append(objs, newRA(t, "shop", "p"+string(rune('0'+i)), spec))
+				objs = append(objs, meshtest.RA(t, "shop", "p"+string(rune('0'+i)), spec))
 			} else {
-				objs = append(objs, newAP(t, "shop", "p"+string(rune('0'+i)), spec))
+				objs = append(objs, meshtest.AP(t, "shop", "p"+string(rune('0'+i)), spec))
 			}
 		}
-		got := CoverageOf(snapshot(objs...), "istio-system", w)
+		got := CoverageOf(meshtest.Snapshot(objs...), "istio-system", w)
 		if got.Verdict != c.verdict || strings.Join(got.Exempt, ",") != strings.Join(c.exempt, ",") {
 			t.Errorf("%s: %s %v, want %s %v", c.name, got.Verdict, got.Exempt, c.verdict, c.exempt)
 		}
@@ -182,11 +183,11 @@ func TestGatewaysAreProxies(t *testing.T) {
 		"app=web": false,
 	} {
 		k, v, _ := strings.Cut(labels, "=")
-		w := pod("ns", "p", map[string]string{k: v})
+		w := meshtest.Pod("ns", "p", map[string]string{k: v})
 		if got := mesh.IsProxy(w); got != want {
 			t.Errorf("%s: a proxy %v", labels, got)
 		}
-		if hops := dataplane.RoutesTo(snapshot(w), "istio-system", w, nil)[0].Hops; (hops[0].Proxy == "gateway") != want {
+		if hops := dataplane.RoutesTo(meshtest.Snapshot(w), "istio-system", w, nil)[0].Hops; (hops[0].Proxy == "gateway") != want {
 			t.Errorf("%s: enforced at %s", labels, hops[0].Proxy)
 		}
 	}
@@ -196,9 +197,9 @@ func TestGatewaysAreProxies(t *testing.T) {
 // is no route through itself, on which it would judge a request twice, the second time as
 // if from a peer of its own namespace.
 func TestGatewayNotItsOwnIngress(t *testing.T) {
-	gw := pod("istio-system", "ingressgateway-1", map[string]string{"istio": "ingressgateway"})
-	app := pod("shop", "web-1", map[string]string{"app": "web"})
-	st := snapshot(gw, app)
+	gw := meshtest.Pod("istio-system", "ingressgateway-1", map[string]string{"istio": "ingressgateway"})
+	app := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	st := meshtest.Snapshot(gw, app)
 	var vias []string
 	for _, r := range dataplane.RoutesTo(st, "istio-system", gw, []*Workload{gw}) {
 		vias = append(vias, r.Via)

@@ -4,20 +4,22 @@ import (
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
 func TestMayOpen(t *testing.T) {
 	ap := func(js string) metav1.Object {
-		p := &AuthorizationPolicy{ObjectMeta: meta("shop", "p", 0)}
-		spec(t, js, &p.Spec)
+		p := &AuthorizationPolicy{ObjectMeta: meshtest.Meta("shop", "p", 0)}
+		meshtest.Spec(t, js, &p.Spec)
 		return p
 	}
 	pa := func(js string) metav1.Object {
-		p := &PeerAuthentication{ObjectMeta: meta("shop", "p", 0)}
-		spec(t, js, &p.Spec)
+		p := &PeerAuthentication{ObjectMeta: meshtest.Meta("shop", "p", 0)}
+		meshtest.Spec(t, js, &p.Spec)
 		return p
 	}
-	ra := &RequestAuthentication{ObjectMeta: meta("shop", "jwt", 0)}
+	ra := &RequestAuthentication{ObjectMeta: meshtest.Meta("shop", "jwt", 0)}
 	labelled := func(o metav1.Object) metav1.Object {
 		o.SetLabels(map[string]string{"team": "web"})
 		return o

@@ -7,58 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy/mesh"
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
 const iss = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
-
-func meta(ns, name string, age int) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.NewTime(time.Unix(int64(age), 0))}
-}
-
-func spec(t testing.TB, js string, into proto.Message) {
-	t.Helper()
-	if err := protojson.Unmarshal([]byte(js), into); err != nil {
-		t.Fatalf("%s: %v", js, err)
-	}
-}
-
-func newRA(t testing.TB, ns, name, js string) *RequestAuthentication {
-	o := &RequestAuthentication{ObjectMeta: meta(ns, name, 0)}
-	spec(t, js, &o.Spec)
-	return o
-}
-
-func newAP(t testing.TB, ns, name, js string) *AuthorizationPolicy {
-	o := &AuthorizationPolicy{ObjectMeta: meta(ns, name, 0)}
-	spec(t, js, &o.Spec)
-	return o
-}
-
-func newPA(t testing.TB, ns, name, js string) *PeerAuthentication {
-	o := &PeerAuthentication{ObjectMeta: meta(ns, name, 0)}
-	spec(t, js, &o.Spec)
-	return o
-}
-
-func pod(ns, name string, labels map[string]string) *Workload {
-	return &Workload{ObjectMeta: &metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Kind: KindPod}
-}
-
-func snapshot(objs ...metav1.Object) *Snapshot {
-	s := NewSnapshot()
-	for _, o := range objs {
-		s.Add(o)
-	}
-	return s
-}
 
 // rules lists "ID action" for findings, to compare in tests.
 func rules(fs []Finding) []string {
@@ -77,7 +35,7 @@ type change struct {
 }
 
 func (c change) findings(e *Engine) []Finding {
-	return e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)})
+	return e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: meshtest.Snapshot(c.live...)})
 }
 
 func has(fs []Finding, rule string) bool {
@@ -216,7 +174,7 @@ func guardrail(name string, s v1alpha1.MeshGuardrailSpec) *MeshGuardrail {
 
 func TestSettingsStricterWins(t *testing.T) {
 	prod := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{"env": "prod"}}}
-	st := snapshot(prod,
+	st := meshtest.Snapshot(prod,
 		guardrail("a-all", v1alpha1.MeshGuardrailSpec{Rules: map[string]Action{"MG301": Warn, "MG401": Off},
 			JWT: &v1alpha1.JWTGuardrail{TrustedIssuers: []v1alpha1.TrustedIssuer{{Issuer: iss}}}}),
 		guardrail("b-prod", v1alpha1.MeshGuardrailSpec{
@@ -245,20 +203,20 @@ func TestSettingsStricterWins(t *testing.T) {
 		}
 		return g
 	}
-	st = snapshot(prod, rollout("all", ""), guardrail("prod", v1alpha1.MeshGuardrailSpec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}}))
+	st = meshtest.Snapshot(prod, rollout("all", ""), guardrail("prod", v1alpha1.MeshGuardrailSpec{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}}}))
 	if st.Settings("shop").WarnOnly || !st.Settings("dev").WarnOnly {
 		t.Errorf("warn only: shop %v, dev %v", st.Settings("shop").WarnOnly, st.Settings("dev").WarnOnly)
 	}
-	if snapshot(prod).Settings("shop").WarnOnly {
+	if meshtest.Snapshot(prod).Settings("shop").WarnOnly {
 		t.Error("warn only with no guardrail")
 	}
 }
 
 func TestGuardrailOverrides(t *testing.T) {
 	e := NewEngine()
-	ra := newRA(t, "shop", "web-jwt", `{"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
+	ra := meshtest.RA(t, "shop", "web-jwt", `{"jwtRules":[{"issuer":"`+iss+`","audiences":["api://web"]}]}`)
 	review := func(rails ...metav1.Object) []string {
-		return rules(e.Review(Review{Operation: Audit, Object: ra, State: snapshot(append(rails, ra)...)}))
+		return rules(e.Review(Review{Operation: Audit, Object: ra, State: meshtest.Snapshot(append(rails, ra)...)}))
 	}
 	if got := review(); !slices.Equal(got, []string{"MG301 warn", "MG401 warn"}) {
 		t.Errorf("defaults: %v", got)
@@ -273,23 +231,23 @@ func TestGuardrailOverrides(t *testing.T) {
 
 func TestReviewRegressions(t *testing.T) {
 	e := NewEngine()
-	ra := newRA(t, "shop", "web-jwt", goodRA)
-	allow := newAP(t, "shop", "web-require-jwt", allowRP)
-	denyNoToken := newAP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`)
-	denyClaims := newAP(t, "shop", "deny-guests", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[{"key":"request.auth.claims[roles]","values":["guest"]}]}]}`)
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
-	weakened := newAP(t, "shop", "web-require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/"]}}]}]}`)
+	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
+	allow := meshtest.AP(t, "shop", "web-require-jwt", allowRP)
+	denyNoToken := meshtest.AP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`)
+	denyClaims := meshtest.AP(t, "shop", "deny-guests", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[{"key":"request.auth.claims[roles]","values":["guest"]}]}]}`)
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	weakened := meshtest.AP(t, "shop", "web-require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/"]}}]}]}`)
 	// The openings of real configurations: a rule admitting token-less requests on every
 	// path beside the one requiring a token; a second ALLOW policy; a DENY narrowed to one
 	// path; dry run switched on with a value ParseBool reads as true.
-	catchAll := newAP(t, "shop", "web-require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[
+	catchAll := meshtest.AP(t, "shop", "web-require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[
 		{"from":[{"source":{"requestPrincipals":["*"]}}]},{"to":[{"operation":{"paths":["/*"]}}]}]}`)
-	secondAllow := newAP(t, "shop", "web-read", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`)
-	denyOnePath := newAP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"paths":["/admin"]}}]}]}`)
-	dryRun := newAP(t, "shop", "web-require-jwt", allowRP)
+	secondAllow := meshtest.AP(t, "shop", "web-read", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"methods":["GET"]}}]}]}`)
+	denyOnePath := meshtest.AP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"paths":["/admin"]}}]}]}`)
+	dryRun := meshtest.AP(t, "shop", "web-require-jwt", allowRP)
 	dryRun.Annotations = map[string]string{DryRunAnnotation: "True"}
 	// Exemptions on purpose: token-less requests admitted on named paths only.
-	healthz := newAP(t, "shop", "web-healthz", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz","/public/*"]}}]}]}`)
+	healthz := meshtest.AP(t, "shop", "web-healthz", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"paths":["/healthz","/public/*"]}}]}]}`)
 	// Policies padded with values past what the engine tries (the tenant audit's F1): a
 	// harmless DENY on two headers of 64 values each, and an ALLOW on GET whose own when
 	// lists are padded. Undecided must read as an opening.
@@ -300,12 +258,12 @@ func TestReviewRegressions(t *testing.T) {
 		}
 		return fmt.Sprintf(`{"key":%q,"values":[%s]}`, key, strings.Join(values, ","))
 	}
-	paddedDeny := newAP(t, "shop", "block-scanners", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[`+
+	paddedDeny := meshtest.AP(t, "shop", "block-scanners", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[`+
 		padding("request.headers[x-scanner]", "a")+","+padding("request.headers[x-scanner-v]", "b")+`]}]}`)
-	paddedAllow := newAP(t, "shop", "web-read", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"methods":["GET"]}}],"when":[`+
+	paddedAllow := meshtest.AP(t, "shop", "web-read", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"to":[{"operation":{"methods":["GET"]}}],"when":[`+
 		strings.ReplaceAll(padding("request.headers[x-pad-a]", "a")+","+padding("request.headers[x-pad-b]", "b"), `"values"`, `"notValues"`)+`]}]}`)
 	// A policy held by a finalizer after its DELETE (the tenant audit's F5) is gone.
-	terminating := newAP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`)
+	terminating := meshtest.AP(t, "shop", "deny-no-token", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}]}]}`)
 	terminating.DeletionTimestamp = &metav1.Time{Time: time.Now()}
 	terminating.Finalizers = []string{"example.com/hold"}
 	cases := []struct {
@@ -333,7 +291,7 @@ func TestReviewRegressions(t *testing.T) {
 		{"create an ALLOW on GET padded itself", Create, paddedAllow, nil, []metav1.Object{ra, allow, web}, true},
 	}
 	for _, c := range cases {
-		fs := e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: snapshot(c.live...)})
+		fs := e.Review(Review{Operation: c.op, Object: c.obj, OldObject: c.old, State: meshtest.Snapshot(c.live...)})
 		if has(fs, "MG303") != c.wantMG303 {
 			t.Errorf("%s: findings %v", c.name, rules(fs))
 		}
@@ -347,15 +305,15 @@ func TestReviewRegressions(t *testing.T) {
 // and set of policies that select it, whatever else its labels say; workloads a policy
 // tells apart, a PeerAuthentication's selector too, or in another namespace, are told apart.
 func TestProtectionByClass(t *testing.T) {
-	ra := newRA(t, "shop", "web-jwt", goodRA)
-	allow := newAP(t, "shop", "web-require-jwt", allowRP)
-	strict := newPA(t, "shop", "strict", `{"selector":{"matchLabels":{"tier":"back"}},"mtls":{"mode":"STRICT"}}`)
-	web1 := pod("shop", "web-1", map[string]string{"app": "web", "tier": "front", "pod-template-hash": "5d8f"})
-	web2 := pod("shop", "web-2", map[string]string{"tier": "front", "app": "web", "pod-template-hash": "77c4"})
-	webBack := pod("shop", "web-3", map[string]string{"app": "web", "tier": "back"})
-	api := pod("shop", "api-1", map[string]string{"app": "api", "tier": "front"})
-	elsewhere := pod("dev", "web-1", map[string]string{"app": "web", "tier": "front"})
-	live := snapshot(ra, allow, strict, web1, web2, webBack, api, elsewhere)
+	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
+	allow := meshtest.AP(t, "shop", "web-require-jwt", allowRP)
+	strict := meshtest.PA(t, "shop", "strict", `{"selector":{"matchLabels":{"tier":"back"}},"mtls":{"mode":"STRICT"}}`)
+	web1 := meshtest.Pod("shop", "web-1", map[string]string{"app": "web", "tier": "front", "pod-template-hash": "5d8f"})
+	web2 := meshtest.Pod("shop", "web-2", map[string]string{"tier": "front", "app": "web", "pod-template-hash": "77c4"})
+	webBack := meshtest.Pod("shop", "web-3", map[string]string{"app": "web", "tier": "back"})
+	api := meshtest.Pod("shop", "api-1", map[string]string{"app": "api", "tier": "front"})
+	elsewhere := meshtest.Pod("dev", "web-1", map[string]string{"app": "web", "tier": "front"})
+	live := meshtest.Snapshot(ra, allow, strict, web1, web2, webBack, api, elsewhere)
 	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
 	for _, w := range []*Workload{web1, web2, webBack} {
 		if !c.protection(live, w).requiresToken() {
@@ -382,9 +340,9 @@ func TestProtectionByClass(t *testing.T) {
 // the review of a change to them.
 func TestPolicyMemo(t *testing.T) {
 	e := NewEngine()
-	meshRA := newRA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","jwksUri":"https://idp.example.com/keys"}]}`)
-	openAllow := newAP(t, "shop", "allow-all", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{}]}`)
-	live := snapshot(newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP), pod("shop", "web-1", map[string]string{"app": "web"}))
+	meshRA := meshtest.RA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","jwksUri":"https://idp.example.com/keys"}]}`)
+	openAllow := meshtest.AP(t, "shop", "allow-all", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{}]}`)
+	live := meshtest.Snapshot(meshtest.RA(t, "shop", "web-jwt", goodRA), meshtest.AP(t, "shop", "web-require-jwt", allowRP), meshtest.Pod("shop", "web-1", map[string]string{"app": "web"}))
 	meshWide := func() []Finding { return e.Review(Review{Operation: Create, Object: meshRA, State: live}) }
 	if fs := meshWide(); has(fs, "MG301") {
 		t.Fatalf("the web Pods require a token, yet %v", rules(fs))
@@ -403,11 +361,11 @@ func TestPolicyMemo(t *testing.T) {
 // labels change, and when Cover labels it.
 func TestKeptFacts(t *testing.T) {
 	e := NewEngine()
-	meshRA := newRA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","jwksUri":"https://idp.example.com/keys"}]}`)
+	meshRA := meshtest.RA(t, "istio-system", "mesh-jwt", `{"jwtRules":[{"issuer":"`+iss+`","jwksUri":"https://idp.example.com/keys"}]}`)
 	meshWide := func(st State) []Finding { return e.Review(Review{Operation: Create, Object: meshRA, State: st}) }
 
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
-	live := snapshot(newRA(t, "shop", "web-jwt", goodRA), web)
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	live := meshtest.Snapshot(meshtest.RA(t, "shop", "web-jwt", goodRA), web)
 	if fs := meshWide(live); !has(fs, "MG301") {
 		t.Fatalf("no AuthorizationPolicy requires a token of the sidecar Pod, yet %v", rules(fs))
 	}
@@ -418,8 +376,8 @@ func TestKeptFacts(t *testing.T) {
 
 	rail := guardrail("cov", v1alpha1.MeshGuardrailSpec{Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}}})
 	bySecurityLabel := func(js string) string { return strings.Replace(js, `"app":"web"`, `"enablesecurity":"shop"`, 1) }
-	plain := pod("shop", "web-1", map[string]string{"app": "web"})
-	covered := snapshot(rail, newRA(t, "shop", "web-jwt", bySecurityLabel(goodRA)), newAP(t, "shop", "web-require-jwt", bySecurityLabel(allowRP)), plain)
+	plain := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	covered := meshtest.Snapshot(rail, meshtest.RA(t, "shop", "web-jwt", bySecurityLabel(goodRA)), meshtest.AP(t, "shop", "web-require-jwt", bySecurityLabel(allowRP)), plain)
 	if fs := meshWide(covered); !has(fs, "MG301") {
 		t.Fatalf("the Pod lacks the label the policies select, yet %v", rules(fs))
 	}
@@ -445,13 +403,13 @@ func TestManyClasses(t *testing.T) {
 	var pods []*Workload
 	for i := range 2 * maxListedClasses {
 		app := fmt.Sprintf("app-%d", i)
-		objects = append(objects, newRA(t, "shop", app, strings.Replace(goodRA, `"app":"web"`, `"app":"`+app+`"`, 1)))
-		pods = append(pods, pod("shop", app+"-1", map[string]string{"app": app}))
+		objects = append(objects, meshtest.RA(t, "shop", app, strings.Replace(goodRA, `"app":"web"`, `"app":"`+app+`"`, 1)))
+		pods = append(pods, meshtest.Pod("shop", app+"-1", map[string]string{"app": app}))
 	}
 	for _, p := range pods {
 		objects = append(objects, p)
 	}
-	live := snapshot(objects...)
+	live := meshtest.Snapshot(objects...)
 	c := NewEngine().context(Review{Operation: Create, Object: objects[0], State: live})
 	for i, p := range pods {
 		if ras := c.protection(live, p).ras; len(ras) != 1 || ras[0].Name != p.Labels["app"] {
@@ -469,15 +427,15 @@ func TestManyClasses(t *testing.T) {
 func TestMG302Ambient(t *testing.T) {
 	e := NewEngine()
 	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
 	for _, c := range []struct {
 		name, ap, effect string
 	}{
 		{"only a rule on tokens", allowRP, "every connection there is refused"},
 		{"and a rule on namespaces", strings.Replace(allowRP, `]}}]}]}`, `]}}]},{"from":[{"source":{"namespaces":["shop"]}}]}]}`, 1), "only what other rules admit gets in"},
 	} {
-		ap := newAP(t, "shop", "web-require-jwt", c.ap)
-		fs := e.Review(Review{Operation: Create, Object: ap, State: snapshot(shop, newRA(t, "shop", "web-jwt", goodRA), web)})
+		ap := meshtest.AP(t, "shop", "web-require-jwt", c.ap)
+		fs := e.Review(Review{Operation: Create, Object: ap, State: meshtest.Snapshot(shop, meshtest.RA(t, "shop", "web-jwt", goodRA), web)})
 		i := slices.IndexFunc(fs, func(f Finding) bool { return f.Rule == "MG302" })
 		if i < 0 || !strings.Contains(fs[i].Message, "ztunnel") || !strings.Contains(fs[i].Message, c.effect) {
 			t.Errorf("%s: %v", c.name, fs)
@@ -489,12 +447,12 @@ func TestMG302Ambient(t *testing.T) {
 // worked out once per label set and namespace, and label sets whose hashes collide are told
 // apart.
 func TestProtectionByLabels(t *testing.T) {
-	ra := newRA(t, "shop", "web-jwt", goodRA)
+	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
 	ambient := func(name, app string) *Workload {
-		return pod("shop", name, map[string]string{"app": app, DataplaneModeLabel: "ambient"})
+		return meshtest.Pod("shop", name, map[string]string{"app": app, DataplaneModeLabel: "ambient"})
 	}
 	web1, web2, api := ambient("web-1", "web"), ambient("web-2", "web"), ambient("api-1", "api")
-	live := snapshot(ra, web1, web2, api)
+	live := meshtest.Snapshot(ra, web1, web2, api)
 	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
 	for _, w := range []*Workload{web1, web2, api} {
 		if c.protection(live, w).verifies() {
@@ -515,9 +473,9 @@ func TestProtectionByLabels(t *testing.T) {
 
 func TestPeerAuthenticationAge(t *testing.T) {
 	e := NewEngine()
-	older := newPA(t, "shop", "default", `{"mtls":{"mode":"STRICT"}}`)
-	newer := newPA(t, "shop", "migration", `{"mtls":{"mode":"STRICT"}}`)
-	live := snapshot(older)
+	older := meshtest.PA(t, "shop", "default", `{"mtls":{"mode":"STRICT"}}`)
+	newer := meshtest.PA(t, "shop", "migration", `{"mtls":{"mode":"STRICT"}}`)
+	live := meshtest.Snapshot(older)
 	if fs := e.Review(Review{Operation: Create, Object: newer, State: live}); !has(fs, "MG602") {
 		t.Errorf("creating a second namespace-wide PA: %v", rules(fs))
 	}
@@ -533,40 +491,40 @@ func TestCoverageAndPods(t *testing.T) {
 		return guardrail("cov", v1alpha1.MeshGuardrailSpec{Rules: rules,
 			Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"enablesecurity": "{namespace}"}, AllowOptOut: optOut}})
 	}
-	exempt := pod("shop", "batch", nil)
+	exempt := meshtest.Pod("shop", "batch", nil)
 	exempt.Annotations = map[string]string{CoverageAnnotation: CoverageExempt}
-	plain := pod("shop", "web-1", map[string]string{"app": "web"})
+	plain := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
 
-	if l := e.CoverageLabels(snapshot(rail(false, nil)), plain); l == nil || l.Rule != "MG501" || l.Labels["enablesecurity"] != "shop" || !slices.Equal(l.Guardrails, []string{"cov"}) {
+	if l := e.CoverageLabels(meshtest.Snapshot(rail(false, nil)), plain); l == nil || l.Rule != "MG501" || l.Labels["enablesecurity"] != "shop" || !slices.Equal(l.Guardrails, []string{"cov"}) {
 		t.Errorf("labels for a plain Pod: %+v", l)
 	}
-	if l := e.CoverageLabels(snapshot(rail(true, nil)), exempt); l != nil {
+	if l := e.CoverageLabels(meshtest.Snapshot(rail(true, nil)), exempt); l != nil {
 		t.Errorf("an allowed opt-out got labels %+v", l)
 	}
-	if l := e.CoverageLabels(snapshot(rail(false, map[string]Action{"MG501": Off})), plain); l != nil {
+	if l := e.CoverageLabels(meshtest.Snapshot(rail(false, map[string]Action{"MG501": Off})), plain); l != nil {
 		t.Errorf("MG501 off still labels: %+v", l)
 	}
-	if fs := e.Review(Review{Operation: Create, Object: exempt, State: snapshot(rail(false, nil))}); !has(fs, "MG505") {
+	if fs := e.Review(Review{Operation: Create, Object: exempt, State: meshtest.Snapshot(rail(false, nil))}); !has(fs, "MG505") {
 		t.Errorf("forbidden opt-out: %v", rules(fs))
 	}
-	covered := pod("shop", "web-1", map[string]string{"app": "web", "enablesecurity": "shop"})
-	relabelled := pod("shop", "web-1", map[string]string{"app": "web", "enablesecurity": "other"})
-	fs := e.Review(Review{Operation: Update, Object: relabelled, OldObject: covered, State: snapshot(rail(false, nil), covered)})
+	covered := meshtest.Pod("shop", "web-1", map[string]string{"app": "web", "enablesecurity": "shop"})
+	relabelled := meshtest.Pod("shop", "web-1", map[string]string{"app": "web", "enablesecurity": "other"})
+	fs := e.Review(Review{Operation: Update, Object: relabelled, OldObject: covered, State: meshtest.Snapshot(rail(false, nil), covered)})
 	if !slices.Equal(rules(fs), []string{"MG502 deny"}) {
 		t.Errorf("changing the coverage label: %v", rules(fs))
 	}
 	// At admission the mutating webhook labels first: a Pod that reaches validation
 	// without the label was not labelled (the call timed out, meshguard was starting).
-	if fs := e.Review(Review{Operation: Create, Object: plain, State: snapshot(rail(false, nil))}); !slices.Contains(rules(fs), "MG506 deny") {
+	if fs := e.Review(Review{Operation: Create, Object: plain, State: meshtest.Snapshot(rail(false, nil))}); !slices.Contains(rules(fs), "MG506 deny") {
 		t.Errorf("an unlabelled Pod at admission: %v", rules(fs))
 	}
-	if fs := e.Review(Review{Operation: Create, Object: covered, State: snapshot(rail(false, nil))}); has(fs, "MG506") {
+	if fs := e.Review(Review{Operation: Create, Object: covered, State: meshtest.Snapshot(rail(false, nil))}); has(fs, "MG506") {
 		t.Errorf("a labelled Pod at admission: %v", rules(fs))
 	}
-	if l := e.CoverageLabels(snapshot(rail(false, nil)), relabelled); l != nil {
+	if l := e.CoverageLabels(meshtest.Snapshot(rail(false, nil)), relabelled); l != nil {
 		t.Errorf("a label the Pod sets to another value is overwritten: %+v", l)
 	}
-	if e.Cover(snapshot(rail(false, nil)), plain); plain.Labels["enablesecurity"] != "shop" || plain.Annotations[CoveredByAnnotation] != "cov" {
+	if e.Cover(meshtest.Snapshot(rail(false, nil)), plain); plain.Labels["enablesecurity"] != "shop" || plain.Annotations[CoveredByAnnotation] != "cov" {
 		t.Errorf("Cover: %v %v", plain.Labels, plain.Annotations)
 	}
 }
@@ -632,7 +590,7 @@ func TestCatalog(t *testing.T) {
 func TestDescribeNamesTheFirstByName(t *testing.T) {
 	var ws []*Workload
 	for _, name := range []string{"web-4", "api-1", "web-2", "api-0", "web-3"} {
-		ws = append(ws, pod("shop", name, nil))
+		ws = append(ws, meshtest.Pod("shop", name, nil))
 	}
 	want := "Pod shop/api-0, Pod shop/api-1, Pod shop/web-2, 2 more"
 	c := &Context{}
@@ -650,10 +608,10 @@ func TestDescribeNamesTheFirstByName(t *testing.T) {
 // does it, not on later ones, and coverage credits no proxy with enforcing anything.
 func TestLeavingAmbient(t *testing.T) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient"}}}
-	ra := newRA(t, "shop", "web-jwt", goodRA)
-	enrolled := pod("shop", "web-1", map[string]string{"app": "web"})
-	left := pod("shop", "web-1", map[string]string{"app": "web", DataplaneModeLabel: "none"})
-	injected := pod("shop", "web-1", map[string]string{"app": "web", DataplaneModeLabel: "none", SidecarInjectLabel: "true"})
+	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
+	enrolled := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	left := meshtest.Pod("shop", "web-1", map[string]string{"app": "web", DataplaneModeLabel: "none"})
+	injected := meshtest.Pod("shop", "web-1", map[string]string{"app": "web", DataplaneModeLabel: "none", SidecarInjectLabel: "true"})
 	e := NewEngine()
 	for _, c := range []struct {
 		name      string
@@ -664,12 +622,12 @@ func TestLeavingAmbient(t *testing.T) {
 		{"none already", left, left, false},
 		{"none, a sidecar injected instead", injected, enrolled, false},
 	} {
-		fs := e.Review(Review{Operation: Update, Object: c.obj, OldObject: c.old, State: snapshot(ns, ra, c.old)})
+		fs := e.Review(Review{Operation: Update, Object: c.obj, OldObject: c.old, State: meshtest.Snapshot(ns, ra, c.old)})
 		if has(fs, "MG813") != c.wantMG813 {
 			t.Errorf("%s: findings %v", c.name, rules(fs))
 		}
 	}
-	if got := CoverageOf(snapshot(ns, ra, left), "istio-system", left); got.Verdict != NotEnforced || len(got.EnforcedBy) > 0 {
+	if got := CoverageOf(meshtest.Snapshot(ns, ra, left), "istio-system", left); got.Verdict != NotEnforced || len(got.EnforcedBy) > 0 {
 		t.Errorf("coverage of a Pod out of ambient mode: %s by %v", got.Verdict, got.EnforcedBy)
 	}
 }
@@ -678,8 +636,8 @@ func TestLeavingAmbient(t *testing.T) {
 // (which locks callers out) and then the policy that demanded a token is refused at the
 // second step; elsewhere both steps pass, in that order.
 func TestTwoStepTeardown(t *testing.T) {
-	allow := newAP(t, "shop", "web-require-jwt", allowRP)
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
+	allow := meshtest.AP(t, "shop", "web-require-jwt", allowRP)
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
 	rail := guardrail("cov", v1alpha1.MeshGuardrailSpec{Coverage: &v1alpha1.CoverageGuardrail{Required: true, PodLabels: map[string]string{"covered": "yes"}}})
 	e := NewEngine()
 	for _, c := range []struct {
@@ -690,7 +648,7 @@ func TestTwoStepTeardown(t *testing.T) {
 		{"coverage required", []metav1.Object{allow, web, rail}, true},
 		{"no guardrail", []metav1.Object{allow, web}, false},
 	} {
-		fs := e.Review(Review{Operation: Delete, Object: allow, State: snapshot(c.live...)})
+		fs := e.Review(Review{Operation: Delete, Object: allow, State: meshtest.Snapshot(c.live...)})
 		if has(fs, "MG303") != c.want {
 			t.Errorf("%s: the policy's DELETE after the RequestAuthentication's: %v", c.name, rules(fs))
 		}
@@ -701,12 +659,12 @@ func TestTwoStepTeardown(t *testing.T) {
 // longer STRICT for workloads it was STRICT for is MG601, whatever its level (a DELETE, a
 // workload's own mode, one port); and MG307 where a DENY matched callers by identity.
 func TestPeerAuthenticationWeakened(t *testing.T) {
-	web := pod("shop", "web-1", map[string]string{"app": "web"})
-	strict := newPA(t, "shop", "strict", `{"mtls":{"mode":"STRICT"}}`)
-	denyOthers := newAP(t, "shop", "deny-others", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"namespaces":["tenant-b"]}}]}]}`)
-	workloadPermissive := newPA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"PERMISSIVE"}}`)
-	portDisabled := newPA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)
-	workloadStrict := newPA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"}}`)
+	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	strict := meshtest.PA(t, "shop", "strict", `{"mtls":{"mode":"STRICT"}}`)
+	denyOthers := meshtest.AP(t, "shop", "deny-others", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"namespaces":["tenant-b"]}}]}]}`)
+	workloadPermissive := meshtest.PA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"PERMISSIVE"}}`)
+	portDisabled := meshtest.PA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)
+	workloadStrict := meshtest.PA(t, "shop", "web", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"}}`)
 	e := NewEngine()
 	for _, c := range []struct {
 		name string
@@ -743,7 +701,7 @@ func TestWaypointUnboundOtherwise(t *testing.T) {
 	bound := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", Labels: map[string]string{mesh.UseWaypointLabel: "waypoint"}}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
 	unlabelled := bound.DeepCopy()
 	unlabelled.Labels = nil
-	ra := newRA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`)
+	ra := meshtest.RA(t, "shop", "web-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["web"]}]}`)
 	e := NewEngine()
 	for _, c := range []struct {
 		name string
@@ -776,8 +734,8 @@ func TestCoverageNotEnforced(t *testing.T) {
 		"injection disabled":                             {mesh.InjectionLabel: "disabled"},
 	} {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: nsLabels}}
-		w := pod("shop", "web-1", map[string]string{"app": "web"})
-		st := snapshot(ns, w, newRA(t, "shop", "web-jwt", goodRA), newAP(t, "shop", "web-require-jwt", allowRP))
+		w := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+		st := meshtest.Snapshot(ns, w, meshtest.RA(t, "shop", "web-jwt", goodRA), meshtest.AP(t, "shop", "web-require-jwt", allowRP))
 		if got := CoverageOf(st, DefaultRootNamespace, w); got.Verdict != NotEnforced {
 			t.Errorf("%s: coverage %s, want %s", name, got.Verdict, NotEnforced)
 		}
@@ -787,11 +745,11 @@ func TestCoverageNotEnforced(t *testing.T) {
 // TestCoveredLeavesOutTheControlPlane: istiod, ztunnel and the CNI agent of the root
 // namespace are not workloads to report; a tenant's Pod labelled like them is.
 func TestCoveredLeavesOutTheControlPlane(t *testing.T) {
-	st := snapshot(
-		pod(DefaultRootNamespace, "istiod-1", map[string]string{"app": "istiod"}),
-		pod(DefaultRootNamespace, "ztunnel-1", map[string]string{"app": "ztunnel"}),
-		pod(DefaultRootNamespace, "istio-cni-node-1", map[string]string{"k8s-app": "istio-cni-node"}),
-		pod("shop", "istiod-1", map[string]string{"app": "istiod"}),
+	st := meshtest.Snapshot(
+		meshtest.Pod(DefaultRootNamespace, "istiod-1", map[string]string{"app": "istiod"}),
+		meshtest.Pod(DefaultRootNamespace, "ztunnel-1", map[string]string{"app": "ztunnel"}),
+		meshtest.Pod(DefaultRootNamespace, "istio-cni-node-1", map[string]string{"k8s-app": "istio-cni-node"}),
+		meshtest.Pod("shop", "istiod-1", map[string]string{"app": "istiod"}),
 	)
 	var got []string
 	for _, w := range Covered(st, "") {

@@ -2,25 +2,17 @@ package dataplane
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/policy/mesh"
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
-
-// newAP is an AuthorizationPolicy of namespace shop with the spec js (proto JSON).
-func newAP(t *testing.T, js string) *mesh.AuthorizationPolicy {
-	t.Helper()
-	ap := &mesh.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "p"}}
-	if err := protojson.Unmarshal([]byte(js), &ap.Spec); err != nil {
-		t.Fatalf("%s: %v", js, err)
-	}
-	return ap
-}
 
 // TestEvaluator: policies × a request → admitted or not, as Envoy's RBAC filters decide,
 // with Istio's documented precedence (CUSTOM, then DENY, then ALLOW; no ALLOW policy
@@ -75,27 +67,17 @@ func TestEvaluator(t *testing.T) {
 		var aps []*mesh.AuthorizationPolicy
 		for _, spec := range c.policies {
 			spec, dry := strings.CutPrefix(spec, "dry-run ")
-			ap := newAP(t, spec)
+			ap := meshtest.AP(t, "shop", "p", spec)
 			if dry {
 				ap.Annotations = map[string]string{DryRunAnnotation: "true"}
 			}
 			aps = append(aps, ap)
 		}
-		req := parseRequest(c.Request)
+		req := meshtest.Attributes(c.Request)
 		if got := EnforcementOf(aps, true).Admits(req); got != c.admitted {
 			t.Errorf("%s: admitted %v, want %v", c.name, got, c.admitted)
 		}
 	}
-}
-
-// parseRequest reads a request class written as attr=value pairs, space-separated.
-func parseRequest(s string) Request {
-	req := Request{}
-	for _, kv := range strings.Fields(s) {
-		k, v, _ := strings.Cut(kv, "=")
-		req[k] = v
-	}
-	return req
 }
 
 // TestTokenlessOpening: whether some request with no token gets in, on a path and from a
@@ -149,7 +131,7 @@ func TestTokenlessOpening(t *testing.T) {
 	for _, c := range cases {
 		var aps []*mesh.AuthorizationPolicy
 		for _, spec := range c.policies {
-			aps = append(aps, newAP(t, spec))
+			aps = append(aps, meshtest.AP(t, "shop", "p", spec))
 		}
 		witness := EnforcementOf(aps, c.plaintext).TokenlessOpening()
 		got := ""
@@ -192,9 +174,9 @@ func TestEnforcementPoints(t *testing.T) {
 	for _, c := range cases {
 		var aps []*mesh.AuthorizationPolicy
 		for _, spec := range c.policies {
-			aps = append(aps, newAP(t, spec))
+			aps = append(aps, meshtest.AP(t, "shop", "p", spec))
 		}
-		req := parseRequest(c.Request)
+		req := meshtest.Attributes(c.Request)
 		// A waypoint's policy reaches no sidecar either; the sidecar column is Envoy's
 		// evaluation of the rules as written.
 		if got := EnforcementOf(aps, true).Admits(req); got != c.sidecar && len(mesh.ScopeOf(aps[0]).TargetRefs) == 0 {
@@ -231,6 +213,92 @@ func TestValueMatches(t *testing.T) {
 	} {
 		if got := ValueMatches(c.attr, c.value, c.pattern); got != c.want {
 			t.Errorf("%s %q against %q: %v", c.attr, c.value, c.pattern, got)
+		}
+	}
+}
+
+// TestRoutes: per workload, per route a request takes (direct, through the waypoint, in
+// through an ingress gateway) and per request class, whether it gets through every proxy
+// on the way. The mesh: namespace shop in ambient mode, its Service web bound to waypoint
+// shop/waypoint, which checks tokens, and ztunnel admitting only the waypoint (the form
+// Istio's ambient security guide recommends); namespace legacy with sidecars checking
+// tokens; an ingress gateway ingress/public routing to both.
+func TestRoutes(t *testing.T) {
+	const (
+		token       = "request.auth.principal=https://idp.example.com/alice"
+		frontend    = "source.principal=cluster.local/ns/shop/sa/frontend source.namespace=shop"
+		requireJWT  = `{"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`
+		jwtRule     = `{"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys"}]}`
+		forwardRule = `{"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","forwardOriginalToken":true}]}`
+	)
+	atService := func(spec string) string {
+		return `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],` + spec[1:]
+	}
+	atSelector := func(app, spec string) string {
+		return `{"selector":{"matchLabels":{"app":"` + app + `"}},` + spec[1:]
+	}
+	meshOf := func(ingressRA string, shopLabels map[string]string) mesh.State {
+		shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{mesh.DataplaneModeLabel: "ambient", mesh.UseWaypointLabel: "waypoint"}}}
+		for k, v := range shopLabels {
+			shop.Labels[k] = v
+		}
+		legacy := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legacy", Labels: map[string]string{mesh.InjectionLabel: "enabled"}}}
+		wp := &mesh.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
+		wp.Spec.GatewayClassName = mesh.WaypointClass
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
+		objs := []metav1.Object{shop, legacy, wp, svc,
+			meshtest.Pod("shop", "web", map[string]string{"app": "web"}),
+			meshtest.Pod("legacy", "api", map[string]string{"app": "api"}),
+			meshtest.RA(t, "shop", "web-jwt", atService(jwtRule)),
+			meshtest.AP(t, "shop", "web-require-jwt", atService(requireJWT)),
+			meshtest.AP(t, "shop", "web-only-waypoint", atSelector("web", `{"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/waypoint"]}}]}]}`)),
+			meshtest.RA(t, "legacy", "api-jwt", atSelector("api", jwtRule)),
+			meshtest.AP(t, "legacy", "api-require-jwt", atSelector("api", requireJWT)),
+		}
+		if ingressRA != "" {
+			objs = append(objs, meshtest.RA(t, "ingress", "public-jwt", `{"targetRefs":[{"kind":"Gateway","group":"gateway.networking.k8s.io","name":"public"}],`+ingressRA[1:]))
+		}
+		return meshtest.Snapshot(objs...)
+	}
+	ingress := meshtest.Pod("ingress", "public-7d9f", map[string]string{mesh.GatewayNameLabel: "public"})
+	cases := []struct {
+		name       string
+		ingressRA  string
+		shopLabels map[string]string
+		workload   string // namespace/name
+		via        string
+		request    string
+		admitted   bool
+	}{
+		{"ambient, direct: ztunnel admits the waypoint only", "", nil, "shop/web", "direct", token + " " + frontend, false},
+		{"ambient, through the waypoint, with a token", "", nil, "shop/web", "waypoint shop/waypoint", token + " " + frontend, true},
+		{"ambient, through the waypoint, no token", "", nil, "shop/web", "waypoint shop/waypoint", frontend, false},
+		{"ambient, from the ingress: past the waypoint, and ztunnel turns the gateway away", "", nil, "shop/web", "ingress ingress/public", token, false},
+		{"ambient, from the ingress through the waypoint (ingress-use-waypoint)", "", map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
+		{"ambient, from the ingress through the waypoint, no token", "", map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", "", false},
+		{"ambient, the gateway validates the token and drops it: the waypoint sees none", jwtRule, map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, false},
+		{"ambient, the gateway forwards the token it validated", forwardRule, map[string]string{mesh.IngressUseWaypointLabel: "true"}, "shop/web", "ingress ingress/public", token, true},
+		{"sidecar, direct, with a token", "", nil, "legacy/api", "direct", token + " " + frontend, true},
+		{"sidecar, direct, no token", "", nil, "legacy/api", "direct", frontend, false},
+		{"sidecar, direct, no token, no mTLS", "", nil, "legacy/api", "direct", "", false},
+		{"sidecar, from the ingress, with a token", "", nil, "legacy/api", "ingress ingress/public", token, true},
+		{"sidecar, from the ingress that drops the token", jwtRule, nil, "legacy/api", "ingress ingress/public", token, false},
+	}
+	for _, c := range cases {
+		st := meshOf(c.ingressRA, c.shopLabels)
+		ns, name, _ := strings.Cut(c.workload, "/")
+		w := st.Workloads(ns, nil)[0]
+		if w.Name != name {
+			t.Fatalf("%s: workload %s/%s not found", c.name, ns, name)
+		}
+		routes := RoutesTo(st, "istio-system", w, []*mesh.Workload{ingress})
+		i := slices.IndexFunc(routes, func(r Route) bool { return r.Via == c.via })
+		if i < 0 {
+			t.Errorf("%s: no route %q", c.name, c.via)
+			continue
+		}
+		if got := routes[i].Admits(meshtest.Attributes(c.request)); got != c.admitted {
+			t.Errorf("%s: admitted %v, want %v", c.name, got, c.admitted)
 		}
 	}
 }

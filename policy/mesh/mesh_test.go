@@ -1,34 +1,31 @@
-package mesh
+package mesh_test
 
 import (
 	"fmt"
 	"slices"
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"github.com/meshguard/meshguard/policy/mesh"
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
-
-func pod(ns, name string, labels map[string]string) *Workload {
-	return &Workload{ObjectMeta: &metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Kind: KindPod}
-}
 
 // TestSnapshotSelection: selection through the label index gives exactly the workloads,
 // in order, that a scan of every workload gives.
 func TestSnapshotSelection(t *testing.T) {
-	s := NewSnapshot()
+	s := mesh.NewSnapshot()
 	values := []string{"a", "b", "c"}
 	for i := range 60 {
 		labels := map[string]string{"app": values[i%3], "tier": values[i/3%3]}
 		if i%4 == 0 {
 			labels["canary"] = "true"
 		}
-		s.Add(pod([]string{"shop", "dev"}[i%2], fmt.Sprintf("p-%d", i), labels))
+		s.Add(meshtest.Pod([]string{"shop", "dev"}[i%2], fmt.Sprintf("p-%d", i), labels))
 	}
-	scan := func(ns string, sel map[string]string) []*Workload {
-		var out []*Workload
-		for _, n := range SortedKeys(s.Pods) {
+	scan := func(ns string, sel map[string]string) []*mesh.Workload {
+		var out []*mesh.Workload
+		for _, n := range mesh.SortedKeys(s.Pods) {
 			for _, w := range s.Pods[n] {
-				if (ns == "" || n == ns) && Selects(sel, w.Labels) {
+				if (ns == "" || n == ns) && mesh.Selects(sel, w.Labels) {
 					out = append(out, w)
 				}
 			}
@@ -59,7 +56,7 @@ func TestProxyContainer(t *testing.T) {
 		{"istio-proxy", "registry.example/proxyv2-lookalike:1", false},
 		{"c", "docker.io/istio/proxyv2:1.28.5", false},
 	} {
-		if got := IsProxyContainer(c.name, c.image); got != c.want {
+		if got := mesh.IsProxyContainer(c.name, c.image); got != c.want {
 			t.Errorf("%s %s: %v", c.name, c.image, got)
 		}
 	}

@@ -1,36 +1,21 @@
-package mesh
+package mesh_test
 
 import (
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/meshguard/meshguard/policy/mesh"
+	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
-
-func newPA(t *testing.T, ns, name, js string) *PeerAuthentication {
-	t.Helper()
-	pa := &PeerAuthentication{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	if err := protojson.Unmarshal([]byte(js), &pa.Spec); err != nil {
-		t.Fatalf("%s: %v", js, err)
-	}
-	return pa
-}
-
-func snapshot(objs ...metav1.Object) *Snapshot {
-	s := NewSnapshot()
-	for _, o := range objs {
-		s.Add(o)
-	}
-	return s
-}
 
 // TestMTLSMode: the mode in force for a workload, level by level, and its ports.
 func TestMTLSMode(t *testing.T) {
-	w := pod("shop", "web-1", map[string]string{"app": "web"})
-	meshWide := newPA(t, "istio-system", "mesh", `{"mtls":{"mode":"STRICT"}}`)
-	nsUnset := newPA(t, "shop", "unset", `{}`)
-	nsPerm := newPA(t, "shop", "perm", `{"mtls":{"mode":"PERMISSIVE"}}`)
-	wlDisable := newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"DISABLE"}}`)
+	w := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+	meshWide := meshtest.PA(t, "istio-system", "mesh", `{"mtls":{"mode":"STRICT"}}`)
+	nsUnset := meshtest.PA(t, "shop", "unset", `{}`)
+	nsPerm := meshtest.PA(t, "shop", "perm", `{"mtls":{"mode":"PERMISSIVE"}}`)
+	wlDisable := meshtest.PA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"DISABLE"}}`)
 	cases := []struct {
 		name string
 		pas  []metav1.Object
@@ -43,13 +28,13 @@ func TestMTLSMode(t *testing.T) {
 		{"oldest namespace-wide wins", []metav1.Object{meshWide, nsUnset, nsPerm}, "STRICT"},
 		{"workload beats namespace", []metav1.Object{meshWide, nsPerm, wlDisable}, "DISABLE"},
 		// A port of the workload's own policy lets plaintext in: mTLS is not STRICT for it.
-		{"a port DISABLE under STRICT", []metav1.Object{newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "DISABLE"},
-		{"a port PERMISSIVE, the mode the mesh's", []metav1.Object{meshWide, newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"portLevelMtls":{"8080":{"mode":"PERMISSIVE"}}}`)}, "PERMISSIVE"},
-		{"a port STRICT under STRICT", []metav1.Object{newPA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"STRICT"}}}`)}, "STRICT"},
-		{"ports of a namespace-wide policy are not read", []metav1.Object{newPA(t, "shop", "ns", `{"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "STRICT"},
+		{"a port DISABLE under STRICT", []metav1.Object{meshtest.PA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "DISABLE"},
+		{"a port PERMISSIVE, the mode the mesh's", []metav1.Object{meshWide, meshtest.PA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"portLevelMtls":{"8080":{"mode":"PERMISSIVE"}}}`)}, "PERMISSIVE"},
+		{"a port STRICT under STRICT", []metav1.Object{meshtest.PA(t, "shop", "wl", `{"selector":{"matchLabels":{"app":"web"}},"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"STRICT"}}}`)}, "STRICT"},
+		{"ports of a namespace-wide policy are not read", []metav1.Object{meshtest.PA(t, "shop", "ns", `{"mtls":{"mode":"STRICT"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}`)}, "STRICT"},
 	}
 	for _, c := range cases {
-		if got := MTLSMode(snapshot(c.pas...), DefaultRootNamespace, w).String(); got != c.want {
+		if got := mesh.MTLSMode(meshtest.Snapshot(c.pas...), mesh.DefaultRootNamespace, w).String(); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
 	}
