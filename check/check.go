@@ -1,6 +1,10 @@
 package check
 
 import (
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshguard/meshguard/policy"
 )
 
@@ -105,6 +109,18 @@ func (r *Report) Append(o Report) {
 	r.Summary.Documents += o.Summary.Documents
 	r.Summary.Objects += o.Summary.Objects
 	r.Summary.Ignored += o.Summary.Ignored
+}
+
+// On keeps the findings on workload w and on the policies named: those that bear on a
+// request to w (explain) or on what protects it (coverage).
+func (r Report) On(w *policy.Workload, policies []policy.PolicyRef) []Result {
+	var out []Result
+	for _, res := range r.Results {
+		if res.Object == metav1.Object(w) || slices.Contains(policies, policy.PolicyRef{Kind: res.Kind, Namespace: res.Namespace, Name: res.ObjectName}) {
+			out = append(out, res)
+		}
+	}
+	return out
 }
 
 // In keeps the findings on objects of namespace ns.

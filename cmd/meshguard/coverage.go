@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/check"
 	"github.com/meshguard/meshguard/policy"
@@ -103,7 +102,7 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 	if err != nil {
 		return err
 	}
-	results := check.Run(engine, in.bundle).Results // labels covered workloads, as admission would
+	run := check.Run(engine, in.bundle) // labels covered workloads, as admission would
 	root := in.bundle.State.Settings("").Root
 	report := coverageReport{Summary: map[string]int{}}
 	gateways := policy.IngressGateways(in.bundle.State, "")
@@ -114,8 +113,8 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 			if o.output != "text" {
 				c.Services, c.Access = policy.ServicesOf(in.bundle.State, w), policy.AccessTo(in.bundle.State, root, w, gateways)
 			}
-			for _, r := range results {
-				if (r.Object == metav1.Object(w) || slices.Contains(c.Policies, policy.PolicyRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.ObjectName})) && !slices.Contains(c.Rules, r.Rule) {
+			for _, r := range run.On(w, c.Policies) {
+				if !slices.Contains(c.Rules, r.Rule) {
 					c.Rules = append(c.Rules, r.Rule)
 				}
 			}

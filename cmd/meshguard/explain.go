@@ -7,12 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/check"
@@ -242,10 +240,8 @@ func (f requestFlags) request() (policy.Request, error) {
 // and the policies on its path.
 func findingsOn(report check.Report, e *policy.Explanation, w *policy.Workload) []policy.Finding {
 	findings := []policy.Finding{}
-	for _, r := range report.Results {
-		if r.Object == metav1.Object(w) || slices.Contains(e.Objects, policy.PolicyRef{Kind: r.Kind, Namespace: r.Namespace, Name: r.ObjectName}) {
-			findings = append(findings, r.Finding)
-		}
+	for _, r := range report.On(w, e.Objects) {
+		findings = append(findings, r.Finding)
 	}
 	return findings
 }
