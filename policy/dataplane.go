@@ -6,8 +6,12 @@ import "github.com/meshguard/meshguard/policy/dataplane"
 // engine and the front doors know it by.
 type (
 	Verdict      = dataplane.Verdict
+	Token        = dataplane.Token
+	Shadow       = dataplane.Shadow
+	HopTrace     = dataplane.HopTrace
+	PolicyTrace  = dataplane.PolicyTrace
+	RuleTrace    = dataplane.RuleTrace
 	request      = dataplane.Request
-	condition    = dataplane.Condition
 	compiledRule = dataplane.Rule
 	route        = dataplane.Route
 	hop          = dataplane.Hop

@@ -104,5 +104,5 @@ func guardrailNote(names []string) string {
 	if len(names) == 1 {
 		return fmt.Sprintf("MeshGuardrail %q", names[0])
 	}
-	return fmt.Sprintf("MeshGuardrails %s", quoteList(names))
+	return fmt.Sprintf("MeshGuardrails %s", mesh.QuoteList(names))
 }

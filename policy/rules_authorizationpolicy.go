@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -18,7 +19,7 @@ func authorizationPolicyRules() []Rule {
 		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
 			return perMatch(jwtMatcher.positive(r, at), func(m match) Finding {
 				return finding(m.field(),
-					fmt.Sprintf("DENY matches token attributes %s, so a caller that sends no token is not denied", quoteList(m.values)),
+					fmt.Sprintf("DENY matches token attributes %s, so a caller that sends no token is not denied", mesh.QuoteList(m.values)),
 					"deny on the negative form (notRequestPrincipals / notValues listing what is allowed), or turn the policy into an ALLOW with these values")
 			})
 		}),
@@ -31,7 +32,7 @@ func authorizationPolicyRules() []Rule {
 			// ["*"] beside notRequestPrincipals [partner] admits no token-less caller.
 			return perMatch(admittingOnly(p.Namespace, r, jwtMatcher.negative(r, at), dataplane.MatchesTokenless), func(m match) Finding {
 				return finding(m.field(),
-					fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", quoteList(m.values)),
+					fmt.Sprintf("ALLOW on everything but %s also allows a caller that sends no token", mesh.QuoteList(m.values)),
 					"allow on positive values (requestPrincipals / values), or deny on this negative match instead")
 			})
 		}),
@@ -117,7 +118,7 @@ func authorizationPolicyRules() []Rule {
 						continue
 					}
 					out = append(out, finding(fmt.Sprintf("%s.to[%d].operation.%s", at, j, f.Name),
-						fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.Name, quoteList(vals)),
+						fmt.Sprintf("%s on %s %s is bypassed by variants (case, encoding, host:port) of the same request", p.Spec.Action, f.Name, mesh.QuoteList(vals)),
 						"allow what is permitted (ALLOW with paths/hosts/methods) instead of denying what is not, and normalise paths in meshConfig"))
 				}
 			}
@@ -142,7 +143,7 @@ func authorizationPolicyRules() []Rule {
 				}
 				if len(w.NotValues) > 0 {
 					out = append(out, finding(fmt.Sprintf("%s.when[%d].notValues", at, k),
-						fmt.Sprintf("ALLOW on the %s header not being %s: a request without it, or with any other string, passes", header, quoteList(w.NotValues)), fix))
+						fmt.Sprintf("ALLOW on the %s header not being %s: a request without it, or with any other string, passes", header, mesh.QuoteList(w.NotValues)), fix))
 				}
 			}
 			if len(out) == 0 {

@@ -258,7 +258,7 @@ func crossResourceRules() []Rule {
 				for w, f := range c.eachWorkload(p) {
 					if is := f.protection.issuers(); len(is) > 1 {
 						return []Finding{finding(m.field(),
-							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), c.describe([]*Workload{w}), quoteList(is)),
+							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), c.describe([]*Workload{w}), mesh.QuoteList(is)),
 							"name the issuer: requestPrincipals: [\"<issuer>/*\"]")}
 					}
 				}
@@ -522,7 +522,7 @@ func identityMatchesPlaintext(c *Context) []Finding {
 		fix := "apply a STRICT PeerAuthentication to these workloads (their namespace, or the mesh)"
 		return append(perMatch(opens, func(m match) Finding {
 			return finding(m.field(),
-				fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", c.describe(plain), quoteList(m.values)), fix)
+				fmt.Sprintf("mTLS is not STRICT for %s: a plaintext caller has no identity and so is not matched by %s; it gets through", c.describe(plain), mesh.QuoteList(m.values)), fix)
 		}), perMatch(closes, func(m match) Finding {
 			effect := "are denied (403)"
 			if len(c.ambientOf(plain)) > 0 {

@@ -12,6 +12,7 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/meshguard/meshguard/api/v1alpha1"
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 type (
@@ -188,7 +189,7 @@ func requestAuthenticationRules() []Rule {
 				return nil
 			}
 			return []Finding{finding(at+".fromParams",
-				fmt.Sprintf("tokens read from query parameters %s land in URLs and logs and are never stripped", quoteList(r.FromParams)),
+				fmt.Sprintf("tokens read from query parameters %s land in URLs and logs and are never stripped", mesh.QuoteList(r.FromParams)),
 				"send tokens in the Authorization header and drop fromParams")}
 		}),
 	}, {
@@ -200,7 +201,7 @@ func requestAuthenticationRules() []Rule {
 				return nil
 			}
 			return []Finding{finding(at+".fromCookies",
-				fmt.Sprintf("tokens read from cookies %s ride along on cross-site requests (CSRF) and reach the app unstripped", quoteList(r.FromCookies)),
+				fmt.Sprintf("tokens read from cookies %s ride along on cross-site requests (CSRF) and reach the app unstripped", mesh.QuoteList(r.FromCookies)),
 				"send tokens in the Authorization header; if cookies must stay, set SameSite=Strict and check CSRF in the app")}
 		}),
 	}, {
@@ -315,8 +316,8 @@ func requestAuthenticationRules() []Rule {
 				}
 				if extra := slices.DeleteFunc(slices.Clone(r.Audiences), func(a string) bool { return slices.Contains(t.Audiences, a) }); len(extra) > 0 || len(r.Audiences) == 0 {
 					out = append(out, finding(at+".audiences",
-						fmt.Sprintf("%s allows issuer %q only with audiences %s", who, r.Issuer, quoteList(t.Audiences)),
-						fmt.Sprintf("audiences: %s (or a subset)", quoteList(t.Audiences))))
+						fmt.Sprintf("%s allows issuer %q only with audiences %s", who, r.Issuer, mesh.QuoteList(t.Audiences)),
+						fmt.Sprintf("audiences: %s (or a subset)", mesh.QuoteList(t.Audiences))))
 				}
 			}
 			return out

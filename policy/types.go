@@ -4,8 +4,6 @@
 package policy
 
 import (
-	"strings"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -100,13 +98,4 @@ func ref(o metav1.Object) string {
 		return KindOf(o) + " " + o.GetName()
 	}
 	return KindOf(o) + " " + o.GetNamespace() + "/" + o.GetName()
-}
-
-// quoteList renders values for messages.
-func quoteList(vs []string) string {
-	q := make([]string, len(vs))
-	for i, v := range vs {
-		q[i] = `"` + v + `"`
-	}
-	return "[" + strings.Join(q, ", ") + "]"
 }

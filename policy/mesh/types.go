@@ -150,3 +150,12 @@ func KindOf(o metav1.Object) string {
 func SameObject(a, b metav1.Object) bool {
 	return a.GetName() == b.GetName() && a.GetNamespace() == b.GetNamespace() && KindOf(a) == KindOf(b)
 }
+
+// QuoteList renders values for messages.
+func QuoteList(vs []string) string {
+	q := make([]string, len(vs))
+	for i, v := range vs {
+		q[i] = `"` + v + `"`
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
