@@ -196,6 +196,8 @@ func (s *Server) validate(ctx context.Context, req admission.Request) admission.
 			s.Metrics.conflict()
 		case !w.behind || !wait.pause(ctx):
 			return resp
+		case wait.pauses == 1:
+			s.Metrics.cacheWaited()
 		}
 	}
 }
@@ -217,6 +219,7 @@ func (s *Server) limits() Limits {
 // cacheWait is what is left of the time a write may wait for the cache to catch up.
 type cacheWait struct {
 	left, step time.Duration
+	pauses     int
 }
 
 // pause waits before the next look at the cache, a step twice as long as the last (the
@@ -227,6 +230,7 @@ func (c *cacheWait) pause(ctx context.Context) bool {
 		return false
 	}
 	c.left -= c.step
+	c.pauses++
 	t := time.NewTimer(c.step)
 	defer t.Stop()
 	select {

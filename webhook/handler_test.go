@@ -636,6 +636,7 @@ func TestManyWritesOnTheirWay(t *testing.T) {
 	}
 	for _, landing := range []bool{true, false} {
 		srv := newServer(t, true, shop, raGood)
+		srv.Metrics = NewMetrics(prometheus.NewRegistry())
 		srv.Limits = DefaultLimits()
 		if !landing {
 			srv.Limits.CacheWait = 50 * time.Millisecond
@@ -664,6 +665,9 @@ func TestManyWritesOnTheirWay(t *testing.T) {
 		}
 		if !landing && (r.Allowed || !strings.Contains(r.Result.Message, "are not in effect yet; retry")) {
 			t.Errorf("the others still on their way: allowed=%v %v", r.Allowed, r.Result)
+		}
+		if n := testutil.ToFloat64(srv.Metrics.cacheWaits); n != 1 {
+			t.Errorf("writes that waited for the cache: %v, want 1", n)
 		}
 	}
 }

@@ -21,6 +21,8 @@ type Metrics struct {
 	conflicts prometheus.Counter
 	// forwardFailures counts the writes the leader could not judge, judged here instead.
 	forwardFailures prometheus.Counter
+	// cacheWaits counts the writes that waited for the cache to show writes before them.
+	cacheWaits prometheus.Counter
 }
 
 // NewMetrics registers meshguard's counters with reg.
@@ -46,8 +48,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "meshguard_forward_failures_total",
 			Help: "Writes that may open which the leading replica could not judge, judged by the replica they reached instead.",
 		}),
+		cacheWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshguard_write_cache_waits_total",
+			Help: "Security policy writes that met more writes allowed a moment before, not in the cache yet, than they are judged beside, and waited for the cache.",
+		}),
 	}
-	reg.MustRegister(m.reviews, m.findingC, m.refusals, m.conflicts, m.forwardFailures)
+	reg.MustRegister(m.reviews, m.findingC, m.refusals, m.conflicts, m.forwardFailures, m.cacheWaits)
 	return m
 }
 
@@ -71,6 +77,12 @@ func (m *Metrics) observe(webhook string, req admission.Request, resp admission.
 func (m *Metrics) conflict() {
 	if m != nil {
 		m.conflicts.Inc()
+	}
+}
+
+func (m *Metrics) cacheWaited() {
+	if m != nil {
+		m.cacheWaits.Inc()
 	}
 }
 
