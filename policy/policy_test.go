@@ -143,7 +143,8 @@ func TestParseEntra(t *testing.T) {
 	}
 }
 
-func TestInternalHost(t *testing.T) {
+// TestHostInside: the hosts meshguard takes for internal to the cluster or the node.
+func TestHostInside(t *testing.T) {
 	for host, internal := range map[string]bool{
 		"169.254.169.254": true, "127.0.0.1": true, "10.0.0.1": true, "::1": true, "localhost": true,
 		"keycloak": true, "keycloak.auth": true, "myorg.github.io": false, "keycloak.auth.svc": true, "keycloak.auth.svc.cluster.local": true,
@@ -151,8 +152,8 @@ func TestInternalHost(t *testing.T) {
 		// Documentation names stand for public hosts; longer names are no service.namespace.
 		"id.payroll.example": false, "idp.test": false, "auth.example": false, "keycloak.auth.corp": false,
 	} {
-		if got := internalHost(host) != ""; got != internal {
-			t.Errorf("internalHost(%q) = %q", host, internalHost(host))
+		if why, _ := hostInside(host); (why != "") != internal {
+			t.Errorf("hostInside(%q) = %q", host, why)
 		}
 	}
 }

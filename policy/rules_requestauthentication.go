@@ -390,12 +390,6 @@ func reservedHeader(h string) bool {
 	return false
 }
 
-// internalHost says why a host is internal to the cluster or the node, or "" if it is not.
-func internalHost(host string) string {
-	why, _ := hostInside(host)
-	return why
-}
-
 // hostInside says why a host is not a public one ("" where it is), and whether it is
 // within the cluster: a Service's name or a private address, where an identity provider
 // may run (Keycloak, Dex), rather than loopback, link-local or a metadata service.
