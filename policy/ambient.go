@@ -17,7 +17,7 @@ func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
 	if len(mesh.ScopeOf(o).TargetRefs) > 0 {
 		return nil
 	}
-	return c.workloadsWhere(o, func(f workloadFacts) bool { return f.ambient })
+	return c.workloadsWhere(o, func(f workloadFacts) bool { return f.Ambient })
 }
 
 // mixedEntry returns the path of a from or to entry of a rule that names both L4 and

@@ -210,3 +210,13 @@ func principalProblem(v string) string {
 	}
 	return ""
 }
+
+// deniesOnClaimsAt tells whether a DENY on token attributes applies to the workload p guards.
+func deniesOnClaimsAt(p protection) bool {
+	for _, ap := range p.APs {
+		if deniesOnClaims(ap) {
+			return true
+		}
+	}
+	return false
+}

@@ -299,14 +299,14 @@ func (c *candidates) protection(st State, root string, w *Workload, k classKey, 
 	p := &both.protection
 	p.opening = &both.opening
 	room := bits.OnesCount64(k.root) + bits.OnesCount64(k.own)
-	p.ras, p.aps = make([]*RequestAuthentication, 0, room), make([]*AuthorizationPolicy, 0, room)
+	p.RAs, p.APs = make([]*RequestAuthentication, 0, room), make([]*AuthorizationPolicy, 0, room)
 	if c.root != nil {
-		p.ras = picked(p.ras, c.root.ras, k.root, 0)
-		p.aps = picked(p.aps, c.root.aps, k.root, len(c.root.ras))
+		p.RAs = picked(p.RAs, c.root.ras, k.root, 0)
+		p.APs = picked(p.APs, c.root.aps, k.root, len(c.root.ras))
 	}
-	rootAPs := len(p.aps)
-	p.ras = picked(p.ras, c.own.ras, k.own, 0)
-	p.aps = picked(p.aps, c.own.aps, k.own, len(c.own.ras))
+	rootAPs := len(p.APs)
+	p.RAs = picked(p.RAs, c.own.ras, k.own, 0)
+	p.APs = picked(p.APs, c.own.aps, k.own, len(c.own.ras))
 	if k.own>>(len(c.own.ras)+len(c.own.aps)) == 0 {
 		p.opening.namespaceMTLS = &c.mtls
 	}

@@ -82,6 +82,8 @@ func (c *Context) stopped() bool {
 // its own pod-template-hash). Other workloads share one per label set.
 type protectionMemo struct {
 	state      State
+	root       string
+	seed       maphash.Seed
 	byPod      map[*Workload]workloadFacts
 	byLabels   map[labelsKey]*labelledProtection
 	namespaces map[string]*candidates
@@ -95,8 +97,8 @@ type protectionMemo struct {
 // workloadFacts are what a review has worked out of one workload: whether it is in ambient
 // mode, and its protection once asked.
 type workloadFacts struct {
-	ambient    bool
-	protection *protection
+	Ambient    bool
+	Protection *protection
 }
 
 type labelsKey struct {
@@ -155,8 +157,7 @@ func (c *Context) eachWorkload(o metav1.Object) iter.Seq2[*Workload, workloadFac
 			m := c.protectionMemoOf(c.State)
 			s.facts = make([]workloadFacts, len(s.workloads))
 			for i, w := range s.workloads {
-				f, known := m.byPod[w]
-				s.facts[i] = c.completeFacts(m, w, f, known)
+				s.facts[i] = m.Facts(w)
 			}
 		}
 		for i, w := range s.workloads {
@@ -181,78 +182,11 @@ func (c *Context) workloadsWhere(o metav1.Object, keep func(workloadFacts) bool)
 
 // protection returns what guards workload w in state st.
 func (c *Context) protection(st State, w *Workload) protection {
-	m := c.protectionMemoOf(st)
-	f, known := m.byPod[w]
-	if !known || f.protection == nil {
-		f = c.completeFacts(m, w, f, known)
-		m.byPod[w] = f
-	}
-	return *f.protection
-}
-
-// completeFacts works out what f, the facts of w in m's state, lacks: all of them unless
-// known.
-func (c *Context) completeFacts(m *protectionMemo, w *Workload, f workloadFacts, known bool) workloadFacts {
-	if !known {
-		f.ambient = m.ambient(w, c.Settings.Root)
-	}
-	if f.protection == nil {
-		f.protection = c.protectionBy(m, w, f.ambient)
-	}
-	return f
-}
-
-// ambient tells whether w is in ambient mode in m's state: a real workload's, from what it
-// keeps.
-func (m *protectionMemo) ambient(w *Workload, root string) bool {
-	ns := m.candidatesOf(w, root)
-	if w.Virtual {
-		return ns.inAmbient(w)
-	}
-	return ns.keptFactsOf(w, root).ambient
-}
-
-// protectionBy finds w's protection among those m knows, or works it out: a sidecar
-// workload's by its class, the others' by their label set.
-func (c *Context) protectionBy(m *protectionMemo, w *Workload, ambient bool) *protection {
-	if root := c.Settings.Root; !w.Virtual && !ambient {
-		ns := m.candidatesOf(w, root)
-		if k, ok := ns.class(w, root, ns.keptFactsOf(w, root)); ok {
-			p := ns.classProtection(k)
-			if p == nil {
-				p = ns.protection(m.state, root, w, k, m.openings)
-				ns.addClass(k, p)
-			}
-			return p
-		}
-	}
-	return c.protectionByLabels(m, w)
-}
-
-// protectionByLabels finds w's protection among those m knows of its label set, or works
-// it out.
-func (c *Context) protectionByLabels(m *protectionMemo, w *Workload) *protection {
-	k := labelsKey{w.Namespace, w.Virtual, labelsHash(c.seed, w.Labels)}
-	for known := m.byLabels[k]; known != nil; known = known.next {
-		if maps.Equal(known.labels, w.Labels) {
-			return &known.protection
-		}
-	}
-	e := &labelledProtection{labels: w.Labels, protection: protectionOf(m.state, c.Settings.Root, w, m.openings), next: m.byLabels[k]}
-	m.byLabels[k] = e
-	return &e.protection
+	return c.protectionMemoOf(st).Protection(w)
 }
 
 // inAmbient is inAmbient, asked once per workload and review.
-func (c *Context) inAmbient(w *Workload) bool {
-	m := c.protectionMemoOf(c.State)
-	if f, known := m.byPod[w]; known {
-		return f.ambient
-	}
-	ambient := m.ambient(w, c.Settings.Root)
-	m.byPod[w] = workloadFacts{ambient: ambient}
-	return ambient
-}
+func (c *Context) inAmbient(w *Workload) bool { return c.protectionMemoOf(c.State).InAmbient(w) }
 
 // ambientOf returns the workloads of ws that ztunnel intercepts.
 func (c *Context) ambientOf(ws []*Workload) []*Workload { return lacking(ws, c.inAmbient) }
@@ -266,19 +200,101 @@ func (c *Context) protectionMemoOf(st State) *protectionMemo {
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := &protectionMemo{state: st, byPod: map[*Workload]workloadFacts{},
-		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]request{}}
+	m := newProtectionMemo(st, c.Settings.Root, c.seed)
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m
 }
 
+// Facts returns the facts of w: what the memo knows of it, completed, and not kept.
+func (m *protectionMemo) Facts(w *Workload) workloadFacts {
+	f, known := m.byPod[w]
+	return m.complete(w, f, known)
+}
+
+// Protection returns what guards w, kept for the review.
+func (m *protectionMemo) Protection(w *Workload) protection {
+	f, known := m.byPod[w]
+	if !known || f.Protection == nil {
+		f = m.complete(w, f, known)
+		m.byPod[w] = f
+	}
+	return *f.Protection
+}
+
+// complete works out what f, the facts of w, lacks: all of them unless known.
+func (m *protectionMemo) complete(w *Workload, f workloadFacts, known bool) workloadFacts {
+	if !known {
+		f.Ambient = m.ambient(w)
+	}
+	if f.Protection == nil {
+		f.Protection = m.protectionBy(w, f.Ambient)
+	}
+	return f
+}
+
+// ambient tells whether w is in ambient mode in m's state: a real workload's, from what it
+// keeps.
+func (m *protectionMemo) ambient(w *Workload) bool {
+	ns := m.candidatesOf(w)
+	if w.Virtual {
+		return ns.inAmbient(w)
+	}
+	return ns.keptFactsOf(w, m.root).ambient
+}
+
+// protectionBy finds w's protection among those m knows, or works it out: a sidecar
+// workload's by its class, the others' by their label set.
+func (m *protectionMemo) protectionBy(w *Workload, ambient bool) *protection {
+	if !w.Virtual && !ambient {
+		ns := m.candidatesOf(w)
+		if k, ok := ns.class(w, m.root, ns.keptFactsOf(w, m.root)); ok {
+			p := ns.classProtection(k)
+			if p == nil {
+				p = ns.protection(m.state, m.root, w, k, m.openings)
+				ns.addClass(k, p)
+			}
+			return p
+		}
+	}
+	return m.protectionByLabels(w)
+}
+
+// protectionByLabels finds w's protection among those m knows of its label set, or works
+// it out.
+func (m *protectionMemo) protectionByLabels(w *Workload) *protection {
+	k := labelsKey{w.Namespace, w.Virtual, labelsHash(m.seed, w.Labels)}
+	for known := m.byLabels[k]; known != nil; known = known.next {
+		if maps.Equal(known.labels, w.Labels) {
+			return &known.protection
+		}
+	}
+	e := &labelledProtection{labels: w.Labels, protection: protectionOf(m.state, m.root, w, m.openings), next: m.byLabels[k]}
+	m.byLabels[k] = e
+	return &e.protection
+}
+
+// InAmbient tells whether w is in ambient mode in m's state, kept for the review.
+func (m *protectionMemo) InAmbient(w *Workload) bool {
+	if f, known := m.byPod[w]; known {
+		return f.Ambient
+	}
+	ambient := m.ambient(w)
+	m.byPod[w] = workloadFacts{Ambient: ambient}
+	return ambient
+}
+
+func newProtectionMemo(st State, root string, seed maphash.Seed) *protectionMemo {
+	return &protectionMemo{state: st, root: root, seed: seed, byPod: map[*Workload]workloadFacts{},
+		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]request{}}
+}
+
 // candidatesOf returns the candidates of w's namespace.
-func (m *protectionMemo) candidatesOf(w *Workload, root string) *candidates {
-	return m.candidatesIn(namespaceOf(w), root)
+func (m *protectionMemo) candidatesOf(w *Workload) *candidates {
+	return m.candidatesIn(namespaceOf(w))
 }
 
 // candidatesIn returns the candidates of a namespace, listing them on first use.
-func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
+func (m *protectionMemo) candidatesIn(ns string) *candidates {
 	// A mesh-wide selection lists the workloads of a namespace together.
 	if m.last != nil && m.last.namespace == ns {
 		return m.last
@@ -289,9 +305,9 @@ func (m *protectionMemo) candidatesIn(ns, root string) *candidates {
 	}
 	labels := m.state.Settings(ns).NamespaceLabels
 	cands := &candidates{namespace: ns, namespaceLabels: labels, enrolment: enrolmentOf(labels), own: compiledPolicies(m.state, ns)}
-	if ns != root {
+	if ns != m.root {
 		if m.atRoot == nil {
-			m.atRoot = compiledPolicies(m.state, root)
+			m.atRoot = compiledPolicies(m.state, m.root)
 		}
 		cands.root = m.atRoot
 	}

@@ -317,11 +317,11 @@ func TestProtectionByClass(t *testing.T) {
 	live := meshtest.Snapshot(ra, allow, strict, web1, web2, webBack, api, elsewhere)
 	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
 	for _, w := range []*Workload{web1, web2, webBack} {
-		if !c.protection(live, w).requiresToken() {
+		if !c.protection(live, w).RequiresToken() {
 			t.Errorf("%s is not protected", w.Name)
 		}
 	}
-	if c.protection(live, api).enforces() || c.protection(live, elsewhere).verifies() {
+	if c.protection(live, api).Enforces() || c.protection(live, elsewhere).Verifies() {
 		t.Error("a Pod with other labels, or in another namespace, took the web Pods' protection")
 	}
 	m := c.protectionMemoOf(live)
@@ -413,7 +413,7 @@ func TestManyClasses(t *testing.T) {
 	live := meshtest.Snapshot(objects...)
 	c := NewEngine().context(Review{Operation: Create, Object: objects[0], State: live})
 	for i, p := range pods {
-		if ras := c.protection(live, p).ras; len(ras) != 1 || ras[0].Name != p.Labels["app"] {
+		if ras := c.protection(live, p).RAs; len(ras) != 1 || ras[0].Name != p.Labels["app"] {
 			t.Errorf("Pod %d: RequestAuthentications %v", i, ras)
 		}
 	}
@@ -456,7 +456,7 @@ func TestProtectionByLabels(t *testing.T) {
 	live := meshtest.Snapshot(ra, web1, web2, api)
 	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
 	for _, w := range []*Workload{web1, web2, api} {
-		if c.protection(live, w).verifies() {
+		if c.protection(live, w).Verifies() {
 			t.Errorf("%s: ztunnel loads no RequestAuthentication, yet its tokens are verified", w.Name)
 		}
 	}
@@ -466,8 +466,8 @@ func TestProtectionByLabels(t *testing.T) {
 	}
 	// Labels whose hashes collide are still told apart.
 	k := labelsKey{"shop", false, labelsHash(c.seed, api.Labels)}
-	m.byLabels[k] = &labelledProtection{labels: web1.Labels, protection: protection{ras: []*RequestAuthentication{ra}}, next: m.byLabels[k]}
-	if c.protection(live, ambient("api-2", "api")).verifies() {
+	m.byLabels[k] = &labelledProtection{labels: web1.Labels, protection: protection{RAs: []*RequestAuthentication{ra}}, next: m.byLabels[k]}
+	if c.protection(live, ambient("api-2", "api")).Verifies() {
 		t.Error("an entry of other labels under the same hash was taken")
 	}
 }

@@ -13,8 +13,8 @@ import (
 
 // protection is what guards one workload's JWT security, in one state.
 type protection struct {
-	ras []*RequestAuthentication
-	aps []*AuthorizationPolicy
+	RAs []*RequestAuthentication
+	APs []*AuthorizationPolicy
 	// opening is worked out when first asked, and shared by the protection's copies; the
 	// issuers too.
 	opening *opening
@@ -74,16 +74,16 @@ type openingKey struct {
 
 func protectionOf(st State, root string, w *Workload, openings map[openingKey]request) protection {
 	p := protection{
-		ras:     mesh.ForWorkload(w, root, st.RequestAuthentications),
-		aps:     mesh.ForWorkload(w, root, st.AuthorizationPolicies),
+		RAs:     mesh.ForWorkload(w, root, st.RequestAuthentications),
+		APs:     mesh.ForWorkload(w, root, st.AuthorizationPolicies),
 		opening: &opening{st: st, root: root, w: w, byPolicies: openings},
 	}
 	// An ambient Pod's tokens are checked at its waypoint, by the policies attached to it,
 	// and nowhere without one: ztunnel loads no RequestAuthentication (MG801).
 	if !w.Virtual && mesh.InAmbient(st, w) {
 		gw, services := mesh.WaypointOf(st, w)
-		p.ras = mesh.AtWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications)
-		p.aps = mesh.AtWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
+		p.RAs = mesh.AtWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications)
+		p.APs = mesh.AtWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
 		p.opening.viaWaypoint = true
 	}
 	return p
@@ -102,13 +102,17 @@ func issuersOf(ras []*RequestAuthentication) []string {
 	return issuers
 }
 
-// verifies tells whether some RequestAuthentication validates tokens for the workload.
-func (p protection) verifies() bool { return len(p.ras) > 0 }
+// ViaWaypoint tells whether the policies are a waypoint's, whose callers all come over
+// mTLS.
+func (p protection) ViaWaypoint() bool { return p.opening.viaWaypoint }
 
-// tokenless returns a request with no token, on a path no policy names, that the
+// Verifies tells whether some RequestAuthentication validates tokens for the workload.
+func (p protection) Verifies() bool { return len(p.RAs) > 0 }
+
+// Tokenless returns a request with no token, on a path no policy names, that the
 // workload's AuthorizationPolicies admit, or nil when they turn every such request away;
 // undecidedRequest when they name too many values to tell (see dataplane.MaxRequestClasses).
-func (p protection) tokenless() request {
+func (p protection) Tokenless() request {
 	o := p.opening
 	if o.evaluated {
 		return o.witness
@@ -116,17 +120,17 @@ func (p protection) tokenless() request {
 	plaintext := o.plaintext()
 	var witness request
 	if o.kept != nil {
-		witness = o.kept.opening(o.keptAPs, plaintext, p.aps)
+		witness = o.kept.opening(o.keptAPs, plaintext, p.APs)
 	} else {
 		key := openingKey{plaintext: plaintext}
 		var names strings.Builder
-		for _, ap := range p.aps {
+		for _, ap := range p.APs {
 			names.WriteString(ap.Namespace + "/" + ap.Name + "\n")
 		}
 		key.policies = names.String()
 		known, ok := o.byPolicies[key]
 		if !ok {
-			known = dataplane.EnforcementOf(p.aps, plaintext).TokenlessOpening()
+			known = dataplane.EnforcementOf(p.APs, plaintext).TokenlessOpening()
 			o.byPolicies[key] = known
 		}
 		witness = known
@@ -135,10 +139,10 @@ func (p protection) tokenless() request {
 	return witness
 }
 
-// tokenlessOn is tokenless for requests to each of ports of the workload: those on which
+// TokenlessOn is tokenless for requests to each of ports of the workload: those on which
 // one gets in, and such a request on the first of them.
-func (p protection) tokenlessOn(ports []string) (open []string, witness request) {
-	e := dataplane.EnforcementOf(p.aps, p.opening.plaintext())
+func (p protection) TokenlessOn(ports []string) (open []string, witness request) {
+	e := dataplane.EnforcementOf(p.APs, p.opening.plaintext())
 	for _, port := range ports {
 		if found := e.TokenlessOpeningWith(request{rulefields.Path: dataplane.AnyPath, rulefields.Host: dataplane.AnyOther, rulefields.Port: port}); found != nil {
 			if open = append(open, port); witness == nil {
@@ -149,37 +153,27 @@ func (p protection) tokenlessOn(ports []string) (open []string, witness request)
 	return open, witness
 }
 
-// admitsUnverified tells whether the workload admits some request without a verified
+// AdmitsUnverified tells whether the workload admits some request without a verified
 // token, on any path, from any caller: with no RequestAuthentication, whether anything
 // gets in at all.
-func (p protection) admitsUnverified() bool {
-	return dataplane.EnforcementOf(p.aps, p.opening.plaintext()).AdmitsTokenless()
+func (p protection) AdmitsUnverified() bool {
+	return dataplane.EnforcementOf(p.APs, p.opening.plaintext()).AdmitsTokenless()
 }
 
-// enforces tells whether the workload's AuthorizationPolicies turn away requests without
+// Enforces tells whether the workload's AuthorizationPolicies turn away requests without
 // a token: requests on paths no policy names, that is, everywhere but where a policy
 // exempts named paths on purpose.
-func (p protection) enforces() bool { return p.tokenless() == nil }
+func (p protection) Enforces() bool { return p.Tokenless() == nil }
 
-// requiresToken tells whether token-less requests are turned away: tokens are validated
+// RequiresToken tells whether token-less requests are turned away: tokens are validated
 // and an AuthorizationPolicy demands one.
-func (p protection) requiresToken() bool { return p.verifies() && p.enforces() }
+func (p protection) RequiresToken() bool { return p.Verifies() && p.Enforces() }
 
-// deniesOnClaims tells whether a DENY on token attributes applies to the workload.
-func (p protection) deniesOnClaims() bool {
-	for _, ap := range p.aps {
-		if deniesOnClaims(ap) {
-			return true
-		}
-	}
-	return false
-}
-
-// issuers lists the issuers the workload's RequestAuthentications configure, once each.
+// Issuers lists the Issuers the workload's RequestAuthentications configure, once each.
 // Callers must not modify it: it is shared by every rule of the review.
-func (p protection) issuers() []string {
+func (p protection) Issuers() []string {
 	if o := p.opening; !o.issuersKnown {
-		o.issuers, o.issuersKnown = issuersOf(p.ras), true
+		o.issuers, o.issuersKnown = issuersOf(p.RAs), true
 	}
 	return p.opening.issuers
 }

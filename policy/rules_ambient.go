@@ -319,8 +319,8 @@ func ambientRules() []Rule {
 			}
 			// In scope: covered, or selected by a JWT policy (as written, or at its waypoint,
 			// before the change too).
-			inScope := c.Settings.Coverage != nil || len(mesh.ForWorkload(w, c.Settings.Root, c.State.RequestAuthentications))+len(c.protection(c.State, w).ras) > 0 ||
-				old != nil && len(c.protection(c.Before, old).ras) > 0
+			inScope := c.Settings.Coverage != nil || len(mesh.ForWorkload(w, c.Settings.Root, c.State.RequestAuthentications))+len(c.protection(c.State, w).RAs) > 0 ||
+				old != nil && len(c.protection(c.Before, old).RAs) > 0
 			if !inScope {
 				return nil
 			}

@@ -30,13 +30,13 @@ func crossResourceRules() []Rule {
 			var first servedPorts                     // open[0]'s
 			byLabels := map[*protection]servedPorts{} // workloads of one label set share a protection
 			for w, f := range c.eachWorkload(ra) {
-				if f.protection.enforces() || len(mesh.ScopeOf(ra).TargetRefs) == 0 && f.ambient {
+				if f.Protection.Enforces() || len(mesh.ScopeOf(ra).TargetRefs) == 0 && f.Ambient {
 					continue
 				}
-				s, seen := byLabels[f.protection]
+				s, seen := byLabels[f.Protection]
 				if !seen {
-					s = openServedPorts(c.State, w, *f.protection)
-					byLabels[f.protection] = s
+					s = openServedPorts(c.State, w, *f.Protection)
+					byLabels[f.Protection] = s
 				}
 				if s.known && len(s.open) == 0 {
 					continue // the ports its policies leave open are none its Services send to
@@ -53,7 +53,7 @@ func crossResourceRules() []Rule {
 			if len(mesh.ScopeOf(ra).TargetRefs) > 0 {
 				field = "spec.targetRefs"
 			}
-			who, witness := c.describe(open), c.protection(c.State, open[0]).tokenless()
+			who, witness := c.describe(open), c.protection(c.State, open[0]).Tokenless()
 			if len(first.open) > 0 {
 				word := "port"
 				if len(first.open) > 1 {
@@ -80,7 +80,7 @@ func crossResourceRules() []Rule {
 			if !usesToken(p) {
 				return nil
 			}
-			bare := c.workloadsWhere(p, func(f workloadFacts) bool { return !f.protection.verifies() })
+			bare := c.workloadsWhere(p, func(f workloadFacts) bool { return !f.Protection.Verifies() })
 			if len(bare) == 0 {
 				return nil
 			}
@@ -101,7 +101,7 @@ func crossResourceRules() []Rule {
 				if ztunnelAdmits(c.State, c.Settings.Root, w) {
 					effect = "and ztunnel, which enforces this policy for them, drops its rules on token attributes: only what other rules admit gets in"
 				}
-			case c.protection(c.State, w).admitsUnverified():
+			case c.protection(c.State, w).AdmitsUnverified():
 				effect = "so the rules of this policy on token attributes never match: only what other rules admit gets in"
 			}
 			return []Finding{finding("spec.rules",
@@ -126,10 +126,10 @@ func crossResourceRules() []Rule {
 			for _, w := range c.changedWorkloads() {
 				before, after := c.protection(c.Before, w), c.protection(c.State, w)
 				switch {
-				case before.requiresToken() && after.verifies() && !after.enforces(),
-					covered && !before.verifies() && before.enforces() && !after.enforces():
+				case before.RequiresToken() && after.Verifies() && !after.Enforces(),
+					covered && !before.Verifies() && before.Enforces() && !after.Enforces():
 					opened = append(opened, w)
-				case before.verifies() && before.deniesOnClaims() && !after.verifies() && after.deniesOnClaims():
+				case before.Verifies() && deniesOnClaimsAt(before) && !after.Verifies() && deniesOnClaimsAt(after):
 					undenied = append(undenied, w)
 				}
 			}
@@ -137,7 +137,7 @@ func crossResourceRules() []Rule {
 			var out []Finding
 			if len(opened) > 0 {
 				out = append(out, finding("spec",
-					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on a path no policy names); today they require one", verb, c.describe(opened), dataplane.DescribeRequest(c.protection(c.State, opened[0]).tokenless())),
+					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on a path no policy names); today they require one", verb, c.describe(opened), dataplane.DescribeRequest(c.protection(c.State, opened[0]).Tokenless())),
 					"first apply another AuthorizationPolicy that requires a token for these workloads, or keep this one"))
 			}
 			if len(undenied) > 0 {
@@ -161,11 +161,11 @@ func crossResourceRules() []Rule {
 			reported := map[pair]bool{}
 			var last *protection
 			for w, f := range c.eachWorkload(ra) {
-				if f.protection == last {
+				if f.Protection == last {
 					continue // as the workload before: the same findings
 				}
-				last = f.protection
-				for _, other := range f.protection.ras {
+				last = f.Protection
+				for _, other := range f.Protection.RAs {
 					if mesh.SameObject(other, ra) {
 						continue
 					}
@@ -203,7 +203,7 @@ func crossResourceRules() []Rule {
 			var lists []*issuersOf
 			var verified []*Workload // the workloads of every list
 			for w, f := range c.eachWorkload(p) {
-				is := f.protection.issuers()
+				is := f.Protection.Issuers()
 				if len(is) == 0 {
 					continue
 				}
@@ -256,7 +256,7 @@ func crossResourceRules() []Rule {
 					continue
 				}
 				for w, f := range c.eachWorkload(p) {
-					if is := f.protection.issuers(); len(is) > 1 {
+					if is := f.Protection.Issuers(); len(is) > 1 {
 						return []Finding{finding(m.field(),
 							fmt.Sprintf("\"*\" accepts a valid token from any of %d issuers configured for %s: %s", len(is), c.describe([]*Workload{w}), mesh.QuoteList(is)),
 							"name the issuer: requestPrincipals: [\"<issuer>/*\"]")}
@@ -321,7 +321,7 @@ func crossResourceRules() []Rule {
 					continue
 				}
 				unsplit := c.workloadsWhere(p, func(f workloadFacts) bool {
-					ras := f.protection.ras
+					ras := f.Protection.RAs
 					return len(ras) > 0 && !slices.ContainsFunc(ras, func(ra *RequestAuthentication) bool {
 						return slices.ContainsFunc(ra.Spec.JwtRules, func(j *jwtRule) bool { return slices.Contains(j.SpaceDelimitedClaims, claim) })
 					})
@@ -345,7 +345,7 @@ func crossResourceRules() []Rule {
 					continue
 				}
 				v1 := c.workloadsWhere(p, func(f workloadFacts) bool {
-					return slices.ContainsFunc(f.protection.issuers(), func(i string) bool {
+					return slices.ContainsFunc(f.Protection.Issuers(), func(i string) bool {
 						e, ok := parseEntra(i)
 						return ok && e.isV1Issuer()
 					})
@@ -450,7 +450,7 @@ type servedPorts struct {
 // ports, the workload's sidecar enforces them, and its Services send to port numbers. A
 // port no Service sends to may still be served; the finding names the ports users reach.
 func openServedPorts(st State, w *Workload, p protection) servedPorts {
-	if _, readsPort := p.tokenless()[rulefields.Port]; !readsPort || p.opening.viaWaypoint {
+	if _, readsPort := p.Tokenless()[rulefields.Port]; !readsPort || p.ViaWaypoint() {
 		return servedPorts{}
 	}
 	var served []string
@@ -468,7 +468,7 @@ func openServedPorts(st State, w *Workload, p protection) servedPorts {
 	if len(served) == 0 {
 		return servedPorts{}
 	}
-	open, witness := p.tokenlessOn(served)
+	open, witness := p.TokenlessOn(served)
 	witness = maps.Clone(witness)
 	delete(witness, rulefields.Port)
 	return servedPorts{open: open, witness: witness, known: true}

@@ -81,7 +81,7 @@ func podRules() []Rule {
 		Summary: "A Pod in a covered namespace that no RequestAuthentication with an enforcing AuthorizationPolicy selects.",
 		Why:     "Nothing checks its tokens: requests without one reach it.",
 		Check: judge(func(c *Context, w *Workload) []Finding {
-			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || mesh.IsProxy(w) || c.protection(c.State, w).requiresToken() {
+			if c.Operation == Update || c.Settings.Coverage == nil || optedOut(w) || mesh.IsProxy(w) || c.protection(c.State, w).RequiresToken() {
 				return nil
 			}
 			fix := fmt.Sprintf("apply a RequestAuthentication and an ALLOW policy with requestPrincipals selecting %s", labelString(c.Settings.Coverage.Labels))
@@ -105,7 +105,7 @@ func podRules() []Rule {
 			if why == "" && mesh.InjectionDisabled(c.State, w) {
 				field, why = "metadata.namespace", "its namespace disables sidecar injection (istio-injection: disabled)"
 			}
-			if why == "" || (c.Settings.Coverage == nil && len(c.protection(c.State, w).ras) == 0) {
+			if why == "" || (c.Settings.Coverage == nil && len(c.protection(c.State, w).RAs) == 0) {
 				return nil
 			}
 			return []Finding{finding(field,
