@@ -5,16 +5,18 @@ import "github.com/meshguard/meshguard/policy/dataplane"
 // What the proxies do with a class of request (policy/dataplane), under the names the
 // engine and the front doors know it by.
 type (
-	Verdict      = dataplane.Verdict
-	Token        = dataplane.Token
-	Shadow       = dataplane.Shadow
-	HopTrace     = dataplane.HopTrace
-	PolicyTrace  = dataplane.PolicyTrace
-	RuleTrace    = dataplane.RuleTrace
-	request      = dataplane.Request
-	compiledRule = dataplane.Rule
-	route        = dataplane.Route
-	hop          = dataplane.Hop
+	Verdict       = dataplane.Verdict
+	Token         = dataplane.Token
+	Shadow        = dataplane.Shadow
+	HopTrace      = dataplane.HopTrace
+	PolicyTrace   = dataplane.PolicyTrace
+	RuleTrace     = dataplane.RuleTrace
+	request       = dataplane.Request
+	compiledRule  = dataplane.Rule
+	route         = dataplane.Route
+	hop           = dataplane.Hop
+	protection    = dataplane.Protection
+	workloadFacts = dataplane.Facts
 )
 
 const (

@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
@@ -43,7 +44,7 @@ type Context struct {
 	// Several rules ask the same questions of one review: answer each once.
 	selections map[metav1.Object]*selection
 	// protectionMemos, one per state asked about (after the change, and before it).
-	protectionMemos []*protectionMemo
+	protectionMemos []*dataplane.Memo
 	seed            maphash.Seed
 	// jwks holds what inspectJWKS found of each inline key set: three rules ask.
 	jwks map[string][]jwksProblem
@@ -72,56 +73,6 @@ func (c *Context) stopped() bool {
 	default:
 		return false
 	}
-}
-
-// protectionMemo remembers what protects workloads in one state. What protects a workload
-// depends only on its namespace and labels, and often on fewer: a sidecar workload's
-// protection follows from the policies of its namespace and the root namespace that select
-// it, so the workloads of a namespace the same policies select share one, whatever else
-// their labels say (a mesh-wide policy's review asks of every Pod of the cluster, each with
-// its own pod-template-hash). Other workloads share one per label set.
-type protectionMemo struct {
-	state      State
-	root       string
-	seed       maphash.Seed
-	byPod      map[*Workload]workloadFacts
-	byLabels   map[labelsKey]*labelledProtection
-	namespaces map[string]*candidates
-	// atRoot are the root namespace's policies, candidates in every namespace.
-	atRoot *namespacePolicies
-	// last are the candidates last asked for.
-	last     *candidates
-	openings map[openingKey]request
-}
-
-// workloadFacts are what a review has worked out of one workload: whether it is in ambient
-// mode, and its protection once asked.
-type workloadFacts struct {
-	Ambient    bool
-	Protection *protection
-}
-
-type labelsKey struct {
-	namespace string
-	virtual   bool
-	hash      uint64 // labelsHash; equal hashes are told apart by the labels themselves
-}
-
-// labelledProtection is the protection of one label set; next is another label set
-// whose labelsKey is the same.
-type labelledProtection struct {
-	labels map[string]string
-	protection
-	next *labelledProtection
-}
-
-// labelsHash is the same for equal label sets, in whatever order a map gives them.
-func labelsHash(seed maphash.Seed, labels map[string]string) uint64 {
-	var h uint64
-	for k, v := range labels {
-		h += maphash.String(seed, k) ^ maphash.String(seed, v)*0x9e3779b97f4a7c15
-	}
-	return h
 }
 
 // selection is what a policy applies to after the change, and what the review has worked
@@ -191,129 +142,18 @@ func (c *Context) inAmbient(w *Workload) bool { return c.protectionMemoOf(c.Stat
 // ambientOf returns the workloads of ws that ztunnel intercepts.
 func (c *Context) ambientOf(ws []*Workload) []*Workload { return lacking(ws, c.inAmbient) }
 
-func (c *Context) protectionMemoOf(st State) *protectionMemo {
+func (c *Context) protectionMemoOf(st State) *dataplane.Memo {
 	for _, m := range c.protectionMemos {
-		if m.state == st {
+		if m.State() == st {
 			return m
 		}
 	}
 	if c.protectionMemos == nil {
 		c.seed = maphash.MakeSeed()
 	}
-	m := newProtectionMemo(st, c.Settings.Root, c.seed)
+	m := dataplane.NewMemo(st, c.Settings.Root, c.seed)
 	c.protectionMemos = append(c.protectionMemos, m)
 	return m
-}
-
-// Facts returns the facts of w: what the memo knows of it, completed, and not kept.
-func (m *protectionMemo) Facts(w *Workload) workloadFacts {
-	f, known := m.byPod[w]
-	return m.complete(w, f, known)
-}
-
-// Protection returns what guards w, kept for the review.
-func (m *protectionMemo) Protection(w *Workload) protection {
-	f, known := m.byPod[w]
-	if !known || f.Protection == nil {
-		f = m.complete(w, f, known)
-		m.byPod[w] = f
-	}
-	return *f.Protection
-}
-
-// complete works out what f, the facts of w, lacks: all of them unless known.
-func (m *protectionMemo) complete(w *Workload, f workloadFacts, known bool) workloadFacts {
-	if !known {
-		f.Ambient = m.ambient(w)
-	}
-	if f.Protection == nil {
-		f.Protection = m.protectionBy(w, f.Ambient)
-	}
-	return f
-}
-
-// ambient tells whether w is in ambient mode in m's state: a real workload's, from what it
-// keeps.
-func (m *protectionMemo) ambient(w *Workload) bool {
-	ns := m.candidatesOf(w)
-	if w.Virtual {
-		return ns.inAmbient(w)
-	}
-	return ns.keptFactsOf(w, m.root).ambient
-}
-
-// protectionBy finds w's protection among those m knows, or works it out: a sidecar
-// workload's by its class, the others' by their label set.
-func (m *protectionMemo) protectionBy(w *Workload, ambient bool) *protection {
-	if !w.Virtual && !ambient {
-		ns := m.candidatesOf(w)
-		if k, ok := ns.class(w, m.root, ns.keptFactsOf(w, m.root)); ok {
-			p := ns.classProtection(k)
-			if p == nil {
-				p = ns.protection(m.state, m.root, w, k, m.openings)
-				ns.addClass(k, p)
-			}
-			return p
-		}
-	}
-	return m.protectionByLabels(w)
-}
-
-// protectionByLabels finds w's protection among those m knows of its label set, or works
-// it out.
-func (m *protectionMemo) protectionByLabels(w *Workload) *protection {
-	k := labelsKey{w.Namespace, w.Virtual, labelsHash(m.seed, w.Labels)}
-	for known := m.byLabels[k]; known != nil; known = known.next {
-		if maps.Equal(known.labels, w.Labels) {
-			return &known.protection
-		}
-	}
-	e := &labelledProtection{labels: w.Labels, protection: protectionOf(m.state, m.root, w, m.openings), next: m.byLabels[k]}
-	m.byLabels[k] = e
-	return &e.protection
-}
-
-// InAmbient tells whether w is in ambient mode in m's state, kept for the review.
-func (m *protectionMemo) InAmbient(w *Workload) bool {
-	if f, known := m.byPod[w]; known {
-		return f.Ambient
-	}
-	ambient := m.ambient(w)
-	m.byPod[w] = workloadFacts{Ambient: ambient}
-	return ambient
-}
-
-func newProtectionMemo(st State, root string, seed maphash.Seed) *protectionMemo {
-	return &protectionMemo{state: st, root: root, seed: seed, byPod: map[*Workload]workloadFacts{},
-		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]request{}}
-}
-
-// candidatesOf returns the candidates of w's namespace.
-func (m *protectionMemo) candidatesOf(w *Workload) *candidates {
-	return m.candidatesIn(namespaceOf(w))
-}
-
-// candidatesIn returns the candidates of a namespace, listing them on first use.
-func (m *protectionMemo) candidatesIn(ns string) *candidates {
-	// A mesh-wide selection lists the workloads of a namespace together.
-	if m.last != nil && m.last.namespace == ns {
-		return m.last
-	}
-	if cands, ok := m.namespaces[ns]; ok {
-		m.last = cands
-		return cands
-	}
-	labels := m.state.Settings(ns).NamespaceLabels
-	cands := &candidates{namespace: ns, namespaceLabels: labels, enrolment: enrolmentOf(labels), own: compiledPolicies(m.state, ns)}
-	if ns != m.root {
-		if m.atRoot == nil {
-			m.atRoot = compiledPolicies(m.state, m.root)
-		}
-		cands.root = m.atRoot
-	}
-	m.namespaces[ns] = cands
-	m.last = cands
-	return cands
 }
 
 // Engine judges reviews against its catalog of rules.
@@ -480,6 +320,6 @@ func (e *Engine) Cover(st State, w *Workload) bool {
 		w.Annotations = map[string]string{}
 	}
 	w.Annotations[CoveredByAnnotation] = strings.Join(l.Guardrails, ",")
-	w.Memo.Store((*keptFacts)(nil)) // worked out from the labels it had
+	dataplane.ForgetFacts(w)
 	return true
 }

@@ -302,40 +302,6 @@ func TestReviewRegressions(t *testing.T) {
 	}
 }
 
-// TestProtectionByClass: what protects a sidecar workload is worked out once per namespace
-// and set of policies that select it, whatever else its labels say; workloads a policy
-// tells apart, a PeerAuthentication's selector too, or in another namespace, are told apart.
-func TestProtectionByClass(t *testing.T) {
-	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
-	allow := meshtest.AP(t, "shop", "web-require-jwt", allowRP)
-	strict := meshtest.PA(t, "shop", "strict", `{"selector":{"matchLabels":{"tier":"back"}},"mtls":{"mode":"STRICT"}}`)
-	web1 := meshtest.Pod("shop", "web-1", map[string]string{"app": "web", "tier": "front", "pod-template-hash": "5d8f"})
-	web2 := meshtest.Pod("shop", "web-2", map[string]string{"tier": "front", "app": "web", "pod-template-hash": "77c4"})
-	webBack := meshtest.Pod("shop", "web-3", map[string]string{"app": "web", "tier": "back"})
-	api := meshtest.Pod("shop", "api-1", map[string]string{"app": "api", "tier": "front"})
-	elsewhere := meshtest.Pod("dev", "web-1", map[string]string{"app": "web", "tier": "front"})
-	live := meshtest.Snapshot(ra, allow, strict, web1, web2, webBack, api, elsewhere)
-	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
-	for _, w := range []*Workload{web1, web2, webBack} {
-		if !c.protection(live, w).RequiresToken() {
-			t.Errorf("%s is not protected", w.Name)
-		}
-	}
-	if c.protection(live, api).Enforces() || c.protection(live, elsewhere).Verifies() {
-		t.Error("a Pod with other labels, or in another namespace, took the web Pods' protection")
-	}
-	m := c.protectionMemoOf(live)
-	if n := classes(m); n != 4 || len(m.byLabels) != 0 {
-		t.Errorf("want one entry per namespace and policies selecting (4), have %d, and %d by labels", n, len(m.byLabels))
-	}
-	if c.protection(live, web1).opening != c.protection(live, web2).opening {
-		t.Error("Pods the same policies select do not share their protection")
-	}
-	if c.protection(live, web1).opening == c.protection(live, webBack).opening {
-		t.Error("a Pod under another PeerAuthentication shares the protection of those it does not cover")
-	}
-}
-
 // TestPolicyMemo: what reviews compile of a namespace's policies and keep with the state is
 // not used once the namespace's policies change: when one is added to the snapshot, and in
 // the review of a change to them.
@@ -389,39 +355,6 @@ func TestKeptFacts(t *testing.T) {
 	}
 }
 
-// classes counts the classes of sidecar workloads m knows, in every namespace.
-func classes(m *protectionMemo) int {
-	n := 0
-	for _, ns := range m.namespaces {
-		n += len(ns.classes) + len(ns.moreClasses)
-	}
-	return n
-}
-
-// TestManyClasses: a namespace of more classes than it lists keeps the others apart too.
-func TestManyClasses(t *testing.T) {
-	objects := []metav1.Object{}
-	var pods []*Workload
-	for i := range 2 * maxListedClasses {
-		app := fmt.Sprintf("app-%d", i)
-		objects = append(objects, meshtest.RA(t, "shop", app, strings.Replace(goodRA, `"app":"web"`, `"app":"`+app+`"`, 1)))
-		pods = append(pods, meshtest.Pod("shop", app+"-1", map[string]string{"app": app}))
-	}
-	for _, p := range pods {
-		objects = append(objects, p)
-	}
-	live := meshtest.Snapshot(objects...)
-	c := NewEngine().context(Review{Operation: Create, Object: objects[0], State: live})
-	for i, p := range pods {
-		if ras := c.protection(live, p).RAs; len(ras) != 1 || ras[0].Name != p.Labels["app"] {
-			t.Errorf("Pod %d: RequestAuthentications %v", i, ras)
-		}
-	}
-	if n := classes(c.protectionMemoOf(live)); n != len(pods) {
-		t.Errorf("%d classes, want %d", n, len(pods))
-	}
-}
-
 // TestMG302Ambient: the effect MG302 names for an ambient Pod is ztunnel's, which enforces
 // a selector policy and drops its rules on token attributes: every connection refused
 // unless another rule admits some (as MG803 says of the same policy).
@@ -441,34 +374,6 @@ func TestMG302Ambient(t *testing.T) {
 		if i < 0 || !strings.Contains(fs[i].Message, "ztunnel") || !strings.Contains(fs[i].Message, c.effect) {
 			t.Errorf("%s: %v", c.name, fs)
 		}
-	}
-}
-
-// TestProtectionByLabels: an ambient workload's protection, which its waypoint decides, is
-// worked out once per label set and namespace, and label sets whose hashes collide are told
-// apart.
-func TestProtectionByLabels(t *testing.T) {
-	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
-	ambient := func(name, app string) *Workload {
-		return meshtest.Pod("shop", name, map[string]string{"app": app, DataplaneModeLabel: "ambient"})
-	}
-	web1, web2, api := ambient("web-1", "web"), ambient("web-2", "web"), ambient("api-1", "api")
-	live := meshtest.Snapshot(ra, web1, web2, api)
-	c := NewEngine().context(Review{Operation: Create, Object: ra, State: live})
-	for _, w := range []*Workload{web1, web2, api} {
-		if c.protection(live, w).Verifies() {
-			t.Errorf("%s: ztunnel loads no RequestAuthentication, yet its tokens are verified", w.Name)
-		}
-	}
-	m := c.protectionMemoOf(live)
-	if n := classes(m); len(m.byLabels) != 2 || n != 0 {
-		t.Errorf("want one entry per label set and namespace (2), have %d, and %d by class", len(m.byLabels), n)
-	}
-	// Labels whose hashes collide are still told apart.
-	k := labelsKey{"shop", false, labelsHash(c.seed, api.Labels)}
-	m.byLabels[k] = &labelledProtection{labels: web1.Labels, protection: protection{RAs: []*RequestAuthentication{ra}}, next: m.byLabels[k]}
-	if c.protection(live, ambient("api-2", "api")).Verifies() {
-		t.Error("an entry of other labels under the same hash was taken")
 	}
 }
 

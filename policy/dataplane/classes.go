@@ -1,11 +1,10 @@
-package policy
+package dataplane
 
 import (
 	"math/bits"
 	"slices"
 	"sync"
 
-	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
@@ -57,7 +56,7 @@ func (s *selectors) add(sc mesh.Scope) {
 
 // selecting returns which scopes apply to w, a bit each; false when there are too many to
 // tell.
-func (s *selectors) selecting(w *Workload, root string) (uint64, bool) {
+func (s *selectors) selecting(w *mesh.Workload, root string) (uint64, bool) {
 	if len(s.scopes) > maxSelecting || len(s.keys) > maxSelecting {
 		return 0, false
 	}
@@ -89,8 +88,8 @@ func (s *selectors) selecting(w *Workload, root string) (uint64, bool) {
 // PeerAuthentications with a selector. They are immutable once compiled, and shared by the
 // reviews that read the same policies of the namespace (PolicyMemo).
 type namespacePolicies struct {
-	ras []*RequestAuthentication
-	aps []*AuthorizationPolicy
+	ras []*mesh.RequestAuthentication
+	aps []*mesh.AuthorizationPolicy
 	selectors
 	// kept: a memo keeps them, under the name of their namespace, so that workloads may
 	// keep what was worked out against them (keptFacts).
@@ -108,7 +107,7 @@ type keptOpening struct {
 	plaintext bool
 }
 
-func compileNamespace(ras []*RequestAuthentication, aps []*AuthorizationPolicy, pas []*PeerAuthentication) *namespacePolicies {
+func compileNamespace(ras []*mesh.RequestAuthentication, aps []*mesh.AuthorizationPolicy, pas []*mesh.PeerAuthentication) *namespacePolicies {
 	n := &namespacePolicies{ras: ras, aps: aps}
 	// Room for every scope at once: a namespace's policies are compiled on most writes.
 	room := len(ras) + len(aps) + len(pas)
@@ -139,19 +138,19 @@ func picked[T any](out, list []T, selected uint64, offset int) []T {
 
 // opening returns the tokenless opening of aps, the AuthorizationPolicies of n that the
 // bits of selected name, evaluating it the first time it is asked.
-func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*AuthorizationPolicy) request {
+func (n *namespacePolicies) opening(selected uint64, plaintext bool, aps []*mesh.AuthorizationPolicy) Request {
 	key := keptOpening{selected >> len(n.ras) & (1<<len(n.aps) - 1), plaintext}
 	if witness, ok := n.openings.Load(key); ok {
-		return witness.(request)
+		return witness.(Request)
 	}
-	witness := dataplane.EnforcementOf(aps, plaintext).TokenlessOpening()
+	witness := EnforcementOf(aps, plaintext).TokenlessOpening()
 	n.openings.Store(key, witness)
 	return witness
 }
 
 // compiledPolicies returns the policies of namespace ns in st, compiled, from st's memo
 // where it keeps one.
-func compiledPolicies(st State, ns string) *namespacePolicies {
+func compiledPolicies(st mesh.State, ns string) *namespacePolicies {
 	var memo *mesh.Memo
 	if m, ok := st.(mesh.Memos); ok {
 		memo = m.PolicyMemo(ns)
@@ -182,7 +181,7 @@ type candidates struct {
 	mtls mtlsOnce
 	// classes are the classes of the namespace's sidecar workloads found so far.
 	classes     []class
-	moreClasses map[classKey]*protection
+	moreClasses map[classKey]*Protection
 }
 
 // enrolment is what of a namespace's labels decides whether its workloads are enrolled
@@ -190,7 +189,7 @@ type candidates struct {
 type enrolment struct{ mode, injection, revision string }
 
 func enrolmentOf(namespaceLabels map[string]string) enrolment {
-	return enrolment{namespaceLabels[DataplaneModeLabel], namespaceLabels[mesh.InjectionLabel], namespaceLabels[mesh.RevisionLabel]}
+	return enrolment{namespaceLabels[mesh.DataplaneModeLabel], namespaceLabels[mesh.InjectionLabel], namespaceLabels[mesh.RevisionLabel]}
 }
 
 // keptFacts are what only a workload's labels and its namespace's own policies and labels
@@ -207,25 +206,28 @@ type keptFacts struct {
 	ambient   bool
 }
 
-// namespaceOf is w's namespace, read from its kept facts when it has some: the name there is
+// NamespaceOf is w's namespace, read from its kept facts when it has some: the name there is
 // its namespace's candidates', shared by its workloads, and asking it of 100,000 Pods
 // does not read their metadata.
-func namespaceOf(w *Workload) string {
+func NamespaceOf(w *mesh.Workload) string {
 	if k := keptFactsIn(w); k != nil {
 		return k.namespace
 	}
 	return w.Namespace
 }
 
+// ForgetFacts drops the facts w keeps: they were worked out from labels it no longer has.
+func ForgetFacts(w *mesh.Workload) { w.Memo.Store((*keptFacts)(nil)) }
+
 // keptFactsIn are the facts w keeps (Workload.Memo), or nil.
-func keptFactsIn(w *Workload) *keptFacts {
+func keptFactsIn(w *mesh.Workload) *keptFacts {
 	k, _ := w.Memo.Load().(*keptFacts)
 	return k
 }
 
 // keptFactsOf returns the kept facts of w, working them out if they are missing or were
 // worked out against other policies or labels of its namespace.
-func (c *candidates) keptFactsOf(w *Workload, root string) *keptFacts {
+func (c *candidates) keptFactsOf(w *mesh.Workload, root string) *keptFacts {
 	if k := keptFactsIn(w); k != nil && k.policies == c.own && k.enrolment == c.enrolment {
 		return k
 	}
@@ -246,22 +248,22 @@ type classKey struct{ root, own uint64 }
 const maxListedClasses = 16
 
 // classProtection returns the protection of class k of the namespace, or nil.
-func (c *candidates) classProtection(k classKey) *protection {
+func (c *candidates) classProtection(k classKey) *Protection {
 	for _, known := range c.classes {
 		if known.key == k {
-			return known.protection
+			return known.Protection
 		}
 	}
 	return c.moreClasses[k]
 }
 
-func (c *candidates) addClass(k classKey, p *protection) {
+func (c *candidates) addClass(k classKey, p *Protection) {
 	if len(c.classes) < maxListedClasses {
 		c.classes = append(c.classes, class{k, p})
 		return
 	}
 	if c.moreClasses == nil {
-		c.moreClasses = map[classKey]*protection{}
+		c.moreClasses = map[classKey]*Protection{}
 	}
 	c.moreClasses[k] = p
 }
@@ -269,12 +271,12 @@ func (c *candidates) addClass(k classKey, p *protection) {
 // class is a class of a namespace's sidecar workloads, and their protection.
 type class struct {
 	key        classKey
-	protection *protection
+	Protection *Protection
 }
 
 // class returns the key of the class of w, whose kept facts are k; false when there are
 // too many policies to tell.
-func (c *candidates) class(w *Workload, root string, k *keptFacts) (classKey, bool) {
+func (c *candidates) class(w *mesh.Workload, root string, k *keptFacts) (classKey, bool) {
 	key := classKey{own: k.own}
 	if c.root == nil {
 		return key, k.ownOK
@@ -284,22 +286,22 @@ func (c *candidates) class(w *Workload, root string, k *keptFacts) (classKey, bo
 	return key, rootOK && k.ownOK
 }
 
-func (c *candidates) inAmbient(w *Workload) bool {
+func (c *candidates) inAmbient(w *mesh.Workload) bool {
 	return !w.HostNetwork && mesh.EnrolledInAmbient(c.namespaceLabels, w)
 }
 
 // protection is the protection of the sidecar workloads of class k, w one of them:
 // protectionOf's, without asking every policy of each workload.
-func (c *candidates) protection(st State, root string, w *Workload, k classKey, openings map[openingKey]request) *protection {
+func (c *candidates) Protection(st mesh.State, root string, w *mesh.Workload, k classKey, openings map[openingKey]Request) *Protection {
 	// One allocation for the protection and its opening, one for each list of policies.
 	both := &struct {
-		protection
+		Protection
 		opening
 	}{opening: opening{st: st, root: root, w: w, byPolicies: openings}}
-	p := &both.protection
+	p := &both.Protection
 	p.opening = &both.opening
 	room := bits.OnesCount64(k.root) + bits.OnesCount64(k.own)
-	p.RAs, p.APs = make([]*RequestAuthentication, 0, room), make([]*AuthorizationPolicy, 0, room)
+	p.RAs, p.APs = make([]*mesh.RequestAuthentication, 0, room), make([]*mesh.AuthorizationPolicy, 0, room)
 	if c.root != nil {
 		p.RAs = picked(p.RAs, c.root.ras, k.root, 0)
 		p.APs = picked(p.APs, c.root.aps, k.root, len(c.root.ras))
