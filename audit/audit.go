@@ -25,6 +25,7 @@ import (
 
 	"github.com/meshguard/meshguard/live"
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // ManagedBy labels the Reports meshguard writes, and only those are its to replace.
@@ -63,7 +64,7 @@ func Desired(e *policy.Engine, st policy.State, namespaces []string) []*reportsv
 			}
 		}
 		// Workloads, as they run: relabelled, or created unlabelled, while meshguard was down.
-		for _, w := range live.Owners(policy.Covered(st, ns)) {
+		for _, w := range live.Owners(products.Covered(st, ns)) {
 			judge(w)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // Result is a finding and where it was read: the file and document of its object, and the
@@ -113,10 +114,10 @@ func (r *Report) Append(o Report) {
 
 // On keeps the findings on workload w and on the policies named: those that bear on a
 // request to w (explain) or on what protects it (coverage).
-func (r Report) On(w *policy.Workload, policies []policy.PolicyRef) []Result {
+func (r Report) On(w *policy.Workload, policies []products.PolicyRef) []Result {
 	var out []Result
 	for _, res := range r.Results {
-		if res.Object == metav1.Object(w) || slices.Contains(policies, policy.PolicyRef{Kind: res.Kind, Namespace: res.Namespace, Name: res.ObjectName}) {
+		if res.Object == metav1.Object(w) || slices.Contains(policies, products.PolicyRef{Kind: res.Kind, Namespace: res.Namespace, Name: res.ObjectName}) {
 			out = append(out, res)
 		}
 	}

@@ -13,8 +13,6 @@ type (
 	RuleTrace     = dataplane.RuleTrace
 	request       = dataplane.Request
 	compiledRule  = dataplane.Rule
-	route         = dataplane.Route
-	hop           = dataplane.Hop
 	protection    = dataplane.Protection
 	workloadFacts = dataplane.Facts
 )

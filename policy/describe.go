@@ -65,14 +65,3 @@ func labelString(l map[string]string) string {
 	}
 	return strings.Join(parts, ",")
 }
-
-// lacking returns the workloads of a policy for which bad holds.
-func lacking(ws []*Workload, bad func(w *Workload) bool) []*Workload {
-	var out []*Workload
-	for _, w := range ws {
-		if bad(w) {
-			out = append(out, w)
-		}
-	}
-	return out
-}

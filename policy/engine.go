@@ -140,7 +140,7 @@ func (c *Context) protection(st State, w *Workload) protection {
 func (c *Context) inAmbient(w *Workload) bool { return c.protectionMemoOf(c.State).InAmbient(w) }
 
 // ambientOf returns the workloads of ws that ztunnel intercepts.
-func (c *Context) ambientOf(ws []*Workload) []*Workload { return lacking(ws, c.inAmbient) }
+func (c *Context) ambientOf(ws []*Workload) []*Workload { return mesh.WorkloadsWhere(ws, c.inAmbient) }
 
 func (c *Context) protectionMemoOf(st State) *dataplane.Memo {
 	for _, m := range c.protectionMemos {

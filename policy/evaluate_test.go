@@ -191,15 +191,3 @@ func TestMG812CrossNamespace(t *testing.T) {
 		t.Errorf("deleting the shared waypoint: %v", rules(fs))
 	}
 }
-
-// TestNormalizedPath: the dot segments of a request's path are resolved before matching.
-func TestNormalizedPath(t *testing.T) {
-	for in, want := range map[string]string{
-		"/public/../admin": "/admin", "/../admin": "/admin", "/a/./b": "/a/b", "/a/b/..": "/a/",
-		"//admin": "//admin", "/a/../b?x=/../c": "/b?x=/../c",
-	} {
-		if got := normalizedPath(in); got != want {
-			t.Errorf("%q: %q, want %q", in, got, want)
-		}
-	}
-}

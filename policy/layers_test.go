@@ -17,12 +17,13 @@ var layers = map[string][]string{
 	"policy/mesh":       {"api/v1alpha1"},
 	"policy/dataplane":  {"policy/mesh", "policy/rulefields"},
 	"policy":            {"api/v1alpha1", "policy/dataplane", "policy/mesh", "policy/rulefields"},
+	"policy/products":   {"policy/dataplane", "policy/mesh", "policy/rulefields"},
 	"kinds":             {"api/v1alpha1", "policy"},
 	"live":              {"kinds", "policy"},
-	"check":             {"kinds", "policy"},
-	"audit":             {"live", "policy"},
+	"check":             {"kinds", "policy", "policy/products"},
+	"audit":             {"live", "policy", "policy/products"},
 	"webhook":           {"api/v1alpha1", "certs", "kinds", "policy"},
-	"cmd/meshguard":     {"audit", "certs", "check", "kinds", "live", "policy", "webhook"},
+	"cmd/meshguard":     {"audit", "certs", "check", "kinds", "live", "policy", "policy/products", "webhook"},
 }
 
 // TestLayers holds the module's import graph (go list) to layers.

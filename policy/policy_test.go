@@ -14,9 +14,10 @@ import (
 	"github.com/meshguard/meshguard/api/v1alpha1"
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/mesh/meshtest"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
-const iss = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
+const iss = meshtest.Issuer
 
 // rules lists "ID action" for findings, to compare in tests.
 func rules(fs []Finding) []string {
@@ -43,8 +44,8 @@ func has(fs []Finding, rule string) bool {
 }
 
 const (
-	goodRA  = `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"` + iss + `","jwksUri":"https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys","audiences":["api://web"]}]}`
-	allowRP = `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["` + iss + `/*"]}}]}]}`
+	goodRA  = meshtest.WebRA
+	allowRP = meshtest.WebRequireJWT
 )
 
 func TestPrincipalProblem(t *testing.T) {
@@ -533,7 +534,7 @@ func TestLeavingAmbient(t *testing.T) {
 			t.Errorf("%s: findings %v", c.name, rules(fs))
 		}
 	}
-	if got := CoverageOf(meshtest.Snapshot(ns, ra, left), "istio-system", left); got.Verdict != NotEnforced || len(got.EnforcedBy) > 0 {
+	if got := products.CoverageOf(meshtest.Snapshot(ns, ra, left), "istio-system", left); got.Verdict != products.NotEnforced || len(got.EnforcedBy) > 0 {
 		t.Errorf("coverage of a Pod out of ambient mode: %s by %v", got.Verdict, got.EnforcedBy)
 	}
 }
@@ -628,41 +629,6 @@ func TestWaypointUnboundOtherwise(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s: MG812 at %q, want %q", c.name, got, c.want)
 		}
-	}
-}
-
-// TestCoverageNotEnforced: a workload protected as written is not-enforced where no proxy
-// applies its JWT policies: ambient, its RequestAuthentication selecting it, which no
-// proxy loads (MG801); or in a namespace that turns injection off, with no sidecar.
-func TestCoverageNotEnforced(t *testing.T) {
-	for name, nsLabels := range map[string]map[string]string{
-		"ambient, its RequestAuthentication by selector": {DataplaneModeLabel: "ambient"},
-		"injection disabled":                             {mesh.InjectionLabel: "disabled"},
-	} {
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: nsLabels}}
-		w := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
-		st := meshtest.Snapshot(ns, w, meshtest.RA(t, "shop", "web-jwt", goodRA), meshtest.AP(t, "shop", "web-require-jwt", allowRP))
-		if got := CoverageOf(st, DefaultRootNamespace, w); got.Verdict != NotEnforced {
-			t.Errorf("%s: coverage %s, want %s", name, got.Verdict, NotEnforced)
-		}
-	}
-}
-
-// TestCoveredLeavesOutTheControlPlane: istiod, ztunnel and the CNI agent of the root
-// namespace are not workloads to report; a tenant's Pod labelled like them is.
-func TestCoveredLeavesOutTheControlPlane(t *testing.T) {
-	st := meshtest.Snapshot(
-		meshtest.Pod(DefaultRootNamespace, "istiod-1", map[string]string{"app": "istiod"}),
-		meshtest.Pod(DefaultRootNamespace, "ztunnel-1", map[string]string{"app": "ztunnel"}),
-		meshtest.Pod(DefaultRootNamespace, "istio-cni-node-1", map[string]string{"k8s-app": "istio-cni-node"}),
-		meshtest.Pod("shop", "istiod-1", map[string]string{"app": "istiod"}),
-	)
-	var got []string
-	for _, w := range Covered(st, "") {
-		got = append(got, w.Namespace+"/"+w.Name)
-	}
-	if !slices.Equal(got, []string{"shop/istiod-1"}) {
-		t.Errorf("covered %v, want only shop/istiod-1", got)
 	}
 }
 

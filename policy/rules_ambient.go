@@ -226,7 +226,7 @@ func ambientRules() []Rule {
 					fmt.Sprintf("Istio 1.24 and later no longer label gateway Pods %s: gateways created since match no selector on it", mesh.RemovedGatewayNameLabel),
 					"attach the policy to the Gateway: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <gateway>}]")}
 			}
-			waypoints := lacking(s.SelectedBy(c.State, c.Settings.Root), func(w *Workload) bool { return mesh.IsWaypoint(w.Labels) })
+			waypoints := mesh.WorkloadsWhere(s.SelectedBy(c.State, c.Settings.Root), func(w *Workload) bool { return mesh.IsWaypoint(w.Labels) })
 			if len(waypoints) == 0 && !mesh.IsWaypoint(s.Labels) {
 				return nil
 			}

@@ -513,7 +513,7 @@ func identityMatchesPlaintext(c *Context) []Finding {
 		if len(opens)+len(closes) == 0 || mesh.ScopeOf(p).WaypointOnly(c.State) {
 			return nil
 		}
-		plain := lacking(c.workloadsOf(p), func(w *Workload) bool {
+		plain := mesh.WorkloadsWhere(c.workloadsOf(p), func(w *Workload) bool {
 			return mesh.MTLSMode(c.State, c.Settings.Root, w) != securityv1beta1.PeerAuthentication_MutualTLS_STRICT
 		})
 		if len(plain) == 0 {

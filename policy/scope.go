@@ -33,7 +33,7 @@ func (c *Context) lostStrictMTLS() []*Workload {
 	if c.Before == nil {
 		return nil
 	}
-	return lacking(c.changedWorkloads(), func(w *Workload) bool {
+	return mesh.WorkloadsWhere(c.changedWorkloads(), func(w *Workload) bool {
 		return mesh.MTLSStrict(c.Before, c.Settings.Root, w) && !mesh.MTLSStrict(c.State, c.Settings.Root, w)
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // An access map is coverage as a picture: entry points (outside the mesh, the mesh's
@@ -45,12 +46,12 @@ const (
 
 // verdictColours colour workloads by verdict, from best to worst, in the legend's order.
 var verdictColours = []struct{ verdict, fill string }{
-	{policy.Protected, "#2e7d32"},
-	{policy.Partial, "#827717"},
-	{policy.Locked, "#455a64"},
-	{policy.TokenOptional, "#e65100"},
-	{policy.Open, "#c62828"},
-	{policy.NotEnforced, "#6a1b9a"},
+	{products.Protected, "#2e7d32"},
+	{products.Partial, "#827717"},
+	{products.Locked, "#455a64"},
+	{products.TokenOptional, "#e65100"},
+	{products.Open, "#c62828"},
+	{products.NotEnforced, "#6a1b9a"},
 }
 
 // newAccessMap lays out a coverage report. Pods alike (one namespace, Services, verdict
@@ -67,19 +68,19 @@ func newAccessMap(r coverageReport) accessMap {
 		m.entries = append(m.entries, mapNode{id: id, label: label, class: "entry"})
 		return id
 	}
-	entry(policy.FromOutside)
-	entry(policy.FromMesh)
+	entry(products.FromOutside)
+	entry(products.FromMesh)
 	for _, g := range r.IngressGateways {
 		id := entry("ingress " + g.Namespace + "/" + g.Name)
 		for _, a := range g.Access {
-			if a.From == policy.FromOutside && a.Needs != policy.Refused {
-				m.edges = append(m.edges, mapEdge{entryID[policy.FromOutside], id, needs(a)})
+			if a.From == products.FromOutside && a.Needs != products.Refused {
+				m.edges = append(m.edges, mapEdge{entryID[products.FromOutside], id, needs(a)})
 			}
 		}
 	}
 
 	type group struct {
-		first policy.WorkloadCoverage
+		first products.WorkloadCoverage
 		alike int
 	}
 	var groups []*group
@@ -93,7 +94,7 @@ func newAccessMap(r coverageReport) accessMap {
 	}
 	// The most exposed first, so that a capped map shows what needs fixing.
 	slices.SortStableFunc(groups, func(a, b *group) int {
-		return policy.Exposure(b.first.Verdict) - policy.Exposure(a.first.Verdict)
+		return products.Exposure(b.first.Verdict) - products.Exposure(a.first.Verdict)
 	})
 
 	nsIndex := map[string]int{}
@@ -119,7 +120,7 @@ func newAccessMap(r coverageReport) accessMap {
 			targets = []string{wid}
 		}
 		for _, a := range c.Access {
-			if a.Needs == policy.Refused {
+			if a.Needs == products.Refused {
 				continue
 			}
 			for _, t := range targets {
@@ -161,8 +162,8 @@ func newAccessMap(r coverageReport) accessMap {
 }
 
 // alike tells whether two workloads are drawn as one: Pods of one owner.
-func alike(a, b policy.WorkloadCoverage) bool {
-	return a.Namespace == b.Namespace && a.Verdict == b.Verdict && slices.Equal(a.Services, b.Services) && slices.EqualFunc(a.Access, b.Access, func(x, y policy.Access) bool {
+func alike(a, b products.WorkloadCoverage) bool {
+	return a.Namespace == b.Namespace && a.Verdict == b.Verdict && slices.Equal(a.Services, b.Services) && slices.EqualFunc(a.Access, b.Access, func(x, y products.Access) bool {
 		return x.From == y.From && needs(x) == needs(y)
 	}) && commonStem(a.Name, b.Name)
 }
@@ -175,14 +176,14 @@ func commonStem(a, b string) bool {
 }
 
 // needs says what a request needs on an edge.
-func needs(a policy.Access) string {
+func needs(a products.Access) string {
 	switch a.Needs {
-	case policy.NeedsNothing:
+	case products.NeedsNothing:
 		if len(a.Only) > 0 {
 			return "no token, on " + strings.Join(a.Only, ", ") + " only"
 		}
 		return "no token"
-	case policy.NeedsIdentity:
+	case products.NeedsIdentity:
 		return "mTLS as " + strings.Join(a.Identities, ", ")
 	}
 	s := "token of " + strings.Join(a.Issuers, ", ")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshguard/meshguard/check"
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 type coverageOptions struct {
@@ -78,12 +79,12 @@ token-optional: that too), 2 on bad usage or input.`,
 
 // coverageReport is coverage's JSON output.
 type coverageReport struct {
-	Workloads []policy.WorkloadCoverage `json:"workloads"`
+	Workloads []products.WorkloadCoverage `json:"workloads"`
 	// IngressGateways are judged as workloads are, at the gateway: where most JWT checks
 	// of requests from outside live. Their verdicts are not in the summary nor --fail-on's:
 	// a gateway forwards to workloads, whose own verdicts count.
-	IngressGateways []policy.WorkloadCoverage `json:"ingressGateways"`
-	Summary         map[string]int            `json:"summary"`
+	IngressGateways []products.WorkloadCoverage `json:"ingressGateways"`
+	Summary         map[string]int              `json:"summary"`
 }
 
 func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
@@ -92,7 +93,7 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 		return usageError("-o %q: want one of %s", o.output, strings.Join(coverageFormats, ", "))
 	case o.baseline != "" && o.output != "markdown":
 		return usageError("--baseline compares for -o markdown only")
-	case o.failOn != "" && o.failOn != policy.Open && o.failOn != policy.TokenOptional:
+	case o.failOn != "" && o.failOn != products.Open && o.failOn != products.TokenOptional:
 		return usageError("--fail-on %q: want open or token-optional", o.failOn)
 	case o.all && o.namespace != "":
 		return usageError("-n and -A: give one")
@@ -105,13 +106,13 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 	run := check.Run(engine, in.bundle) // labels covered workloads, as admission would
 	root := in.bundle.State.Settings("").Root
 	report := coverageReport{Summary: map[string]int{}}
-	gateways := policy.IngressGateways(in.bundle.State, "")
-	judge := func(ws []*policy.Workload) []policy.WorkloadCoverage {
-		out := []policy.WorkloadCoverage{}
+	gateways := products.IngressGateways(in.bundle.State, "")
+	judge := func(ws []*policy.Workload) []products.WorkloadCoverage {
+		out := []products.WorkloadCoverage{}
 		for _, w := range ws {
-			c := policy.CoverageOf(in.bundle.State, root, w)
+			c := products.CoverageOf(in.bundle.State, root, w)
 			if o.output != "text" {
-				c.Services, c.Access = policy.ServicesOf(in.bundle.State, w), policy.AccessTo(in.bundle.State, root, w, gateways)
+				c.Services, c.Access = products.ServicesOf(in.bundle.State, w), products.AccessTo(in.bundle.State, root, w, gateways)
 			}
 			for _, r := range run.On(w, c.Policies) {
 				if !slices.Contains(c.Rules, r.Rule) {
@@ -127,7 +128,7 @@ func (o *coverageOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wr
 	exposed := false
 	for _, c := range report.Workloads {
 		report.Summary[c.Verdict]++
-		exposed = exposed || o.failOn != "" && policy.Exposure(c.Verdict) >= policy.Exposure(o.failOn)
+		exposed = exposed || o.failOn != "" && products.Exposure(c.Verdict) >= products.Exposure(o.failOn)
 	}
 	switch o.output {
 	case "json":
@@ -168,7 +169,7 @@ func writeCoverage(w io.Writer, r coverageReport) error {
 		}
 		return strings.Join(s, ",")
 	}
-	table := func(title string, rows []policy.WorkloadCoverage) {
+	table := func(title string, rows []products.WorkloadCoverage) {
 		fmt.Fprintf(tw, "NAMESPACE\t%s\tVERDICT\tENFORCED BY\tISSUERS\tEXEMPT\tRULES\n", title)
 		for i, c := range rows {
 			ns := c.Namespace
@@ -201,7 +202,7 @@ func verdicts(total int, thing string, n map[string]int) string {
 		line = "1 " + thing
 	}
 	sep := ": "
-	for _, v := range []string{policy.Protected, policy.Partial, policy.Locked, policy.TokenOptional, policy.Open, policy.NotEnforced} {
+	for _, v := range []string{products.Protected, products.Partial, products.Locked, products.TokenOptional, products.Open, products.NotEnforced} {
 		if n[v] > 0 {
 			line += fmt.Sprintf("%s%d %s", sep, n[v], v)
 			sep = ", "
@@ -237,7 +238,7 @@ func writeMarkdown(w io.Writer, r coverageReport, before *coverageReport) error 
 		fmt.Fprintf(&b, "; %s", verdicts(len(r.IngressGateways), "ingress gateway", byVerdict))
 	}
 	b.WriteString("\n\n")
-	row := func(c policy.WorkloadCoverage, verdict string) {
+	row := func(c products.WorkloadCoverage, verdict string) {
 		rules := strings.Join(c.Rules, ", ")
 		if rules == "" {
 			rules = "–"
@@ -246,24 +247,24 @@ func writeMarkdown(w io.Writer, r coverageReport, before *coverageReport) error 
 	}
 	header := "| Namespace | Workload | Verdict | Who gets in | Rules |\n|---|---|---|---|---|\n"
 	if before != nil {
-		was := map[string]policy.WorkloadCoverage{}
+		was := map[string]products.WorkloadCoverage{}
 		for _, c := range before.Workloads {
 			was[c.Kind+"/"+c.Namespace+"/"+c.Name] = c
 		}
-		var opens, closes []policy.WorkloadCoverage
+		var opens, closes []products.WorkloadCoverage
 		for _, c := range r.Workloads {
 			old, ok := was[c.Kind+"/"+c.Namespace+"/"+c.Name]
 			switch {
-			case !ok && policy.Exposure(c.Verdict) > 0, ok && policy.Exposure(c.Verdict) > policy.Exposure(old.Verdict):
+			case !ok && products.Exposure(c.Verdict) > 0, ok && products.Exposure(c.Verdict) > products.Exposure(old.Verdict):
 				opens = append(opens, c)
-			case ok && policy.Exposure(c.Verdict) < policy.Exposure(old.Verdict):
+			case ok && products.Exposure(c.Verdict) < products.Exposure(old.Verdict):
 				closes = append(closes, c)
 			}
 		}
 		fmt.Fprintf(&b, "This change **opens %d** and **closes %d** workloads.\n\n", len(opens), len(closes))
 		for _, part := range []struct {
 			title string
-			rows  []policy.WorkloadCoverage
+			rows  []products.WorkloadCoverage
 		}{{"Opened", opens}, {"Closed", closes}} {
 			if len(part.rows) == 0 {
 				continue
@@ -279,9 +280,9 @@ func writeMarkdown(w io.Writer, r coverageReport, before *coverageReport) error 
 			b.WriteString("\n")
 		}
 	}
-	var exposed []policy.WorkloadCoverage
+	var exposed []products.WorkloadCoverage
 	for _, c := range r.Workloads {
-		if policy.Exposure(c.Verdict) > 0 {
+		if products.Exposure(c.Verdict) > 0 {
 			exposed = append(exposed, c)
 		}
 	}
@@ -304,14 +305,14 @@ func writeMarkdown(w io.Writer, r coverageReport, before *coverageReport) error 
 }
 
 // why says who gets in without a token, from where.
-func why(c policy.WorkloadCoverage) string {
+func why(c products.WorkloadCoverage) string {
 	var parts []string
 	for _, a := range c.Access {
-		if a.Needs == policy.NeedsNothing || a.Needs == policy.NeedsToken && len(a.Exempt) > 0 {
+		if a.Needs == products.NeedsNothing || a.Needs == products.NeedsToken && len(a.Exempt) > 0 {
 			parts = append(parts, a.From+": "+needs(a))
 		}
 	}
-	if c.Verdict == policy.NotEnforced {
+	if c.Verdict == products.NotEnforced {
 		parts = append([]string{"no proxy enforces its policies"}, parts...)
 	}
 	if len(parts) == 0 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshguard/meshguard/check"
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 type explainOptions struct {
@@ -153,7 +154,7 @@ func (o *explainOptions) run(ctx context.Context, stdin io.Reader, stdout io.Wri
 // explanation is a request's explanation; for a Service of several workloads, the first
 // one's, and each one's verdict.
 type explanation struct {
-	*policy.Explanation
+	*products.Explanation
 	Backends []backend `json:"backends,omitempty"`
 }
 
@@ -176,14 +177,14 @@ func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*e
 	if err != nil {
 		return nil, nil, err
 	}
-	if flags.Via == policy.ViaWaypoint && req.FromPrincipal == "" && !flags.FromPlaintext {
+	if flags.Via == products.ViaWaypoint && req.FromPrincipal == "" && !flags.FromPlaintext {
 		// A waypoint takes callers of the mesh only: by default one of the workload's
 		// namespace.
 		req.FromPrincipal = "cluster.local/ns/" + ws[0].Namespace + "/sa/default"
 	}
 	var out *explanation
 	for _, w := range ws {
-		e, err := policy.Explain(in.bundle.State, in.bundle.State.Settings("").Root, w, flags.Via, req)
+		e, err := products.Explain(in.bundle.State, in.bundle.State.Settings("").Root, w, flags.Via, req)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -207,8 +208,8 @@ func (in *input) explain(ctx context.Context, to string, flags requestFlags) (*e
 }
 
 // request reads the flags of a request.
-func (f requestFlags) request() (policy.Request, error) {
-	req := policy.Request{Method: f.Method, Path: f.Path, Host: f.Host, Port: f.Port, Headers: f.Headers, FromIP: f.FromIP, FromPrincipal: f.FromPrincipal}
+func (f requestFlags) request() (products.Request, error) {
+	req := products.Request{Method: f.Method, Path: f.Path, Host: f.Host, Port: f.Port, Headers: f.Headers, FromIP: f.FromIP, FromPrincipal: f.FromPrincipal}
 	switch {
 	case f.FromPlaintext && (f.FromPrincipal != "" || f.FromNamespace != ""):
 		return req, fmt.Errorf("--from-plaintext: a caller without mTLS has no principal nor namespace")
@@ -238,7 +239,7 @@ func (f requestFlags) request() (policy.Request, error) {
 
 // findingsOn are the findings of the run on the objects the request met: the workload,
 // and the policies on its path.
-func findingsOn(report check.Report, e *policy.Explanation, w *policy.Workload) []policy.Finding {
+func findingsOn(report check.Report, e *products.Explanation, w *policy.Workload) []policy.Finding {
 	findings := []policy.Finding{}
 	for _, r := range report.On(w, e.Objects) {
 		findings = append(findings, r.Finding)
@@ -353,12 +354,12 @@ func (o *explainOptions) writeProxies(ctx context.Context, in *input, stdout io.
 		return usageError("%v", err)
 	}
 	type workload struct {
-		Workload string                    `json:"workload"`
-		Proxies  []policy.ProxyEnforcement `json:"proxies"`
+		Workload string                      `json:"workload"`
+		Proxies  []products.ProxyEnforcement `json:"proxies"`
 	}
 	out := make([]workload, len(ws))
 	for i, w := range ws {
-		out[i] = workload{fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name), policy.EnforcementAt(in.bundle.State, in.bundle.State.Settings("").Root, w)}
+		out[i] = workload{fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name), products.EnforcementAt(in.bundle.State, in.bundle.State.Settings("").Root, w)}
 	}
 	if o.output == "json" {
 		enc := json.NewEncoder(stdout)

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // TestExplainConformance runs `meshguard explain --cases` over the conformance corpus:
@@ -127,11 +128,11 @@ func TestCoverageCLI(t *testing.T) {
 		if code := run([]string{"coverage", "-f", c.bundle, "-o", "json"}, nil, &stdout, &stderr); code != 0 {
 			t.Fatalf("%s: exit %d\n%s", c.bundle, code, stderr.String())
 		}
-		var report struct{ Workloads, IngressGateways []policy.WorkloadCoverage }
+		var report struct{ Workloads, IngressGateways []products.WorkloadCoverage }
 		if err := json.Unmarshal(stdout.Bytes(), &report); err != nil {
 			t.Fatal(err)
 		}
-		list := func(cs []policy.WorkloadCoverage) string {
+		list := func(cs []products.WorkloadCoverage) string {
 			var out []string
 			for _, c := range cs {
 				out = append(out, c.Kind+"/"+c.Name+" "+c.Verdict)
@@ -261,8 +262,8 @@ func TestExplainProxies(t *testing.T) {
 		t.Fatalf("exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 	var out []struct {
-		Workload string                    `json:"workload"`
-		Proxies  []policy.ProxyEnforcement `json:"proxies"`
+		Workload string                      `json:"workload"`
+		Proxies  []products.ProxyEnforcement `json:"proxies"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil || len(out) != 1 {
 		t.Fatalf("%v: %s", err, stdout.String())
@@ -294,14 +295,14 @@ func TestReadmeProxies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const command = "$ meshguard explain -f policy/testdata/proxies/ambient-waypoint.yaml --to Service/shop/web --proxies\n"
+	const command = "$ meshguard explain -f policy/products/testdata/proxies/ambient-waypoint.yaml --to Service/shop/web --proxies\n"
 	_, example, found := strings.Cut(string(readme), command)
 	example, _, closed := strings.Cut(example, "```")
 	if !found || !closed {
 		t.Fatalf("the README has no example beginning %q", command)
 	}
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"explain", "-f", "../../policy/testdata/proxies/ambient-waypoint.yaml", "--to", "Service/shop/web", "--proxies"}, nil, &stdout, &stderr); code != 0 {
+	if code := run([]string{"explain", "-f", "../../policy/products/testdata/proxies/ambient-waypoint.yaml", "--to", "Service/shop/web", "--proxies"}, nil, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 	if stdout.String() != example {

@@ -14,6 +14,7 @@ import (
 	"github.com/meshguard/meshguard/kinds"
 	"github.com/meshguard/meshguard/live"
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // inputFlags say where check, explain and coverage read the state they judge: manifests
@@ -185,7 +186,7 @@ func (f *inputFlags) load(ctx context.Context, stdin io.Reader, engine *policy.E
 			bundle.Objects = append(bundle.Objects, o)
 		}
 	}
-	for _, w := range live.Owners(policy.Covered(st, "")) {
+	for _, w := range live.Owners(products.Covered(st, "")) {
 		bundle.Objects = append(bundle.Objects, w)
 	}
 	if err := f.addGuardrails(&check.Loader{Namespace: namespace, Engine: engine}, bundle); err != nil {
@@ -219,7 +220,7 @@ func (f *inputFlags) addGuardrails(loader *check.Loader, bundle *check.Bundle) e
 // pod templates read, live one Pod for each owner.
 func (in *input) workloads(ns string) []*policy.Workload {
 	if in.client == nil {
-		return policy.Covered(in.bundle.State, ns)
+		return products.Covered(in.bundle.State, ns)
 	}
 	var out []*policy.Workload
 	for _, o := range in.bundle.Objects {
@@ -233,7 +234,7 @@ func (in *input) workloads(ns string) []*policy.Workload {
 // ingressGateways are the ingress gateways of namespace ns ("" for all) to report: offline
 // the Pods and pod templates read, live one Pod for each owner.
 func (in *input) ingressGateways(ns string) []*policy.Workload {
-	gateways := policy.IngressGateways(in.bundle.State, ns)
+	gateways := products.IngressGateways(in.bundle.State, ns)
 	if in.client == nil {
 		return gateways
 	}

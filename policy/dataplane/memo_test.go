@@ -12,18 +12,12 @@ import (
 	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
-const (
-	iss     = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
-	goodRA  = `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"` + iss + `","jwksUri":"https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys","audiences":["api://web"]}]}`
-	allowRP = `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["` + iss + `/*"]}}]}]}`
-)
-
 // TestProtectionByClass: what protects a sidecar workload is worked out once per namespace
 // and set of policies that select it, whatever else its labels say; workloads a policy
 // tells apart, a PeerAuthentication's selector too, or in another namespace, are told apart.
 func TestProtectionByClass(t *testing.T) {
-	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
-	allow := meshtest.AP(t, "shop", "web-require-jwt", allowRP)
+	ra := meshtest.RA(t, "shop", "web-jwt", meshtest.WebRA)
+	allow := meshtest.AP(t, "shop", "web-require-jwt", meshtest.WebRequireJWT)
 	strict := meshtest.PA(t, "shop", "strict", `{"selector":{"matchLabels":{"tier":"back"}},"mtls":{"mode":"STRICT"}}`)
 	web1 := meshtest.Pod("shop", "web-1", map[string]string{"app": "web", "tier": "front", "pod-template-hash": "5d8f"})
 	web2 := meshtest.Pod("shop", "web-2", map[string]string{"tier": "front", "app": "web", "pod-template-hash": "77c4"})
@@ -66,7 +60,7 @@ func TestManyClasses(t *testing.T) {
 	var pods []*mesh.Workload
 	for i := range 2 * maxListedClasses {
 		app := fmt.Sprintf("app-%d", i)
-		objects = append(objects, meshtest.RA(t, "shop", app, strings.Replace(goodRA, `"app":"web"`, `"app":"`+app+`"`, 1)))
+		objects = append(objects, meshtest.RA(t, "shop", app, strings.Replace(meshtest.WebRA, `"app":"web"`, `"app":"`+app+`"`, 1)))
 		pods = append(pods, meshtest.Pod("shop", app+"-1", map[string]string{"app": app}))
 	}
 	for _, p := range pods {
@@ -88,7 +82,7 @@ func TestManyClasses(t *testing.T) {
 // worked out once per label set and namespace, and label sets whose hashes collide are told
 // apart.
 func TestProtectionByLabels(t *testing.T) {
-	ra := meshtest.RA(t, "shop", "web-jwt", goodRA)
+	ra := meshtest.RA(t, "shop", "web-jwt", meshtest.WebRA)
 	ambient := func(name, app string) *mesh.Workload {
 		return meshtest.Pod("shop", name, map[string]string{"app": app, mesh.DataplaneModeLabel: "ambient"})
 	}

@@ -183,3 +183,14 @@ func ForWorkload[T metav1.Object](w *Workload, root string, list func(string) []
 	}
 	return out
 }
+
+// WorkloadsWhere returns the workloads of ws for which keep holds.
+func WorkloadsWhere(ws []*Workload, keep func(w *Workload) bool) []*Workload {
+	var out []*Workload
+	for _, w := range ws {
+		if keep(w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 var (
@@ -90,7 +91,7 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("seed %d: istiod's translation: %v", *seed0+s, err)
 		}
 		st, w := meshguardState(policies, verifies)
-		c := httpCase{*seed0 + s, filters, st, w, policy.ViaDirect, verifies, policies}
+		c := httpCase{*seed0 + s, filters, st, w, products.ViaDirect, verifies, policies}
 		for _, req := range requests() {
 			cases++
 			c.judge(t, req, &divergences)
@@ -122,7 +123,7 @@ func (c httpCase) judge(t *testing.T, req request, divergences *int) {
 	if err != nil {
 		t.Fatalf("seed %d: evaluating istiod's RBAC: %v", c.seed, err)
 	}
-	e, err := policy.Explain(c.st, rootNamespace, c.w, c.via, req.meshguard())
+	e, err := products.Explain(c.st, rootNamespace, c.w, c.via, req.meshguard())
 	if err != nil {
 		t.Fatalf("seed %d: meshguard explain: %v", c.seed, err)
 	}
@@ -211,8 +212,8 @@ func (q request) envoy(verifies bool) envoyRequest {
 	return envoyRequest{headers: headers, principal: principal, sourceIP: q.ip, port: uint32(port), payload: payload}
 }
 
-func (q request) meshguard() policy.Request {
-	req := policy.Request{Method: q.method, Path: q.path, Host: q.host, Port: q.port, FromPrincipal: q.principal, FromIP: q.ip}
+func (q request) meshguard() products.Request {
+	req := products.Request{Method: q.method, Path: q.path, Host: q.host, Port: q.port, FromPrincipal: q.principal, FromIP: q.ip}
 	if q.team != "" {
 		req.Headers = map[string]string{"x-team": q.team}
 	}

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // TestPeerAuthenticationConformance: for PeerAuthentications generated from a seed (mesh,
@@ -68,7 +69,7 @@ func TestPeerAuthenticationConformance(t *testing.T) {
 			for _, principal := range []string{"", "cluster.local/ns/other/sa/client"} {
 				cases++
 				want := principal != "" || mode != model.MTLSStrict
-				e, err := policy.Explain(st, rootNamespace, w, policy.ViaDirect, policy.Request{Method: "GET", Path: "/", Port: fmt.Sprint(port), FromPrincipal: principal})
+				e, err := products.Explain(st, rootNamespace, w, products.ViaDirect, products.Request{Method: "GET", Path: "/", Port: fmt.Sprint(port), FromPrincipal: principal})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -12,6 +12,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // TestWaypointConformance: policies attached to an ambient workload's Service by
@@ -43,7 +44,7 @@ func TestWaypointConformance(t *testing.T) {
 			t.Fatalf("seed %d: istiod's translation: %v", *seed0+s, err)
 		}
 		st, w := ambientState(policies, verifies)
-		c := httpCase{*seed0 + s, filters, st, w, policy.ViaWaypoint, verifies, policies}
+		c := httpCase{*seed0 + s, filters, st, w, products.ViaWaypoint, verifies, policies}
 		for _, req := range requests() {
 			if req.principal == "" {
 				continue // a waypoint takes HBONE only

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
 
 // TestZtunnelConformance: for policy sets drawn from a seed as for sidecars, every
@@ -51,7 +52,7 @@ func TestZtunnelConformance(t *testing.T) {
 					}
 					p, _ := strconv.Atoi(port)
 					want := ztunnelAllows(authorizations, connection{identity: identity, source: ip, port: uint32(p)})
-					e, err := policy.Explain(st, rootNamespace, w, policy.ViaDirect, policy.Request{Method: "GET", Path: "/", Port: port, FromPrincipal: principal, FromIP: ip})
+					e, err := products.Explain(st, rootNamespace, w, products.ViaDirect, products.Request{Method: "GET", Path: "/", Port: port, FromPrincipal: principal, FromIP: ip})
 					if err != nil {
 						t.Fatal(err)
 					}

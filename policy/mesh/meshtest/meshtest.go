@@ -14,6 +14,14 @@ import (
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
+// The specs (proto JSON) most tests start from: web's RequestAuthentication, of Issuer,
+// and the ALLOW policy that requires its tokens.
+const (
+	Issuer        = "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/"
+	WebRA         = `{"selector":{"matchLabels":{"app":"web"}},"jwtRules":[{"issuer":"` + Issuer + `","jwksUri":"https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/discovery/keys","audiences":["api://web"]}]}`
+	WebRequireJWT = `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["` + Issuer + `/*"]}}]}]}`
+)
+
 // Meta is an object's metadata, created age seconds after the epoch (Istio ranks equal
 // policies by age).
 func Meta(ns, name string, age int) metav1.ObjectMeta {

@@ -1,4 +1,9 @@
-package policy
+// Package products answers users' questions of the mesh as its proxies would: how a
+// request fares on its way to a workload (Explain), what protects each workload
+// (CoverageOf), who may reach it and with what (AccessTo), and what each proxy on the
+// routes to it enforces (EnforcementAt). It reads the data plane and the mesh model; the
+// rules' findings are joined to its answers by the front doors.
+package products
 
 import (
 	"fmt"
@@ -6,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
@@ -15,7 +21,7 @@ type Request struct {
 	// Headers are the request's headers, by lower-case name (when keys request.headers[...]).
 	Headers map[string]string
 	// Token is the JWT the request carries; nil for none.
-	Token *Token
+	Token *dataplane.Token
 	// FromPrincipal is the caller's mTLS identity (cluster.local/ns/X/sa/Y); "" for a
 	// caller without mTLS, which has no namespace either.
 	FromPrincipal string
@@ -24,7 +30,7 @@ type Request struct {
 
 // Explanation is a request's verdict, and why: what each proxy on its path did.
 type Explanation struct {
-	Verdict Verdict `json:"verdict"`
+	Verdict dataplane.Verdict `json:"verdict"`
 	// Status is the HTTP status the caller gets; nil where none (undetermined, or a
 	// connection refused).
 	Status *int `json:"status"`
@@ -32,10 +38,10 @@ type Explanation struct {
 	// (ns[NS]-policy[NAME]-rule[I]), or the token check or PeerAuthentication.
 	DecidedBy string `json:"decidedBy"`
 	// Route is the path taken: direct, or the waypoint or ingress gateway passed.
-	Route string     `json:"route"`
-	Path  []HopTrace `json:"path"`
+	Route string               `json:"route"`
+	Path  []dataplane.HopTrace `json:"path"`
 	// Shadow is what the policies in dry run would decide, where any applies.
-	Shadow *Shadow `json:"shadow,omitempty"`
+	Shadow *dataplane.Shadow `json:"shadow,omitempty"`
 	// Objects are the RequestAuthentications and AuthorizationPolicies on the path.
 	Objects []PolicyRef `json:"-"`
 }
@@ -46,13 +52,13 @@ type PolicyRef struct {
 }
 
 // policiesOf names the RequestAuthentications and AuthorizationPolicies the proxy of h applies.
-func policiesOf(h hop) []PolicyRef {
+func policiesOf(h dataplane.Hop) []PolicyRef {
 	var out []PolicyRef
 	for _, ra := range h.RAs {
-		out = append(out, PolicyRef{KindRequestAuthentication, ra.Namespace, ra.Name})
+		out = append(out, PolicyRef{mesh.KindRequestAuthentication, ra.Namespace, ra.Name})
 	}
 	for _, ap := range h.APs {
-		out = append(out, PolicyRef{KindAuthorizationPolicy, ap.Namespace, ap.Name})
+		out = append(out, PolicyRef{mesh.KindAuthorizationPolicy, ap.Namespace, ap.Name})
 	}
 	return out
 }
@@ -70,16 +76,16 @@ const (
 // traffic to its Service (through the waypoint where there is one). Each proxy on it
 // checks the token against its RequestAuthentications, then evaluates its
 // AuthorizationPolicies as Envoy does: CUSTOM, then DENY, then ALLOW.
-func Explain(st State, root string, w *Workload, via string, req Request) (*Explanation, error) {
+func Explain(st mesh.State, root string, w *mesh.Workload, via string, req Request) (*Explanation, error) {
 	routes := dataplane.RoutesTo(st, root, w, IngressGateways(st, ""))
-	pick := func(prefix string) *route {
-		i := slices.IndexFunc(routes, func(r route) bool { return strings.HasPrefix(r.Via, prefix) })
+	pick := func(prefix string) *dataplane.Route {
+		i := slices.IndexFunc(routes, func(r dataplane.Route) bool { return strings.HasPrefix(r.Via, prefix) })
 		if i < 0 {
 			return nil
 		}
 		return &routes[i]
 	}
-	var r *route
+	var r *dataplane.Route
 	switch via {
 	case ViaDefault:
 		if r = pick("waypoint "); r == nil {
@@ -99,34 +105,34 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 	}
 	e := &Explanation{Route: r.Via}
 	if len(r.Hops) == 0 {
-		e.Verdict, e.Status, e.DecidedBy = VerdictAllow, status(200), "no proxy intercepts the workload's inbound traffic: nothing is enforced"
+		e.Verdict, e.Status, e.DecidedBy = dataplane.VerdictAllow, status(200), "no proxy intercepts the workload's inbound traffic: nothing is enforced"
 		return e, nil
 	}
 	attrs := requestAttributes(req)
 	token := req.Token
-	e.Verdict = VerdictAllow
-	var shadow *Shadow
+	e.Verdict = dataplane.VerdictAllow
+	var shadow *dataplane.Shadow
 	for _, h := range r.Hops {
 		trace, verdict, decided, hopShadow := dataplane.ExplainHop(h, attrs, token)
 		e.Path = append(e.Path, trace)
 		e.Objects = append(e.Objects, policiesOf(h)...)
-		if hopShadow != nil && (shadow == nil || shadow.Verdict == VerdictAllow) {
+		if hopShadow != nil && (shadow == nil || shadow.Verdict == dataplane.VerdictAllow) {
 			shadow = hopShadow
 		}
 		switch verdict {
-		case VerdictDeny, VerdictUnauthenticated:
+		case dataplane.VerdictDeny, dataplane.VerdictUnauthenticated:
 			e.Verdict, e.DecidedBy = verdict, decided
-			e.Status = map[Verdict]*int{VerdictDeny: status(403), VerdictUnauthenticated: status(401)}[verdict]
+			e.Status = map[dataplane.Verdict]*int{dataplane.VerdictDeny: status(403), dataplane.VerdictUnauthenticated: status(401)}[verdict]
 			if strings.HasPrefix(decided, dataplane.RefusedConnection) || h.Ztunnel {
 				// The connection is refused, or ztunnel resets it: no HTTP answer.
 				e.Status = nil
 			}
 			e.Shadow = shadow
 			return e, nil
-		case VerdictUndetermined:
+		case dataplane.VerdictUndetermined:
 			e.Verdict, e.DecidedBy = verdict, decided
-		case VerdictAllow:
-			if e.Verdict == VerdictAllow {
+		case dataplane.VerdictAllow:
+			if e.Verdict == dataplane.VerdictAllow {
 				e.DecidedBy = decided
 			}
 		}
@@ -138,7 +144,7 @@ func Explain(st State, root string, w *Workload, via string, req Request) (*Expl
 			token = nil
 		}
 	}
-	if e.Verdict == VerdictAllow {
+	if e.Verdict == dataplane.VerdictAllow {
 		e.Status = status(200)
 	}
 	e.Shadow = shadow

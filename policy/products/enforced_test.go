@@ -1,6 +1,7 @@
-package policy_test
+package products_test
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,13 +12,16 @@ import (
 
 	"github.com/meshguard/meshguard/check"
 	"github.com/meshguard/meshguard/policy"
+	"github.com/meshguard/meshguard/policy/products"
 )
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata/proxies from what the proxies enforce")
 
 // TestEnforcementGolden pins, in the style of istiod's builder testdata, what each proxy
 // enforces for every workload of a bundle (testdata/proxies/NAME.yaml): the sidecar,
 // ztunnel, waypoint or gateway, with each rule as it receives it or why it receives none.
-// The expected text is NAME.golden.yaml; `go test ./policy -run TestEnforcementGolden
-// -update` writes it, to be reviewed as a diff.
+// The expected text is NAME.golden.yaml; `go test ./policy/products -run
+// TestEnforcementGolden -update` writes it, to be reviewed as a diff.
 func TestEnforcementGolden(t *testing.T) {
 	bundles, err := filepath.Glob(filepath.Join("testdata", "proxies", "*.yaml"))
 	if err != nil || len(bundles) == 0 {
@@ -53,10 +57,10 @@ func TestEnforcementGolden(t *testing.T) {
 // renderEnforcement is what each proxy enforces for every workload of the bundle, as YAML
 // keyed by workload.
 func renderEnforcement(t *testing.T, bundle *check.Bundle) string {
-	out := map[string][]policy.ProxyEnforcement{}
+	out := map[string][]products.ProxyEnforcement{}
 	for _, o := range bundle.Objects {
 		if w, ok := o.(*policy.Workload); ok {
-			out[fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name)] = policy.EnforcementAt(bundle.State, bundle.State.Settings(w.Namespace).Root, w)
+			out[fmt.Sprintf("%s %s/%s", w.Kind, w.Namespace, w.Name)] = products.EnforcementAt(bundle.State, bundle.State.Settings(w.Namespace).Root, w)
 		}
 	}
 	data, err := yaml.Marshal(out)

@@ -1,4 +1,4 @@
-package policy
+package products
 
 import (
 	"fmt"
@@ -22,42 +22,42 @@ func TestExplain(t *testing.T) {
 		requireJWT = `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["https://idp.example.com/*"]}}]}]}`
 		frontend   = "cluster.local/ns/shop/sa/frontend"
 	)
-	alice := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"web"}, "groups": {"dev", "admin"}}}
-	otherAudience := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"billing"}}}
-	otherIssuer := &Token{Claims: map[string][]string{"iss": {"https://evil.example.com"}, "sub": {"mallory"}}}
-	forged := &Token{Invalid: true, Claims: alice.Claims}
+	alice := &dataplane.Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"web"}, "groups": {"dev", "admin"}}}
+	otherAudience := &dataplane.Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"billing"}}}
+	otherIssuer := &dataplane.Token{Claims: map[string][]string{"iss": {"https://evil.example.com"}, "sub": {"mallory"}}}
+	forged := &dataplane.Token{Invalid: true, Claims: alice.Claims}
 	cases := []struct {
 		name     string
 		objects  []string // kind:spec, in namespace shop
 		via      string
 		req      Request
-		verdict  Verdict
+		verdict  dataplane.Verdict
 		status   int // 0: none
 		decided  string
-		shadowed Verdict
+		shadowed dataplane.Verdict
 	}{
-		{"no policy", nil, "", Request{Path: "/"}, VerdictAllow, 200, "no policy denies it", ""},
-		{"a valid token", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/", Token: alice}, VerdictAllow, 200, "ns[shop]-policy[p1]-rule[0]", ""},
-		{"no token", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/"}, VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
-		{"no token, no ALLOW policy: the RequestAuthentication alone lets it in", []string{"ra:" + jwt}, "", Request{Path: "/"}, VerdictAllow, 200, "no policy denies it", ""},
-		{"another audience", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/", Token: otherAudience}, VerdictUnauthenticated, 401, "Audiences in Jwt are not allowed", ""},
-		{"another issuer", []string{"ra:" + jwt}, "", Request{Path: "/", Token: otherIssuer}, VerdictUnauthenticated, 401, "Jwt issuer is not configured", ""},
-		{"a forged token", []string{"ra:" + jwt}, "", Request{Path: "/", Token: forged}, VerdictUnauthenticated, 401, "Jwt verification fails", ""},
-		{"a token and no RequestAuthentication: not read", []string{"ap:" + requireJWT}, "", Request{Path: "/", Token: alice}, VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
+		{"no policy", nil, "", Request{Path: "/"}, dataplane.VerdictAllow, 200, "no policy denies it", ""},
+		{"a valid token", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/", Token: alice}, dataplane.VerdictAllow, 200, "ns[shop]-policy[p1]-rule[0]", ""},
+		{"no token", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/"}, dataplane.VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
+		{"no token, no ALLOW policy: the RequestAuthentication alone lets it in", []string{"ra:" + jwt}, "", Request{Path: "/"}, dataplane.VerdictAllow, 200, "no policy denies it", ""},
+		{"another audience", []string{"ra:" + jwt, "ap:" + requireJWT}, "", Request{Path: "/", Token: otherAudience}, dataplane.VerdictUnauthenticated, 401, "Audiences in Jwt are not allowed", ""},
+		{"another issuer", []string{"ra:" + jwt}, "", Request{Path: "/", Token: otherIssuer}, dataplane.VerdictUnauthenticated, 401, "Jwt issuer is not configured", ""},
+		{"a forged token", []string{"ra:" + jwt}, "", Request{Path: "/", Token: forged}, dataplane.VerdictUnauthenticated, 401, "Jwt verification fails", ""},
+		{"a token and no RequestAuthentication: not read", []string{"ap:" + requireJWT}, "", Request{Path: "/", Token: alice}, dataplane.VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
 		{"DENY on a claim", []string{"ra:" + jwt, `ap:{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"when":[{"key":"request.auth.claims[groups]","values":["admin"]}]}]}`},
-			"", Request{Path: "/", Token: alice}, VerdictDeny, 403, "ns[shop]-policy[p1]-rule[0]", ""},
+			"", Request{Path: "/", Token: alice}, dataplane.VerdictDeny, 403, "ns[shop]-policy[p1]-rule[0]", ""},
 		{"DENY on a path, another path", []string{`ap:{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin*"]}}]}]}`},
-			"", Request{Path: "/api"}, VerdictAllow, 200, "no policy denies it", ""},
+			"", Request{Path: "/api"}, dataplane.VerdictAllow, 200, "no policy denies it", ""},
 		{"a dry-run DENY: enforced nothing, shadow denies", []string{`ap:{"action":"DENY","rules":[{"to":[{"operation":{"paths":["/admin*"]}}]}]}|dry-run`},
-			"", Request{Path: "/admin/users"}, VerdictAllow, 200, "no policy denies it", VerdictDeny},
+			"", Request{Path: "/admin/users"}, dataplane.VerdictAllow, 200, "no policy denies it", dataplane.VerdictDeny},
 		{"CUSTOM: its provider decides", []string{`ap:{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}`},
-			"", Request{Path: "/"}, VerdictUndetermined, 0, "provider opa", ""},
+			"", Request{Path: "/"}, dataplane.VerdictUndetermined, 0, "provider opa", ""},
 		{"CUSTOM, and a DENY that matches: denied", []string{`ap:{"action":"CUSTOM","provider":{"name":"opa"},"rules":[{}]}`, `ap:{"action":"DENY","rules":[{}]}`},
-			"", Request{Path: "/"}, VerdictDeny, 403, "ns[shop]-policy[p1]-rule[0]", ""},
-		{"STRICT mTLS, a caller without it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/"}, VerdictDeny, 0, "the connection is refused: PeerAuthentication STRICT", ""},
-		{"STRICT mTLS, a caller with it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/", FromPrincipal: frontend}, VerdictAllow, 200, "no policy denies it", ""},
+			"", Request{Path: "/"}, dataplane.VerdictDeny, 403, "ns[shop]-policy[p1]-rule[0]", ""},
+		{"STRICT mTLS, a caller without it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/"}, dataplane.VerdictDeny, 0, "the connection is refused: PeerAuthentication STRICT", ""},
+		{"STRICT mTLS, a caller with it", []string{`pa:{"mtls":{"mode":"STRICT"}}`}, "", Request{Path: "/", FromPrincipal: frontend}, dataplane.VerdictAllow, 200, "no policy denies it", ""},
 		{"ALLOW from a namespace", []string{`ap:{"rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}`}, "", Request{Path: "/", FromPrincipal: "cluster.local/ns/other/sa/x"},
-			VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
+			dataplane.VerdictDeny, 403, "rbac_access_denied_matched_policy[none]", ""},
 	}
 	for _, c := range cases {
 		objs := []metav1.Object{meshtest.Pod("shop", "web-0", map[string]string{"app": "web"})}
@@ -71,7 +71,7 @@ func TestExplain(t *testing.T) {
 			case "ap":
 				ap := meshtest.AP(t, "shop", name, spec)
 				if dry {
-					ap.Annotations = map[string]string{DryRunAnnotation: "true"}
+					ap.Annotations = map[string]string{dataplane.DryRunAnnotation: "true"}
 				}
 				objs = append(objs, ap)
 			case "pa":
@@ -101,8 +101,8 @@ func TestExplain(t *testing.T) {
 // and policies, then ztunnel, which sees the waypoint as the caller; addressed to the Pod,
 // it meets ztunnel alone.
 func TestExplainAmbient(t *testing.T) {
-	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{DataplaneModeLabel: "ambient", mesh.UseWaypointLabel: "waypoint"}}}
-	wp := &Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
+	shop := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: map[string]string{mesh.DataplaneModeLabel: "ambient", mesh.UseWaypointLabel: "waypoint"}}}
+	wp := &mesh.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "waypoint", Namespace: "shop"}}
 	wp.Spec.GatewayClassName = mesh.WaypointClass
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop"}, Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "web"}}}
 	st := meshtest.Snapshot(shop, wp, svc, meshtest.Pod("shop", "web-0", map[string]string{"app": "web"}),
@@ -110,17 +110,17 @@ func TestExplainAmbient(t *testing.T) {
 		meshtest.AP(t, "shop", "web-require-jwt", `{"targetRefs":[{"kind":"Service","group":"","name":"web"}],"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`),
 		meshtest.AP(t, "shop", "only-waypoint", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/waypoint"]}}]}]}`))
 	w := st.Workloads("shop", nil)[0]
-	token := &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}}}
+	token := &dataplane.Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}}}
 	from := "cluster.local/ns/shop/sa/frontend"
 	e, err := Explain(st, "istio-system", w, ViaDefault, Request{Path: "/", Token: token, FromPrincipal: from})
-	if err != nil || e.Verdict != VerdictAllow || e.Route != "waypoint shop/waypoint" || len(e.Path) != 2 || e.Path[1].Proxy != "ztunnel" {
+	if err != nil || e.Verdict != dataplane.VerdictAllow || e.Route != "waypoint shop/waypoint" || len(e.Path) != 2 || e.Path[1].Proxy != "ztunnel" {
 		t.Fatalf("through the waypoint with a token: %+v (%v)", e, err)
 	}
-	if e, _ := Explain(st, "istio-system", w, ViaDefault, Request{Path: "/", FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "waypoint shop/waypoint" {
+	if e, _ := Explain(st, "istio-system", w, ViaDefault, Request{Path: "/", FromPrincipal: from}); e.Verdict != dataplane.VerdictDeny || e.Path[0].Proxy != "waypoint shop/waypoint" {
 		t.Errorf("through the waypoint without a token: %+v", e)
 	}
 	// ztunnel answers no HTTP: it resets the connection.
-	if e, _ := Explain(st, "istio-system", w, ViaDirect, Request{Path: "/", Token: token, FromPrincipal: from}); e.Verdict != VerdictDeny || e.Path[0].Proxy != "ztunnel" ||
+	if e, _ := Explain(st, "istio-system", w, ViaDirect, Request{Path: "/", Token: token, FromPrincipal: from}); e.Verdict != dataplane.VerdictDeny || e.Path[0].Proxy != "ztunnel" ||
 		!strings.Contains(e.Path[0].Policies[0].Rules[0].Mismatch, "from[0].source.principals") || e.Status != nil {
 		t.Errorf("to the Pod, past the waypoint: %+v", e)
 	}
@@ -201,7 +201,7 @@ func TestGatewayNotItsOwnIngress(t *testing.T) {
 	app := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
 	st := meshtest.Snapshot(gw, app)
 	var vias []string
-	for _, r := range dataplane.RoutesTo(st, "istio-system", gw, []*Workload{gw}) {
+	for _, r := range dataplane.RoutesTo(st, "istio-system", gw, []*mesh.Workload{gw}) {
 		vias = append(vias, r.Via)
 	}
 	if !slices.Equal(vias, []string{"direct"}) {
@@ -210,7 +210,54 @@ func TestGatewayNotItsOwnIngress(t *testing.T) {
 	if _, err := Explain(st, "istio-system", gw, ViaIngress, Request{Method: "GET", Path: "/"}); err == nil {
 		t.Error("explain through the gateway to itself: no error")
 	}
-	if routes := dataplane.RoutesTo(st, "istio-system", app, []*Workload{gw}); len(routes) != 2 || routes[1].Via != "ingress istio-system/ingressgateway-1" {
+	if routes := dataplane.RoutesTo(st, "istio-system", app, []*mesh.Workload{gw}); len(routes) != 2 || routes[1].Via != "ingress istio-system/ingressgateway-1" {
 		t.Errorf("routes to a workload behind it: %+v", routes)
+	}
+}
+
+// TestNormalizedPath: the dot segments of a request's path are resolved before matching.
+func TestNormalizedPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/public/../admin": "/admin", "/../admin": "/admin", "/a/./b": "/a/b", "/a/b/..": "/a/",
+		"//admin": "//admin", "/a/../b?x=/../c": "/b?x=/../c",
+	} {
+		if got := normalizedPath(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCoverageNotEnforced: a workload protected as written is not-enforced where no proxy
+// applies its JWT policies: ambient, its RequestAuthentication selecting it, which no
+// proxy loads (MG801); or in a namespace that turns injection off, with no sidecar.
+func TestCoverageNotEnforced(t *testing.T) {
+	for name, nsLabels := range map[string]map[string]string{
+		"ambient, its RequestAuthentication by selector": {mesh.DataplaneModeLabel: "ambient"},
+		"injection disabled":                             {mesh.InjectionLabel: "disabled"},
+	} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop", Labels: nsLabels}}
+		w := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
+		st := meshtest.Snapshot(ns, w, meshtest.RA(t, "shop", "web-jwt", meshtest.WebRA), meshtest.AP(t, "shop", "web-require-jwt", meshtest.WebRequireJWT))
+		if got := CoverageOf(st, mesh.DefaultRootNamespace, w); got.Verdict != NotEnforced {
+			t.Errorf("%s: coverage %s, want %s", name, got.Verdict, NotEnforced)
+		}
+	}
+}
+
+// TestCoveredLeavesOutTheControlPlane: istiod, ztunnel and the CNI agent of the root
+// namespace are not workloads to report; a tenant's Pod labelled like them is.
+func TestCoveredLeavesOutTheControlPlane(t *testing.T) {
+	st := meshtest.Snapshot(
+		meshtest.Pod(mesh.DefaultRootNamespace, "istiod-1", map[string]string{"app": "istiod"}),
+		meshtest.Pod(mesh.DefaultRootNamespace, "ztunnel-1", map[string]string{"app": "ztunnel"}),
+		meshtest.Pod(mesh.DefaultRootNamespace, "istio-cni-node-1", map[string]string{"k8s-app": "istio-cni-node"}),
+		meshtest.Pod("shop", "istiod-1", map[string]string{"app": "istiod"}),
+	)
+	var got []string
+	for _, w := range Covered(st, "") {
+		got = append(got, w.Namespace+"/"+w.Name)
+	}
+	if !slices.Equal(got, []string{"shop/istiod-1"}) {
+		t.Errorf("covered %v, want only shop/istiod-1", got)
 	}
 }

@@ -1,4 +1,4 @@
-package policy
+package products
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
@@ -15,11 +16,11 @@ import (
 func TestAccessTo(t *testing.T) {
 	const idp = "https://idp.example.com"
 	web := meshtest.Pod("shop", "web-1", map[string]string{"app": "web"})
-	gateway := &Workload{ObjectMeta: &metav1.ObjectMeta{Namespace: "istio-system", Name: "istio-ingressgateway", Labels: map[string]string{"istio": "ingressgateway"}}, Kind: KindPod}
-	ra := func(ns, selector string, forward bool) *RequestAuthentication {
+	gateway := &mesh.Workload{ObjectMeta: &metav1.ObjectMeta{Namespace: "istio-system", Name: "istio-ingressgateway", Labels: map[string]string{"istio": "ingressgateway"}}, Kind: mesh.KindPod}
+	ra := func(ns, selector string, forward bool) *mesh.RequestAuthentication {
 		return meshtest.RA(t, ns, "jwt-"+selector, fmt.Sprintf(`{"selector":{"matchLabels":{%s}},"jwtRules":[{"issuer":%q,"jwksUri":"https://idp.example.com/keys","audiences":["web"],"forwardOriginalToken":%t}]}`, selector, idp, forward))
 	}
-	webRA := func(forward bool) *RequestAuthentication { return ra("shop", `"app":"web"`, forward) }
+	webRA := func(forward bool) *mesh.RequestAuthentication { return ra("shop", `"app":"web"`, forward) }
 	requireToken := meshtest.AP(t, "shop", "require-jwt", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"requestPrincipals":["*"]}}]}]}`)
 	denyTokenless := meshtest.AP(t, "shop", "deny-tokenless", `{"selector":{"matchLabels":{"app":"web"}},"action":"DENY","rules":[{"from":[{"source":{"notRequestPrincipals":["*"]}}],"to":[{"operation":{"notPaths":["/healthz"]}}]}]}`)
 	curlOnly := meshtest.AP(t, "shop", "curl-only", `{"selector":{"matchLabels":{"app":"web"}},"rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/curl"]}}]}]}`)
@@ -45,7 +46,7 @@ func TestAccessTo(t *testing.T) {
 	} {
 		st := meshtest.Snapshot(append(c.state, web)...)
 		var got []string
-		for _, a := range AccessTo(st, DefaultRootNamespace, web, IngressGateways(st, "")) {
+		for _, a := range AccessTo(st, mesh.DefaultRootNamespace, web, IngressGateways(st, "")) {
 			s := a.From + "=" + a.Needs
 			switch {
 			case len(a.Issuers) > 0:

@@ -1,4 +1,4 @@
-package policy
+package products
 
 import (
 	"slices"
@@ -59,7 +59,7 @@ type WorkloadCoverage struct {
 
 // CoverageOf tells how workload w is protected: the proxies that enforce its policies, the
 // issuers and audiences they accept, and whether a request without a token gets in.
-func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
+func CoverageOf(st mesh.State, root string, w *mesh.Workload) WorkloadCoverage {
 	c := WorkloadCoverage{Kind: w.Kind, Namespace: w.Namespace, Name: w.Name, EnforcedBy: []string{}, Issuers: []string{}, Audiences: []string{}, Exempt: []string{}, Rules: []string{}}
 	routes := dataplane.RoutesTo(st, root, w, nil)
 	r := routes[0]
@@ -70,8 +70,8 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 		c.Verdict = NotEnforced
 		return c
 	}
-	var ras []*RequestAuthentication
-	var aps []*AuthorizationPolicy
+	var ras []*mesh.RequestAuthentication
+	var aps []*mesh.AuthorizationPolicy
 	for _, h := range r.Hops {
 		c.EnforcedBy = append(c.EnforcedBy, h.Proxy)
 		ras, aps = append(ras, h.RAs...), append(aps, h.APs...)
@@ -96,10 +96,10 @@ func CoverageOf(st State, root string, w *Workload) WorkloadCoverage {
 }
 
 // admitsAnything tells whether some request, with or without a token, gets through r.
-func admitsAnything(r route) bool {
+func admitsAnything(r dataplane.Route) bool {
 	first := r.Hops[0].Enforcement
 	peers := first.Peers()
-	found, decided := first.Find(request{}, false, peers, func(req request) bool { return r.Admits(req) })
+	found, decided := first.Find(dataplane.Request{}, false, peers, func(req dataplane.Request) bool { return r.Admits(req) })
 	return found != nil || !decided
 }
 
@@ -107,17 +107,17 @@ func admitsAnything(r route) bool {
 // path no policy names (token-optional), only on named paths (partial, with those paths),
 // or nowhere (protected). The callers tried are each hop's anonymous ones that keep
 // (every one, for coverage).
-func tokenRequirement(r route, keep func(peer request) bool) (string, []string) {
+func tokenRequirement(r dataplane.Route, keep func(peer dataplane.Request) bool) (string, []string) {
 	tokenless := func(path string) bool {
 		for _, h := range r.Hops {
 			e := h.Enforcement
-			fixed := request{rulefields.Path: path, rulefields.Host: dataplane.AnyOther}
-			peers := slices.DeleteFunc(e.AnonymousPeers(), func(p request) bool { return !keep(p) })
+			fixed := dataplane.Request{rulefields.Path: path, rulefields.Host: dataplane.AnyOther}
+			peers := slices.DeleteFunc(e.AnonymousPeers(), func(p dataplane.Request) bool { return !keep(p) })
 			if len(peers) == 0 {
 				continue
 			}
 			// Undecided counts as admitted: meshguard never calls protected what it cannot tell.
-			if found, decided := e.Find(fixed, true, peers, func(req request) bool { return r.Admits(req) }); found != nil || !decided {
+			if found, decided := e.Find(fixed, true, peers, func(req dataplane.Request) bool { return r.Admits(req) }); found != nil || !decided {
 				return true
 			}
 		}
@@ -147,13 +147,13 @@ func tokenRequirement(r route, keep func(peer request) bool) (string, []string) 
 }
 
 // anyCaller keeps every caller.
-func anyCaller(request) bool { return true }
+func anyCaller(dataplane.Request) bool { return true }
 
 // Covered lists the workloads CoverageOf judges in a state: every Pod and pod template but
 // Istio's own proxies and control plane, of namespace ns or of all ("").
-func Covered(st State, ns string) []*Workload {
+func Covered(st mesh.State, ns string) []*mesh.Workload {
 	root := st.Settings("").Root
-	return lacking(st.Workloads(ns, nil), func(w *Workload) bool {
+	return mesh.WorkloadsWhere(st.Workloads(ns, nil), func(w *mesh.Workload) bool {
 		return !mesh.IsProxy(w) && !controlPlane(w, root) && !strings.HasPrefix(w.Namespace, "kube-")
 	})
 }
@@ -161,8 +161,8 @@ func Covered(st State, ns string) []*Workload {
 // IngressGateways are the Pods (or pod templates) of Istio's ingress gateways, of namespace
 // ns or of all (""): its proxies but the waypoints, egress and east-west gateways, which
 // take no request from outside the mesh to check.
-func IngressGateways(st State, ns string) []*Workload {
-	return lacking(st.Workloads(ns, nil), func(w *Workload) bool {
+func IngressGateways(st mesh.State, ns string) []*mesh.Workload {
+	return mesh.WorkloadsWhere(st.Workloads(ns, nil), func(w *mesh.Workload) bool {
 		istio := w.Labels["istio"]
 		return mesh.IsProxy(w) && !mesh.IsWaypoint(w.Labels) && !strings.Contains(istio, "egress") && !strings.Contains(istio, "eastwest")
 	})
@@ -171,7 +171,7 @@ func IngressGateways(st State, ns string) []*Workload {
 // controlPlane tells whether a workload is one of Istio's control plane, in the root
 // namespace, which no tenant writes: istiod, ztunnel and the CNI node agent take no
 // requests a JWT policy is for.
-func controlPlane(w *Workload, root string) bool {
+func controlPlane(w *mesh.Workload, root string) bool {
 	if w.Namespace != root {
 		return false
 	}

@@ -1,4 +1,4 @@
-package policy
+package products
 
 import (
 	"maps"
@@ -45,7 +45,7 @@ type Access struct {
 // Pod's address, past any waypoint), from the mesh (to its Services, through their
 // waypoint where they have one), and from each of ingresses, as Envoy and ztunnel would
 // judge it on each route.
-func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Access {
+func AccessTo(st mesh.State, root string, w *mesh.Workload, ingresses []*mesh.Workload) []Access {
 	routes := dataplane.RoutesTo(st, root, w, ingresses)
 	mesh := routes[0]
 	if len(routes) > 1 && strings.HasPrefix(routes[1].Via, "waypoint ") {
@@ -60,26 +60,26 @@ func AccessTo(st State, root string, w *Workload, ingresses []*Workload) []Acces
 	return out
 }
 
-func withoutMTLS(peer request) bool { _, ok := peer[rulefields.PeerPrincipal]; return !ok }
-func overMTLS(peer request) bool    { return !withoutMTLS(peer) }
+func withoutMTLS(peer dataplane.Request) bool { _, ok := peer[rulefields.PeerPrincipal]; return !ok }
+func overMTLS(peer dataplane.Request) bool    { return !withoutMTLS(peer) }
 
 // accessBy is what a request from callers that keep accepts needs on route r.
-func accessBy(r route, from string, keep func(request) bool) Access {
+func accessBy(r dataplane.Route, from string, keep func(dataplane.Request) bool) Access {
 	a := Access{From: from, Needs: NeedsNothing}
 	if len(r.Hops) == 0 {
 		return a // nothing intercepts it
 	}
 	first := r.Hops[0]
-	if first.MTLSStrict && keep(request{}) {
+	if first.MTLSStrict && keep(dataplane.Request{}) {
 		a.Needs = Refused
 		return a
 	}
-	peers := slices.DeleteFunc(first.Enforcement.Peers(), func(p request) bool { return !keep(p) })
-	admitted := func(tokenless bool, peers []request) bool {
-		found, decided := first.Enforcement.Find(request{rulefields.Path: dataplane.AnyPath, rulefields.Host: dataplane.AnyOther}, tokenless, peers, r.Admits)
+	peers := slices.DeleteFunc(first.Enforcement.Peers(), func(p dataplane.Request) bool { return !keep(p) })
+	admitted := func(tokenless bool, peers []dataplane.Request) bool {
+		found, decided := first.Enforcement.Find(dataplane.Request{rulefields.Path: dataplane.AnyPath, rulefields.Host: dataplane.AnyOther}, tokenless, peers, r.Admits)
 		return found != nil || !decided
 	}
-	if found, decided := first.Enforcement.Find(request{}, false, peers, r.Admits); found == nil && decided {
+	if found, decided := first.Enforcement.Find(dataplane.Request{}, false, peers, r.Admits); found == nil && decided {
 		a.Needs = Refused
 		return a
 	}
@@ -87,9 +87,9 @@ func accessBy(r route, from string, keep func(request) bool) Access {
 	if verdict == TokenOptional {
 		return a
 	}
-	anonymous := slices.DeleteFunc(first.Enforcement.AnonymousPeers(), func(p request) bool { return !keep(p) })
+	anonymous := slices.DeleteFunc(first.Enforcement.AnonymousPeers(), func(p dataplane.Request) bool { return !keep(p) })
 	for _, p := range peers {
-		if !slices.ContainsFunc(anonymous, func(q request) bool { return maps.Equal(p, q) }) && admitted(true, []request{p}) {
+		if !slices.ContainsFunc(anonymous, func(q dataplane.Request) bool { return maps.Equal(p, q) }) && admitted(true, []dataplane.Request{p}) {
 			a.Identities = append(a.Identities, dataplane.DescribeCaller(p))
 		}
 	}
@@ -117,7 +117,7 @@ func accessBy(r route, from string, keep func(request) bool) Access {
 }
 
 // ServicesOf names the Services of w's namespace whose selector selects it.
-func ServicesOf(st State, w *Workload) []string {
+func ServicesOf(st mesh.State, w *mesh.Workload) []string {
 	var out []string
 	for svc := range mesh.ServicesSelecting(st, w) {
 		out = append(out, svc.Name)
@@ -126,7 +126,7 @@ func ServicesOf(st State, w *Workload) []string {
 }
 
 // tokensOf adds to issuers and audiences those RequestAuthentications accept, once each.
-func tokensOf(ras []*RequestAuthentication, issuers, audiences []string) ([]string, []string) {
+func tokensOf(ras []*mesh.RequestAuthentication, issuers, audiences []string) ([]string, []string) {
 	for _, ra := range ras {
 		for _, jr := range ra.Spec.JwtRules {
 			if !slices.Contains(issuers, jr.Issuer) {

@@ -1,4 +1,4 @@
-package policy
+package products
 
 import (
 	"maps"
@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
+	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // ProxyEnforcement is what one proxy on the way to a workload enforces, as the data plane
@@ -38,7 +39,7 @@ type EnforcedRule struct {
 // EnforcementAt lists the proxies on the routes to workload w and what each enforces, in
 // the order a request meets them: ingress gateways, the waypoint, then the workload's own
 // proxy (its sidecar or ztunnel, or the gateway itself).
-func EnforcementAt(st State, root string, w *Workload) []ProxyEnforcement {
+func EnforcementAt(st mesh.State, root string, w *mesh.Workload) []ProxyEnforcement {
 	var out []ProxyEnforcement
 	at := map[string]int{}
 	for _, r := range dataplane.RoutesTo(st, root, w, IngressGateways(st, "")) {
@@ -66,7 +67,7 @@ func EnforcementAt(st State, root string, w *Workload) []ProxyEnforcement {
 }
 
 // enforcedAt is what the proxy of h enforces on the route via.
-func enforcedAt(h hop, via string) ProxyEnforcement {
+func enforcedAt(h dataplane.Hop, via string) ProxyEnforcement {
 	p := ProxyEnforcement{Proxy: h.Proxy, Routes: []string{via}, MTLS: mtlsOf(h)}
 	for _, ra := range h.RAs {
 		p.RequestAuthentications = append(p.RequestAuthentications, ra.Namespace+"/"+ra.Name)
@@ -87,7 +88,7 @@ func enforcedAt(h hop, via string) ProxyEnforcement {
 
 // mtlsOf says which callers the proxy of h takes before any policy: with mTLS only, or also
 // without it, and on which ports a workload's own PeerAuthentication says otherwise.
-func mtlsOf(h hop) string {
+func mtlsOf(h dataplane.Hop) string {
 	mode := "mTLS or plaintext"
 	switch {
 	case h.HBONEOnly:

@@ -1,16 +1,18 @@
-package policy
+package products
 
 import (
 	"fmt"
 	"testing"
 
+	"github.com/meshguard/meshguard/policy/dataplane"
+	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/mesh/meshtest"
 )
 
 // explainCluster is a cluster of 10,000 Pods in 100 namespaces, each namespace with a
 // RequestAuthentication and an ALLOW policy requiring its tokens for half its Pods.
-func explainCluster(b *testing.B) *Snapshot {
-	s := NewSnapshot()
+func explainCluster(b *testing.B) *mesh.Snapshot {
+	s := mesh.NewSnapshot()
 	for n := range 100 {
 		ns := fmt.Sprintf("team-%d", n)
 		s.Add(meshtest.RA(b, ns, "jwt", `{"selector":{"matchLabels":{"tier":"api"}},"jwtRules":[{"issuer":"https://idp.example.com","jwksUri":"https://idp.example.com/keys","audiences":["api"]}]}`))
@@ -31,10 +33,10 @@ func BenchmarkExplain(b *testing.B) {
 	st := explainCluster(b)
 	w := st.Workloads("team-42", map[string]string{"tier": "api"})[0]
 	req := Request{Method: "GET", Path: "/orders", FromPrincipal: "cluster.local/ns/team-7/sa/default",
-		Token: &Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"api"}}}}
+		Token: &dataplane.Token{Claims: map[string][]string{"iss": {"https://idp.example.com"}, "sub": {"alice"}, "aud": {"api"}}}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if e, err := Explain(st, "istio-system", w, ViaDefault, req); err != nil || e.Verdict != VerdictAllow {
+		if e, err := Explain(st, "istio-system", w, ViaDefault, req); err != nil || e.Verdict != dataplane.VerdictAllow {
 			b.Fatal(e, err)
 		}
 	}
