@@ -304,17 +304,11 @@ func ambientRules() []Rule {
 			case !leaving && !mesh.MeantForAmbient(c.State, w):
 				return nil
 			}
-			field, why := "", ""
-			switch {
-			case leaving:
+			field, why := mesh.ZtunnelBypassed(w)
+			if leaving {
 				field, why = "metadata.labels["+DataplaneModeLabel+"]", "it leaves ambient mode (istio.io/dataplane-mode: none), and no sidecar takes its place"
-			case w.Annotations[BypassInboundCaptureAnnotation] == "true":
-				field, why = "metadata.annotations["+BypassInboundCaptureAnnotation+"]", "its inbound traffic bypasses ztunnel"
-			case w.HostNetwork:
-				field, why = "spec.hostNetwork", "it runs on the host's network, which ztunnel does not intercept"
-			case w.Namespace == "kube-system":
-				field, why = "metadata.namespace", "istio-cni excludes kube-system"
-			default:
+			}
+			if field == "" {
 				return nil
 			}
 			// In scope: covered, or selected by a JWT policy (as written, or at its waypoint,

@@ -105,13 +105,11 @@ func localHop(st mesh.State, root string, w *mesh.Workload) []Hop {
 	case mesh.IsProxy(w):
 		// A gateway is its own proxy, whatever its injection labels say.
 		return []Hop{{Proxy: "gateway", RAs: mesh.ForWorkload(w, root, st.RequestAuthentications), APs: aps, Enforcement: EnforcementOf(aps, true)}}
-	case mesh.InAmbient(st, w):
-		if w.Annotations[mesh.BypassInboundCaptureAnnotation] == "true" || w.Namespace == "kube-system" {
+	case mesh.MeantForAmbient(st, w):
+		if field, _ := mesh.ZtunnelBypassed(w); field != "" {
 			return nil
 		}
 		return []Hop{{Proxy: "ztunnel", APs: aps, Ztunnel: true, Enforcement: ZtunnelEnforcement(aps, !strict), MTLSStrict: strict}}
-	case mesh.MeantForAmbient(st, w):
-		return nil // on the host's network: ztunnel does not intercept it
 	case mesh.LeavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
 		return nil // out of ambient mode, and no sidecar either
 	}

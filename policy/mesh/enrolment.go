@@ -73,6 +73,20 @@ func EnrolledInAmbient(ns map[string]string, w *Workload) bool {
 	return enrolled && !IsProxy(w)
 }
 
+// ZtunnelBypassed says why ztunnel does not intercept a workload meant for ambient mode
+// (MeantForAmbient), and the field that says so; "" when it does.
+func ZtunnelBypassed(w *Workload) (field, why string) {
+	switch {
+	case w.Annotations[BypassInboundCaptureAnnotation] == "true":
+		return "metadata.annotations[" + BypassInboundCaptureAnnotation + "]", "its inbound traffic bypasses ztunnel"
+	case w.HostNetwork:
+		return "spec.hostNetwork", "it runs on the host's network, which ztunnel does not intercept"
+	case w.Namespace == "kube-system":
+		return "metadata.namespace", "istio-cni excludes kube-system"
+	}
+	return "", ""
+}
+
 // LeavesAmbient tells whether a workload of an ambient namespace opts out of ambient mode
 // (istio.io/dataplane-mode: none) with no sidecar to take its place: nothing intercepts it.
 // istio-cni acts on the label at once, on a running Pod too.
