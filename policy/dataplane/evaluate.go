@@ -145,6 +145,8 @@ type Rule struct {
 	When     []Condition
 }
 
+// Matches tells whether the rule matches req: an entry of from, one of to, and every when
+// condition.
 func (r Rule) Matches(req Request) bool {
 	return anyEntryHolds(r.From, req) && anyEntryHolds(r.To, req) && allHold(r.When, req)
 }

@@ -31,10 +31,12 @@ const (
 // enforces nothing.
 const DryRunAnnotation = "istio.io/dry-run"
 
+// IsAllow tells whether ap is an ALLOW policy (the default action).
 func IsAllow(ap *mesh.AuthorizationPolicy) bool {
 	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_ALLOW
 }
 
+// IsDeny tells whether ap is a DENY policy.
 func IsDeny(ap *mesh.AuthorizationPolicy) bool {
 	return ap.Spec.Action == securityv1beta1.AuthorizationPolicy_DENY
 }
