@@ -1,9 +1,11 @@
 // Package dataplane is what the proxies do with a class of request: the routes requests
 // take to a workload and the proxies on each (sidecar, ztunnel, waypoint, gateway), the
 // AuthorizationPolicies each receives, compiled into rules as istiod translates them for
-// it, and Envoy's RBAC evaluation of them (CUSTOM, then DENY, then ALLOW). It reads the
-// mesh model (which proxy takes a workload's traffic, where a policy applies) and the
-// meaning of the rules' fields (rulefields); it knows no meshguard rule.
+// it, and Envoy's RBAC evaluation of them (CUSTOM, then DENY, then ALLOW); from these, a
+// proxy's trace of one request (Explain's) and what protects a workload, worked out once
+// per class of workloads and review (Memo). It reads the mesh model (which proxy takes a
+// workload's traffic, where a policy applies) and the meaning of the rules' fields
+// (rulefields); it knows no meshguard rule.
 package dataplane
 
 import (
