@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
@@ -21,33 +22,40 @@ func (c *Context) ztunnelWorkloads(o metav1.Object) []*Workload {
 }
 
 // mixedEntry returns the path of a from or to entry of a rule that names both L4 and
-// HTTP-level fields, or "": ztunnel keeps the L4 part alone.
-func mixedEntry(r *apRule, at string) string {
+// HTTP-level fields, or nil: ztunnel keeps the L4 part alone.
+func mixedEntry(r *apRule, at *field.Path) *field.Path {
 	for j, f := range r.From {
 		if s := f.Source; s != nil && rulefields.L4Source(s) && rulefields.HTTPSource(s) {
-			return fmt.Sprintf("%s.from[%d].source", at, j)
+			return at.Child("from").Index(j).Child("source")
 		}
 	}
 	for j, t := range r.To {
 		if o := t.Operation; o != nil && rulefields.L4Operation(o) && rulefields.HTTPOperation(o) {
-			return fmt.Sprintf("%s.to[%d].operation", at, j)
+			return at.Child("to").Index(j).Child("operation")
 		}
 	}
-	return ""
+	return nil
 }
 
-// silentFields returns the paths of the fields of a rule ztunnel drops with no status:
-// trust domains, and the when keys it does not take although sidecars treat them at L4.
-func silentFields(r *apRule, at string) []string {
-	var out []string
+// silentField is a field of a rule ztunnel drops with no status, and what dropping it does.
+type silentField struct {
+	path   *field.Path
+	effect string
+}
+
+// silentFields returns the fields of a rule ztunnel drops with no status: trust domains,
+// and the when keys it does not take although sidecars treat them at L4.
+func silentFields(r *apRule, at *field.Path) []silentField {
+	var out []silentField
 	for j, f := range r.From {
 		if s := f.Source; s != nil && rulefields.UnsentSource(s) {
-			out = append(out, fmt.Sprintf("%s.from[%d].source", at, j))
+			out = append(out, silentField{at.Child("from").Index(j).Child("source"),
+				"a source of trust domains only arrives empty and matches no connection; beside other fields they are not checked"})
 		}
 	}
 	for k, w := range r.When {
 		if rulefields.ZtunnelOf(w.Key) == rulefields.ZtunnelHTTPSilent {
-			out = append(out, fmt.Sprintf("%s.when[%d].key", at, k))
+			out = append(out, silentField{at.Child("when").Index(k).Child("key"), "it is not checked"})
 		}
 	}
 	return out

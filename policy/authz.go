@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/rulefields"
@@ -18,27 +18,24 @@ type apRule = securityv1beta1.Rule
 // match is a place where a rule matches an attribute, and the values it matches. Its path
 // is rendered only when a finding names it: most matches are looked at and dropped.
 type match struct {
-	rule     string // the rule's path, spec.rules[i]
-	fromList bool   // from[index].source.<name>, else when[index].<name>
+	rule     *field.Path // the rule's path, spec.rules[i]
+	fromList bool        // from[index].source.<name>, else when[index].<name>
 	index    int
 	name     string // the positive form: requestPrincipals, values
 	negative bool   // the match is on the negative form: notRequestPrincipals, notValues
 	values   []string
 }
 
-func (m match) field() string {
+func (m match) field() *field.Path {
 	name := m.name
 	if m.negative {
 		name = "not" + strings.ToUpper(name[:1]) + name[1:]
 	}
 	if m.fromList {
-		return fmt.Sprintf("%s.from[%d].source.%s", m.rule, m.index, name)
+		return m.rule.Child("from").Index(m.index).Child("source", name)
 	}
-	return fmt.Sprintf("%s.when[%d].%s", m.rule, m.index, name)
+	return m.rule.Child("when").Index(m.index).Child(name)
 }
-
-// element is the path of the i-th element of a list.
-func element(list string, i int) string { return list + "[" + strconv.Itoa(i) + "]" }
 
 // matcher finds where a rule matches one family of attributes: the source fields that
 // source returns (positive, negative, name of the positive field) and the `when` keys
@@ -57,10 +54,10 @@ var jwtMatcher = matcher{
 }
 
 // positive and negative return where rule r (at spec.rules[i]) matches m's attributes.
-func (m matcher) positive(r *apRule, at string) []match { return m.find(r, at, true) }
-func (m matcher) negative(r *apRule, at string) []match { return m.find(r, at, false) }
+func (m matcher) positive(r *apRule, at *field.Path) []match { return m.find(r, at, true) }
+func (m matcher) negative(r *apRule, at *field.Path) []match { return m.find(r, at, false) }
 
-func (m matcher) find(r *apRule, at string, positive bool) []match {
+func (m matcher) find(r *apRule, at *field.Path, positive bool) []match {
 	var out []match
 	for j, from := range r.From {
 		if from.Source == nil {
@@ -110,14 +107,15 @@ var (
 
 // eachAPRule adapts a check of one rule of an AuthorizationPolicy to Rule.Check, for
 // policies whose action is among actions (nil: any action).
-func eachAPRule(actions []apAction, check func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding) func(*Context) []Finding {
+func eachAPRule(actions []apAction, check func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding) func(*Context) []Finding {
+	rules := field.NewPath("spec", "rules") // made once: a review judges many rules
 	return judge(func(c *Context, p *AuthorizationPolicy) []Finding {
 		if actions != nil && !slices.Contains(actions, p.Spec.Action) {
 			return nil
 		}
 		var out []Finding
 		for i, r := range p.Spec.Rules {
-			out = append(out, check(c, p, r, element("spec.rules", i))...)
+			out = append(out, check(c, p, r, rules.Index(i))...)
 		}
 		return out
 	})
@@ -133,7 +131,7 @@ func perMatch(ms []match, f func(m match) Finding) []Finding {
 }
 
 // requestPrincipals returns where a rule lists request principals positively.
-func requestPrincipals(r *apRule, at string) []match {
+func requestPrincipals(r *apRule, at *field.Path) []match {
 	return slices.DeleteFunc(jwtMatcher.positive(r, at), func(m match) bool {
 		return !m.fromList
 	})
@@ -146,7 +144,7 @@ func deniesOnClaims(ap *AuthorizationPolicy) bool {
 		return false
 	}
 	for _, r := range ap.Spec.Rules {
-		if len(jwtMatcher.positive(r, "")) > 0 {
+		if len(jwtMatcher.positive(r, nil)) > 0 {
 			return true
 		}
 	}
@@ -159,7 +157,7 @@ func usesToken(ap *AuthorizationPolicy) bool {
 		return false
 	}
 	for _, r := range ap.Spec.Rules {
-		if len(jwtMatcher.positive(r, ""))+len(jwtMatcher.negative(r, "")) > 0 {
+		if len(jwtMatcher.positive(r, nil))+len(jwtMatcher.negative(r, nil)) > 0 {
 			return true
 		}
 	}

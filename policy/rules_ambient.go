@@ -8,6 +8,7 @@ import (
 	typev1beta1 "istio.io/api/type/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
@@ -28,7 +29,7 @@ func ambientRules() []Rule {
 			if len(ambient) == 0 {
 				return nil
 			}
-			return []Finding{finding("spec.selector",
+			return []Finding{finding(field.NewPath("spec", "selector"),
 				fmt.Sprintf("%s run in ambient mode, where no proxy loads this RequestAuthentication: ztunnel validates no tokens, and waypoints take only policies attached by targetRefs", c.describe(ambient)),
 				"bind the workloads' Service to a waypoint (istio.io/use-waypoint) and attach the RequestAuthentication to it: targetRefs: [{kind: Service, group: \"\", name: <service>}]")}
 		}),
@@ -36,10 +37,10 @@ func ambientRules() []Rule {
 		ID: "MG802", Name: "ambient-ztunnel-deny-noop", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A DENY policy without `targetRefs`, on ambient Pods, with a rule that has a clause (`from`, `to`, or one `when`) made only of HTTP-level fields.",
 		Why:     "ztunnel receives that clause empty and skips it: the rule never fires, and what it should deny gets through (istio#61126).",
-		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			clause := dataplane.ZtunnelNoOpClause(r, at)
 			ambient := c.ztunnelWorkloads(p)
-			if clause == "" || len(ambient) == 0 {
+			if clause == nil || len(ambient) == 0 {
 				return nil
 			}
 			return []Finding{finding(clause,
@@ -67,7 +68,7 @@ func ambientRules() []Rule {
 				if !rulefields.HTTPLevel(r) {
 					continue
 				}
-				f := finding(element("spec.rules", i),
+				f := finding(field.NewPath("spec", "rules").Index(i),
 					fmt.Sprintf("%s run in ambient mode: ztunnel enforces L4 only and drops this rule; %s", c.describe(ambient), effect),
 					"attach HTTP rules to the workloads' waypoint with targetRefs (kind: Service); keep only L4 fields in policies for ztunnel")
 				if p.Namespace == c.Settings.Root {
@@ -81,9 +82,9 @@ func ambientRules() []Rule {
 		ID: "MG804", Name: "ambient-ztunnel-deny-widened", Default: Warn, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A DENY policy without `targetRefs`, on ambient Pods, whose entries mix L4 and HTTP-level fields (and that MG802 does not report).",
 		Why:     "ztunnel keeps the L4 part alone: the DENY turns away more than meant (all of a port, all of a namespace's callers).",
-		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(denyOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			entry := mixedEntry(r, at)
-			if entry == "" || dataplane.ZtunnelNoOpClause(r, at) != "" {
+			if entry == nil || dataplane.ZtunnelNoOpClause(r, at) != nil {
 				return nil
 			}
 			ambient := c.ztunnelWorkloads(p)
@@ -107,7 +108,7 @@ func ambientRules() []Rule {
 			if len(ambient) == 0 {
 				return nil
 			}
-			f := finding("spec.action",
+			f := finding(field.NewPath("spec", "action"),
 				fmt.Sprintf("%s run in ambient mode, and ztunnel is never sent a %s policy: it is not enforced", c.describe(ambient), p.Spec.Action),
 				"attach the policy to the workloads' waypoint with targetRefs (kind: Service)")
 			if !custom {
@@ -128,7 +129,7 @@ func ambientRules() []Rule {
 					continue // MG407: no such Service
 				}
 				if _, why := mesh.ServiceWaypoint(c.State, t); why != "" {
-					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+					out = append(out, finding(field.NewPath("spec", "targetRefs").Index(i),
 						why+": this policy is enforced nowhere",
 						"bind the Service to a waypoint: label it, or its namespace, istio.io/use-waypoint: <waypoint>, with a Gateway of class istio-waypoint serving Services"))
 				}
@@ -147,19 +148,19 @@ func ambientRules() []Rule {
 			var out []Finding
 			fix := "target an existing Gateway or waypoint, a Service bound to a waypoint, or GatewayClass istio-waypoint from the root namespace"
 			for i, r := range s.TargetRefs {
-				field := fmt.Sprintf("spec.targetRefs[%d]", i)
+				path := field.NewPath("spec", "targetRefs").Index(i)
 				switch {
 				case !slices.Contains(mesh.AttachableKinds, r.Kind):
-					out = append(out, finding(field+".kind",
+					out = append(out, finding(path.Child("kind"),
 						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: this policy is enforced nowhere", r.Kind), fix))
 				case r.Kind == "Gateway" && c.State.KnowsGateways() && !slices.ContainsFunc(c.State.Gateways(s.Namespace), func(g *Gateway) bool { return g.Name == r.Name }):
-					out = append(out, finding(field+".name",
+					out = append(out, finding(path.Child("name"),
 						fmt.Sprintf("no Gateway %q in namespace %s: this policy is enforced nowhere", r.Name, s.Namespace), fix))
 				case r.Kind == KindGatewayClass && r.Name != mesh.WaypointClass:
-					out = append(out, finding(field+".name",
+					out = append(out, finding(path.Child("name"),
 						fmt.Sprintf("Istio attaches policies to GatewayClass %s only, not %q: this policy is enforced nowhere", mesh.WaypointClass, r.Name), fix))
 				case r.Kind == KindGatewayClass && s.Namespace != c.Settings.Root:
-					out = append(out, finding(field,
+					out = append(out, finding(path,
 						fmt.Sprintf("a GatewayClass is attached to only from the root namespace %s, not %s: this policy is enforced nowhere", c.Settings.Root, s.Namespace), fix))
 				}
 			}
@@ -179,7 +180,7 @@ func ambientRules() []Rule {
 		ID: "MG810", Name: "ztunnel-sees-waypoint-identity", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A policy without `targetRefs` on `principals`, `namespaces` or `serviceAccounts` of clients, for ambient workloads whose traffic arrives through a waypoint. Deny for a DENY, warn for an ALLOW.",
 		Why:     "ztunnel sees the waypoint's identity, not the client's: a DENY on a client is evaded, an ALLOW of a client locks it out.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			var gw *Gateway
 			for _, w := range c.ztunnelWorkloads(p) {
 				if gw, _ = mesh.WaypointOf(c.State, w); gw != nil {
@@ -222,7 +223,7 @@ func ambientRules() []Rule {
 				return nil
 			}
 			if _, old := s.Labels[mesh.RemovedGatewayNameLabel]; old {
-				return []Finding{finding("spec.selector.matchLabels",
+				return []Finding{finding(field.NewPath("spec", "selector", "matchLabels"),
 					fmt.Sprintf("Istio 1.24 and later no longer label gateway Pods %s: gateways created since match no selector on it", mesh.RemovedGatewayNameLabel),
 					"attach the policy to the Gateway: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <gateway>}]")}
 			}
@@ -230,7 +231,7 @@ func ambientRules() []Rule {
 			if len(waypoints) == 0 && !mesh.IsWaypoint(s.Labels) {
 				return nil
 			}
-			return []Finding{finding("spec.selector.matchLabels",
+			return []Finding{finding(field.NewPath("spec", "selector", "matchLabels"),
 				"the selector names waypoint Pods, and a waypoint takes only policies attached by targetRefs: this policy is enforced nowhere",
 				"attach the policy to the waypoint, or to the Services it serves: targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: <waypoint>}]")}
 		},
@@ -271,22 +272,22 @@ func ambientRules() []Rule {
 			if len(unbound) == 0 {
 				return nil
 			}
-			field := "metadata.labels[" + mesh.UseWaypointLabel + "]"
+			path := field.NewPath("metadata", "labels").Key(mesh.UseWaypointLabel)
 			if gw, ok := c.Object.(*Gateway); ok && c.Operation == Update {
 				old := c.OldObject.(*Gateway)
 				switch {
 				case gw.Spec.GatewayClassName != old.Spec.GatewayClassName:
-					field = "spec.gatewayClassName"
+					path = field.NewPath("spec", "gatewayClassName")
 				case gw.Labels[mesh.WaypointForLabel] != old.Labels[mesh.WaypointForLabel]:
-					field = "metadata.labels[" + mesh.WaypointForLabel + "]"
+					path = field.NewPath("metadata", "labels").Key(mesh.WaypointForLabel)
 				default:
-					field = "spec.listeners"
+					path = field.NewPath("spec", "listeners")
 				}
 			}
 			if c.Operation == Delete {
-				field = "metadata.name"
+				path = field.NewPath("metadata", "name")
 			}
-			return []Finding{finding(field,
+			return []Finding{finding(path,
 				fmt.Sprintf("this %s unbinds %s from the waypoint that enforces their JWT policies: from then on nothing enforces them", strings.ToLower(string(c.Operation)), strings.Join(unbound, ", ")),
 				"first move the JWT policies to the enforcement point the Services will have, or keep the binding")}
 		},
@@ -304,11 +305,11 @@ func ambientRules() []Rule {
 			case !leaving && !mesh.MeantForAmbient(c.State, w):
 				return nil
 			}
-			field, why := mesh.ZtunnelBypassed(w)
+			path, why := mesh.ZtunnelBypassed(w)
 			if leaving {
-				field, why = "metadata.labels["+DataplaneModeLabel+"]", "it leaves ambient mode (istio.io/dataplane-mode: none), and no sidecar takes its place"
+				path, why = field.NewPath("metadata", "labels").Key(DataplaneModeLabel), "it leaves ambient mode (istio.io/dataplane-mode: none), and no sidecar takes its place"
 			}
-			if field == "" {
+			if path == nil {
 				return nil
 			}
 			// In scope: covered, or selected by a JWT policy (as written, or at its waypoint,
@@ -318,7 +319,7 @@ func ambientRules() []Rule {
 			if !inScope {
 				return nil
 			}
-			return []Finding{finding(field,
+			return []Finding{finding(path,
 				fmt.Sprintf("%s: nothing enforces inbound policy on this Pod, and requests reach it unchecked", why),
 				"let ztunnel intercept the Pod: remove the opt-out, or exempt the Pod from coverage on purpose")}
 		}),
@@ -326,20 +327,16 @@ func ambientRules() []Rule {
 		ID: "MG814", Name: "ambient-silent-field", Default: Deny, Kinds: []string{KindAuthorizationPolicy},
 		Summary: "A policy without `targetRefs`, on ambient Pods, using `trustDomains`/`notTrustDomains` or the `when` keys `source.serviceAccount`, `source.trustDomain`, `remote.ip`, `connection.sni`. Deny for a DENY, warn for an ALLOW.",
 		Why:     "istiod does not send them to ztunnel, with no status: a source that names only trust domains arrives empty and matches no connection (an ALLOW rule admits nothing by it, a DENY rule never fires), and beside other fields they are not checked.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			fields := silentFields(r, at)
 			ambient := c.ztunnelWorkloads(p)
 			if len(fields) == 0 || len(ambient) == 0 {
 				return nil
 			}
 			var out []Finding
-			for _, field := range fields {
-				effect := "it is not checked"
-				if strings.HasSuffix(field, ".source") {
-					effect = "a source of trust domains only arrives empty and matches no connection; beside other fields they are not checked"
-				}
-				f := finding(field,
-					fmt.Sprintf("%s run in ambient mode, and istiod does not send this field to ztunnel, with no status: %s", c.describe(ambient), effect),
+			for _, silent := range fields {
+				f := finding(silent.path,
+					fmt.Sprintf("%s run in ambient mode, and istiod does not send this field to ztunnel, with no status: %s", c.describe(ambient), silent.effect),
 					"match principals or namespaces instead, or attach the policy to the workloads' waypoint with targetRefs (kind: Service)")
 				if dataplane.IsAllow(p) {
 					f = f.as(Warn)
@@ -370,7 +367,7 @@ func createdUnbound(c *Context) []Finding {
 	if gw != nil || why == "" {
 		return nil
 	}
-	return []Finding{finding("metadata.labels["+mesh.UseWaypointLabel+"]",
+	return []Finding{finding(field.NewPath("metadata", "labels").Key(mesh.UseWaypointLabel),
 		fmt.Sprintf("JWT policies are attached to %s %s/%s, and no waypoint enforces them: %s", t.Kind, t.Namespace, t.Name, why),
 		"bind it to the waypoint that enforces them ("+mesh.UseWaypointLabel+": <waypoint>)")}
 }
@@ -469,7 +466,7 @@ func waypointBypass(c *Context, ra *RequestAuthentication) []Finding {
 			}
 		}
 		for _, svc := range services {
-			if f, ok := serviceBypass(c, svc, fmt.Sprintf("spec.targetRefs[%d]", i)); ok {
+			if f, ok := serviceBypass(c, svc, field.NewPath("spec", "targetRefs").Index(i)); ok {
 				out = append(out, f)
 				break
 			}
@@ -480,7 +477,7 @@ func waypointBypass(c *Context, ra *RequestAuthentication) []Finding {
 
 // serviceBypass is MG808's finding at field for a Service whose tokens its waypoint
 // checks, where ztunnel lets another caller reach one of its workloads directly.
-func serviceBypass(c *Context, svc *corev1.Service, field string) (Finding, bool) {
+func serviceBypass(c *Context, svc *corev1.Service, path *field.Path) (Finding, bool) {
 	gw, _ := mesh.ServiceWaypoint(c.State, mesh.ServiceTarget(svc))
 	if gw == nil || mesh.WaypointFor(c.State, gw) == "all" {
 		return Finding{}, false
@@ -494,7 +491,7 @@ func serviceBypass(c *Context, svc *corev1.Service, field string) (Finding, bool
 		if who == "" {
 			continue
 		}
-		f := finding(field,
+		f := finding(path,
 			fmt.Sprintf("tokens are checked at waypoint %s/%s only, and ztunnel lets %s reach %s directly, with no token", gw.Namespace, gw.Name, who, c.describe([]*Workload{w})),
 			fmt.Sprintf("admit only the waypoint at ztunnel: an ALLOW policy selecting the Pods with principals: [%q]", mesh.WaypointIdentity(gw)))
 		if c.Settings.Coverage != nil {
@@ -522,7 +519,7 @@ func ingressSkipsWaypoint(c *Context, ra *RequestAuthentication) []Finding {
 			continue
 		}
 		if ingress := ingressTo(c.State, svc); ingress != "" {
-			out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+			out = append(out, finding(field.NewPath("spec", "targetRefs").Index(i),
 				fmt.Sprintf("%s sends requests to Service %s/%s, and ingress traffic skips its waypoint: those requests reach the Pods with no token check", ingress, svc.Namespace, svc.Name),
 				fmt.Sprintf("label the Service, or its namespace, %s: \"true\"", mesh.IngressUseWaypointLabel)))
 		}
@@ -551,14 +548,6 @@ func reJudgedOnChanges(check func(*Context, *RequestAuthentication) []Finding) f
 		}
 		before := *c
 		before.State = c.Before
-		field := "metadata.name"
-		if c.Operation != Delete {
-			field = "spec"
-			if _, ok := c.Object.(*AuthorizationPolicy); !ok {
-				field = "metadata.labels"
-			}
-		}
-		verb := strings.ToLower(string(c.Operation))
 		for _, ra := range c.State.RequestAuthentications(ns) {
 			if len(mesh.ScopeOf(ra).TargetRefs) == 0 {
 				continue
@@ -568,9 +557,21 @@ func reJudgedOnChanges(check func(*Context, *RequestAuthentication) []Finding) f
 				continue
 			}
 			f := found[0]
-			f.Field, f.Message = field, fmt.Sprintf("after this %s, for RequestAuthentication %s: %s", verb, ref(ra), f.Message)
+			f.Field, f.Message = changedField(c).String(), fmt.Sprintf("after this %s, for RequestAuthentication %s: %s", strings.ToLower(string(c.Operation)), ref(ra), f.Message)
 			return []Finding{f}
 		}
 		return nil
 	}
+}
+
+// changedField is where a change re-judged for the policies it concerns is: the name of
+// what it deletes, the spec of an AuthorizationPolicy, else the labels.
+func changedField(c *Context) *field.Path {
+	switch _, ap := c.Object.(*AuthorizationPolicy); {
+	case c.Operation == Delete:
+		return field.NewPath("metadata", "name")
+	case ap:
+		return field.NewPath("spec")
+	}
+	return field.NewPath("metadata", "labels")
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
@@ -103,7 +104,7 @@ func controlPlaneRules() []Rule {
 			if v == "" {
 				return nil
 			}
-			return []Finding{finding("spec.jwtRules",
+			return []Finding{finding(field.NewPath("spec", "jwtRules"),
 				fmt.Sprintf("istiod %s falls back to a key set with a public private key when a JWKS fetch fails: anyone can then mint accepted tokens", v),
 				"upgrade istiod to 1.27.8, 1.28.5, 1.29.1, 1.30.0 or later")}
 		},
@@ -111,7 +112,7 @@ func controlPlaneRules() []Rule {
 		ID: "MG702", Name: "istio-version-header-match", Default: Warn, Kinds: ap,
 		Summary: "An AuthorizationPolicy matching `request.headers[...]` on istiod 1.27.0–1.27.7, 1.28.0–1.28.4 or 1.29.0 (CVE-2026-26308).",
 		Why:     "Envoy matches a repeated header as its values joined: a request sending the header twice evades a DENY on it, or satisfies an ALLOW.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			v := affectedIstiod(c, headerMatchJoined)
 			if v == "" {
 				return nil
@@ -119,7 +120,7 @@ func controlPlaneRules() []Rule {
 			var out []Finding
 			for k, w := range r.When {
 				if strings.HasPrefix(w.Key, "request.headers[") {
-					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+					out = append(out, finding(at.Child("when").Index(k).Child("key"),
 						fmt.Sprintf("istiod %s matches a repeated %s as its values joined: sending it twice evades a DENY on it and can satisfy an ALLOW", v, w.Key),
 						"upgrade istiod to 1.27.8, 1.28.5, 1.29.1, 1.30.0 or later"))
 				}
@@ -130,7 +131,7 @@ func controlPlaneRules() []Rule {
 		ID: "MG703", Name: "istio-version-sa-regex", Default: Deny, Kinds: ap,
 		Summary: "`serviceAccounts` or `notServiceAccounts` holding a `.` on istiod 1.25.0–1.27.8, 1.28.0–1.28.5 or 1.29.0–1.29.1 (CVE-2026-39350). Deny for a DENY, warn for an ALLOW.",
 		Why:     "The `.` is read as a regex wildcard: an ALLOW admits other service accounts, a DENY's exceptions let others through.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			v := affectedIstiod(c, serviceAccountRegex)
 			if v == "" {
 				return nil
@@ -143,7 +144,7 @@ func controlPlaneRules() []Rule {
 		ID: "MG704", Name: "istio-version-principal-regex", Default: Deny, Kinds: ap,
 		Summary: "`principals` with a leading `*`, or `namespaces`, holding regex metacharacters on istiod before 1.28.7 or 1.29.0–1.29.2. Deny for a DENY, warn for an ALLOW.",
 		Why:     "They are not escaped: the match is wider than written, so an ALLOW admits others and a DENY's exceptions let others through.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			v := affectedIstiod(c, principalRegex)
 			if v == "" {
 				return nil
@@ -178,7 +179,7 @@ func controlPlaneRules() []Rule {
 			var out []Finding
 			for i, r := range mesh.ScopeOf(c.Object).TargetRefs {
 				if r.Kind == KindGatewayClass {
-					out = append(out, finding(fmt.Sprintf("spec.targetRefs[%d]", i),
+					out = append(out, finding(field.NewPath("spec", "targetRefs").Index(i),
 						fmt.Sprintf("istiod %s attaches no policy to GatewayClass %q: this policy is enforced nowhere", v, r.Name),
 						"upgrade istiod to 1.26 or later, or target the waypoint Gateway itself"))
 				}
@@ -190,7 +191,7 @@ func controlPlaneRules() []Rule {
 
 // regexFindings reports the values of a source field holding any of meta, which the
 // affected istiod reads as a regular expression: deny for a DENY, warn for an ALLOW.
-func regexFindings(p *AuthorizationPolicy, r *apRule, at, version string, field func(*securityv1beta1.Source) (name string, positive, negative []string), meta, fix string) []Finding {
+func regexFindings(p *AuthorizationPolicy, r *apRule, at *field.Path, version string, field func(*securityv1beta1.Source) (name string, positive, negative []string), meta, fix string) []Finding {
 	var out []Finding
 	for j, f := range r.From {
 		if f.Source == nil {
@@ -205,7 +206,7 @@ func regexFindings(p *AuthorizationPolicy, r *apRule, at, version string, field 
 				if !strings.ContainsAny(v, meta) {
 					continue
 				}
-				fd := finding(fmt.Sprintf("%s.from[%d].source.%s", at, j, form.name),
+				fd := finding(at.Child("from").Index(j).Child("source", form.name),
 					fmt.Sprintf("istiod %s reads %q as a regular expression: it matches more than written", version, v), fix)
 				if dataplane.IsAllow(p) {
 					fd = fd.as(Warn)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/dataplane"
 	"github.com/meshguard/meshguard/policy/mesh"
@@ -49,9 +50,9 @@ func crossResourceRules() []Rule {
 			if len(open) == 0 {
 				return nil
 			}
-			field := "spec.selector"
+			path := field.NewPath("spec", "selector")
 			if len(mesh.ScopeOf(ra).TargetRefs) > 0 {
-				field = "spec.targetRefs"
+				path = field.NewPath("spec", "targetRefs")
 			}
 			who, witness := c.describe(open), c.protection(c.State, open[0]).Tokenless()
 			if len(first.open) > 0 {
@@ -68,7 +69,7 @@ func crossResourceRules() []Rule {
 				// about the ones to come.
 				gets = "once they run, " + gets
 			}
-			return []Finding{finding(field,
+			return []Finding{finding(path,
 				fmt.Sprintf("no AuthorizationPolicy requires a token for %s: %s", who, gets),
 				fmt.Sprintf("add an ALLOW policy for the same workloads with requestPrincipals: [%q], or a DENY with notRequestPrincipals: [\"*\"]", firstIssuer(ra)+"/*"))}
 		}),
@@ -89,7 +90,7 @@ func crossResourceRules() []Rule {
 				fix = "ambient workloads have their tokens checked at a waypoint only: attach a RequestAuthentication, and this policy, to their Service by targetRefs, and bind the Service to a waypoint (" + mesh.UseWaypointLabel + ")"
 			}
 			if dataplane.IsDeny(p) && deniesOnClaims(p) {
-				return []Finding{finding("spec.rules",
+				return []Finding{finding(field.NewPath("spec", "rules"),
 					fmt.Sprintf("no RequestAuthentication validates tokens for %s, so this DENY on token attributes never fires", c.describe(bare)), fix).as(Deny)}
 			}
 			effect := "so every request there is denied (403)"
@@ -104,7 +105,7 @@ func crossResourceRules() []Rule {
 			case c.protection(c.State, w).AdmitsUnverified():
 				effect = "so the rules of this policy on token attributes never match: only what other rules admit gets in"
 			}
-			return []Finding{finding("spec.rules",
+			return []Finding{finding(field.NewPath("spec", "rules"),
 				fmt.Sprintf("no RequestAuthentication validates tokens for %s, %s", c.describe(bare), effect), fix)}
 		}),
 	}, {
@@ -136,12 +137,12 @@ func crossResourceRules() []Rule {
 			verb := strings.ToLower(string(c.Operation))
 			var out []Finding
 			if len(opened) > 0 {
-				out = append(out, finding("spec",
+				out = append(out, finding(field.NewPath("spec"),
 					fmt.Sprintf("this %s leaves %s accepting requests with no token (%s, on a path no policy names); today they require one", verb, c.describe(opened), dataplane.DescribeRequest(c.protection(c.State, opened[0]).Tokenless())),
 					"first apply another AuthorizationPolicy that requires a token for these workloads, or keep this one"))
 			}
 			if len(undenied) > 0 {
-				out = append(out, finding("spec",
+				out = append(out, finding(field.NewPath("spec"),
 					fmt.Sprintf("this %s stops token validation for %s, so their DENY policies on token attributes stop firing", verb, c.describe(undenied)),
 					"keep a RequestAuthentication for these workloads, or remove the DENY policies that depend on it first"))
 			}
@@ -176,7 +177,7 @@ func crossResourceRules() []Rule {
 								continue
 							}
 							reported[key] = true
-							out = append(out, finding(fmt.Sprintf("spec.jwtRules[%d].issuer", i),
+							out = append(out, finding(field.NewPath("spec", "jwtRules").Index(i).Child("issuer"),
 								fmt.Sprintf("%s also configures issuer %q for %s, differently: a token that passes the weaker of the two is accepted", ref(other), r.Issuer, c.describe([]*Workload{w})),
 								"configure each issuer once per workload, in one RequestAuthentication, with its audiences"))
 						}
@@ -189,7 +190,7 @@ func crossResourceRules() []Rule {
 		ID: "MG305", Name: "ap-unknown-issuer", Default: Warn, Kinds: ap,
 		Summary: "A `requestPrincipals` issuer that no RequestAuthentication on those workloads configures. Warn for ALLOW, deny for DENY.",
 		Why:     "No token from that issuer is ever validated: an ALLOW on it locks callers out, a DENY on it never fires.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			effect, action := "no token of it is validated: callers are locked out", Warn
 			if dataplane.IsDeny(p) {
 				effect, action = "this DENY never fires", Deny
@@ -250,7 +251,7 @@ func crossResourceRules() []Rule {
 		ID: "MG306", Name: "ap-any-issuer", Default: Warn, Kinds: ap,
 		Summary: "`requestPrincipals: [\"*\"]` where the workloads' RequestAuthentications configure more than one issuer.",
 		Why:     "A valid token from any of the issuers is accepted, and any team that adds an issuer widens access.",
-		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOnly, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			for _, m := range requestPrincipals(r, at) {
 				if !slices.Contains(m.values, "*") {
 					continue
@@ -282,7 +283,7 @@ func crossResourceRules() []Rule {
 		ID: "MG308", Name: "http-fields-on-tcp", Default: Warn, Kinds: ap,
 		Summary: "HTTP-only fields on workloads whose Service ports are not HTTP (by port name prefix or `appProtocol`). Not on gateways, whose protocols are their listeners'.",
 		Why:     "On a TCP port Istio drops an ALLOW rule with HTTP fields (traffic denied) and widens such a DENY rule to match everything.",
-		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			if !rulefields.UsesHTTP(r) {
 				return nil
 			}
@@ -312,7 +313,7 @@ func crossResourceRules() []Rule {
 		ID: "MG309", Name: "claims-space-delimited", Default: Warn, Kinds: ap,
 		Summary: "`request.auth.claims[scp]` (or another space-separated claim) without `spaceDelimitedClaims` on the RequestAuthentication.",
 		Why:     "Since Istio 1.21 only `scope` and `permission` are split on spaces: a value matching one scope never matches.",
-		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			var out []Finding
 			for k, w := range r.When {
 				claim, ok := strings.CutPrefix(w.Key, "request.auth.claims[")
@@ -327,7 +328,7 @@ func crossResourceRules() []Rule {
 					})
 				})
 				if len(unsplit) > 0 {
-					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+					out = append(out, finding(at.Child("when").Index(k).Child("key"),
 						fmt.Sprintf("%s is one space-separated string and is not split for %s: a value naming one entry never matches", claim, c.describe(unsplit)),
 						fmt.Sprintf("add spaceDelimitedClaims: [%q] to the jwtRule (Istio 1.28+)", claim)))
 				}
@@ -338,7 +339,7 @@ func crossResourceRules() []Rule {
 		ID: "MG310", Name: "presenter-entra-v1", Default: Warn, Kinds: ap,
 		Summary: "`request.auth.presenter` with an Entra v1 issuer.",
 		Why:     "The presenter is the `azp` claim; v1 tokens carry `appid` instead, so the condition never matches.",
-		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+		Check: eachAPRule(anyAction, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 			var out []Finding
 			for k, w := range r.When {
 				if w.Key != "request.auth.presenter" {
@@ -351,7 +352,7 @@ func crossResourceRules() []Rule {
 					})
 				})
 				if len(v1) > 0 {
-					out = append(out, finding(fmt.Sprintf("%s.when[%d].key", at, k),
+					out = append(out, finding(at.Child("when").Index(k).Child("key"),
 						fmt.Sprintf("%s accept Entra v1 tokens, which carry appid, not azp: request.auth.presenter never matches them", c.describe(v1)),
 						"match request.auth.claims[appid] for v1 tokens"))
 				}
@@ -500,7 +501,7 @@ var tcpProtocols = map[string]bool{"tcp": true, "tls": true, "https": true, "mon
 // identityMatchesPlaintext is MG307 for an AuthorizationPolicy: its rules that match callers
 // by identity, on workloads plaintext callers reach.
 func identityMatchesPlaintext(c *Context) []Finding {
-	return eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at string) []Finding {
+	return eachAPRule(allowOrDeny, func(c *Context, p *AuthorizationPolicy, r *apRule, at *field.Path) []Finding {
 		// A positive DENY and a negative ALLOW let plaintext callers in; a positive
 		// ALLOW locks them out.
 		opens, closes := mtlsMatcher.positive(r, at), []match(nil)
@@ -546,9 +547,9 @@ func identityPoliciesOpened(c *Context, p *PeerAuthentication) []Finding {
 			}
 			if slices.ContainsFunc(ap.Spec.Rules, func(r *apRule) bool {
 				if dataplane.IsDeny(ap) {
-					return len(mtlsMatcher.positive(r, "")) > 0
+					return len(mtlsMatcher.positive(r, nil)) > 0
 				}
-				return len(admittingOnly(ap.Namespace, r, mtlsMatcher.negative(r, ""), dataplane.MatchesPlaintext)) > 0
+				return len(admittingOnly(ap.Namespace, r, mtlsMatcher.negative(r, nil), dataplane.MatchesPlaintext)) > 0
 			}) {
 				opened = append(opened, ref(ap))
 			}

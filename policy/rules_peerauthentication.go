@@ -5,21 +5,22 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/mesh"
 )
 
 // mtlsField is where a PeerAuthentication change weakens mTLS: its name for a DELETE, its
 // ports where they are weaker than its mode, else its mode.
-func mtlsField(c *Context, p *PeerAuthentication) string {
+func mtlsField(c *Context, p *PeerAuthentication) *field.Path {
 	switch {
 	case c.Operation == Delete:
-		return "metadata.name"
+		return field.NewPath("metadata", "name")
 	case p.Spec.Mtls != nil && p.Spec.Mtls.Mode != securityv1beta1.PeerAuthentication_MutualTLS_UNSET && mesh.WeakestPort(p, p.Spec.Mtls.Mode) != p.Spec.Mtls.Mode,
 		(p.Spec.Mtls == nil || p.Spec.Mtls.Mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET) && len(p.Spec.PortLevelMtls) > 0:
-		return "spec.portLevelMtls"
+		return field.NewPath("spec", "portLevelMtls")
 	}
-	return "spec.mtls.mode"
+	return field.NewPath("spec", "mtls", "mode")
 }
 
 // wideScope tells whether a PeerAuthentication is namespace-wide (mesh-wide in the root
@@ -56,7 +57,7 @@ func peerAuthenticationRules() []Rule {
 			if mode == securityv1beta1.PeerAuthentication_MutualTLS_UNSET {
 				mode = securityv1beta1.PeerAuthentication_MutualTLS_PERMISSIVE
 			}
-			return []Finding{finding("spec.mtls.mode",
+			return []Finding{finding(field.NewPath("spec", "mtls", "mode"),
 				fmt.Sprintf("%s mTLS for %s accepts plaintext callers, which carry no identity for authorization policies", mode, where),
 				"set mtls.mode: STRICT once every client has a sidecar")}
 		}),
@@ -73,7 +74,7 @@ func peerAuthenticationRules() []Rule {
 					return nil // only newer ones follow
 				}
 				if wideScope(other) {
-					return []Finding{finding("spec.selector",
+					return []Finding{finding(field.NewPath("spec", "selector"),
 						fmt.Sprintf("%s already sets the mode for the whole namespace: Istio keeps the oldest and ignores this one", ref(other)),
 						"edit "+ref(other)+" instead, or give this policy a selector")}
 				}

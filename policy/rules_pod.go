@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/mesh"
 )
@@ -69,7 +70,7 @@ func podRules() []Rule {
 			var out []Finding
 			for _, k := range mesh.SortedKeys(cov.Labels) {
 				if v, had := old.Labels[k]; had && v == cov.Labels[k] && w.Labels[k] != v {
-					out = append(out, finding(fmt.Sprintf("metadata.labels[%s]", k),
+					out = append(out, finding(field.NewPath("metadata", "labels").Key(k),
 						fmt.Sprintf("removing coverage label %s=%s takes the Pod out of the JWT policies that select it: its requests go unchecked", k, v),
 						fmt.Sprintf("keep the label %s=%s (%s requires it)", k, v, guardrailNote(cov.Guardrails))))
 				}
@@ -88,7 +89,7 @@ func podRules() []Rule {
 			if mesh.InAmbient(c.State, w) {
 				fix = "the Pod runs in ambient mode: bind its Service to a waypoint and attach a RequestAuthentication and an ALLOW policy with requestPrincipals to the Service (targetRefs)"
 			}
-			return []Finding{finding("metadata.labels",
+			return []Finding{finding(field.NewPath("metadata", "labels"),
 				fmt.Sprintf("%s requires coverage, but no RequestAuthentication with an AuthorizationPolicy requiring a token selects this Pod: requests without a token reach it", guardrailNote(c.Settings.Coverage.Guardrails)),
 				fix)}
 		}),
@@ -101,14 +102,14 @@ func podRules() []Rule {
 			if c.Operation == Update || mesh.IsProxy(w) || mesh.MeantForAmbient(c.State, w) {
 				return nil
 			}
-			field, why := mesh.NotEnforceable(w)
+			path, why := mesh.NotEnforceable(w)
 			if why == "" && mesh.InjectionDisabled(c.State, w) {
-				field, why = "metadata.namespace", "its namespace disables sidecar injection (istio-injection: disabled)"
+				path, why = field.NewPath("metadata", "namespace"), "its namespace disables sidecar injection (istio-injection: disabled)"
 			}
 			if why == "" || (c.Settings.Coverage == nil && len(c.protection(c.State, w).RAs) == 0) {
 				return nil
 			}
-			return []Finding{finding(field,
+			return []Finding{finding(path,
 				fmt.Sprintf("%s: Istio enforces no JWT policy on this Pod, and requests reach it unchecked", why),
 				"let the sidecar intercept the Pod's inbound traffic: remove the opt-out, or exempt the Pod from coverage on purpose")}
 		}),
@@ -124,7 +125,7 @@ func podRules() []Rule {
 			if old, ok := c.OldObject.(*Workload); ok && optedOut(old) {
 				return nil // judged when it was set
 			}
-			return []Finding{finding("metadata.annotations["+CoverageAnnotation+"]",
+			return []Finding{finding(field.NewPath("metadata", "annotations").Key(CoverageAnnotation),
 				fmt.Sprintf("%s does not allow Pods to opt out of coverage here", guardrailNote(cov.Guardrails)),
 				"remove the meshguard.io/coverage annotation, or ask the cluster admins for allowOptOut")}
 		}),
@@ -139,7 +140,7 @@ func podRules() []Rule {
 			required := requiredLabels(c.Settings, w)
 			var out []Finding
 			for _, k := range mesh.SortedKeys(required) {
-				want, at := required[k], "metadata.labels["+k+"]"
+				want, at := required[k], field.NewPath("metadata", "labels").Key(k)
 				have, has := w.Labels[k]
 				switch {
 				case has && have == want:

@@ -6,6 +6,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/mesh"
 )
@@ -38,11 +39,11 @@ func emptySelector(o metav1.Object) bool {
 }
 
 // selectorField names where a policy says what it selects.
-func selectorField(s mesh.Scope) string {
+func selectorField(s mesh.Scope) *field.Path {
 	if len(s.TargetRefs) > 0 {
-		return "spec.targetRefs"
+		return field.NewPath("spec", "targetRefs")
 	}
-	return "spec.selector"
+	return field.NewPath("spec", "selector")
 }
 
 func scopeRules() []Rule {
@@ -57,7 +58,7 @@ func scopeRules() []Rule {
 			if s.Namespace == c.Settings.Root || hasSelector(s) || emptySelector(c.Object) {
 				return nil
 			}
-			f := finding("spec.selector",
+			f := finding(field.NewPath("spec", "selector"),
 				fmt.Sprintf("no selector: the policy applies to every workload of namespace %s, present and future, gateways included", s.Namespace),
 				"select the workloads it is for: selector: {matchLabels: {app: <name>}}")
 			if c.Settings.RequireSelectors {
@@ -77,7 +78,7 @@ func scopeRules() []Rule {
 			if c.Object.GetNamespace() == c.Settings.Root {
 				where = "every workload of the mesh"
 			}
-			return []Finding{finding("spec.selector.matchLabels",
+			return []Finding{finding(field.NewPath("spec", "selector", "matchLabels"),
 				fmt.Sprintf("an empty selector selects everything: the policy applies to %s", where),
 				"list the labels of the workloads it is for, or remove the selector if namespace-wide is meant")}
 		},
@@ -115,7 +116,7 @@ func scopeRules() []Rule {
 					return nil
 				}
 			}
-			return []Finding{finding("spec.selector.matchLabels",
+			return []Finding{finding(field.NewPath("spec", "selector", "matchLabels"),
 				fmt.Sprintf("%s requires coverage here, but this policy does not select by the coverage label %s", guardrailNote(cov.Guardrails), labelString(cov.Labels)),
 				fmt.Sprintf("select by the coverage label: selector: {matchLabels: {%s}}", yamlPairs(cov.Labels)))}
 		},
@@ -128,7 +129,7 @@ func scopeRules() []Rule {
 			if s.Namespace != c.Settings.Root || len(s.Labels) == 0 {
 				return nil
 			}
-			return []Finding{finding("spec.selector",
+			return []Finding{finding(field.NewPath("spec", "selector"),
 				fmt.Sprintf("in the root namespace, %s matches workloads of every namespace: labelling a Pod opts it in or out", describeSelector(s)),
 				"put the policy in the workloads' namespace, or make sure the label is one only meshguard sets (a coverage label)")}
 		},
@@ -141,7 +142,7 @@ func scopeRules() []Rule {
 			if s.Namespace != c.Settings.Root || len(s.Labels) == 0 {
 				return nil
 			}
-			return []Finding{finding("spec.selector",
+			return []Finding{finding(field.NewPath("spec", "selector"),
 				"Istio ignores PeerAuthentications with a selector in the root namespace: this mTLS mode is in force nowhere",
 				"move the policy to the workloads' namespace, or drop the selector to make it mesh-wide")}
 		},
@@ -154,14 +155,14 @@ func scopeRules() []Rule {
 			var out []Finding
 			svcs := c.State.Services(s.Namespace)
 			for i, r := range s.TargetRefs {
-				field := fmt.Sprintf("spec.targetRefs[%d]", i)
+				path := field.NewPath("spec", "targetRefs").Index(i)
 				switch {
 				case !slices.Contains(mesh.AttachableKinds, r.Kind) && !isJWTPolicy(c.Object): // JWT policies: MG807
-					out = append(out, finding(field+".kind",
+					out = append(out, finding(path.Child("kind"),
 						fmt.Sprintf("Istio attaches policies only to Gateway, GatewayClass, Service and ServiceEntry, not %q: the policy applies nowhere", r.Kind),
 						"target the Gateway or the Service (through its waypoint), or use a selector for sidecar workloads"))
 				case r.Kind == "Service" && len(svcs) > 0 && !slices.ContainsFunc(svcs, func(sv *corev1.Service) bool { return sv.Name == r.Name }):
-					out = append(out, finding(field+".name",
+					out = append(out, finding(path.Child("name"),
 						fmt.Sprintf("no Service %q in namespace %s: the policy applies nowhere", r.Name, s.Namespace),
 						"name an existing Service"))
 				}

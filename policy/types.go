@@ -5,6 +5,7 @@ package policy
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Operation is the admission operation under review. Audit judges an object as it stands,
@@ -81,9 +82,9 @@ func judge[T metav1.Object](check func(c *Context, o T) []Finding) func(*Context
 	}
 }
 
-// finding is a finding at field, with the rule's default action.
-func finding(field, message, fix string) Finding {
-	return Finding{Field: field, Message: message, Fix: fix}
+// finding is a finding at a field, with the rule's default action.
+func finding(at *field.Path, message, fix string) Finding {
+	return Finding{Field: at.String(), Message: message, Fix: fix}
 }
 
 // as sets the finding's action where the rule's default depends on what it found.

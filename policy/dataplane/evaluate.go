@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
@@ -41,8 +42,8 @@ const AnyOther = "\x00"
 // AnyPath is a path no policy names: it matches "/*" and "*", nothing narrower.
 const AnyPath = "/" + AnyOther
 
-// condition is one field of a rule: the attribute it reads, and its positive and negative
-// values (either may be empty); at says where it is in the rule, for explanations.
+// Condition is one field of a rule: the attribute it reads, and its positive and negative
+// values (either may be empty); At says where it is in the rule, for explanations.
 type Condition struct {
 	Attr              string
 	Values, NotValues []string
@@ -55,15 +56,16 @@ func NewCondition(attr string, values, notValues []string, at FieldRef) Conditio
 	return Condition{attr, values, notValues, at, rulefields.Of(attr).Match}
 }
 
-// fieldRef is where a condition is in its rule: the entry of from (list 'f') or to ('t') and
+// FieldRef is where a condition is in its rule: the entry of from (list 'f') or to ('t') and
 // the index of its field in rulefields.Source or rulefields.Operation, or the index in when ('w').
 type FieldRef struct {
 	List         byte
 	Entry, Field int
 }
 
-// Path names the field in the rule, its negative form if negative: from[0].source.notPaths.
-func (f FieldRef) Path(negative bool) string {
+// Path names the field in the rule at rule, its negative form if negative:
+// spec.rules[0].from[0].source.notPaths (from[0].source.notPaths where rule is nil).
+func (f FieldRef) Path(rule *field.Path, negative bool) *field.Path {
 	pick := func(name, not string) string {
 		if negative {
 			return not
@@ -72,11 +74,11 @@ func (f FieldRef) Path(negative bool) string {
 	}
 	switch f.List {
 	case 'f':
-		return fmt.Sprintf("from[%d].source.%s", f.Entry, pick(rulefields.Source[f.Field].Name, rulefields.Source[f.Field].Not))
+		return rule.Child("from").Index(f.Entry).Child("source", pick(rulefields.Source[f.Field].Name, rulefields.Source[f.Field].Not))
 	case 't':
-		return fmt.Sprintf("to[%d].operation.%s", f.Entry, pick(rulefields.Operation[f.Field].Name, rulefields.Operation[f.Field].Not))
+		return rule.Child("to").Index(f.Entry).Child("operation", pick(rulefields.Operation[f.Field].Name, rulefields.Operation[f.Field].Not))
 	}
-	return fmt.Sprintf("when[%d]", f.Entry)
+	return rule.Child("when").Index(f.Entry)
 }
 
 // conditions are the conditions of entry i of a from or to list (list 'f' or 't'), one per

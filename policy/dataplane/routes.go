@@ -106,14 +106,14 @@ func localHop(st mesh.State, root string, w *mesh.Workload) []Hop {
 		// A gateway is its own proxy, whatever its injection labels say.
 		return []Hop{{Proxy: "gateway", RAs: mesh.ForWorkload(w, root, st.RequestAuthentications), APs: aps, Enforcement: EnforcementOf(aps, true)}}
 	case mesh.MeantForAmbient(st, w):
-		if field, _ := mesh.ZtunnelBypassed(w); field != "" {
+		if path, _ := mesh.ZtunnelBypassed(w); path != nil {
 			return nil
 		}
 		return []Hop{{Proxy: "ztunnel", APs: aps, Ztunnel: true, Enforcement: ZtunnelEnforcement(aps, !strict), MTLSStrict: strict}}
 	case mesh.LeavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
 		return nil // out of ambient mode, and no sidecar either
 	}
-	if field, _ := mesh.NotEnforceable(w); field != "" || mesh.InjectionDisabled(st, w) {
+	if path, _ := mesh.NotEnforceable(w); path != nil || mesh.InjectionDisabled(st, w) {
 		return nil
 	}
 	mode, own := mesh.MTLSModes(st, root, w)

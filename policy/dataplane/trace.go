@@ -284,9 +284,9 @@ func conditionsMismatch(cs []Condition, attrs map[string][]string) string {
 		positive := c
 		positive.NotValues = nil
 		if !positive.HoldsFor(values) {
-			return fmt.Sprintf("%s: the request has %s, none of %s", c.At.Path(false), has, mesh.QuoteList(c.Values))
+			return fmt.Sprintf("%s: the request has %s, none of %s", c.At.Path(nil, false), has, mesh.QuoteList(c.Values))
 		}
-		return fmt.Sprintf("%s: the request has %s, one of %s", c.At.Path(true), has, mesh.QuoteList(c.NotValues))
+		return fmt.Sprintf("%s: the request has %s, one of %s", c.At.Path(nil, true), has, mesh.QuoteList(c.NotValues))
 	}
 	return ""
 }

@@ -1,10 +1,10 @@
 package dataplane
 
 import (
-	"fmt"
 	"slices"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/meshguard/meshguard/policy/mesh"
 	"github.com/meshguard/meshguard/policy/rulefields"
@@ -13,22 +13,22 @@ import (
 // ZtunnelNoOpClause returns the path of a clause of a DENY rule that ztunnel cannot match:
 // a from or to list whose every entry names only HTTP-level fields, or a when condition on
 // an HTTP-level key. ztunnel receives such a clause empty and skips it, so the rule never
-// fires (istio#61126). "" when every clause keeps an L4 part.
-func ZtunnelNoOpClause(r *apRule, at string) string {
+// fires (istio#61126). nil when every clause keeps an L4 part.
+func ZtunnelNoOpClause(r *apRule, at *field.Path) *field.Path {
 	if len(r.From) > 0 && !slices.ContainsFunc(r.From, func(f *securityv1beta1.Rule_From) bool { return f.Source != nil && rulefields.L4Source(f.Source) }) {
-		return at + ".from"
+		return at.Child("from")
 	}
 	if len(r.To) > 0 && !slices.ContainsFunc(r.To, func(t *securityv1beta1.Rule_To) bool {
 		return t.Operation != nil && rulefields.L4Operation(t.Operation)
 	}) {
-		return at + ".to"
+		return at.Child("to")
 	}
 	for k, w := range r.When {
 		if rulefields.ZtunnelOf(w.Key).HTTPLevel() {
-			return fmt.Sprintf("%s.when[%d]", at, k)
+			return at.Child("when").Index(k)
 		}
 	}
-	return ""
+	return nil
 }
 
 // ZtunnelEnforcement is how ztunnel enforces the AuthorizationPolicies of an ambient
@@ -57,7 +57,7 @@ func ztunnelRule(ap *mesh.AuthorizationPolicy, r *apRule, c Rule) (Rule, string)
 		return Rule{}, "it names an HTTP field: ztunnel drops the rule, which admits nothing"
 	case IsAllow(ap):
 		return c, ""
-	case ZtunnelNoOpClause(r, "") != "":
+	case ZtunnelNoOpClause(r, nil) != nil:
 		return Rule{}, "a clause of HTTP fields only: ztunnel skips the rule, which denies nothing"
 	}
 	return c.l4Only(), ""

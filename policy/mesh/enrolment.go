@@ -3,6 +3,8 @@ package mesh
 import (
 	"fmt"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Which proxy takes a workload's inbound traffic: a sidecar Istio's injector adds, or, in
@@ -74,17 +76,17 @@ func EnrolledInAmbient(ns map[string]string, w *Workload) bool {
 }
 
 // ZtunnelBypassed says why ztunnel does not intercept a workload meant for ambient mode
-// (MeantForAmbient), and the field that says so; "" when it does.
-func ZtunnelBypassed(w *Workload) (field, why string) {
+// (MeantForAmbient), and the field that says so; nil when it does.
+func ZtunnelBypassed(w *Workload) (path *field.Path, why string) {
 	switch {
 	case w.Annotations[BypassInboundCaptureAnnotation] == "true":
-		return "metadata.annotations[" + BypassInboundCaptureAnnotation + "]", "its inbound traffic bypasses ztunnel"
+		return field.NewPath("metadata", "annotations").Key(BypassInboundCaptureAnnotation), "its inbound traffic bypasses ztunnel"
 	case w.HostNetwork:
-		return "spec.hostNetwork", "it runs on the host's network, which ztunnel does not intercept"
+		return field.NewPath("spec", "hostNetwork"), "it runs on the host's network, which ztunnel does not intercept"
 	case w.Namespace == "kube-system":
-		return "metadata.namespace", "istio-cni excludes kube-system"
+		return field.NewPath("metadata", "namespace"), "istio-cni excludes kube-system"
 	}
-	return "", ""
+	return nil, ""
 }
 
 // LeavesAmbient tells whether a workload of an ambient namespace opts out of ambient mode
@@ -141,25 +143,25 @@ func InjectionDisabled(st State, w *Workload) bool {
 	return st.Settings(w.Namespace).NamespaceLabels[InjectionLabel] == "disabled"
 }
 
-// NotEnforceable says why Istio cannot enforce policy on a workload, or "".
-func NotEnforceable(w *Workload) (field, why string) {
+// NotEnforceable says why Istio cannot enforce policy on a workload, and the field that says so; nil when it can.
+func NotEnforceable(w *Workload) (path *field.Path, why string) {
 	include, narrowed := w.Annotations[IncludeInboundAnnotation]
 	switch {
 	case InjectionRefused(w.Labels[SidecarInjectLabel]):
-		return "metadata.labels[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
+		return field.NewPath("metadata", "labels").Key(SidecarInjectLabel), "sidecar injection is disabled"
 	case InjectionRefused(w.Annotations[SidecarInjectLabel]):
-		return "metadata.annotations[" + SidecarInjectLabel + "]", "sidecar injection is disabled"
+		return field.NewPath("metadata", "annotations").Key(SidecarInjectLabel), "sidecar injection is disabled"
 	case w.HostNetwork:
-		return "spec.hostNetwork", "it runs on the host network, where no sidecar intercepts"
+		return field.NewPath("spec", "hostNetwork"), "it runs on the host network, where no sidecar intercepts"
 	case w.Annotations[ExcludeInboundAnnotation] != "":
-		return "metadata.annotations[" + ExcludeInboundAnnotation + "]",
+		return field.NewPath("metadata", "annotations").Key(ExcludeInboundAnnotation),
 			fmt.Sprintf("inbound ports %s bypass the sidecar", w.Annotations[ExcludeInboundAnnotation])
 	case narrowed && strings.TrimSpace(include) == "":
-		return "metadata.annotations[" + IncludeInboundAnnotation + "]", "no inbound port is redirected to the sidecar"
+		return field.NewPath("metadata", "annotations").Key(IncludeInboundAnnotation), "no inbound port is redirected to the sidecar"
 	case narrowed && strings.TrimSpace(include) != "*":
-		return "metadata.annotations[" + IncludeInboundAnnotation + "]", fmt.Sprintf("inbound ports other than %s bypass the sidecar", include)
+		return field.NewPath("metadata", "annotations").Key(IncludeInboundAnnotation), fmt.Sprintf("inbound ports other than %s bypass the sidecar", include)
 	case strings.EqualFold(w.Annotations[InterceptionModeAnnotation], "NONE"):
-		return "metadata.annotations[" + InterceptionModeAnnotation + "]", "the sidecar intercepts no traffic"
+		return field.NewPath("metadata", "annotations").Key(InterceptionModeAnnotation), "the sidecar intercepts no traffic"
 	}
-	return "", ""
+	return nil, ""
 }
