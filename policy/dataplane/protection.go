@@ -8,7 +8,12 @@ import (
 	"github.com/meshguard/meshguard/policy/rulefields"
 )
 
-// protection is what guards one workload's JWT security, in one state.
+// Protection is what guards one workload's JWT security, in one state: the policies of the
+// proxy that validates its tokens on its routes (RoutesTo). For an ambient workload that
+// is its waypoint (WaypointFor: none without one), for any other its sidecar or, for a
+// gateway, itself (loaded). They are taken as that proxy loads them whether or not it
+// intercepts the Pod: where nothing does, the routes have no hop and MG504 and MG813
+// report the Pod, so that the other rules' findings still hold once it is intercepted.
 type Protection struct {
 	RAs []*mesh.RequestAuthentication
 	APs []*mesh.AuthorizationPolicy
@@ -70,18 +75,15 @@ type openingKey struct {
 }
 
 func protectionOf(st mesh.State, root string, w *mesh.Workload, openings map[openingKey]Request) Protection {
-	p := Protection{
-		RAs:     mesh.ForWorkload(w, root, st.RequestAuthentications),
-		APs:     mesh.ForWorkload(w, root, st.AuthorizationPolicies),
-		opening: &opening{st: st, root: root, w: w, byPolicies: openings},
-	}
-	// An ambient Pod's tokens are checked at its waypoint, by the policies attached to it,
-	// and nowhere without one: ztunnel loads no RequestAuthentication (MG801).
+	p := Protection{opening: &opening{st: st, root: root, w: w, byPolicies: openings}}
+	// An ambient Pod's tokens are checked at its waypoint, and nowhere without one (MG801).
+	// A workload yet to run (Virtual) is protected by what selects it: no Service is known
+	// to bind it to a waypoint.
 	if !w.Virtual && mesh.InAmbient(st, w) {
-		gw, services := mesh.WaypointOf(st, w)
-		p.RAs = mesh.AtWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications)
-		p.APs = mesh.AtWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
-		p.opening.viaWaypoint = true
+		at := WaypointFor(st, root, w)
+		p.RAs, p.APs, p.opening.viaWaypoint = at.RAs, at.APs, true
+	} else {
+		p.RAs, p.APs = loaded(st, root, w)
 	}
 	return p
 }

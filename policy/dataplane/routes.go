@@ -49,18 +49,17 @@ type Hop struct {
 func RoutesTo(st mesh.State, root string, w *mesh.Workload, ingresses []*mesh.Workload) []Route {
 	last := localHop(st, root, w)
 	routes := []Route{{Via: "direct", Hops: last}}
-	gw, services := (*mesh.Gateway)(nil), []string(nil)
+	var at Waypoint
 	if mesh.InAmbient(st, w) {
-		gw, services = mesh.WaypointOf(st, w)
+		at = WaypointFor(st, root, w)
 	}
 	var waypoint []Hop
-	if gw != nil {
-		aps := mesh.AtWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)
+	if gw := at.Gateway; gw != nil {
 		waypoint = []Hop{{
 			Proxy:       "waypoint " + gw.Namespace + "/" + gw.Name,
-			RAs:         mesh.AtWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications),
-			APs:         aps,
-			Enforcement: EnforcementOf(aps, false),
+			RAs:         at.RAs,
+			APs:         at.APs,
+			Enforcement: EnforcementOf(at.APs, false),
 			MTLSStrict:  true,
 			HBONEOnly:   true,
 			ForwardsAs:  peer(mesh.WaypointIdentity(gw), gw.Namespace, gw.Namespace+"/"+gw.Name),
@@ -87,7 +86,7 @@ func RoutesTo(st mesh.State, root string, w *mesh.Workload, ingresses []*mesh.Wo
 			ForwardsAs: peer(AnyOther, g.Namespace, AnyOther),
 		}
 		hops := []Hop{in}
-		if gw != nil && IngressUsesWaypoint(st, w.Namespace, services) {
+		if at.Gateway != nil && IngressUsesWaypoint(st, w.Namespace, at.Services) {
 			hops = append(hops, waypoint...)
 		}
 		routes = append(routes, Route{Via: in.Proxy, Hops: append(hops, last...)})
@@ -95,16 +94,43 @@ func RoutesTo(st mesh.State, root string, w *mesh.Workload, ingresses []*mesh.Wo
 	return routes
 }
 
+// Waypoint is the waypoint that serves an ambient workload, the Services it serves the
+// workload by, and what it enforces for it: the RequestAuthentications and
+// AuthorizationPolicies attached to it or to those Services. Gateway is nil where no
+// waypoint serves the workload; then nothing validates its tokens, as ztunnel loads no
+// RequestAuthentication.
+type Waypoint struct {
+	Gateway  *mesh.Gateway
+	Services []string
+	RAs      []*mesh.RequestAuthentication
+	APs      []*mesh.AuthorizationPolicy
+}
+
+// WaypointFor is the waypoint of ambient workload w: the hop of its waypoint route, and the
+// proxy whose policies protect it.
+func WaypointFor(st mesh.State, root string, w *mesh.Workload) Waypoint {
+	gw, services := mesh.WaypointOf(st, w)
+	return Waypoint{Gateway: gw, Services: services,
+		RAs: mesh.AtWaypoint(root, w.Namespace, gw, services, st.RequestAuthentications),
+		APs: mesh.AtWaypoint(root, w.Namespace, gw, services, st.AuthorizationPolicies)}
+}
+
+// loaded is what the proxy beside a workload loads for it, its sidecar or, for a gateway,
+// itself: the RequestAuthentications and AuthorizationPolicies that select it.
+func loaded(st mesh.State, root string, w *mesh.Workload) ([]*mesh.RequestAuthentication, []*mesh.AuthorizationPolicy) {
+	return mesh.ForWorkload(w, root, st.RequestAuthentications), mesh.ForWorkload(w, root, st.AuthorizationPolicies)
+}
+
 // localHop is the proxy that takes a workload's inbound traffic: a gateway itself; ztunnel
 // for an ambient workload, loading no RequestAuthentication and the L4 part of its
 // policies; else the sidecar. None when nothing intercepts it.
 func localHop(st mesh.State, root string, w *mesh.Workload) []Hop {
 	strict := mesh.MTLSStrict(st, root, w)
-	aps := mesh.ForWorkload(w, root, st.AuthorizationPolicies)
+	ras, aps := loaded(st, root, w)
 	switch {
 	case mesh.IsProxy(w):
 		// A gateway is its own proxy, whatever its injection labels say.
-		return []Hop{{Proxy: "gateway", RAs: mesh.ForWorkload(w, root, st.RequestAuthentications), APs: aps, Enforcement: EnforcementOf(aps, true)}}
+		return []Hop{{Proxy: "gateway", RAs: ras, APs: aps, Enforcement: EnforcementOf(aps, true)}}
 	case mesh.MeantForAmbient(st, w):
 		if path, _ := mesh.ZtunnelBypassed(w); path != nil {
 			return nil
@@ -117,7 +143,7 @@ func localHop(st mesh.State, root string, w *mesh.Workload) []Hop {
 		return nil
 	}
 	mode, own := mesh.MTLSModes(st, root, w)
-	return []Hop{{Proxy: "sidecar", RAs: mesh.ForWorkload(w, root, st.RequestAuthentications), APs: aps, Enforcement: EnforcementOf(aps, !strict),
+	return []Hop{{Proxy: "sidecar", RAs: ras, APs: aps, Enforcement: EnforcementOf(aps, !strict),
 		MTLSStrict: mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT, StrictPorts: mesh.StrictPorts(own, mode)}}
 }
 
