@@ -231,7 +231,7 @@ func (c *candidates) keptFactsOf(w *mesh.Workload, root string) *keptFacts {
 	if k := keptFactsIn(w); k != nil && k.policies == c.own && k.enrolment == c.enrolment {
 		return k
 	}
-	k := &keptFacts{policies: c.own, enrolment: c.enrolment, namespace: c.namespace, ambient: c.inAmbient(w)}
+	k := &keptFacts{policies: c.own, enrolment: c.enrolment, namespace: c.namespace, ambient: inAmbientBy(c.namespaceLabels, w)}
 	k.own, k.ownOK = c.own.selecting(w, root)
 	if c.own.kept {
 		w.Memo.Store(k)
@@ -286,8 +286,9 @@ func (c *candidates) class(w *mesh.Workload, root string, k *keptFacts) (classKe
 	return key, rootOK && k.ownOK
 }
 
-func (c *candidates) inAmbient(w *mesh.Workload) bool {
-	return !w.HostNetwork && mesh.EnrolledInAmbient(c.namespaceLabels, w)
+// inAmbientBy is mesh.InAmbient, given the labels of w's namespace.
+func inAmbientBy(namespaceLabels map[string]string, w *mesh.Workload) bool {
+	return !w.HostNetwork && mesh.EnrolledInAmbient(namespaceLabels, w)
 }
 
 // protection is the protection of the sidecar workloads of class k, w one of them:

@@ -85,13 +85,13 @@ func (m *Memo) complete(w *mesh.Workload, f Facts, known bool) Facts {
 }
 
 // ambient tells whether w is in ambient mode in m's state: a real workload's, from what it
-// keeps.
+// keeps. A virtual workload's needs only its namespace's labels, not its policies compiled:
+// it is protected by its label set (protectionByLabels).
 func (m *Memo) ambient(w *mesh.Workload) bool {
-	ns := m.candidatesOf(w)
 	if w.Virtual {
-		return ns.inAmbient(w)
+		return inAmbientBy(m.state.Settings(w.Namespace).NamespaceLabels, w)
 	}
-	return ns.keptFactsOf(w, m.root).ambient
+	return m.candidatesOf(w).keptFactsOf(w, m.root).ambient
 }
 
 // protectionBy finds w's protection among those m knows, or works it out: a sidecar
