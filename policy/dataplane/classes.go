@@ -174,8 +174,9 @@ type candidates struct {
 	namespace       string
 	namespaceLabels map[string]string
 	enrolment       enrolment
-	root            *namespacePolicies // nil in the root namespace
-	own             *namespacePolicies
+	// root and own are compiled by Memo.candidatesOf, for the namespace's real workloads;
+	// root is nil in the root namespace.
+	root, own *namespacePolicies
 	// mtls is the namespace's mTLS mode, for its workloads no PeerAuthentication with a
 	// selector applies to.
 	mtls mtlsOnce
@@ -231,7 +232,7 @@ func (c *candidates) keptFactsOf(w *mesh.Workload, root string) *keptFacts {
 	if k := keptFactsIn(w); k != nil && k.policies == c.own && k.enrolment == c.enrolment {
 		return k
 	}
-	k := &keptFacts{policies: c.own, enrolment: c.enrolment, namespace: c.namespace, ambient: inAmbientBy(c.namespaceLabels, w)}
+	k := &keptFacts{policies: c.own, enrolment: c.enrolment, namespace: c.namespace, ambient: c.inAmbient(w)}
 	k.own, k.ownOK = c.own.selecting(w, root)
 	if c.own.kept {
 		w.Memo.Store(k)
@@ -286,9 +287,8 @@ func (c *candidates) class(w *mesh.Workload, root string, k *keptFacts) (classKe
 	return key, rootOK && k.ownOK
 }
 
-// inAmbientBy is mesh.InAmbient, given the labels of w's namespace.
-func inAmbientBy(namespaceLabels map[string]string, w *mesh.Workload) bool {
-	return !w.HostNetwork && mesh.EnrolledInAmbient(namespaceLabels, w)
+func (c *candidates) inAmbient(w *mesh.Workload) bool {
+	return !w.HostNetwork && mesh.EnrolledInAmbient(c.namespaceLabels, w)
 }
 
 // protection is the protection of the sidecar workloads of class k, w one of them:

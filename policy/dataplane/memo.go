@@ -85,11 +85,11 @@ func (m *Memo) complete(w *mesh.Workload, f Facts, known bool) Facts {
 }
 
 // ambient tells whether w is in ambient mode in m's state: a real workload's, from what it
-// keeps. A virtual workload's needs only its namespace's labels, not its policies compiled:
-// it is protected by its label set (protectionByLabels).
+// keeps. A virtual workload's needs only its namespace's labels, not its policies
+// compiled: it is protected by its label set (protectionByLabels).
 func (m *Memo) ambient(w *mesh.Workload) bool {
 	if w.Virtual {
-		return inAmbientBy(m.state.Settings(w.Namespace).NamespaceLabels, w)
+		return m.candidatesIn(w.Namespace).inAmbient(w)
 	}
 	return m.candidatesOf(w).keptFactsOf(w, m.root).ambient
 }
@@ -142,12 +142,23 @@ func NewMemo(st mesh.State, root string, seed maphash.Seed) *Memo {
 		byLabels: map[labelsKey]*labelledProtection{}, namespaces: map[string]*candidates{}, openings: map[openingKey]Request{}}
 }
 
-// candidatesOf returns the candidates of w's namespace.
+// candidatesOf returns the candidates of w's namespace, their policies compiled.
 func (m *Memo) candidatesOf(w *mesh.Workload) *candidates {
-	return m.candidatesIn(NamespaceOf(w))
+	cands := m.candidatesIn(NamespaceOf(w))
+	if cands.own == nil {
+		cands.own = compiledPolicies(m.state, cands.namespace)
+		if cands.namespace != m.root {
+			if m.atRoot == nil {
+				m.atRoot = compiledPolicies(m.state, m.root)
+			}
+			cands.root = m.atRoot
+		}
+	}
+	return cands
 }
 
-// candidatesIn returns the candidates of a namespace, listing them on first use.
+// candidatesIn returns the candidates of a namespace, its labels read on first use. Their
+// policies are compiled by candidatesOf, for the real workloads that need them.
 func (m *Memo) candidatesIn(ns string) *candidates {
 	// A mesh-wide selection lists the workloads of a namespace together.
 	if m.last != nil && m.last.namespace == ns {
@@ -158,13 +169,7 @@ func (m *Memo) candidatesIn(ns string) *candidates {
 		return cands
 	}
 	labels := m.state.Settings(ns).NamespaceLabels
-	cands := &candidates{namespace: ns, namespaceLabels: labels, enrolment: enrolmentOf(labels), own: compiledPolicies(m.state, ns)}
-	if ns != m.root {
-		if m.atRoot == nil {
-			m.atRoot = compiledPolicies(m.state, m.root)
-		}
-		cands.root = m.atRoot
-	}
+	cands := &candidates{namespace: ns, namespaceLabels: labels, enrolment: enrolmentOf(labels)}
 	m.namespaces[ns] = cands
 	m.last = cands
 	return cands
