@@ -125,16 +125,16 @@ func loaded(st mesh.State, root string, w *mesh.Workload) ([]*mesh.RequestAuthen
 // for an ambient workload, loading no RequestAuthentication and the L4 part of its
 // policies; else the sidecar. None when nothing intercepts it.
 func localHop(st mesh.State, root string, w *mesh.Workload) []Hop {
-	strict := mesh.MTLSStrict(st, root, w)
-	ras, aps := loaded(st, root, w)
 	switch {
 	case mesh.IsProxy(w):
 		// A gateway is its own proxy, whatever its injection labels say.
+		ras, aps := loaded(st, root, w)
 		return []Hop{{Proxy: "gateway", RAs: ras, APs: aps, Enforcement: EnforcementOf(aps, true)}}
 	case mesh.MeantForAmbient(st, w):
 		if path, _ := mesh.ZtunnelBypassed(w); path != nil {
 			return nil
 		}
+		aps, strict := mesh.ForWorkload(w, root, st.AuthorizationPolicies), mesh.MTLSStrict(st, root, w)
 		return []Hop{{Proxy: "ztunnel", APs: aps, Ztunnel: true, Enforcement: ZtunnelEnforcement(aps, !strict), MTLSStrict: strict}}
 	case mesh.LeavesAmbient(st.Settings(w.Namespace).NamespaceLabels, w):
 		return nil // out of ambient mode, and no sidecar either
@@ -142,6 +142,8 @@ func localHop(st mesh.State, root string, w *mesh.Workload) []Hop {
 	if path, _ := mesh.NotEnforceable(w); path != nil || mesh.InjectionDisabled(st, w) {
 		return nil
 	}
+	ras, aps := loaded(st, root, w)
+	strict := mesh.MTLSStrict(st, root, w)
 	mode, own := mesh.MTLSModes(st, root, w)
 	return []Hop{{Proxy: "sidecar", RAs: ras, APs: aps, Enforcement: EnforcementOf(aps, !strict),
 		MTLSStrict: mode == securityv1beta1.PeerAuthentication_MutualTLS_STRICT, StrictPorts: mesh.StrictPorts(own, mode)}}
